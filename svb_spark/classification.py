@@ -1,0 +1,416 @@
+"""SVBLogisticRegression (the driver side of ``fit``) and SVBLogisticRegressionModel.
+
+The numerics live in :mod:`svb_spark.solver`, the per-task loop in :mod:`svb_spark.worker`;
+this module validates, plans the barrier stage and assembles the model.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import warnings
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml.classification import ProbabilisticClassificationModel, ProbabilisticClassifier
+from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from svb_spark import solver
+from svb_spark.inspection import check_columns, inspect_training_data
+from svb_spark.params import (
+    _SVBEstimatorParams,
+    _SVBLogisticRegressionParams,
+    validate_param_values,
+)
+from svb_spark.persistence import SVBModelReadable, SVBModelWritable
+from svb_spark.session import available_task_slots, default_parallelism
+from svb_spark.summary import SVBLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
+from svb_spark.worker import (
+    FEATURES,
+    LABEL,
+    RESULT_DDL,
+    ROW_ID,
+    WEIGHT,
+    TrainingConfig,
+    barrier_training_task,
+    decode_result,
+)
+
+
+class SVBConvergenceWarning(UserWarning):
+    """maxIter ended training before the objective changed by less than tol."""
+
+
+class SVBLogisticRegression(
+    ProbabilisticClassifier, _SVBEstimatorParams, DefaultParamsWritable, DefaultParamsReadable
+):
+    """Multinomial logistic regression trained by synchronous minibatch SGD with the
+    Sufficient Vector Broadcaster.
+
+    Every step, each of ``numWorkers`` barrier tasks computes the sufficient vectors of its
+    ``batchSize`` rows (``U = P - Y`` and the rows ``V``), sends them to every peer over Arrow
+    Flight, and applies everyone's ``U^T V`` to its replica of the weights. Communication is
+    linear in classes plus features instead of their product, and the result is exactly that of
+    SGD on the global minibatch.
+
+    Params follow :class:`pyspark.ml.classification.LogisticRegression` (``maxIter`` counts
+    epochs, ``regParam`` is the L2 strength, ``standardization`` is on by default and the
+    coefficients are returned for the original features) plus ``batchSize``, ``numWorkers``,
+    ``numClasses``, ``exchange``, ``dtype`` and ``exchangeTimeout``. ``stepSize`` is relative to
+    the data's curvature, so the default 1.0 needs no tuning.
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> from svb_spark import SVBLogisticRegression
+    >>> df = spark.createDataFrame(
+    ...     [(Vectors.dense([0.0, 1.0]), 0.0), (Vectors.dense([1.0, 0.0]), 1.0),
+    ...      (Vectors.dense([0.0, 2.0]), 0.0), (Vectors.dense([2.0, 0.0]), 1.0)],
+    ...     ["features", "label"])
+    >>> model = SVBLogisticRegression(maxIter=50, numWorkers=2).fit(df)
+    >>> model.numClasses, model.numFeatures
+    (2, 2)
+    >>> model.predict(Vectors.dense([3.0, 0.0]))
+    1.0
+    >>> model.transform(df).select("prediction").collect()[0].prediction
+    0.0
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        featuresCol: str = "features",
+        labelCol: str = "label",
+        predictionCol: str = "prediction",
+        probabilityCol: str = "probability",
+        rawPredictionCol: str = "rawPrediction",
+        weightCol: str | None = None,
+        thresholds: list[float] | None = None,
+        maxIter: int = 100,
+        tol: float = 1e-6,
+        regParam: float = 0.0,
+        fitIntercept: bool = True,
+        standardization: bool = True,
+        stepSize: float = 1.0,
+        seed: int | None = None,
+        batchSize: int = 32,
+        numWorkers: int = 0,
+        numClasses: int = 0,
+        exchange: str = "p2p",
+        dtype: str = "float32",
+        exchangeTimeout: float = 120.0,
+    ) -> None:
+        super().__init__()
+        kwargs = self._input_kwargs
+        self.setParams(**kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        featuresCol: str = "features",
+        labelCol: str = "label",
+        predictionCol: str = "prediction",
+        probabilityCol: str = "probability",
+        rawPredictionCol: str = "rawPrediction",
+        weightCol: str | None = None,
+        thresholds: list[float] | None = None,
+        maxIter: int = 100,
+        tol: float = 1e-6,
+        regParam: float = 0.0,
+        fitIntercept: bool = True,
+        standardization: bool = True,
+        stepSize: float = 1.0,
+        seed: int | None = None,
+        batchSize: int = 32,
+        numWorkers: int = 0,
+        numClasses: int = 0,
+        exchange: str = "p2p",
+        dtype: str = "float32",
+        exchangeTimeout: float = 120.0,
+    ) -> "SVBLogisticRegression":
+        """Sets params for this estimator; see the class docstring."""
+        kwargs = self._input_kwargs
+        return self._set(**kwargs)
+
+    def setWeightCol(self, value: str) -> "SVBLogisticRegression":
+        return self._set(weightCol=value)
+
+    def setMaxIter(self, value: int) -> "SVBLogisticRegression":
+        return self._set(maxIter=value)
+
+    def setTol(self, value: float) -> "SVBLogisticRegression":
+        return self._set(tol=value)
+
+    def setRegParam(self, value: float) -> "SVBLogisticRegression":
+        return self._set(regParam=value)
+
+    def setFitIntercept(self, value: bool) -> "SVBLogisticRegression":
+        return self._set(fitIntercept=value)
+
+    def setStandardization(self, value: bool) -> "SVBLogisticRegression":
+        return self._set(standardization=value)
+
+    def setStepSize(self, value: float) -> "SVBLogisticRegression":
+        return self._set(stepSize=value)
+
+    def setSeed(self, value: int) -> "SVBLogisticRegression":
+        return self._set(seed=value)
+
+    def setBatchSize(self, value: int) -> "SVBLogisticRegression":
+        return self._set(batchSize=value)
+
+    def setNumWorkers(self, value: int) -> "SVBLogisticRegression":
+        return self._set(numWorkers=value)
+
+    def setNumClasses(self, value: int) -> "SVBLogisticRegression":
+        return self._set(numClasses=value)
+
+    def setExchange(self, value: str) -> "SVBLogisticRegression":
+        return self._set(exchange=value)
+
+    def setDtype(self, value: str) -> "SVBLogisticRegression":
+        return self._set(dtype=value)
+
+    def setExchangeTimeout(self, value: float) -> "SVBLogisticRegression":
+        return self._set(exchangeTimeout=value)
+
+    def _weight_column(self) -> str | None:
+        if self.isDefined(self.weightCol) and self.getWeightCol():
+            return self.getWeightCol()
+        return None
+
+    def _num_workers(self, spark) -> int:
+        requested = self.getNumWorkers() or default_parallelism(spark)
+        slots = available_task_slots(spark)
+        if slots is not None and requested > slots:
+            raise ValueError(
+                f"numWorkers={requested} but the cluster has only {slots} free task slot(s); a "
+                "barrier stage needs one slot per worker at the same time. Set numWorkers to at "
+                f"most {slots} or add executors/cores."
+            )
+        return requested
+
+    def _fit(self, dataset) -> "SVBLogisticRegressionModel":
+        started = time.perf_counter()
+        validate_param_values(self)
+        features, label, weight = self.getFeaturesCol(), self.getLabelCol(), self._weight_column()
+        check_columns(dataset.schema, features, label, weight)
+        spark = dataset.sparkSession
+        num_workers = self._num_workers(spark)
+
+        stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
+        inspected = time.perf_counter()
+        thresholds = self.getThresholds() if self.isDefined(self.thresholds) else None
+        if thresholds and len(thresholds) != stats.num_classes:
+            raise ValueError(
+                f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
+                f"{stats.num_classes} classes; give one threshold per class."
+            )
+        config = self._training_config(stats)
+        training = _training_frame(dataset, features, label, weight, num_workers)
+        task = barrier_training_task(config, secrets.token_urlsafe(32))
+        rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
+        W_std, b_std, record = decode_result([(r.part, r.seq, r.data) for r in rows])
+        trained = time.perf_counter()
+
+        W, b = solver.unstandardize(W_std, b_std, config.mean, config.scale)
+        model = self._copyValues(SVBLogisticRegressionModel(W, b))
+        model._resetUid(model.uid)
+        record.update(
+            num_workers=num_workers,
+            exchange=self.getExchange(),
+            timings={
+                "inspect": inspected - started,
+                "train": trained - inspected,
+                **record["seconds"],
+            },
+        )
+        model._summary = SVBLogisticRegressionTrainingSummary(
+            model.transform(dataset), record, **model._summary_columns()
+        )
+        if not record["converged"] and self.getMaxIter() > 0:
+            warnings.warn(
+                f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} epochs before "
+                f"the objective changed by less than tol={self.getTol()}; raise maxIter or tol "
+                "if the model is not good enough.",
+                SVBConvergenceWarning,
+                stacklevel=2,
+            )
+        return model
+
+    def _training_config(self, stats) -> TrainingConfig:
+        std = stats.std
+        scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+        # Training always runs on standardized features (SGD's conditioning); with
+        # standardization off, the penalty acts on the original coefficients, as in MLlib.
+        reg_scale = None if self.getStandardization() else scale * scale
+        return TrainingConfig(
+            num_classes=stats.num_classes,
+            num_features=stats.num_features,
+            batch_size=self.getBatchSize(),
+            max_iter=self.getMaxIter(),
+            tol=self.getTol(),
+            reg_param=self.getRegParam(),
+            fit_intercept=self.getFitIntercept(),
+            step_size=self.getStepSize(),
+            seed=self.getSeed(),
+            dtype=self.getDtype(),
+            scale=scale,
+            # Centering needs an intercept to absorb the shift.
+            mean=stats.mean if self.getFitIntercept() else None,
+            reg_scale=reg_scale,
+            exchange_timeout=self.getExchangeTimeout(),
+        )
+
+
+def _training_frame(dataset, features: str, label: str, weight: str | None, num_workers: int):
+    """The columns the workers need, one partition per worker.
+
+    Rows are hash-partitioned on a row id so that the same input gives every worker the same
+    rows, and the workers sort by it: together with ``seed`` this makes fits repeatable.
+    """
+    from pyspark.sql import functions as F
+
+    return dataset.select(
+        F.col(features).alias(FEATURES),
+        F.col(label).cast("double").alias(LABEL),
+        (F.col(weight).cast("double") if weight else F.lit(1.0)).alias(WEIGHT),
+        F.monotonically_increasing_id().alias(ROW_ID),
+    ).repartition(num_workers, ROW_ID)
+
+
+class SVBLogisticRegressionModel(
+    ProbabilisticClassificationModel, _SVBLogisticRegressionParams, SVBModelWritable, SVBModelReadable
+):
+    """A multinomial logistic regression model fitted by :class:`SVBLogisticRegression`.
+
+    ``transform`` appends ``rawPredictionCol`` (margins), ``probabilityCol`` (softmax) and
+    ``predictionCol`` (honouring ``thresholds``) using vectorized Arrow UDFs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyspark.ml.linalg import Vectors
+    >>> model = SVBLogisticRegressionModel(np.array([[1.0, -1.0], [-1.0, 1.0]]), np.zeros(2))
+    >>> model.predict(Vectors.dense([0.0, 3.0]))
+    1.0
+    >>> model.coefficientMatrix.numRows, model.interceptVector.size
+    (2, 2)
+    """
+
+    def __init__(self, coefficients: np.ndarray | None = None, intercepts: np.ndarray | None = None):
+        super().__init__()
+        self._W = None if coefficients is None else np.asarray(coefficients, dtype=np.float64)
+        self._b = None if intercepts is None else np.asarray(intercepts, dtype=np.float64)
+        self._summary: SVBLogisticRegressionTrainingSummary | None = None
+
+    @property
+    def coefficientMatrix(self) -> DenseMatrix:
+        """Coefficients as a numClasses x numFeatures DenseMatrix (original feature space)."""
+        K, D = self._W.shape
+        return DenseMatrix(K, D, self._W.ravel(order="F").tolist())
+
+    @property
+    def interceptVector(self) -> DenseVector:
+        return DenseVector(self._b)
+
+    @property
+    def numClasses(self) -> int:
+        return int(self._W.shape[0])
+
+    @property
+    def numFeatures(self) -> int:
+        return int(self._W.shape[1])
+
+    @property
+    def hasSummary(self) -> bool:
+        return self._summary is not None
+
+    @property
+    def summary(self) -> SVBLogisticRegressionTrainingSummary:
+        """The training summary; raises if the model was not produced by ``fit``."""
+        if self._summary is None:
+            raise RuntimeError(
+                f"No training summary available for this {type(self).__name__}: it was loaded "
+                "or built by hand. Use evaluate(df) for metrics on a DataFrame."
+            )
+        return self._summary
+
+    def _summary_columns(self) -> dict[str, str]:
+        weight = self.getWeightCol() if self.isDefined(self.weightCol) else ""
+        return {
+            "predictionCol": self.getPredictionCol(),
+            "labelCol": self.getLabelCol(),
+            "weightCol": weight or "",
+            "probabilityCol": self.getProbabilityCol(),
+            "featuresCol": self.getFeaturesCol(),
+        }
+
+    def evaluate(self, dataset) -> SVBLogisticRegressionSummary:
+        """Metrics of this model on ``dataset`` (which needs the label column)."""
+        check_columns(dataset.schema, self.getFeaturesCol(), self.getLabelCol(), None)
+        model = self.copy()
+        # The summary needs every output column, even if the user switched some off.
+        for param, name in (
+            (model.predictionCol, "prediction"),
+            (model.probabilityCol, "probability"),
+            (model.rawPredictionCol, "rawPrediction"),
+        ):
+            if not model.getOrDefault(param):
+                model._set(**{param.name: f"_svb_{name}"})
+        return SVBLogisticRegressionSummary(model.transform(dataset), **model._summary_columns())
+
+    def _thresholds(self) -> list[float] | None:
+        return self.getThresholds() if self.isDefined(self.thresholds) else None
+
+    def predictRaw(self, value: Vector) -> DenseVector:
+        """Margins ``W x + b`` of one feature vector."""
+        x = value.toArray().reshape(1, -1)
+        return DenseVector(solver.raw_margins(self._W, self._b, x)[0])
+
+    def predictProbability(self, value: Vector) -> DenseVector:
+        """Class probabilities of one feature vector."""
+        return DenseVector(solver.probabilities_from_raw(self.predictRaw(value).toArray()[None])[0])
+
+    def predict(self, value: Vector) -> float:
+        """Predicted class index of one feature vector (honours ``thresholds``)."""
+        probabilities = self.predictProbability(value).toArray()[None]
+        return float(solver.predictions_from_probabilities(probabilities, self._thresholds())[0])
+
+    def _transform(self, dataset):
+        from svb_spark.scoring import add_prediction_columns
+
+        return add_prediction_columns(
+            dataset,
+            self._W,
+            self._b,
+            features=self.getFeaturesCol(),
+            raw_col=self.getRawPredictionCol(),
+            probability_col=self.getProbabilityCol(),
+            prediction_col=self.getPredictionCol(),
+            thresholds=self._thresholds(),
+        )
+
+    def copy(self, extra: dict | None = None) -> "SVBLogisticRegressionModel":
+        copied = super().copy(extra)
+        copied._summary = None if extra else self._summary
+        return copied
+
+    def _model_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._W, self._b
+
+    @classmethod
+    def _from_arrays(cls, W: np.ndarray, b: np.ndarray) -> "SVBLogisticRegressionModel":
+        return cls(W, b)
+
+    def __repr__(self) -> str:
+        if self._W is None:
+            return f"{type(self).__name__}: uid={self.uid}"
+        return (
+            f"{type(self).__name__}: uid={self.uid}, numClasses={self.numClasses}, "
+            f"numFeatures={self.numFeatures}"
+        )
+

@@ -1,0 +1,149 @@
+"""A direct mesh of Arrow Flight servers between the workers of one fit.
+
+Every worker runs a Flight server that accepts ``do_put`` calls into a mailbox keyed by
+(step, sender rank). A step sends this worker's record batch to every peer, then waits until the
+mailbox holds every peer's batch for that step. A loopback ``do_put`` costs about a millisecond,
+against about a second for ``BarrierTaskContext.allGather``, which is why the step loop uses
+this mesh and leaves Spark's control plane alone.
+
+This module knows nothing of Spark: the caller swaps ``location`` strings once (the barrier
+task does it with ``allGather``) and passes them to :meth:`FlightMeshExchange.connect`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from svb_spark.exchange.base import Exchange, ExchangeError, ExchangeTimeoutError
+
+_AUTH_HEADER = "authorization"
+
+
+class _SecretCheckFactory(flight.ServerMiddlewareFactory):
+    """Refuses every call that does not present this fit's secret."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._expected = f"Bearer {secret}".encode()
+
+    def start_call(self, info, headers):
+        presented = headers.get(_AUTH_HEADER, [])
+        if not any(
+            hmac.compare_digest(value.encode() if isinstance(value, str) else value, self._expected)
+            for value in presented
+        ):
+            raise flight.FlightUnauthenticatedError("this server accepts only workers of its fit")
+        return None
+
+
+class _MailboxServer(flight.FlightServerBase):
+    def __init__(self, location: str, secret: str) -> None:
+        super().__init__(location, middleware={"secret": _SecretCheckFactory(secret)})
+        self.mailbox: dict[tuple[int, int], pa.Table] = {}
+        self.arrived = threading.Condition()
+
+    def do_put(self, context, descriptor, reader, writer):
+        step, rank = (int(part) for part in descriptor.path)
+        table = reader.read_all()
+        with self.arrived:
+            self.mailbox[(step, rank)] = table
+            self.arrived.notify_all()
+
+
+class FlightMeshExchange(Exchange):
+    """Exchange over a full mesh of Arrow Flight connections.
+
+    Parameters
+    ----------
+    rank, num_workers : int
+        This worker's index and the number of workers in the fit.
+    host : str
+        Address to bind to and to advertise: the executor's own host.
+    secret : str
+        Token made on the driver for this fit; peers must present it on every call.
+    timeout : float
+        Seconds to wait for a peer before raising :class:`ExchangeTimeoutError`.
+
+    Examples
+    --------
+    >>> mesh = FlightMeshExchange(0, 1, "127.0.0.1", secret="s3cret", timeout=5.0)
+    >>> mesh.connect([mesh.location])
+    >>> batch = pa.record_batch({"x": [1.0, 2.0]})
+    >>> mesh.all_gather(0, batch)[0].num_rows
+    2
+    >>> mesh.close()
+    """
+
+    def __init__(self, rank: int, num_workers: int, host: str, secret: str, timeout: float) -> None:
+        super().__init__(rank, num_workers)
+        self.timeout = timeout
+        self._server = _MailboxServer(f"grpc+tcp://{host}:0", secret)
+        self.location = f"grpc+tcp://{host}:{self._server.port}"
+        self._options = flight.FlightCallOptions(
+            headers=[(_AUTH_HEADER.encode(), f"Bearer {secret}".encode())], timeout=timeout
+        )
+        self._peers: dict[int, flight.FlightClient] = {}
+        self._senders: ThreadPoolExecutor | None = None
+
+    def connect(self, locations: list[str]) -> None:
+        """Open a client to every peer; ``locations`` is indexed by rank."""
+        if len(locations) != self.num_workers:
+            raise ValueError(f"expected {self.num_workers} locations, got {len(locations)}")
+        self._peers = {
+            rank: flight.FlightClient(location)
+            for rank, location in enumerate(locations)
+            if rank != self.rank
+        }
+        if len(self._peers) > 1:
+            self._senders = ThreadPoolExecutor(len(self._peers), thread_name_prefix="svb-send")
+
+    def _send(self, peer: int, step: int, batch: pa.RecordBatch) -> None:
+        descriptor = flight.FlightDescriptor.for_path(str(step), str(self.rank))
+        try:
+            writer, _ = self._peers[peer].do_put(descriptor, batch.schema, options=self._options)
+            writer.write_batch(batch)
+            writer.close()
+        except flight.FlightError as error:
+            raise ExchangeError(
+                f"worker {self.rank} could not send step {step} to worker {peer}: {error}"
+            ) from None
+
+    def all_gather(self, step: int, batch: pa.RecordBatch) -> list[pa.RecordBatch | pa.Table]:
+        peers = sorted(self._peers)
+        if self._senders is not None:
+            for future in [self._senders.submit(self._send, p, step, batch) for p in peers]:
+                future.result()
+        else:
+            for peer in peers:
+                self._send(peer, step, batch)
+        self.bytes_sent += batch.nbytes * len(peers)
+
+        server = self._server
+        keys = [(step, peer) for peer in peers]
+        with server.arrived:
+            if not server.arrived.wait_for(
+                lambda: all(k in server.mailbox for k in keys), timeout=self.timeout
+            ):
+                missing = [peer for _, peer in keys if (step, peer) not in server.mailbox]
+                raise ExchangeTimeoutError(
+                    f"worker {self.rank} waited {self.timeout:.0f} s for step {step} from "
+                    f"workers {missing}; a peer died or stalled (see exchangeTimeout)"
+                )
+            received = {peer: server.mailbox.pop((step, peer)) for peer in peers}
+        self.bytes_received += sum(table.nbytes for table in received.values())
+        received[self.rank] = batch
+        return [received[rank] for rank in range(self.num_workers)]
+
+    def close(self) -> None:
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
+            self._senders = None
+        for client in self._peers.values():
+            client.close()
+        self._peers = {}
+        self._server.shutdown()

@@ -1,0 +1,212 @@
+"""The driver's one pass over the training data: statistics and input checks.
+
+One ``mapInArrow`` job computes, per partition, row and weight counts, label range and
+integrality, vector sizes, the first non-finite feature and weighted feature moments. The driver
+merges them and raises, before any barrier stage starts, an error that names the column, the bad
+value and the fix.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from svb_spark.data import numeric_column, vector_sizes, vectors_to_dense
+
+_STATS_SCHEMA = "stats binary"
+
+
+@dataclass
+class DatasetSummary:
+    """What the fit needs to know about the data before training."""
+
+    num_rows: int
+    weight_sum: float
+    num_features: int
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+
+
+class _PartitionStats:
+    """Running statistics of one partition; plain attributes so it pickles cheaply."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.null_labels = 0
+        self.bad_label: float | None = None  # NaN, infinite, negative or fractional
+        self.max_label = -np.inf
+        self.null_features = 0
+        self.sizes: set[int] = set()
+        self.nonfinite: tuple[int, float] | None = None  # (feature index, value)
+        self.bad_weight: float | None = None
+        self.weight_sum = 0.0
+        self.weight_sq_sum = 0.0
+        self.sum: np.ndarray | None = None
+        self.sq_sum: np.ndarray | None = None
+
+    def update(self, batch: pa.RecordBatch, features: str, label: str, weight: str | None) -> None:
+        n = batch.num_rows
+        self.rows += n
+        labels_arrow = batch.column(label)
+        self.null_labels += labels_arrow.null_count
+        y = numeric_column(labels_arrow)
+        y = y[~np.isnan(y)] if labels_arrow.null_count else y
+        bad = ~np.isfinite(y) | (y < 0) | (y != np.floor(y))
+        if bad.any() and self.bad_label is None:
+            self.bad_label = float(y[bad][0])
+        if len(y[~bad]):
+            self.max_label = max(self.max_label, float(y[~bad].max()))
+
+        w = np.ones(n) if weight is None else numeric_column(batch.column(weight))
+        bad_w = ~np.isfinite(w) | (w < 0)
+        if bad_w.any():
+            if self.bad_weight is None:
+                self.bad_weight = float(w[bad_w][0])
+            w = np.where(bad_w, 0.0, w)
+
+        sizes = vector_sizes(batch.column(features))
+        self.null_features += int((sizes < 0).sum())
+        self.sizes.update(int(s) for s in np.unique(sizes[sizes >= 0])[:2])
+        if len(self.sizes) != 1:
+            return
+        valid = sizes >= 0
+        size = next(iter(self.sizes))
+        column = batch.column(features)
+        X = vectors_to_dense(column.filter(pa.array(valid)) if not valid.all() else column, size)
+        w = w[valid]
+        finite = np.isfinite(X)
+        if not finite.all() and self.nonfinite is None:
+            row, col = np.argwhere(~finite)[0]
+            self.nonfinite = (int(col), float(X[row, col]))
+        X = np.where(finite, X, 0.0)
+        if self.sum is None:
+            self.sum, self.sq_sum = np.zeros(size), np.zeros(size)
+        self.weight_sum += float(w.sum())
+        self.weight_sq_sum += float((w * w).sum())
+        self.sum += w @ X
+        self.sq_sum += w @ (X * X)
+
+
+def _statistics_task(features: str, label: str, weight: str | None):
+    def task(batches):
+        stats = _PartitionStats()
+        for batch in batches:
+            stats.update(batch, features, label, weight)
+        yield pa.RecordBatch.from_pydict({"stats": [pickle.dumps(stats)]})
+
+    return task
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def inspect_training_data(
+    df, features: str, label: str, weight: str | None, num_classes: int
+) -> DatasetSummary:
+    """Run the pre-pass over ``df`` and check it; ``num_classes`` 0 means infer.
+
+    Raises ValueError for bad values, naming the column, the value and the fix.
+    """
+    rows = df.mapInArrow(_statistics_task(features, label, weight), _STATS_SCHEMA).collect()
+    parts = [pickle.loads(r.stats) for r in rows]
+    total_rows = sum(p.rows for p in parts)
+    if total_rows == 0:
+        _fail("The training DataFrame is empty: it has no rows to fit. Check the filters or "
+              "the input path that produced it.")
+    if any(p.null_labels for p in parts):
+        count = sum(p.null_labels for p in parts)
+        _fail(f"Column '{label}' has {count} null value(s); labels must be class indices "
+              "0, 1, ..., numClasses - 1. Drop those rows (df.dropna(subset=['"
+              f"{label}'])) or fill them.")
+    bad_label = next((p.bad_label for p in parts if p.bad_label is not None), None)
+    if bad_label is not None:
+        _fail(f"Column '{label}' must hold integer class indices 0, 1, ..., numClasses - 1; "
+              f"found {bad_label!r}. Map arbitrary labels to indices with "
+              "pyspark.ml.feature.StringIndexer.")
+    max_label = int(max(p.max_label for p in parts))
+    if num_classes and max_label >= num_classes:
+        _fail(f"Column '{label}' has the label {max_label}, but numClasses is {num_classes} so "
+              f"labels must be below {num_classes}. Set numClasses to at least {max_label + 1} "
+              "or to 0 to infer it.")
+    if any(p.null_features for p in parts):
+        count = sum(p.null_features for p in parts)
+        _fail(f"Column '{features}' has {count} null vector(s). Drop those rows "
+              f"(df.dropna(subset=['{features}'])) or impute them before fitting.")
+    sizes = set().union(*(p.sizes for p in parts))
+    if len(sizes) > 1:
+        a, b = sorted(sizes)[:2]
+        _fail(f"Column '{features}' holds vectors of different sizes ({a} and {b}); every row "
+              "must have the same number of features. Rebuild the column with one "
+              "pyspark.ml.feature.VectorAssembler over the same input columns.")
+    nonfinite = next((p.nonfinite for p in parts if p.nonfinite is not None), None)
+    if nonfinite is not None:
+        index, value = nonfinite
+        _fail(f"Column '{features}' has the non-finite value {value} at feature index {index}. "
+              "Remove those rows or replace the values, e.g. with pyspark.ml.feature.Imputer.")
+    bad_weight = next((p.bad_weight for p in parts if p.bad_weight is not None), None)
+    if bad_weight is not None:
+        _fail(f"Column '{weight}' has the weight {bad_weight}; instance weights must be finite "
+              "and >= 0. Fix or drop those rows.")
+    weight_sum = sum(p.weight_sum for p in parts)
+    if weight_sum <= 0:
+        _fail(f"Column '{weight}' sums to {weight_sum}: at least one row needs a positive "
+              "weight.")
+
+    num_features = sizes.pop()
+    moments = [p for p in parts if p.sum is not None]
+    total = sum(p.sum for p in moments)
+    sq_total = sum(p.sq_sum for p in moments)
+    weight_sq_sum = sum(p.weight_sq_sum for p in parts)
+    mean = total / weight_sum
+    # Unbiased weighted variance, as MLlib's Summarizer computes it.
+    denominator = weight_sum - weight_sq_sum / weight_sum
+    variance = (sq_total - weight_sum * mean * mean) / denominator if denominator > 0 else 0 * mean
+    std = np.sqrt(np.maximum(variance, 0.0))
+    return DatasetSummary(
+        num_rows=total_rows,
+        weight_sum=weight_sum,
+        num_features=num_features,
+        num_classes=num_classes or max_label + 1,
+        mean=mean,
+        std=std,
+    )
+
+
+def check_columns(schema, features: str, label: str | None, weight: str | None) -> None:
+    """Fail on missing columns and wrong column types, naming the column and the fix."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
+
+    names = schema.fieldNames()
+    for role, column in (("features", features), ("label", label), ("weight", weight)):
+        if column and column not in names:
+            raise ValueError(
+                f"The {role} column '{column}' does not exist; the DataFrame has columns "
+                f"{names}. Set {role}Col to one of them."
+            )
+    feature_type = schema[features].dataType
+    is_array = isinstance(feature_type, ArrayType) and isinstance(
+        feature_type.elementType, (DoubleType, FloatType)
+    )
+    if not isinstance(feature_type, VectorUDT) and not is_array:
+        raise TypeError(
+            f"Column '{features}' must be a vector (pyspark.ml.linalg.Vector) or "
+            f"array<double>; got {feature_type.simpleString()}. Combine numeric columns into one "
+            "vector with pyspark.ml.feature.VectorAssembler."
+        )
+    for role, column in (("label", label), ("weight", weight)):
+        if column and not isinstance(schema[column].dataType, NumericType):
+            fix = (
+                "Index it with pyspark.ml.feature.StringIndexer."
+                if role == "label"
+                else "Cast it to double."
+            )
+            raise TypeError(
+                f"Column '{column}' ({role}) must be numeric; got "
+                f"{schema[column].dataType.simpleString()}. {fix}"
+            )

@@ -1,0 +1,165 @@
+"""Params of SVBLogisticRegression and its model: MLlib's shared mixins plus SVB's own.
+
+Names and meanings follow ``pyspark.ml.classification.LogisticRegression`` wherever MLlib has the
+concept, so that a user can swap one estimator for the other.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from pyspark.ml.classification import _ProbabilisticClassifierParams
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (
+    HasFitIntercept,
+    HasMaxIter,
+    HasRegParam,
+    HasSeed,
+    HasStandardization,
+    HasStepSize,
+    HasTol,
+    HasWeightCol,
+)
+
+EXCHANGE_MODES = ("p2p",)
+DTYPES = ("float32", "float64")
+
+
+class _SVBLogisticRegressionParams(
+    _ProbabilisticClassifierParams,
+    HasMaxIter,
+    HasTol,
+    HasRegParam,
+    HasFitIntercept,
+    HasStandardization,
+    HasStepSize,
+    HasSeed,
+    HasWeightCol,
+):
+    """Params shared by :class:`SVBLogisticRegression` and its model."""
+
+    batchSize: Param[int] = Param(
+        Params._dummy(),
+        "batchSize",
+        "rows each worker contributes to one SGD step (> 0); the global minibatch is "
+        "batchSize * numWorkers rows.",
+        typeConverter=TypeConverters.toInt,
+    )
+    numWorkers: Param[int] = Param(
+        Params._dummy(),
+        "numWorkers",
+        "number of barrier tasks that train together (>= 0); 0 means the session's default "
+        "parallelism.",
+        typeConverter=TypeConverters.toInt,
+    )
+    exchange: Param[str] = Param(
+        Params._dummy(),
+        "exchange",
+        "how workers exchange sufficient vectors. Supported: " + ", ".join(EXCHANGE_MODES) + ".",
+        typeConverter=TypeConverters.toString,
+    )
+    dtype: Param[str] = Param(
+        Params._dummy(),
+        "dtype",
+        "floating-point type of the weights and of the exchanged vectors: float32 (half the "
+        "memory and bytes) or float64 (bit-for-bit comparisons).",
+        typeConverter=TypeConverters.toString,
+    )
+    exchangeTimeout: Param[float] = Param(
+        Params._dummy(),
+        "exchangeTimeout",
+        "seconds a worker waits for a peer's message before failing the fit (> 0).",
+        typeConverter=TypeConverters.toFloat,
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._setDefault(
+            maxIter=100,
+            tol=1e-6,
+            regParam=0.0,
+            fitIntercept=True,
+            standardization=True,
+            stepSize=1.0,
+            # A fixed default: HasSeed's hash(class name) changes with PYTHONHASHSEED.
+            seed=zlib.crc32(b"SVBLogisticRegression"),
+            batchSize=32,
+            numWorkers=0,
+            exchange="p2p",
+            dtype="float32",
+            exchangeTimeout=120.0,
+        )
+
+    def getBatchSize(self) -> int:
+        """Gets the value of batchSize or its default value."""
+        return self.getOrDefault(self.batchSize)
+
+    def getNumWorkers(self) -> int:
+        """Gets the value of numWorkers or its default value."""
+        return self.getOrDefault(self.numWorkers)
+
+    def getExchange(self) -> str:
+        """Gets the value of exchange or its default value."""
+        return self.getOrDefault(self.exchange)
+
+    def getDtype(self) -> str:
+        """Gets the value of dtype or its default value."""
+        return self.getOrDefault(self.dtype)
+
+    def getExchangeTimeout(self) -> float:
+        """Gets the value of exchangeTimeout or its default value."""
+        return self.getOrDefault(self.exchangeTimeout)
+
+
+class _SVBEstimatorParams(_SVBLogisticRegressionParams):
+    """Params of the estimator only: the model reports its class count as a property."""
+
+    numClasses: Param[int] = Param(
+        Params._dummy(),
+        "numClasses",
+        "number of classes (>= 0); 0 infers it as max(label) + 1.",
+        typeConverter=TypeConverters.toInt,
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._setDefault(numClasses=0)
+
+    def getNumClasses(self) -> int:
+        """Gets the value of numClasses or its default value."""
+        return self.getOrDefault(self.numClasses)
+
+
+# (param name, predicate, what the value must be)
+_VALUE_RULES = (
+    ("maxIter", lambda v: v >= 0, "an int >= 0"),
+    ("tol", lambda v: v >= 0, "a float >= 0"),
+    ("regParam", lambda v: v >= 0, "a float >= 0"),
+    ("stepSize", lambda v: v > 0, "a float > 0"),
+    ("batchSize", lambda v: v > 0, "an int > 0"),
+    ("numWorkers", lambda v: v >= 0, "an int >= 0 (0 = default parallelism)"),
+    ("numClasses", lambda v: v >= 0, "an int >= 0 (0 = infer from the labels)"),
+    ("exchange", lambda v: v in EXCHANGE_MODES, "one of " + ", ".join(EXCHANGE_MODES)),
+    ("dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
+    ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
+)
+
+
+def validate_param_values(instance: _SVBLogisticRegressionParams) -> None:
+    """Raise ValueError naming the first param whose value is out of range."""
+    owner = type(instance).__name__
+    for name, is_valid, requirement in _VALUE_RULES:
+        if not instance.hasParam(name):
+            continue
+        value = instance.getOrDefault(instance.getParam(name))
+        if not is_valid(value):
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must be {requirement}. Got {value!r} instead."
+            )
+    if instance.isDefined(instance.thresholds):
+        thresholds = instance.getOrDefault(instance.thresholds)
+        if any(t < 0 for t in thresholds) or sum(1 for t in thresholds if t == 0) > 1:
+            raise ValueError(
+                f"The 'thresholds' parameter of {owner} must be non-negative with at most one "
+                f"zero. Got {thresholds!r} instead."
+            )

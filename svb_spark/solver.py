@@ -1,0 +1,196 @@
+"""Multiclass logistic regression numerics: pure numpy, no Spark, no I/O.
+
+Conventions: ``W`` is the K x D weight matrix, ``b`` the K intercepts, ``X`` a B x D block of
+rows, ``y`` integer class indices and ``weights`` the per-row instance weights. Every function
+works in the dtype of ``W`` so that float64 runs can be compared exactly with a reference.
+
+The objective is MLlib's::
+
+    sum_i w_i * CE(softmax(W x_i + b), y_i) / sum_i w_i  +  0.5 * regParam * sum_kj c_j W_kj^2
+
+where ``c_j`` (``reg_scale``) is 1 when training in the standardized space, or 1 / std_j^2 when
+the penalty applies to the coefficients of the original features (``standardization=False``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(margins: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, computed in place and returned."""
+    margins -= margins.max(axis=1, keepdims=True)
+    np.exp(margins, out=margins)
+    margins /= margins.sum(axis=1, keepdims=True)
+    return margins
+
+
+def raw_margins(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Class scores ``X W^T + b`` (B x K)."""
+    return X @ W.T + b
+
+
+def sufficient_vectors(
+    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Sufficient vectors of a minibatch.
+
+    Returns ``(U, loss_sum)`` where ``U = diag(weights) (P - Y)`` (B x K) and ``loss_sum`` is the
+    weighted cross-entropy summed over the rows. The weight gradient of the batch is ``U^T X``
+    and the intercept gradient is the column sums of ``U``; ``X`` itself is the second
+    sufficient vector.
+    """
+    rows = np.arange(X.shape[0])
+    probabilities = softmax(raw_margins(W, b, X))
+    picked = np.maximum(probabilities[rows, y], np.finfo(probabilities.dtype).tiny)
+    loss_sum = float(-(weights * np.log(picked)).sum())
+    probabilities[rows, y] -= 1.0
+    probabilities *= weights[:, None].astype(probabilities.dtype, copy=False)
+    return probabilities, loss_sum
+
+
+def apply_sufficient_vectors(
+    W: np.ndarray,
+    b: np.ndarray,
+    U: np.ndarray,
+    V: np.ndarray,
+    total_weight: float,
+    learning_rate: float,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+    fit_intercept: bool = True,
+) -> None:
+    """One SGD step from the sufficient vectors of the whole global batch, in place.
+
+    ``W <- (1 - lr * regParam * c) W - lr * U^T V / total_weight`` and, with an intercept,
+    ``b <- b - lr * colsum(U) / total_weight``. ``U`` and ``V`` are every worker's vectors
+    concatenated in rank order, so all replicas perform the same floating-point operations.
+    """
+    if reg_param > 0.0:
+        W *= (1.0 - learning_rate * reg_param * np.asarray(reg_scale, dtype=W.dtype)).astype(
+            W.dtype, copy=False
+        )
+    if total_weight <= 0.0 or U.shape[0] == 0:
+        return
+    scale = W.dtype.type(learning_rate / total_weight)
+    W -= scale * (U.T @ V)
+    if fit_intercept:
+        b -= scale * U.sum(axis=0)
+
+
+def objective(
+    W: np.ndarray,
+    b: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+) -> float:
+    """The full regularized objective on ``(X, y, weights)`` (see the module docstring)."""
+    _, loss_sum = sufficient_vectors(W, b, X, y, weights)
+    return loss_sum / float(weights.sum()) + regularization(W, reg_param, reg_scale)
+
+
+def regularization(W: np.ndarray, reg_param: float, reg_scale: np.ndarray | float = 1.0) -> float:
+    """The L2 penalty ``0.5 * regParam * sum_kj c_j W_kj^2``."""
+    if reg_param == 0.0:
+        return 0.0
+    return 0.5 * reg_param * float((np.square(W, dtype=np.float64) * reg_scale).sum())
+
+
+def gradient(
+    W: np.ndarray,
+    b: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense gradient of :func:`objective`: ``(dW, db)``."""
+    U, _ = sufficient_vectors(W, b, X, y, weights)
+    total = float(weights.sum())
+    dW = U.T @ X / total + reg_param * W * reg_scale
+    return dW, U.sum(axis=0) / total
+
+
+def base_learning_rate(step_size: float, curvature_bound: float) -> float:
+    """Learning rate of the first epoch: ``stepSize`` in units of ``1 / L``.
+
+    ``L = curvature / 2`` bounds the Lipschitz constant of the gradient (see :func:`curvature`),
+    so the default ``stepSize = 1`` is the classic safe step, and one default serves data of any
+    scale and dimension.
+    """
+    return 2.0 * step_size / max(curvature_bound, 1e-12)
+
+
+def learning_rate(base: float, epoch: int) -> float:
+    """Step size in epoch ``epoch`` (0-based): ``base / sqrt(1 + epoch)``.
+
+    The decay makes SGD settle on the optimum instead of orbiting it, while staying large enough
+    in the first epochs to make fast progress.
+    """
+    return base / np.sqrt(1.0 + epoch)
+
+
+def probabilities_from_raw(raw: np.ndarray) -> np.ndarray:
+    """Softmax of raw margins, leaving ``raw`` untouched."""
+    return softmax(np.array(raw, dtype=np.float64, copy=True))
+
+
+def predictions_from_probabilities(
+    probabilities: np.ndarray, thresholds: list[float] | None = None
+) -> np.ndarray:
+    """Predicted class per row, following MLlib's ``thresholds`` rule.
+
+    Without thresholds: the most probable class. With thresholds: the class maximizing
+    ``p_k / t_k``, where a zero threshold counts as infinity (as in MLlib).
+    """
+    if not thresholds:
+        return probabilities.argmax(axis=1).astype(np.float64)
+    t = np.asarray(thresholds, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        scaled = np.where(t > 0, probabilities / np.where(t > 0, t, 1.0), np.inf)
+    return scaled.argmax(axis=1).astype(np.float64)
+
+
+def curvature(X: np.ndarray, weights: np.ndarray, fit_intercept: bool, iterations: int = 30) -> float:
+    """Largest eigenvalue of the weighted second-moment matrix of the rows (plus a bias column).
+
+    It bounds the Hessian of the loss (the softmax Jacobian's norm is at most 1/2), so
+    ``2 / curvature`` is a safe, data-adapted step. Power iteration: ``iterations`` passes of
+    two matrix-vector products, small next to one epoch of SGD.
+    """
+    total = float(weights.sum())
+    if X.shape[0] == 0 or total <= 0.0:
+        return 0.0
+    Xw = X.astype(np.float64, copy=False)
+    w = weights.astype(np.float64, copy=False)
+    v = np.ones(X.shape[1] + (1 if fit_intercept else 0)) / np.sqrt(X.shape[1] + 1.0)
+    eigenvalue = 0.0
+    for _ in range(iterations):
+        projected = Xw @ v[: X.shape[1]]
+        if fit_intercept:
+            projected = projected + v[-1]
+        projected *= w
+        nxt = Xw.T @ projected
+        if fit_intercept:
+            nxt = np.append(nxt, projected.sum())
+        nxt /= total
+        eigenvalue = float(np.linalg.norm(nxt))
+        if eigenvalue == 0.0:
+            return 0.0
+        v = nxt / eigenvalue
+    return eigenvalue
+
+
+def unstandardize(
+    W: np.ndarray, b: np.ndarray, mean: np.ndarray | None, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map weights learned on ``(x - mean) * scale`` back to the original features."""
+    W_original = W.astype(np.float64) * scale
+    b_original = b.astype(np.float64)
+    if mean is not None:
+        b_original = b_original - W_original @ mean
+    return W_original, b_original

@@ -1,0 +1,161 @@
+"""Evaluation and training summaries with the metrics of MLlib's LogisticRegressionSummary.
+
+Metrics come from one weighted confusion matrix, aggregated by Spark (label, prediction) and
+finished on the driver, with the definitions of ``org.apache.spark.mllib.evaluation
+.MulticlassMetrics``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+
+class SVBLogisticRegressionSummary:
+    """Metrics of a model on a DataFrame, like ``LogisticRegressionSummary``.
+
+    Attributes mirror MLlib's: ``predictions``, ``labels``, ``accuracy``,
+    ``weightedPrecision`` ... computed lazily with one Spark aggregation.
+    """
+
+    def __init__(
+        self,
+        predictions,
+        predictionCol: str,
+        labelCol: str,
+        weightCol: str,
+        probabilityCol: str,
+        featuresCol: str,
+    ) -> None:
+        self.predictions = predictions
+        self.predictionCol = predictionCol
+        self.labelCol = labelCol
+        self.weightCol = weightCol
+        self.probabilityCol = probabilityCol
+        self.featuresCol = featuresCol
+
+    @cached_property
+    def _confusion(self) -> tuple[np.ndarray, np.ndarray]:
+        """(class values, weighted confusion matrix [label, prediction])."""
+        from pyspark.sql import functions as F
+
+        weight = F.col(self.weightCol) if self.weightCol else F.lit(1.0)
+        rows = (
+            self.predictions.groupBy(
+                F.col(self.labelCol).cast("double").alias("l"),
+                F.col(self.predictionCol).cast("double").alias("p"),
+            )
+            .agg(F.sum(weight.cast("double")).alias("w"))
+            .collect()
+        )
+        classes = np.array(sorted({r.l for r in rows} | {r.p for r in rows}), dtype=np.float64)
+        index = {c: i for i, c in enumerate(classes)}
+        matrix = np.zeros((len(classes), len(classes)))
+        for r in rows:
+            matrix[index[r.l], index[r.p]] += r.w
+        return classes, matrix
+
+    @cached_property
+    def _per_label(self) -> dict[str, np.ndarray]:
+        classes, matrix = self._confusion
+        in_labels = matrix.sum(axis=1) > 0  # MLlib reports the labels that occur as labels
+        tp = np.diag(matrix)
+        label_count = matrix.sum(axis=1)
+        predicted = matrix.sum(axis=0)
+        total = matrix.sum()
+        fp = predicted - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(predicted > 0, tp / predicted, 0.0)
+            recall = np.where(label_count > 0, tp / label_count, 0.0)
+            fpr = np.where(total - label_count > 0, fp / (total - label_count), 0.0)
+        return {
+            "labels": classes[in_labels],
+            "tp": tp[in_labels],
+            "count": label_count[in_labels],
+            "precision": precision[in_labels],
+            "recall": recall[in_labels],
+            "fpr": fpr[in_labels],
+            "total": np.array(total),
+        }
+
+    def _weighted(self, values: np.ndarray) -> float:
+        stats = self._per_label
+        return float((values * stats["count"]).sum() / stats["total"])
+
+    @property
+    def labels(self) -> list[float]:
+        """The labels present in the label column, ascending."""
+        return self._per_label["labels"].tolist()
+
+    @property
+    def accuracy(self) -> float:
+        """Weighted fraction of correctly predicted rows."""
+        stats = self._per_label
+        return float(stats["tp"].sum() / stats["total"])
+
+    @property
+    def precisionByLabel(self) -> list[float]:
+        return self._per_label["precision"].tolist()
+
+    @property
+    def recallByLabel(self) -> list[float]:
+        return self._per_label["recall"].tolist()
+
+    @property
+    def truePositiveRateByLabel(self) -> list[float]:
+        return self.recallByLabel
+
+    @property
+    def falsePositiveRateByLabel(self) -> list[float]:
+        return self._per_label["fpr"].tolist()
+
+    def fMeasureByLabel(self, beta: float = 1.0) -> list[float]:
+        return self._f_measure(beta).tolist()
+
+    def _f_measure(self, beta: float) -> np.ndarray:
+        p, r = self._per_label["precision"], self._per_label["recall"]
+        b2 = beta * beta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(p + r > 0, (1 + b2) * p * r / (b2 * p + r), 0.0)
+
+    @property
+    def weightedPrecision(self) -> float:
+        return self._weighted(self._per_label["precision"])
+
+    @property
+    def weightedRecall(self) -> float:
+        return self._weighted(self._per_label["recall"])
+
+    @property
+    def weightedTruePositiveRate(self) -> float:
+        return self.weightedRecall
+
+    @property
+    def weightedFalsePositiveRate(self) -> float:
+        return self._weighted(self._per_label["fpr"])
+
+    def weightedFMeasure(self, beta: float = 1.0) -> float:
+        return self._weighted(self._f_measure(beta))
+
+
+class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
+    """The summary of a fit: training-set metrics plus the record of the optimization.
+
+    Besides MLlib's ``objectiveHistory`` and ``totalIterations`` (epochs run), it reports the
+    communication (``bytesSent``/``bytesReceived`` by rank 0, ``bytesPerStep``), the number of
+    SGD steps, ``numWorkers``, the ``exchange`` mode and ``timings`` (seconds per phase).
+    """
+
+    def __init__(self, predictions, record: dict, **columns) -> None:
+        super().__init__(predictions, **columns)
+        self.objectiveHistory: list[float] = record["objective_history"]
+        self.totalIterations: int = len(self.objectiveHistory)
+        self.converged: bool = record["converged"]
+        self.steps: int = record["steps"]
+        self.bytesSent: int = record["bytes_sent"]
+        self.bytesReceived: int = record["bytes_received"]
+        self.bytesPerStep: float = self.bytesSent / max(self.steps, 1)
+        self.numWorkers: int = record["num_workers"]
+        self.exchange: str = record["exchange"]
+        self.timings: dict[str, float] = record["timings"]
