@@ -237,7 +237,7 @@ class SVBLogisticRegression(
                 f"the objective changed by less than tol={self.getTol()}; raise maxIter or tol "
                 "if the model is not good enough.",
                 SVBConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of Estimator.fit
             )
         return model
 

@@ -144,7 +144,7 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
 
     Besides MLlib's ``objectiveHistory`` and ``totalIterations`` (epochs run), it reports the
     communication (``bytesSent``/``bytesReceived`` by rank 0, ``bytesPerStep``), the number of
-    SGD steps, ``numWorkers``, the ``exchange`` mode and ``timings`` (seconds per phase).
+    SGD steps, ``numWorkers``, the ``exchange`` mode, ``timings`` (seconds per phase) and ``workers``.
     """
 
     def __init__(self, predictions, record: dict, **columns) -> None:
@@ -159,3 +159,5 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.numWorkers: int = record["num_workers"]
         self.exchange: str = record["exchange"]
         self.timings: dict[str, float] = record["timings"]
+        #: Per rank: the Flight location it served on, its row count and its process id.
+        self.workers: list[dict] = record["workers"]

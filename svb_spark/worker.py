@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class TrainingResult:
     bytes_received: int
     seconds: dict[str, float] = field(default_factory=dict)
     rows_per_step: int = 0
+    workers: list[dict] = field(default_factory=list)  # what each rank said at the rendezvous
 
     @property
     def total_iterations(self) -> int:
@@ -85,6 +87,7 @@ class TrainingResult:
             "bytes_received": self.bytes_received,
             "seconds": self.seconds,
             "rows_per_step": self.rows_per_step,
+            "workers": self.workers,
         }
 
 
@@ -305,7 +308,12 @@ def barrier_training_task(config: TrainingConfig, secret: str):
 
         exchange = FlightMeshExchange(rank, len(infos), host, secret, config.exchange_timeout)
         try:
-            hello = {"location": exchange.location, "rows": data.rows, "curvature": data.curvature}
+            hello = {
+                "location": exchange.location,
+                "rows": data.rows,
+                "curvature": data.curvature,
+                "pid": os.getpid(),
+            }
             peers = [json.loads(m) for m in context.allGather(json.dumps(hello))]
             exchange.connect([p["location"] for p in peers])
             steps, base_lr = plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
@@ -315,6 +323,7 @@ def barrier_training_task(config: TrainingConfig, secret: str):
                     logger.info("epoch %d objective %.6f", epoch + 1, objective)
 
             result = train(data, exchange, config, steps, base_lr, on_epoch=log_epoch)
+            result.workers = [{k: p[k] for k in ("location", "rows", "pid")} for p in peers]
         finally:
             exchange.close()
         if rank == 0:

@@ -1,0 +1,67 @@
+"""Shared fixtures: one SparkSession for the whole suite, and the digits data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from svb_spark.session import JavaNotFoundError, local_session, require_java
+
+
+def pytest_configure(config):
+    try:
+        require_java()
+    except JavaNotFoundError as error:
+        pytest.exit(str(error), returncode=3)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    # Starting Spark takes about 20 s here, so every test shares this one session.
+    session = local_session(
+        "local[2]",
+        app_name="svb_spark-tests",
+        **{
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.task.maxFailures": "1",
+            "spark.barrier.sync.timeout": "120",
+        },
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits, split 75/25 with a fixed seed: (X_train, X_test, y_train, y_test)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+
+
+def to_frame(spark, X: np.ndarray, y: np.ndarray, sparse: bool = False, extra: dict | None = None):
+    """A DataFrame of (features, label[, extra columns...]) from numpy arrays."""
+    from pyspark.ml.linalg import Vectors
+
+    def vector(row):
+        if sparse:
+            nz = np.flatnonzero(row)
+            return Vectors.sparse(len(row), nz.tolist(), row[nz].tolist())
+        return Vectors.dense(row.tolist())
+
+    extra = extra or {}
+    rows = [
+        (vector(X[i]), float(y[i]), *[float(v[i]) for v in extra.values()]) for i in range(len(y))
+    ]
+    return spark.createDataFrame(rows, ["features", "label", *extra])
+
+
+@pytest.fixture(scope="session")
+def digits_frames(spark, digits):
+    X_train, X_test, y_train, y_test = digits
+    train = to_frame(spark, X_train, y_train).cache()
+    test = to_frame(spark, X_test, y_test).cache()
+    return train, test

@@ -1,0 +1,224 @@
+"""SVBLogisticRegression on a real local[2] Spark: correctness, MLlib interop, persistence."""
+
+import numpy as np
+import pytest
+from conftest import to_frame
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import Vectors
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+from pyspark.sql import functions as F
+from reference import reference_sgd
+
+from svb_spark import SVBConvergenceWarning, SVBLogisticRegression, SVBLogisticRegressionModel, solver
+from svb_spark.classification import _training_frame
+from svb_spark.worker import FEATURES, LABEL, ROW_ID, WEIGHT, TrainingConfig
+
+
+def _planted(seed=0, n=400, K=4, D=6):
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(K, D))
+    X = rng.normal(1.0, 2.0, size=(n, D))
+    y = (X @ teacher.T + rng.gumbel(size=(n, K))).argmax(axis=1)
+    w = rng.uniform(0.5, 2.0, size=n)
+    return X, y, w
+
+
+@pytest.fixture(scope="module")
+def planted(spark):
+    X, y, w = _planted()
+    return X, y, w, to_frame(spark, X, y, extra={"weight": w}).cache()
+
+
+def _worker_partitions(df, num_workers):
+    """The rows each worker receives, in the order it trains on them."""
+    frame = _training_frame(df, "features", "label", "weight", num_workers)
+    rows = frame.withColumn("pid", F.spark_partition_id()).collect()
+    parts = []
+    for rank in range(num_workers):
+        mine = sorted((r for r in rows if r.pid == rank), key=lambda r: r[ROW_ID])
+        X = np.array([r[FEATURES].toArray() for r in mine]).reshape(len(mine), -1)
+        parts.append((X, np.array([int(r[LABEL]) for r in mine]), np.array([r[WEIGHT] for r in mine])))
+    return parts
+
+
+def test_distributed_fit_equals_single_process_reference(spark, planted):
+    X, y, w, df = planted
+    estimator = SVBLogisticRegression(
+        weightCol="weight", numWorkers=2, maxIter=6, tol=0.0, regParam=0.01, batchSize=16,
+        dtype="float64", seed=5,
+    )
+    model = estimator.fit(df)
+
+    # The reference: numpy statistics, the same rows per worker, one global batch per step.
+    mean = (w @ X) / w.sum()
+    variance = (w @ (X - mean) ** 2) / (w.sum() - (w * w).sum() / w.sum())
+    scale = 1 / np.sqrt(variance)
+    config = TrainingConfig(
+        num_classes=4, num_features=6, batch_size=16, max_iter=6, tol=0.0, reg_param=0.01,
+        fit_intercept=True, step_size=1.0, seed=5, dtype="float64", scale=scale, mean=mean,
+    )
+    parts = _worker_partitions(df, 2)
+    assert sum(len(p[1]) for p in parts) == 400 and min(len(p[1]) for p in parts) > 0
+    W_std, b_std, history = reference_sgd(parts, config)
+    W, b = solver.unstandardize(W_std, b_std, mean, scale)
+
+    np.testing.assert_allclose(model.coefficientMatrix.toArray(), W, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.interceptVector.toArray(), b, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.summary.objectiveHistory, history, rtol=1e-5)
+
+    again = estimator.fit(df)
+    assert (again.coefficientMatrix.toArray() == model.coefficientMatrix.toArray()).all()
+
+
+def test_digits_accuracy_matches_scikit_learn(spark, digits, digits_frames):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, X_test, y_train, y_test = digits
+    train, test = digits_frames
+    model = SVBLogisticRegression(numWorkers=2).fit(train)
+    ours = model.evaluate(test).accuracy
+
+    sk_raw = LogisticRegression(max_iter=5000).fit(X_train, y_train).score(X_test, y_test)
+    sk_std = (
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        .fit(X_train, y_train)
+        .score(X_test, y_test)
+    )
+    print(f"digits test accuracy: svb {ours:.4f}, sklearn {sk_raw:.4f}, sklearn+scaler {sk_std:.4f}")
+    assert ours >= max(sk_raw, sk_std) - 0.01
+    assert abs(ours - sk_raw) <= 0.02
+
+    summary = model.summary
+    assert summary.totalIterations == len(summary.objectiveHistory) > 1
+    assert summary.objectiveHistory[-1] < summary.objectiveHistory[0]
+    assert summary.numWorkers == 2 and summary.exchange == "p2p"
+
+
+def test_bytes_per_step_are_the_sufficient_vectors(spark, planted):
+    _, _, _, df = planted
+    model = SVBLogisticRegression(numWorkers=2, maxIter=2, batchSize=20, tol=0.0).fit(df)
+    summary = model.summary
+    K, D, B, P = 4, 6, 20, 2
+    expected = (P - 1) * B * (K + D) * 4  # float32 U and V to each peer
+    assert summary.bytesPerStep == pytest.approx(expected, rel=0.1)
+    assert summary.bytesReceived == pytest.approx(summary.bytesSent, rel=0.2)
+    assert {"compute", "exchange", "apply", "train", "inspect"} <= set(summary.timings)
+    ranks = summary.workers
+    assert len(ranks) == 2 and sum(r["rows"] for r in ranks) == 400
+    assert ranks[0]["location"] != ranks[1]["location"]
+
+
+def test_summary_metrics_agree_with_mllib_evaluator(spark, digits_frames):
+    train, test = digits_frames
+    model = SVBLogisticRegression(numWorkers=2, maxIter=10).fit(train)
+    summary = model.evaluate(test)
+    evaluator = MulticlassClassificationEvaluator()
+    predictions = model.transform(test)
+    for metric, ours in [
+        ("accuracy", summary.accuracy),
+        ("weightedPrecision", summary.weightedPrecision),
+        ("weightedRecall", summary.weightedRecall),
+        ("f1", summary.weightedFMeasure()),
+        ("weightedFalsePositiveRate", summary.weightedFalsePositiveRate),
+    ]:
+        assert ours == pytest.approx(evaluator.setMetricName(metric).evaluate(predictions), abs=1e-12)
+    assert summary.labels == [float(k) for k in range(10)]
+    assert len(summary.precisionByLabel) == 10
+
+
+def test_transform_agrees_with_single_vector_predictions(spark, digits, digits_frames):
+    _, X_test, _, _ = digits
+    train, test = digits_frames
+    model = SVBLogisticRegression(numWorkers=2, maxIter=5).fit(train)
+    rows = model.transform(test).limit(20).collect()
+    for row in rows:
+        probability = model.predictProbability(row.features).toArray()
+        np.testing.assert_allclose(row.probability.toArray(), probability, rtol=1e-12)
+        np.testing.assert_allclose(row.rawPrediction.toArray(), model.predictRaw(row.features).toArray())
+        assert row.prediction == model.predict(row.features)
+        assert probability.sum() == pytest.approx(1.0)
+
+    # thresholds steer predictions as in MLlib: a zero threshold makes its class win.
+    skewed = model.copy().setThresholds([1.0] * 9 + [0.0])
+    assert {r.prediction for r in skewed.transform(test).collect()} == {9.0}
+    # An empty output column name skips that column.
+    only_prediction = model.copy().setProbabilityCol("").setRawPredictionCol("")
+    assert only_prediction.transform(test).columns == ["features", "label", "prediction"]
+
+
+def test_sparse_vectors_and_arrays_train_the_same_model(spark, planted):
+    X, y, w, dense_df = planted
+    sparse_df = to_frame(spark, X, y, sparse=True, extra={"weight": w})
+    array_df = dense_df.withColumn("features", vector_to_array("features"))
+    estimator = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=3, dtype="float64")
+    reference = estimator.fit(dense_df).coefficientMatrix.toArray()
+    for df in (sparse_df, array_df):
+        np.testing.assert_allclose(estimator.fit(df).coefficientMatrix.toArray(), reference, rtol=1e-9)
+
+
+def test_pipeline_cross_validation_over_reg_param(spark, digits_frames):
+    train, test = digits_frames
+    svb = SVBLogisticRegression(numWorkers=2, maxIter=15)
+    grid = ParamGridBuilder().addGrid(svb.regParam, [0.0, 0.01]).build()
+    cv = CrossValidator(
+        estimator=Pipeline(stages=[svb]),
+        estimatorParamMaps=grid,
+        evaluator=MulticlassClassificationEvaluator(metricName="accuracy"),
+        numFolds=2,
+        seed=1,
+    )
+    cv_model = cv.fit(train)
+    assert len(cv_model.avgMetrics) == 2 and min(cv_model.avgMetrics) > 0.85
+    best = cv_model.bestModel.stages[-1]
+    assert isinstance(best, SVBLogisticRegressionModel)
+    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(
+        cv_model.transform(test)
+    )
+    assert accuracy > 0.9
+
+
+def test_model_estimator_and_pipeline_save_load_round_trip(spark, digits_frames, tmp_path):
+    train, test = digits_frames
+    estimator = SVBLogisticRegression(numWorkers=2, maxIter=5, regParam=0.01, batchSize=16)
+    model = estimator.fit(train)
+
+    model.write().overwrite().save(str(tmp_path / "model"))
+    loaded = SVBLogisticRegressionModel.load(str(tmp_path / "model"))
+    assert (loaded.coefficientMatrix.toArray() == model.coefficientMatrix.toArray()).all()
+    assert (loaded.interceptVector.toArray() == model.interceptVector.toArray()).all()
+    assert loaded.uid == model.uid and loaded.getRegParam() == 0.01 and loaded.getBatchSize() == 16
+    assert not loaded.hasSummary
+    ours = [r.probability for r in model.transform(test).collect()]
+    theirs = [r.probability for r in loaded.transform(test).collect()]
+    assert ours == theirs
+
+    estimator.write().overwrite().save(str(tmp_path / "estimator"))
+    reloaded = SVBLogisticRegression.load(str(tmp_path / "estimator"))
+    assert reloaded.extractParamMap() == {
+        reloaded.getParam(p.name): v for p, v in estimator.extractParamMap().items()
+    }
+
+    pipeline_model = Pipeline(stages=[estimator]).fit(train)
+    pipeline_model.write().overwrite().save(str(tmp_path / "pipeline"))
+    restored = PipelineModel.load(str(tmp_path / "pipeline"))
+    assert [r.prediction for r in restored.transform(test).collect()] == [
+        r.prediction for r in pipeline_model.transform(test).collect()
+    ]
+
+
+def test_stopping_at_max_iter_warns(spark, planted):
+    _, _, _, df = planted
+    with pytest.warns(SVBConvergenceWarning, match="maxIter=2"):
+        SVBLogisticRegression(numWorkers=2, maxIter=2).fit(df)
+
+
+def test_single_vector_api_without_spark_job():
+    model = SVBLogisticRegressionModel(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0.0, 0.5]))
+    assert model.predict(Vectors.dense([0.0, 0.0])) == 1.0
+    assert model.numClasses == 2 and model.numFeatures == 2
+    with pytest.raises(RuntimeError, match="No training summary"):
+        model.summary

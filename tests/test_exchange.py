@@ -1,0 +1,126 @@
+"""Codec and transports, without Spark: in-process threads and a real Flight mesh on loopback."""
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from svb_spark.exchange import ExchangeTimeoutError
+from svb_spark.exchange import codec
+from svb_spark.exchange.flight import FlightMeshExchange
+from svb_spark.exchange.local import LocalExchangeGroup
+
+
+def test_codec_round_trip_is_exact_and_zero_copy():
+    rng = np.random.default_rng(0)
+    message = codec.SufficientVectors(
+        step=12, rank=3, U=rng.normal(size=(7, 4)).astype(np.float32),
+        V=rng.normal(size=(7, 9)).astype(np.float32), weight_sum=7.5, loss_sum=3.25,
+    )
+    batch = codec.encode(message)
+    assert batch.num_rows == 7
+    back = codec.decode(batch)
+    assert (back.step, back.rank, back.rows) == (12, 3, 7)
+    assert (back.weight_sum, back.loss_sum) == (7.5, 3.25)
+    assert back.U.dtype == np.float32 and (back.U == message.U).all()
+    assert (back.V == message.V).all()
+    # Also through a Table, as a Flight reader returns it.
+    assert (codec.decode(pa.Table.from_batches([batch])).V == message.V).all()
+
+
+def test_codec_handles_an_empty_batch():
+    message = codec.SufficientVectors(0, 1, np.zeros((0, 3)), np.zeros((0, 5)), 0.0, 0.0)
+    back = codec.decode(codec.encode(message))
+    assert back.U.shape == (0, 3) and back.V.shape == (0, 5)
+
+
+def _run_workers(exchanges, steps):
+    """Every worker gathers `steps` steps; returns what each saw, per rank."""
+    seen = {}
+    errors = []
+
+    def run(ex):
+        try:
+            got = []
+            for step in range(steps):
+                batch = pa.record_batch({"v": [float(100 * step + ex.rank)]})
+                got.append([b.column(0)[0].as_py() for b in ex.all_gather(step, batch)])
+            seen[ex.rank] = got
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(ex,)) for ex in exchanges]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    return seen
+
+
+def _expected(num_workers, steps):
+    return [[float(100 * s + r) for r in range(num_workers)] for s in range(steps)]
+
+
+def test_local_exchange_returns_every_message_in_rank_order():
+    group = LocalExchangeGroup(3)
+    exchanges = [group.member(r) for r in range(3)]
+    seen = _run_workers(exchanges, 20)
+    assert all(seen[r] == _expected(3, 20) for r in range(3))
+    assert group._messages == {}  # freed once everyone has read a step
+
+
+@pytest.fixture
+def mesh():
+    made = []
+
+    def make(num_workers, secret="fit-secret", timeout=20.0):
+        exchanges = [
+            FlightMeshExchange(r, num_workers, "127.0.0.1", secret, timeout)
+            for r in range(num_workers)
+        ]
+        made.extend(exchanges)
+        return exchanges
+
+    yield make
+    for ex in made:
+        ex.close()
+
+
+def test_flight_mesh_delivers_every_message_in_rank_order_and_counts_bytes(mesh):
+    exchanges = mesh(3)
+    locations = [ex.location for ex in exchanges]
+    for ex in exchanges:
+        ex.connect(locations)
+    seen = _run_workers(exchanges, 25)
+    assert all(seen[r] == _expected(3, 25) for r in range(3))
+    one = pa.record_batch({"v": [0.0]}).nbytes
+    for ex in exchanges:
+        assert ex.bytes_sent == 25 * 2 * one
+        assert ex.bytes_received == 25 * 2 * one
+
+
+def test_flight_server_refuses_a_client_with_a_wrong_or_missing_token(mesh):
+    (server,) = mesh(1, secret="the-right-secret")
+    client = flight.FlightClient(server.location)
+    batch = pa.record_batch({"v": [1.0]})
+    descriptor = flight.FlightDescriptor.for_path("0", "5")
+    for headers in ([(b"authorization", b"Bearer wrong")], []):
+        options = flight.FlightCallOptions(headers=headers, timeout=10)
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            writer, _ = client.do_put(descriptor, batch.schema, options=options)
+            writer.write_batch(batch)
+            writer.close()
+    client.close()
+    assert server._server.mailbox == {}
+
+
+def test_flight_wait_for_a_silent_peer_times_out_with_a_clear_error(mesh):
+    exchanges = mesh(2, timeout=1.0)
+    locations = [ex.location for ex in exchanges]
+    exchanges[0].connect(locations)
+    with pytest.raises(ExchangeTimeoutError, match=r"worker 0 waited 1 s for step 0 from workers \[1\]"):
+        exchanges[0].all_gather(0, pa.record_batch({"v": [1.0]}))
