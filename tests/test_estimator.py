@@ -222,3 +222,11 @@ def test_single_vector_api_without_spark_job():
     assert model.numClasses == 2 and model.numFeatures == 2
     with pytest.raises(RuntimeError, match="No training summary"):
         model.summary
+
+
+def test_constant_feature_with_standardization_gives_finite_coefficients(spark):
+    rows = [(Vectors.dense([float(i), 7.0]), float(i % 2)) for i in range(20)]
+    model = SVBLogisticRegression(numWorkers=2, maxIter=3).fit(spark.createDataFrame(rows, ["features", "label"]))
+    coefficients = model.coefficientMatrix.toArray()
+    assert np.isfinite(coefficients).all() and (coefficients[:, 1] == 0).all()
+    assert np.isfinite(model.interceptVector.toArray()).all()
