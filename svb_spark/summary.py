@@ -159,5 +159,5 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.numWorkers: int = record["num_workers"]
         self.exchange: str = record["exchange"]
         self.timings: dict[str, float] = record["timings"]
-        #: Per rank: the Flight location it served on, its row count and its process id.
+        #: Per rank: Spark's task address, the Flight location served, row count, process id.
         self.workers: list[dict] = record["workers"]

@@ -278,6 +278,12 @@ def decode_result(rows: list[tuple[str, int, bytes]]) -> tuple[np.ndarray, np.nd
     return W, b, json.loads(joined("summary"))
 
 
+def executor_host(address: str) -> str:
+    """The host part of a task address ``host:port`` (IPv6 hosts come in brackets)."""
+    host = address.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def barrier_training_task(config: TrainingConfig, secret: str):
     """The function ``mapInArrow(..., barrier=True)`` runs in every task.
 
@@ -293,8 +299,9 @@ def barrier_training_task(config: TrainingConfig, secret: str):
 
         context = BarrierTaskContext.get()
         rank = context.partitionId()
-        infos = context.getTaskInfos()
-        host = infos[rank].address.rsplit(":", 1)[0]
+        # Spark's address for each barrier task: its executor's host as the driver reaches it.
+        addresses = [info.address for info in context.getTaskInfos()]
+        host = executor_host(addresses[rank])
 
         batches = list(batches)
         X, y, w = table_to_arrays(batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype)
@@ -306,7 +313,7 @@ def barrier_training_task(config: TrainingConfig, secret: str):
         del batches
         data = prepare_partition(X, y, w, config)
 
-        exchange = FlightMeshExchange(rank, len(infos), host, secret, config.exchange_timeout)
+        exchange = FlightMeshExchange(rank, len(addresses), host, secret, config.exchange_timeout)
         try:
             hello = {
                 "location": exchange.location,
@@ -323,7 +330,10 @@ def barrier_training_task(config: TrainingConfig, secret: str):
                     logger.info("epoch %d objective %.6f", epoch + 1, objective)
 
             result = train(data, exchange, config, steps, base_lr, on_epoch=log_epoch)
-            result.workers = [{k: p[k] for k in ("location", "rows", "pid")} for p in peers]
+            result.workers = [
+                {"address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
+                for address, p in zip(addresses, peers)
+            ]
         finally:
             exchange.close()
         if rank == 0:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from common_data import to_frame
 
 from svb_spark.session import JavaNotFoundError, local_session, require_java
 
@@ -40,23 +40,6 @@ def digits():
 
     X, y = load_digits(return_X_y=True)
     return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-
-
-def to_frame(spark, X: np.ndarray, y: np.ndarray, sparse: bool = False, extra: dict | None = None):
-    """A DataFrame of (features, label[, extra columns...]) from numpy arrays."""
-    from pyspark.ml.linalg import Vectors
-
-    def vector(row):
-        if sparse:
-            nz = np.flatnonzero(row)
-            return Vectors.sparse(len(row), nz.tolist(), row[nz].tolist())
-        return Vectors.dense(row.tolist())
-
-    extra = extra or {}
-    rows = [
-        (vector(X[i]), float(y[i]), *[float(v[i]) for v in extra.values()]) for i in range(len(y))
-    ]
-    return spark.createDataFrame(rows, ["features", "label", *extra])
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from conftest import to_frame
+from common_data import planted_frame, to_frame
+from common_data import planted as _planted
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
@@ -16,19 +17,10 @@ from svb_spark.classification import _training_frame
 from svb_spark.worker import FEATURES, LABEL, ROW_ID, WEIGHT, TrainingConfig
 
 
-def _planted(seed=0, n=400, K=4, D=6):
-    rng = np.random.default_rng(seed)
-    teacher = rng.normal(size=(K, D))
-    X = rng.normal(1.0, 2.0, size=(n, D))
-    y = (X @ teacher.T + rng.gumbel(size=(n, K))).argmax(axis=1)
-    w = rng.uniform(0.5, 2.0, size=n)
-    return X, y, w
-
-
 @pytest.fixture(scope="module")
 def planted(spark):
     X, y, w = _planted()
-    return X, y, w, to_frame(spark, X, y, extra={"weight": w}).cache()
+    return X, y, w, planted_frame(spark).cache()
 
 
 def _worker_partitions(df, num_workers):

@@ -1,0 +1,43 @@
+"""Fit on local-cluster[2,1,1024] (two executor JVMs) and print the result as JSON.
+
+Run by test_local_cluster.py in its own process: a Python process holds one SparkContext, and
+the suite's local[2] session is already running.
+"""
+
+import json
+import os
+import tempfile
+import time
+
+# Worker and executor scratch space, instead of the pyspark package directory.
+os.environ["SPARK_WORKER_DIR"] = tempfile.mkdtemp(prefix="svb-worker-")
+
+from common_data import planted_frame  # noqa: E402
+
+from svb_spark import SVBLogisticRegression  # noqa: E402
+from svb_spark.session import local_session  # noqa: E402
+
+spark = local_session(
+    "local-cluster[2,1,1024]",
+    app_name="svb_spark-local-cluster",
+    **{"spark.executor.memory": "512m", "spark.default.parallelism": "2"},
+)
+# A barrier stage needs both executors registered; they take a few seconds to start.
+deadline = time.time() + 120
+while spark.sparkContext._jsc.sc().getExecutorIds().size() < 2 and time.time() < deadline:
+    time.sleep(0.5)
+
+model = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=4, dtype="float64").fit(
+    planted_frame(spark)
+)
+print(
+    "RESULT "
+    + json.dumps(
+        {
+            "coefficients": model.coefficientMatrix.toArray().tolist(),
+            "workers": model.summary.workers,
+            "driver_pid": os.getpid(),
+        }
+    )
+)
+spark.stop()

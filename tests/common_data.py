@@ -1,0 +1,37 @@
+"""Generated data shared by the test modules and the cluster job."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def planted(seed=0, n=400, K=4, D=6):
+    """A planted linear teacher with Gumbel noise: (X, y, weights)."""
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(K, D))
+    X = rng.normal(1.0, 2.0, size=(n, D))
+    y = (X @ teacher.T + rng.gumbel(size=(n, K))).argmax(axis=1)
+    w = rng.uniform(0.5, 2.0, size=n)
+    return X, y, w
+
+
+def to_frame(spark, X: np.ndarray, y: np.ndarray, sparse: bool = False, extra: dict | None = None):
+    """A DataFrame of (features, label[, extra columns...]) from numpy arrays."""
+    from pyspark.ml.linalg import Vectors
+
+    def vector(row):
+        if sparse:
+            nz = np.flatnonzero(row)
+            return Vectors.sparse(len(row), nz.tolist(), row[nz].tolist())
+        return Vectors.dense(row.tolist())
+
+    extra = extra or {}
+    rows = [
+        (vector(X[i]), float(y[i]), *[float(v[i]) for v in extra.values()]) for i in range(len(y))
+    ]
+    return spark.createDataFrame(rows, ["features", "label", *extra])
+
+
+def planted_frame(spark):
+    X, y, w = planted()
+    return to_frame(spark, X, y, extra={"weight": w})
