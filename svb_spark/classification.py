@@ -130,51 +130,51 @@ class SVBLogisticRegression(
         exchange: str = "p2p",
         dtype: str = "float32",
         exchangeTimeout: float = 120.0,
-    ) -> "SVBLogisticRegression":
+    ) -> SVBLogisticRegression:
         """Sets params for this estimator; see the class docstring."""
         kwargs = self._input_kwargs
         return self._set(**kwargs)
 
-    def setWeightCol(self, value: str) -> "SVBLogisticRegression":
+    def setWeightCol(self, value: str) -> SVBLogisticRegression:
         return self._set(weightCol=value)
 
-    def setMaxIter(self, value: int) -> "SVBLogisticRegression":
+    def setMaxIter(self, value: int) -> SVBLogisticRegression:
         return self._set(maxIter=value)
 
-    def setTol(self, value: float) -> "SVBLogisticRegression":
+    def setTol(self, value: float) -> SVBLogisticRegression:
         return self._set(tol=value)
 
-    def setRegParam(self, value: float) -> "SVBLogisticRegression":
+    def setRegParam(self, value: float) -> SVBLogisticRegression:
         return self._set(regParam=value)
 
-    def setFitIntercept(self, value: bool) -> "SVBLogisticRegression":
+    def setFitIntercept(self, value: bool) -> SVBLogisticRegression:
         return self._set(fitIntercept=value)
 
-    def setStandardization(self, value: bool) -> "SVBLogisticRegression":
+    def setStandardization(self, value: bool) -> SVBLogisticRegression:
         return self._set(standardization=value)
 
-    def setStepSize(self, value: float) -> "SVBLogisticRegression":
+    def setStepSize(self, value: float) -> SVBLogisticRegression:
         return self._set(stepSize=value)
 
-    def setSeed(self, value: int) -> "SVBLogisticRegression":
+    def setSeed(self, value: int) -> SVBLogisticRegression:
         return self._set(seed=value)
 
-    def setBatchSize(self, value: int) -> "SVBLogisticRegression":
+    def setBatchSize(self, value: int) -> SVBLogisticRegression:
         return self._set(batchSize=value)
 
-    def setNumWorkers(self, value: int) -> "SVBLogisticRegression":
+    def setNumWorkers(self, value: int) -> SVBLogisticRegression:
         return self._set(numWorkers=value)
 
-    def setNumClasses(self, value: int) -> "SVBLogisticRegression":
+    def setNumClasses(self, value: int) -> SVBLogisticRegression:
         return self._set(numClasses=value)
 
-    def setExchange(self, value: str) -> "SVBLogisticRegression":
+    def setExchange(self, value: str) -> SVBLogisticRegression:
         return self._set(exchange=value)
 
-    def setDtype(self, value: str) -> "SVBLogisticRegression":
+    def setDtype(self, value: str) -> SVBLogisticRegression:
         return self._set(dtype=value)
 
-    def setExchangeTimeout(self, value: float) -> "SVBLogisticRegression":
+    def setExchangeTimeout(self, value: float) -> SVBLogisticRegression:
         return self._set(exchangeTimeout=value)
 
     def _weight_column(self) -> str | None:
@@ -193,7 +193,7 @@ class SVBLogisticRegression(
             )
         return requested
 
-    def _fit(self, dataset) -> "SVBLogisticRegressionModel":
+    def _fit(self, dataset) -> SVBLogisticRegressionModel:
         started = time.perf_counter()
         validate_param_values(self)
         features, label, weight = self.getFeaturesCol(), self.getLabelCol(), self._weight_column()
@@ -283,7 +283,10 @@ def _training_frame(dataset, features: str, label: str, weight: str | None, num_
 
 
 class SVBLogisticRegressionModel(
-    ProbabilisticClassificationModel, _SVBLogisticRegressionParams, SVBModelWritable, SVBModelReadable
+    ProbabilisticClassificationModel,
+    _SVBLogisticRegressionParams,
+    SVBModelWritable,
+    SVBModelReadable,
 ):
     """A multinomial logistic regression model fitted by :class:`SVBLogisticRegression`.
 
@@ -301,7 +304,9 @@ class SVBLogisticRegressionModel(
     (2, 2)
     """
 
-    def __init__(self, coefficients: np.ndarray | None = None, intercepts: np.ndarray | None = None):
+    def __init__(
+        self, coefficients: np.ndarray | None = None, intercepts: np.ndarray | None = None
+    ):
         super().__init__()
         self._W = None if coefficients is None else np.asarray(coefficients, dtype=np.float64)
         self._b = None if intercepts is None else np.asarray(intercepts, dtype=np.float64)
@@ -394,7 +399,7 @@ class SVBLogisticRegressionModel(
             thresholds=self._thresholds(),
         )
 
-    def copy(self, extra: dict | None = None) -> "SVBLogisticRegressionModel":
+    def copy(self, extra: dict | None = None) -> SVBLogisticRegressionModel:
         copied = super().copy(extra)
         copied._summary = None if extra else self._summary
         return copied
@@ -403,7 +408,7 @@ class SVBLogisticRegressionModel(
         return self._W, self._b
 
     @classmethod
-    def _from_arrays(cls, W: np.ndarray, b: np.ndarray) -> "SVBLogisticRegressionModel":
+    def _from_arrays(cls, W: np.ndarray, b: np.ndarray) -> SVBLogisticRegressionModel:
         return cls(W, b)
 
     def __repr__(self) -> str:
@@ -413,4 +418,3 @@ class SVBLogisticRegressionModel(
             f"{type(self).__name__}: uid={self.uid}, numClasses={self.numClasses}, "
             f"numFeatures={self.numFeatures}"
         )
-

@@ -31,7 +31,9 @@ def _demo(args: argparse.Namespace) -> int:
     estimator = SVBLogisticRegression(
         numWorkers=args.workers, maxIter=args.max_iter, batchSize=args.batch_size, seed=args.seed
     )
-    print(f"Training on {name} with {estimator.getNumWorkers() or 'default'} workers ...", flush=True)
+    print(
+        f"Training on {name} with {estimator.getNumWorkers() or 'default'} workers ...", flush=True
+    )
     started = time.perf_counter()
     with warnings.catch_warnings():
         # Reported below as "stopped at maxIter" rather than as a warning.
@@ -44,7 +46,10 @@ def _demo(args: argparse.Namespace) -> int:
     stop = "objective converged (tol)" if summary.converged else "stopped at maxIter"
     print(f"epochs               {summary.totalIterations} ({summary.steps} SGD steps, {stop})")
     print(f"workers              {summary.numWorkers} (exchange: {summary.exchange})")
-    print(f"bytes exchanged      {summary.bytesSent:,} sent by rank 0, {summary.bytesPerStep:,.0f} per step")
+    print(
+        f"bytes exchanged      {summary.bytesSent:,} sent by rank 0, "
+        f"{summary.bytesPerStep:,.0f} per step"
+    )
     print(f"fit time             {seconds:.1f} s")
     return 0
 
@@ -52,7 +57,8 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="svb-spark",
-        description="Multiclass logistic regression on Spark with the Sufficient Vector Broadcaster.",
+        description="Multiclass logistic regression on Spark with the Sufficient Vector "
+        "Broadcaster.",
     )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -43,7 +43,9 @@ def to_dataframe(spark, X: np.ndarray, y: np.ndarray, num_partitions: int | None
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
-    frame = pd.DataFrame({"features": list(np.asarray(X, dtype=np.float64)), "label": y.astype(float)})
+    frame = pd.DataFrame(
+        {"features": list(np.asarray(X, dtype=np.float64)), "label": y.astype(float)}
+    )
     df = spark.createDataFrame(frame, "features array<double>, label double")
     df = df.withColumn("features", array_to_vector(F.col("features")))
     return df.repartition(num_partitions) if num_partitions else df

@@ -116,46 +116,61 @@ def inspect_training_data(
     parts = [pickle.loads(r.stats) for r in rows]
     total_rows = sum(p.rows for p in parts)
     if total_rows == 0:
-        _fail("The training DataFrame is empty: it has no rows to fit. Check the filters or "
-              "the input path that produced it.")
+        _fail(
+            "The training DataFrame is empty: it has no rows to fit. Check the filters or "
+            "the input path that produced it."
+        )
     if any(p.null_labels for p in parts):
         count = sum(p.null_labels for p in parts)
-        _fail(f"Column '{label}' has {count} null value(s); labels must be class indices "
-              "0, 1, ..., numClasses - 1. Drop those rows (df.dropna(subset=['"
-              f"{label}'])) or fill them.")
+        _fail(
+            f"Column '{label}' has {count} null value(s); labels must be class indices "
+            "0, 1, ..., numClasses - 1. Drop those rows (df.dropna(subset=['"
+            f"{label}'])) or fill them."
+        )
     bad_label = next((p.bad_label for p in parts if p.bad_label is not None), None)
     if bad_label is not None:
-        _fail(f"Column '{label}' must hold integer class indices 0, 1, ..., numClasses - 1; "
-              f"found {bad_label!r}. Map arbitrary labels to indices with "
-              "pyspark.ml.feature.StringIndexer.")
+        _fail(
+            f"Column '{label}' must hold integer class indices 0, 1, ..., numClasses - 1; "
+            f"found {bad_label!r}. Map arbitrary labels to indices with "
+            "pyspark.ml.feature.StringIndexer."
+        )
     max_label = int(max(p.max_label for p in parts))
     if num_classes and max_label >= num_classes:
-        _fail(f"Column '{label}' has the label {max_label}, but numClasses is {num_classes} so "
-              f"labels must be below {num_classes}. Set numClasses to at least {max_label + 1} "
-              "or to 0 to infer it.")
+        _fail(
+            f"Column '{label}' has the label {max_label}, but numClasses is {num_classes} so "
+            f"labels must be below {num_classes}. Set numClasses to at least {max_label + 1} "
+            "or to 0 to infer it."
+        )
     if any(p.null_features for p in parts):
         count = sum(p.null_features for p in parts)
-        _fail(f"Column '{features}' has {count} null vector(s). Drop those rows "
-              f"(df.dropna(subset=['{features}'])) or impute them before fitting.")
+        _fail(
+            f"Column '{features}' has {count} null vector(s). Drop those rows "
+            f"(df.dropna(subset=['{features}'])) or impute them before fitting."
+        )
     sizes = set().union(*(p.sizes for p in parts))
     if len(sizes) > 1:
         a, b = sorted(sizes)[:2]
-        _fail(f"Column '{features}' holds vectors of different sizes ({a} and {b}); every row "
-              "must have the same number of features. Rebuild the column with one "
-              "pyspark.ml.feature.VectorAssembler over the same input columns.")
+        _fail(
+            f"Column '{features}' holds vectors of different sizes ({a} and {b}); every row "
+            "must have the same number of features. Rebuild the column with one "
+            "pyspark.ml.feature.VectorAssembler over the same input columns."
+        )
     nonfinite = next((p.nonfinite for p in parts if p.nonfinite is not None), None)
     if nonfinite is not None:
         index, value = nonfinite
-        _fail(f"Column '{features}' has the non-finite value {value} at feature index {index}. "
-              "Remove those rows or replace the values, e.g. with pyspark.ml.feature.Imputer.")
+        _fail(
+            f"Column '{features}' has the non-finite value {value} at feature index {index}. "
+            "Remove those rows or replace the values, e.g. with pyspark.ml.feature.Imputer."
+        )
     bad_weight = next((p.bad_weight for p in parts if p.bad_weight is not None), None)
     if bad_weight is not None:
-        _fail(f"Column '{weight}' has the weight {bad_weight}; instance weights must be finite "
-              "and >= 0. Fix or drop those rows.")
+        _fail(
+            f"Column '{weight}' has the weight {bad_weight}; instance weights must be finite "
+            "and >= 0. Fix or drop those rows."
+        )
     weight_sum = sum(p.weight_sum for p in parts)
     if weight_sum <= 0:
-        _fail(f"Column '{weight}' sums to {weight_sum}: at least one row needs a positive "
-              "weight.")
+        _fail(f"Column '{weight}' sums to {weight_sum}: at least one row needs a positive weight.")
 
     num_features = sizes.pop()
     moments = [p for p in parts if p.sum is not None]

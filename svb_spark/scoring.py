@@ -62,7 +62,9 @@ def add_prediction_columns(
     if raw_col:
         scored = scored.withColumn(raw_col, array_to_vector(F.col(f"{_SCORES}.raw")))
     if probability_col:
-        scored = scored.withColumn(probability_col, array_to_vector(F.col(f"{_SCORES}.probability")))
+        scored = scored.withColumn(
+            probability_col, array_to_vector(F.col(f"{_SCORES}.probability"))
+        )
     if prediction_col:
         scored = scored.withColumn(prediction_col, F.col(f"{_SCORES}.prediction"))
     return scored.drop(_SCORES)

@@ -155,7 +155,9 @@ def predictions_from_probabilities(
     return scaled.argmax(axis=1).astype(np.float64)
 
 
-def curvature(X: np.ndarray, weights: np.ndarray, fit_intercept: bool, iterations: int = 30) -> float:
+def curvature(
+    X: np.ndarray, weights: np.ndarray, fit_intercept: bool, iterations: int = 30
+) -> float:
     """Largest eigenvalue of the weighted second-moment matrix of the rows (plus a bias column).
 
     It bounds the Hessian of the loss (the softmax Jacobian's norm is at most 1/2), so

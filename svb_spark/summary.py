@@ -144,7 +144,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
 
     Besides MLlib's ``objectiveHistory`` and ``totalIterations`` (epochs run), it reports the
     communication (``bytesSent``/``bytesReceived`` by rank 0, ``bytesPerStep``), the number of
-    SGD steps, ``numWorkers``, the ``exchange`` mode, ``timings`` (seconds per phase) and ``workers``.
+    SGD steps, ``numWorkers``, the ``exchange`` mode, ``timings`` (seconds per phase) and
+    ``workers``.
     """
 
     def __init__(self, predictions, record: dict, **columns) -> None:

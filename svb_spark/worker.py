@@ -18,16 +18,15 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from svb_spark import solver
 from svb_spark.data import table_to_arrays
-from svb_spark.exchange import Exchange
-from svb_spark.exchange import codec
+from svb_spark.exchange import Exchange, codec
 from svb_spark.exchange.local import LocalExchangeGroup
 
 logger = logging.getLogger(__name__)
@@ -117,7 +116,9 @@ def prepare_partition(
     return LocalPartition(X, y, w, solver.curvature(X, w, config.fit_intercept))
 
 
-def plan(row_counts: list[int], curvatures: list[float], config: TrainingConfig) -> tuple[int, float]:
+def plan(
+    row_counts: list[int], curvatures: list[float], config: TrainingConfig
+) -> tuple[int, float]:
     """Steps per epoch and first-epoch learning rate, identical on every worker.
 
     Every worker takes the same number of steps per epoch, enough for the largest partition
@@ -179,7 +180,14 @@ def train(
             step_weight = sum(m.weight_sum for m in messages)
             t4 = time.perf_counter()
             solver.apply_sufficient_vectors(
-                W, b, U_all, V_all, step_weight, learning_rate, config.reg_param, reg_scale,
+                W,
+                b,
+                U_all,
+                V_all,
+                step_weight,
+                learning_rate,
+                config.reg_param,
+                reg_scale,
                 config.fit_intercept,
             )
             t5 = time.perf_counter()
@@ -232,7 +240,9 @@ def train_in_process(
     def run(rank: int) -> None:
         observer = None if on_step is None else (lambda s, W, b: on_step(rank, s, W, b))
         try:
-            results[rank] = train(prepared[rank], group.member(rank), config, steps, base_lr, observer)
+            results[rank] = train(
+                prepared[rank], group.member(rank), config, steps, base_lr, observer
+            )
         except BaseException as error:  # surfaced in the caller's thread below
             errors.append(error)
 
@@ -304,7 +314,9 @@ def barrier_training_task(config: TrainingConfig, secret: str):
         host = executor_host(addresses[rank])
 
         batches = list(batches)
-        X, y, w = table_to_arrays(batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype)
+        X, y, w = table_to_arrays(
+            batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype
+        )
         if batches:
             # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
             row_ids = pa.Table.from_batches(batches).column(ROW_ID).to_numpy()
@@ -323,7 +335,9 @@ def barrier_training_task(config: TrainingConfig, secret: str):
             }
             peers = [json.loads(m) for m in context.allGather(json.dumps(hello))]
             exchange.connect([p["location"] for p in peers])
-            steps, base_lr = plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
+            steps, base_lr = plan(
+                [p["rows"] for p in peers], [p["curvature"] for p in peers], config
+            )
 
             def log_epoch(epoch: int, objective: float) -> None:
                 if rank == 0:

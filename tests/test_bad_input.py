@@ -59,13 +59,19 @@ def test_label_at_or_above_num_classes(spark):
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_features(spark, value):
     rows = good_rows() + [(Vectors.dense([1.0, value]), 1.0)]
-    with pytest.raises(ValueError, match=rf"Column 'features' has the non-finite value {value} at feature index 1.*Imputer"):
+    with pytest.raises(
+        ValueError,
+        match=rf"Column 'features' has the non-finite value {value} at feature index 1.*Imputer",
+    ):
         fit(frame(spark, rows))
 
 
 def test_vectors_of_different_sizes(spark):
     rows = good_rows() + [(Vectors.sparse(5, [0], [1.0]), 1.0)]
-    with pytest.raises(ValueError, match=r"Column 'features' holds vectors of different sizes \(2 and 5\).*VectorAssembler"):
+    with pytest.raises(
+        ValueError,
+        match=r"Column 'features' holds vectors of different sizes \(2 and 5\).*VectorAssembler",
+    ):
         fit(frame(spark, rows))
 
 
@@ -83,7 +89,10 @@ def test_empty_dataframe(spark):
 @pytest.mark.parametrize(
     "params, expected",
     [
-        ({"featuresCol": "pixels"}, r"The features column 'pixels' does not exist.*\['features', 'label'\]"),
+        (
+            {"featuresCol": "pixels"},
+            r"The features column 'pixels' does not exist.*\['features', 'label'\]",
+        ),
         ({"labelCol": "digit"}, r"The label column 'digit' does not exist"),
         ({"weightCol": "w"}, r"The weight column 'w' does not exist"),
     ],
@@ -95,9 +104,13 @@ def test_missing_columns(spark, params, expected):
 
 def test_wrong_column_types(spark):
     df = frame(spark, good_rows())
-    with pytest.raises(TypeError, match=r"Column 'label' \(label\) must be numeric; got string.*StringIndexer"):
+    with pytest.raises(
+        TypeError, match=r"Column 'label' \(label\) must be numeric; got string.*StringIndexer"
+    ):
         fit(df.withColumn("label", F.col("label").cast("string")))
-    with pytest.raises(TypeError, match=r"Column 'text' must be a vector .* got string.*VectorAssembler"):
+    with pytest.raises(
+        TypeError, match=r"Column 'text' must be a vector .* got string.*VectorAssembler"
+    ):
         fit(df.withColumn("text", F.lit("a")), featuresCol="text")
 
 
@@ -115,14 +128,27 @@ def test_more_workers_than_task_slots(spark):
 @pytest.mark.parametrize(
     "params, expected",
     [
-        ({"batchSize": 0}, "The 'batchSize' parameter of SVBLogisticRegression must be an int > 0. Got 0 instead"),
-        ({"stepSize": 0.0}, "The 'stepSize' parameter of SVBLogisticRegression must be a float > 0. Got 0.0 instead"),
+        (
+            {"batchSize": 0},
+            "The 'batchSize' parameter of SVBLogisticRegression must be an int > 0. Got 0 instead",
+        ),
+        (
+            {"stepSize": 0.0},
+            "The 'stepSize' parameter of SVBLogisticRegression must be a float > 0. "
+            "Got 0.0 instead",
+        ),
         ({"stepSize": -1.0}, "'stepSize' parameter .* must be a float > 0. Got -1.0"),
         ({"regParam": -0.1}, "'regParam' parameter .* must be a float >= 0. Got -0.1"),
         ({"maxIter": -1}, "'maxIter' parameter .* must be an int >= 0. Got -1"),
-        ({"exchange": "carrier-pigeon"}, "'exchange' parameter .* must be one of p2p. Got 'carrier-pigeon'"),
+        (
+            {"exchange": "carrier-pigeon"},
+            "'exchange' parameter .* must be one of p2p. Got 'carrier-pigeon'",
+        ),
         ({"dtype": "float16"}, "'dtype' parameter .* must be one of float32, float64"),
-        ({"thresholds": [0.5, 0.5, 0.5]}, "'thresholds' parameter has 3 values but the data has 2 classes"),
+        (
+            {"thresholds": [0.5, 0.5, 0.5]},
+            "'thresholds' parameter has 3 values but the data has 2 classes",
+        ),
     ],
 )
 def test_out_of_range_params(spark, params, expected):
@@ -135,4 +161,3 @@ def test_wrong_param_types_fail_when_set():
         SVBLogisticRegression(maxIter="ten")
     with pytest.raises(TypeError):
         SVBLogisticRegression(batchSize=2.5)
-

@@ -38,7 +38,9 @@ def test_dense_sparse_and_mixed_vectors_decode_to_the_same_matrix():
 
 def test_array_columns_decode_and_report_sizes():
     column = pa.array([[1.0, 2.0], [3.0, 4.0], None, [5.0]])
-    np.testing.assert_array_equal(vectors_to_dense(column.slice(0, 2), 2, np.float32), [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(
+        vectors_to_dense(column.slice(0, 2), 2, np.float32), [[1, 2], [3, 4]]
+    )
     assert vector_sizes(column).tolist() == [2, 2, -1, 1]
 
 

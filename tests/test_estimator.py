@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from common_data import planted_frame, to_frame
 from common_data import planted as _planted
+from common_data import planted_frame, to_frame
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
@@ -12,7 +12,12 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import functions as F
 from reference import reference_sgd
 
-from svb_spark import SVBConvergenceWarning, SVBLogisticRegression, SVBLogisticRegressionModel, solver
+from svb_spark import (
+    SVBConvergenceWarning,
+    SVBLogisticRegression,
+    SVBLogisticRegressionModel,
+    solver,
+)
 from svb_spark.classification import _training_frame
 from svb_spark.worker import FEATURES, LABEL, ROW_ID, WEIGHT, TrainingConfig
 
@@ -31,15 +36,23 @@ def _worker_partitions(df, num_workers):
     for rank in range(num_workers):
         mine = sorted((r for r in rows if r.pid == rank), key=lambda r: r[ROW_ID])
         X = np.array([r[FEATURES].toArray() for r in mine]).reshape(len(mine), -1)
-        parts.append((X, np.array([int(r[LABEL]) for r in mine]), np.array([r[WEIGHT] for r in mine])))
+        parts.append(
+            (X, np.array([int(r[LABEL]) for r in mine]), np.array([r[WEIGHT] for r in mine]))
+        )
     return parts
 
 
 def test_distributed_fit_equals_single_process_reference(spark, planted):
     X, y, w, df = planted
     estimator = SVBLogisticRegression(
-        weightCol="weight", numWorkers=2, maxIter=6, tol=0.0, regParam=0.01, batchSize=16,
-        dtype="float64", seed=5,
+        weightCol="weight",
+        numWorkers=2,
+        maxIter=6,
+        tol=0.0,
+        regParam=0.01,
+        batchSize=16,
+        dtype="float64",
+        seed=5,
     )
     model = estimator.fit(df)
 
@@ -48,8 +61,18 @@ def test_distributed_fit_equals_single_process_reference(spark, planted):
     variance = (w @ (X - mean) ** 2) / (w.sum() - (w * w).sum() / w.sum())
     scale = 1 / np.sqrt(variance)
     config = TrainingConfig(
-        num_classes=4, num_features=6, batch_size=16, max_iter=6, tol=0.0, reg_param=0.01,
-        fit_intercept=True, step_size=1.0, seed=5, dtype="float64", scale=scale, mean=mean,
+        num_classes=4,
+        num_features=6,
+        batch_size=16,
+        max_iter=6,
+        tol=0.0,
+        reg_param=0.01,
+        fit_intercept=True,
+        step_size=1.0,
+        seed=5,
+        dtype="float64",
+        scale=scale,
+        mean=mean,
     )
     parts = _worker_partitions(df, 2)
     assert sum(len(p[1]) for p in parts) == 400 and min(len(p[1]) for p in parts) > 0
@@ -80,7 +103,9 @@ def test_digits_accuracy_matches_scikit_learn(spark, digits, digits_frames):
         .fit(X_train, y_train)
         .score(X_test, y_test)
     )
-    print(f"digits test accuracy: svb {ours:.4f}, sklearn {sk_raw:.4f}, sklearn+scaler {sk_std:.4f}")
+    print(
+        f"digits test accuracy: svb {ours:.4f}, sklearn {sk_raw:.4f}, sklearn+scaler {sk_std:.4f}"
+    )
     assert ours >= max(sk_raw, sk_std) - 0.01
     assert abs(ours - sk_raw) <= 0.02
 
@@ -117,7 +142,9 @@ def test_summary_metrics_agree_with_mllib_evaluator(spark, digits_frames):
         ("f1", summary.weightedFMeasure()),
         ("weightedFalsePositiveRate", summary.weightedFalsePositiveRate),
     ]:
-        assert ours == pytest.approx(evaluator.setMetricName(metric).evaluate(predictions), abs=1e-12)
+        assert ours == pytest.approx(
+            evaluator.setMetricName(metric).evaluate(predictions), abs=1e-12
+        )
     assert summary.labels == [float(k) for k in range(10)]
     assert len(summary.precisionByLabel) == 10
 
@@ -130,7 +157,9 @@ def test_transform_agrees_with_single_vector_predictions(spark, digits, digits_f
     for row in rows:
         probability = model.predictProbability(row.features).toArray()
         np.testing.assert_allclose(row.probability.toArray(), probability, rtol=1e-12)
-        np.testing.assert_allclose(row.rawPrediction.toArray(), model.predictRaw(row.features).toArray())
+        np.testing.assert_allclose(
+            row.rawPrediction.toArray(), model.predictRaw(row.features).toArray()
+        )
         assert row.prediction == model.predict(row.features)
         assert probability.sum() == pytest.approx(1.0)
 
@@ -149,7 +178,9 @@ def test_sparse_vectors_and_arrays_train_the_same_model(spark, planted):
     estimator = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=3, dtype="float64")
     reference = estimator.fit(dense_df).coefficientMatrix.toArray()
     for df in (sparse_df, array_df):
-        np.testing.assert_allclose(estimator.fit(df).coefficientMatrix.toArray(), reference, rtol=1e-9)
+        np.testing.assert_allclose(
+            estimator.fit(df).coefficientMatrix.toArray(), reference, rtol=1e-9
+        )
 
 
 def test_pipeline_cross_validation_over_reg_param(spark, digits_frames):
@@ -213,12 +244,14 @@ def test_single_vector_api_without_spark_job():
     assert model.predict(Vectors.dense([0.0, 0.0])) == 1.0
     assert model.numClasses == 2 and model.numFeatures == 2
     with pytest.raises(RuntimeError, match="No training summary"):
-        model.summary
+        _ = model.summary
 
 
 def test_constant_feature_with_standardization_gives_finite_coefficients(spark):
     rows = [(Vectors.dense([float(i), 7.0]), float(i % 2)) for i in range(20)]
-    model = SVBLogisticRegression(numWorkers=2, maxIter=3).fit(spark.createDataFrame(rows, ["features", "label"]))
+    model = SVBLogisticRegression(numWorkers=2, maxIter=3).fit(
+        spark.createDataFrame(rows, ["features", "label"])
+    )
     coefficients = model.coefficientMatrix.toArray()
     assert np.isfinite(coefficients).all() and (coefficients[:, 1] == 0).all()
     assert np.isfinite(model.interceptVector.toArray()).all()

@@ -7,8 +7,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from svb_spark.exchange import ExchangeTimeoutError
-from svb_spark.exchange import codec
+from svb_spark.exchange import ExchangeTimeoutError, codec
 from svb_spark.exchange.flight import FlightMeshExchange
 from svb_spark.exchange.local import LocalExchangeGroup
 
@@ -16,8 +15,12 @@ from svb_spark.exchange.local import LocalExchangeGroup
 def test_codec_round_trip_is_exact_and_zero_copy():
     rng = np.random.default_rng(0)
     message = codec.SufficientVectors(
-        step=12, rank=3, U=rng.normal(size=(7, 4)).astype(np.float32),
-        V=rng.normal(size=(7, 9)).astype(np.float32), weight_sum=7.5, loss_sum=3.25,
+        step=12,
+        rank=3,
+        U=rng.normal(size=(7, 4)).astype(np.float32),
+        V=rng.normal(size=(7, 9)).astype(np.float32),
+        weight_sum=7.5,
+        loss_sum=3.25,
     )
     batch = codec.encode(message)
     assert batch.num_rows == 7
@@ -122,5 +125,7 @@ def test_flight_wait_for_a_silent_peer_times_out_with_a_clear_error(mesh):
     exchanges = mesh(2, timeout=1.0)
     locations = [ex.location for ex in exchanges]
     exchanges[0].connect(locations)
-    with pytest.raises(ExchangeTimeoutError, match=r"worker 0 waited 1 s for step 0 from workers \[1\]"):
+    with pytest.raises(
+        ExchangeTimeoutError, match=r"worker 0 waited 1 s for step 0 from workers \[1\]"
+    ):
         exchanges[0].all_gather(0, pa.record_batch({"v": [1.0]}))

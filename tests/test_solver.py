@@ -81,7 +81,9 @@ def test_curvature_is_the_top_eigenvalue_of_the_second_moment():
     w = np.ones(500)
     A = np.hstack([X, np.ones((500, 1))])
     expected = np.linalg.eigvalsh(A.T @ A / 500)[-1]
-    assert solver.curvature(X, w, fit_intercept=True, iterations=200) == pytest.approx(expected, rel=1e-6)
+    assert solver.curvature(X, w, fit_intercept=True, iterations=200) == pytest.approx(
+        expected, rel=1e-6
+    )
     assert solver.curvature(X[:0], w[:0], True) == 0.0
 
 

@@ -27,9 +27,18 @@ def _config(parts, **overrides):
     X = np.concatenate([p[0] for p in parts])
     std = X.std(axis=0, ddof=1)
     settings = dict(
-        num_classes=4, num_features=X.shape[1], batch_size=16, max_iter=8, tol=0.0,
-        reg_param=0.01, fit_intercept=True, step_size=1.0, seed=11, dtype="float64",
-        scale=1 / std, mean=X.mean(axis=0),
+        num_classes=4,
+        num_features=X.shape[1],
+        batch_size=16,
+        max_iter=8,
+        tol=0.0,
+        reg_param=0.01,
+        fit_intercept=True,
+        step_size=1.0,
+        seed=11,
+        dtype="float64",
+        scale=1 / std,
+        mean=X.mean(axis=0),
     )
     settings.update(overrides)
     return TrainingConfig(**settings)

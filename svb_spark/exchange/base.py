@@ -33,10 +33,10 @@ class Exchange(abc.ABC):
     def all_gather(self, step: int, batch: pa.RecordBatch) -> list[pa.RecordBatch | pa.Table]:
         """Send ``batch`` to every peer and return all workers' batches for ``step``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - transports without resources need nothing here
         """Release sockets and threads; the default has none."""
 
-    def __enter__(self) -> "Exchange":
+    def __enter__(self) -> Exchange:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -19,7 +19,7 @@ class LocalExchangeGroup:
         self._reads: dict[int, int] = {}
         self._arrived = threading.Condition()
 
-    def member(self, rank: int) -> "LocalExchange":
+    def member(self, rank: int) -> LocalExchange:
         return LocalExchange(self, rank)
 
     def _post(self, step: int, rank: int, batch: pa.RecordBatch) -> None:
