@@ -24,7 +24,12 @@ from svb_spark.params import (
     validate_param_values,
 )
 from svb_spark.persistence import SVBModelReadable, SVBModelWritable
-from svb_spark.session import available_task_slots, default_parallelism
+from svb_spark.session import (
+    available_task_slots,
+    check_barrier_mode_supported,
+    check_replica_fits,
+    default_parallelism,
+)
 from svb_spark.summary import SVBLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
 from svb_spark.worker import (
     FEATURES,
@@ -183,6 +188,7 @@ class SVBLogisticRegression(
         return None
 
     def _num_workers(self, spark) -> int:
+        check_barrier_mode_supported(spark)
         requested = self.getNumWorkers() or default_parallelism(spark)
         slots = available_task_slots(spark)
         if slots is not None and requested > slots:
@@ -202,6 +208,7 @@ class SVBLogisticRegression(
         num_workers = self._num_workers(spark)
 
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
+        check_replica_fits(spark, stats.num_classes, stats.num_features, self.getDtype())
         inspected = time.perf_counter()
         thresholds = self.getThresholds() if self.isDefined(self.thresholds) else None
         if thresholds and len(thresholds) != stats.num_classes:

@@ -38,10 +38,12 @@ class _PartitionStats:
         self.rows = 0
         self.null_labels = 0
         self.bad_label: float | None = None  # NaN, infinite, negative or fractional
+        self.min_label = np.inf
         self.max_label = -np.inf
         self.null_features = 0
         self.sizes: set[int] = set()
         self.nonfinite: tuple[int, float] | None = None  # (feature index, value)
+        self.null_weights = 0
         self.bad_weight: float | None = None
         self.weight_sum = 0.0
         self.weight_sq_sum = 0.0
@@ -59,9 +61,15 @@ class _PartitionStats:
         if bad.any() and self.bad_label is None:
             self.bad_label = float(y[bad][0])
         if len(y[~bad]):
+            self.min_label = min(self.min_label, float(y[~bad].min()))
             self.max_label = max(self.max_label, float(y[~bad].max()))
 
-        w = np.ones(n) if weight is None else numeric_column(batch.column(weight))
+        if weight is None:
+            w = np.ones(n)
+        else:
+            # numeric_column turns nulls into NaN; count them so the message can say "null".
+            self.null_weights += batch.column(weight).null_count
+            w = numeric_column(batch.column(weight))
         bad_w = ~np.isfinite(w) | (w < 0)
         if bad_w.any():
             if self.bad_weight is None:
@@ -135,6 +143,14 @@ def inspect_training_data(
             "pyspark.ml.feature.StringIndexer."
         )
     max_label = int(max(p.max_label for p in parts))
+    min_label = int(min(p.min_label for p in parts))
+    if not num_classes and min_label == max_label:
+        _fail(
+            f"Column '{label}' holds a single class: every one of the {total_rows} row(s) has "
+            f"the label {max_label}, so there is nothing to separate. Check the filters that "
+            "produced the DataFrame, or set numClasses (>= 2) if the other classes are absent "
+            "on purpose."
+        )
     if num_classes and max_label >= num_classes:
         _fail(
             f"Column '{label}' has the label {max_label}, but numClasses is {num_classes} so "
@@ -162,6 +178,12 @@ def inspect_training_data(
             f"Column '{features}' has the non-finite value {value} at feature index {index}. "
             "Remove those rows or replace the values, e.g. with pyspark.ml.feature.Imputer."
         )
+    if any(p.null_weights for p in parts):
+        count = sum(p.null_weights for p in parts)
+        _fail(
+            f"Column '{weight}' has {count} null weight(s); instance weights must be finite "
+            f"and >= 0. Fill them (df.fillna({{'{weight}': 1.0}})) or drop those rows."
+        )
     bad_weight = next((p.bad_weight for p in parts if p.bad_weight is not None), None)
     if bad_weight is not None:
         _fail(
@@ -170,7 +192,11 @@ def inspect_training_data(
         )
     weight_sum = sum(p.weight_sum for p in parts)
     if weight_sum <= 0:
-        _fail(f"Column '{weight}' sums to {weight_sum}: at least one row needs a positive weight.")
+        _fail(
+            f"Column '{weight}' has no positive weight; found a sum of {weight_sum} over "
+            f"{total_rows} row(s). At least one row needs a weight > 0: check how the weights "
+            "were computed."
+        )
 
     num_features = sizes.pop()
     moments = [p for p in parts if p.sum is not None]

@@ -117,7 +117,7 @@ class _SVBEstimatorParams(_SVBLogisticRegressionParams):
     numClasses: Param[int] = Param(
         Params._dummy(),
         "numClasses",
-        "number of classes (>= 0); 0 infers it as max(label) + 1.",
+        "number of classes (0 or >= 2); 0 infers it as max(label) + 1.",
         typeConverter=TypeConverters.toInt,
     )
 
@@ -138,7 +138,8 @@ _VALUE_RULES = (
     ("stepSize", lambda v: v > 0, "a float > 0"),
     ("batchSize", lambda v: v > 0, "an int > 0"),
     ("numWorkers", lambda v: v >= 0, "an int >= 0 (0 = default parallelism)"),
-    ("numClasses", lambda v: v >= 0, "an int >= 0 (0 = infer from the labels)"),
+    # One class leaves nothing to separate: every prediction would be that class.
+    ("numClasses", lambda v: v == 0 or v >= 2, "0 (infer from the labels) or an int >= 2"),
     ("exchange", lambda v: v in EXCHANGE_MODES, "one of " + ", ".join(EXCHANGE_MODES)),
     ("dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
     ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
@@ -152,7 +153,8 @@ def validate_param_values(instance: _SVBLogisticRegressionParams) -> None:
         if not instance.hasParam(name):
             continue
         value = instance.getOrDefault(instance.getParam(name))
-        if not is_valid(value):
+        # Passing None explicitly (e.g. maxIter=None) stores None rather than the default.
+        if value is None or not is_valid(value):
             raise ValueError(
                 f"The '{name}' parameter of {owner} must be {requirement}. Got {value!r} instead."
             )

@@ -1,4 +1,5 @@
-"""Facts about the Spark we run on: Java, a ready local session, and its task slots."""
+"""Facts about the Spark we run on: Java, a ready local session, its task slots, whether it
+can run a barrier stage and how much memory a worker has."""
 
 from __future__ import annotations
 
@@ -96,3 +97,94 @@ def available_task_slots(spark) -> int | None:
         return int(jsc.maxNumConcurrentTasks(profile))
     except Exception:
         return None
+
+
+def spark_conf(spark, key: str, default: str | None = None) -> str | None:
+    """The value of a Spark (not SQL) conf key as the SparkContext sees it, or ``default``.
+
+    ``spark.conf`` only mirrors core keys as they were at start-up, so read the SparkContext's
+    own conf where there is one (classic mode) and fall back to ``spark.conf`` on Spark Connect.
+    """
+    try:
+        return spark.sparkContext.getConf().get(key, default)
+    except Exception:  # Spark Connect has no SparkContext
+        return spark.conf.get(key, default)
+
+
+def _is_local_master(master: str) -> bool:
+    # Spark's Utils.isLocalMaster: "local-cluster[...]" runs real executors, so it is not local.
+    return master == "local" or master.startswith("local[")
+
+
+def check_barrier_mode_supported(spark) -> None:
+    """Raise ValueError if Spark would refuse the barrier stage because of dynamic allocation.
+
+    Spark's DAGScheduler rejects every barrier stage while dynamic allocation is in effect
+    (``BarrierJobRunWithDynamicAllocationException``, SPARK-24942), but only after the fit's
+    pre-pass has run; this applies the same rule up front. As in Spark, dynamic allocation is
+    ignored in local mode unless ``spark.dynamicAllocation.testing`` is true.
+    """
+    enabled = (spark_conf(spark, "spark.dynamicAllocation.enabled") or "false").strip().lower()
+    if enabled != "true":
+        return
+    testing = (spark_conf(spark, "spark.dynamicAllocation.testing") or "false").strip().lower()
+    if _is_local_master(spark_conf(spark, "spark.master") or "") and testing != "true":
+        return
+    raise ValueError(
+        "The Spark conf 'spark.dynamicAllocation.enabled' is true; SVBLogisticRegression trains "
+        "in one barrier stage, whose tasks must all start together on a fixed set of executors, "
+        "and Spark rejects barrier stages while dynamic allocation may add or remove executors "
+        "(SPARK-24942). Start the application with --conf spark.dynamicAllocation.enabled=false "
+        "and a fixed number of executors (spark.executor.instances)."
+    )
+
+
+_MEMORY_UNITS = {"": 1 << 20, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_MEMORY_UNITS.update({"p": 1 << 50, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30})
+_MEMORY_UNITS.update({"tb": 1 << 40, "pb": 1 << 50})
+
+
+def memory_bytes(text: str) -> int:
+    """Bytes of a Spark memory setting such as "512m", "4g" or "2048" (a bare number is MiB)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if unit not in _MEMORY_UNITS:
+        raise ValueError(f"could not read the Spark memory setting {text!r}")
+    return int(match.group(1)) * _MEMORY_UNITS[unit]
+
+
+def worker_memory(spark) -> tuple[str, int | None]:
+    """The conf key that bounds one worker's memory and its value in bytes (None if unreadable).
+
+    Executors get ``spark.executor.memory`` (default 1g); in local mode the driver's JVM is the
+    only executor, so ``spark.driver.memory`` is what the workers share.
+    """
+    local = _is_local_master(spark_conf(spark, "spark.master") or "")
+    key = "spark.driver.memory" if local else "spark.executor.memory"
+    try:
+        return key, memory_bytes(spark_conf(spark, key) or "1g")
+    except ValueError:
+        return key, None
+
+
+def check_replica_fits(spark, num_classes: int, num_features: int, dtype: str) -> None:
+    """Raise ValueError if one worker's replica of the weights exceeds a worker's memory.
+
+    Every worker holds the whole numClasses x numFeatures matrix, so this bound does not
+    shrink with more workers. It is a lower bound on what training needs (the update and the
+    result travel in buffers of the same size), so passing it does not promise a fit.
+    """
+    itemsize = 8 if dtype == "float64" else 4
+    needed = num_classes * num_features * itemsize
+    key, available = worker_memory(spark)
+    if available is None or needed <= available:
+        return
+    raise ValueError(
+        f"The model does not fit in a worker's memory: every worker holds a replica of the "
+        f"weights, numClasses x numFeatures x {itemsize} bytes ({dtype}) = {num_classes} x "
+        f"{num_features} x {itemsize} = {needed} bytes ({needed / (1 << 30):.2f} GiB), but "
+        f"{key} is {available} bytes ({available / (1 << 30):.2f} GiB). Raise {key}"
+        + (", use dtype='float32'" if itemsize == 8 else "")
+        + ", or reduce numClasses or numFeatures (e.g. fewer buckets in "
+        "pyspark.ml.feature.FeatureHasher)."
+    )

@@ -1,11 +1,16 @@
 """Bad input fails on the driver, before any barrier stage, naming the column, value and fix."""
 
+import contextlib
+import re
+
 import pytest
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
 import svb_spark.classification as classification
 from svb_spark import SVBLogisticRegression
+from svb_spark.params import _VALUE_RULES
+from svb_spark.session import check_barrier_mode_supported, worker_memory
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +46,7 @@ def fit(df, **params):
         (1.5, r"Column 'label' must hold integer class indices .* found 1\.5.*StringIndexer"),
         (-1.0, r"Column 'label' must hold integer class indices .* found -1\.0"),
         (float("nan"), r"Column 'label' must hold integer class indices .* found nan"),
+        (float("inf"), r"Column 'label' must hold integer class indices .* found inf"),
         (None, r"Column 'label' has 1 null value.*dropna"),
     ],
 )
@@ -114,15 +120,98 @@ def test_wrong_column_types(spark):
         fit(df.withColumn("text", F.lit("a")), featuresCol="text")
 
 
-def test_bad_weights(spark):
-    df = frame(spark, good_rows()).withColumn("w", F.when(F.col("label") == 1, -2.0).otherwise(1.0))
-    with pytest.raises(ValueError, match=r"Column 'w' has the weight -2\.0"):
+@pytest.mark.parametrize(
+    "odd_weight, even_weight, expected",
+    [
+        (-2.0, 1.0, r"Column 'w' has the weight -2\.0; instance weights must be finite and >= 0"),
+        (float("nan"), 1.0, r"Column 'w' has the weight nan; instance weights must be finite"),
+        (None, 1.0, r"Column 'w' has 3 null weight\(s\).*fillna\(\{'w': 1\.0\}\)"),
+        (0.0, 0.0, r"Column 'w' has no positive weight; found a sum of 0\.0 over 6 row\(s\)"),
+    ],
+)
+def test_bad_weights(spark, odd_weight, even_weight, expected):
+    weight = F.when(F.col("label") == 1, F.lit(odd_weight)).otherwise(F.lit(even_weight))
+    df = frame(spark, good_rows()).withColumn("w", weight.cast("double"))
+    with pytest.raises(ValueError, match=expected):
         fit(df, weightCol="w")
+
+
+def test_weight_column_of_strings(spark):
+    df = frame(spark, good_rows()).withColumn("w", F.lit("heavy"))
+    with pytest.raises(TypeError, match=r"Column 'w' \(weight\) must be numeric; got string"):
+        fit(df, weightCol="w")
+
+
+def test_single_class_when_num_classes_is_inferred(spark):
+    rows = [(Vectors.dense([float(i), 1.0]), 1.0) for i in range(4)]
+    with pytest.raises(
+        ValueError,
+        match=r"Column 'label' holds a single class: every one of the 4 row\(s\) has the label "
+        r"1.*Check the filters.*set numClasses \(>= 2\)",
+    ):
+        fit(frame(spark, rows))
 
 
 def test_more_workers_than_task_slots(spark):
     with pytest.raises(ValueError, match=r"numWorkers=3 but the cluster has only 2 free task slot"):
         SVBLogisticRegression(numWorkers=3).fit(frame(spark, good_rows()))
+
+
+@contextlib.contextmanager
+def live_spark_conf(spark, settings):
+    """Change the running SparkContext's own conf (``spark.conf.set`` refuses core keys)."""
+    conf = spark.sparkContext._jsc.sc().conf()
+    before = {key: conf.get(key) if conf.contains(key) else None for key in settings}
+    try:
+        for key, value in settings.items():
+            conf.set(key, value)
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                conf.remove(key)
+            else:
+                conf.set(key, value)
+
+
+def test_dynamic_allocation(spark):
+    # Spark ignores dynamic allocation in local mode unless its testing flag is set.
+    dynamic = {"spark.dynamicAllocation.enabled": "true", "spark.dynamicAllocation.testing": "true"}
+    with (
+        live_spark_conf(spark, dynamic),
+        pytest.raises(
+            ValueError,
+            match=r"'spark.dynamicAllocation.enabled' is true.*barrier stage.*"
+            r"--conf spark.dynamicAllocation.enabled=false",
+        ),
+    ):
+        fit(frame(spark, good_rows()))
+    assert spark.sparkContext.getConf().get("spark.dynamicAllocation.enabled") is None
+
+
+def test_dynamic_allocation_flag_alone_is_ignored_in_local_mode(spark):
+    # Spark's own rule: local mode has one fixed executor, so barrier stages run.
+    with live_spark_conf(spark, {"spark.dynamicAllocation.enabled": "true"}):
+        check_barrier_mode_supported(spark)
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("float32", 4), ("float64", 8)])
+def test_replica_larger_than_worker_memory(spark, dtype, itemsize):
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    num_features = 200
+    key, memory = worker_memory(spark)  # spark.driver.memory in local mode, 1g by default
+    num_classes = memory // (num_features * itemsize) + 1
+    schema = StructType([StructField("features", VectorUDT()), StructField("label", DoubleType())])
+    rows = [(Vectors.dense([float(i)] * num_features), float(i % 2)) for i in range(4)]
+    needed = num_classes * num_features * itemsize
+    with pytest.raises(
+        ValueError,
+        match=rf"numClasses x numFeatures x {itemsize} bytes \({dtype}\) = {num_classes} x "
+        rf"{num_features} x {itemsize} = {needed} bytes .* but {re.escape(key)} is {memory} bytes",
+    ):
+        fit(spark.createDataFrame(rows, schema), numClasses=num_classes, dtype=dtype)
 
 
 @pytest.mark.parametrize(
@@ -142,9 +231,11 @@ def test_more_workers_than_task_slots(spark):
         ({"maxIter": -1}, "'maxIter' parameter .* must be an int >= 0. Got -1"),
         (
             {"exchange": "carrier-pigeon"},
-            "'exchange' parameter .* must be one of p2p. Got 'carrier-pigeon'",
+            "'exchange' parameter .* must be one of p2p.*Got 'carrier-pigeon'",
         ),
         ({"dtype": "float16"}, "'dtype' parameter .* must be one of float32, float64"),
+        ({"numClasses": 1}, r"'numClasses' parameter .* must be 0 \(infer .*\) or an int >= 2"),
+        ({"maxIter": None}, "'maxIter' parameter .* must be an int >= 0. Got None instead"),
         (
             {"thresholds": [0.5, 0.5, 0.5]},
             "'thresholds' parameter has 3 values but the data has 2 classes",
@@ -156,8 +247,50 @@ def test_out_of_range_params(spark, params, expected):
         fit(frame(spark, good_rows()), **params)
 
 
-def test_wrong_param_types_fail_when_set():
-    with pytest.raises(TypeError):
-        SVBLogisticRegression(maxIter="ten")
-    with pytest.raises(TypeError):
-        SVBLogisticRegression(batchSize=2.5)
+# Values tried in order for each rule; the first one the param's type converter accepts and the
+# rule rejects is the out-of-range value of its test.
+_OUT_OF_RANGE_CANDIDATES = (-1, 0, 1, "no-such-value")
+
+
+def out_of_range_value(name, is_valid):
+    param = SVBLogisticRegression().getParam(name)
+    for candidate in _OUT_OF_RANGE_CANDIDATES:
+        try:
+            value = param.typeConverter(candidate)
+        except TypeError:
+            continue
+        if not is_valid(value):
+            return value
+    raise AssertionError(f"add an out-of-range value for '{name}' to _OUT_OF_RANGE_CANDIDATES")
+
+
+@pytest.mark.parametrize(
+    "name, is_valid, requirement", _VALUE_RULES, ids=[rule[0] for rule in _VALUE_RULES]
+)
+def test_every_value_rule(spark, name, is_valid, requirement):
+    value = out_of_range_value(name, is_valid)
+    expected = (
+        f"The '{name}' parameter of SVBLogisticRegression must be {requirement}. "
+        f"Got {value!r} instead."
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        fit(frame(spark, good_rows()), **{name: value})
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"maxIter": "ten"}, r'param "maxIter". Could not convert ten to int'),
+        ({"batchSize": 2.5}, r'param "batchSize". Could not convert 2.5 to int'),
+        ({"tol": "small"}, r'param "tol". Could not convert small to float'),
+        ({"fitIntercept": "yes"}, r'param "fitIntercept". Boolean Param requires .* bool'),
+        ({"dtype": 32}, r'param "dtype". Could not convert .*int.* to string'),
+        ({"thresholds": "0.5"}, r'param "thresholds". Could not convert 0.5 to list of floats'),
+    ],
+)
+def test_wrong_param_types_fail_when_set(params, expected):
+    with pytest.raises(TypeError, match=expected):
+        SVBLogisticRegression(**params)
+    name, value = next(iter(params.items()))
+    with pytest.raises(TypeError, match=expected):
+        getattr(SVBLogisticRegression(), "set" + name[0].upper() + name[1:])(value)
