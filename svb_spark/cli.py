@@ -1,13 +1,389 @@
-"""``svb-spark``: the command line, usable directly and under ``spark-submit``."""
+"""``svb-spark``: the command line, usable directly and under ``spark-submit``.
+
+Subcommands: ``train`` (fit and save a model), ``predict`` (write predictions as Parquet),
+``evaluate`` (accuracy, weighted F1 and log loss) and ``demo``. Settings for ``train`` come from,
+in increasing precedence: the library defaults, a TOML file (``--config``) and the flags.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
+import json
+import os
 import sys
 import time
 import warnings
+from urllib.parse import urlparse
 
 from svb_spark.session import JavaNotFoundError, require_java
+
+DEFAULT_MASTER = "local[2]"
+FORMATS = ("parquet", "libsvm")
+# MLlib's MulticlassClassificationEvaluator clips probabilities the same way for logLoss.
+LOG_LOSS_EPS = 1e-15
+# Keys a --config file may hold besides the [params] table, with their types.
+CONFIG_INPUT_KEYS = {"format": str, "numFeatures": int}
+
+
+class UsageError(ValueError):
+    """A bad argument, config file or input path: reported in one line, without a traceback."""
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def _toml_module():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+        import tomli as tomllib
+    return tomllib
+
+
+def read_config(path: str) -> dict:
+    """Read a ``train`` config file.
+
+    Parameters
+    ----------
+    path : str
+        A TOML file with an optional ``[input]`` table (``format``, ``numFeatures``) and an
+        optional ``[params]`` table of SVBLogisticRegression params (see ``conf/train.toml``).
+
+    Returns
+    -------
+    dict
+        ``{"input": {...}, "params": {...}}``; both present, possibly empty.
+
+    Raises
+    ------
+    UsageError
+        If the file is missing, is not valid TOML or has keys this command does not know.
+    """
+    tomllib = _toml_module()
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"config file {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(document) - {"input", "params"})
+    if unknown:
+        raise UsageError(
+            f"config file {path} has unknown section(s) {', '.join(unknown)}; "
+            "expected [input] and [params]"
+        )
+    config = {"input": document.get("input", {}), "params": document.get("params", {})}
+    for section in ("input", "params"):
+        if not isinstance(config[section], dict):
+            raise UsageError(f"config file {path}: '{section}' must be a table ([{section}])")
+    for key, value in config["input"].items():
+        expected = CONFIG_INPUT_KEYS.get(key)
+        if expected is None:
+            raise UsageError(
+                f"config file {path}: unknown key '{key}' in [input]; valid keys: "
+                + ", ".join(CONFIG_INPUT_KEYS)
+            )
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise UsageError(
+                f"config file {path}: [input] {key} must be a {expected.__name__}, got {value!r}"
+            )
+    return config
+
+
+def parse_param_assignment(text: str) -> tuple[str, object]:
+    """Split ``NAME=VALUE`` and parse VALUE as a Python or TOML-style literal.
+
+    Values that are not literals (``float32``, ``features``) stay strings, so strings need no
+    quotes on the command line; ``true``/``false`` are accepted as in TOML.
+    """
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep or not name:
+        raise UsageError(f"--param expects NAME=VALUE, got {text!r}")
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return name, lowered == "true"
+    try:
+        return name, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return name, raw
+
+
+def set_params(estimator, values: dict, source: str) -> None:
+    """Set params on ``estimator`` after converting each value with the param's own converter.
+
+    Parameters
+    ----------
+    estimator : pyspark.ml.param.Params
+        The estimator whose params are set in place.
+    values : dict
+        Param name to value (from a config file or ``--param`` flags).
+    source : str
+        Where the values came from, for error messages (``"--param"``, the config path).
+
+    Raises
+    ------
+    UsageError
+        For an unknown param name (listing the valid ones) or a value the param cannot take.
+    """
+    valid = sorted(param.name for param in estimator.params)
+    for name, value in values.items():
+        if not estimator.hasParam(name):
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(
+                f"{source}: unknown param '{name}'{hint}; valid params of "
+                f"{type(estimator).__name__}: {', '.join(valid)}"
+            )
+        param = estimator.getParam(name)
+        converted = _convert(param, value, source)
+        estimator._set(**{name: converted})
+
+
+def _convert(param, value, source: str):
+    if value is None or param.typeConverter is None:
+        return value
+    try:
+        return param.typeConverter(value)
+    except (TypeError, ValueError) as first:
+        # "--param weightCol=123" parses as an int; a string param still wants the text.
+        if not isinstance(value, str):
+            try:
+                return param.typeConverter(str(value))
+            except (TypeError, ValueError):
+                pass
+        raise UsageError(
+            f"{source}: bad value {value!r} for param '{param.name}': {first}"
+        ) from None
+
+
+def build_estimator(config_params: dict, flag_params: list[str], columns: dict, config_path: str):
+    """An SVBLogisticRegression with defaults < config file < ``--param`` < column flags.
+
+    Raises
+    ------
+    UsageError
+        For unknown names or bad values, before any Spark work starts.
+    """
+    from svb_spark import SVBLogisticRegression
+    from svb_spark.params import validate_param_values
+
+    estimator = SVBLogisticRegression()
+    set_params(estimator, config_params, config_path)
+    set_params(estimator, dict(parse_param_assignment(p) for p in flag_params), "--param")
+    set_params(estimator, {k: v for k, v in columns.items() if v is not None}, "flags")
+    try:
+        validate_param_values(estimator)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return estimator
+
+
+# --- Spark and paths ----------------------------------------------------------------------------
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit's PythonRunner hands the driver a Py4J gateway through these variables.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_session(master: str | None, app_name: str):
+    """The session a command runs on.
+
+    An active session (a notebook, a test) is used as is. Under ``spark-submit`` the submitted
+    master and conf are kept unless ``--master`` was given; otherwise a local session on
+    ``master`` (default ``local[2]``) is started.
+    """
+    from svb_spark.session import local_session
+
+    if master is None and _under_spark_submit():
+        from pyspark.sql import SparkSession
+
+        return SparkSession.builder.appName(app_name).getOrCreate()
+    return local_session(master or DEFAULT_MASTER, app_name=app_name)
+
+
+def _local_path(path: str) -> str | None:
+    """The filesystem path of a local path or ``file:`` URI; None for other filesystems."""
+    scheme = urlparse(path).scheme
+    if scheme == "file":
+        return urlparse(path).path
+    # A one-letter "scheme" is a Windows drive.
+    return path if len(scheme) <= 1 else None
+
+
+def check_input_exists(path: str, what: str = "input") -> None:
+    """Raise UsageError if a local ``path`` does not exist (remote paths are left to Spark)."""
+    local = _local_path(path)
+    if local is not None and not os.path.exists(local):
+        raise UsageError(f"{what} path does not exist: {path}")
+
+
+def check_output_free(path: str, overwrite: bool, what: str = "output") -> None:
+    """Raise UsageError if a local output ``path`` exists and ``overwrite`` is off."""
+    local = _local_path(path)
+    if not overwrite and local is not None and os.path.exists(local):
+        raise UsageError(f"{what} path already exists: {path} (pass --overwrite to replace it)")
+
+
+def read_input(spark, path: str, fmt: str, num_features: int | None = None):
+    """Read ``path`` as Parquet or LIBSVM (columns ``label`` and ``features``).
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path : str
+        A file or directory, local or on any filesystem Spark can read.
+    fmt : {"parquet", "libsvm"}
+    num_features : int, optional
+        LIBSVM only: the vector size; by default Spark infers it from the largest index.
+
+    Returns
+    -------
+    DataFrame
+    """
+    check_input_exists(path)
+    if fmt == "libsvm":
+        reader = spark.read.format("libsvm")
+        if num_features:
+            reader = reader.option("numFeatures", str(num_features))
+        return reader.load(path)
+    return spark.read.parquet(path)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from svb_spark import SVBConvergenceWarning
+
+    config = read_config(args.config) if args.config else {"input": {}, "params": {}}
+    fmt = args.format or config["input"].get("format", "parquet")
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    num_features = args.num_features or config["input"].get("numFeatures")
+    estimator = build_estimator(
+        config["params"],
+        args.param or [],
+        {"featuresCol": args.features_col, "labelCol": args.label_col},
+        args.config or "config",
+    )
+    check_input_exists(args.input)
+    check_output_free(args.output, args.overwrite, "model")
+
+    spark = spark_session(args.master, "svb-spark train")
+    df = read_input(spark, args.input, fmt, num_features)
+    print(f"spark master         {spark.conf.get('spark.master', '?')}", flush=True)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # Reported below as "stopped at maxIter" rather than as a warning.
+        warnings.simplefilter("ignore", SVBConvergenceWarning)
+        model = estimator.fit(df)
+    seconds = time.perf_counter() - started
+    writer = model.write()
+    (writer.overwrite() if args.overwrite else writer).save(args.output)
+
+    summary = model.summary
+    stop = "objective converged (tol)" if summary.converged else "stopped at maxIter"
+    print(f"model                {args.output}")
+    print(f"classes x features   {model.numClasses} x {model.numFeatures}")
+    print(f"epochs               {summary.totalIterations} ({summary.steps} SGD steps, {stop})")
+    print(f"final objective      {summary.objectiveHistory[-1]:.6f}")
+    print(f"training accuracy    {summary.accuracy:.4f}")
+    print(f"workers              {summary.numWorkers} (exchange: {summary.exchange})")
+    print(f"bytes per step       {summary.bytesPerStep:,.0f}")
+    print(f"fit time             {seconds:.1f} s")
+    return 0
+
+
+def _load_model(path: str):
+    from svb_spark import SVBLogisticRegressionModel
+
+    return SVBLogisticRegressionModel.load(path)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    check_input_exists(args.model, "model")
+    check_input_exists(args.input)
+    check_output_free(args.output, args.overwrite)
+    spark = spark_session(args.master, "svb-spark predict")
+    model = _load_model(args.model)
+    # A test file in LIBSVM rarely has a non-zero in the model's last feature; use its size.
+    df = read_input(spark, args.input, args.format, args.num_features or model.numFeatures)
+    predictions = model.transform(df)
+    predictions.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.output)
+    print(f"predictions          {args.output}")
+    return 0
+
+
+def log_loss(predictions, probability_col: str, label_col: str, weight_col: str = "") -> dict:
+    """Weighted mean of ``-log p_label`` over ``predictions``, computed by one aggregation.
+
+    Probabilities are clipped to ``[1e-15, 1]`` as MLlib's evaluator does.
+
+    Returns
+    -------
+    dict
+        ``{"logLoss": float, "rows": int}``.
+
+    Raises
+    ------
+    UsageError
+        If some label is not a class index of the probability vectors.
+    """
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    label = F.col(label_col).cast("double")
+    probabilities = vector_to_array(F.col(probability_col))
+    # Nested CASE WHENs so that no cast sees NaN or an out-of-range label (ANSI mode raises).
+    valid = (
+        F.when(label.isNull() | F.isnan(label), F.lit(False))
+        .when((label < 0) | (label >= F.size(probabilities)), F.lit(False))
+        .otherwise(F.round(label) == label)
+    )
+    index = label.cast("int") + 1
+    p_label = F.when(valid, F.try_element_at(probabilities, index))
+    weight = F.col(weight_col).cast("double") if weight_col else F.lit(1.0)
+    row = predictions.agg(
+        F.sum(-weight * F.log(F.greatest(p_label, F.lit(LOG_LOSS_EPS)))).alias("loss"),
+        F.sum(F.when(p_label.isNotNull(), weight)).alias("weight"),
+        F.count(F.lit(1)).alias("rows"),
+        F.count(p_label).alias("valid"),
+        F.min(F.when(p_label.isNull(), label)).alias("bad"),
+    ).first()
+    if row.rows and row.valid < row.rows:
+        raise UsageError(
+            f"{row.rows - row.valid} row(s) of column '{label_col}' are not a class index of "
+            f"the model (an integer in [0, numClasses)), e.g. {row.bad!r}"
+        )
+    loss = row.loss / row.weight if row.weight else float("nan")
+    return {"logLoss": float(loss), "rows": int(row.rows)}
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    check_input_exists(args.model, "model")
+    check_input_exists(args.input)
+    spark = spark_session(args.master, "svb-spark evaluate")
+    model = _load_model(args.model)
+    df = read_input(spark, args.input, args.format, args.num_features or model.numFeatures)
+    summary = model.evaluate(df)
+    loss = log_loss(
+        summary.predictions, summary.probabilityCol, summary.labelCol, summary.weightCol
+    )
+    metrics = {"accuracy": summary.accuracy, "weightedFMeasure": summary.weightedFMeasure(), **loss}
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{'metric':<14}  value")
+        print(f"{'accuracy':<14}  {metrics['accuracy']:.4f}")
+        print(f"{'weighted F1':<14}  {metrics['weightedFMeasure']:.4f}")
+        print(f"{'log loss':<14}  {metrics['logLoss']:.4f}")
+        print(f"{'rows':<14}  {metrics['rows']}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -54,7 +430,36 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- parser -------------------------------------------------------------------------------------
+
+
+def _add_master(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--master",
+        default=None,
+        help=f"Spark master (default: {DEFAULT_MASTER}, or the submitted one under spark-submit)",
+    )
+
+
+def _add_input(parser: argparse.ArgumentParser, default_format: str | None) -> None:
+    parser.add_argument("--input", required=True, help="data to read (file or directory)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=default_format,
+        help="input format (default: parquet)",
+    )
+    parser.add_argument(
+        "--num-features",
+        type=int,
+        default=None,
+        metavar="N",
+        help="libsvm only: vector size (default: inferred; the model's size for predict/evaluate)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``svb-spark`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="svb-spark",
         description="Multiclass logistic regression on Spark with the Sufficient Vector "
@@ -62,8 +467,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="fit SVBLogisticRegression and save the model",
+        description="Fit SVBLogisticRegression and save the model. Settings: flags override the "
+        "--config file, which overrides the library defaults.",
+    )
+    # No default here: a format from --config must win over an implicit one.
+    _add_input(train, None)
+    train.add_argument("--output", required=True, metavar="MODEL_DIR", help="where to save")
+    train.add_argument("--features-col", default=None, help="features column (default: features)")
+    train.add_argument("--label-col", default=None, help="label column, 0..K-1 (default: label)")
+    train.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="set an estimator param, e.g. maxIter=50 (repeatable)",
+    )
+    train.add_argument("--config", default=None, help="TOML file, see conf/train.toml")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
+    _add_master(train)
+    train.set_defaults(run=_train)
+
+    predict = commands.add_parser("predict", help="write a model's predictions as Parquet")
+    predict.add_argument("--model", required=True, metavar="MODEL_DIR")
+    _add_input(predict, "parquet")
+    predict.add_argument("--output", required=True, help="Parquet directory to write")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_master(predict)
+    predict.set_defaults(run=_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="print accuracy, weighted F1 and log loss of a model on labelled data"
+    )
+    evaluate.add_argument("--model", required=True, metavar="MODEL_DIR")
+    _add_input(evaluate, "parquet")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_master(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
     demo = commands.add_parser("demo", help="train on embedded data with local Spark and report")
-    demo.add_argument("--master", default="local[2]", help="Spark master (default: local[2])")
+    demo.add_argument("--master", default=DEFAULT_MASTER, help="Spark master (default: local[2])")
     demo.add_argument("--workers", type=int, default=2, help="barrier tasks (default: 2)")
     demo.add_argument("--max-iter", type=int, default=100, help="epochs (default: 100)")
     demo.add_argument("--batch-size", type=int, default=32, help="rows per worker per step")
@@ -72,17 +517,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (
+        JavaNotFoundError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+    )
+    try:
+        # Spark's word for a missing path or column and for an argument it rejects.
+        from pyspark.errors import AnalysisException, IllegalArgumentException
+
+        errors += (AnalysisException, IllegalArgumentException)
+    except ImportError:
+        pass
+    return errors
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``svb-spark`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    0 on success; 2 with one ``svb-spark: error: ...`` line for bad arguments or input; 1 for
+    any other failure. ``--verbose`` re-raises instead, with the traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         require_java()
         return args.run(args)
-    except (JavaNotFoundError, ValueError, TypeError, FileNotFoundError) as error:
+    except _user_errors() as error:
         if args.verbose:
             raise
-        print(f"svb-spark: error: {error}", file=sys.stderr)
+        print(f"svb-spark: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if args.verbose:
+            raise
+        print(
+            f"svb-spark: error: {type(error).__name__}: {_one_line(error)} "
+            "(run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
