@@ -6,6 +6,7 @@ this module validates, plans the barrier stage and assembles the model.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 import warnings
@@ -17,6 +18,9 @@ from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from svb_spark import solver
+from svb_spark.broadcast import fit_by_broadcast
+from svb_spark.cost import choose_exchange, predicted_bytes_per_step
+from svb_spark.exchange.codec import DENSE, SV
 from svb_spark.inspection import check_columns, inspect_training_data
 from svb_spark.params import (
     _SVBEstimatorParams,
@@ -82,6 +86,10 @@ class SVBLogisticRegression(
     0.0
     """
 
+    # Makes every broadcast-mode task drop its cached replica, so that each round takes the
+    # rebuild path (checkpoint + log); tests set it to show that path gives the same model.
+    _forget_replicas = False
+
     @keyword_only
     def __init__(
         self,
@@ -106,6 +114,7 @@ class SVBLogisticRegression(
         exchange: str = "p2p",
         dtype: str = "float32",
         exchangeTimeout: float = 120.0,
+        syncInterval: int = 1,
     ) -> None:
         super().__init__()
         kwargs = self._input_kwargs
@@ -135,6 +144,7 @@ class SVBLogisticRegression(
         exchange: str = "p2p",
         dtype: str = "float32",
         exchangeTimeout: float = 120.0,
+        syncInterval: int = 1,
     ) -> SVBLogisticRegression:
         """Sets params for this estimator; see the class docstring."""
         kwargs = self._input_kwargs
@@ -179,6 +189,9 @@ class SVBLogisticRegression(
     def setDtype(self, value: str) -> SVBLogisticRegression:
         return self._set(dtype=value)
 
+    def setSyncInterval(self, value: int) -> SVBLogisticRegression:
+        return self._set(syncInterval=value)
+
     def setExchangeTimeout(self, value: float) -> SVBLogisticRegression:
         return self._set(exchangeTimeout=value)
 
@@ -217,10 +230,18 @@ class SVBLogisticRegression(
                 f"{stats.num_classes} classes; give one threshold per class."
             )
         config = self._training_config(stats)
+        mode, predictions = self._exchange_mode(config, num_workers)
+        config = dataclasses.replace(config, message_kind=DENSE if mode == "dense" else SV)
         training = _training_frame(dataset, features, label, weight, num_workers)
-        task = barrier_training_task(config, secrets.token_urlsafe(32))
-        rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
-        W_std, b_std, record = decode_result([(r.part, r.seq, r.data) for r in rows])
+        if mode == "broadcast":
+            result, _ = fit_by_broadcast(
+                spark, training, config, secrets.token_hex(8), self._forget_replicas
+            )
+            W_std, b_std, record = result.W, result.b, result.summary_dict()
+        else:
+            task = barrier_training_task(config, secrets.token_urlsafe(32))
+            rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
+            W_std, b_std, record = decode_result([(r.part, r.seq, r.data) for r in rows])
         trained = time.perf_counter()
 
         W, b = solver.unstandardize(W_std, b_std, config.mean, config.scale)
@@ -228,7 +249,9 @@ class SVBLogisticRegression(
         model._resetUid(model.uid)
         record.update(
             num_workers=num_workers,
-            exchange=self.getExchange(),
+            exchange=mode,
+            predicted_bytes_per_step=predictions,
+            sync_interval=config.sync_interval,
             timings={
                 "inspect": inspected - started,
                 "train": trained - inspected,
@@ -247,6 +270,20 @@ class SVBLogisticRegression(
                 stacklevel=3,  # the caller of Estimator.fit
             )
         return model
+
+    def _exchange_mode(self, config: TrainingConfig, num_workers: int):
+        """The mode in force ("auto" resolved) and the per-step byte predictions of each."""
+        shape = dict(
+            num_workers=num_workers,
+            batch_size=config.batch_size,
+            num_classes=config.num_classes,
+            num_features=config.num_features,
+            itemsize=np.dtype(config.dtype).itemsize,
+        )
+        cheaper, predictions = choose_exchange(**shape)
+        predictions["broadcast"] = predicted_bytes_per_step("broadcast", **shape)
+        mode = self.getExchange()
+        return (cheaper if mode == "auto" else mode), predictions
 
     def _training_config(self, stats) -> TrainingConfig:
         std = stats.std
@@ -270,6 +307,7 @@ class SVBLogisticRegression(
             mean=stats.mean if self.getFitIntercept() else None,
             reg_scale=reg_scale,
             exchange_timeout=self.getExchangeTimeout(),
+            sync_interval=self.getSyncInterval(),
         )
 
 

@@ -21,7 +21,7 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
-EXCHANGE_MODES = ("p2p",)
+EXCHANGE_MODES = ("p2p", "dense", "broadcast", "auto")
 DTYPES = ("float32", "float64")
 
 
@@ -55,7 +55,10 @@ class _SVBLogisticRegressionParams(
     exchange: Param[str] = Param(
         Params._dummy(),
         "exchange",
-        "how workers exchange sufficient vectors. Supported: " + ", ".join(EXCHANGE_MODES) + ".",
+        "how workers share each step: p2p (sufficient vectors over an Arrow Flight mesh), "
+        "dense (the K x D gradient over the same mesh; the baseline), broadcast (sufficient "
+        "vectors through Spark's TorrentBroadcast, one Spark job per exchange; classic mode "
+        "only) or auto (p2p or dense, whichever the cost model says moves fewer bytes).",
         typeConverter=TypeConverters.toString,
     )
     dtype: Param[str] = Param(
@@ -64,6 +67,14 @@ class _SVBLogisticRegressionParams(
         "floating-point type of the weights and of the exchanged vectors: float32 (half the "
         "memory and bytes) or float64 (bit-for-bit comparisons).",
         typeConverter=TypeConverters.toString,
+    )
+    syncInterval: Param[int] = Param(
+        Params._dummy(),
+        "syncInterval",
+        "SGD steps each worker takes between exchanges (>= 1). 1 is exact synchronous SGD; "
+        "R > 1 exchanges R times less often and replays the round in canonical order, so all "
+        "replicas agree again after every exchange.",
+        typeConverter=TypeConverters.toInt,
     )
     exchangeTimeout: Param[float] = Param(
         Params._dummy(),
@@ -88,6 +99,7 @@ class _SVBLogisticRegressionParams(
             exchange="p2p",
             dtype="float32",
             exchangeTimeout=120.0,
+            syncInterval=1,
         )
 
     def getBatchSize(self) -> int:
@@ -105,6 +117,10 @@ class _SVBLogisticRegressionParams(
     def getDtype(self) -> str:
         """Gets the value of dtype or its default value."""
         return self.getOrDefault(self.dtype)
+
+    def getSyncInterval(self) -> int:
+        """Gets the value of syncInterval or its default value."""
+        return self.getOrDefault(self.syncInterval)
 
     def getExchangeTimeout(self) -> float:
         """Gets the value of exchangeTimeout or its default value."""
@@ -143,6 +159,7 @@ _VALUE_RULES = (
     ("exchange", lambda v: v in EXCHANGE_MODES, "one of " + ", ".join(EXCHANGE_MODES)),
     ("dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
     ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
+    ("syncInterval", lambda v: v >= 1, "an int >= 1"),
 )
 
 

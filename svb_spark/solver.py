@@ -49,6 +49,13 @@ def sufficient_vectors(
     return probabilities, loss_sum
 
 
+def _decay(W: np.ndarray, learning_rate: float, reg_param: float, reg_scale) -> None:
+    """The L2 part of a step: ``W <- (1 - lr * regParam * c) W``."""
+    if reg_param > 0.0:
+        factor = 1.0 - learning_rate * reg_param * np.asarray(reg_scale, dtype=np.float64)
+        W *= factor.astype(W.dtype) if isinstance(factor, np.ndarray) else W.dtype.type(factor)
+
+
 def apply_sufficient_vectors(
     W: np.ndarray,
     b: np.ndarray,
@@ -66,10 +73,7 @@ def apply_sufficient_vectors(
     ``b <- b - lr * colsum(U) / total_weight``. ``U`` and ``V`` are every worker's vectors
     concatenated in rank order, so all replicas perform the same floating-point operations.
     """
-    if reg_param > 0.0:
-        W *= (1.0 - learning_rate * reg_param * np.asarray(reg_scale, dtype=W.dtype)).astype(
-            W.dtype, copy=False
-        )
+    _decay(W, learning_rate, reg_param, reg_scale)
     if total_weight <= 0.0 or U.shape[0] == 0:
         return
     scale = W.dtype.type(learning_rate / total_weight)
@@ -196,3 +200,27 @@ def unstandardize(
     if mean is not None:
         b_original = b_original - W_original @ mean
     return W_original, b_original
+
+
+def apply_gradient(
+    W: np.ndarray,
+    b: np.ndarray,
+    G: np.ndarray,
+    g: np.ndarray,
+    total_weight: float,
+    learning_rate: float,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+    fit_intercept: bool = True,
+) -> None:
+    """The same SGD step as :func:`apply_sufficient_vectors`, from a summed K x D gradient.
+
+    ``G = sum_r U_r^T V_r`` and ``g = sum_r colsum(U_r)``: what the dense baseline exchanges.
+    """
+    _decay(W, learning_rate, reg_param, reg_scale)
+    if total_weight <= 0.0:
+        return
+    scale = W.dtype.type(learning_rate / total_weight)
+    W -= scale * G
+    if fit_intercept:
+        b -= scale * g

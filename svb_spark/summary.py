@@ -142,10 +142,16 @@ class SVBLogisticRegressionSummary:
 class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
     """The summary of a fit: training-set metrics plus the record of the optimization.
 
-    Besides MLlib's ``objectiveHistory`` and ``totalIterations`` (epochs run), it reports the
-    communication (``bytesSent``/``bytesReceived`` by rank 0, ``bytesPerStep``), the number of
-    SGD steps, ``numWorkers``, the ``exchange`` mode, ``timings`` (seconds per phase) and
-    ``workers``.
+    Besides MLlib's ``objectiveHistory`` and ``totalIterations`` (epochs run), it reports:
+
+    - ``steps`` (SGD steps), ``exchanges``, ``syncInterval``, ``numWorkers``, and ``exchange``,
+      the mode in force (what ``auto`` chose);
+    - bytes as rank 0 saw them: ``bytesSent``/``bytesReceived`` (payload plus framing),
+      ``payloadBytesSent``, ``framingBytesSent``, ``payloadBytesReceived``,
+      ``framingBytesReceived``, ``bytesSentPerExchange`` and ``bytesPerStep``;
+    - ``predictedBytesPerStep``: the cost model's payload bytes per step for each mode;
+    - ``timings`` (seconds per phase) and ``workers`` (per rank: Spark's task address, the
+      Flight location served, row count and process id, where the mode has them).
     """
 
     def __init__(self, predictions, record: dict, **columns) -> None:
@@ -154,11 +160,18 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.totalIterations: int = len(self.objectiveHistory)
         self.converged: bool = record["converged"]
         self.steps: int = record["steps"]
-        self.bytesSent: int = record["bytes_sent"]
-        self.bytesReceived: int = record["bytes_received"]
-        self.bytesPerStep: float = self.bytesSent / max(self.steps, 1)
+        self.exchanges: int = record["exchanges"]
+        self.syncInterval: int = record["sync_interval"]
         self.numWorkers: int = record["num_workers"]
         self.exchange: str = record["exchange"]
+        self.payloadBytesSent: int = record["payload_sent"]
+        self.framingBytesSent: int = record["framing_sent"]
+        self.payloadBytesReceived: int = record["payload_received"]
+        self.framingBytesReceived: int = record["framing_received"]
+        self.bytesSent: int = self.payloadBytesSent + self.framingBytesSent
+        self.bytesReceived: int = self.payloadBytesReceived + self.framingBytesReceived
+        self.bytesSentPerExchange: list[int] = record["sent_per_exchange"]
+        self.bytesPerStep: float = self.bytesSent / max(self.steps, 1)
+        self.predictedBytesPerStep: dict[str, float] = record["predicted_bytes_per_step"]
         self.timings: dict[str, float] = record["timings"]
-        #: Per rank: Spark's task address, the Flight location served, row count, process id.
         self.workers: list[dict] = record["workers"]

@@ -1,12 +1,14 @@
 """The per-worker training loop: local data + an Exchange + the solver.
 
-One worker holds its partition in memory, a full replica of ``W`` and ``b``, and for every step
-computes its sufficient vectors, swaps them with all peers, and applies everyone's vectors in
-rank order. Since every replica starts equal and applies the same update, the replicas stay
-equal and the fit equals synchronous minibatch SGD on the global batch.
+One worker holds its partition in memory and a full replica of ``W`` and ``b``. Every exchange
+it sends its message for the last ``syncInterval`` steps (sufficient vectors, or the dense
+gradient in the baseline mode) to all peers, and applies everyone's messages step by step in
+rank order. Every replica starts equal and applies the same update, so the replicas stay equal:
+with ``syncInterval = 1`` the fit equals synchronous minibatch SGD on the global batch.
 
 :func:`barrier_training_task` wraps the loop for ``mapInArrow(..., barrier=True)``;
-:func:`train_in_process` runs the same loop in threads for tests.
+:func:`train_in_process` runs the same loop in threads for tests. The Spark-native broadcast
+mode (:mod:`svb_spark.broadcast`) drives the same :class:`Replica` from the driver.
 """
 
 from __future__ import annotations
@@ -56,52 +58,59 @@ class TrainingConfig:
     mean: np.ndarray | None = None  # subtracted before scaling; None = scale only
     reg_scale: np.ndarray | None = None  # per-feature L2 multiplier; None = 1
     exchange_timeout: float = 120.0
+    message_kind: str = codec.SV  # codec.SV, or codec.DENSE for the baseline
+    sync_interval: int = 1  # local steps between exchanges
 
 
-@dataclass
-class TrainingResult:
-    """What a worker ends with: weights in the standardized space and the record of the fit."""
+@dataclass(frozen=True)
+class Plan:
+    """What every worker must agree on before the first step."""
 
-    W: np.ndarray
-    b: np.ndarray
-    objective_history: list[float]
-    steps: int
-    converged: bool
-    bytes_sent: int
-    bytes_received: int
-    seconds: dict[str, float] = field(default_factory=dict)
-    rows_per_step: int = 0
-    workers: list[dict] = field(default_factory=list)  # what each rank said at the rendezvous
+    steps_per_epoch: int
+    base_learning_rate: float
+    num_workers: int
 
-    @property
-    def total_iterations(self) -> int:
-        return len(self.objective_history)
 
-    def summary_dict(self) -> dict:
-        return {
-            "objective_history": self.objective_history,
-            "steps": self.steps,
-            "converged": self.converged,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "seconds": self.seconds,
-            "rows_per_step": self.rows_per_step,
-            "workers": self.workers,
-        }
+def make_plan(row_counts: list[int], curvatures: list[float], config: TrainingConfig) -> Plan:
+    """Steps per epoch and first-epoch learning rate, identical on every worker.
+
+    Every worker takes the same number of steps per epoch, enough for the largest partition
+    to see all its rows once; smaller partitions contribute fewer (possibly zero) rows to the
+    last steps. The largest local curvature bounds the global one.
+    """
+    return Plan(
+        steps_per_epoch=max(1, math.ceil(max(row_counts) / config.batch_size)),
+        base_learning_rate=solver.base_learning_rate(config.step_size, max(curvatures)),
+        num_workers=len(row_counts),
+    )
 
 
 @dataclass
 class LocalPartition:
-    """A worker's standardized rows plus what it tells its peers at the rendezvous."""
+    """A worker's standardized rows, and the minibatch of any global step."""
 
     X: np.ndarray
     y: np.ndarray
     w: np.ndarray
     curvature: float
+    _order: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:
         return int(self.X.shape[0])
+
+    def batch(self, step: int, plan: Plan, config: TrainingConfig, rank: int):
+        """(X, y, weights) this worker contributes to global step ``step``.
+
+        Each epoch shuffles the partition with a generator seeded by (seed, rank, epoch), so
+        any process can reproduce any step's batch without having seen the earlier ones.
+        """
+        epoch, position = divmod(step, plan.steps_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            rng = np.random.default_rng([config.seed & 0xFFFFFFFF, rank, epoch])
+            self._order = (epoch, rng.permutation(self.rows))
+        rows = self._order[1][position * config.batch_size : (position + 1) * config.batch_size]
+        return self.X[rows], self.y[rows], self.w[rows]
 
 
 def prepare_partition(
@@ -116,133 +125,247 @@ def prepare_partition(
     return LocalPartition(X, y, w, solver.curvature(X, w, config.fit_intercept))
 
 
-def plan(
-    row_counts: list[int], curvatures: list[float], config: TrainingConfig
-) -> tuple[int, float]:
-    """Steps per epoch and first-epoch learning rate, identical on every worker.
+class Replica:
+    """One copy of the model plus the bookkeeping every copy must do identically.
 
-    Every worker takes the same number of steps per epoch, enough for the largest partition
-    to see all its rows once; smaller partitions contribute fewer (possibly zero) rows to the
-    last steps. The largest local curvature bounds the global one.
+    ``apply_round`` applies all workers' messages of one exchange step by step, in rank order,
+    and keeps the epoch objective and the stopping decision (tol or maxIter), so that every
+    replica stops after the same step without further communication.
     """
-    steps = max(1, math.ceil(max(row_counts) / config.batch_size))
-    return steps, solver.base_learning_rate(config.step_size, max(curvatures))
+
+    def __init__(self, config: TrainingConfig, plan: Plan) -> None:
+        dtype = np.dtype(config.dtype)
+        self.config = config
+        self.plan = plan
+        self.W = np.zeros((config.num_classes, config.num_features), dtype=dtype)
+        self.b = np.zeros(config.num_classes, dtype=dtype)
+        self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
+        self.step = 0
+        self.history: list[float] = []
+        self.converged = False
+        self._epoch_loss = 0.0
+        self._epoch_weight = 0.0
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.max_iter * self.plan.steps_per_epoch
+
+    @property
+    def done(self) -> bool:
+        return self.converged or self.step >= self.total_steps
+
+    def learning_rate(self, step: int) -> float:
+        return solver.learning_rate(self.plan.base_learning_rate, step // self.plan.steps_per_epoch)
+
+    def apply_round(self, messages: list[codec.RoundMessage]) -> None:
+        """Apply one exchange's messages (indexed by rank) in (step, rank) order."""
+        config = self.config
+        for j in range(messages[0].steps):
+            if self.done:
+                return  # an earlier step of this round met tol: the rest is discarded
+            lr = self.learning_rate(self.step)
+            weight = sum(m.weight_sums[j] for m in messages)
+            if messages[0].kind == codec.SV:
+                parts = [m.step_vectors(j) for m in messages]
+                U = np.concatenate([u for u, _ in parts])
+                V = np.concatenate([v for _, v in parts])
+                solver.apply_sufficient_vectors(
+                    self.W, self.b, U, V, weight, lr, config.reg_param, self.reg_scale,
+                    config.fit_intercept,
+                )  # fmt: skip
+            else:
+                G = messages[0].step_gradient(j).copy()
+                for m in messages[1:]:
+                    G += m.step_gradient(j)
+                solver.apply_gradient(
+                    self.W, self.b, G[:, :-1], G[:, -1], weight, lr, config.reg_param,
+                    self.reg_scale, config.fit_intercept,
+                )  # fmt: skip
+            self._epoch_loss += sum(m.loss_sums[j] for m in messages)
+            self._epoch_weight += weight
+            self.step += 1
+            if self.step % self.plan.steps_per_epoch == 0:
+                self._close_epoch()
+
+    def _close_epoch(self) -> None:
+        # The epoch objective: the loss each step saw before its update, plus the penalty at
+        # the epoch's end. Every replica computes the same number from the same messages.
+        penalty = solver.regularization(self.W, self.config.reg_param, self.reg_scale)
+        self.history.append(self._epoch_loss / max(self._epoch_weight, 1e-300) + penalty)
+        self._epoch_loss = self._epoch_weight = 0.0
+        if len(self.history) > 1:
+            previous, current = self.history[-2:]
+            if abs(previous - current) <= self.config.tol * max(abs(previous), 1e-12):
+                self.converged = True
 
 
-def _regularization(W: np.ndarray, config: TrainingConfig) -> float:
-    scale = 1.0 if config.reg_scale is None else config.reg_scale
-    return solver.regularization(W, config.reg_param, scale)
+def compute_round(
+    replica: Replica, data: LocalPartition, rank: int, seconds: dict[str, float] | None = None
+) -> codec.RoundMessage:
+    """This worker's message for the next exchange: up to ``syncInterval`` steps.
+
+    With more than one step per exchange (bounded staleness), the worker applies its own
+    vectors to a scratch copy at once, scaled as if every worker had contributed as many rows,
+    so that its later steps see fresher weights; the replica itself is only changed by
+    :meth:`Replica.apply_round`.
+    """
+    config, plan = replica.config, replica.plan
+    steps = min(config.sync_interval, replica.total_steps - replica.step)
+    W, b = replica.W, replica.b
+    if steps > 1:
+        W, b = W.copy(), b.copy()
+    rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
+    for j in range(steps):
+        step = replica.step + j
+        Xb, yb, wb = data.batch(step, plan, config, rank)
+        U, loss = solver.sufficient_vectors(W, b, Xb, yb, wb)
+        weight = float(wb.sum(dtype=np.float64))
+        rows.append(int(Xb.shape[0]))
+        weights.append(weight)
+        losses.append(loss)
+        if config.message_kind == codec.SV:
+            Us.append(U)
+            Vs.append(Xb)
+        else:
+            Gs.append(np.hstack([U.T @ Xb, U.sum(axis=0)[:, None]]))
+        if j < steps - 1:
+            solver.apply_sufficient_vectors(
+                W, b, U, Xb, weight * plan.num_workers, replica.learning_rate(step),
+                config.reg_param, replica.reg_scale, config.fit_intercept,
+            )  # fmt: skip
+    message = codec.RoundMessage(config.message_kind, replica.step, rank, rows, weights, losses)
+    if config.message_kind == codec.SV:
+        message.U = np.concatenate(Us)
+        message.V = np.concatenate(Vs)
+    else:
+        message.G = np.concatenate(Gs)
+    return message
+
+
+@dataclass
+class TrainingResult:
+    """What a worker ends with: weights in the standardized space and the record of the fit."""
+
+    W: np.ndarray
+    b: np.ndarray
+    objective_history: list[float]
+    steps: int
+    converged: bool
+    exchanges: int = 0
+    payload_sent: int = 0
+    framing_sent: int = 0
+    payload_received: int = 0
+    framing_received: int = 0
+    sent_per_exchange: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    workers: list[dict] = field(default_factory=list)  # what each rank said at the rendezvous
+
+    @property
+    def total_iterations(self) -> int:
+        return len(self.objective_history)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.payload_sent + self.framing_sent
+
+    def summary_dict(self) -> dict:
+        return {
+            "objective_history": self.objective_history,
+            "steps": self.steps,
+            "converged": self.converged,
+            "exchanges": self.exchanges,
+            "payload_sent": self.payload_sent,
+            "framing_sent": self.framing_sent,
+            "payload_received": self.payload_received,
+            "framing_received": self.framing_received,
+            "sent_per_exchange": self.sent_per_exchange,
+            "seconds": self.seconds,
+            "workers": self.workers,
+        }
+
+
+def _result(replica: Replica, exchange: Exchange, exchanges: int, seconds) -> TrainingResult:
+    return TrainingResult(
+        W=replica.W,
+        b=replica.b,
+        objective_history=replica.history,
+        steps=replica.step,
+        converged=replica.converged,
+        exchanges=exchanges,
+        payload_sent=exchange.payload_sent,
+        framing_sent=exchange.framing_sent,
+        payload_received=exchange.payload_received,
+        framing_received=exchange.framing_received,
+        sent_per_exchange=exchange.sent_per_exchange,
+        seconds=seconds,
+    )
 
 
 def train(
     data: LocalPartition,
     exchange: Exchange,
     config: TrainingConfig,
-    steps_per_epoch: int,
-    base_learning_rate: float,
-    on_step: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    plan: Plan,
+    on_exchange: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainingResult:
-    """Run synchronous SVB SGD from zero weights; every worker calls this with its own data.
+    """Run SVB SGD from zero weights; every worker calls this with its own data.
 
-    ``on_step(step, W, b)`` sees the replica after every update and ``on_epoch(epoch,
+    ``on_exchange(step, W, b)`` sees the replica after every exchange and ``on_epoch(epoch,
     objective)`` after every epoch.
     """
-    dtype = np.dtype(config.dtype)
-    W = np.zeros((config.num_classes, config.num_features), dtype=dtype)
-    b = np.zeros(config.num_classes, dtype=dtype)
-    reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
+    replica = Replica(config, plan)
     seconds = dict.fromkeys(["compute", "encode", "exchange", "decode", "apply"], 0.0)
-    history: list[float] = []
-    converged = False
-    step = 0
-    for epoch in range(config.max_iter):
-        rng = np.random.default_rng([config.seed & 0xFFFFFFFF, exchange.rank, epoch])
-        order = rng.permutation(data.rows)
-        learning_rate = solver.learning_rate(base_learning_rate, epoch)
-        loss_sum = weight_sum = 0.0
-        for s in range(steps_per_epoch):
-            t0 = time.perf_counter()
-            rows = order[s * config.batch_size : (s + 1) * config.batch_size]
-            Xb, yb, wb = data.X[rows], data.y[rows], data.w[rows]
-            U, local_loss = solver.sufficient_vectors(W, b, Xb, yb, wb)
-            t1 = time.perf_counter()
-            message = codec.SufficientVectors(
-                step, exchange.rank, U, Xb, float(wb.sum(dtype=np.float64)), local_loss
-            )
-            batch = codec.encode(message)
-            t2 = time.perf_counter()
-            received = exchange.all_gather(step, batch)
-            t3 = time.perf_counter()
-            messages = [codec.decode(m) for m in received]
-            U_all = np.concatenate([m.U for m in messages])
-            V_all = np.concatenate([m.V for m in messages])
-            step_weight = sum(m.weight_sum for m in messages)
-            t4 = time.perf_counter()
-            solver.apply_sufficient_vectors(
-                W,
-                b,
-                U_all,
-                V_all,
-                step_weight,
-                learning_rate,
-                config.reg_param,
-                reg_scale,
-                config.fit_intercept,
-            )
-            t5 = time.perf_counter()
-            loss_sum += sum(m.loss_sum for m in messages)
-            weight_sum += step_weight
-            for name, elapsed in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-                seconds[name] += elapsed
-            if on_step is not None:
-                on_step(step, W, b)
-            step += 1
-        # The objective of the epoch: loss seen at each step before its update, plus the
-        # penalty at the epoch's end. Every worker computes the same number from the headers.
-        history.append(loss_sum / max(weight_sum, 1e-300) + _regularization(W, config))
+    exchanges = 0
+    while not replica.done:
+        t0 = time.perf_counter()
+        message = compute_round(replica, data, exchange.rank)
+        t1 = time.perf_counter()
+        batch = codec.encode(message)
+        t2 = time.perf_counter()
+        received = exchange.all_gather(exchanges, batch)
+        t3 = time.perf_counter()
+        messages = [codec.decode(m) for m in received]
+        t4 = time.perf_counter()
+        epochs = len(replica.history)
+        replica.apply_round(messages)
+        t5 = time.perf_counter()
+        for name, elapsed in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            seconds[name] += elapsed
+        exchanges += 1
+        if on_exchange is not None:
+            on_exchange(replica.step, replica.W, replica.b)
         if on_epoch is not None:
-            on_epoch(epoch, history[-1])
-        if len(history) > 1:
-            previous = history[-2]
-            if abs(previous - history[-1]) <= config.tol * max(abs(previous), 1e-12):
-                converged = True
-                break
-    return TrainingResult(
-        W=W,
-        b=b,
-        objective_history=history,
-        steps=step,
-        converged=converged,
-        bytes_sent=exchange.bytes_sent,
-        bytes_received=exchange.bytes_received,
-        seconds=seconds,
-        rows_per_step=config.batch_size * exchange.num_workers,
-    )
+            for epoch in range(epochs, len(replica.history)):
+                on_epoch(epoch, replica.history[epoch])
+    return _result(replica, exchange, exchanges, seconds)
 
 
 def train_in_process(
     partitions: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     config: TrainingConfig,
-    on_step: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
+    on_exchange: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
 ) -> list[TrainingResult]:
     """Train with one thread per partition over a :class:`LocalExchangeGroup`.
 
-    ``partitions`` are raw ``(X, y, weights)`` blocks in rank order; ``on_step(rank, step, W,
-    b)`` observes every replica. Returns every worker's result, indexed by rank.
+    ``partitions`` are raw ``(X, y, weights)`` blocks in rank order; ``on_exchange(rank, step,
+    W, b)`` observes every replica. Returns every worker's result, indexed by rank.
     """
     prepared = [prepare_partition(X.copy(), y, w, config) for X, y, w in partitions]
-    steps, base_lr = plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
+    plan = make_plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
     group = LocalExchangeGroup(len(prepared), timeout=config.exchange_timeout)
     results: list[TrainingResult | None] = [None] * len(prepared)
     errors: list[BaseException] = []
 
     def run(rank: int) -> None:
-        observer = None if on_step is None else (lambda s, W, b: on_step(rank, s, W, b))
+        observer = None
+        if on_exchange is not None:
+
+            def observer(step, W, b):
+                on_exchange(rank, step, W, b)
+
         try:
-            results[rank] = train(
-                prepared[rank], group.member(rank), config, steps, base_lr, observer
-            )
+            results[rank] = train(prepared[rank], group.member(rank), config, plan, observer)
         except BaseException as error:  # surfaced in the caller's thread below
             errors.append(error)
 
@@ -258,34 +381,36 @@ def train_in_process(
 
 def encode_result(result: TrainingResult) -> Iterator[pa.RecordBatch]:
     """Rank 0's output rows: W and b as .npy bytes in chunks, the summary as JSON."""
-    parts = {"W": result.W, "b": result.b}
-    for name, array in parts.items():
+    for name, array in {"W": result.W, "b": result.b}.items():
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(array))
-        payload = buffer.getvalue()
-        chunks = [payload[i : i + _CHUNK_BYTES] for i in range(0, len(payload), _CHUNK_BYTES)]
-        yield pa.RecordBatch.from_pydict(
-            {"part": [name] * len(chunks), "seq": list(range(len(chunks))), "data": chunks},
-            schema=RESULT_SCHEMA,
-        )
-    summary = json.dumps(result.summary_dict()).encode()
+        yield from result_rows(name, buffer.getvalue())
+    yield from result_rows("summary", json.dumps(result.summary_dict()).encode())
+
+
+def result_rows(part: str, payload: bytes) -> Iterator[pa.RecordBatch]:
+    """``payload`` as (part, seq, data) rows of at most 32 MB each."""
+    chunks = [payload[i : i + _CHUNK_BYTES] for i in range(0, len(payload), _CHUNK_BYTES)]
     yield pa.RecordBatch.from_pydict(
-        {"part": ["summary"], "seq": [0], "data": [summary]}, schema=RESULT_SCHEMA
+        {"part": [part] * len(chunks), "seq": list(range(len(chunks))), "data": chunks},
+        schema=RESULT_SCHEMA,
     )
 
 
-def decode_result(rows: list[tuple[str, int, bytes]]) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Inverse of :func:`encode_result` on the collected ``(part, seq, data)`` rows."""
+def collect_parts(rows) -> dict[str, bytes]:
+    """Reassemble collected ``(part, seq, data)`` rows into one payload per part."""
     parts: dict[str, list[tuple[int, bytes]]] = {}
     for part, seq, data in rows:
         parts.setdefault(part, []).append((seq, bytes(data)))
+    return {name: b"".join(data for _, data in sorted(chunks)) for name, chunks in parts.items()}
 
-    def joined(name: str) -> bytes:
-        return b"".join(data for _, data in sorted(parts[name]))
 
-    W = np.load(io.BytesIO(joined("W")))
-    b = np.load(io.BytesIO(joined("b")))
-    return W, b, json.loads(joined("summary"))
+def decode_result(rows) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Inverse of :func:`encode_result` on the collected ``(part, seq, data)`` rows."""
+    parts = collect_parts(rows)
+    W = np.load(io.BytesIO(parts["W"]))
+    b = np.load(io.BytesIO(parts["b"]))
+    return W, b, json.loads(parts["summary"])
 
 
 def executor_host(address: str) -> str:
@@ -294,8 +419,20 @@ def executor_host(address: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) -> LocalPartition:
+    """A task's input batches as a standardized :class:`LocalPartition`, in row-id order."""
+    batches = list(batches)
+    X, y, w = table_to_arrays(batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype)
+    if batches:
+        # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
+        row_ids = pa.Table.from_batches(batches).column(ROW_ID).to_numpy()
+        order = np.argsort(row_ids, kind="stable")
+        X, y, w = X[order], y[order], w[order]
+    return prepare_partition(X, y, w, config)
+
+
 def barrier_training_task(config: TrainingConfig, secret: str):
-    """The function ``mapInArrow(..., barrier=True)`` runs in every task.
+    """The function ``mapInArrow(..., barrier=True)`` runs in every task (p2p and dense).
 
     It captures only ``config`` and ``secret``. Each task loads its partition, starts a Flight
     server on its executor's own host, swaps locations, row counts and curvatures with one
@@ -312,18 +449,7 @@ def barrier_training_task(config: TrainingConfig, secret: str):
         # Spark's address for each barrier task: its executor's host as the driver reaches it.
         addresses = [info.address for info in context.getTaskInfos()]
         host = executor_host(addresses[rank])
-
-        batches = list(batches)
-        X, y, w = table_to_arrays(
-            batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype
-        )
-        if batches:
-            # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
-            row_ids = pa.Table.from_batches(batches).column(ROW_ID).to_numpy()
-            order = np.argsort(row_ids, kind="stable")
-            X, y, w = X[order], y[order], w[order]
-        del batches
-        data = prepare_partition(X, y, w, config)
+        data = load_partition(batches, config)
 
         exchange = FlightMeshExchange(rank, len(addresses), host, secret, config.exchange_timeout)
         try:
@@ -335,15 +461,13 @@ def barrier_training_task(config: TrainingConfig, secret: str):
             }
             peers = [json.loads(m) for m in context.allGather(json.dumps(hello))]
             exchange.connect([p["location"] for p in peers])
-            steps, base_lr = plan(
-                [p["rows"] for p in peers], [p["curvature"] for p in peers], config
-            )
+            plan = make_plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
 
             def log_epoch(epoch: int, objective: float) -> None:
                 if rank == 0:
                     logger.info("epoch %d objective %.6f", epoch + 1, objective)
 
-            result = train(data, exchange, config, steps, base_lr, on_epoch=log_epoch)
+            result = train(data, exchange, config, plan, on_epoch=log_epoch)
             result.workers = [
                 {"address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
                 for address, p in zip(addresses, peers)

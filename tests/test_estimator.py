@@ -121,7 +121,12 @@ def test_bytes_per_step_are_the_sufficient_vectors(spark, planted):
     summary = model.summary
     K, D, B, P = 4, 6, 20, 2
     expected = (P - 1) * B * (K + D) * 4  # float32 U and V to each peer
-    assert summary.bytesPerStep == pytest.approx(expected, rel=0.1)
+    # A full step's message less its framing (schema, header, padding) is the payload.
+    framing_per_message = summary.framingBytesSent / summary.exchanges
+    full_step = float(np.median(summary.bytesSentPerExchange))
+    assert full_step - framing_per_message == pytest.approx(expected, rel=0.01)
+    assert summary.predictedBytesPerStep["p2p"] == expected
+    assert summary.payloadBytesSent + summary.framingBytesSent == summary.bytesSent
     assert summary.bytesReceived == pytest.approx(summary.bytesSent, rel=0.2)
     assert {"compute", "exchange", "apply", "train", "inspect"} <= set(summary.timings)
     ranks = summary.workers

@@ -12,31 +12,44 @@ from svb_spark.exchange.flight import FlightMeshExchange
 from svb_spark.exchange.local import LocalExchangeGroup
 
 
-def test_codec_round_trip_is_exact_and_zero_copy():
+def test_codec_round_trip_is_exact():
     rng = np.random.default_rng(0)
-    message = codec.SufficientVectors(
-        step=12,
-        rank=3,
-        U=rng.normal(size=(7, 4)).astype(np.float32),
+    message = codec.RoundMessage(
+        kind=codec.SV, first_step=12, rank=3, rows=[4, 3], weight_sums=[4.0, 3.5],
+        loss_sums=[2.0, 1.25], U=rng.normal(size=(7, 4)).astype(np.float32),
         V=rng.normal(size=(7, 9)).astype(np.float32),
-        weight_sum=7.5,
-        loss_sum=3.25,
-    )
+    )  # fmt: skip
     batch = codec.encode(message)
     assert batch.num_rows == 7
     back = codec.decode(batch)
-    assert (back.step, back.rank, back.rows) == (12, 3, 7)
-    assert (back.weight_sum, back.loss_sum) == (7.5, 3.25)
+    assert (back.first_step, back.rank, back.rows) == (12, 3, [4, 3])
+    assert (back.weight_sums, back.loss_sums) == ([4.0, 3.5], [2.0, 1.25])
     assert back.U.dtype == np.float32 and (back.U == message.U).all()
     assert (back.V == message.V).all()
-    # Also through a Table, as a Flight reader returns it.
+    u1, v1 = back.step_vectors(1)
+    assert (u1 == message.U[4:]).all() and (v1 == message.V[4:]).all()
+    # Also through a Table, as a Flight reader returns it, and through IPC bytes.
     assert (codec.decode(pa.Table.from_batches([batch])).V == message.V).all()
+    assert (codec.decode(codec.from_ipc(codec.to_ipc(batch))).U == message.U).all()
 
 
-def test_codec_handles_an_empty_batch():
-    message = codec.SufficientVectors(0, 1, np.zeros((0, 3)), np.zeros((0, 5)), 0.0, 0.0)
+def test_codec_dense_gradient_message():
+    G = np.arange(2 * 3 * 5, dtype=np.float64).reshape(6, 5)  # 2 steps of K=3 x (D + 1 = 5)
+    message = codec.RoundMessage(codec.DENSE, 0, 1, [8, 8], [8.0, 8.0], [1.0, 2.0], G=G)
     back = codec.decode(codec.encode(message))
+    assert (back.step_gradient(1) == G[3:]).all() and back.U is None
+
+
+def test_codec_handles_an_empty_batch_and_counts_framing():
+    message = codec.RoundMessage(
+        codec.SV, 0, 1, [0], [0.0], [0.0], np.zeros((0, 3)), np.zeros((0, 5))
+    )
+    batch = codec.encode(message)
+    back = codec.decode(batch)
     assert back.U.shape == (0, 3) and back.V.shape == (0, 5)
+    payload, framing = codec.message_bytes(batch)
+    assert payload == 0 and framing > 0
+    assert payload + framing == len(codec.to_ipc(batch)) - 8  # minus the end-of-stream marker
 
 
 def _run_workers(exchanges, steps):
@@ -100,10 +113,12 @@ def test_flight_mesh_delivers_every_message_in_rank_order_and_counts_bytes(mesh)
         ex.connect(locations)
     seen = _run_workers(exchanges, 25)
     assert all(seen[r] == _expected(3, 25) for r in range(3))
-    one = pa.record_batch({"v": [0.0]}).nbytes
+    one = pa.record_batch({"v": [0.0]})
+    payload, framing = codec.message_bytes(one)
     for ex in exchanges:
-        assert ex.bytes_sent == 25 * 2 * one
-        assert ex.bytes_received == 25 * 2 * one
+        assert (ex.payload_sent, ex.framing_sent) == (25 * 2 * payload, 25 * 2 * framing)
+        assert ex.bytes_received == 25 * 2 * (payload + framing)
+        assert ex.sent_per_exchange == [2 * (payload + framing)] * 25
 
 
 def test_flight_server_refuses_a_client_with_a_wrong_or_missing_token(mesh):

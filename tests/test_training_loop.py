@@ -7,6 +7,7 @@ import pytest
 from reference import reference_sgd
 
 from svb_spark import solver
+from svb_spark.exchange.codec import DENSE, SV
 from svb_spark.worker import TrainingConfig, train_in_process
 
 
@@ -44,17 +45,22 @@ def _config(parts, **overrides):
     return TrainingConfig(**settings)
 
 
-def test_replicas_are_bit_identical_after_every_step():
+@pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 1), (DENSE, 4)])
+def test_replicas_are_bit_identical_after_every_exchange(kind, sync_interval):
     parts = _blobs()
     digests = {}
 
     def record(rank, step, W, b):
         digests.setdefault(step, {})[rank] = hashlib.sha256(W.tobytes() + b.tobytes()).hexdigest()
 
-    train_in_process(parts, _config(parts, dtype="float32"), on_step=record)
-    assert len(digests) == 8 * 9  # 8 epochs of ceil(130 / 16) steps
+    config = _config(parts, dtype="float32", message_kind=kind, sync_interval=sync_interval)
+    results = train_in_process(parts, config, on_exchange=record)
+    total_steps = 8 * 9  # 8 epochs of ceil(130 / 16) steps
+    assert len(digests) == -(-total_steps // sync_interval)
     for step, by_rank in digests.items():
-        assert len(set(by_rank.values())) == 1, f"replicas differ after step {step}"
+        assert len(by_rank) == 3 and len(set(by_rank.values())) == 1, f"differ after {step}"
+    assert all(r.steps == total_steps for r in results)
+    assert {r.exchanges for r in results} == {len(digests)}
 
 
 @pytest.mark.parametrize(
@@ -75,6 +81,26 @@ def test_distributed_loop_equals_single_process_sgd_on_the_global_batches(overri
     np.testing.assert_allclose(results[0].b, b, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(results[0].objective_history, history, rtol=1e-9)
     assert results[0].steps == 8 * 9
+
+
+def test_dense_gradient_exchange_equals_sufficient_vectors():
+    parts = _blobs()
+    sv = train_in_process(parts, _config(parts))[0]
+    dense = train_in_process(parts, _config(parts, message_kind=DENSE))[0]
+    np.testing.assert_allclose(dense.W, sv.W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dense.objective_history, sv.objective_history, rtol=1e-12)
+    # Same steps, different bytes: per step and peer, K (D + 1) floats instead of B (K + D);
+    # rank 0 sends its 130 rows once per epoch, for 8 epochs, to 2 peers.
+    assert dense.payload_sent == 2 * 72 * 4 * (6 + 1) * 8
+    assert sv.payload_sent == 2 * 8 * 130 * (4 + 6) * 8
+
+
+def test_bounded_staleness_exchanges_less_and_still_learns():
+    parts = _blobs(seed=5, rows=(600, 600))
+    exact = train_in_process(parts, _config(parts, max_iter=20, reg_param=0.0))[0]
+    stale = train_in_process(parts, _config(parts, max_iter=20, reg_param=0.0, sync_interval=4))[0]
+    assert stale.exchanges * 4 == exact.exchanges == exact.steps == stale.steps
+    assert stale.objective_history[-1] == pytest.approx(exact.objective_history[-1], rel=0.05)
 
 
 def test_tolerance_stops_every_worker_after_the_same_epoch():

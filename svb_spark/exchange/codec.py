@@ -1,8 +1,15 @@
-"""Sufficient vectors <-> one Arrow record batch.
+"""A worker's message for one exchange <-> one Arrow record batch.
 
-Layout: column ``u`` is a fixed-size list of K floats per row, column ``v`` a fixed-size list of
-D floats per row; the header (step, rank, rows, weight sum, loss sum) rides in the schema
-metadata, so one record batch is one self-describing message. Decoding is zero-copy.
+A message covers the ``R = syncInterval`` consecutive steps a worker took since the last
+exchange (R = 1 for exact synchronous SGD) and holds, per step, either
+
+- ``kind="sv"``: the sufficient vectors, column ``u`` (a fixed-size list of K floats per row)
+  and column ``v`` (D floats per row), rows of all R steps stacked; or
+- ``kind="dense"``: the baseline's gradient, column ``g``: K rows of D + 1 floats per step (the
+  last entry of a row is the intercept gradient).
+
+The header (kind, first step, rank, and per step: rows, weight sum, loss sum) rides in the
+schema metadata, so one record batch is one self-describing message. Decoding is zero-copy.
 """
 
 from __future__ import annotations
@@ -14,22 +21,37 @@ import numpy as np
 import pyarrow as pa
 
 _HEADER_KEY = b"svb.header"
+SV, DENSE = "sv", "dense"
 
 
 @dataclass
-class SufficientVectors:
-    """One worker's message for one step."""
+class RoundMessage:
+    """One worker's contribution to one exchange."""
 
-    step: int
+    kind: str
+    first_step: int
     rank: int
-    U: np.ndarray  # rows x K, weighted (P - Y)
-    V: np.ndarray  # rows x D, the standardized feature rows
-    weight_sum: float
-    loss_sum: float
+    rows: list[int]  # per step
+    weight_sums: list[float]  # per step
+    loss_sums: list[float]  # per step
+    U: np.ndarray | None = None  # sum(rows) x K, weighted (P - Y)   [kind "sv"]
+    V: np.ndarray | None = None  # sum(rows) x D, standardized rows  [kind "sv"]
+    G: np.ndarray | None = None  # steps*K x (D + 1) gradients       [kind "dense"]
 
     @property
-    def rows(self) -> int:
-        return int(self.U.shape[0])
+    def steps(self) -> int:
+        return len(self.rows)
+
+    def step_vectors(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(U, V) of the j-th step of this message (kind "sv")."""
+        start = sum(self.rows[:j])
+        stop = start + self.rows[j]
+        return self.U[start:stop], self.V[start:stop]
+
+    def step_gradient(self, j: int) -> np.ndarray:
+        """The K x (D + 1) gradient sum of the j-th step (kind "dense")."""
+        K = self.G.shape[0] // self.steps
+        return self.G[j * K : (j + 1) * K]
 
 
 def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -38,22 +60,25 @@ def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, width)
 
 
-def encode(message: SufficientVectors) -> pa.RecordBatch:
-    """Pack a worker's sufficient vectors and header into one record batch."""
+def encode(message: RoundMessage) -> pa.RecordBatch:
+    """Pack a worker's message and header into one record batch."""
     header = {
-        "step": message.step,
+        "kind": message.kind,
+        "first_step": message.first_step,
         "rank": message.rank,
         "rows": message.rows,
-        "weight_sum": message.weight_sum,
-        "loss_sum": message.loss_sum,
+        "weight_sums": message.weight_sums,
+        "loss_sums": message.loss_sums,
     }
-    u = _fixed_size_list(message.U)
-    v = _fixed_size_list(message.V)
+    if message.kind == SV:
+        columns = {"u": _fixed_size_list(message.U), "v": _fixed_size_list(message.V)}
+    else:
+        columns = {"g": _fixed_size_list(message.G)}
     schema = pa.schema(
-        [pa.field("u", u.type), pa.field("v", v.type)],
+        [pa.field(name, array.type) for name, array in columns.items()],
         metadata={_HEADER_KEY: json.dumps(header).encode()},
     )
-    return pa.RecordBatch.from_arrays([u, v], schema=schema)
+    return pa.RecordBatch.from_arrays(list(columns.values()), schema=schema)
 
 
 def _matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -63,14 +88,38 @@ def _matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
 
 
-def decode(batch: pa.RecordBatch | pa.Table) -> SufficientVectors:
+def decode(batch: pa.RecordBatch | pa.Table) -> RoundMessage:
     """Inverse of :func:`encode`; accepts the Table a Flight reader returns as well."""
     header = json.loads(batch.schema.metadata[_HEADER_KEY])
-    return SufficientVectors(
-        step=header["step"],
-        rank=header["rank"],
-        U=_matrix(batch.column("u")),
-        V=_matrix(batch.column("v")),
-        weight_sum=header["weight_sum"],
-        loss_sum=header["loss_sum"],
-    )
+    message = RoundMessage(**header)
+    if message.kind == SV:
+        message.U = _matrix(batch.column("u"))
+        message.V = _matrix(batch.column("v"))
+    else:
+        message.G = _matrix(batch.column("g"))
+    return message
+
+
+def message_bytes(message: pa.RecordBatch | pa.Table) -> tuple[int, int]:
+    """(payload, framing) bytes of a message on the wire.
+
+    Payload is the Arrow buffers; framing is what an IPC stream adds: the schema with its
+    header, the record batch metadata and padding.
+    """
+    batches = message.to_batches() if isinstance(message, pa.Table) else [message]
+    payload = sum(b.nbytes for b in batches)
+    wire = message.schema.serialize().size + sum(pa.ipc.get_record_batch_size(b) for b in batches)
+    return payload, wire - payload
+
+
+def to_ipc(batch: pa.RecordBatch) -> bytes:
+    """The batch as Arrow IPC stream bytes (what a broadcast carries)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.RecordBatch:
+    """Inverse of :func:`to_ipc`."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()

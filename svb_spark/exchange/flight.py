@@ -114,6 +114,7 @@ class FlightMeshExchange(Exchange):
             ) from None
 
     def all_gather(self, step: int, batch: pa.RecordBatch) -> list[pa.RecordBatch | pa.Table]:
+        """Send ``batch`` for exchange ``step`` to every peer, then wait for theirs."""
         peers = sorted(self._peers)
         if self._senders is not None:
             for future in [self._senders.submit(self._send, p, step, batch) for p in peers]:
@@ -121,7 +122,6 @@ class FlightMeshExchange(Exchange):
         else:
             for peer in peers:
                 self._send(peer, step, batch)
-        self.bytes_sent += batch.nbytes * len(peers)
 
         server = self._server
         keys = [(step, peer) for peer in peers]
@@ -135,7 +135,7 @@ class FlightMeshExchange(Exchange):
                     f"workers {missing}; a peer died or stalled (see exchangeTimeout)"
                 )
             received = {peer: server.mailbox.pop((step, peer)) for peer in peers}
-        self.bytes_received += sum(table.nbytes for table in received.values())
+        self._count(batch, len(peers), list(received.values()))
         received[self.rank] = batch
         return [received[rank] for rank in range(self.num_workers)]
 

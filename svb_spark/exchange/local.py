@@ -55,10 +55,11 @@ class LocalExchange(Exchange):
         super().__init__(rank, group.num_workers)
         self._group = group
 
-    def all_gather(self, step: int, batch: pa.RecordBatch) -> list[pa.RecordBatch | pa.Table]:
-        self._group._post(step, self.rank, batch)
-        batches = self._group._collect(step, self.rank)
-        peers = self.num_workers - 1
-        self.bytes_sent += batch.nbytes * peers
-        self.bytes_received += sum(b.nbytes for r, b in enumerate(batches) if r != self.rank)
+    def all_gather(
+        self, round_index: int, batch: pa.RecordBatch
+    ) -> list[pa.RecordBatch | pa.Table]:
+        self._group._post(round_index, self.rank, batch)
+        batches = self._group._collect(round_index, self.rank)
+        peers = [b for r, b in enumerate(batches) if r != self.rank]
+        self._count(batch, len(peers), peers)
         return batches

@@ -1,0 +1,219 @@
+"""The Spark-native exchange: sufficient vectors travel by Spark's TorrentBroadcast.
+
+The driver runs rounds. Each round is one barrier-mode job over the cached, partitioned
+training data; its tasks first apply the previous round's vectors (from a broadcast), then
+compute ``syncInterval`` steps of new vectors and emit them as Arrow. The driver publishes them,
+in rank order, with ``sc.broadcast``, so executors fetch the pieces from each other.
+
+Each Python worker process caches its replica (keyed by fit id, with the number of rounds it
+has applied) and its partition. On a miss (another worker process, a retried task, a lost
+executor) it rebuilds from the newest weights checkpoint plus the log of vector broadcasts
+since, replaying exactly the operations every other replica performed. Rank 0 checkpoints its
+replica whenever the log has grown as large as the weights, and the driver destroys the
+broadcasts that the new checkpoint makes unnecessary, so memory does not grow with the rounds.
+
+It needs a SparkContext, so it runs in classic mode only.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from svb_spark.exchange import codec
+from svb_spark.exchange.codec import message_bytes
+from svb_spark.worker import (
+    RESULT_DDL,
+    RESULT_SCHEMA,
+    LocalPartition,
+    Plan,
+    Replica,
+    TrainingConfig,
+    TrainingResult,
+    collect_parts,
+    compute_round,
+    decode_result,
+    encode_result,
+    load_partition,
+    make_plan,
+    result_rows,
+)
+
+_SETUP_SCHEMA = pa.schema([("rank", pa.int32()), ("rows", pa.int64()), ("curvature", pa.float64())])
+_SETUP_DDL = "rank int, rows long, curvature double"
+
+# Per Python worker process: fit id -> (rounds applied, replica); (fit id, rank) -> partition.
+_REPLICAS: dict[str, tuple[int, Replica]] = {}
+_PARTITIONS: dict[tuple[str, int], LocalPartition] = {}
+
+
+def _forget_other_fits(fit_id: str) -> None:
+    for key in [k for k in _REPLICAS if k != fit_id]:
+        del _REPLICAS[key]
+    for key in [k for k in _PARTITIONS if k[0] != fit_id]:
+        del _PARTITIONS[key]
+
+
+def _partition(fit_id: str, rank: int, batches, config: TrainingConfig) -> LocalPartition:
+    cached = _PARTITIONS.get((fit_id, rank))
+    if cached is None:
+        cached = _PARTITIONS[(fit_id, rank)] = load_partition(batches, config)
+    else:
+        for _ in batches:  # Spark streams the cached partition anyway; drain it unconverted
+            pass
+    return cached
+
+
+def _setup_task(config: TrainingConfig, fit_id: str):
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        rank = TaskContext.get().partitionId()
+        _forget_other_fits(fit_id)
+        data = _partition(fit_id, rank, batches, config)
+        yield pa.RecordBatch.from_pydict(
+            {"rank": [rank], "rows": [data.rows], "curvature": [data.curvature]},
+            schema=_SETUP_SCHEMA,
+        )
+
+    return task
+
+
+def _round_task(
+    config: TrainingConfig,
+    plan: Plan,
+    fit_id: str,
+    round_index: int,
+    checkpoint,  # Broadcast of (rounds applied, pickled replica) or None for the start
+    log: list,  # Broadcasts of each round's messages since the checkpoint, in round order
+    emit_checkpoint: bool,
+    forget_replica: bool,
+):
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import BarrierTaskContext
+
+        rank = BarrierTaskContext.get().partitionId()
+        data = _partition(fit_id, rank, batches, config)
+        if forget_replica:
+            _REPLICAS.pop(fit_id, None)
+        applied, replica = _REPLICAS.get(fit_id, (-1, None))
+        base, state = (0, None) if checkpoint is None else checkpoint.value
+        if replica is None or applied < base:
+            # A miss: start from the checkpoint and replay the log like every other replica.
+            applied = base
+            replica = Replica(config, plan) if state is None else pickle.loads(state)
+        for round_messages in log[applied - base :]:
+            replica.apply_round([codec.decode(codec.from_ipc(m)) for m in round_messages.value])
+        _REPLICAS[fit_id] = (round_index, replica)
+
+        if replica.done:
+            _REPLICAS.pop(fit_id, None)
+            _PARTITIONS.pop((fit_id, rank), None)
+            if rank == 0:
+                result = TrainingResult(
+                    replica.W, replica.b, replica.history, replica.step, replica.converged
+                )
+                yield from encode_result(result)
+            return
+        if emit_checkpoint and rank == 0:
+            yield from result_rows("checkpoint", pickle.dumps(replica))
+        message = codec.to_ipc(codec.encode(compute_round(replica, data, rank)))
+        yield pa.RecordBatch.from_pydict(
+            {"part": ["message"], "seq": [rank], "data": [message]}, schema=RESULT_SCHEMA
+        )
+
+    return task
+
+
+def checkpoint_due(log_bytes: int, replica_bytes: int) -> bool:
+    """Checkpoint once replaying the log would cost as much as shipping the weights."""
+    return log_bytes >= replica_bytes
+
+
+def fit_by_broadcast(
+    spark, training, config: TrainingConfig, fit_id: str, forget_replicas: bool = False
+) -> tuple[TrainingResult, Plan]:
+    """Train over ``training`` (one partition per worker) with one Spark job per exchange.
+
+    ``forget_replicas`` makes every task drop its cached replica first, forcing the rebuild
+    path (checkpoint + log) on every round; tests use it to show that path is exact.
+    """
+    try:
+        sc = spark.sparkContext
+    except Exception as error:
+        raise ValueError(
+            "exchange='broadcast' needs a SparkContext (classic mode); Spark Connect has none. "
+            "Use exchange='p2p', which needs no SparkContext."
+        ) from error
+    training = training.cache()
+    setup = training.mapInArrow(_setup_task(config, fit_id), _SETUP_DDL)
+    hello = sorted(setup.collect(), key=lambda r: r.rank)
+    plan = make_plan([r.rows for r in hello], [r.curvature for r in hello], config)
+
+    replica_bytes = config.num_classes * (config.num_features + 1) * 8
+    checkpoint = None
+    log: list = []
+    log_bytes = 0
+    sent = received = framing_sent = framing_received = 0
+    sent_per_exchange: list[int] = []
+    seconds = {"rounds": 0.0}
+    round_index = 0
+    try:
+        while True:
+            emit_checkpoint = checkpoint_due(log_bytes, replica_bytes)
+            started = time.perf_counter()
+            task = _round_task(
+                config, plan, fit_id, round_index, checkpoint, list(log), emit_checkpoint,
+                forget_replicas,
+            )  # fmt: skip
+            rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
+            seconds["rounds"] += time.perf_counter() - started
+            messages = sorted((r.seq, bytes(r.data)) for r in rows if r.part == "message")
+            if not messages:  # every replica is done: rank 0 sent the model instead
+                parts_rows = [(r.part, r.seq, r.data) for r in rows]
+                break
+            if emit_checkpoint:
+                state = collect_parts(
+                    (r.part, r.seq, r.data) for r in rows if r.part == "checkpoint"
+                )
+                for stale in [*log, *([checkpoint] if checkpoint else [])]:
+                    stale.destroy()
+                checkpoint = sc.broadcast((round_index, state["checkpoint"]))
+                log, log_bytes = [], 0
+            payloads = [m for _, m in messages]
+            log.append(sc.broadcast(payloads))
+            round_bytes = [message_bytes(codec.from_ipc(m)) for m in payloads]
+            log_bytes += sum(p + f for p, f in round_bytes)
+            # Each worker uploads its message once and fetches the whole round (peers' parts).
+            own_payload, own_framing = round_bytes[0]
+            sent += own_payload
+            framing_sent += own_framing
+            sent_per_exchange.append(own_payload + own_framing)
+            received += sum(p for p, _ in round_bytes[1:])
+            framing_received += sum(f for _, f in round_bytes[1:])
+            round_index += 1
+    finally:
+        for stale in [*log, *([checkpoint] if checkpoint else [])]:
+            stale.destroy()
+        training.unpersist()
+
+    W, b, summary = decode_result([(part, seq, data) for part, seq, data in parts_rows])
+    result = TrainingResult(
+        W=W,
+        b=b,
+        objective_history=summary["objective_history"],
+        steps=summary["steps"],
+        converged=summary["converged"],
+        exchanges=round_index,
+        payload_sent=sent,
+        framing_sent=framing_sent,
+        payload_received=received,
+        framing_received=framing_received,
+        sent_per_exchange=sent_per_exchange,
+        seconds=seconds,
+        workers=[{"rank": r.rank, "rows": r.rows} for r in hello],
+    )
+    return result, plan

@@ -1,0 +1,117 @@
+"""The exchange modes on local Spark: same SGD, different transport, different bytes."""
+
+import numpy as np
+import pytest
+from common_data import planted_frame
+
+import svb_spark.broadcast as broadcast
+from svb_spark import SVBLogisticRegression, datasets
+
+
+@pytest.fixture(scope="module")
+def planted_df(spark):
+    return planted_frame(spark).cache()
+
+
+def _fit(df, **params):
+    settings = dict(weightCol="weight", numWorkers=2, maxIter=2, batchSize=100, dtype="float64")
+    return SVBLogisticRegression(**{**settings, **params}).fit(df)
+
+
+@pytest.fixture(scope="module")
+def p2p_model(planted_df):
+    return _fit(planted_df, exchange="p2p")
+
+
+@pytest.mark.parametrize("mode", ["dense", "broadcast"])
+def test_every_mode_trains_the_same_model(planted_df, p2p_model, mode):
+    model = _fit(planted_df, exchange=mode)
+    assert model.summary.exchange == mode
+    np.testing.assert_allclose(
+        model.coefficientMatrix.toArray(),
+        p2p_model.coefficientMatrix.toArray(),
+        rtol=1e-5,
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(
+        model.summary.objectiveHistory, p2p_model.summary.objectiveHistory, rtol=1e-9
+    )
+    assert model.summary.steps == p2p_model.summary.steps == 2 * 3  # 207 rows / 100 per step
+
+
+@pytest.mark.parametrize("checkpoint_every_round", [True, False])
+def test_broadcast_rebuilds_a_lost_replica_exactly(
+    planted_df, p2p_model, monkeypatch, checkpoint_every_round
+):
+    # With checkpoints every round a rebuild starts from the newest; without, it replays the
+    # whole log of sufficient-vector broadcasts from zero weights.
+    monkeypatch.setattr(broadcast, "checkpoint_due", lambda *_: checkpoint_every_round)
+    estimator = SVBLogisticRegression(
+        weightCol="weight",
+        numWorkers=2,
+        maxIter=2,
+        batchSize=100,
+        dtype="float64",
+        exchange="broadcast",
+    )
+    estimator._forget_replicas = True
+    model = estimator.fit(planted_df)
+    assert (
+        model.coefficientMatrix.toArray() == p2p_model.coefficientMatrix.toArray()
+    ).all() or np.allclose(
+        model.coefficientMatrix.toArray(),
+        p2p_model.coefficientMatrix.toArray(),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+
+
+@pytest.mark.parametrize(
+    "shape, cheaper",
+    [
+        # Many classes and features, small batches: sufficient vectors win.
+        (dict(num_classes=60, num_features=300, batch_size=8), "p2p"),
+        # Few classes, large batches: the K x (D + 1) gradient is smaller.
+        (dict(num_classes=4, num_features=1000, batch_size=512), "dense"),
+    ],
+)
+def test_measured_bytes_per_step_match_the_cost_model_and_auto_picks_the_cheaper(
+    spark, shape, cheaper
+):
+    X, y = datasets.planted(
+        rows=4096, num_features=shape["num_features"], num_classes=shape["num_classes"], seed=1
+    )
+    df = datasets.to_dataframe(spark, X, y).cache()
+    measured = {}
+    for mode in ("p2p", "dense", "auto"):
+        summary = (
+            SVBLogisticRegression(
+                numWorkers=2, maxIter=1, batchSize=shape["batch_size"], exchange=mode
+            )
+            .fit(df)
+            .summary
+        )
+        # A full step: the median exchange (the last step of an epoch may be short).
+        measured[summary.exchange if mode != "auto" else "auto"] = (
+            float(np.median(summary.bytesSentPerExchange)),
+            summary,
+        )
+    for mode in ("p2p", "dense"):
+        bytes_per_step, summary = measured[mode]
+        assert bytes_per_step == pytest.approx(summary.predictedBytesPerStep[mode], rel=0.10)
+    auto_summary = measured["auto"][1]
+    assert auto_summary.exchange == cheaper
+    assert measured[cheaper][0] < measured[{"p2p": "dense", "dense": "p2p"}[cheaper]][0]
+
+
+def test_bounded_staleness_keeps_digits_accuracy(digits_frames):
+    train, test = digits_frames
+    exact = SVBLogisticRegression(numWorkers=2).fit(train)
+    stale = SVBLogisticRegression(numWorkers=2, syncInterval=4).fit(train)
+    assert stale.summary.exchanges * 4 >= stale.summary.steps > (stale.summary.exchanges - 1) * 4
+    accuracy_exact = exact.evaluate(test).accuracy
+    accuracy_stale = stale.evaluate(test).accuracy
+    print(
+        f"digits accuracy: syncInterval=1 {accuracy_exact:.4f}, syncInterval=4 {accuracy_stale:.4f}"
+    )
+    assert accuracy_stale >= accuracy_exact - 0.01
