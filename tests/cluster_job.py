@@ -1,11 +1,13 @@
 """Fit on local-cluster[2,1,1024] (two executor JVMs) and print the result as JSON.
 
-Run by test_local_cluster.py in its own process: a Python process holds one SparkContext, and
-the suite's local[2] session is already running.
+Arguments: the exchange mode (default p2p) and, optionally, "forget" to make broadcast-mode
+tasks drop their cached replicas every round. Run by test_local_cluster.py in its own process:
+a Python process holds one SparkContext, and the suite's local[2] session is already running.
 """
 
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -27,9 +29,12 @@ deadline = time.time() + 120
 while spark.sparkContext._jsc.sc().getExecutorIds().size() < 2 and time.time() < deadline:
     time.sleep(0.5)
 
-model = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=4, dtype="float64").fit(
-    planted_frame(spark)
+exchange = sys.argv[1] if len(sys.argv) > 1 else "p2p"
+estimator = SVBLogisticRegression(
+    weightCol="weight", numWorkers=2, maxIter=4, dtype="float64", exchange=exchange
 )
+estimator._forget_replicas = "forget" in sys.argv[2:]
+model = estimator.fit(planted_frame(spark))
 print(
     "RESULT "
     + json.dumps(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from common_data import planted_frame
 
 from svb_spark import SVBLogisticRegression
@@ -21,13 +22,13 @@ def test_executor_host_parsing():
     assert executor_host("[fe80::1]:5000") == "fe80::1"
 
 
-def test_fit_on_two_executor_jvms_matches_local_mode(spark):
+def _run_cluster_job(*args: str) -> dict:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
     completed = subprocess.run(
-        [sys.executable, str(HERE / "cluster_job.py")],
+        [sys.executable, str(HERE / "cluster_job.py"), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -35,7 +36,16 @@ def test_fit_on_two_executor_jvms_matches_local_mode(spark):
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT ") :])
+    return json.loads(lines[0][len("RESULT ") :])
+
+
+def _local_coefficients(spark):
+    local = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=4, dtype="float64")
+    return local.fit(planted_frame(spark)).coefficientMatrix.toArray()
+
+
+def test_fit_on_two_executor_jvms_matches_local_mode(spark):
+    result = _run_cluster_job("p2p")
 
     workers = result["workers"]
     assert len(workers) == 2
@@ -47,6 +57,15 @@ def test_fit_on_two_executor_jvms_matches_local_mode(spark):
         location_host = worker["location"].split("://")[1].rsplit(":", 1)[0]
         assert location_host == executor_host(worker["address"])
 
-    local = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=4, dtype="float64")
-    expected = local.fit(planted_frame(spark)).coefficientMatrix.toArray()
+    expected = _local_coefficients(spark)
     np.testing.assert_allclose(np.array(result["coefficients"]), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["keep", "forget"])
+def test_broadcast_mode_on_two_executor_jvms_matches_local_p2p(spark, cache):
+    # "forget" drops every cached replica each round: executors rebuild from checkpoint + log.
+    result = _run_cluster_job("broadcast", cache)
+    np.testing.assert_allclose(
+        np.array(result["coefficients"]), _local_coefficients(spark), rtol=1e-9, atol=1e-12
+    )
