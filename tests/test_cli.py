@@ -147,6 +147,15 @@ def test_train_predict_evaluate_on_libsvm(spark, libsvm_file, tmp_path, capsys):
         assert metrics[name] == pytest.approx(expected, rel=1e-9, abs=1e-12), name
     assert float(table.split("accuracy")[1].split()[0]) == pytest.approx(metrics["accuracy"], 1e-3)
 
+    # Parquet input (the default format) gives the same numbers.
+    parquet_dir = tmp_path / "test.parquet"
+    spark.read.format("libsvm").load(str(libsvm_file)).write.parquet(str(parquet_dir))
+    assert (
+        cli.main(["evaluate", "--model", str(model_dir), "--input", str(parquet_dir), "--json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == pytest.approx(metrics, rel=1e-12)
+
     # An existing output is refused unless --overwrite is given.
     assert cli.main([*predict, "--format", "libsvm", "--output", str(predictions_dir)]) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -182,6 +191,24 @@ def test_config_file_is_overridden_by_flags(spark, libsvm_file, tmp_path, capsys
     assert model.getBatchSize() == 16 and model.getRegParam() == 0.01  # config over default
     assert model.getFeaturesCol() == "features"  # column flag over config
     assert model.getTol() == 1e-6  # default where neither says anything
+
+
+def test_train_on_parquet_with_other_column_names(spark, libsvm_file, tmp_path, capsys):
+    from svb_spark import SVBLogisticRegressionModel
+
+    data = tmp_path / "train.parquet"
+    libsvm = spark.read.format("libsvm").load(str(libsvm_file))
+    libsvm.selectExpr("features AS x", "CAST(label AS INT) AS y").write.parquet(str(data))
+    model_dir = tmp_path / "model"
+    args = ["train", "--input", str(data), "--output", str(model_dir)]
+    args += ["--features-col", "x", "--label-col", "y", "--param", "maxIter=2"]
+    assert cli.main([*args, "--param", "numWorkers=2"]) == 0, capsys.readouterr().err
+    model = SVBLogisticRegressionModel.load(str(model_dir))
+    assert (model.getFeaturesCol(), model.getLabelCol(), model.numFeatures) == ("x", "y", 5)
+
+    assert cli.main(["evaluate", "--model", str(model_dir), "--input", str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["rows"] == 300 and 0 < metrics["logLoss"] < np.log(3)
 
 
 def test_param_precedence_without_spark(tmp_path):
