@@ -113,6 +113,7 @@ def _round_task(
             _REPLICAS.pop(fit_id, None)
             _PARTITIONS.pop((fit_id, rank), None)
             if rank == 0:
+                replica.fold_factor()
                 result = TrainingResult(
                     replica.W, replica.b, replica.history, replica.step, replica.converged
                 )

@@ -19,7 +19,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from svb_spark import solver
 from svb_spark.broadcast import fit_by_broadcast
-from svb_spark.cost import choose_exchange, predicted_bytes_per_step
+from svb_spark.cost import choose_exchange
 from svb_spark.exchange.codec import DENSE, SV
 from svb_spark.inspection import check_columns, inspect_training_data
 from svb_spark.params import (
@@ -45,6 +45,11 @@ from svb_spark.worker import (
     barrier_training_task,
     decode_result,
 )
+
+# Below this fraction of non-zero features, rows are kept as CSR end to end: sparse products
+# then beat dense GEMMs, and V travels as (index, value) pairs. The decision depends on the
+# values only, so dense and sparse copies of the same data train the same model.
+SPARSE_DENSITY = 0.1
 
 
 class SVBConvergenceWarning(UserWarning):
@@ -230,7 +235,7 @@ class SVBLogisticRegression(
                 f"{stats.num_classes} classes; give one threshold per class."
             )
         config = self._training_config(stats)
-        mode, predictions = self._exchange_mode(config, num_workers)
+        mode, predictions = self._exchange_mode(config, num_workers, stats)
         config = dataclasses.replace(config, message_kind=DENSE if mode == "dense" else SV)
         training = _training_frame(dataset, features, label, weight, num_workers)
         if mode == "broadcast":
@@ -271,17 +276,16 @@ class SVBLogisticRegression(
             )
         return model
 
-    def _exchange_mode(self, config: TrainingConfig, num_workers: int):
+    def _exchange_mode(self, config: TrainingConfig, num_workers: int, stats):
         """The mode in force ("auto" resolved) and the per-step byte predictions of each."""
-        shape = dict(
+        cheaper, predictions = choose_exchange(
             num_workers=num_workers,
             batch_size=config.batch_size,
             num_classes=config.num_classes,
             num_features=config.num_features,
             itemsize=np.dtype(config.dtype).itemsize,
+            nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
         )
-        cheaper, predictions = choose_exchange(**shape)
-        predictions["broadcast"] = predicted_bytes_per_step("broadcast", **shape)
         mode = self.getExchange()
         return (cheaper if mode == "auto" else mode), predictions
 
@@ -291,6 +295,7 @@ class SVBLogisticRegression(
         # Training always runs on standardized features (SGD's conditioning); with
         # standardization off, the penalty acts on the original coefficients, as in MLlib.
         reg_scale = None if self.getStandardization() else scale * scale
+        sparse = stats.density < SPARSE_DENSITY
         return TrainingConfig(
             num_classes=stats.num_classes,
             num_features=stats.num_features,
@@ -303,11 +308,12 @@ class SVBLogisticRegression(
             seed=self.getSeed(),
             dtype=self.getDtype(),
             scale=scale,
-            # Centering needs an intercept to absorb the shift.
-            mean=stats.mean if self.getFitIntercept() else None,
+            # Centering needs an intercept to absorb the shift, and would densify CSR rows.
+            mean=stats.mean if self.getFitIntercept() and not sparse else None,
             reg_scale=reg_scale,
             exchange_timeout=self.getExchangeTimeout(),
             sync_interval=self.getSyncInterval(),
+            sparse=sparse,
         )
 
 

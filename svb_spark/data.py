@@ -53,6 +53,30 @@ def vector_sizes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.where(valid, sizes, -1).astype(np.int64)
 
 
+def _coordinates(column: pa.Array, num_features: int):
+    """(row, column, value) of every stored entry of a VectorUDT or array column."""
+    n = len(column)
+    if not is_vector_struct(column.type):
+        offsets, flat = _list_parts(column)
+        values = flat[offsets[0] : offsets[-1]]
+        return np.repeat(np.arange(n), num_features), np.tile(np.arange(num_features), n), values
+    kinds = column.field("type").to_numpy(zero_copy_only=False)
+    offsets, flat = _list_parts(column.field("values"))
+    counts = np.diff(offsets)
+    rows = np.repeat(np.arange(n), counts)
+    values = flat[offsets[0] : offsets[-1]]
+    position = np.arange(len(values)) - np.repeat(offsets[:-1] - offsets[0], counts)
+    if (kinds == DENSE_VECTOR).all():
+        return rows, position, values
+    # A sparse row's value j sits at column indices[j]; a dense row's at column j.
+    index_offsets, index_flat = _list_parts(column.field("indices"))
+    sparse_value = np.repeat(kinds != DENSE_VECTOR, counts)
+    lookup = np.repeat(index_offsets[:-1], counts) + position
+    columns = position.copy()
+    columns[sparse_value] = index_flat[lookup[sparse_value]]
+    return rows, columns, values
+
+
 def vectors_to_dense(
     column: pa.Array | pa.ChunkedArray, num_features: int, dtype: np.dtype | str = np.float64
 ) -> np.ndarray:
@@ -66,28 +90,41 @@ def vectors_to_dense(
     out = np.zeros((n, num_features), dtype=dtype)
     if n == 0:
         return out
-    if not is_vector_struct(column.type):
-        offsets, flat = _list_parts(column)
+    if (
+        not is_vector_struct(column.type)
+        or (column.field("type").to_numpy(zero_copy_only=False) == DENSE_VECTOR).all()
+    ):
+        lists = column.field("values") if is_vector_struct(column.type) else column
+        offsets, flat = _list_parts(lists)
         out[:] = flat[offsets[0] : offsets[-1]].reshape(n, num_features)
         return out
-
-    kinds = column.field("type").to_numpy(zero_copy_only=False)
-    offsets, flat = _list_parts(column.field("values"))
-    counts = np.diff(offsets)
-    if (kinds == DENSE_VECTOR).all():
-        out[:] = flat[offsets[0] : offsets[-1]].reshape(n, num_features)
-        return out
-    rows = np.repeat(np.arange(n), counts)
-    values = flat[offsets[0] : offsets[-1]]
-    position = np.arange(len(values)) - np.repeat(offsets[:-1] - offsets[0], counts)
-    # A sparse row's value j sits at column indices[j]; a dense row's at column j.
-    index_offsets, index_flat = _list_parts(column.field("indices"))
-    sparse_value = np.repeat(kinds != DENSE_VECTOR, counts)
-    lookup = np.repeat(index_offsets[:-1], counts) + position
-    columns = position.copy()
-    columns[sparse_value] = index_flat[lookup[sparse_value]]
+    rows, columns, values = _coordinates(column, num_features)
     out[rows, columns] = values
     return out
+
+
+def vectors_to_csr(
+    column: pa.Array | pa.ChunkedArray, num_features: int, dtype: np.dtype | str = np.float64
+):
+    """Decode a VectorUDT or array column into a ``scipy.sparse.csr_matrix``, never densely.
+
+    Explicit zeros (as dense vectors store them) are dropped, so dense and sparse copies of the
+    same data give the same matrix.
+    """
+    from scipy import sparse
+
+    column = _combined(column)
+    n = len(column)
+    if n == 0:
+        return sparse.csr_matrix((0, num_features), dtype=dtype)
+    rows, columns, values = _coordinates(column, num_features)
+    keep = values != 0
+    rows, columns, values = rows[keep], columns[keep], values[keep]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sparse.csr_matrix(
+        (values.astype(dtype), columns.astype(np.int32), indptr), shape=(n, num_features)
+    )
 
 
 def numeric_column(column: pa.Array | pa.ChunkedArray, dtype=np.float64) -> np.ndarray:
@@ -97,18 +134,22 @@ def numeric_column(column: pa.Array | pa.ChunkedArray, dtype=np.float64) -> np.n
 
 
 def table_to_arrays(
-    batches, features_col: str, label_col: str, weight_col: str, num_features: int, dtype
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenate Arrow record batches into (X dense, y int64, weights)."""
+    batches,
+    features_col: str,
+    label_col: str,
+    weight_col: str,
+    num_features: int,
+    dtype,
+    sparse: bool = False,
+):
+    """Concatenate Arrow record batches into (X, y int64, weights); X is CSR when ``sparse``."""
     batches = list(batches)
+    decode = vectors_to_csr if sparse else vectors_to_dense
     if not batches:
-        return (
-            np.zeros((0, num_features), dtype=dtype),
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0, dtype=dtype),
-        )
+        empty = pa.array([], type=pa.list_(pa.float64()))
+        return decode(empty, num_features, dtype), np.zeros(0, np.int64), np.zeros(0, dtype)
     table = pa.Table.from_batches(batches)
-    X = vectors_to_dense(table.column(features_col), num_features, dtype)
+    X = decode(table.column(features_col), num_features, dtype)
     y = numeric_column(table.column(label_col)).astype(np.int64)
     w = numeric_column(table.column(weight_col), dtype)
     return X, y, w

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.data import numeric_column, vector_sizes, vectors_to_dense
+from svb_spark.data import numeric_column, vector_sizes, vectors_to_csr
 
 _STATS_SCHEMA = "stats binary"
 
@@ -29,6 +29,16 @@ class DatasetSummary:
     num_classes: int
     mean: np.ndarray
     std: np.ndarray
+    nonzeros: int = 0
+
+    @property
+    def nonzeros_per_row(self) -> float:
+        return self.nonzeros / max(self.num_rows, 1)
+
+    @property
+    def density(self) -> float:
+        """Fraction of non-zero features: below SPARSE_DENSITY the fit runs on CSR rows."""
+        return self.nonzeros_per_row / max(self.num_features, 1)
 
 
 class _PartitionStats:
@@ -49,6 +59,7 @@ class _PartitionStats:
         self.weight_sq_sum = 0.0
         self.sum: np.ndarray | None = None
         self.sq_sum: np.ndarray | None = None
+        self.nonzeros = 0
 
     def update(self, batch: pa.RecordBatch, features: str, label: str, weight: str | None) -> None:
         n = batch.num_rows
@@ -84,19 +95,22 @@ class _PartitionStats:
         valid = sizes >= 0
         size = next(iter(self.sizes))
         column = batch.column(features)
-        X = vectors_to_dense(column.filter(pa.array(valid)) if not valid.all() else column, size)
+        # CSR, never dense: hashed text has D = 2^18 and more.
+        X = vectors_to_csr(column.filter(pa.array(valid)) if not valid.all() else column, size)
         w = w[valid]
-        finite = np.isfinite(X)
-        if not finite.all() and self.nonfinite is None:
-            row, col = np.argwhere(~finite)[0]
-            self.nonfinite = (int(col), float(X[row, col]))
-        X = np.where(finite, X, 0.0)
+        finite = np.isfinite(X.data)
+        if not finite.all():
+            if self.nonfinite is None:
+                first = np.flatnonzero(~finite)[0]
+                self.nonfinite = (int(X.indices[first]), float(X.data[first]))
+            X.data[~finite] = 0.0
         if self.sum is None:
             self.sum, self.sq_sum = np.zeros(size), np.zeros(size)
+        self.nonzeros += int(X.nnz)
         self.weight_sum += float(w.sum())
         self.weight_sq_sum += float((w * w).sum())
-        self.sum += w @ X
-        self.sq_sum += w @ (X * X)
+        self.sum += X.T @ w
+        self.sq_sum += X.multiply(X).T @ w
 
 
 def _statistics_task(features: str, label: str, weight: str | None):
@@ -215,6 +229,7 @@ def inspect_training_data(
         num_classes=num_classes or max_label + 1,
         mean=mean,
         std=std,
+        nonzeros=sum(p.nonzeros for p in parts),
     )
 
 

@@ -96,11 +96,18 @@ def objective(
     return loss_sum / float(weights.sum()) + regularization(W, reg_param, reg_scale)
 
 
-def regularization(W: np.ndarray, reg_param: float, reg_scale: np.ndarray | float = 1.0) -> float:
-    """The L2 penalty ``0.5 * regParam * sum_kj c_j W_kj^2``."""
+def regularization(
+    W: np.ndarray, reg_param: float, reg_scale: np.ndarray | float = 1.0, factor: float = 1.0
+) -> float:
+    """The L2 penalty ``0.5 * regParam * sum_kj c_j (factor W_kj)^2``.
+
+    Summed one class row at a time in float64, so that no K x D temporary is made.
+    """
     if reg_param == 0.0:
         return 0.0
-    return 0.5 * reg_param * float((np.square(W, dtype=np.float64) * reg_scale).sum())
+    scale = np.asarray(reg_scale, dtype=np.float64)
+    total = sum(float(np.dot(row * scale, row)) for row in W.astype(np.float64, copy=False))
+    return 0.5 * reg_param * factor * factor * total
 
 
 def gradient(
@@ -224,3 +231,81 @@ def apply_gradient(
     W -= scale * G
     if fit_intercept:
         b -= scale * g
+
+
+# Below this, the scalar of a scaled sparse replica is folded back into W (an O(K D) pass that
+# happens about once per log(1e-6) / log(1 - lr * regParam) steps).
+_MIN_FACTOR = 1e-6
+
+
+def _batch_columns(X):
+    """The distinct columns of a CSR batch and the batch with its columns renumbered to them."""
+    from scipy import sparse
+
+    columns = np.unique(X.indices)
+    local = sparse.csr_matrix(
+        (X.data, np.searchsorted(columns, X.indices).astype(np.int32), X.indptr),
+        shape=(X.shape[0], len(columns)),
+    )
+    return columns, local
+
+
+def sparse_raw_margins(W: np.ndarray, b: np.ndarray, X, factor: float = 1.0) -> np.ndarray:
+    """Class scores ``X (factor W)^T + b`` of CSR rows, reading only the columns they use."""
+    columns, local = _batch_columns(X)
+    return np.asarray(local @ W[:, columns].T) * W.dtype.type(factor) + b
+
+
+def sparse_sufficient_vectors(
+    W: np.ndarray, factor: float, b: np.ndarray, X, y: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """:func:`sufficient_vectors` for CSR rows and the scaled replica ``factor * W``.
+
+    Only the columns that occur in the batch are read, so the cost is O(B K + nnz K).
+    """
+    margins = sparse_raw_margins(W, b, X, factor)
+    rows = np.arange(X.shape[0])
+    probabilities = softmax(margins.astype(W.dtype, copy=False))
+    picked = np.maximum(probabilities[rows, y], np.finfo(probabilities.dtype).tiny)
+    loss_sum = float(-(weights * np.log(picked)).sum())
+    probabilities[rows, y] -= 1.0
+    probabilities *= weights[:, None].astype(probabilities.dtype, copy=False)
+    return probabilities, loss_sum
+
+
+def apply_sparse_sufficient_vectors(
+    W: np.ndarray,
+    factor: float,
+    b: np.ndarray,
+    U: np.ndarray,
+    V,
+    total_weight: float,
+    learning_rate: float,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+    fit_intercept: bool = True,
+) -> float:
+    """:func:`apply_sufficient_vectors` for CSR ``V`` on the scaled replica ``factor * W``.
+
+    The L2 decay multiplies the scalar ``factor`` (O(1) instead of O(K D)), and ``U^T V`` only
+    touches the columns present in the batch. Returns the new factor. A per-feature penalty
+    (``reg_scale`` an array) cannot be a scalar, so it decays ``W`` itself.
+    """
+    if reg_param > 0.0:
+        if isinstance(reg_scale, np.ndarray):
+            _decay(W, learning_rate, reg_param, reg_scale)
+        else:
+            factor *= 1.0 - learning_rate * reg_param * float(reg_scale)
+    if factor < _MIN_FACTOR:
+        W *= W.dtype.type(factor)
+        factor = 1.0
+    if total_weight <= 0.0 or U.shape[0] == 0:
+        return factor
+    step = learning_rate / total_weight
+    if V.nnz:
+        columns, local = _batch_columns(V)
+        gradient = np.asarray(local.T @ U).T  # K x (columns in the batch)
+        W[:, columns] -= W.dtype.type(step / factor) * gradient
+    if fit_intercept:
+        b -= W.dtype.type(step) * U.sum(axis=0)
+    return factor

@@ -60,6 +60,7 @@ class TrainingConfig:
     exchange_timeout: float = 120.0
     message_kind: str = codec.SV  # codec.SV, or codec.DENSE for the baseline
     sync_interval: int = 1  # local steps between exchanges
+    sparse: bool = False  # rows as CSR; the replica is then kept as factor * W
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def make_plan(row_counts: list[int], curvatures: list[float], config: TrainingCo
 class LocalPartition:
     """A worker's standardized rows, and the minibatch of any global step."""
 
-    X: np.ndarray
+    X: np.ndarray  # dense, or scipy.sparse CSR
     y: np.ndarray
     w: np.ndarray
     curvature: float
@@ -116,11 +117,17 @@ class LocalPartition:
 def prepare_partition(
     X: np.ndarray, y: np.ndarray, w: np.ndarray, config: TrainingConfig
 ) -> LocalPartition:
-    """Standardize the rows in place in the training dtype and estimate their curvature."""
+    """Standardize the rows in place in the training dtype and estimate their curvature.
+
+    CSR rows are only scaled, never centered (centering would make them dense), as in MLlib.
+    """
     X = X.astype(config.dtype, copy=False)
-    if config.mean is not None:
-        X -= config.mean.astype(config.dtype)
-    X *= config.scale.astype(config.dtype)
+    if config.sparse:
+        X.data *= config.scale.astype(config.dtype)[X.indices]
+    else:
+        if config.mean is not None:
+            X -= config.mean.astype(config.dtype)
+        X *= config.scale.astype(config.dtype)
     w = w.astype(config.dtype, copy=False)
     return LocalPartition(X, y, w, solver.curvature(X, w, config.fit_intercept))
 
@@ -139,6 +146,8 @@ class Replica:
         self.plan = plan
         self.W = np.zeros((config.num_classes, config.num_features), dtype=dtype)
         self.b = np.zeros(config.num_classes, dtype=dtype)
+        # Sparse SV replicas hold the model as factor * W so that L2 decay costs O(1).
+        self.factor = 1.0
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
         self.step = 0
         self.history: list[float] = []
@@ -165,7 +174,14 @@ class Replica:
                 return  # an earlier step of this round met tol: the rest is discarded
             lr = self.learning_rate(self.step)
             weight = sum(m.weight_sums[j] for m in messages)
-            if messages[0].kind == codec.SV:
+            if messages[0].kind == codec.SV and config.sparse:
+                parts = [m.step_vectors(j) for m in messages]
+                self.factor = solver.apply_sparse_sufficient_vectors(
+                    self.W, self.factor, self.b, np.concatenate([u for u, _ in parts]),
+                    _stack_rows([v for _, v in parts]), weight, lr, config.reg_param,
+                    self.reg_scale, config.fit_intercept,
+                )  # fmt: skip
+            elif messages[0].kind == codec.SV:
                 parts = [m.step_vectors(j) for m in messages]
                 U = np.concatenate([u for u, _ in parts])
                 V = np.concatenate([v for _, v in parts])
@@ -187,10 +203,16 @@ class Replica:
             if self.step % self.plan.steps_per_epoch == 0:
                 self._close_epoch()
 
+    def fold_factor(self) -> None:
+        """Multiply the scalar into ``W`` (in place), leaving ``factor = 1``."""
+        if self.factor != 1.0:
+            self.W *= self.W.dtype.type(self.factor)
+            self.factor = 1.0
+
     def _close_epoch(self) -> None:
         # The epoch objective: the loss each step saw before its update, plus the penalty at
         # the epoch's end. Every replica computes the same number from the same messages.
-        penalty = solver.regularization(self.W, self.config.reg_param, self.reg_scale)
+        penalty = solver.regularization(self.W, self.config.reg_param, self.reg_scale, self.factor)
         self.history.append(self._epoch_loss / max(self._epoch_weight, 1e-300) + penalty)
         self._epoch_loss = self._epoch_weight = 0.0
         if len(self.history) > 1:
@@ -211,14 +233,18 @@ def compute_round(
     """
     config, plan = replica.config, replica.plan
     steps = min(config.sync_interval, replica.total_steps - replica.step)
-    W, b = replica.W, replica.b
+    W, b, factor = replica.W, replica.b, replica.factor
     if steps > 1:
         W, b = W.copy(), b.copy()
+    sparse_sv = config.sparse and config.message_kind == codec.SV
     rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
     for j in range(steps):
         step = replica.step + j
         Xb, yb, wb = data.batch(step, plan, config, rank)
-        U, loss = solver.sufficient_vectors(W, b, Xb, yb, wb)
+        if config.sparse:
+            U, loss = solver.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
+        else:
+            U, loss = solver.sufficient_vectors(W, b, Xb, yb, wb)
         weight = float(wb.sum(dtype=np.float64))
         rows.append(int(Xb.shape[0]))
         weights.append(weight)
@@ -227,19 +253,38 @@ def compute_round(
             Us.append(U)
             Vs.append(Xb)
         else:
-            Gs.append(np.hstack([U.T @ Xb, U.sum(axis=0)[:, None]]))
+            gradient = (Xb.T @ U).T if config.sparse else U.T @ Xb
+            Gs.append(np.hstack([np.asarray(gradient), U.sum(axis=0)[:, None]]))
         if j < steps - 1:
-            solver.apply_sufficient_vectors(
-                W, b, U, Xb, weight * plan.num_workers, replica.learning_rate(step),
-                config.reg_param, replica.reg_scale, config.fit_intercept,
-            )  # fmt: skip
+            own = (weight * plan.num_workers, replica.learning_rate(step), config.reg_param)
+            if sparse_sv:
+                factor = solver.apply_sparse_sufficient_vectors(
+                    W, factor, b, U, Xb, *own, replica.reg_scale, config.fit_intercept
+                )
+            elif config.sparse:
+                solver.apply_gradient(W, b, Gs[-1][:, :-1], Gs[-1][:, -1], *own,
+                                      replica.reg_scale, config.fit_intercept)  # fmt: skip
+            else:
+                solver.apply_sufficient_vectors(
+                    W, b, U, Xb, *own, replica.reg_scale, config.fit_intercept
+                )
     message = codec.RoundMessage(config.message_kind, replica.step, rank, rows, weights, losses)
+    message.num_features = config.num_features
     if config.message_kind == codec.SV:
         message.U = np.concatenate(Us)
-        message.V = np.concatenate(Vs)
+        message.V = _stack_rows(Vs)
     else:
         message.G = np.concatenate(Gs)
     return message
+
+
+def _stack_rows(blocks: list):
+    """Row-wise concatenation of dense or CSR blocks."""
+    if isinstance(blocks[0], np.ndarray):
+        return np.concatenate(blocks)
+    from scipy import sparse
+
+    return sparse.vstack(blocks, format="csr")
 
 
 @dataclass
@@ -285,6 +330,7 @@ class TrainingResult:
 
 
 def _result(replica: Replica, exchange: Exchange, exchanges: int, seconds) -> TrainingResult:
+    replica.fold_factor()
     return TrainingResult(
         W=replica.W,
         b=replica.b,
@@ -422,7 +468,9 @@ def executor_host(address: str) -> str:
 def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) -> LocalPartition:
     """A task's input batches as a standardized :class:`LocalPartition`, in row-id order."""
     batches = list(batches)
-    X, y, w = table_to_arrays(batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype)
+    X, y, w = table_to_arrays(
+        batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse
+    )
     if batches:
         # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
         row_ids = pa.Table.from_batches(batches).column(ROW_ID).to_numpy()

@@ -47,3 +47,18 @@ def test_array_columns_decode_and_report_sizes():
 def test_vector_sizes_of_dense_sparse_and_null_rows():
     column = pa.array([dense([1.0, 2.0]), sparse(5, [1], [1.0]), None], type=VECTOR)
     assert vector_sizes(column).tolist() == [2, 5, -1]
+
+
+def test_csr_decoding_matches_dense_and_drops_explicit_zeros():
+    from svb_spark.data import vectors_to_csr
+
+    expected = np.array([[1.0, 0.0, 3.0], [0.0, 0.0, 5.0], [7.0, 8.0, 0.0]])
+    mixed = pa.array(
+        [dense([1.0, 0.0, 3.0]), sparse(3, [2], [5.0]), sparse(3, [0, 1], [7.0, 8.0])],
+        type=VECTOR,
+    )
+    for column in (mixed, pa.array([r.tolist() for r in expected]), mixed.slice(1)):
+        csr = vectors_to_csr(column, 3, np.float32)
+        np.testing.assert_array_equal(csr.toarray(), expected[3 - len(column) :])
+        assert csr.nnz == np.count_nonzero(expected[3 - len(column) :]) and csr.dtype == np.float32
+    assert vectors_to_csr(mixed.slice(0, 0), 3).shape == (0, 3)

@@ -4,7 +4,9 @@ A message covers the ``R = syncInterval`` consecutive steps a worker took since 
 exchange (R = 1 for exact synchronous SGD) and holds, per step, either
 
 - ``kind="sv"``: the sufficient vectors, column ``u`` (a fixed-size list of K floats per row)
-  and column ``v`` (D floats per row), rows of all R steps stacked; or
+  and either column ``v`` (D floats per row) or, for CSR rows, columns ``v_indices`` and
+  ``v_values`` (one list per row: the list offsets are the CSR indptr), rows of all R steps
+  stacked; or
 - ``kind="dense"``: the baseline's gradient, column ``g``: K rows of D + 1 floats per step (the
   last entry of a row is the intercept gradient).
 
@@ -35,12 +37,14 @@ class RoundMessage:
     weight_sums: list[float]  # per step
     loss_sums: list[float]  # per step
     U: np.ndarray | None = None  # sum(rows) x K, weighted (P - Y)   [kind "sv"]
-    V: np.ndarray | None = None  # sum(rows) x D, standardized rows  [kind "sv"]
+    V: np.ndarray | None = None  # sum(rows) x D, standardized rows, dense or CSR [kind "sv"]
     G: np.ndarray | None = None  # steps*K x (D + 1) gradients       [kind "dense"]
 
     @property
     def steps(self) -> int:
         return len(self.rows)
+
+    num_features: int = 0
 
     def step_vectors(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """(U, V) of the j-th step of this message (kind "sv")."""
@@ -69,9 +73,18 @@ def encode(message: RoundMessage) -> pa.RecordBatch:
         "rows": message.rows,
         "weight_sums": message.weight_sums,
         "loss_sums": message.loss_sums,
+        "num_features": message.num_features,
     }
-    if message.kind == SV:
+    if message.kind == SV and isinstance(message.V, np.ndarray):
         columns = {"u": _fixed_size_list(message.U), "v": _fixed_size_list(message.V)}
+    elif message.kind == SV:
+        V = message.V
+        offsets = pa.array(V.indptr.astype(np.int32))
+        columns = {
+            "u": _fixed_size_list(message.U),
+            "v_indices": pa.ListArray.from_arrays(offsets, pa.array(V.indices.astype(np.int32))),
+            "v_values": pa.ListArray.from_arrays(offsets, pa.array(V.data)),
+        }
     else:
         columns = {"g": _fixed_size_list(message.G)}
     schema = pa.schema(
@@ -88,13 +101,29 @@ def _matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
 
 
+def _csr(indices: pa.Array | pa.ChunkedArray, values: pa.Array | pa.ChunkedArray, header):
+    from scipy import sparse
+
+    if isinstance(indices, pa.ChunkedArray):
+        indices, values = indices.combine_chunks(), values.combine_chunks()
+    indptr = indices.offsets.to_numpy()
+    stored = slice(indptr[0], indptr[-1])
+    return sparse.csr_matrix(
+        (values.values.to_numpy()[stored], indices.values.to_numpy()[stored], indptr - indptr[0]),
+        shape=(len(indices), header.num_features),
+    )
+
+
 def decode(batch: pa.RecordBatch | pa.Table) -> RoundMessage:
     """Inverse of :func:`encode`; accepts the Table a Flight reader returns as well."""
     header = json.loads(batch.schema.metadata[_HEADER_KEY])
     message = RoundMessage(**header)
     if message.kind == SV:
         message.U = _matrix(batch.column("u"))
-        message.V = _matrix(batch.column("v"))
+        if "v" in batch.schema.names:
+            message.V = _matrix(batch.column("v"))
+        else:
+            message.V = _csr(batch.column("v_indices"), batch.column("v_values"), message)
     else:
         message.G = _matrix(batch.column("g"))
     return message
