@@ -29,6 +29,43 @@ def planted(
     return X, y.astype(np.int64)
 
 
+def planted_sparse(
+    rows: int = 20000,
+    num_features: int = 2**18,
+    num_classes: int = 500,
+    nonzeros: int = 56,
+    signal: float = 0.5,
+    seed: int = 0,
+):
+    """Text-like data from a planted sparse linear teacher, as (X CSR, y).
+
+    Every class owns 40 signature features among the hashed ``num_features``. A row of class
+    k draws ``signal * nonzeros`` of its non-zeros from k's signatures and the rest uniformly,
+    with counts as values (like term frequencies), so the teacher "sum of own signatures" is
+    a linear classifier that gets almost every row right.
+    """
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    signatures = rng.choice(num_features, size=(num_classes, 40), replace=False)
+    y = rng.integers(0, num_classes, size=rows)
+    own = int(round(signal * nonzeros))
+    columns = np.concatenate(
+        [
+            signatures[y[:, None], rng.integers(0, 40, size=(rows, own))],
+            rng.integers(0, num_features, size=(rows, nonzeros - own)),
+        ],
+        axis=1,
+    )
+    values = rng.integers(1, 4, size=columns.shape).astype(np.float64)
+    X = sparse.csr_matrix(
+        (values.ravel(), columns.ravel(), np.arange(0, rows * nonzeros + 1, nonzeros)),
+        shape=(rows, num_features),
+    )
+    X.sum_duplicates()
+    return X, y.astype(np.int64)
+
+
 def train_test_split(X, y, test_fraction: float = 0.25, seed: int = 0):
     """Shuffle and split into (X_train, X_test, y_train, y_test)."""
     order = np.random.default_rng(seed).permutation(len(y))
@@ -37,15 +74,57 @@ def train_test_split(X, y, test_fraction: float = 0.25, seed: int = 0):
     return X[train], X[test], y[train], y[test]
 
 
-def to_dataframe(spark, X: np.ndarray, y: np.ndarray, num_partitions: int | None = None):
-    """A DataFrame of (features: vector, label: double), built through Arrow."""
+def to_dataframe(spark, X, y: np.ndarray, num_partitions: int | None = None):
+    """A DataFrame of (features: vector, label: double), built through Arrow.
+
+    ``X`` is a dense array (DenseVectors) or a scipy CSR matrix (SparseVectors).
+    """
     import pandas as pd
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
-    frame = pd.DataFrame(
-        {"features": list(np.asarray(X, dtype=np.float64)), "label": y.astype(float)}
-    )
-    df = spark.createDataFrame(frame, "features array<double>, label double")
-    df = df.withColumn("features", array_to_vector(F.col("features")))
+    if hasattr(X, "indptr"):
+        df = _sparse_dataframe(spark, X, y)
+    else:
+        frame = pd.DataFrame(
+            {"features": list(np.asarray(X, dtype=np.float64)), "label": y.astype(float)}
+        )
+        df = spark.createDataFrame(frame, "features array<double>, label double")
+        df = df.withColumn("features", array_to_vector(F.col("features")))
     return df.repartition(num_partitions) if num_partitions else df
+
+
+def _sparse_dataframe(spark, X, y):
+    """CSR rows as SparseVectors: index/value lists through Arrow, assembled by mapInArrow."""
+    import pyarrow as pa
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    offsets = pa.array(X.indptr.astype(np.int32))
+    table = pa.table(
+        {
+            "indices": pa.ListArray.from_arrays(offsets, pa.array(X.indices.astype(np.int32))),
+            "values": pa.ListArray.from_arrays(offsets, pa.array(X.data.astype(np.float64))),
+            "label": pa.array(y.astype(np.float64)),
+        }
+    )
+    size = X.shape[1]
+    vector_type = pa.struct(
+        [("type", pa.int8()), ("size", pa.int32()), ("indices", pa.list_(pa.int32())),
+         ("values", pa.list_(pa.float64()))]
+    )  # fmt: skip
+
+    def assemble(batches):
+        for batch in batches:
+            n = batch.num_rows
+            vectors = pa.StructArray.from_arrays(
+                [pa.array(np.zeros(n, np.int8)), pa.array(np.full(n, size, np.int32)),
+                 batch.column("indices"), batch.column("values")],
+                fields=list(vector_type),
+            )  # fmt: skip
+            yield pa.RecordBatch.from_arrays(
+                [vectors, batch.column("label")], ["features", "label"]
+            )
+
+    schema = StructType([StructField("features", VectorUDT()), StructField("label", DoubleType())])
+    return spark.createDataFrame(table).mapInArrow(assemble, schema)

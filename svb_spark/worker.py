@@ -13,7 +13,6 @@ mode (:mod:`svb_spark.broadcast`) drives the same :class:`Replica` from the driv
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -426,21 +425,26 @@ def train_in_process(
 
 
 def encode_result(result: TrainingResult) -> Iterator[pa.RecordBatch]:
-    """Rank 0's output rows: W and b as .npy bytes in chunks, the summary as JSON."""
-    for name, array in {"W": result.W, "b": result.b}.items():
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array))
-        yield from result_rows(name, buffer.getvalue())
+    """Rank 0's output rows: W and b as raw bytes in chunks, the shapes and summary as JSON.
+
+    The weights leave straight from the replica's memory, one chunk at a time, so that a
+    worker never holds a second copy of a K x D replica.
+    """
+    arrays = {"W": np.ascontiguousarray(result.W), "b": np.ascontiguousarray(result.b)}
+    for name, array in arrays.items():
+        yield from result_rows(name, memoryview(array).cast("B"))
+    layout = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}
+    yield from result_rows("layout", json.dumps(layout).encode())
     yield from result_rows("summary", json.dumps(result.summary_dict()).encode())
 
 
-def result_rows(part: str, payload: bytes) -> Iterator[pa.RecordBatch]:
-    """``payload`` as (part, seq, data) rows of at most 32 MB each."""
-    chunks = [payload[i : i + _CHUNK_BYTES] for i in range(0, len(payload), _CHUNK_BYTES)]
-    yield pa.RecordBatch.from_pydict(
-        {"part": [part] * len(chunks), "seq": list(range(len(chunks))), "data": chunks},
-        schema=RESULT_SCHEMA,
-    )
+def result_rows(part: str, payload: bytes | memoryview) -> Iterator[pa.RecordBatch]:
+    """``payload`` as (part, seq, data) rows of at most 32 MB each, one batch per row."""
+    for seq, start in enumerate(range(0, max(len(payload), 1), _CHUNK_BYTES)):
+        yield pa.RecordBatch.from_pydict(
+            {"part": [part], "seq": [seq], "data": [bytes(payload[start : start + _CHUNK_BYTES])]},
+            schema=RESULT_SCHEMA,
+        )
 
 
 def collect_parts(rows) -> dict[str, bytes]:
@@ -454,9 +458,15 @@ def collect_parts(rows) -> dict[str, bytes]:
 def decode_result(rows) -> tuple[np.ndarray, np.ndarray, dict]:
     """Inverse of :func:`encode_result` on the collected ``(part, seq, data)`` rows."""
     parts = collect_parts(rows)
-    W = np.load(io.BytesIO(parts["W"]))
-    b = np.load(io.BytesIO(parts["b"]))
-    return W, b, json.loads(parts["summary"])
+    layout = json.loads(parts["layout"])
+    W, b = (
+        np.frombuffer(parts[name], dtype=np.dtype(layout[name][0])).reshape(layout[name][1])
+        for name in ("W", "b")
+    )
+    summary = json.loads(parts["summary"])
+    for worker in summary["workers"]:
+        worker.update(json.loads(parts.get(f"worker{worker['rank']}", b"{}")))
+    return W, b, summary
 
 
 def executor_host(address: str) -> str:
@@ -477,6 +487,17 @@ def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) ->
         order = np.argsort(row_ids, kind="stable")
         X, y, w = X[order], y[order], w[order]
     return prepare_partition(X, y, w, config)
+
+
+def _memory_report(data: LocalPartition) -> dict:
+    """This process's peak resident memory and the size of its training rows, in bytes."""
+    import resource
+
+    X = data.X
+    rows_bytes = X.nbytes if isinstance(X, np.ndarray) else X.data.nbytes + X.indices.nbytes
+    # Linux reports ru_maxrss in KiB.
+    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes)}  # fmt: skip
 
 
 def barrier_training_task(config: TrainingConfig, secret: str):
@@ -517,12 +538,13 @@ def barrier_training_task(config: TrainingConfig, secret: str):
 
             result = train(data, exchange, config, plan, on_epoch=log_epoch)
             result.workers = [
-                {"address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
-                for address, p in zip(addresses, peers)
+                {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
+                for r, (address, p) in enumerate(zip(addresses, peers))
             ]
         finally:
             exchange.close()
         if rank == 0:
             yield from encode_result(result)
+        yield from result_rows(f"worker{rank}", json.dumps(_memory_report(data)).encode())
 
     return task
