@@ -77,9 +77,25 @@ def apply_sufficient_vectors(
     if total_weight <= 0.0 or U.shape[0] == 0:
         return
     scale = W.dtype.type(learning_rate / total_weight)
-    W -= scale * (U.T @ V)
+    _subtract_outer_products(W, scale, U, V)
     if fit_intercept:
         b -= scale * U.sum(axis=0)
+
+
+def _subtract_outer_products(W: np.ndarray, scale, U: np.ndarray, V: np.ndarray) -> None:
+    """``W -= scale * U^T V`` in place with one BLAS gemm (beta = 1), no K x D temporary.
+
+    A C-ordered W is a Fortran-ordered W^T, so gemm accumulates ``-scale * V^T U`` into it.
+    """
+    from scipy.linalg import blas
+
+    gemm = {np.dtype(np.float32): blas.sgemm, np.dtype(np.float64): blas.dgemm}.get(W.dtype)
+    if gemm is None or not W.flags.c_contiguous:
+        W -= scale * (U.T @ V)
+        return
+    updated = gemm(alpha=-scale, a=V.T, b=U, beta=1.0, c=W.T, overwrite_c=True)
+    if not np.shares_memory(updated, W):  # gemm had to copy (unusual strides): write back
+        W[...] = updated.T
 
 
 def objective(

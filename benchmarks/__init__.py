@@ -1,0 +1,1 @@
+"""Benchmarks for svb_spark, measured side by side in one run."""
