@@ -37,6 +37,7 @@ from svb_spark.worker import (
     compute_round,
     decode_result,
     encode_result,
+    initial_weights,
     load_partition,
     make_plan,
     result_rows,
@@ -91,6 +92,7 @@ def _round_task(
     log: list,  # Broadcasts of each round's messages since the checkpoint, in round order
     emit_checkpoint: bool,
     forget_replica: bool,
+    initial=None,  # warm start (W, b): None, a tuple or a Broadcast of one
 ):
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -104,7 +106,10 @@ def _round_task(
         if replica is None or applied < base:
             # A miss: start from the checkpoint and replay the log like every other replica.
             applied = base
-            replica = Replica(config, plan) if state is None else pickle.loads(state)
+            if state is None:
+                replica = Replica(config, plan, initial_weights(initial))
+            else:
+                replica = pickle.loads(state)
         for round_messages in log[applied - base :]:
             replica.apply_round([codec.decode(codec.from_ipc(m)) for m in round_messages.value])
         _REPLICAS[fit_id] = (round_index, replica)
@@ -135,12 +140,18 @@ def checkpoint_due(log_bytes: int, replica_bytes: int) -> bool:
 
 
 def fit_by_broadcast(
-    spark, training, config: TrainingConfig, fit_id: str, forget_replicas: bool = False
+    spark,
+    training,
+    config: TrainingConfig,
+    fit_id: str,
+    forget_replicas: bool = False,
+    initial=None,
 ) -> tuple[TrainingResult, Plan]:
     """Train over ``training`` (one partition per worker) with one Spark job per exchange.
 
     ``forget_replicas`` makes every task drop its cached replica first, forcing the rebuild
     path (checkpoint + log) on every round; tests use it to show that path is exact.
+    ``initial`` is the warm start (W, b) in the standardized space, or a Broadcast of it.
     """
     try:
         sc = spark.sparkContext
@@ -168,7 +179,7 @@ def fit_by_broadcast(
             started = time.perf_counter()
             task = _round_task(
                 config, plan, fit_id, round_index, checkpoint, list(log), emit_checkpoint,
-                forget_replicas,
+                forget_replicas, initial,
             )  # fmt: skip
             rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
             seconds["rounds"] += time.perf_counter() - started

@@ -15,7 +15,7 @@ import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.classification import ProbabilisticClassificationModel, ProbabilisticClassifier
 from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
 from svb_spark import solver
 from svb_spark.broadcast import fit_by_broadcast
@@ -28,11 +28,15 @@ from svb_spark.params import (
     validate_param_values,
 )
 from svb_spark.persistence import SVBModelReadable, SVBModelWritable
+from svb_spark.progress import ProgressDisplay, ProgressServer
 from svb_spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
     check_replica_fits,
     default_parallelism,
+    job_group,
+    spark_conf,
+    spark_context,
 )
 from svb_spark.summary import SVBLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
 from svb_spark.worker import (
@@ -71,8 +75,14 @@ class SVBLogisticRegression(
     Params follow :class:`pyspark.ml.classification.LogisticRegression` (``maxIter`` counts
     epochs, ``regParam`` is the L2 strength, ``standardization`` is on by default and the
     coefficients are returned for the original features) plus ``batchSize``, ``numWorkers``,
-    ``numClasses``, ``exchange``, ``dtype`` and ``exchangeTimeout``. ``stepSize`` is relative to
-    the data's curvature, so the default 1.0 needs no tuning.
+    ``numClasses``, ``exchange``, ``dtype``, ``exchangeTimeout``, ``syncInterval`` and
+    ``initialModel`` (a warm start). ``stepSize`` is relative to the data's curvature, so the
+    default 1.0 needs no tuning.
+
+    During ``fit`` rank 0 reports every epoch (objective, rows/s, bytes) to the driver, which
+    shows it as log lines of the ``svb_spark`` logger, or as one display updated in place in a
+    notebook; the Spark jobs run under a job group whose description names the fit, and a
+    KeyboardInterrupt cancels them.
 
     Examples
     --------
@@ -94,6 +104,9 @@ class SVBLogisticRegression(
     # Makes every broadcast-mode task drop its cached replica, so that each round takes the
     # rebuild path (checkpoint + log); tests set it to show that path gives the same model.
     _forget_replicas = False
+    # Called on the driver with every progress message (a dict), after the display; tests use
+    # it to observe a running fit.
+    _on_progress = None
 
     @keyword_only
     def __init__(
@@ -120,6 +133,7 @@ class SVBLogisticRegression(
         dtype: str = "float32",
         exchangeTimeout: float = 120.0,
         syncInterval: int = 1,
+        initialModel=None,
     ) -> None:
         super().__init__()
         kwargs = self._input_kwargs
@@ -150,6 +164,7 @@ class SVBLogisticRegression(
         dtype: str = "float32",
         exchangeTimeout: float = 120.0,
         syncInterval: int = 1,
+        initialModel=None,
     ) -> SVBLogisticRegression:
         """Sets params for this estimator; see the class docstring."""
         kwargs = self._input_kwargs
@@ -200,6 +215,16 @@ class SVBLogisticRegression(
     def setExchangeTimeout(self, value: float) -> SVBLogisticRegression:
         return self._set(exchangeTimeout=value)
 
+    def setInitialModel(self, value) -> SVBLogisticRegression:
+        """Warm-start from ``value``: an SVB or MLlib LogisticRegressionModel, or a saved
+        SVBLogisticRegressionModel's path."""
+        return self._set(initialModel=value)
+
+    def write(self):
+        """A params writer that leaves out an ``initialModel`` given as a model object (only a
+        path can be written as JSON metadata)."""
+        return _EstimatorWriter(self)
+
     def _weight_column(self) -> str | None:
         if self.isDefined(self.weightCol) and self.getWeightCol():
             return self.getWeightCol()
@@ -237,16 +262,37 @@ class SVBLogisticRegression(
         config = self._training_config(stats)
         mode, predictions = self._exchange_mode(config, num_workers, stats)
         config = dataclasses.replace(config, message_kind=DENSE if mode == "dense" else SV)
+        initial = self._initial_weights(config)
         training = _training_frame(dataset, features, label, weight, num_workers)
-        if mode == "broadcast":
-            result, _ = fit_by_broadcast(
-                spark, training, config, secrets.token_hex(8), self._forget_replicas
-            )
-            W_std, b_std, record = result.W, result.b, result.summary_dict()
-        else:
-            task = barrier_training_task(config, secrets.token_urlsafe(32))
-            rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
-            W_std, b_std, record = decode_result([(r.part, r.seq, r.data) for r in rows])
+        description = (
+            f"{type(self).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
+            f"features, {num_workers} workers"
+        )
+        sc = spark_context(spark)
+        # Classic mode: the warm start travels once per executor by TorrentBroadcast instead of
+        # inside every task's closure. Spark Connect has no SparkContext: closure it is.
+        shipped = sc.broadcast(initial) if sc is not None and initial is not None else initial
+        secret = secrets.token_urlsafe(32)
+        try:
+            with (
+                job_group(spark, description),
+                _progress_listener(
+                    spark, secret, description, self._on_progress, mode != "broadcast"
+                ) as progress,
+            ):
+                if mode == "broadcast":
+                    result, _ = fit_by_broadcast(
+                        spark, training, config, secrets.token_hex(8), self._forget_replicas,
+                        shipped,
+                    )  # fmt: skip
+                    W_std, b_std, record = result.W, result.b, result.summary_dict()
+                else:
+                    task = barrier_training_task(config, secret, shipped, progress)
+                    rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
+                    W_std, b_std, record = decode_result([(r.part, r.seq, r.data) for r in rows])
+        finally:
+            if shipped is not initial:
+                shipped.destroy()
         trained = time.perf_counter()
 
         W, b = solver.unstandardize(W_std, b_std, config.mean, config.scale)
@@ -275,6 +321,32 @@ class SVBLogisticRegression(
                 stacklevel=3,  # the caller of Estimator.fit
             )
         return model
+
+    def _initial_weights(self, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray] | None:
+        """initialModel's (W, b) mapped into the standardized space training runs in, or None.
+
+        Training sees ``(x - mean) * scale``, so ``W x + b = (W / scale) x_std + (b + W mean)``;
+        columns of constant features (scale 0) start at zero, as they stay in training.
+        """
+        if not self.isDefined(self.initialModel) or self.getInitialModel() is None:
+            return None
+        W, b = _model_weights(self.getInitialModel())
+        expected = (config.num_classes, config.num_features)
+        if W.shape != expected:
+            raise ValueError(
+                f"The 'initialModel' parameter of {type(self).__name__} has {W.shape[0]} classes "
+                f"x {W.shape[1]} features but the data has {expected[0]} classes x "
+                f"{expected[1]} features; give a model trained on data of the same shape (set "
+                "numClasses if the labels do not reach the model's largest class)."
+            )
+        W_std = np.divide(W, config.scale, out=np.zeros_like(W), where=config.scale > 0)
+        if not config.fit_intercept:
+            b_std = np.zeros_like(b)
+        elif config.mean is not None:
+            b_std = b + W @ config.mean
+        else:
+            b_std = b.copy()
+        return W_std, b_std
 
     def _exchange_mode(self, config: TrainingConfig, num_workers: int, stats):
         """The mode in force ("auto" resolved) and the per-step byte predictions of each."""
@@ -315,6 +387,61 @@ class SVBLogisticRegression(
             sync_interval=self.getSyncInterval(),
             sparse=sparse,
         )
+
+
+class _EstimatorWriter(DefaultParamsWriter):
+    def saveImpl(self, path: str) -> None:
+        params = {
+            param.name: value
+            for param, value in self.instance._paramMap.items()
+            if param.name != "initialModel" or isinstance(value, str)
+        }
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, paramMap=params)
+
+
+def _model_weights(model) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) as float64 K x D and K arrays of an SVB model, an MLlib model or a saved path."""
+    if isinstance(model, str):
+        model = SVBLogisticRegressionModel.load(model)
+    if isinstance(model, SVBLogisticRegressionModel):
+        return model._W.copy(), model._b.copy()
+    W = model.coefficientMatrix.toArray().astype(np.float64)
+    b = model.interceptVector.toArray().astype(np.float64)
+    if model.numClasses == 2 and W.shape[0] == 1:
+        # MLlib's binomial model, sigmoid(w x + c), is the softmax of margins (0, w x + c).
+        W = np.vstack([np.zeros_like(W), W])
+        b = np.array([0.0, b[0]])
+    return W, b
+
+
+class _progress_listener:
+    """Context manager: the driver's progress listener address, or None where there is none.
+
+    Only classic mode has one (Spark Connect's tasks cannot be assumed to reach the client,
+    and their lines stay in the executor logs). A listener that cannot bind is not an error.
+    """
+
+    def __init__(self, spark, secret, description, on_progress, wanted: bool) -> None:
+        self._server = None
+        if not wanted or spark_context(spark) is None:
+            return
+        host = spark_conf(spark, "spark.driver.host") or "127.0.0.1"
+        try:
+            display = ProgressDisplay(description, on_progress)
+            self._server = ProgressServer(host, secret, display)
+        except OSError as error:
+            import logging
+
+            logging.getLogger("svb_spark").warning(
+                "no live progress: cannot listen on %s (%s)", host, error
+            )
+
+    def __enter__(self) -> tuple[str, int] | None:
+        return None if self._server is None else self._server.address
+
+    def __exit__(self, *exc_info) -> None:
+        if self._server is not None:
+            self._server.close()
 
 
 def _training_frame(dataset, features: str, label: str, weight: str | None, num_workers: int):
@@ -457,6 +584,51 @@ class SVBLogisticRegressionModel(
 
     def _model_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self._W, self._b
+
+    def toMLlib(self):
+        """This model as a native ``pyspark.ml.classification.LogisticRegressionModel``.
+
+        The MLlib model is multinomial with the same coefficients, intercepts and column
+        params, so it predicts the same classes and probabilities and can be saved for JVM
+        pipelines and serving. Classic mode only: it is built in the driver's JVM.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyspark.ml.linalg import Vectors
+        >>> model = SVBLogisticRegressionModel(np.array([[1.0, -1.0], [-1.0, 1.0]]), np.zeros(2))
+        >>> mllib = model.toMLlib()
+        >>> mllib.numClasses, mllib.predict(Vectors.dense([0.0, 3.0]))
+        (2, 1.0)
+        """
+        from pyspark import SparkContext
+        from pyspark.ml.classification import LogisticRegressionModel
+        from pyspark.ml.common import _py2java
+
+        sc = SparkContext._active_spark_context
+        if sc is None:
+            raise RuntimeError(
+                "toMLlib() builds the model in the driver's JVM and needs a classic "
+                "SparkSession (with a SparkContext); Spark Connect has none. Save this model "
+                "and rebuild it where a classic session runs."
+            )
+        java_class = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel
+        # The Scala constructor is private[spark], but public in the bytecode py4j calls.
+        java_model = java_class(
+            self.uid,
+            _py2java(sc, self.coefficientMatrix),
+            _py2java(sc, self.interceptVector),
+            self.numClasses,
+            True,  # isMultinomial: softmax over all K rows, as this model predicts
+        )
+        mllib = LogisticRegressionModel(java_model)
+        mllib._resetUid(self.uid)
+        for name in ("featuresCol", "predictionCol", "probabilityCol", "rawPredictionCol"):
+            mllib._set(**{name: self.getOrDefault(name)})
+        if self._thresholds():
+            mllib._set(thresholds=self._thresholds())
+        mllib._transfer_params_to_java()
+        return mllib
 
     @classmethod
     def _from_arrays(cls, W: np.ndarray, b: np.ndarray) -> SVBLogisticRegressionModel:

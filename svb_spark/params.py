@@ -127,8 +127,32 @@ class _SVBLogisticRegressionParams(
         return self.getOrDefault(self.exchangeTimeout)
 
 
+def _to_initial_model(value):
+    """TypeConverter of initialModel: a fitted model, or the path of a saved one."""
+    from pyspark.ml.classification import LogisticRegressionModel
+
+    from svb_spark.classification import SVBLogisticRegressionModel
+
+    if isinstance(value, (str, SVBLogisticRegressionModel, LogisticRegressionModel)):
+        return value
+    raise TypeError(
+        "initialModel must be an SVBLogisticRegressionModel, a "
+        "pyspark.ml.classification.LogisticRegressionModel, or the path of a saved "
+        f"SVBLogisticRegressionModel; got {type(value).__name__}."
+    )
+
+
 class _SVBEstimatorParams(_SVBLogisticRegressionParams):
     """Params of the estimator only: the model reports its class count as a property."""
+
+    initialModel: Param = Param(
+        Params._dummy(),
+        "initialModel",
+        "model whose coefficients and intercepts start the fit (warm start): an "
+        "SVBLogisticRegressionModel, an MLlib LogisticRegressionModel, or the path of a saved "
+        "SVBLogisticRegressionModel; its shape must match the data's classes x features.",
+        typeConverter=_to_initial_model,
+    )
 
     numClasses: Param[int] = Param(
         Params._dummy(),
@@ -144,6 +168,10 @@ class _SVBEstimatorParams(_SVBLogisticRegressionParams):
     def getNumClasses(self) -> int:
         """Gets the value of numClasses or its default value."""
         return self.getOrDefault(self.numClasses)
+
+    def getInitialModel(self):
+        """Gets the value of initialModel (unset by default)."""
+        return self.getOrDefault(self.initialModel)
 
 
 # (param name, predicate, what the value must be)

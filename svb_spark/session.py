@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 MIN_JAVA = 17
 
@@ -77,12 +80,65 @@ def local_session(master: str = "local[2]", app_name: str = "svb_spark", **conf:
     return spark
 
 
+def spark_context(spark):
+    """The session's SparkContext, or None on Spark Connect (which has none)."""
+    try:
+        return spark.sparkContext
+    except Exception:
+        return None
+
+
+_JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
+
+
+@contextmanager
+def job_group(spark, description: str) -> Iterator[str]:
+    """Run the block's Spark jobs under a fresh job group labelled ``description``.
+
+    The Spark UI then says what is running, and a KeyboardInterrupt in the block cancels
+    exactly these jobs (interrupting their tasks) before it propagates. The caller's own job
+    group, if any, is restored afterwards. On Spark Connect the jobs get an operation tag
+    instead, which ``interruptTag`` cancels the same way. Yields the group id (or tag).
+    """
+    group = f"svb_spark-{secrets.token_hex(8)}"
+    sc = spark_context(spark)
+    if sc is None:
+        try:
+            spark.addTag(group)
+        except Exception:  # a Connect client without tags: nothing to label or cancel
+            yield group
+            return
+        try:
+            yield group
+        except KeyboardInterrupt:
+            spark.interruptTag(group)
+            raise
+        finally:
+            spark.removeTag(group)
+        return
+    previous = {key: sc.getLocalProperty(key) for key in _JOB_PROPERTIES}
+    sc.setJobGroup(group, description, interruptOnCancel=True)
+    try:
+        yield group
+    except KeyboardInterrupt:
+        sc.cancelJobGroup(group)
+        raise
+    finally:
+        for key, value in previous.items():
+            sc.setLocalProperty(key, value)
+
+
 def default_parallelism(spark) -> int:
     """The session's default parallelism (what ``numWorkers=0`` means)."""
-    try:
-        return int(spark.sparkContext.defaultParallelism)
-    except Exception:  # Spark Connect has no SparkContext
-        return int(spark.conf.get("spark.default.parallelism", "2"))
+    sc = spark_context(spark)
+    if sc is not None:
+        return int(sc.defaultParallelism)
+    # Spark Connect: the conf if set, else the core count of a local[N] master, else 2.
+    configured = spark.conf.get("spark.default.parallelism", None)
+    if configured:
+        return int(configured)
+    match = re.fullmatch(r"local\[(\d+)(?:,\d+)?\]", spark.conf.get("spark.master", "") or "")
+    return int(match.group(1)) if match else 2
 
 
 def available_task_slots(spark) -> int | None:
@@ -91,8 +147,11 @@ def available_task_slots(spark) -> int | None:
     A barrier stage needs one free slot per worker; asking Spark the same question its
     scheduler asks lets the fit fail at once instead of waiting for slots that never come.
     """
+    sc = spark_context(spark)
+    if sc is None:
+        return None  # Spark Connect cannot tell; the barrier stage then waits for slots
     try:
-        jsc = spark.sparkContext._jsc.sc()
+        jsc = sc._jsc.sc()
         profile = jsc.resourceProfileManager().defaultResourceProfile()
         return int(jsc.maxNumConcurrentTasks(profile))
     except Exception:
@@ -105,10 +164,13 @@ def spark_conf(spark, key: str, default: str | None = None) -> str | None:
     ``spark.conf`` only mirrors core keys as they were at start-up, so read the SparkContext's
     own conf where there is one (classic mode) and fall back to ``spark.conf`` on Spark Connect.
     """
+    sc = spark_context(spark)
+    if sc is not None:
+        return sc.getConf().get(key, default)
     try:
-        return spark.sparkContext.getConf().get(key, default)
-    except Exception:  # Spark Connect has no SparkContext
         return spark.conf.get(key, default)
+    except Exception:  # a Connect server that hides the key
+        return default
 
 
 def _is_local_master(master: str) -> bool:

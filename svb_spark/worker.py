@@ -139,12 +139,24 @@ class Replica:
     replica stops after the same step without further communication.
     """
 
-    def __init__(self, config: TrainingConfig, plan: Plan) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        plan: Plan,
+        initial: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         dtype = np.dtype(config.dtype)
         self.config = config
         self.plan = plan
-        self.W = np.zeros((config.num_classes, config.num_features), dtype=dtype)
-        self.b = np.zeros(config.num_classes, dtype=dtype)
+        shape = (config.num_classes, config.num_features)
+        if initial is None:
+            self.W = np.zeros(shape, dtype=dtype)
+            self.b = np.zeros(config.num_classes, dtype=dtype)
+        else:
+            # A warm start, already in the standardized space; copied, since W is updated in
+            # place and the initial arrays may be a broadcast value shared by the process.
+            self.W = np.array(initial[0], dtype=dtype).reshape(shape)
+            self.b = np.array(initial[1], dtype=dtype).reshape(config.num_classes)
         # Sparse SV replicas hold the model as factor * W so that L2 decay costs O(1).
         self.factor = 1.0
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
@@ -353,13 +365,15 @@ def train(
     plan: Plan,
     on_exchange: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    initial: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainingResult:
-    """Run SVB SGD from zero weights; every worker calls this with its own data.
+    """Run SVB SGD from zero weights, or from ``initial`` (W, b in the standardized space);
+    every worker calls this with its own data and the same ``initial``.
 
     ``on_exchange(step, W, b)`` sees the replica after every exchange and ``on_epoch(epoch,
     objective)`` after every epoch.
     """
-    replica = Replica(config, plan)
+    replica = Replica(config, plan, initial)
     seconds = dict.fromkeys(["compute", "encode", "exchange", "decode", "apply"], 0.0)
     exchanges = 0
     while not replica.done:
@@ -390,6 +404,7 @@ def train_in_process(
     partitions: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     config: TrainingConfig,
     on_exchange: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
+    initial: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[TrainingResult]:
     """Train with one thread per partition over a :class:`LocalExchangeGroup`.
 
@@ -410,7 +425,9 @@ def train_in_process(
                 on_exchange(rank, step, W, b)
 
         try:
-            results[rank] = train(prepared[rank], group.member(rank), config, plan, observer)
+            results[rank] = train(
+                prepared[rank], group.member(rank), config, plan, observer, initial=initial
+            )
         except BaseException as error:  # surfaced in the caller's thread below
             errors.append(error)
 
@@ -500,18 +517,33 @@ def _memory_report(data: LocalPartition) -> dict:
             "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes)}  # fmt: skip
 
 
-def barrier_training_task(config: TrainingConfig, secret: str):
+def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (W, b) a fit starts from: None, a tuple, or a Spark Broadcast of a tuple."""
+    if initial is None or isinstance(initial, tuple):
+        return initial
+    return initial.value  # a Broadcast: fetched once per Python worker, peer to peer
+
+
+def barrier_training_task(
+    config: TrainingConfig,
+    secret: str,
+    initial=None,
+    progress: tuple[str, int] | None = None,
+):
     """The function ``mapInArrow(..., barrier=True)`` runs in every task (p2p and dense).
 
-    It captures only ``config`` and ``secret``. Each task loads its partition, starts a Flight
-    server on its executor's own host, swaps locations, row counts and curvatures with one
-    ``allGather`` (about a second, paid once per fit), then trains over the mesh.
+    It captures only ``config``, ``secret``, the warm start ``initial`` (None, a (W, b) tuple
+    or a Broadcast of one) and the driver's progress listener address (None on Spark Connect).
+    Each task loads its partition, starts a Flight server on its executor's own host, swaps
+    locations, row counts and curvatures with one ``allGather`` (about a second, paid once per
+    fit), then trains over the mesh. Rank 0 logs every epoch and reports it to the driver.
     """
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
 
         from svb_spark.exchange.flight import FlightMeshExchange
+        from svb_spark.progress import ProgressReporter
 
         context = BarrierTaskContext.get()
         rank = context.partitionId()
@@ -519,8 +551,10 @@ def barrier_training_task(config: TrainingConfig, secret: str):
         addresses = [info.address for info in context.getTaskInfos()]
         host = executor_host(addresses[rank])
         data = load_partition(batches, config)
+        start = initial_weights(initial)
 
         exchange = FlightMeshExchange(rank, len(addresses), host, secret, config.exchange_timeout)
+        reporter = None
         try:
             hello = {
                 "location": exchange.location,
@@ -531,18 +565,41 @@ def barrier_training_task(config: TrainingConfig, secret: str):
             peers = [json.loads(m) for m in context.allGather(json.dumps(hello))]
             exchange.connect([p["location"] for p in peers])
             plan = make_plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
+            if rank == 0 and progress is not None:
+                reporter = ProgressReporter(progress, secret)
+            epoch_rows = sum(p["rows"] for p in peers)
+            clock = [time.perf_counter()]
 
             def log_epoch(epoch: int, objective: float) -> None:
-                if rank == 0:
-                    logger.info("epoch %d objective %.6f", epoch + 1, objective)
+                if rank != 0:
+                    return
+                now = time.perf_counter()
+                elapsed, clock[0] = now - clock[0], now
+                message = {
+                    "epoch": epoch + 1,
+                    "epochs": config.max_iter,
+                    "objective": objective,
+                    "rows_per_second": epoch_rows / max(elapsed, 1e-9),
+                    "bytes_sent": exchange.payload_sent + exchange.framing_sent,
+                    "bytes_received": exchange.payload_received + exchange.framing_received,
+                }
+                logger.info(
+                    "epoch %d/%d objective %.6f %.0f rows/s %d bytes sent",
+                    message["epoch"], config.max_iter, objective,
+                    message["rows_per_second"], message["bytes_sent"],
+                )  # fmt: skip
+                if reporter is not None:
+                    reporter.send(message)
 
-            result = train(data, exchange, config, plan, on_epoch=log_epoch)
+            result = train(data, exchange, config, plan, on_epoch=log_epoch, initial=start)
             result.workers = [
                 {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
                 for r, (address, p) in enumerate(zip(addresses, peers))
             ]
         finally:
             exchange.close()
+            if reporter is not None:
+                reporter.close()
         if rank == 0:
             yield from encode_result(result)
         yield from result_rows(f"worker{rank}", json.dumps(_memory_report(data)).encode())

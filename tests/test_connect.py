@@ -1,0 +1,48 @@
+"""Spark Connect parity: the p2p fit, transform, save and load need no SparkContext."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def _connect_available() -> str | None:
+    try:
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies()
+    except Exception as error:  # grpcio and friends: pip install ".[test]"
+        return f"Spark Connect client dependencies missing: {error}"
+    return None
+
+
+def test_fit_transform_save_load_over_spark_connect():
+    missing = _connect_available()
+    if missing:
+        pytest.skip(missing)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
+    completed = subprocess.run(
+        [sys.executable, str(HERE / "connect_job.py")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=HERE.parent,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    out = json.loads(lines[-1].removeprefix("RESULT "))
+    assert out["task_slots"] is None and out["default_parallelism"] == 2
+    history = out["history"]
+    assert len(history) == 5 and history[-1] < history[0]
+    assert out["accuracy"] > 0.7
+    assert out["same_coefficients"] and out["same_predictions"]
+    assert out["evaluate_accuracy"] == pytest.approx(out["accuracy"])
+    assert out["warm_first_objective"] < history[0]
+    assert "classic SparkSession" in out["to_mllib_error"]
+    assert "needs a SparkContext" in out["broadcast_error"]
