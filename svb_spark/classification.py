@@ -601,11 +601,14 @@ class SVBLogisticRegressionModel(
         >>> mllib.numClasses, mllib.predict(Vectors.dense([0.0, 3.0]))
         (2, 1.0)
         """
-        from pyspark import SparkContext
         from pyspark.ml.classification import LogisticRegressionModel
         from pyspark.ml.common import _py2java
+        from pyspark.sql import SparkSession
 
-        sc = SparkContext._active_spark_context
+        # The active session, not SparkContext._active_spark_context: a local Spark Connect
+        # server runs a SparkContext in this very process, but its client session has none.
+        active = SparkSession.getActiveSession()
+        sc = None if active is None else spark_context(active)
         if sc is None:
             raise RuntimeError(
                 "toMLlib() builds the model in the driver's JVM and needs a classic "

@@ -205,21 +205,7 @@ def spark_session(master: str | None, app_name: str):
         spark = SparkSession.builder.appName(app_name).getOrCreate()
     else:
         spark = local_session(master or DEFAULT_MASTER, app_name=app_name)
-    _avoid_columnar_udf_input(spark)
     return spark
-
-
-# Spark 4.3 feeds pandas UDFs columnar batches from the Parquet reader, converting every column
-# of the scan; it has no converter for vector columns (UDT), so scoring Parquet data with a
-# features vector fails with UNSUPPORTED_DATATYPE in plans such as an aggregation.
-COLUMNAR_UDF_INPUT = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
-
-
-def _avoid_columnar_udf_input(spark) -> None:
-    try:
-        spark.conf.set(COLUMNAR_UDF_INPUT, "false")
-    except Exception:  # a Spark without the key, or a service that forbids setting it
-        pass
 
 
 def _local_path(path: str) -> str | None:

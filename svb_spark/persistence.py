@@ -3,7 +3,8 @@
 ``path/metadata`` holds the params as ``DefaultParamsWriter`` writes them; ``path/data`` is a
 Parquet table with one row per class (classIndex, intercept, coefficients), so a model with
 thousands of classes and millions of features is written in parallel-friendly pieces and never
-needs one giant row. Only the DataFrame API is used, so this works without a SparkContext.
+needs one giant row. Only the DataFrame API is used, so this works without a SparkContext
+(on Spark Connect, ``overwrite()`` can only clear local paths).
 """
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ class SVBModelWriter(MLWriter):
     def __init__(self, instance) -> None:
         super().__init__()
         self.instance = instance
+
+    def _handleOverwrite(self, path: str) -> None:
+        # MLWriter's own overwrite calls into the JVM, which Spark Connect clients cannot;
+        # there the directory is removed through the filesystem instead (local paths only).
+        from svb_spark.session import spark_context
+
+        spark = _session()
+        if spark_context(spark) is not None:
+            super()._handleOverwrite(path)
+        else:
+            _remove(spark, path)
 
     def saveImpl(self, path: str) -> None:
         spark = _session()

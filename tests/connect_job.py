@@ -29,7 +29,7 @@ out["task_slots"] = available_task_slots(spark)
 
 X, y, _ = planted(n=300)
 df = to_frame(spark, X, y)
-model = SVBLogisticRegression(numWorkers=2, maxIter=5, dtype="float64").fit(df)
+model = SVBLogisticRegression(numWorkers=2, maxIter=3, dtype="float64").fit(df)
 out["history"] = model.summary.objectiveHistory
 out["accuracy"] = model.summary.accuracy
 predicted = np.array([r.prediction for r in model.transform(df).select("prediction").collect()])
