@@ -221,3 +221,42 @@ def test_estimator_with_an_initial_model_saves_its_other_params(digits_model, tm
     by_path.write().overwrite().save(str(tmp_path / "estimator2"))
     reloaded = SVBLogisticRegression.load(str(tmp_path / "estimator2"))
     assert reloaded.getInitialModel() == str(tmp_path / "model")
+
+
+def test_notebook_progress_updates_one_display_in_place(monkeypatch):
+    import IPython.display
+
+    from svb_spark import progress
+
+    class Handle:
+        def __init__(self, text):
+            self.texts = [text]
+
+        def update(self, text):
+            self.texts.append(text)
+
+    handles = []
+
+    def fake_display(obj, display_id=False):
+        assert display_id is True
+        handles.append(Handle(obj))
+        return handles[-1]
+
+    monkeypatch.setattr(progress, "_in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    display = progress.ProgressDisplay("SVBLogisticRegression.fit: 3 classes x 2 features")
+    for epoch in (1, 2):
+        display(
+            {
+                "epoch": epoch,
+                "epochs": 2,
+                "objective": 0.5 / epoch,
+                "rows_per_second": 1000.0,
+                "bytes_sent": 2048 * epoch,
+            }  # fmt: skip
+        )
+    assert len(handles) == 1
+    assert handles[0].texts[-1] == (
+        "SVBLogisticRegression.fit: 3 classes x 2 features: epoch 2/2  objective 0.250000  "
+        "1,000 rows/s  4,096 bytes sent"
+    )
