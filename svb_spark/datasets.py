@@ -35,14 +35,16 @@ def planted_sparse(
     num_classes: int = 500,
     nonzeros: int = 56,
     signal: float = 0.5,
+    vocabulary: int = 20000,
     seed: int = 0,
 ):
     """Text-like data from a planted sparse linear teacher, as (X CSR, y).
 
     Every class owns 40 signature features among the hashed ``num_features``. A row of class
-    k draws ``signal * nonzeros`` of its non-zeros from k's signatures and the rest uniformly,
-    with counts as values (like term frequencies), so the teacher "sum of own signatures" is
-    a linear classifier that gets almost every row right.
+    k draws ``signal * nonzeros`` of its non-zeros from k's signatures and the rest from a
+    shared ``vocabulary`` of common features, with counts as values (like term frequencies),
+    so the teacher "sum of own signatures" is a linear classifier that gets almost every row
+    right, while the common features, like common words, carry no class information.
     """
     from scipy import sparse
 
@@ -53,7 +55,9 @@ def planted_sparse(
     columns = np.concatenate(
         [
             signatures[y[:, None], rng.integers(0, 40, size=(rows, own))],
-            rng.integers(0, num_features, size=(rows, nonzeros - own)),
+            rng.choice(num_features, size=vocabulary, replace=False)[
+                rng.integers(0, vocabulary, size=(rows, nonzeros - own))
+            ],
         ],
         axis=1,
     )

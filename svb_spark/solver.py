@@ -121,8 +121,18 @@ def regularization(
     """
     if reg_param == 0.0:
         return 0.0
-    scale = np.asarray(reg_scale, dtype=np.float64)
-    total = sum(float(np.dot(row * scale, row)) for row in W.astype(np.float64, copy=False))
+    # Walk the contiguous axis in blocks: a sparse replica is stored feature-major (D x K).
+    feature_major = not W.flags.c_contiguous and W.T.flags.c_contiguous
+    rows = W.T if feature_major else W
+    scale = np.broadcast_to(np.asarray(reg_scale, dtype=np.float64), (W.shape[1],))
+    total = 0.0
+    for start in range(0, rows.shape[0], 1024):
+        block = rows[start : start + 1024].astype(np.float64)
+        squares = np.einsum("ij,ij->i", block, block) if feature_major else block * block
+        if feature_major:
+            total += float(squares @ scale[start : start + 1024])
+        else:
+            total += float((squares * scale).sum())
     return 0.5 * reg_param * factor * factor * total
 
 
@@ -254,6 +264,11 @@ def apply_gradient(
 _MIN_FACTOR = 1e-6
 
 
+def feature_major_zeros(num_classes: int, num_features: int, dtype) -> np.ndarray:
+    """A K x D zero matrix stored feature-major, the layout sparse updates want."""
+    return np.zeros((num_features, num_classes), dtype=dtype).T
+
+
 def _batch_columns(X):
     """The distinct columns of a CSR batch and the batch with its columns renumbered to them."""
     from scipy import sparse
@@ -267,9 +282,13 @@ def _batch_columns(X):
 
 
 def sparse_raw_margins(W: np.ndarray, b: np.ndarray, X, factor: float = 1.0) -> np.ndarray:
-    """Class scores ``X (factor W)^T + b`` of CSR rows, reading only the columns they use."""
+    """Class scores ``X (factor W)^T + b`` of CSR rows, reading only the columns they use.
+
+    Fastest when W is a view of a feature-major (D x K) array, see :func:`feature_major_zeros`:
+    the columns of a batch are then contiguous rows of ``W.T``, not K scattered reads each.
+    """
     columns, local = _batch_columns(X)
-    return np.asarray(local @ W[:, columns].T) * W.dtype.type(factor) + b
+    return np.asarray(local @ W.T[columns]) * W.dtype.type(factor) + b
 
 
 def sparse_sufficient_vectors(
@@ -320,8 +339,8 @@ def apply_sparse_sufficient_vectors(
     step = learning_rate / total_weight
     if V.nnz:
         columns, local = _batch_columns(V)
-        gradient = np.asarray(local.T @ U).T  # K x (columns in the batch)
-        W[:, columns] -= W.dtype.type(step / factor) * gradient
+        gradient = np.asarray(local.T @ U)  # (columns in the batch) x K
+        W.T[columns] -= W.dtype.type(step / factor) * gradient
     if fit_intercept:
         b -= W.dtype.type(step) * U.sum(axis=0)
     return factor

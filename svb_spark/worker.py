@@ -149,14 +149,17 @@ class Replica:
         self.config = config
         self.plan = plan
         shape = (config.num_classes, config.num_features)
-        if initial is None:
-            self.W = np.zeros(shape, dtype=dtype)
-            self.b = np.zeros(config.num_classes, dtype=dtype)
+        # Sparse updates touch a few features of every class: store W feature-major for them.
+        if config.sparse and config.message_kind == codec.SV:
+            self.W = solver.feature_major_zeros(*shape, dtype)
         else:
+            self.W = np.zeros(shape, dtype=dtype)
+        self.b = np.zeros(config.num_classes, dtype=dtype)
+        if initial is not None:
             # A warm start, already in the standardized space; copied, since W is updated in
             # place and the initial arrays may be a broadcast value shared by the process.
-            self.W = np.array(initial[0], dtype=dtype).reshape(shape)
-            self.b = np.array(initial[1], dtype=dtype).reshape(config.num_classes)
+            self.W[...] = np.asarray(initial[0], dtype=dtype).reshape(shape)
+            self.b[...] = np.asarray(initial[1], dtype=dtype).reshape(config.num_classes)
         # Sparse SV replicas hold the model as factor * W so that L2 decay costs O(1).
         self.factor = 1.0
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
@@ -246,7 +249,7 @@ def compute_round(
     steps = min(config.sync_interval, replica.total_steps - replica.step)
     W, b, factor = replica.W, replica.b, replica.factor
     if steps > 1:
-        W, b = W.copy(), b.copy()
+        W, b = W.copy(order="A"), b.copy()
     sparse_sv = config.sparse and config.message_kind == codec.SV
     rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
     for j in range(steps):
@@ -447,10 +450,14 @@ def encode_result(result: TrainingResult) -> Iterator[pa.RecordBatch]:
     The weights leave straight from the replica's memory, one chunk at a time, so that a
     worker never holds a second copy of a K x D replica.
     """
-    arrays = {"W": np.ascontiguousarray(result.W), "b": np.ascontiguousarray(result.b)}
+    arrays = {"W": result.W, "b": np.ascontiguousarray(result.b)}
+    layout = {}
     for name, array in arrays.items():
-        yield from result_rows(name, memoryview(array).cast("B"))
-    layout = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}
+        # A feature-major replica goes out as its D x K storage, not as a K x D copy.
+        transposed = not array.flags.c_contiguous
+        stored = np.ascontiguousarray(array.T if transposed else array)
+        layout[name] = [array.dtype.str, list(array.shape), transposed]
+        yield from result_rows(name, memoryview(stored).cast("B"))
     yield from result_rows("layout", json.dumps(layout).encode())
     yield from result_rows("summary", json.dumps(result.summary_dict()).encode())
 
@@ -472,14 +479,16 @@ def collect_parts(rows) -> dict[str, bytes]:
     return {name: b"".join(data for _, data in sorted(chunks)) for name, chunks in parts.items()}
 
 
+def _array_from_bytes(data: bytes, dtype: str, shape: list[int], transposed: bool) -> np.ndarray:
+    array = np.frombuffer(data, dtype=np.dtype(dtype))
+    return array.reshape(shape[::-1]).T if transposed else array.reshape(shape)
+
+
 def decode_result(rows) -> tuple[np.ndarray, np.ndarray, dict]:
     """Inverse of :func:`encode_result` on the collected ``(part, seq, data)`` rows."""
     parts = collect_parts(rows)
     layout = json.loads(parts["layout"])
-    W, b = (
-        np.frombuffer(parts[name], dtype=np.dtype(layout[name][0])).reshape(layout[name][1])
-        for name in ("W", "b")
-    )
+    W, b = (_array_from_bytes(parts[name], *layout[name]) for name in ("W", "b"))
     summary = json.loads(parts["summary"])
     for worker in summary["workers"]:
         worker.update(json.loads(parts.get(f"worker{worker['rank']}", b"{}")))

@@ -88,3 +88,32 @@ def test_libsvm_file_with_one_based_labels_in_a_pipeline(spark, tmp_path):
     indexer = model.stages[0]
     # Map predictions back to the file's labels with the indexer's labels.
     assert sorted(float(label) for label in indexer.labels) == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.slow
+def test_hashed_text_scale_problem_fits_without_densifying():
+    """K=500, D=2^18, ~50 non-zeros per row, 20k training rows, two workers on local[2]."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    completed = subprocess.run(
+        [sys.executable, str(here / "sparse_job.py")], capture_output=True, text=True, timeout=3000
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    result = json.loads(lines[0][len("RESULT ") :])
+    assert result["accuracy"] >= 0.9
+
+    replica = 500 * 2**18 * 4
+    for worker in result["workers"]:
+        # One float32 replica, the rows and O(B (K + nnz)) scratch: a dense batch alone would
+        # be 32 x 2^18 floats per step, and a second replica would break the bound.
+        assert worker["peak_rss"] < 2 * replica + worker["data_bytes"], worker
+
+    nnz = result["nonzeros_per_row"]
+    expected = 1 * 32 * (500 + 2 * nnz + 1) * 4
+    assert result["predicted"] == pytest.approx(expected)
+    assert result["payload_sent"] / result["steps"] == pytest.approx(expected, rel=0.10)
