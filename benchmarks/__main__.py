@@ -1,0 +1,78 @@
+"""``python -m benchmarks run [--quick | --full]`` and ``python -m benchmarks report RESULT``.
+
+``run`` measures everything and regenerates ``benchmarks/README.md``, the README's benchmark
+section and ``benchmarks/plots/``; ``report`` recomputes the cost model's predictions of a saved
+result JSON from its stored calibration (the measurements stay) and regenerates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen subcommand; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="measure and regenerate the READMEs")
+    size = run.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick",
+        action="store_const",
+        dest="mode",
+        const="quick",
+        help="smaller W1 (K=200, D=256, 10k/2k rows), under 10 minutes on 2 cores",
+    )
+    size.add_argument(
+        "--full",
+        action="store_const",
+        dest="mode",
+        const="full",
+        help="the issue's sizes (W1: K=1000, D=512, 20k/5k rows)",
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_const",
+        dest="mode",
+        const="smoke",
+        help="tiny W1 (K=20, D=32): checks the harness end to end, figures mean nothing",
+    )
+    run.add_argument("--name", help="result name (default: the mode)")
+    run.add_argument("--workloads", default="W1,W2,W3", help="comma-separated (default: all)")
+    run.add_argument(
+        "--no-readme",
+        action="store_true",
+        help="write the JSON only; leave the READMEs and plots alone",
+    )
+    again = commands.add_parser(
+        "report",
+        help="recompute the cost-model figures of a saved result and regenerate the READMEs",
+    )
+    again.add_argument("result", type=Path)
+    args = parser.parse_args(argv)  # fmt: skip
+
+    if args.command == "run":
+        from benchmarks.run import run as run_benchmark
+
+        run_benchmark(
+            args.mode or "quick",
+            name=args.name,
+            names=[w.strip() for w in args.workloads.split(",") if w.strip()],
+            write_readmes=not args.no_readme,
+        )
+    else:
+        from benchmarks.report import targets_table
+        from benchmarks.run import refresh_model, regenerate
+
+        result = refresh_model(json.loads(args.result.read_text()))
+        args.result.write_text(json.dumps(result, indent=1))
+        regenerate(result)
+        print(targets_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

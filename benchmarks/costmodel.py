@@ -1,0 +1,307 @@
+"""An alpha-beta-gamma cost model of one training step, calibrated from one benchmark run.
+
+Pure arithmetic: no Spark, no numpy timing. :mod:`benchmarks.micro` measures the primitive rates
+(:class:`Calibration`); this module turns them into per-phase step times for SVB (sufficient
+vectors over a mesh), the dense baseline (the K x (D + 1) gradient over the same mesh, as
+``exchange="dense"`` implements it, and as a ring allreduce would) and an MLlib-style iteration
+(a full pass, one ``treeAggregate`` of the double-precision gradient, one broadcast of the
+weights, one Spark job).
+
+The model, per worker and step, with P workers, local batch B, K classes, D features, 4-byte
+floats, a sgemm rate R, a per-element cost e of streaming numpy work, latency alpha and a cost
+per byte beta (software + link)::
+
+    compute  = o_c + 2 B K D / R + (4 B K + B D) e          forward, softmax, batch gather
+    encode   = o_e + c m                                    m = B (K + D) 4 bytes
+    exchange = alpha + (P - 1) m beta                       (0 when P = 1)
+    decode   = d P                                          zero-copy: a fixed cost per message
+    apply    = o_a + 2 P B K D / R + P B (K + D) e          concat, rebuild GEMM into W (beta=1)
+
+The fixed costs o_* are what the training loop itself pays per step on a problem too small to
+cost anything else (K = D = 4, one worker); alpha is the exchange of that loop between two
+worker processes over Flight. The rebuild GEMM accumulates into W in place, so SVB's apply has
+no K x D pass; the dense baseline sums P gradients and applies them (P + 2 passes over K x D).
+When more workers than cores share the machine, every phase stretches by P / cores: a worker
+waiting for a peer gives its core to the peer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+PHASES = ("compute", "encode", "exchange", "decode", "apply")
+ITEMSIZE = 4  # float32, the library's default dtype
+GBIT = 1e9 / 8  # bytes per second of one Gbit/s
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Primitive costs measured in one run (seconds, bytes, flop/s).
+
+    Attributes
+    ----------
+    gemm_flops : float
+        Single-core sgemm rate at large shapes (flop/s).
+    elementwise_s : float
+        Seconds per float32 element of a streaming numpy operation (exp, axpy, copy).
+    overhead_s : dict
+        Fixed cost per step of the compute, encode and apply phases of the training loop
+        (slicing, bookkeeping, Arrow schema work), measured on a tiny problem.
+    codec_s_per_byte : float
+        Encoding an Arrow message, per byte.
+    decode_s : float
+        Decoding one received message (zero-copy, so a fixed cost).
+    latency_s : float
+        alpha: one exchange of a tiny payload between two worker processes, as the training
+        loop sees it (waiting for the peer included).
+    loopback_s_per_byte : float
+        beta on loopback: the transport's software and copy cost per byte, no link.
+    spark_job_s : float
+        One trivial Spark job (what an MLlib iteration pays at least once).
+    jvm_gemm_flops : float
+        The JVM's dgemm rate through MLlib's BLAS (flop/s, one core).
+    cores : int
+        Cores the workers share.
+    """
+
+    gemm_flops: float
+    elementwise_s: float
+    overhead_s: dict
+    codec_s_per_byte: float
+    decode_s: float
+    latency_s: float
+    loopback_s_per_byte: float
+    spark_job_s: float
+    jvm_gemm_flops: float
+    cores: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Calibration:
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A problem: rows, classes, features and the per-worker batch size."""
+
+    rows: int
+    num_classes: int
+    num_features: int
+    batch_size: int = 32
+
+    def steps_per_epoch(self, workers: int) -> int:
+        """SGD steps for every worker to see its share of the rows once."""
+        return max(1, math.ceil(self.rows / (workers * self.batch_size)))
+
+
+def link_s_per_byte(gbit_per_s: float | None) -> float:
+    """Seconds per byte of a network link; None means loopback (no link term)."""
+    return 0.0 if gbit_per_s is None else 1.0 / (gbit_per_s * GBIT)
+
+
+def _stretch(calibration: Calibration, workers: int) -> float:
+    return max(1.0, workers / max(calibration.cores, 1))
+
+
+def svb_message_bytes(shape: Shape) -> float:
+    """Payload bytes of one worker's sufficient vectors for one step (U and V)."""
+    return float(shape.batch_size * (shape.num_classes + shape.num_features) * ITEMSIZE)
+
+
+def dense_message_bytes(shape: Shape) -> float:
+    """Payload bytes of one worker's dense gradient with intercepts, K (D + 1) floats."""
+    return float(shape.num_classes * (shape.num_features + 1) * ITEMSIZE)
+
+
+def svb_step(
+    calibration: Calibration, shape: Shape, workers: int, gbit_per_s: float | None = None
+) -> dict[str, float]:
+    """Predicted seconds per phase of one SVB (p2p) step on one worker.
+
+    Parameters
+    ----------
+    calibration : Calibration
+        Rates measured in this run.
+    shape : Shape
+        The problem and per-worker batch size.
+    workers : int
+        P, the number of workers (each on its own core unless P exceeds ``calibration.cores``).
+    gbit_per_s : float or None
+        Link bandwidth; None predicts the loopback runs of this machine.
+
+    Returns
+    -------
+    dict
+        Seconds for each of :data:`PHASES`, plus ``"step"``, their sum.
+    """
+    c, B, K, D, P = calibration, shape.batch_size, shape.num_classes, shape.num_features, workers
+    m = svb_message_bytes(shape)
+    beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
+    o = c.overhead_s
+    phases = {
+        "compute": o["compute"] + 2 * B * K * D / c.gemm_flops
+                   + (4 * B * K + B * D) * c.elementwise_s,
+        "encode": o["encode"] + c.codec_s_per_byte * m,
+        "exchange": 0.0 if P == 1 else c.latency_s + (P - 1) * m * beta,
+        "decode": c.decode_s * P,
+        "apply": o["apply"] + 2 * P * B * K * D / c.gemm_flops
+                 + P * B * (K + D) * c.elementwise_s,
+    }  # fmt: skip
+    return _with_step(phases, _stretch(c, P))
+
+
+def _with_step(phases: dict[str, float], stretch: float) -> dict[str, float]:
+    phases = {p: stretch * phases[p] for p in PHASES}
+    phases["step"] = sum(phases.values())
+    return phases
+
+
+def dense_step(
+    calibration: Calibration,
+    shape: Shape,
+    workers: int,
+    gbit_per_s: float | None = None,
+    ring: bool = False,
+) -> dict[str, float]:
+    """Predicted seconds per phase of one dense-gradient step on one worker.
+
+    The same SGD step as :func:`svb_step`, but each worker forms its K x (D + 1) gradient
+    (``U^T X``, an extra local GEMM) and ships it. ``ring=False`` models the library's
+    ``exchange="dense"``: every worker sends its gradient to every peer and sums P of them.
+    ``ring=True`` models a bandwidth-optimal ring allreduce: 2 (P - 1) / P gradients sent, and
+    2 (P - 1) latencies.
+    """
+    c, B, K, D, P = calibration, shape.batch_size, shape.num_classes, shape.num_features, workers
+    m = dense_message_bytes(shape)
+    beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
+    if P == 1:
+        exchange = 0.0
+    elif ring:
+        exchange = 2 * (P - 1) * c.latency_s + 2 * (P - 1) / P * m * beta
+    else:
+        exchange = c.latency_s + (P - 1) * m * beta
+    o = c.overhead_s
+    phases = {
+        "compute": o["compute"] + 4 * B * K * D / c.gemm_flops
+                   + (4 * B * K + B * D + 2 * K * D) * c.elementwise_s,
+        "encode": o["encode"] + c.codec_s_per_byte * m,
+        "exchange": exchange,
+        "decode": c.decode_s * P,
+        "apply": o["apply"] + (P + 2) * K * D * c.elementwise_s,
+    }  # fmt: skip
+    return _with_step(phases, _stretch(c, P))
+
+
+def tree_aggregate_iteration(
+    calibration: Calibration, shape: Shape, workers: int, gbit_per_s: float | None = None
+) -> dict[str, float]:
+    """Predicted seconds of one MLlib-style iteration (one pass over all rows).
+
+    Every worker computes the full gradient of its rows in double precision (forward and
+    gradient GEMMs, ``4 (N / P) K D`` flops at the JVM's dgemm rate); ``treeAggregate`` with
+    depth 2 sums the K x (D + 1) doubles through ``ceil(sqrt(P))`` reducers, so the busiest
+    receiver takes ``max(scale, P / scale)`` gradients; the driver broadcasts the new weights
+    (one copy per receiver, pipelined), and the iteration pays at least one Spark job.
+
+    Returns
+    -------
+    dict
+        ``compute``, ``exchange``, ``job`` and ``step`` (seconds per iteration).
+    """
+    c, K, D, P = calibration, shape.num_classes, shape.num_features, workers
+    g = float(K * (D + 1) * 8)
+    beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
+    scale = max(math.ceil(math.sqrt(P)), 2)
+    fan_in = P if P <= scale else max(scale, math.ceil(P / scale))
+    rows = math.ceil(shape.rows / P)
+    phases = {
+        "compute": _stretch(c, P) * 4 * rows * K * D / c.jvm_gemm_flops,
+        "exchange": (fan_in + 1) * g * beta,
+        "job": c.spark_job_s,
+    }
+    phases["step"] = sum(phases.values())
+    return phases
+
+
+def svb_epoch_bytes(shape: Shape, workers: int) -> float:
+    """Payload bytes one worker sends per epoch with sufficient vectors."""
+    return shape.steps_per_epoch(workers) * (workers - 1) * svb_message_bytes(shape)
+
+
+def dense_epoch_bytes(shape: Shape, workers: int, ring: bool = False) -> float:
+    """Payload bytes one worker sends per epoch with dense gradients (mesh or ring)."""
+    per_step = dense_message_bytes(shape) * (2 * (workers - 1) / workers if ring else workers - 1)
+    return shape.steps_per_epoch(workers) * per_step
+
+
+def tree_aggregate_epoch_bytes(shape: Shape, workers: int) -> float:
+    """Bytes one worker sends per MLlib iteration: its double-precision gradient, once."""
+    return float(shape.num_classes * (shape.num_features + 1) * 8) if workers > 1 else 0.0
+
+
+METHODS = ("svb", "dense", "dense-ring", "treeAggregate")
+
+
+def project(
+    calibration: Calibration,
+    shape: Shape,
+    workers: list[int],
+    bandwidths: list[float],
+) -> list[dict]:
+    """Step time, epoch time and bytes per epoch for every method, P and bandwidth.
+
+    Every projected worker is assumed to have a core of its own (a cluster, not this machine).
+
+    Returns
+    -------
+    list of dict
+        One row per (method, workers, gbit_per_s) with ``step_s`` (an SGD step, or an MLlib
+        iteration), ``epoch_s`` (one pass over ``shape.rows``) and ``epoch_bytes`` (sent per
+        worker).
+    """
+    # A projected worker has a core of its own: no stretching for this machine's cores.
+    calibration = replace(calibration, cores=max(workers))
+    rows = []
+    for gbit in bandwidths:
+        for P in workers:
+            steps = shape.steps_per_epoch(P)
+            svb = svb_step(calibration, shape, P, gbit)["step"]
+            mesh = dense_step(calibration, shape, P, gbit)["step"]
+            ring = dense_step(calibration, shape, P, gbit, ring=True)["step"]
+            tree = tree_aggregate_iteration(calibration, shape, P, gbit)["step"]
+            for method, step_s, epoch_s, epoch_bytes in (
+                ("svb", svb, svb * steps, svb_epoch_bytes(shape, P)),
+                ("dense", mesh, mesh * steps, dense_epoch_bytes(shape, P)),
+                ("dense-ring", ring, ring * steps, dense_epoch_bytes(shape, P, ring=True)),
+                ("treeAggregate", tree, tree, tree_aggregate_epoch_bytes(shape, P)),
+            ):
+                rows.append(
+                    {
+                        "method": method,
+                        "workers": P,
+                        "gbit_per_s": gbit,
+                        "step_s": step_s,
+                        "epoch_s": epoch_s,
+                        "epoch_bytes": epoch_bytes,
+                    }
+                )
+    return rows
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    """|predicted - measured| / measured (inf when nothing was measured)."""
+    return abs(predicted - measured) / measured if measured > 0 else math.inf
+
+
+def gemm_lower_bound_s(shape: Shape, workers: int, gemm_flops: float) -> float:
+    """Seconds per epoch one worker needs for its GEMMs alone at ``gemm_flops``.
+
+    Forward ``2 B K D`` plus rebuild ``2 P B K D`` flops per step, ``steps_per_epoch`` steps.
+    """
+    B, K, D = shape.batch_size, shape.num_classes, shape.num_features
+    flops = (2 * B * K * D + 2 * workers * B * K * D) * shape.steps_per_epoch(workers)
+    return flops / gemm_flops

@@ -1,0 +1,649 @@
+"""Markdown, README sections, targets and plots, all generated from one result JSON.
+
+Nothing here measures anything: :func:`benchmarks_readme` and :func:`readme_section` turn a
+result dict into text, :func:`replace_section` puts that text between the markers of a README,
+and :func:`plot_all` draws the PNGs. Re-running them on the same JSON gives the same files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+START_MARKER = "<!-- benchmarks:start -->"
+END_MARKER = "<!-- benchmarks:end -->"
+METHOD_LABELS = {
+    "svb-p2p": "SVB, exchange p2p",
+    "svb-dense": "SVB, exchange dense",
+    "svb-broadcast": "SVB, exchange broadcast",
+    "mllib": "MLlib LogisticRegression",
+    "sklearn": "scikit-learn (1 process)",
+}
+PHASES = ("compute", "encode", "exchange", "decode", "apply")
+
+
+def _fmt(value, digits: int = 2, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _short(values: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v:.3g}" for k, v in values.items()) + "}"
+
+
+def _bytes(value) -> str:
+    if value is None:
+        return "n/a"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value:,.0f} B"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def evaluate_targets(result: dict) -> list[dict]:
+    """The issue's targets, each with its measured figure and whether it is met.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``goal``, ``measured`` (text), ``value`` (the number compared), ``met``
+        (True, False, or None when the run could not measure it).
+    """
+    targets = []
+    workloads = result.get("workloads", {})
+    for name in ("W1", "W2"):
+        methods = workloads.get(name, {}).get("methods", {})
+        svb = (methods.get("svb-p2p") or {}).get("time_to_target") or {}
+        mllib = (methods.get("mllib") or {}).get("time_to_target") or {}
+        if svb.get("seconds") and mllib.get("seconds"):
+            ratio = svb["seconds"] / mllib["seconds"]
+            measured = f"{svb['seconds']:.1f} s vs MLlib {mllib['seconds']:.1f} s = {ratio:.2f}x"
+        else:
+            ratio = None
+            measured = (
+                "SVB did not reach the target"
+                if mllib.get("seconds")
+                else "not measured (workload not run)"
+            )
+        met = None if name not in workloads else (ratio is not None and ratio <= 0.2)
+        targets.append(
+            {
+                "name": f"{name} time to target",
+                "goal": "SVB p2p <= 1/5 of MLlib's wall time",
+                "measured": measured,
+                "value": ratio,
+                "met": met,
+            }
+        )
+    small = workloads.get("W1", {}).get("batch16_bytes")
+    if small:
+        ratio = small["p2p"] / small["dense"]
+        d = workloads["W1"]["describe"]
+        formulas = [
+            f"formula at K={k}, D={f}: 1/{k * (f + 1) / (16 * (k + f)):.1f}"
+            for k, f in sorted({(d["num_classes"], d["num_features"]), (1000, 512)})
+        ]
+        targets.append(
+            {
+                "name": "W1 bytes per step, batchSize 16",
+                "goal": "p2p <= 1/20 of dense",
+                "measured": (
+                    f"{_bytes(small['p2p'])} vs {_bytes(small['dense'])} = 1/{1 / ratio:.1f} "
+                    f"({'; '.join(formulas)})"
+                ),
+                "value": ratio,
+                "met": ratio <= 0.05,
+            }
+        )
+    efficiency = workloads.get("W1", {}).get("efficiency")
+    if efficiency:
+        ratio = efficiency["ratio"]
+        targets.append(
+            {
+                "name": "W1 time per epoch vs GEMM lower bound",
+                "goal": "<= 1.3x",
+                "measured": (
+                    f"{efficiency['epoch_s']:.3g} s vs {efficiency['bound_s']:.3g} s = {ratio:.1f}x"
+                ),
+                "value": ratio,
+                "met": ratio <= 1.3,
+            }
+        )
+    micro = result.get("micro", {})
+    if micro.get("p2p_tiny_ms") is not None:
+        targets.append(
+            {
+                "name": "tiny p2p exchange at P=2",
+                "goal": "<= 3 ms (allGather ~1000 ms, Spark job ~250 ms)",
+                "measured": (
+                    f"{micro['p2p_tiny_ms']:.2f} ms; allGather "
+                    f"{_fmt(micro.get('all_gather_ms'), 0)} ms; Spark job "
+                    f"{_fmt(micro.get('spark_job_ms'), 0)} ms"
+                ),
+                "value": micro["p2p_tiny_ms"],
+                "met": micro["p2p_tiny_ms"] <= 3.0,
+            }
+        )
+    validation = [
+        row for w in workloads.values() for row in w.get("validation", []) if row.get("measured_ms")
+    ]
+    if validation:
+        worst = max(validation, key=lambda row: row["error"])
+        targets.append(
+            {
+                "name": "cost model vs measured step time",
+                "goal": "within 25% at P in {1, 2, 4}",
+                "measured": (
+                    f"worst {worst['error']:.0%} ({worst['workload']} {worst['method']} "
+                    f"P={worst['workers']}); {sum(r['error'] <= 0.25 for r in validation)}"
+                    f"/{len(validation)} within 25%"
+                ),
+                "value": worst["error"],
+                "met": worst["error"] <= 0.25,
+            }
+        )
+    return targets
+
+
+def _met(met) -> str:
+    return {True: "met", False: "**not met**", None: "not measured"}[met]
+
+
+def targets_table(result: dict) -> str:
+    """Markdown table of :func:`evaluate_targets`."""
+    rows = [[t["name"], t["goal"], t["measured"], _met(t["met"])] for t in result["targets"]]
+    return _table(["target", "goal", "measured", "status"], rows, "llll")
+
+
+def machine_line(result: dict) -> str:
+    """One paragraph: where and how the run was measured."""
+    m = result["machine"]
+    spark = m.get("spark", {})
+    blas = ", ".join(
+        f"{b.get('internal_api')} {b.get('version') or ''}".strip() for b in m.get("numpy_blas", [])
+    )
+    jvm = spark.get("jvm_blas", {})
+    executors = m.get("executor_blas_failures")
+    executor_note = (
+        "no executor logged a native BLAS load failure"
+        if executors == []
+        else f"executor BLAS warnings: {executors}"
+        if executors
+        else "executor BLAS not checked"
+    )
+    load = m.get("load_start"), m.get("load_end")
+    return (
+        f"Run `{result['name']}` ({result['mode']}), {result.get('started', '')}, "
+        f"{_fmt(result.get('duration_s'), 0)} s in all. {m.get('cpu')}, {m.get('cores')} cores; "
+        f"Spark {spark.get('spark')} on `{spark.get('master')}` ({spark.get('executors')} executor "
+        f"JVMs, {spark.get('executor_memory')} each, Java {spark.get('java')}); numpy BLAS: "
+        f"{blas or 'unknown'}; MLlib's JVM BLAS: `{jvm.get('blas')}` (native: "
+        f"`{jvm.get('native')}`, libblas.so.3 -> `{jvm.get('libblas.so.3')}`; {executor_note}). "
+        f"Load average (1/5/15 min) at start {load[0]}, at end {load[1]}: the machine is shared, "
+        f"so timings are noisy."
+    )
+
+
+def methods_table(workload: dict) -> str:
+    """Markdown table: per method, accuracy, fit time, time to target and bytes per step."""
+    rows = []
+    for key, label in METHOD_LABELS.items():
+        entry = workload["methods"].get(key)
+        if entry is None:
+            continue
+        if entry.get("skipped"):
+            rows.append([label, "skipped", "", "", "", "", entry["skipped"]])
+            continue
+        final = entry["final"]
+        extra = final.get("extra", {})
+        ttt = entry.get("time_to_target") or {}
+        if ttt:
+            reached = (
+                f"{ttt['seconds']:.1f} s ({ttt['iterations']} it.)"
+                if ttt.get("seconds") is not None
+                else "not reached"
+            )
+        else:
+            reached = "-"
+        bytes_cell = _bytes(extra.get("bytes_per_step")) if "bytes_per_step" in extra else "-"
+        rows.append(
+            [
+                label,
+                f"{final['accuracy']:.4f}",
+                f"{final['seconds']:.1f}",
+                str(final["iterations"]),
+                reached,
+                bytes_cell,
+                entry.get("note", ""),
+            ]
+        )
+    return _table(
+        [
+            "method",
+            "held-out accuracy",
+            "fit (s)",
+            "iterations",
+            "time to target",
+            "bytes/step/worker",
+            "note",
+        ],
+        rows,
+        "lrrrrrl",
+    )
+
+
+def bytes_table(workload: dict) -> str:
+    """Markdown table: bytes per step per worker, measured next to the formula."""
+    rows = [
+        [
+            row["config"],
+            _bytes(row["measured"]),
+            _bytes(row["predicted"]),
+            f"{row['measured'] / row['predicted']:.3f}" if row["predicted"] else "n/a",
+        ]
+        for row in workload.get("bytes", [])
+    ]
+    header = ["configuration", "measured (payload + framing)", "formula (payload)", "ratio"]
+    return _table(header, rows)
+
+
+def breakdown_table(workload: dict) -> str:
+    """Markdown table: milliseconds per step and phase, measured and predicted."""
+    rows = []
+    for key, entry in workload.get("breakdown", {}).items():
+        for source in ("measured", "model"):
+            phases = entry[source]
+            rows.append(
+                [f"{METHOD_LABELS.get(key, key)} ({source})"]
+                + [_fmt(1000 * phases[p], 3) for p in PHASES]
+                + [_fmt(1000 * sum(phases[p] for p in PHASES), 3)]
+            )
+    return _table(["ms per step", *PHASES, "total"], rows)
+
+
+def validation_table(result: dict) -> str:
+    """Markdown table: the cost model's step time against measured runs."""
+    rows = [
+        [
+            row["workload"],
+            row["method"],
+            str(row["workers"]),
+            row["how"],
+            _fmt(row["measured_ms"], 2),
+            _fmt(row["predicted_ms"], 2),
+            f"{row['error']:.0%}",
+        ]
+        for w in result["workloads"].values()
+        for row in w.get("validation", [])
+    ]
+    return _table(
+        ["workload", "method", "P", "measured how", "measured ms/step", "model ms/step", "error"],
+        rows,
+        "lllllrr",
+    )
+
+
+def projection_table(result: dict, shape_key: str, gbit: float) -> str:
+    """Markdown table: projected epoch time and bytes per epoch per worker at one bandwidth."""
+    projection = result["projection"]
+    rows_in = [r for r in projection["rows"][shape_key] if r["gbit_per_s"] == gbit]
+    workers = sorted({r["workers"] for r in rows_in})
+    methods = [m for m in ("svb", "dense", "dense-ring", "treeAggregate")]
+    rows = []
+    for method in methods:
+        cells = {r["workers"]: r for r in rows_in if r["method"] == method}
+        rows.append(
+            [method]
+            + [
+                f"{_fmt(cells[p]['epoch_s'], 1)} s / {_bytes(cells[p]['epoch_bytes'])}"
+                for p in workers
+            ]
+        )
+    return _table(["epoch time / bytes sent per worker", *[f"P={p}" for p in workers]], rows)
+
+
+def summary_table(result: dict) -> str:
+    """One row per workload: accuracy and time to target of SVB p2p, MLlib and scikit-learn."""
+    rows = []
+    for name, workload in result["workloads"].items():
+        methods = workload["methods"]
+
+        def ttt(key, methods=methods):
+            entry = methods.get(key) or {}
+            seconds = (entry.get("time_to_target") or {}).get("seconds")
+            return _fmt(seconds, 1, " s") if seconds is not None else "not reached"
+
+        def acc(key, methods=methods):
+            entry = methods.get(key) or {}
+            return f"{entry['final']['accuracy']:.4f}" if entry.get("final") else "n/a"
+
+        rows.append(
+            [
+                f"{name}: {workload['describe']['title']}",
+                f"{workload['target_accuracy']:.4f}",
+                f"{ttt('svb-p2p')} ({acc('svb-p2p')})",
+                f"{ttt('mllib')} ({acc('mllib')})",
+                acc("sklearn"),
+            ]
+        )
+    for name in result.get("skipped", {}):
+        rows.append([name, "skipped (see below)", "", "", ""])
+    return _table(
+        [
+            "workload",
+            "target accuracy",
+            "SVB p2p: time to target (final acc.)",
+            "MLlib: time to target (final acc.)",
+            "scikit-learn acc.",
+        ],
+        rows,
+        "lrrrr",
+    )
+
+
+METHOD_TEXT = """\
+How it is measured (all in one run, on one Spark session on `local-cluster[2,1,...]`: two executor
+JVMs with one core each, the same cached two-partition DataFrames for every Spark method):
+
+- **Peers.** SVB (`SVBLogisticRegression`, defaults: batchSize 32, maxIter 100, tol 1e-6) with
+  exchange `p2p`, `dense` and `broadcast`; MLlib's `LogisticRegression(family="multinomial",
+  maxIter=100, tol=1e-6)` with its default aggregation depth, using the native BLAS reported
+  below (`benchmarks/setup.sh` installs Debian's OpenBLAS as `libblas.so.3`); scikit-learn's
+  `LogisticRegression` (lbfgs, standardized input, single process) as the accuracy reference.
+  Executors and the driver JVM run one BLAS thread per core (`OPENBLAS_NUM_THREADS=1`).
+- **Time to accuracy.** The target is MLlib's final held-out accuracy minus 0.5 points. A fit
+  with `maxIter = k` ends on exactly the k-th iterate of a longer fit (L-BFGS iterations and SVB
+  epochs are deterministic), so the harness re-fits with k = 1, 2, 4, ... until the target is
+  reached, then bisects twice between the last two rungs; the time reported is the wall time
+  of that fit, setup and Spark jobs included. The curves plot every fit made. `dense` and
+  `broadcast` run the same SGD as `p2p`, so they are timed once, at the epochs p2p needed.
+- **Bytes per step** come from `model.summary.bytesPerStep` (payload + Arrow framing, rank 0);
+  the formula is `summary.predictedBytesPerStep` (payload only).
+- **Step breakdown** is `summary.timings` divided by the steps, next to the cost model.
+- **Hardware efficiency** divides the training loop's time per epoch by the time the same
+  GEMMs (forward 2BKD and rebuild 2PBKD flops per step) take at the shapes of the fit, timed
+  with numpy on one thread in the same run.
+- **Cost model** (`benchmarks/costmodel.py`): latency, bandwidth and GEMM rate come from
+  microbenchmarks in the same run: a 4 MB Flight exchange between threads (bytes), single-core
+  sgemm, numpy streaming ops, the codec, the training loop itself on a tiny problem (the fixed
+  cost of each phase on one worker; the latency as the loop sees it between two processes), a
+  trivial Spark job and the JVM's dgemm. No fit it is validated against feeds it. It is
+  validated against measured runs: P=1 and P=2 on the cluster, P=4 as four processes over a
+  Flight mesh without Spark (oversubscribed: 2 cores).
+"""
+
+
+def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
+    """The whole of ``benchmarks/README.md`` for one result.
+
+    Parameters
+    ----------
+    result : dict
+        A result as written by ``python -m benchmarks run``.
+    plots : dict
+        Plot name -> path relative to ``benchmarks/``.
+    """
+    parts = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `python -m benchmarks run` from "
+        f"`benchmarks/results/{result['name']}.json`; edit benchmarks/report.py, not this "
+        "file. -->",
+        "",
+        "```bash",
+        "bash benchmarks/setup.sh                # once: native BLAS for MLlib, the bench extra",
+        "python -m benchmarks run --quick        # under 10 minutes on 2 cores",
+        "python -m benchmarks run --full         # the issue's sizes",
+        "python -m benchmarks report benchmarks/results/NAME.json   # regenerate the READMEs",
+        "```",
+        "",
+        METHOD_TEXT,
+        machine_line(result),
+        "",
+        "## Targets",
+        "",
+        targets_table(result),
+        "",
+        "## Summary",
+        "",
+        summary_table(result),
+        "",
+    ]
+    for name, workload in result["workloads"].items():
+        d = workload["describe"]
+        parts += [
+            f"## {name}: {d['title']}",
+            "",
+            f"{d['train_rows']:,} train / {d['test_rows']:,} test rows; target accuracy "
+            f"{workload['target_accuracy']:.4f} (MLlib's final minus 0.005).",
+            "",
+            methods_table(workload),
+            "",
+            "Bytes per step per worker:",
+            "",
+            bytes_table(workload),
+            "",
+            "Step time breakdown:",
+            "",
+            breakdown_table(workload),
+            "",
+        ]
+        eff = workload.get("efficiency")
+        if eff:
+            parts += [
+                f"Hardware efficiency (SVB p2p): {eff['epoch_s']:.3g} s per epoch in the training "
+                f"loop against a GEMM lower bound of {eff['bound_s']:.3g} s at the fit's shapes "
+                f"({eff['ratio']:.1f}x) and {eff['bound_peak_s']:.3g} s at the peak single-core "
+                f"sgemm rate of {eff['peak_gflops']:.1f} GFLOP/s ({eff['ratio_peak']:.1f}x).",
+                "",
+            ]
+        for plot in (f"{name}_time_to_accuracy", f"{name}_step_breakdown"):
+            if plot in plots:
+                parts += [f"![{plot}]({plots[plot]})", ""]
+    for name, reason in result.get("skipped", {}).items():
+        parts += [f"## {name}", "", f"Skipped: {reason}.", ""]
+    micro = result.get("micro", {})
+    parts += [
+        "## Exchange latency and the cost model",
+        "",
+        _table(
+            ["mechanism (P=2)", "ms per call"],
+            [
+                ["Flight p2p exchange, tiny payload", _fmt(micro.get("p2p_tiny_ms"), 3)],
+                ["Flight p2p exchange, 4 MB payload", _fmt(micro.get("p2p_large_ms"), 2)],
+                ["BarrierTaskContext.allGather, tiny", _fmt(micro.get("all_gather_ms"), 0)],
+                ["trivial Spark job", _fmt(micro.get("spark_job_ms"), 0)],
+            ],
+        ),
+        "",
+        "Calibration: "
+        + ", ".join(
+            f"`{k}` = {v:.3g}" if isinstance(v, (int, float)) else f"`{k}` = {_short(v)}"
+            for k, v in result["calibration"].items()
+        )
+        + ".",
+        "",
+        validation_table(result),
+        "",
+    ]
+    if "bytes_per_step" in plots:
+        parts += [f"![bytes per step]({plots['bytes_per_step']})", ""]
+    projection = result.get("projection")
+    if projection:
+        passes = []
+        for name, workload in result["workloads"].items():
+            svb = (workload["methods"].get("svb-p2p") or {}).get("time_to_target") or {}
+            mllib = (workload["methods"].get("mllib") or {}).get("time_to_target") or {}
+            passes.append(
+                f"{name}: SVB {svb.get('iterations', 'n/a')} epoch(s), MLlib "
+                f"{mllib.get('iterations', 'n/a')} iteration(s)"
+            )
+        parts += [
+            "The projections compare one pass over the data: an SGD epoch against an L-BFGS "
+            "iteration. Reaching the target took, in this run, " + "; ".join(passes) + ".",
+            "",
+        ]
+        for key, shape in projection["shapes"].items():
+            parts += [
+                f"### Projection: {shape['title']}",
+                "",
+                f"N={shape['rows']:,} rows, K={shape['num_classes']}, D={shape['num_features']}, "
+                f"batchSize {shape['batch_size']} per worker; an MLlib-style epoch is one "
+                "iteration. At 10 Gbit/s:",
+                "",
+                projection_table(result, key, 10.0),
+                "",
+            ]
+        if "scaling_projection" in plots:
+            parts += [f"![scaling projection]({plots['scaling_projection']})", ""]
+    return "\n".join(parts)
+
+
+def readme_section(result: dict, plots: dict[str, str]) -> str:
+    """The top-level README's benchmark summary (markers included); plot paths from the root."""
+    body = [
+        START_MARKER,
+        "## Benchmarks",
+        "",
+        "<!-- Generated by `python -m benchmarks run`; do not edit by hand. -->",
+        "",
+        "`bash benchmarks/setup.sh && python -m benchmarks run --quick` measures SVB against "
+        "MLlib's LogisticRegression and scikit-learn in one run on a two-executor local cluster; "
+        "[benchmarks/README.md](benchmarks/README.md) has every table and how each is measured.",
+        "",
+        machine_line(result),
+        "",
+        summary_table(result),
+        "",
+    ]
+    body += [f"{name} skipped: {reason}." for name, reason in result.get("skipped", {}).items()]
+    body += ["", targets_table(result), ""]
+    for plot in ("W1_time_to_accuracy", "scaling_projection"):
+        if plot in plots:
+            body += [f"![{plot}](benchmarks/{plots[plot]})", ""]
+    body.append(END_MARKER)
+    return "\n".join(body)
+
+
+def replace_section(text: str, section: str) -> str:
+    """``text`` with the part between the markers replaced by ``section`` (appended if absent)."""
+    pattern = re.compile(re.escape(START_MARKER) + r".*?" + re.escape(END_MARKER), re.DOTALL)
+    if pattern.search(text):
+        return pattern.sub(lambda _: section, text, count=1)
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def plot_all(result: dict, directory: Path) -> dict[str, str]:
+    """Draw every plot of ``result`` into ``directory``; returns name -> file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(directory / f"{name}.png", dpi=90)
+        plt.close(fig)
+        written[name] = f"{directory.name}/{name}.png"
+
+    for name, workload in result["workloads"].items():
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for key, label in METHOD_LABELS.items():
+            entry = workload["methods"].get(key) or {}
+            curve = (entry.get("time_to_target") or {}).get("curve")
+            if curve:
+                ax.plot(
+                    [p["seconds"] for p in curve],
+                    [p["accuracy"] for p in curve],
+                    marker="o",
+                    label=label,
+                )
+            elif entry.get("final"):
+                ax.plot(entry["final"]["seconds"], entry["final"]["accuracy"], "s", label=label)
+        ax.axhline(workload["target_accuracy"], color="grey", linestyle="--", label="target")
+        ax.set_xscale("log")
+        ax.set_xlabel("wall time of the fit (s, log)")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(f"{name}: {workload['describe']['title']}")
+        ax.legend(fontsize=8)
+        save(fig, f"{name}_time_to_accuracy")
+
+        breakdown = workload.get("breakdown", {})
+        if breakdown:
+            fig, ax = plt.subplots(figsize=(6.5, 3.5))
+            labels, bottoms = [], []
+            for key, entry in breakdown.items():
+                for source in ("measured", "model"):
+                    labels.append(f"{key}\n{source}")
+                    bottoms.append([1000 * entry[source][p] for p in PHASES])
+            left = [0.0] * len(labels)
+            for i, phase in enumerate(PHASES):
+                values = [b[i] for b in bottoms]
+                ax.barh(labels, values, left=left, label=phase)
+                left = [x + v for x, v in zip(left, values)]
+            ax.set_xlabel("ms per step")
+            ax.set_title(f"{name}: step time breakdown")
+            ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+            save(fig, f"{name}_step_breakdown")
+
+    rows = [
+        (f"{name} {row['config']}", row["measured"], row["predicted"])
+        for name, w in result["workloads"].items()
+        for row in w.get("bytes", [])
+    ]
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
+        positions = list(range(len(rows)))
+        ax.barh([p + 0.2 for p in positions], [r[1] for r in rows], height=0.4, label="measured")
+        ax.barh([p - 0.2 for p in positions], [r[2] for r in rows], height=0.4, label="formula")
+        ax.set_yticks(positions, [r[0] for r in rows], fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per step per worker (log)")
+        ax.legend(fontsize=8)
+        save(fig, "bytes_per_step")
+
+    projection = result.get("projection")
+    if projection:
+        shapes = list(projection["shapes"])
+        bandwidths = sorted({r["gbit_per_s"] for r in projection["rows"][shapes[0]]})
+        fig, axes = plt.subplots(
+            len(shapes), len(bandwidths), figsize=(4 * len(bandwidths), 3.3 * len(shapes)),
+            squeeze=False, sharey="row",
+        )  # fmt: skip
+        for i, key in enumerate(shapes):
+            for j, gbit in enumerate(bandwidths):
+                ax = axes[i][j]
+                for method in ("svb", "dense", "dense-ring", "treeAggregate"):
+                    cells = [
+                        r
+                        for r in projection["rows"][key]
+                        if r["method"] == method and r["gbit_per_s"] == gbit
+                    ]
+                    ax.plot(
+                        [r["workers"] for r in cells],
+                        [r["epoch_s"] for r in cells],
+                        marker=".",
+                        label=method,
+                    )
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.set_title(f"{projection['shapes'][key]['title']}, {gbit:g} Gbit/s", fontsize=9)
+                ax.set_xlabel("workers P")
+                if j == 0:
+                    ax.set_ylabel("projected epoch time (s)")
+        axes[0][0].legend(fontsize=8)
+        save(fig, "scaling_projection")
+    return written

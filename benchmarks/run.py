@@ -1,0 +1,459 @@
+"""One benchmark run: start the cluster, calibrate, fit every peer on every workload, report.
+
+``python -m benchmarks run --quick`` calls :func:`run`; see ``benchmarks/README.md`` for what
+each figure means.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import costmodel, machine, micro, peers, report, workloads
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+PLOTS = HERE / "plots"
+README = HERE.parent / "README.md"
+BANDWIDTHS = [1.0, 10.0, 100.0]
+PROJECTED_WORKERS = [2, 4, 8, 16, 32, 64]
+# The paper's ImageNet setting: 1.27M rows, 1000 classes, 21504 dense features.
+PAPER_SHAPE = {"title": "paper scale (ImageNet-like)", "rows": 1_270_000, "num_classes": 1000,
+               "num_features": 21504, "batch_size": 32}  # fmt: skip
+WORKERS = 2
+# broadcast mode runs one Spark job per step; beyond this many it is timed for one epoch only.
+BROADCAST_ROUNDS = {"smoke": 40, "quick": 120, "full": 1000}
+
+
+def log(message: str) -> None:
+    """Progress on stdout, with the wall clock, so a long run shows where it is."""
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def start_cluster(worker_memory_mb: int = 2048, executor_memory: str = "1g"):
+    """A session on ``local-cluster[2,1,worker_memory_mb]`` with both executors registered.
+
+    Executors and the driver JVM get one BLAS thread (each executor owns one core); the
+    worker directories go to a temporary directory, whose path is returned with the session.
+    """
+    from svb_spark.session import local_session
+
+    worker_dir = tempfile.mkdtemp(prefix="svb-bench-worker-")
+    os.environ["SPARK_WORKER_DIR"] = worker_dir
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    # The JVMs read these at launch; numpy in this process has loaded its BLAS already.
+    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    try:
+        spark = local_session(
+            f"local-cluster[{WORKERS},1,{worker_memory_mb}]",
+            app_name="svb-spark benchmarks",
+            **{
+                "spark.executor.memory": executor_memory,
+                "spark.default.parallelism": str(WORKERS),
+                "spark.sql.shuffle.partitions": str(WORKERS),
+                "spark.task.maxFailures": "1",
+                "spark.barrier.sync.timeout": "300",
+                "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
+                "spark.executorEnv.OMP_NUM_THREADS": "1",
+            },
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    # A barrier stage needs every executor registered, and they take seconds to start.
+    deadline = time.time() + 180
+    while spark.sparkContext._jsc.sc().getExecutorIds().size() < WORKERS:
+        if time.time() > deadline:
+            raise RuntimeError(f"only some of the {WORKERS} executors registered within 180 s")
+        time.sleep(0.5)
+    return spark, worker_dir
+
+
+def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dict]:
+    """Measure the primitive costs; returns the calibration and the raw microbenchmarks."""
+    log("microbenchmarks: sgemm, numpy streaming, codec, training-loop overhead")
+    peak = micro.peak_gemm_flops()
+    elementwise = micro.elementwise_seconds()
+    codec_byte, _ = micro.codec_costs(shape.batch_size, shape.num_classes, shape.num_features)
+    log("microbenchmarks: the training loop on a tiny problem, 1 worker and 2 processes")
+    overheads = micro.loop_overheads(shape.batch_size)
+    latency = micro.loop_latency(shape.batch_size)
+    log("microbenchmarks: Flight p2p (tiny and 4 MB), Spark job, allGather, JVM dgemm")
+    tiny = micro.flight_exchange_seconds(2, 64, steps=400)
+    large_bytes = 4 << 20
+    large = micro.flight_exchange_seconds(2, large_bytes, steps=30)
+    job = micro.spark_job_seconds(spark)
+    all_gather = micro.all_gather_seconds(spark, WORKERS)
+    jvm = micro.jvm_gemm_flops(spark)
+    calibration = costmodel.Calibration(
+        gemm_flops=peak,
+        elementwise_s=elementwise,
+        overhead_s={p: overheads[p] for p in ("compute", "encode", "apply")},
+        codec_s_per_byte=codec_byte,
+        decode_s=overheads["decode"],  # one message per step with one worker
+        latency_s=latency,
+        loopback_s_per_byte=max(large - tiny, 0.0) / large_bytes,
+        spark_job_s=job,
+        # Without a reading, assume the JVM's dgemm runs at half numpy's sgemm rate.
+        jvm_gemm_flops=jvm or peak / 2,
+        cores=os.cpu_count() or 1,
+    )
+    raw = {
+        "peak_gemm_gflops": peak / 1e9,
+        "jvm_gemm_gflops": None if jvm is None else jvm / 1e9,
+        "p2p_tiny_ms": 1000 * tiny,
+        "loop_overheads_ms": {p: 1000 * s for p, s in overheads.items()},
+        "loop_latency_ms": 1000 * latency,
+        "p2p_large_ms": 1000 * large,
+        "p2p_large_bytes": large_bytes,
+        "spark_job_ms": 1000 * job,
+        "all_gather_ms": 1000 * all_gather,
+    }
+    return calibration, raw
+
+
+def _per_step(timings: dict, steps: int) -> dict[str, float]:
+    return {p: timings.get(p, 0.0) / max(steps, 1) for p in costmodel.PHASES}
+
+
+def run_workload(spark, workload, calibration, mode: str) -> dict:
+    """Every peer on one workload: time to accuracy, bytes, breakdown, efficiency, validation."""
+    from svb_spark import datasets
+
+    name = workload.name
+    Xt, yt = workload.X_test, workload.y_test
+    train_df = datasets.to_dataframe(
+        spark, workload.X_train, workload.y_train, num_partitions=WORKERS
+    ).cache()
+    train_df.count()
+    shape = costmodel.Shape(len(workload.y_train), workload.num_classes, workload.num_features)
+    out: dict = {"describe": workload.describe(), "methods": {}, "bytes": [], "validation": []}
+
+    log(f"{name}: MLlib, maxIter=100")
+    mllib_final = peers.fit_mllib(train_df, Xt, yt, 100)
+    target = mllib_final.accuracy - 0.005
+    out["target_accuracy"] = target
+    log(f"{name}: MLlib accuracy {mllib_final.accuracy:.4f} in {mllib_final.seconds:.1f} s; ladder")
+    mllib_ttt = peers.time_to_target(
+        lambda k: peers.fit_mllib(train_df, Xt, yt, k),
+        mllib_final,
+        target,
+        peers.doubling_ladder(mllib_final.iterations),
+    )
+    out["methods"]["mllib"] = {"final": mllib_final.to_dict(), "time_to_target": mllib_ttt}
+
+    log(f"{name}: SVB p2p, defaults")
+    svb_final = peers.fit_svb(train_df, Xt, yt, 100, numWorkers=WORKERS)
+    log(f"{name}: SVB accuracy {svb_final.accuracy:.4f} in {svb_final.seconds:.1f} s; ladder")
+    svb_ttt = peers.time_to_target(
+        lambda k: peers.fit_svb(train_df, Xt, yt, k, numWorkers=WORKERS),
+        svb_final,
+        target,
+        peers.doubling_ladder(svb_final.iterations),
+    )
+    out["methods"]["svb-p2p"] = {"final": svb_final.to_dict(), "time_to_target": svb_ttt}
+    epochs = svb_ttt["iterations"] or svb_final.iterations
+    timed_at = f"timed at {epochs} epoch(s), where p2p reached the target (same SGD)"
+
+    log(f"{name}: SVB dense, {epochs} epoch(s)")
+    dense = peers.fit_svb(train_df, Xt, yt, epochs, numWorkers=WORKERS, exchange="dense")
+    dense_ttt = {
+        "seconds": dense.seconds if dense.accuracy >= target else None,
+        "iterations": epochs if dense.accuracy >= target else None,
+    }
+    out["methods"]["svb-dense"] = {
+        "final": dense.to_dict(), "time_to_target": dense_ttt, "note": timed_at,
+    }  # fmt: skip
+
+    rounds = shape.steps_per_epoch(WORKERS) * epochs
+    budget = BROADCAST_ROUNDS[mode]
+    if shape.steps_per_epoch(WORKERS) > budget:
+        out["methods"]["svb-broadcast"] = {
+            "skipped": f"{shape.steps_per_epoch(WORKERS)} Spark jobs per epoch exceed the "
+            f"{mode} budget of {budget}; run --full"
+        }
+    else:
+        broadcast_epochs = epochs if rounds <= budget else 1
+        log(f"{name}: SVB broadcast, {broadcast_epochs} epoch(s)")
+        bc = peers.fit_svb(
+            train_df, Xt, yt, broadcast_epochs, numWorkers=WORKERS, exchange="broadcast"
+        )
+        reached = broadcast_epochs == epochs and bc.accuracy >= target
+        out["methods"]["svb-broadcast"] = {
+            "final": bc.to_dict(),
+            "time_to_target": {
+                "seconds": bc.seconds if reached else None,
+                "iterations": epochs if reached else None,
+            },
+            "note": timed_at if broadcast_epochs == epochs else
+            f"1 epoch only: {rounds} rounds exceed the {mode} budget of {budget}",
+        }  # fmt: skip
+
+    log(f"{name}: scikit-learn")
+    out["methods"]["sklearn"] = {
+        "final": peers.fit_sklearn(workload.X_train, workload.y_train, Xt, yt).to_dict(),
+        "note": "accuracy reference, single process",
+    }
+
+    measured_modes = [("p2p", svb_final), ("dense", dense)]
+    if out["methods"]["svb-broadcast"].get("final"):
+        measured_modes.append(("broadcast", bc))
+    for key, point in measured_modes:
+        out["bytes"].append(
+            {
+                "config": f"{key}, batchSize 32",
+                "measured": point.extra["bytes_per_step"],
+                "predicted": point.extra["predicted_bytes_per_step"][key],
+            }
+        )
+    if name == "W1":
+        log(f"{name}: batchSize 16, p2p and dense, 1 epoch each")
+        small = {}
+        for key in ("p2p", "dense"):
+            point = peers.fit_svb(
+                train_df, Xt, yt, 1, numWorkers=WORKERS, exchange=key, batchSize=16
+            )
+            small[key] = point.extra["bytes_per_step"]
+            out["bytes"].append(
+                {
+                    "config": f"{key}, batchSize 16",
+                    "measured": point.extra["bytes_per_step"],
+                    "predicted": point.extra["predicted_bytes_per_step"][key],
+                }
+            )
+        out["batch16_bytes"] = small
+
+    # Step breakdown, measured (rank 0's summary.timings) next to the model.
+    measured_p2p = _per_step(svb_final.extra["timings"], svb_final.extra["steps"])
+    measured_dense = _per_step(dense.extra["timings"], dense.extra["steps"])
+    out["breakdown"] = {
+        "svb-p2p": {
+            "measured": measured_p2p,
+            "model": costmodel.svb_step(calibration, shape, WORKERS),
+        },
+        "svb-dense": {
+            "measured": measured_dense,
+            "model": costmodel.dense_step(calibration, shape, WORKERS),
+        },
+    }
+
+    components = micro.svb_step_components(
+        shape.batch_size, shape.num_classes, shape.num_features, WORKERS
+    )
+    loop_seconds = sum(svb_final.extra["timings"].get(p, 0.0) for p in costmodel.PHASES)
+    epoch_s = loop_seconds / max(svb_final.extra["epochs"], 1)
+    steps = shape.steps_per_epoch(WORKERS)
+    bound = steps * (components["forward_gemm"] + components["rebuild_gemm"])
+    bound_peak = costmodel.gemm_lower_bound_s(shape, WORKERS, calibration.gemm_flops)
+    out["efficiency"] = {
+        "epoch_s": epoch_s,
+        "bound_s": bound,
+        "ratio": epoch_s / bound,
+        "bound_peak_s": bound_peak,
+        "ratio_peak": epoch_s / bound_peak,
+        "peak_gflops": calibration.gemm_flops / 1e9,
+        "components_s": components,
+    }
+
+    def validate(method: str, workers: int, how: str, measured: float, predicted: float):
+        out["validation"].append(
+            {
+                "workload": name,
+                "method": method,
+                "workers": workers,
+                "how": how,
+                "measured_ms": 1000 * measured,
+                "predicted_ms": 1000 * predicted,
+                "error": costmodel.relative_error(predicted, measured),
+            }
+        )
+
+    validate("svb", 2, "cluster, default fit", sum(measured_p2p.values()),
+             costmodel.svb_step(calibration, shape, 2)["step"])  # fmt: skip
+    validate("dense", 2, "cluster", sum(measured_dense.values()),
+             costmodel.dense_step(calibration, shape, 2)["step"])  # fmt: skip
+    log(f"{name}: validation runs, P=1 on the cluster and P=4 in processes over Flight")
+    single = peers.fit_svb(train_df, Xt, yt, 1, numWorkers=1)
+    validate("svb", 1, "cluster, numWorkers=1, 1 epoch",
+             sum(_per_step(single.extra["timings"], single.extra["steps"]).values()),
+             costmodel.svb_step(calibration, shape, 1)["step"])  # fmt: skip
+    four = peers.train_over_flight_processes(workload.X_train, workload.y_train, 4)
+    validate("svb", 4, "4 processes, Flight mesh, 1 epoch (oversubscribed)",
+             sum(_per_step(four["seconds"], four["steps"]).values()),
+             costmodel.svb_step(calibration, shape, 4)["step"])  # fmt: skip
+    # MLlib's marginal iteration: the difference of two fits cancels their common setup.
+    curve = [p for p in mllib_ttt["curve"] if p["iterations"] < mllib_final.iterations]
+    if curve:
+        shorter = max(curve, key=lambda p: p["iterations"])
+        iterations = mllib_final.iterations - shorter["iterations"]
+        marginal = (mllib_final.seconds - shorter["seconds"]) / iterations
+        if marginal > 0:
+            validate("treeAggregate (MLlib)", 2, "cluster, marginal iteration", marginal,
+                     costmodel.tree_aggregate_iteration(calibration, shape, 2)["step"])  # fmt: skip
+    train_df.unpersist()
+    return out
+
+
+def run(mode: str, name: str | None = None, names: list[str] | None = None,
+        write_readmes: bool = True) -> dict:  # fmt: skip
+    """Run the benchmark and write the result JSON, plots and (optionally) the READMEs.
+
+    Parameters
+    ----------
+    mode : {"quick", "full", "smoke"}
+        Workload sizes and budgets ("smoke" is tiny: it checks the harness, not the library).
+    name : str, optional
+        Result name; defaults to ``mode``. The JSON goes to ``benchmarks/results/<name>.json``.
+    names : list of str, optional
+        Workloads to run (default W1, W2, W3; W3 reports why it is skipped).
+    write_readmes : bool
+        Regenerate ``benchmarks/README.md`` and the README's benchmark section.
+    """
+    started = time.perf_counter()
+    name = name or mode
+    result: dict = {
+        "name": name,
+        "mode": mode,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {**machine.python_machine(), "load_start": machine.load_average()},
+    }
+    selected, skipped = workloads.selected(names or ["W1", "W2", "W3"], mode)
+    for workload, reason in skipped.items():
+        log(f"{workload} skipped: {reason}")
+    log("starting local-cluster[2,1,2048] (two executor JVMs)")
+    spark, worker_dir = start_cluster()
+    try:
+        result["machine"]["spark"] = machine.spark_info(spark)
+        w1 = next((w for w in selected if w.name == "W1"), None) or workloads.w1_planted(mode)
+        w1_shape = costmodel.Shape(len(w1.y_train), w1.num_classes, w1.num_features)
+        calibration, raw = calibrate(spark, w1_shape)
+        result["calibration"] = calibration.to_dict()
+        result["micro"] = raw
+        result["workloads"] = {}
+        for workload in selected:
+            result["workloads"][workload.name] = run_workload(spark, workload, calibration, mode)
+        result["skipped"] = skipped
+        result["machine"]["executor_blas_failures"] = machine.executor_blas_failures(worker_dir)
+        result["machine"]["spark"]["jvm_blas"] = machine.jvm_blas(spark)
+    finally:
+        spark.stop()
+    shapes = {
+        "W1": {"title": f"W1 ({w1.describe()['title']})", **_shape_dict(w1_shape)},
+        "paper": PAPER_SHAPE,
+    }
+    result["projection"] = {
+        "workers": PROJECTED_WORKERS,
+        "gbit_per_s": BANDWIDTHS,
+        "shapes": shapes,
+        "rows": {
+            key: costmodel.project(
+                calibration,
+                costmodel.Shape(s["rows"], s["num_classes"], s["num_features"], s["batch_size"]),
+                PROJECTED_WORKERS,
+                BANDWIDTHS,
+            )
+            for key, s in shapes.items()
+        },
+    }
+    result["machine"]["load_end"] = machine.load_average()
+    result["duration_s"] = time.perf_counter() - started
+    result["targets"] = report.evaluate_targets(result)
+    write(result, write_readmes)
+    return result
+
+
+def model_step(calibration, shape: costmodel.Shape, method: str, workers: int) -> dict:
+    """The cost model's per-phase prediction for one validated method."""
+    if method == "svb":
+        return costmodel.svb_step(calibration, shape, workers)
+    if method == "dense":
+        return costmodel.dense_step(calibration, shape, workers)
+    return costmodel.tree_aggregate_iteration(calibration, shape, workers)
+
+
+def refresh_model(result: dict) -> dict:
+    """Recompute every cost-model figure of ``result`` from its stored calibration.
+
+    The measurements stay as they are; predictions, errors, the projection and the targets are
+    derived again, so a fix to :mod:`benchmarks.costmodel` applies to a saved run.
+    """
+    calibration = costmodel.Calibration.from_dict(result["calibration"])
+    for workload in result["workloads"].values():
+        d = workload["describe"]
+        shape = costmodel.Shape(d["train_rows"], d["num_classes"], d["num_features"])
+        for row in workload.get("validation", []):
+            method = row["method"].split()[0]
+            predicted = model_step(calibration, shape, method, row["workers"])["step"]
+            row["predicted_ms"] = 1000 * predicted
+            row["error"] = costmodel.relative_error(row["predicted_ms"], row["measured_ms"])
+        for key, entry in workload.get("breakdown", {}).items():
+            method = {"svb-p2p": "svb", "svb-dense": "dense"}[key]
+            entry["model"] = model_step(calibration, shape, method, WORKERS)
+    projection = result.get("projection")
+    if projection:
+        projection["rows"] = {
+            key: costmodel.project(
+                calibration,
+                costmodel.Shape(s["rows"], s["num_classes"], s["num_features"], s["batch_size"]),
+                projection["workers"],
+                projection["gbit_per_s"],
+            )
+            for key, s in projection["shapes"].items()
+        }
+    result["targets"] = report.evaluate_targets(result)
+    return result
+
+
+def _shape_dict(shape: costmodel.Shape) -> dict:
+    return {
+        "rows": shape.rows,
+        "num_classes": shape.num_classes,
+        "num_features": shape.num_features,
+        "batch_size": shape.batch_size,
+    }
+
+
+def write(result: dict, write_readmes: bool = True) -> Path:
+    """Write the JSON and plots of ``result``; regenerate the READMEs if asked."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{result['name']}.json"
+    path.write_text(json.dumps(result, indent=1, default=_json_default))
+    log(f"wrote {path}")
+    if write_readmes:
+        regenerate(result)
+    print(report.targets_table(result))
+    return path
+
+
+def regenerate(
+    result: dict,
+    plots_dir: Path = PLOTS,
+    bench_readme: Path = HERE / "README.md",
+    readme: Path = README,
+) -> None:
+    """Draw the plots and rewrite ``benchmarks/README.md`` and the README's section.
+
+    ``plots_dir`` must sit next to ``bench_readme``: the pages link the plots relative to it.
+    """
+    plots = report.plot_all(result, plots_dir)
+    bench_readme.write_text(report.benchmarks_readme(result, plots))
+    text = readme.read_text() if readme.exists() else ""
+    readme.write_text(report.replace_section(text, report.readme_section(result, plots)))
+    log(f"regenerated {bench_readme}, {readme} and {len(plots)} plots")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
