@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     except Exception as error:  # report what MLlib raised, not a traceback
         seconds = time.perf_counter() - started
-        reason = str(error).strip().splitlines()[0][:200]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # The JVM's own reason (e.g. java.lang.OutOfMemoryError) is buried in the trace.
+        causes = [line for line in lines if "OutOfMemoryError" in line] or [
+            line for line in lines if "Error" in line or "Exception" in line
+        ]
+        reason = (causes[0] if causes else lines[0])[:200]
         print(_row("MLlib", seconds, "n/a", note=f"did not finish: {reason}"))
     finally:
         timer.cancel()
