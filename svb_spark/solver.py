@@ -40,8 +40,15 @@ def sufficient_vectors(
     and the intercept gradient is the column sums of ``U``; ``X`` itself is the second
     sufficient vector.
     """
-    rows = np.arange(X.shape[0])
-    probabilities = softmax(raw_margins(W, b, X))
+    return _vectors_from_margins(raw_margins(W, b, X), y, weights)
+
+
+def _vectors_from_margins(
+    margins: np.ndarray, y: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """``(U, loss_sum)`` from the class scores of a batch; ``margins`` is overwritten."""
+    rows = np.arange(margins.shape[0])
+    probabilities = softmax(margins)
     picked = np.maximum(probabilities[rows, y], np.finfo(probabilities.dtype).tiny)
     loss_sum = float(-(weights * np.log(picked)).sum())
     probabilities[rows, y] -= 1.0
@@ -298,14 +305,8 @@ def sparse_sufficient_vectors(
 
     Only the columns that occur in the batch are read, so the cost is O(B K + nnz K).
     """
-    margins = sparse_raw_margins(W, b, X, factor)
-    rows = np.arange(X.shape[0])
-    probabilities = softmax(margins.astype(W.dtype, copy=False))
-    picked = np.maximum(probabilities[rows, y], np.finfo(probabilities.dtype).tiny)
-    loss_sum = float(-(weights * np.log(picked)).sum())
-    probabilities[rows, y] -= 1.0
-    probabilities *= weights[:, None].astype(probabilities.dtype, copy=False)
-    return probabilities, loss_sum
+    margins = sparse_raw_margins(W, b, X, factor).astype(W.dtype, copy=False)
+    return _vectors_from_margins(margins, y, weights)
 
 
 def apply_sparse_sufficient_vectors(

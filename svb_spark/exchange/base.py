@@ -17,6 +17,22 @@ class ExchangeTimeoutError(ExchangeError, TimeoutError):
     """A peer's message did not arrive within the exchange timeout."""
 
 
+def wait_for_messages(
+    arrived, mailbox: dict, step: int, senders: list[int], reader: int, timeout: float
+) -> None:
+    """Wait (holding ``arrived``) until ``mailbox`` has (step, sender) for every sender.
+
+    Raises ExchangeTimeoutError naming the reader, the step and the missing senders.
+    """
+    keys = [(step, sender) for sender in senders]
+    if not arrived.wait_for(lambda: all(k in mailbox for k in keys), timeout=timeout):
+        missing = [sender for _, sender in keys if (step, sender) not in mailbox]
+        raise ExchangeTimeoutError(
+            f"worker {reader} waited {timeout:.0f} s for step {step} from workers {missing}; "
+            "a peer died or stalled (see exchangeTimeout)"
+        )
+
+
 class Exchange(abc.ABC):
     """Swaps one Arrow record batch per worker and exchange among ``num_workers`` workers.
 

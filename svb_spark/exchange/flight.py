@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from svb_spark.exchange.base import Exchange, ExchangeError, ExchangeTimeoutError
+from svb_spark.exchange.base import Exchange, ExchangeError, wait_for_messages
 
 _AUTH_HEADER = "authorization"
 
@@ -124,16 +124,8 @@ class FlightMeshExchange(Exchange):
                 self._send(peer, step, batch)
 
         server = self._server
-        keys = [(step, peer) for peer in peers]
         with server.arrived:
-            if not server.arrived.wait_for(
-                lambda: all(k in server.mailbox for k in keys), timeout=self.timeout
-            ):
-                missing = [peer for _, peer in keys if (step, peer) not in server.mailbox]
-                raise ExchangeTimeoutError(
-                    f"worker {self.rank} waited {self.timeout:.0f} s for step {step} from "
-                    f"workers {missing}; a peer died or stalled (see exchangeTimeout)"
-                )
+            wait_for_messages(server.arrived, server.mailbox, step, peers, self.rank, self.timeout)
             received = {peer: server.mailbox.pop((step, peer)) for peer in peers}
         self._count(batch, len(peers), list(received.values()))
         received[self.rank] = batch

@@ -6,7 +6,7 @@ import threading
 
 import pyarrow as pa
 
-from svb_spark.exchange.base import Exchange, ExchangeTimeoutError
+from svb_spark.exchange.base import Exchange, wait_for_messages
 
 
 class LocalExchangeGroup:
@@ -28,16 +28,10 @@ class LocalExchangeGroup:
             self._arrived.notify_all()
 
     def _collect(self, step: int, reader: int) -> list[pa.RecordBatch]:
-        keys = [(step, r) for r in range(self.num_workers)]
+        ranks = list(range(self.num_workers))
+        keys = [(step, r) for r in ranks]
         with self._arrived:
-            if not self._arrived.wait_for(
-                lambda: all(k in self._messages for k in keys), timeout=self.timeout
-            ):
-                missing = [r for s, r in keys if (s, r) not in self._messages]
-                raise ExchangeTimeoutError(
-                    f"worker {reader} waited {self.timeout:.0f} s for step {step} from "
-                    f"workers {missing}"
-                )
+            wait_for_messages(self._arrived, self._messages, step, ranks, reader, self.timeout)
             batches = [self._messages[k] for k in keys]
             # The last reader of a step frees it, so memory does not grow with the steps.
             self._reads[step] = self._reads.get(step, 0) + 1
