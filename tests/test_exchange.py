@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from svb_spark.exchange import ExchangeTimeoutError, codec
+from svb_spark.exchange import ExchangeError, ExchangeTimeoutError, codec
 from svb_spark.exchange.flight import FlightMeshExchange
 from svb_spark.exchange.local import LocalExchangeGroup
 
@@ -144,3 +144,24 @@ def test_flight_wait_for_a_silent_peer_times_out_with_a_clear_error(mesh):
         ExchangeTimeoutError, match=r"worker 0 waited 1 s for step 0 from workers \[1\]"
     ):
         exchanges[0].all_gather(0, pa.record_batch({"v": [1.0]}))
+
+
+def test_flight_server_refuses_oversized_messages_and_never_shows_the_secret(caplog):
+    secret = "s3cret-token-that-must-not-leak"
+    small, big = (
+        FlightMeshExchange(r, 2, "127.0.0.1", secret, 1.0, max_message_bytes=1000) for r in range(2)
+    )
+    try:
+        small.connect([small.location, big.location])
+        oversized = pa.record_batch({"v": np.zeros(1000)})  # 8000 bytes
+        with pytest.raises(ExchangeError, match="exceeds 1000 bytes") as refused:
+            small._send(1, 0, oversized)
+        assert big._server.mailbox == {}
+        with pytest.raises(ExchangeTimeoutError) as timed_out:
+            small.all_gather(1, pa.record_batch({"v": [1.0]}))
+        for error in (refused.value, timed_out.value):
+            assert secret not in str(error) and secret not in repr(error)
+        assert secret not in caplog.text
+    finally:
+        small.close()
+        big.close()

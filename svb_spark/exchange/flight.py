@@ -42,14 +42,26 @@ class _SecretCheckFactory(flight.ServerMiddlewareFactory):
 
 
 class _MailboxServer(flight.FlightServerBase):
-    def __init__(self, location: str, secret: str) -> None:
+    def __init__(self, location: str, secret: str, max_message_bytes: int | None) -> None:
         super().__init__(location, middleware={"secret": _SecretCheckFactory(secret)})
         self.mailbox: dict[tuple[int, int], pa.Table] = {}
         self.arrived = threading.Condition()
+        self.max_message_bytes = max_message_bytes
 
     def do_put(self, context, descriptor, reader, writer):
         step, rank = (int(part) for part in descriptor.path)
-        table = reader.read_all()
+        batches, size = [], 0
+        for chunk in reader:
+            size += chunk.data.nbytes
+            # Refuse while reading, before an oversized message is held in memory.
+            if self.max_message_bytes is not None and size > self.max_message_bytes:
+                raise flight.FlightServerError(
+                    f"message from worker {rank} for step {step} exceeds "
+                    f"{self.max_message_bytes} bytes, the most this fit's batch size, classes "
+                    "and features allow"
+                )
+            batches.append(chunk.data)
+        table = pa.Table.from_batches(batches, schema=reader.schema)
         with self.arrived:
             self.mailbox[(step, rank)] = table
             self.arrived.notify_all()
@@ -68,6 +80,8 @@ class FlightMeshExchange(Exchange):
         Token made on the driver for this fit; peers must present it on every call.
     timeout : float
         Seconds to wait for a peer before raising :class:`ExchangeTimeoutError`.
+    max_message_bytes : int, optional
+        Largest message payload the server accepts; larger ones are refused with an error.
 
     Examples
     --------
@@ -79,10 +93,18 @@ class FlightMeshExchange(Exchange):
     >>> mesh.close()
     """
 
-    def __init__(self, rank: int, num_workers: int, host: str, secret: str, timeout: float) -> None:
+    def __init__(
+        self,
+        rank: int,
+        num_workers: int,
+        host: str,
+        secret: str,
+        timeout: float,
+        max_message_bytes: int | None = None,
+    ) -> None:
         super().__init__(rank, num_workers)
         self.timeout = timeout
-        self._server = _MailboxServer(f"grpc+tcp://{host}:0", secret)
+        self._server = _MailboxServer(f"grpc+tcp://{host}:0", secret, max_message_bytes)
         self.location = f"grpc+tcp://{host}:{self._server.port}"
         self._options = flight.FlightCallOptions(
             headers=[(_AUTH_HEADER.encode(), f"Bearer {secret}".encode())], timeout=timeout
