@@ -248,6 +248,11 @@ class SVBLogisticRegression(
         features, label, weight = self.getFeaturesCol(), self.getLabelCol(), self._weight_column()
         check_columns(dataset.schema, features, label, weight)
         spark = dataset.sparkSession
+        if self.getExchange() == "broadcast" and spark_context(spark) is None:
+            raise ValueError(
+                "exchange='broadcast' needs a SparkContext (classic mode); Spark Connect has "
+                "none. Use exchange='p2p', which needs no SparkContext."
+            )
         num_workers = self._num_workers(spark)
 
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
@@ -601,14 +606,14 @@ class SVBLogisticRegressionModel(
         >>> mllib.numClasses, mllib.predict(Vectors.dense([0.0, 3.0]))
         (2, 1.0)
         """
+        from pyspark import SparkContext
         from pyspark.ml.classification import LogisticRegressionModel
         from pyspark.ml.common import _py2java
-        from pyspark.sql import SparkSession
+        from pyspark.sql.utils import is_remote
 
-        # The active session, not SparkContext._active_spark_context: a local Spark Connect
-        # server runs a SparkContext in this very process, but its client session has none.
-        active = SparkSession.getActiveSession()
-        sc = None if active is None else spark_context(active)
+        # A local Spark Connect server runs a SparkContext in this very process, but the
+        # client session cannot use it: check for Connect first.
+        sc = None if is_remote() else SparkContext._active_spark_context
         if sc is None:
             raise RuntimeError(
                 "toMLlib() builds the model in the driver's JVM and needs a classic "
