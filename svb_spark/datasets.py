@@ -49,6 +49,7 @@ def planted_sparse(
     from scipy import sparse
 
     rng = np.random.default_rng(seed)
+    vocabulary = min(vocabulary, num_features)
     signatures = rng.choice(num_features, size=(num_classes, 40), replace=False)
     y = rng.integers(0, num_classes, size=rows)
     own = int(round(signal * nonzeros))
