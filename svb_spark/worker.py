@@ -515,6 +515,21 @@ def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) ->
     return prepare_partition(X, y, w, config)
 
 
+def max_message_bytes(config: TrainingConfig) -> int:
+    """The largest payload a peer's message can have in this fit: anything bigger is refused.
+
+    Per step: K (D + 1) gradient floats in the dense mode; otherwise B rows of K floats of U
+    plus, for V, D floats (dense rows) or at most D values and D int32 indices (CSR rows).
+    """
+    itemsize = np.dtype(config.dtype).itemsize
+    K, D, B = config.num_classes, config.num_features, config.batch_size
+    if config.message_kind == codec.DENSE:
+        per_step = K * (D + 1) * itemsize
+    else:
+        per_step = B * (K * itemsize + D * (itemsize + (4 if config.sparse else 0)) + 8)
+    return config.sync_interval * per_step + (1 << 16)  # slack for Arrow's buffer padding
+
+
 def _memory_report(data: LocalPartition) -> dict:
     """This process's peak resident memory and the size of its training rows, in bytes."""
     import resource
@@ -562,7 +577,9 @@ def barrier_training_task(
         data = load_partition(batches, config)
         start = initial_weights(initial)
 
-        exchange = FlightMeshExchange(rank, len(addresses), host, secret, config.exchange_timeout)
+        exchange = FlightMeshExchange(
+            rank, len(addresses), host, secret, config.exchange_timeout, max_message_bytes(config)
+        )
         reporter = None
         try:
             hello = {

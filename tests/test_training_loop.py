@@ -162,3 +162,14 @@ def test_sparse_rows_train_the_same_model_as_dense_rows(kind, sync_interval):
     if kind == SV:
         # V travels as CSR: far fewer bytes than the dense rows.
         assert sparse_result.payload_sent < 0.6 * dense.payload_sent
+
+
+@pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 2)])
+def test_every_real_message_fits_the_fits_size_bound(kind, sync_interval):
+    from svb_spark.worker import max_message_bytes
+
+    parts = _blobs()
+    config = _config(parts, message_kind=kind, sync_interval=sync_interval)
+    result = train_in_process(parts, config)[0]
+    largest_sent_to_one_peer = max(result.sent_per_exchange) / 2
+    assert largest_sent_to_one_peer <= max_message_bytes(config)
