@@ -315,7 +315,7 @@ class SVBLogisticRegression(
             },
         )
         model._summary = SVBLogisticRegressionTrainingSummary(
-            model.transform(dataset), record, **model._summary_columns()
+            lambda: model.transform(dataset), record, **model._summary_columns()
         )
         if not record["converged"] and self.getMaxIter() > 0:
             warnings.warn(

@@ -28,12 +28,19 @@ class SVBLogisticRegressionSummary:
         probabilityCol: str,
         featuresCol: str,
     ) -> None:
-        self.predictions = predictions
+        # A DataFrame, or a function making it: a training summary builds its predictions on
+        # first use, so a fit does not ship a large model into a scoring plan nobody reads.
+        self._predictions = predictions
         self.predictionCol = predictionCol
         self.labelCol = labelCol
         self.weightCol = weightCol
         self.probabilityCol = probabilityCol
         self.featuresCol = featuresCol
+
+    @cached_property
+    def predictions(self):
+        """The scored DataFrame the metrics are computed on."""
+        return self._predictions() if callable(self._predictions) else self._predictions
 
     @cached_property
     def _confusion(self) -> tuple[np.ndarray, np.ndarray]:
