@@ -1,8 +1,10 @@
 """Fit on local-cluster[2,1,1024] (two executor JVMs) and print the result as JSON.
 
 Arguments: the exchange mode (default p2p) and, optionally, "forget" to make broadcast-mode
-tasks drop their cached replicas every round. Run by test_local_cluster.py in its own process:
-a Python process holds one SparkContext, and the suite's local[2] session is already running.
+tasks drop their cached replicas every round, and "four" for four workers on
+local-cluster[2,2,1024], which also prints the single-process reference's coefficients.
+Run by test_local_cluster.py in its own process: a Python process holds one SparkContext,
+and the suite's local[2] session is already running.
 """
 
 import json
@@ -19,10 +21,12 @@ from common_data import planted_frame  # noqa: E402
 from svb_spark import SVBLogisticRegression  # noqa: E402
 from svb_spark.session import local_session  # noqa: E402
 
+four = "four" in sys.argv[2:]
+cores = 2 if four else 1
 spark = local_session(
-    "local-cluster[2,1,1024]",
+    f"local-cluster[2,{cores},1024]",
     app_name="svb_spark-local-cluster",
-    **{"spark.executor.memory": "512m", "spark.default.parallelism": "2"},
+    **{"spark.executor.memory": "512m", "spark.default.parallelism": str(2 * cores)},
 )
 # A barrier stage needs both executors registered; they take a few seconds to start.
 deadline = time.time() + 120
@@ -31,18 +35,24 @@ while spark.sparkContext._jsc.sc().getExecutorIds().size() < 2 and time.time() <
 
 exchange = sys.argv[1] if len(sys.argv) > 1 else "p2p"
 estimator = SVBLogisticRegression(
-    weightCol="weight", numWorkers=2, maxIter=4, dtype="float64", exchange=exchange
+    weightCol="weight", numWorkers=2 * cores, maxIter=4, dtype="float64", exchange=exchange
 )
 estimator._forget_replicas = "forget" in sys.argv[2:]
-model = estimator.fit(planted_frame(spark))
-print(
-    "RESULT "
-    + json.dumps(
-        {
-            "coefficients": model.coefficientMatrix.toArray().tolist(),
-            "workers": model.summary.workers,
-            "driver_pid": os.getpid(),
-        }
-    )
-)
+df = planted_frame(spark).cache()
+model = estimator.fit(df)
+result = {
+    "coefficients": model.coefficientMatrix.toArray().tolist(),
+    "workers": model.summary.workers,
+    "driver_pid": os.getpid(),
+}
+if four:
+    from common_data import planted
+    from reference import reference_model
+
+    W, _, _ = reference_model(
+        df, *planted(), 4, batch_size=32, max_iter=4, tol=1e-6, reg_param=0.0,
+        fit_intercept=True, step_size=1.0, seed=estimator.getSeed(), dtype="float64",
+    )  # fmt: skip
+    result["reference"] = W.tolist()
+print("RESULT " + json.dumps(result))
 spark.stop()

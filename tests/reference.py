@@ -57,3 +57,38 @@ def reference_sgd(partitions, config):
         if len(history) > 1 and abs(history[-2] - history[-1]) <= config.tol * abs(history[-2]):
             break
     return W, b, history
+
+
+def worker_partitions(df, num_workers):
+    """The (X, y, weights) each worker of a fit on ``df`` receives, in its training order."""
+    from pyspark.sql import functions as F
+
+    from svb_spark.classification import _training_frame
+    from svb_spark.worker import FEATURES, LABEL, ROW_ID, WEIGHT
+
+    frame = _training_frame(df, "features", "label", "weight", num_workers)
+    rows = frame.withColumn("pid", F.spark_partition_id()).collect()
+    parts = []
+    for rank in range(num_workers):
+        mine = sorted((r for r in rows if r.pid == rank), key=lambda r: r[ROW_ID])
+        X = np.array([r[FEATURES].toArray() for r in mine]).reshape(len(mine), -1)
+        parts.append(
+            (X, np.array([int(r[LABEL]) for r in mine]), np.array([r[WEIGHT] for r in mine]))
+        )
+    return parts
+
+
+def reference_model(df, X, y, w, num_workers, **settings):
+    """(W, b, objective history) in the original space, from numpy statistics of (X, w), the
+    rows each worker of ``df`` would get and one global batch per step."""
+    from svb_spark.worker import TrainingConfig
+
+    mean = (w @ X) / w.sum()
+    variance = (w @ (X - mean) ** 2) / (w.sum() - (w * w).sum() / w.sum())
+    scale = 1 / np.sqrt(variance)
+    config = TrainingConfig(
+        num_classes=int(y.max()) + 1, num_features=X.shape[1], scale=scale, mean=mean, **settings
+    )
+    W_std, b_std, history = reference_sgd(worker_partitions(df, num_workers), config)
+    W, b = solver.unstandardize(W_std, b_std, mean, scale)
+    return W, b, history

@@ -69,3 +69,12 @@ def test_broadcast_mode_on_two_executor_jvms_matches_local_p2p(spark, cache):
     np.testing.assert_allclose(
         np.array(result["coefficients"]), _local_coefficients(spark), rtol=1e-9, atol=1e-12
     )
+
+
+@pytest.mark.slow
+def test_four_workers_on_two_executors_match_the_single_process_reference():
+    result = _run_cluster_job("p2p", "four")
+    assert len(result["workers"]) == 4 and len({w["pid"] for w in result["workers"]}) == 4
+    np.testing.assert_allclose(
+        np.array(result["coefficients"]), np.array(result["reference"]), rtol=1e-5, atol=1e-8
+    )
