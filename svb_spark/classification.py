@@ -75,9 +75,9 @@ class SVBLogisticRegression(
     Params follow :class:`pyspark.ml.classification.LogisticRegression` (``maxIter`` counts
     epochs, ``regParam`` is the L2 strength, ``standardization`` is on by default and the
     coefficients are returned for the original features) plus ``batchSize``, ``numWorkers``,
-    ``numClasses``, ``exchange``, ``dtype``, ``exchangeTimeout``, ``syncInterval`` and
-    ``initialModel`` (a warm start). ``stepSize`` is relative to the data's curvature, so the
-    default 1.0 needs no tuning.
+    ``numClasses``, ``exchange``, ``dtype``, ``exchangeTimeout``, ``syncInterval``,
+    ``verifyInterval`` and ``initialModel`` (a warm start). ``stepSize`` is relative to the
+    data's curvature, so the default 1.0 needs no tuning.
 
     During ``fit`` rank 0 reports every epoch (objective, rows/s, bytes) to the driver, which
     shows it as log lines of the ``svb_spark`` logger, or as one display updated in place in a
@@ -133,6 +133,7 @@ class SVBLogisticRegression(
         dtype: str = "float32",
         exchangeTimeout: float = 120.0,
         syncInterval: int = 1,
+        verifyInterval: int = 100,
         initialModel=None,
     ) -> None:
         super().__init__()
@@ -164,6 +165,7 @@ class SVBLogisticRegression(
         dtype: str = "float32",
         exchangeTimeout: float = 120.0,
         syncInterval: int = 1,
+        verifyInterval: int = 100,
         initialModel=None,
     ) -> SVBLogisticRegression:
         """Sets params for this estimator; see the class docstring."""
@@ -208,6 +210,9 @@ class SVBLogisticRegression(
 
     def setDtype(self, value: str) -> SVBLogisticRegression:
         return self._set(dtype=value)
+
+    def setVerifyInterval(self, value: int) -> SVBLogisticRegression:
+        return self._set(verifyInterval=value)
 
     def setSyncInterval(self, value: int) -> SVBLogisticRegression:
         return self._set(syncInterval=value)
@@ -390,6 +395,7 @@ class SVBLogisticRegression(
             reg_scale=reg_scale,
             exchange_timeout=self.getExchangeTimeout(),
             sync_interval=self.getSyncInterval(),
+            verify_interval=self.getVerifyInterval(),
             sparse=sparse,
         )
 

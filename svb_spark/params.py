@@ -76,6 +76,13 @@ class _SVBLogisticRegressionParams(
         "replicas agree again after every exchange.",
         typeConverter=TypeConverters.toInt,
     )
+    verifyInterval: Param[int] = Param(
+        Params._dummy(),
+        "verifyInterval",
+        "exchanges between comparisons of the replicas' checksums (>= 0; 0 never checks). "
+        "On a mismatch every worker takes rank 0's replica and summary.replicaResyncs counts it.",
+        typeConverter=TypeConverters.toInt,
+    )
     exchangeTimeout: Param[float] = Param(
         Params._dummy(),
         "exchangeTimeout",
@@ -100,6 +107,7 @@ class _SVBLogisticRegressionParams(
             dtype="float32",
             exchangeTimeout=120.0,
             syncInterval=1,
+            verifyInterval=100,
         )
 
     def getBatchSize(self) -> int:
@@ -117,6 +125,10 @@ class _SVBLogisticRegressionParams(
     def getDtype(self) -> str:
         """Gets the value of dtype or its default value."""
         return self.getOrDefault(self.dtype)
+
+    def getVerifyInterval(self) -> int:
+        """Gets the value of verifyInterval or its default value."""
+        return self.getOrDefault(self.verifyInterval)
 
     def getSyncInterval(self) -> int:
         """Gets the value of syncInterval or its default value."""
@@ -188,6 +200,7 @@ _VALUE_RULES = (
     ("dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
     ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
     ("syncInterval", lambda v: v >= 1, "an int >= 1"),
+    ("verifyInterval", lambda v: v >= 0, "an int >= 0 (0 = never)"),
 )
 
 

@@ -182,3 +182,5 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.predictedBytesPerStep: dict[str, float] = record["predicted_bytes_per_step"]
         self.timings: dict[str, float] = record["timings"]
         self.workers: list[dict] = record["workers"]
+        #: Replica checksum mismatches repaired from rank 0 (see verifyInterval).
+        self.replicaResyncs: int = record.get("resyncs", 0)

@@ -13,6 +13,7 @@ mode (:mod:`svb_spark.broadcast`) drives the same :class:`Replica` from the driv
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -60,6 +61,7 @@ class TrainingConfig:
     message_kind: str = codec.SV  # codec.SV, or codec.DENSE for the baseline
     sync_interval: int = 1  # local steps between exchanges
     sparse: bool = False  # rows as CSR; the replica is then kept as factor * W
+    verify_interval: int = 0  # exchanges between replica checksum comparisons; 0 = never
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,7 @@ class TrainingResult:
     sent_per_exchange: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     workers: list[dict] = field(default_factory=list)  # what each rank said at the rendezvous
+    resyncs: int = 0  # replica checksum mismatches repaired from rank 0
 
     @property
     def total_iterations(self) -> int:
@@ -340,6 +343,7 @@ class TrainingResult:
             "sent_per_exchange": self.sent_per_exchange,
             "seconds": self.seconds,
             "workers": self.workers,
+            "resyncs": self.resyncs,
         }
 
 
@@ -378,7 +382,7 @@ def train(
     """
     replica = Replica(config, plan, initial)
     seconds = dict.fromkeys(["compute", "encode", "exchange", "decode", "apply"], 0.0)
-    exchanges = 0
+    exchanges = resyncs = 0
     while not replica.done:
         t0 = time.perf_counter()
         message = compute_round(replica, data, exchange.rank)
@@ -397,10 +401,48 @@ def train(
         exchanges += 1
         if on_exchange is not None:
             on_exchange(replica.step, replica.W, replica.b)
+        if config.verify_interval and exchanges % config.verify_interval == 0:
+            resyncs += _verify_replicas(replica, exchange, exchanges)
         if on_epoch is not None:
             for epoch in range(epochs, len(replica.history)):
                 on_epoch(epoch, replica.history[epoch])
-    return _result(replica, exchange, exchanges, seconds)
+    result = _result(replica, exchange, exchanges, seconds)
+    result.resyncs = resyncs
+    return result
+
+
+def _replica_storage(replica: Replica) -> np.ndarray:
+    """The replica's weights as the contiguous array that holds them (K x D or D x K)."""
+    W = replica.W
+    return W if W.flags.c_contiguous else W.T
+
+
+def _verify_replicas(replica: Replica, exchange: Exchange, exchanges: int) -> int:
+    """Compare replica checksums; on a mismatch every worker takes rank 0's replica.
+
+    Replicas stay equal by construction, unless something outside the algorithm differs
+    (a different BLAS on heterogeneous executors, a bit flip). Costs one small exchange, plus
+    one K x D broadcast from rank 0 when a mismatch is found. Returns 1 after a resync.
+    """
+    digest = hashlib.sha256(memoryview(_replica_storage(replica)).cast("B"))
+    digest.update(replica.b.tobytes() + np.float64(replica.factor).tobytes())
+    # Negative exchange indices keep these messages apart from the training rounds.
+    check = pa.record_batch({"digest": [digest.hexdigest()]})
+    digests = [m.column(0)[0].as_py() for m in exchange.all_gather(-2 * exchanges, check)]
+    if len(set(digests)) == 1:
+        return 0
+    storage = _replica_storage(replica)
+    flat = np.concatenate([storage.ravel(), replica.b]) if exchange.rank == 0 else storage[:0, 0]
+    metadata = {b"factor": repr(float(replica.factor)).encode()}
+    state = pa.RecordBatch.from_arrays([pa.array(flat)], schema=pa.schema(
+        [("state", pa.from_numpy_dtype(storage.dtype))], metadata=metadata))  # fmt: skip
+    authoritative = exchange.all_gather(-2 * exchanges - 1, state)[0]
+    if exchange.rank != 0:
+        values = np.asarray(authoritative.column(0).to_numpy())
+        storage[...] = values[: storage.size].reshape(storage.shape)
+        replica.b[...] = values[storage.size :]
+        replica.factor = float(authoritative.schema.metadata[b"factor"])
+    return 1
 
 
 def train_in_process(
@@ -527,7 +569,10 @@ def max_message_bytes(config: TrainingConfig) -> int:
         per_step = K * (D + 1) * itemsize
     else:
         per_step = B * (K * itemsize + D * (itemsize + (4 if config.sparse else 0)) + 8)
-    return config.sync_interval * per_step + (1 << 16)  # slack for Arrow's buffer padding
+    largest = config.sync_interval * per_step
+    if config.verify_interval:
+        largest = max(largest, K * (D + 1) * itemsize)  # rank 0's replica, after a mismatch
+    return largest + (1 << 16)  # slack for Arrow's buffer padding
 
 
 def _memory_report(data: LocalPartition) -> dict:

@@ -115,3 +115,9 @@ def test_bounded_staleness_keeps_digits_accuracy(digits_frames):
         f"digits accuracy: syncInterval=1 {accuracy_exact:.4f}, syncInterval=4 {accuracy_stale:.4f}"
     )
     assert accuracy_stale >= accuracy_exact - 0.01
+
+
+def test_replica_checks_over_the_flight_mesh_find_equal_replicas(planted_df, p2p_model):
+    checked = _fit(planted_df, exchange="p2p", verifyInterval=1)
+    assert checked.summary.replicaResyncs == 0
+    assert (checked.coefficientMatrix.toArray() == p2p_model.coefficientMatrix.toArray()).all()
