@@ -335,8 +335,7 @@ class SVBLogisticRegression(
     def _initial_weights(self, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray] | None:
         """initialModel's (W, b) mapped into the standardized space training runs in, or None.
 
-        Training sees ``(x - mean) * scale``, so ``W x + b = (W / scale) x_std + (b + W mean)``;
-        columns of constant features (scale 0) start at zero, as they stay in training.
+        See :func:`svb_spark.solver.standardize_weights`.
         """
         if not self.isDefined(self.initialModel) or self.getInitialModel() is None:
             return None
@@ -349,14 +348,7 @@ class SVBLogisticRegression(
                 f"{expected[1]} features; give a model trained on data of the same shape (set "
                 "numClasses if the labels do not reach the model's largest class)."
             )
-        W_std = np.divide(W, config.scale, out=np.zeros_like(W), where=config.scale > 0)
-        if not config.fit_intercept:
-            b_std = np.zeros_like(b)
-        elif config.mean is not None:
-            b_std = b + W @ config.mean
-        else:
-            b_std = b.copy()
-        return W_std, b_std
+        return solver.standardize_weights(W, b, config.mean, config.scale, config.fit_intercept)
 
     def _exchange_mode(self, config: TrainingConfig, num_workers: int, stats):
         """The mode in force ("auto" resolved) and the per-step byte predictions of each."""

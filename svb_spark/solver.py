@@ -345,3 +345,23 @@ def apply_sparse_sufficient_vectors(
     if fit_intercept:
         b -= W.dtype.type(step) * U.sum(axis=0)
     return factor
+
+
+def standardize_weights(
+    W: np.ndarray, b: np.ndarray, mean: np.ndarray | None, scale: np.ndarray, fit_intercept: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`unstandardize`: weights for rows ``(x - mean) * scale``.
+
+    ``W x + b = (W / scale) x_std + (b + W mean)``; columns of constant features (scale 0)
+    start at zero, as they stay in training; without an intercept, b is zero.
+    """
+    W_std = np.divide(W, scale, out=np.zeros_like(W), where=scale > 0)
+    if not fit_intercept:
+        return W_std, np.zeros_like(b)
+    return W_std, (b + W @ mean if mean is not None else b.copy())
+
+
+def batch_gradient(U: np.ndarray, X) -> np.ndarray:
+    """``[U^T X | colsum(U)]``: a batch's K x (D + 1) gradient sum, for dense or CSR rows."""
+    gradient = (X.T @ U).T if not isinstance(X, np.ndarray) else U.T @ X
+    return np.hstack([np.asarray(gradient), U.sum(axis=0)[:, None]])

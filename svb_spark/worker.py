@@ -237,9 +237,7 @@ class Replica:
                 self.converged = True
 
 
-def compute_round(
-    replica: Replica, data: LocalPartition, rank: int, seconds: dict[str, float] | None = None
-) -> codec.RoundMessage:
+def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.RoundMessage:
     """This worker's message for the next exchange: up to ``syncInterval`` steps.
 
     With more than one step per exchange (bounded staleness), the worker applies its own
@@ -269,8 +267,7 @@ def compute_round(
             Us.append(U)
             Vs.append(Xb)
         else:
-            gradient = (Xb.T @ U).T if config.sparse else U.T @ Xb
-            Gs.append(np.hstack([np.asarray(gradient), U.sum(axis=0)[:, None]]))
+            Gs.append(solver.batch_gradient(U, Xb))
         if j < steps - 1:
             own = (weight * plan.num_workers, replica.learning_rate(step), config.reg_param)
             if sparse_sv:
@@ -347,7 +344,9 @@ class TrainingResult:
         }
 
 
-def _result(replica: Replica, exchange: Exchange, exchanges: int, seconds) -> TrainingResult:
+def _result(
+    replica: Replica, exchange: Exchange, exchanges: int, seconds, resyncs: int
+) -> TrainingResult:
     replica.fold_factor()
     return TrainingResult(
         W=replica.W,
@@ -362,6 +361,7 @@ def _result(replica: Replica, exchange: Exchange, exchanges: int, seconds) -> Tr
         framing_received=exchange.framing_received,
         sent_per_exchange=exchange.sent_per_exchange,
         seconds=seconds,
+        resyncs=resyncs,
     )
 
 
@@ -406,9 +406,7 @@ def train(
         if on_epoch is not None:
             for epoch in range(epochs, len(replica.history)):
                 on_epoch(epoch, replica.history[epoch])
-    result = _result(replica, exchange, exchanges, seconds)
-    result.resyncs = resyncs
-    return result
+    return _result(replica, exchange, exchanges, seconds, resyncs)
 
 
 def _replica_storage(replica: Replica) -> np.ndarray:
@@ -427,21 +425,17 @@ def _verify_replicas(replica: Replica, exchange: Exchange, exchanges: int) -> in
     digest = hashlib.sha256(memoryview(_replica_storage(replica)).cast("B"))
     digest.update(replica.b.tobytes() + np.float64(replica.factor).tobytes())
     # Negative exchange indices keep these messages apart from the training rounds.
-    check = pa.record_batch({"digest": [digest.hexdigest()]})
-    digests = [m.column(0)[0].as_py() for m in exchange.all_gather(-2 * exchanges, check)]
+    check = codec.encode_checksum(digest.hexdigest())
+    digests = [codec.decode_checksum(m) for m in exchange.all_gather(-2 * exchanges, check)]
     if len(set(digests)) == 1:
         return 0
     storage = _replica_storage(replica)
     flat = np.concatenate([storage.ravel(), replica.b]) if exchange.rank == 0 else storage[:0, 0]
-    metadata = {b"factor": repr(float(replica.factor)).encode()}
-    state = pa.RecordBatch.from_arrays([pa.array(flat)], schema=pa.schema(
-        [("state", pa.from_numpy_dtype(storage.dtype))], metadata=metadata))  # fmt: skip
-    authoritative = exchange.all_gather(-2 * exchanges - 1, state)[0]
+    received = exchange.all_gather(-2 * exchanges - 1, codec.encode_state(flat, replica.factor))
     if exchange.rank != 0:
-        values = np.asarray(authoritative.column(0).to_numpy())
+        values, replica.factor = codec.decode_state(received[0])
         storage[...] = values[: storage.size].reshape(storage.shape)
         replica.b[...] = values[storage.size :]
-        replica.factor = float(authoritative.schema.metadata[b"factor"])
     return 1
 
 

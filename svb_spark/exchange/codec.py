@@ -152,3 +152,26 @@ def to_ipc(batch: pa.RecordBatch) -> bytes:
 def from_ipc(data: bytes) -> pa.RecordBatch:
     """Inverse of :func:`to_ipc`."""
     return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
+
+
+def encode_checksum(digest: str) -> pa.RecordBatch:
+    """A replica checksum as a one-row record batch."""
+    return pa.record_batch({"digest": [digest]})
+
+
+def decode_checksum(batch: pa.RecordBatch | pa.Table) -> str:
+    return batch.column("digest")[0].as_py()
+
+
+def encode_state(values: np.ndarray, factor: float) -> pa.RecordBatch:
+    """A flattened replica (W then b) and its scalar multiplier, for a resynchronisation."""
+    schema = pa.schema(
+        [("state", pa.from_numpy_dtype(values.dtype))],
+        metadata={b"factor": repr(float(factor)).encode()},
+    )
+    return pa.RecordBatch.from_arrays([pa.array(values)], schema=schema)
+
+
+def decode_state(batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, float]:
+    """Inverse of :func:`encode_state`."""
+    return np.asarray(batch.column("state").to_numpy()), float(batch.schema.metadata[b"factor"])
