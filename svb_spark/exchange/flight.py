@@ -8,6 +8,11 @@ this mesh and leaves Spark's control plane alone.
 
 This module knows nothing of Spark: the caller swaps ``location`` strings once (the barrier
 task does it with ``allGather``) and passes them to :meth:`FlightMeshExchange.connect`.
+
+With :class:`~svb_spark.exchange.tls.TlsFiles` the mesh runs over ``grpc+tls`` with mutual
+authentication: each server asks every caller for a certificate signed by the configured CA,
+and each client checks the server's certificate the same way. The secret is checked either
+way: TLS says a peer is some worker of the cluster, the secret says it is a worker of this fit.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from svb_spark.exchange.base import Exchange, ExchangeError, wait_for_messages
+from svb_spark.exchange.tls import TLS_CONF_KEYS, TlsFiles, TlsMaterial, read_tls_files
 
 _AUTH_HEADER = "authorization"
 
@@ -42,8 +48,24 @@ class _SecretCheckFactory(flight.ServerMiddlewareFactory):
 
 
 class _MailboxServer(flight.FlightServerBase):
-    def __init__(self, location: str, secret: str, max_message_bytes: int | None) -> None:
-        super().__init__(location, middleware={"secret": _SecretCheckFactory(secret)})
+    def __init__(
+        self,
+        location: str,
+        secret: str,
+        max_message_bytes: int | None,
+        tls: TlsMaterial | None = None,
+    ) -> None:
+        middleware = {"secret": _SecretCheckFactory(secret)}
+        if tls is None:
+            super().__init__(location, middleware=middleware)
+        else:
+            super().__init__(
+                location,
+                middleware=middleware,
+                tls_certificates=[flight.CertKeyPair(tls.cert, tls.key)],
+                verify_client=True,
+                root_certificates=tls.ca,
+            )
         self.mailbox: dict[tuple[int, int], pa.Table] = {}
         self.arrived = threading.Condition()
         self.max_message_bytes = max_message_bytes
@@ -82,6 +104,9 @@ class FlightMeshExchange(Exchange):
         Seconds to wait for a peer before raising :class:`ExchangeTimeoutError`.
     max_message_bytes : int, optional
         Largest message payload the server accepts; larger ones are refused with an error.
+    tls : TlsFiles, optional
+        PEM files for mutual TLS (read here, on the executor); None for plain ``grpc+tcp``.
+        Every worker's certificate must be signed by ``tls.ca`` and name its ``host``.
 
     Examples
     --------
@@ -101,11 +126,27 @@ class FlightMeshExchange(Exchange):
         secret: str,
         timeout: float,
         max_message_bytes: int | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         super().__init__(rank, num_workers)
         self.timeout = timeout
-        self._server = _MailboxServer(f"grpc+tcp://{host}:0", secret, max_message_bytes)
-        self.location = f"grpc+tcp://{host}:{self._server.port}"
+        self._tls = read_tls_files(tls) if tls is not None else None
+        scheme = "grpc+tcp" if tls is None else "grpc+tls"
+        try:
+            self._server = _MailboxServer(
+                f"{scheme}://{host}:0", secret, max_message_bytes, self._tls
+            )
+        except pa.ArrowException as error:
+            if tls is None:
+                raise
+            # gRPC says only "Server did not start properly"; the usual cause is a key that
+            # does not belong to the certificate, which the files alone do not show.
+            raise ExchangeError(
+                f"worker {rank} could not start its TLS Flight server on {host} ({error}); check "
+                f"that {TLS_CONF_KEYS[1]} ({tls.key!r}) is the key of {TLS_CONF_KEYS[0]} "
+                f"({tls.cert!r}) and that {TLS_CONF_KEYS[2]} ({tls.ca!r}) holds a CA certificate"
+            ) from None
+        self.location = f"{scheme}://{host}:{self._server.port}"
         self._options = flight.FlightCallOptions(
             headers=[(_AUTH_HEADER.encode(), f"Bearer {secret}".encode())], timeout=timeout
         )
@@ -116,8 +157,13 @@ class FlightMeshExchange(Exchange):
         """Open a client to every peer; ``locations`` is indexed by rank."""
         if len(locations) != self.num_workers:
             raise ValueError(f"expected {self.num_workers} locations, got {len(locations)}")
+        credentials = {}
+        if self._tls is not None:
+            credentials = dict(
+                tls_root_certs=self._tls.ca, cert_chain=self._tls.cert, private_key=self._tls.key
+            )
         self._peers = {
-            rank: flight.FlightClient(location)
+            rank: flight.FlightClient(location, **credentials)
             for rank, location in enumerate(locations)
             if rank != self.rank
         }
@@ -131,8 +177,15 @@ class FlightMeshExchange(Exchange):
             writer.write_batch(batch)
             writer.close()
         except flight.FlightError as error:
+            hint = ""
+            if self._tls is not None and isinstance(error, flight.FlightUnavailableError):
+                # A refused handshake looks like a closed socket from this side.
+                hint = (
+                    f"; with mutual TLS, every worker's certificate must be signed by the CA in "
+                    f"{TLS_CONF_KEYS[2]} and name its executor's host"
+                )
             raise ExchangeError(
-                f"worker {self.rank} could not send step {step} to worker {peer}: {error}"
+                f"worker {self.rank} could not send step {step} to worker {peer}: {error}{hint}"
             ) from None
 
     def all_gather(self, step: int, batch: pa.RecordBatch) -> list[pa.RecordBatch | pa.Table]:
