@@ -7,6 +7,9 @@ this module validates, plans the barrier stage and assembles the model.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import posixpath
 import secrets
 import time
 import warnings
@@ -19,8 +22,11 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, Defaul
 
 from svb_spark import solver
 from svb_spark.broadcast import fit_by_broadcast
+from svb_spark.checkpoint import filesystem as checkpoint_filesystem
+from svb_spark.checkpoint import remove_checkpoints
 from svb_spark.cost import choose_exchange
 from svb_spark.exchange.codec import DENSE, SV
+from svb_spark.exchange.tls import tls_files_from_conf
 from svb_spark.inspection import check_columns, inspect_training_data
 from svb_spark.params import (
     _SVBEstimatorParams,
@@ -76,8 +82,9 @@ class SVBLogisticRegression(
     epochs, ``regParam`` is the L2 strength, ``standardization`` is on by default and the
     coefficients are returned for the original features) plus ``batchSize``, ``numWorkers``,
     ``numClasses``, ``exchange``, ``dtype``, ``exchangeTimeout``, ``syncInterval``,
-    ``verifyInterval`` and ``initialModel`` (a warm start). ``stepSize`` is relative to the
-    data's curvature, so the default 1.0 needs no tuning.
+    ``verifyInterval``, ``initialModel`` (a warm start), and ``checkpointDir`` with
+    ``checkpointInterval`` (a retried stage resumes from the newest checkpoint). ``stepSize``
+    is relative to the data's curvature, so the default 1.0 needs no tuning.
 
     During ``fit`` rank 0 reports every epoch (objective, rows/s, bytes) to the driver, which
     shows it as log lines of the ``svb_spark`` logger, or as one display updated in place in a
@@ -135,6 +142,8 @@ class SVBLogisticRegression(
         syncInterval: int = 1,
         verifyInterval: int = 100,
         initialModel=None,
+        checkpointDir: str | None = None,
+        checkpointInterval: int = 10,
     ) -> None:
         super().__init__()
         kwargs = self._input_kwargs
@@ -167,6 +176,8 @@ class SVBLogisticRegression(
         syncInterval: int = 1,
         verifyInterval: int = 100,
         initialModel=None,
+        checkpointDir: str | None = None,
+        checkpointInterval: int = 10,
     ) -> SVBLogisticRegression:
         """Sets params for this estimator; see the class docstring."""
         kwargs = self._input_kwargs
@@ -220,6 +231,12 @@ class SVBLogisticRegression(
     def setExchangeTimeout(self, value: float) -> SVBLogisticRegression:
         return self._set(exchangeTimeout=value)
 
+    def setCheckpointDir(self, value: str) -> SVBLogisticRegression:
+        return self._set(checkpointDir=value)
+
+    def setCheckpointInterval(self, value: int) -> SVBLogisticRegression:
+        return self._set(checkpointInterval=value)
+
     def setInitialModel(self, value) -> SVBLogisticRegression:
         """Warm-start from ``value``: an SVB or MLlib LogisticRegressionModel, or a saved
         SVBLogisticRegressionModel's path."""
@@ -259,6 +276,8 @@ class SVBLogisticRegression(
                 "none. Use exchange='p2p', which needs no SparkContext."
             )
         num_workers = self._num_workers(spark)
+        # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
+        tls = tls_files_from_conf(lambda key: _conf_value(spark, key))
 
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         check_replica_fits(spark, stats.num_classes, stats.num_features, self.getDtype())
@@ -269,7 +288,7 @@ class SVBLogisticRegression(
                 f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
                 f"{stats.num_classes} classes; give one threshold per class."
             )
-        config = self._training_config(stats)
+        config = dataclasses.replace(self._training_config(stats), tls=tls)
         mode, predictions = self._exchange_mode(config, num_workers, stats)
         config = dataclasses.replace(config, message_kind=DENSE if mode == "dense" else SV)
         initial = self._initial_weights(config)
@@ -283,6 +302,8 @@ class SVBLogisticRegression(
         # inside every task's closure. Spark Connect has no SparkContext: closure it is.
         shipped = sc.broadcast(initial) if sc is not None and initial is not None else initial
         secret = secrets.token_urlsafe(32)
+        if mode != "broadcast":  # the broadcast mode's driver holds the state between rounds
+            config = self._with_checkpoints(config, secret)
         try:
             with (
                 job_group(spark, description),
@@ -298,11 +319,17 @@ class SVBLogisticRegression(
                     W_std, b_std, record = result.W, result.b, result.summary_dict()
                 else:
                     task = barrier_training_task(config, secret, shipped, progress)
-                    rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
+                    # The shuffle after the barrier stage makes it a map stage, which Spark
+                    # retries as a whole when a task fails (a failed barrier result stage is
+                    # never retried); the retry resumes from the newest checkpoint.
+                    stage = training.mapInArrow(task, RESULT_DDL, barrier=True)
+                    rows = stage.repartition(1).collect()
                     W_std, b_std, record = decode_result([(r.part, r.seq, r.data) for r in rows])
         finally:
             if shipped is not initial:
                 shipped.destroy()
+            if config.checkpoint_dir is not None:
+                remove_checkpoints(config.checkpoint_dir)
         trained = time.perf_counter()
 
         W, b = solver.unstandardize(W_std, b_std, config.mean, config.scale)
@@ -331,6 +358,33 @@ class SVBLogisticRegression(
                 stacklevel=3,  # the caller of Estimator.fit
             )
         return model
+
+    def _with_checkpoints(self, config: TrainingConfig, secret: str) -> TrainingConfig:
+        """``config`` with this fit's own checkpoint directory, made and checked here.
+
+        A directory that cannot be made fails now, on the driver, not in rank 0 mid-fit.
+        """
+        base = self.getCheckpointDir()
+        if not base or self.getCheckpointInterval() == -1:
+            return config
+        if "://" not in base:
+            base = os.path.abspath(base)  # pyarrow.fs takes absolute paths or URIs
+        # Named after the estimator and a digest of the secret: unique per fit, and the
+        # secret itself never reaches a path or a log line.
+        fit = f"{self.uid}-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+        directory = posixpath.join(base.rstrip("/"), fit)
+        try:
+            fs, path = checkpoint_filesystem(directory)
+            fs.create_dir(path, recursive=True)
+        except Exception as error:
+            raise ValueError(
+                f"The 'checkpointDir' parameter of {type(self).__name__} is {base!r}, where no "
+                f"directory can be made ({error}). Give a writable path or Hadoop-compatible URI "
+                "that every executor can reach, or leave checkpointDir unset."
+            ) from None
+        return dataclasses.replace(
+            config, checkpoint_dir=directory, checkpoint_interval=self.getCheckpointInterval()
+        )
 
     def _initial_weights(self, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray] | None:
         """initialModel's (W, b) mapped into the standardized space training runs in, or None.
@@ -400,6 +454,18 @@ class _EstimatorWriter(DefaultParamsWriter):
             if param.name != "initialModel" or isinstance(value, str)
         }
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, paramMap=params)
+
+
+def _conf_value(spark, key: str) -> str | None:
+    """A key from the Spark conf, or else from the session's runtime conf (``spark.conf.set``,
+    as a notebook sets it)."""
+    value = spark_conf(spark, key)
+    if value is None:
+        try:
+            value = spark.conf.get(key, None)
+        except Exception:  # a Connect server that hides the key
+            value = None
+    return value
 
 
 def _model_weights(model) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ import zlib
 from pyspark.ml.classification import _ProbabilisticClassifierParams
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
+    HasCheckpointInterval,
     HasFitIntercept,
     HasMaxIter,
     HasRegParam,
@@ -154,8 +155,18 @@ def _to_initial_model(value):
     )
 
 
-class _SVBEstimatorParams(_SVBLogisticRegressionParams):
+class _SVBEstimatorParams(_SVBLogisticRegressionParams, HasCheckpointInterval):
     """Params of the estimator only: the model reports its class count as a property."""
+
+    checkpointDir: Param[str] = Param(
+        Params._dummy(),
+        "checkpointDir",
+        "directory (a path or a Hadoop-compatible URI every executor can reach) where rank 0 "
+        "writes the weights every checkpointInterval epochs, so that a retried barrier stage "
+        "resumes from the newest checkpoint; each fit uses its own subdirectory and removes it "
+        "when it ends. Unset: no checkpoints.",
+        typeConverter=TypeConverters.toString,
+    )
 
     initialModel: Param = Param(
         Params._dummy(),
@@ -175,11 +186,15 @@ class _SVBEstimatorParams(_SVBLogisticRegressionParams):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._setDefault(numClasses=0)
+        self._setDefault(numClasses=0, checkpointInterval=10)
 
     def getNumClasses(self) -> int:
         """Gets the value of numClasses or its default value."""
         return self.getOrDefault(self.numClasses)
+
+    def getCheckpointDir(self) -> str | None:
+        """Gets the value of checkpointDir, or None when it is unset."""
+        return self.getOrDefault(self.checkpointDir) if self.isDefined(self.checkpointDir) else None
 
     def getInitialModel(self):
         """Gets the value of initialModel (unset by default)."""
@@ -201,6 +216,8 @@ _VALUE_RULES = (
     ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
     ("syncInterval", lambda v: v >= 1, "an int >= 1"),
     ("verifyInterval", lambda v: v >= 0, "an int >= 0 (0 = never)"),
+    # MLlib's convention: -1 disables checkpoints.
+    ("checkpointInterval", lambda v: v >= 1 or v == -1, "an int >= 1, or -1 (no checkpoints)"),
 )
 
 

@@ -184,3 +184,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.workers: list[dict] = record["workers"]
         #: Replica checksum mismatches repaired from rank 0 (see verifyInterval).
         self.replicaResyncs: int = record.get("resyncs", 0)
+        #: The step the final attempt resumed from (0 unless a retried stage found a
+        #: checkpoint; the byte counters and ``workers`` are then those of that attempt).
+        self.resumedFromStep: int = record.get("resumed_from_step", 0)
+        #: Checkpoints the final attempt wrote (see checkpointDir).
+        self.checkpointsWritten: int = record.get("checkpoints", 0)

@@ -13,6 +13,7 @@ mode (:mod:`svb_spark.broadcast`) drives the same :class:`Replica` from the driv
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,9 +28,11 @@ import numpy as np
 import pyarrow as pa
 
 from svb_spark import solver
+from svb_spark.checkpoint import ReplicaState, checkpoint_steps, read_checkpoint, write_checkpoint
 from svb_spark.data import table_to_arrays
 from svb_spark.exchange import Exchange, codec
 from svb_spark.exchange.local import LocalExchangeGroup
+from svb_spark.exchange.tls import TlsFiles
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ class TrainingConfig:
     sync_interval: int = 1  # local steps between exchanges
     sparse: bool = False  # rows as CSR; the replica is then kept as factor * W
     verify_interval: int = 0  # exchanges between replica checksum comparisons; 0 = never
+    checkpoint_dir: str | None = None  # this fit's checkpoint directory (path or URI), or None
+    checkpoint_interval: int = 10  # epochs between checkpoints
+    tls: TlsFiles | None = None  # PEM paths for mutual TLS between workers, or None
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,41 @@ class Replica:
             if self.step % self.plan.steps_per_epoch == 0:
                 self._close_epoch()
 
+    def state(self) -> ReplicaState:
+        """A copy of everything needed to go on from this step (see :mod:`svb_spark.checkpoint`)."""
+        storage = _replica_storage(self)
+        return ReplicaState(
+            weights=storage.copy(),
+            transposed=storage is not self.W,
+            b=self.b.copy(),
+            factor=self.factor,
+            step=self.step,
+            history=list(self.history),
+            converged=self.converged,
+            epoch_loss=self._epoch_loss,
+            epoch_weight=self._epoch_weight,
+            plan=dataclasses.asdict(self.plan),
+        )
+
+    def restore(self, state: ReplicaState) -> None:
+        """Go on from a checkpointed ``state`` of a fit with the same plan."""
+        if state.plan != dataclasses.asdict(self.plan):
+            raise ValueError(
+                f"the checkpoint at step {state.step} was written by a fit planned as "
+                f"{state.plan}, not {dataclasses.asdict(self.plan)}; remove it or use another "
+                "checkpointDir"
+            )
+        storage = _replica_storage(self)
+        if state.transposed != (storage is not self.W) or state.weights.shape != storage.shape:
+            raise ValueError(f"the checkpoint at step {state.step} has another weights layout")
+        storage[...] = state.weights
+        self.b[...] = state.b
+        self.factor = state.factor
+        self.step = state.step
+        self.history = list(state.history)
+        self.converged = state.converged
+        self._epoch_loss, self._epoch_weight = state.epoch_loss, state.epoch_weight
+
     def fold_factor(self) -> None:
         """Multiply the scalar into ``W`` (in place), leaving ``factor = 1``."""
         if self.factor != 1.0:
@@ -318,6 +359,8 @@ class TrainingResult:
     seconds: dict[str, float] = field(default_factory=dict)
     workers: list[dict] = field(default_factory=list)  # what each rank said at the rendezvous
     resyncs: int = 0  # replica checksum mismatches repaired from rank 0
+    resumed_from_step: int = 0  # the checkpoint's step this attempt started from
+    checkpoints: int = 0  # checkpoints this attempt wrote
 
     @property
     def total_iterations(self) -> int:
@@ -341,6 +384,8 @@ class TrainingResult:
             "seconds": self.seconds,
             "workers": self.workers,
             "resyncs": self.resyncs,
+            "resumed_from_step": self.resumed_from_step,
+            "checkpoints": self.checkpoints,
         }
 
 
@@ -373,16 +418,22 @@ def train(
     on_exchange: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
+    resume: ReplicaState | None = None,
 ) -> TrainingResult:
     """Run SVB SGD from zero weights, or from ``initial`` (W, b in the standardized space);
-    every worker calls this with its own data and the same ``initial``.
+    every worker calls this with its own data and the same ``initial``. With ``resume`` (a
+    checkpoint, the same on every worker) it goes on from the checkpoint's step instead.
 
     ``on_exchange(step, W, b)`` sees the replica after every exchange and ``on_epoch(epoch,
-    objective)`` after every epoch.
+    objective)`` after every epoch. With ``config.checkpoint_dir`` set, rank 0 writes a
+    checkpoint every ``config.checkpoint_interval`` epochs.
     """
     replica = Replica(config, plan, initial)
+    if resume is not None:
+        replica.restore(resume)
+    resumed_from = replica.step
     seconds = dict.fromkeys(["compute", "encode", "exchange", "decode", "apply"], 0.0)
-    exchanges = resyncs = 0
+    exchanges = resyncs = checkpoints = 0
     while not replica.done:
         t0 = time.perf_counter()
         message = compute_round(replica, data, exchange.rank)
@@ -406,7 +457,23 @@ def train(
         if on_epoch is not None:
             for epoch in range(epochs, len(replica.history)):
                 on_epoch(epoch, replica.history[epoch])
-    return _result(replica, exchange, exchanges, seconds, resyncs)
+        if exchange.rank == 0 and _checkpoint_due(config, epochs, replica):
+            write_checkpoint(config.checkpoint_dir, replica.state())
+            checkpoints += 1
+    result = _result(replica, exchange, exchanges, seconds, resyncs)
+    result.resumed_from_step, result.checkpoints = resumed_from, checkpoints
+    return result
+
+
+def _checkpoint_due(config: TrainingConfig, epochs_before: int, replica: Replica) -> bool:
+    """Whether the round just applied closed an epoch that is a multiple of the interval.
+
+    The last state is never written: the fit is over, and its result is on its way.
+    """
+    if config.checkpoint_dir is None or replica.done:
+        return False
+    interval = config.checkpoint_interval
+    return len(replica.history) // interval > epochs_before // interval
 
 
 def _replica_storage(replica: Replica) -> np.ndarray:
@@ -444,11 +511,13 @@ def train_in_process(
     config: TrainingConfig,
     on_exchange: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
+    resume: ReplicaState | None = None,
 ) -> list[TrainingResult]:
     """Train with one thread per partition over a :class:`LocalExchangeGroup`.
 
     ``partitions`` are raw ``(X, y, weights)`` blocks in rank order; ``on_exchange(rank, step,
-    W, b)`` observes every replica. Returns every worker's result, indexed by rank.
+    W, b)`` observes every replica; ``resume`` is a checkpoint to go on from. Returns every
+    worker's result, indexed by rank.
     """
     prepared = [prepare_partition(X.copy(), y, w, config) for X, y, w in partitions]
     plan = make_plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
@@ -465,7 +534,7 @@ def train_in_process(
 
         try:
             results[rank] = train(
-                prepared[rank], group.member(rank), config, plan, observer, initial=initial
+                prepared[rank], group.member(rank), config, plan, observer, None, initial, resume
             )
         except BaseException as error:  # surfaced in the caller's thread below
             errors.append(error)
@@ -580,6 +649,30 @@ def _memory_report(data: LocalPartition) -> dict:
             "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes)}  # fmt: skip
 
 
+def _newest_checkpoint(config: TrainingConfig) -> int | None:
+    if config.checkpoint_dir is None:
+        return None
+    steps = checkpoint_steps(config.checkpoint_dir)
+    return steps[-1] if steps else None
+
+
+# Test-only: when set in the executors' environment, each barrier task writes its rank, task
+# id, process id and Flight location to a file in this directory, so that fault tests can kill
+# or stop a given worker and check afterwards that its port is closed.
+_RECORD_WORKERS_ENV = "SVB_SPARK_RECORD_WORKERS_TO"
+
+
+def _record_worker_for_tests(rank: int, task_id: int, location: str) -> None:
+    directory = os.environ.get(_RECORD_WORKERS_ENV)
+    if not directory:
+        return
+    record = {"rank": rank, "task": task_id, "pid": os.getpid(), "location": location}
+    path = os.path.join(directory, f"rank{rank}-task{task_id}.json")
+    with open(path + ".tmp", "w") as out:
+        json.dump(record, out)
+    os.replace(path + ".tmp", path)  # the test never reads half a file
+
+
 def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
     """The (W, b) a fit starts from: None, a tuple, or a Spark Broadcast of a tuple."""
     if initial is None or isinstance(initial, tuple):
@@ -617,19 +710,28 @@ def barrier_training_task(
         start = initial_weights(initial)
 
         exchange = FlightMeshExchange(
-            rank, len(addresses), host, secret, config.exchange_timeout, max_message_bytes(config)
-        )
+            rank, len(addresses), host, secret, config.exchange_timeout,
+            max_message_bytes(config), tls=config.tls,
+        )  # fmt: skip
         reporter = None
         try:
+            _record_worker_for_tests(rank, context.taskAttemptId(), exchange.location)
             hello = {
                 "location": exchange.location,
                 "rows": data.rows,
                 "curvature": data.curvature,
                 "pid": os.getpid(),
+                # Rank 0 picks the checkpoint every worker resumes from (a retried stage).
+                "checkpoint": _newest_checkpoint(config) if rank == 0 else None,
             }
             peers = [json.loads(m) for m in context.allGather(json.dumps(hello))]
             exchange.connect([p["location"] for p in peers])
             plan = make_plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
+            resume_step = peers[0]["checkpoint"]
+            resume = None
+            if resume_step is not None:
+                resume = read_checkpoint(config.checkpoint_dir, resume_step)
+                logger.info("resuming from the checkpoint at step %d", resume_step)
             if rank == 0 and progress is not None:
                 reporter = ProgressReporter(progress, secret)
             epoch_rows = sum(p["rows"] for p in peers)
@@ -656,7 +758,9 @@ def barrier_training_task(
                 if reporter is not None:
                     reporter.send(message)
 
-            result = train(data, exchange, config, plan, on_epoch=log_epoch, initial=start)
+            result = train(
+                data, exchange, config, plan, on_epoch=log_epoch, initial=start, resume=resume
+            )
             result.workers = [
                 {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
                 for r, (address, p) in enumerate(zip(addresses, peers))

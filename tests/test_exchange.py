@@ -1,6 +1,12 @@
 """Codec and transports, without Spark: in-process threads and a real Flight mesh on loopback."""
 
+import multiprocessing
+import os
+import re
+import signal
+import socket
 import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -165,3 +171,83 @@ def test_flight_server_refuses_oversized_messages_and_never_shows_the_secret(cap
     finally:
         small.close()
         big.close()
+
+
+def test_close_returns_within_the_timeout_while_a_stalled_peer_holds_a_call_open(caplog):
+    # A peer that sent half a message and then stopped (SIGSTOP, a hung process) keeps a
+    # do_put open on our server; closing must not wait for it, or the error would never
+    # reach Spark.
+    server = FlightMeshExchange(0, 2, "127.0.0.1", "fit-secret", timeout=1.0)
+    port = int(server.location.rsplit(":", 1)[1])
+    client = flight.FlightClient(server.location)
+    batch = pa.record_batch({"v": [1.0]})
+    options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer fit-secret")])
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("0", "1"), batch.schema, options)
+    writer.write_batch(batch)  # ...and never closed: the call stays open
+
+    closing = threading.Thread(target=server.close)
+    started = time.perf_counter()
+    closing.start()
+    closing.join(10)
+    assert not closing.is_alive() and time.perf_counter() - started < 5
+    assert "still arriving" in caplog.text
+
+    # Once the peer's connection goes, the server is gone too: nothing listens on its port.
+    writer.close()
+    client.close()
+    deadline = time.time() + 10
+    while _listening(port) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _listening(port)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _serve_until_killed(queue) -> None:
+    exchange = FlightMeshExchange(2, 3, "127.0.0.1", "fit-secret", timeout=1.0)
+    queue.put(exchange.location)
+    time.sleep(600)
+
+
+def test_a_stalled_worker_gives_every_peer_a_clear_timeout_error():
+    # Worker 2 lives in a process of its own, which the test stops (SIGSTOP) as a hung
+    # executor would be: its connections stay open but nothing answers.
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    stalled = context.Process(target=_serve_until_killed, args=(queue,), daemon=True)
+    stalled.start()
+    live = [FlightMeshExchange(r, 3, "127.0.0.1", "fit-secret", 1.0) for r in range(2)]
+    try:
+        locations = [ex.location for ex in live] + [queue.get(timeout=60)]
+        for ex in live:
+            ex.connect(locations)
+        os.kill(stalled.pid, signal.SIGSTOP)
+        errors = {}
+
+        def step(ex):
+            started = time.perf_counter()
+            try:
+                ex.all_gather(0, pa.record_batch({"v": [1.0]}))
+            except ExchangeError as error:
+                errors[ex.rank] = (error, time.perf_counter() - started)
+
+        threads = [threading.Thread(target=step, args=(ex,)) for ex in live]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(errors) == [0, 1]
+        for rank, (error, seconds) in errors.items():
+            assert isinstance(error, ExchangeTimeoutError)
+            expected = rf"worker {rank} could not deliver step 0 to worker 2 within 1 s"
+            assert re.search(expected, str(error))
+            assert seconds < 5
+    finally:
+        os.kill(stalled.pid, signal.SIGKILL)
+        stalled.join(10)
+        for ex in live:
+            ex.close()

@@ -4,6 +4,7 @@ import datetime
 import ipaddress
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from svb_spark import SVBLogisticRegression
 from svb_spark.exchange import ExchangeError, codec
 from svb_spark.exchange.flight import FlightMeshExchange
 from svb_spark.exchange.tls import TLS_CONF_KEYS, TlsFiles, tls_files_from_conf
@@ -272,3 +274,24 @@ def test_unreadable_or_wrong_files_name_the_setting_and_path_never_the_contents(
     assert "PRIVATE KEY" not in str(refused.value)
     errors.append(refused.value)
     _assert_no_secret(errors, caplog)
+
+
+def test_a_fit_with_the_tls_conf_keys_trains_over_grpc_tls(spark, certificates, digits_frames):
+    workers, _ = certificates
+    train, _ = digits_frames
+    estimator = SVBLogisticRegression(numWorkers=2, maxIter=3, dtype="float64")
+    plain = estimator.fit(train)
+    for key, value in zip(TLS_CONF_KEYS, (workers[0].cert, workers[0].key, workers[0].ca)):
+        spark.conf.set(key, value)
+    try:
+        secured = estimator.fit(train)
+    finally:
+        for key in TLS_CONF_KEYS:
+            spark.conf.unset(key)
+
+    assert all(w["location"].startswith("grpc+tls://") for w in secured.summary.workers)
+    assert all(w["location"].startswith("grpc+tcp://") for w in plain.summary.workers)
+    # TLS changes the wire, not the numbers.
+    np.testing.assert_array_equal(
+        secured.coefficientMatrix.toArray(), plain.coefficientMatrix.toArray()
+    )

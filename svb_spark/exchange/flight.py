@@ -18,14 +18,22 @@ way: TLS says a peer is some worker of the cluster, the secret says it is a work
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from svb_spark.exchange.base import Exchange, ExchangeError, wait_for_messages
+from svb_spark.exchange.base import (
+    Exchange,
+    ExchangeError,
+    ExchangeTimeoutError,
+    wait_for_messages,
+)
 from svb_spark.exchange.tls import TLS_CONF_KEYS, TlsFiles, TlsMaterial, read_tls_files
+
+logger = logging.getLogger(__name__)
 
 _AUTH_HEADER = "authorization"
 
@@ -176,6 +184,12 @@ class FlightMeshExchange(Exchange):
             writer, _ = self._peers[peer].do_put(descriptor, batch.schema, options=self._options)
             writer.write_batch(batch)
             writer.close()
+        except flight.FlightTimedOutError:
+            raise ExchangeTimeoutError(
+                f"worker {self.rank} could not deliver step {step} to worker {peer} within "
+                f"{self.timeout:g} s (exchangeTimeout): worker {peer} is stalled, overloaded or "
+                "gone; raise exchangeTimeout if its steps are legitimately that slow"
+            ) from None
         except flight.FlightError as error:
             hint = ""
             if self._tls is not None and isinstance(error, flight.FlightUnavailableError):
@@ -213,4 +227,17 @@ class FlightMeshExchange(Exchange):
         for client in self._peers.values():
             client.close()
         self._peers = {}
-        self._server.shutdown()
+        # The server's shutdown waits for the calls in progress, and a stalled peer can hold
+        # one open for ever (half a message sent, then nothing). Wait at most the timeout, so
+        # the error that brought us here reaches Spark; the shutdown ends in the background
+        # once that peer's connection drops (Spark kills its task when the stage fails).
+        stopper = threading.Thread(target=self._server.shutdown, name="svb-flight-shutdown")
+        stopper.daemon = True
+        stopper.start()
+        stopper.join(self.timeout)
+        if stopper.is_alive():
+            logger.warning(
+                "worker %d: a peer's message was still arriving after %.0f s; the Flight "
+                "server stops when that peer's connection closes",
+                self.rank, self.timeout,
+            )  # fmt: skip

@@ -1,0 +1,125 @@
+"""Checkpoints: atomic files through pyarrow.fs, and a resumed fit equal to an uninterrupted one."""
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import sparse
+from test_training_loop import _blobs, _config
+
+from svb_spark import checkpoint
+from svb_spark.checkpoint import checkpoint_steps, read_checkpoint, write_checkpoint
+from svb_spark.worker import Replica, make_plan, prepare_partition, train_in_process
+
+
+def _sparse_blobs():
+    """The same problem with most features zeroed, as CSR rows."""
+    parts = []
+    for X, y, w in _blobs(rows=(90, 70)):
+        X = X * (np.random.default_rng(3).random(X.shape) < 0.3)
+        parts.append((sparse.csr_matrix(X), y, w))
+    return parts
+
+
+def _sparse_config(parts, **overrides):
+    dense = [(X.toarray(), y, w) for X, y, w in parts]
+    std = np.concatenate([X for X, _, _ in dense]).std(axis=0, ddof=1)
+    return _config(dense, scale=1 / std, mean=None, sparse=True, reg_param=0.05, **overrides)
+
+
+CASES = {
+    "dense": (lambda: _blobs(), _config),
+    "dense, syncInterval 3": (lambda: _blobs(), lambda p, **o: _config(p, sync_interval=3, **o)),
+    "sparse, feature-major with L2 factor": (_sparse_blobs, _sparse_config),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_fit_resumed_from_a_checkpoint_ends_where_the_uninterrupted_fit_ends(case, tmp_path):
+    make_parts, make_config = CASES[case]
+    parts = make_parts()
+    directory = str(tmp_path / "fit")
+    # Checkpoints after epochs 3 and 6 of 8; the one of epoch 6 is kept.
+    uninterrupted = train_in_process(
+        parts, make_config(parts, checkpoint_dir=directory, checkpoint_interval=3)
+    )
+    assert uninterrupted[0].checkpoints == 2 and uninterrupted[1].checkpoints == 0
+    (step,) = checkpoint_steps(directory)
+    state = read_checkpoint(directory, step)
+    assert len(state.history) == 6 and step >= 6 * state.plan["steps_per_epoch"]
+
+    resumed = train_in_process(parts, make_config(parts), resume=state)
+
+    for before, after in zip(uninterrupted, resumed):
+        assert after.resumed_from_step == step
+        assert after.steps == before.steps
+        np.testing.assert_array_equal(after.W, before.W)
+        np.testing.assert_array_equal(after.b, before.b)
+        assert after.objective_history == before.objective_history
+
+
+def _replica(parts, config):
+    prepared = [prepare_partition(X.copy(), y, w, config) for X, y, w in parts]
+    plan = make_plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
+    replica = Replica(config, plan)
+    rng = np.random.default_rng(0)
+    replica.W[...] = rng.normal(size=replica.W.shape)
+    replica.b[...] = rng.normal(size=replica.b.shape)
+    replica.step, replica.history = 17, [1.5, 1.25]
+    return replica
+
+
+def test_a_checkpoint_restores_every_field_of_the_replica(tmp_path):
+    parts = _sparse_blobs()
+    config = _sparse_config(parts)
+    replica = _replica(parts, config)
+    replica.factor = 0.75
+    write_checkpoint(str(tmp_path), replica.state())
+
+    restored = Replica(config, replica.plan)
+    restored.restore(read_checkpoint(str(tmp_path), 17))
+    assert not restored.W.flags.c_contiguous  # still feature-major
+    np.testing.assert_array_equal(restored.W, replica.W)
+    np.testing.assert_array_equal(restored.b, replica.b)
+    assert (restored.factor, restored.step, restored.history) == (0.75, 17, [1.5, 1.25])
+
+
+def test_only_the_newest_whole_checkpoint_stays_on_disk(tmp_path):
+    parts = _blobs()
+    replica = _replica(parts, _config(parts))
+    for step in (5, 10, 15):
+        replica.step = step
+        write_checkpoint(str(tmp_path), replica.state())
+    assert checkpoint_steps(str(tmp_path)) == [15]
+    assert os.listdir(tmp_path) == ["step-000000000015.arrow"]
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
+    parts = _blobs()
+    replica = _replica(parts, _config(parts))
+    write_checkpoint(str(tmp_path), replica.state())
+
+    real_stream = pa.ipc.new_stream
+
+    def disk_full(sink, schema):
+        real_stream(sink, schema)
+        sink.write(b"half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint.pa.ipc, "new_stream", disk_full)
+    replica.step = 30
+    with pytest.raises(OSError, match="No space left"):
+        write_checkpoint(str(tmp_path), replica.state())
+    assert os.listdir(tmp_path) == ["step-000000000017.arrow"]
+
+
+def test_a_checkpoint_of_another_plan_is_refused(tmp_path):
+    parts = _blobs()
+    config = _config(parts)
+    replica = _replica(parts, config)
+    write_checkpoint(str(tmp_path), replica.state())
+    other = _config(parts, batch_size=8)
+    fresh = Replica(other, make_plan([130, 101, 77], [1.0, 1.0, 1.0], other))
+    with pytest.raises(ValueError, match="remove it or use another checkpointDir"):
+        fresh.restore(read_checkpoint(str(tmp_path), 17))

@@ -1,0 +1,118 @@
+"""Dead and stalled workers on a real Spark: Spark retries the barrier stage, the retry resumes
+from the newest checkpoint, and nothing is left listening.
+
+A test-only hook (SVB_SPARK_RECORD_WORKERS_TO in the executors' environment) makes every
+barrier task record its rank, process id and Flight location, so a test can SIGKILL or
+SIGSTOP a given worker mid-fit.
+"""
+
+import glob
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from common_data import planted_frame
+
+from svb_spark import SVBLogisticRegression
+from svb_spark.worker import _RECORD_WORKERS_ENV
+
+
+@pytest.fixture
+def recorded_workers(spark, tmp_path):
+    """A directory where every barrier task of the next fits records itself."""
+    directory = tmp_path / "workers"
+    directory.mkdir()
+    environment = spark.sparkContext.environment
+    environment[_RECORD_WORKERS_ENV] = str(directory)
+    yield directory
+    del environment[_RECORD_WORKERS_ENV]
+
+
+def _records(directory, rank):
+    records = []
+    for path in glob.glob(str(directory / f"rank{rank}-task*.json")):
+        with open(path) as source:
+            records.append(json.load(source))
+    return sorted(records, key=lambda r: r["task"])
+
+
+def _listening(location: str) -> bool:
+    host, port = location.split("://")[1].rsplit(":", 1)
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, int(port))) == 0
+
+
+def _estimator(checkpoints, timeout=120.0):
+    return SVBLogisticRegression(
+        weightCol="weight", numWorkers=2, maxIter=30, tol=0.0, dtype="float64",
+        checkpointDir=str(checkpoints), checkpointInterval=2, exchangeTimeout=timeout,
+    )  # fmt: skip
+
+
+def _interrupt_rank_1(workers, checkpoints, sig, events):
+    """Once the first checkpoint exists, send ``sig`` to rank 1; then time the retry."""
+    while not (glob.glob(str(checkpoints / "*" / "step-*")) and _records(workers, 1)):
+        time.sleep(0.02)
+    victim = _records(workers, 1)[0]["pid"]
+    events["pid"], events["sent"] = victim, time.perf_counter()
+    os.kill(victim, sig)
+    while len(_records(workers, 1)) < 2:
+        time.sleep(0.02)
+    events["retried"] = time.perf_counter()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stalled"])
+def test_a_lost_worker_is_retried_and_the_fit_resumes_from_its_checkpoint(
+    spark, recorded_workers, tmp_path, sig
+):
+    df = planted_frame(spark).cache()
+    checkpoints = tmp_path / "checkpoints"
+    expected = _estimator(checkpoints).fit(df)
+    for path in glob.glob(str(recorded_workers / "*")):
+        os.remove(path)
+
+    events = {}
+    interrupter = threading.Thread(
+        target=_interrupt_rank_1, args=(recorded_workers, checkpoints, sig, events), daemon=True
+    )
+    interrupter.start()
+    try:
+        model = _estimator(checkpoints, timeout=3.0).fit(df)
+    finally:
+        if "pid" in events and sig == signal.SIGSTOP:
+            try:  # Spark normally kills it with the failed stage
+                os.kill(events["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    interrupter.join(5)
+
+    # The retry went on from the checkpoint and ended exactly where the uninterrupted fit did.
+    summary = model.summary
+    assert summary.resumedFromStep > 0 and summary.resumedFromStep % 2 == 0
+    assert summary.objectiveHistory == expected.summary.objectiveHistory
+    np.testing.assert_allclose(
+        model.coefficientMatrix.toArray(), expected.coefficientMatrix.toArray(), rtol=1e-6
+    )
+    # Detected within the exchange timeout (3 s) plus Spark's rescheduling.
+    detected = events["retried"] - events["sent"]
+    print(f"{signal.Signals(sig).name}: retry started {detected:.1f} s after the signal")
+    assert detected < 30
+    # Every Flight server of both attempts is gone, and so is the fit's checkpoint directory.
+    locations = [r["location"] for rank in (0, 1) for r in _records(recorded_workers, rank)]
+    assert len(locations) == 4
+    assert not any(_listening(location) for location in locations)
+    assert os.listdir(checkpoints) == []
+
+
+def test_a_checkpoint_dir_that_cannot_be_made_fails_before_training(spark, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    estimator = _estimator(blocker / "checkpoints")
+    with pytest.raises(ValueError, match="'checkpointDir' parameter .* no directory can be made"):
+        estimator.fit(planted_frame(spark))
