@@ -152,3 +152,27 @@ def test_a_stalled_worker_without_retries_fails_the_fit_with_a_clear_error_in_ti
     assert result["failed_after_seconds"] < 30
     assert result["interrupted_worker_gone"]
     assert result["listening"] == [] and result["checkpoints_left"] == []
+
+
+def test_after_a_keyboard_interrupt_no_flight_server_is_left(spark, recorded_workers):
+    interrupted = []
+
+    def interrupt_after_first_epoch(message):
+        if not interrupted:
+            interrupted.append(time.perf_counter())
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C
+
+    estimator = SVBLogisticRegression(
+        weightCol="weight", numWorkers=2, maxIter=100_000, tol=0.0, batchSize=8
+    )
+    estimator._on_progress = interrupt_after_first_epoch
+    with pytest.raises(KeyboardInterrupt):
+        estimator.fit(planted_frame(spark))
+    locations = [r["location"] for rank in (0, 1) for r in _records(recorded_workers, rank)]
+    assert len(locations) == 2
+    # Spark cancels the tasks, and their Python workers stop their servers or are killed.
+    deadline = time.time() + 30
+    while any(_listening(location) for location in locations) and time.time() < deadline:
+        time.sleep(0.2)
+    print(f"servers gone {time.perf_counter() - interrupted[0]:.1f} s after Ctrl-C")
+    assert not any(_listening(location) for location in locations)
