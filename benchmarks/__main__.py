@@ -24,21 +24,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_const",
         dest="mode",
         const="quick",
-        help="smaller W1 (K=200, D=256, 10k/2k rows), under 10 minutes on 2 cores",
+        help="smaller W1 (K=200, D=256, 10k/2k rows) and W3 (K=100, D=2^15, 2k/500 rows), "
+        "under 10 minutes on 2 cores",
     )
     size.add_argument(
         "--full",
         action="store_const",
         dest="mode",
         const="full",
-        help="the issue's sizes (W1: K=1000, D=512, 20k/5k rows)",
+        help="the issue's sizes (W1: K=1000, D=512, 20k/5k rows; W3: K=500, D=2^18, 20k/5k)",
     )
     size.add_argument(
         "--smoke",
         action="store_const",
         dest="mode",
         const="smoke",
-        help="tiny W1 (K=20, D=32): checks the harness end to end, figures mean nothing",
+        help="tiny W1 (K=20, D=32) and W3: checks the harness end to end, figures mean nothing",
     )
     run.add_argument("--name", help="result name (default: the mode)")
     run.add_argument("--workloads", default="W1,W2,W3", help="comma-separated (default: all)")
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-readme",
         action="store_true",
         help="write the JSON only; leave the READMEs and plots alone",
+    )
+    run.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="directory of the result JSON (default: benchmarks/results)",
     )
     again = commands.add_parser(
         "report",
@@ -55,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # fmt: skip
 
     if args.command == "run":
+        from benchmarks.run import RESULTS
         from benchmarks.run import run as run_benchmark
 
         run_benchmark(
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             names=[w.strip() for w in args.workloads.split(",") if w.strip()],
             write_readmes=not args.no_readme,
+            results_dir=args.results_dir or RESULTS,
         )
     else:
         from benchmarks.report import targets_table

@@ -23,6 +23,17 @@ worker processes over Flight. The rebuild GEMM accumulates into W in place, so S
 no K x D pass; the dense baseline sums P gradients and applies them (P + 2 passes over K x D).
 When more workers than cores share the machine, every phase stretches by P / cores: a worker
 waiting for a peer gives its core to the peer.
+
+Sparse rows (CSR, n non-zeros per row on average; the library keeps them sparse end to end)
+replace D by n where the work follows the non-zeros, at the rate S of a CSR-times-dense product
+(not a GEMM), and V travels as n values, n int32 indices and one offset per row::
+
+    compute  = o_c + 2 B n K / S + (B n K + 4 B K) e        gather the batch's W columns, softmax
+    encode   = o_e + c m                                    m = B (4 K + 8 n + 4) bytes
+    apply    = o_a + 2 P B n K / S + (2 P B n K + P B K) e  V^T U, scatter into W's columns
+
+The dense baseline on sparse rows forms ``X^T U`` sparsely and then ships and sums the whole
+K x (D + 1) gradient, so its K x D terms stay.
 """
 
 from __future__ import annotations
@@ -63,6 +74,12 @@ class Calibration:
         The JVM's dgemm rate through MLlib's BLAS (flop/s, one core).
     cores : int
         Cores the workers share.
+    sparse_flops : float, optional
+        Rate of a CSR-times-dense product (scipy, one core), for sparse workloads; results
+        written before it existed lack it, and the sgemm rate stands in.
+    sparse_overhead_s : dict, optional
+        ``overhead_s`` (and ``decode``) of the training loop on CSR rows, which pays scipy's
+        per-call costs; the dense figures stand in when it is missing.
     """
 
     gemm_flops: float
@@ -75,23 +92,38 @@ class Calibration:
     spark_job_s: float
     jvm_gemm_flops: float
     cores: int
+    sparse_flops: float | None = None
+    sparse_overhead_s: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> Calibration:
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+    @property
+    def sparse_rate(self) -> float:
+        """flop/s of CSR-times-dense products (the sgemm rate when not measured)."""
+        return self.sparse_flops or self.gemm_flops
+
+    def overheads(self, shape: Shape) -> tuple[dict, float]:
+        """Fixed costs per phase, and per decoded message, for the shape's kind of rows."""
+        if shape.nonzeros is not None and self.sparse_overhead_s:
+            return self.sparse_overhead_s, self.sparse_overhead_s["decode"]
+        return self.overhead_s, self.decode_s
 
 
 @dataclass(frozen=True)
 class Shape:
-    """A problem: rows, classes, features and the per-worker batch size."""
+    """A problem: rows, classes, features, the per-worker batch size and, for CSR rows, the
+    average non-zeros per row (None: dense rows)."""
 
     rows: int
     num_classes: int
     num_features: int
     batch_size: int = 32
+    nonzeros: float | None = None
 
     def steps_per_epoch(self, workers: int) -> int:
         """SGD steps for every worker to see its share of the rows once."""
@@ -108,7 +140,13 @@ def _stretch(calibration: Calibration, workers: int) -> float:
 
 
 def svb_message_bytes(shape: Shape) -> float:
-    """Payload bytes of one worker's sufficient vectors for one step (U and V)."""
+    """Payload bytes of one worker's sufficient vectors for one step (U and V).
+
+    Dense V is D floats per row; CSR V is n values, n int32 indices and one int32 offset.
+    """
+    if shape.nonzeros is not None:
+        row = shape.num_classes * ITEMSIZE + shape.nonzeros * (ITEMSIZE + 4) + 4
+        return float(shape.batch_size * row)
     return float(shape.batch_size * (shape.num_classes + shape.num_features) * ITEMSIZE)
 
 
@@ -141,16 +179,21 @@ def svb_step(
     c, B, K, D, P = calibration, shape.batch_size, shape.num_classes, shape.num_features, workers
     m = svb_message_bytes(shape)
     beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
-    o = c.overhead_s
+    (o, decode), e = c.overheads(shape), c.elementwise_s
+    if shape.nonzeros is None:
+        compute = 2 * B * K * D / c.gemm_flops + (4 * B * K + B * D) * e
+        apply = 2 * P * B * K * D / c.gemm_flops + P * B * (K + D) * e
+    else:
+        n = shape.nonzeros
+        compute = 2 * B * n * K / c.sparse_rate + (B * n * K + 4 * B * K) * e
+        apply = 2 * P * B * n * K / c.sparse_rate + (2 * P * B * n * K + P * B * K) * e
     phases = {
-        "compute": o["compute"] + 2 * B * K * D / c.gemm_flops
-                   + (4 * B * K + B * D) * c.elementwise_s,
+        "compute": o["compute"] + compute,
         "encode": o["encode"] + c.codec_s_per_byte * m,
         "exchange": 0.0 if P == 1 else c.latency_s + (P - 1) * m * beta,
-        "decode": c.decode_s * P,
-        "apply": o["apply"] + 2 * P * B * K * D / c.gemm_flops
-                 + P * B * (K + D) * c.elementwise_s,
-    }  # fmt: skip
+        "decode": decode * P,
+        "apply": o["apply"] + apply,
+    }
     return _with_step(phases, _stretch(c, P))
 
 
@@ -184,15 +227,21 @@ def dense_step(
         exchange = 2 * (P - 1) * c.latency_s + 2 * (P - 1) / P * m * beta
     else:
         exchange = c.latency_s + (P - 1) * m * beta
-    o = c.overhead_s
+    # Only computing the gradient follows the rows' kind; the message and its use are dense.
+    o, e = c.overhead_s, c.elementwise_s
+    if shape.nonzeros is None:
+        compute = 4 * B * K * D / c.gemm_flops + (4 * B * K + B * D + 2 * K * D) * e
+    else:
+        # Forward and X^T U are sparse products; the gradient is then a dense K x (D + 1).
+        n = shape.nonzeros
+        compute = 4 * B * n * K / c.sparse_rate + (B * n * K + 4 * B * K + 2 * K * D) * e
     phases = {
-        "compute": o["compute"] + 4 * B * K * D / c.gemm_flops
-                   + (4 * B * K + B * D + 2 * K * D) * c.elementwise_s,
+        "compute": c.overheads(shape)[0]["compute"] + compute,
         "encode": o["encode"] + c.codec_s_per_byte * m,
         "exchange": exchange,
         "decode": c.decode_s * P,
-        "apply": o["apply"] + (P + 2) * K * D * c.elementwise_s,
-    }  # fmt: skip
+        "apply": o["apply"] + (P + 2) * K * D * e,
+    }
     return _with_step(phases, _stretch(c, P))
 
 
@@ -202,7 +251,8 @@ def tree_aggregate_iteration(
     """Predicted seconds of one MLlib-style iteration (one pass over all rows).
 
     Every worker computes the full gradient of its rows in double precision (forward and
-    gradient GEMMs, ``4 (N / P) K D`` flops at the JVM's dgemm rate); ``treeAggregate`` with
+    gradient GEMMs, ``4 (N / P) K D`` flops, or ``4 (N / P) K n`` for CSR rows, at the JVM's
+    dgemm rate); ``treeAggregate`` with
     depth 2 sums the K x (D + 1) doubles through ``ceil(sqrt(P))`` reducers, so the busiest
     receiver takes ``max(scale, P / scale)`` gradients; the driver broadcasts the new weights
     (one copy per receiver, pipelined), and the iteration pays at least one Spark job.
@@ -218,8 +268,9 @@ def tree_aggregate_iteration(
     scale = max(math.ceil(math.sqrt(P)), 2)
     fan_in = P if P <= scale else max(scale, math.ceil(P / scale))
     rows = math.ceil(shape.rows / P)
+    width = D if shape.nonzeros is None else shape.nonzeros
     phases = {
-        "compute": _stretch(c, P) * 4 * rows * K * D / c.jvm_gemm_flops,
+        "compute": _stretch(c, P) * 4 * rows * K * width / c.jvm_gemm_flops,
         "exchange": (fan_in + 1) * g * beta,
         "job": c.spark_job_s,
     }
@@ -300,8 +351,10 @@ def relative_error(predicted: float, measured: float) -> float:
 def gemm_lower_bound_s(shape: Shape, workers: int, gemm_flops: float) -> float:
     """Seconds per epoch one worker needs for its GEMMs alone at ``gemm_flops``.
 
-    Forward ``2 B K D`` plus rebuild ``2 P B K D`` flops per step, ``steps_per_epoch`` steps.
+    Forward ``2 B K D`` plus rebuild ``2 P B K D`` flops per step, ``steps_per_epoch`` steps;
+    for CSR rows the products only touch the non-zeros, so n replaces D.
     """
-    B, K, D = shape.batch_size, shape.num_classes, shape.num_features
+    B, K = shape.batch_size, shape.num_classes
+    D = shape.num_features if shape.nonzeros is None else shape.nonzeros
     flops = (2 * B * K * D + 2 * workers * B * K * D) * shape.steps_per_epoch(workers)
     return flops / gemm_flops

@@ -98,6 +98,7 @@ def spark_info(spark) -> dict:
         "spark": spark.version,
         "master": sc.master,
         "executor_memory": sc.getConf().get("spark.executor.memory", "1g"),
+        "driver_memory": sc.getConf().get("spark.driver.memory", "1g"),
         "executors": int(sc._jsc.sc().getExecutorIds().size()),
         "java": sc._jvm.System.getProperty("java.version"),
         "jvm_blas": jvm_blas(spark),

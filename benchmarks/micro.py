@@ -158,24 +158,34 @@ def all_gather_seconds(spark, workers: int = 2, calls: int = 4) -> float:
     return statistics.median(times)
 
 
-def loop_overheads(batch_size: int = 32, repeats: int = 3) -> dict[str, float]:
+def loop_overheads(
+    batch_size: int = 32, repeats: int = 3, sparse: bool = False
+) -> dict[str, float]:
     """Fixed seconds per step of each phase of the training loop, on one worker, one thread.
 
     Runs ``svb_spark.worker.train_in_process`` on one worker and K = D = 4 for a few hundred
     steps: GEMMs and copies cost nothing there, so what each phase takes is the fixed cost every
     step pays (Python bookkeeping, Arrow schema work). The minimum over ``repeats`` runs, since
-    other work on a shared machine only ever adds time.
+    other work on a shared machine only ever adds time. ``sparse``: CSR rows (K = 4, D = 64, 4
+    non-zeros per row), whose path pays scipy's per-call costs (column lists, CSR assembly).
     """
+    from scipy import sparse as sp
+
     from svb_spark import worker
 
     rng = np.random.default_rng(0)
     rows = 300 * batch_size
-    X = rng.standard_normal((rows, 4))
+    features = 64 if sparse else 4
     y = rng.integers(0, 4, rows)
+    if sparse:
+        X = sp.random(rows, features, density=4 / features, format="csr", random_state=0)
+        X.data[:] = 1.0
+    else:
+        X = rng.standard_normal((rows, features))
     config = worker.TrainingConfig(
-        num_classes=4, num_features=4, batch_size=batch_size, max_iter=1, tol=0.0,
+        num_classes=4, num_features=features, batch_size=batch_size, max_iter=1, tol=0.0,
         reg_param=0.0, fit_intercept=True, step_size=1.0, seed=0, dtype="float32",
-        scale=np.ones(4),
+        scale=np.ones(features), sparse=sparse,
     )  # fmt: skip
     best: dict[str, float] = {}
     with one_thread():
@@ -259,3 +269,71 @@ def jvm_gemm_flops(spark, size: int = 512) -> float | None:
         return 2.0 * size**3 / seconds
     except Exception:
         return None
+
+
+def sparse_product_flops(batch_size: int = 64, num_classes: int = 200, seed: int = 0) -> float:
+    """Rate (flop/s) of the CSR-times-dense products a sparse step is made of, one thread.
+
+    A batch of text-like rows (``planted_sparse``, about 50 non-zeros each) times the dense
+    columns it touches, and its transpose times U: ``2 nnz K`` flops each. Calibrates the cost
+    model's sparse terms, which are not GEMMs (scipy walks the non-zeros one by one).
+    """
+    from svb_spark import solver
+    from svb_spark.datasets import planted_sparse
+
+    X, _ = planted_sparse(rows=batch_size, num_features=1 << 16, num_classes=num_classes,
+                          seed=seed)  # fmt: skip
+    X = X.astype(np.float32)
+    _, local = solver._batch_columns(X)
+    rng = np.random.default_rng(seed)
+    Wc = rng.standard_normal((local.shape[1], num_classes), dtype=np.float32)
+    U = rng.standard_normal((batch_size, num_classes), dtype=np.float32)
+    with one_thread():
+        forward = median_seconds(lambda: local @ Wc, repeats=15)
+        transpose = median_seconds(lambda: local.T @ U, repeats=15)
+    return 2.0 * 2 * X.nnz * num_classes / (forward + transpose)
+
+
+def sparse_svb_step_components(
+    X, batch_size: int, num_classes: int, workers: int, seed: int = 0
+) -> dict[str, float]:
+    """:func:`svb_step_components` for CSR rows ``X`` (the workload's own training rows).
+
+    ``compute`` and ``apply`` are the library's sparse functions on a feature-major replica;
+    ``forward_product`` and ``rebuild_product`` are the bare CSR-times-dense products inside
+    them (batch times its gathered columns of W, and V^T U), the sparse counterpart of the
+    GEMM lower bound.
+    """
+    from svb_spark import solver
+
+    rng = np.random.default_rng(seed)
+    B, K, P, D = batch_size, num_classes, workers, X.shape[1]
+    X = X.astype(np.float32)
+    W = solver.feature_major_zeros(K, D, np.float32)
+    b = np.zeros(K, dtype=np.float32)
+    rows = rng.choice(X.shape[0], size=min(P * B, X.shape[0]), replace=False)
+    Xb, Vb = X[rows[:B]], X[rows]
+    y = rng.integers(0, K, B)
+    w = np.ones(B, dtype=np.float32)
+    U = rng.standard_normal((Vb.shape[0], K), dtype=np.float32)
+    columns, local = solver._batch_columns(Xb)
+    Wc = np.ascontiguousarray(W.T[columns])
+    _, local_all = solver._batch_columns(Vb)
+    with one_thread():
+        compute = median_seconds(
+            lambda: solver.sparse_sufficient_vectors(W, 1.0, b, Xb, y, w), repeats=9
+        )
+        apply = median_seconds(
+            lambda: solver.apply_sparse_sufficient_vectors(
+                W, 1.0, b, U, Vb, float(Vb.shape[0]), 1e-6, 0.0
+            ),
+            repeats=9,
+        )
+        forward = median_seconds(lambda: local @ Wc, repeats=9)
+        rebuild = median_seconds(lambda: local_all.T @ U, repeats=9)
+    return {
+        "compute": compute,
+        "apply": apply,
+        "forward_product": forward,
+        "rebuild_product": rebuild,
+    }

@@ -10,6 +10,7 @@ doubling ladder of k until the target is reached, then bisects between the last 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -31,9 +32,45 @@ class FitPoint:
         return asdict(self)
 
 
-def held_out_accuracy(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of ``argmax(X W^T + b)``: both models' prediction without thresholds."""
-    return float(((X @ W.T + b).argmax(axis=1) == y).mean())
+class PeerFailed(RuntimeError):
+    """A peer could not finish a fit; ``reason`` is its own error, ``seconds`` the time spent."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seconds = seconds
+
+
+def held_out_accuracy(W: np.ndarray, b: np.ndarray, X, y: np.ndarray) -> float:
+    """Accuracy of ``argmax(X W^T + b)``: both models' prediction without thresholds.
+
+    ``X`` may be CSR; the product is then sparse and the scores dense (rows x K).
+    """
+    scores = np.asarray(X @ W.T) + b
+    return float((scores.argmax(axis=1) == y).mean())
+
+
+def default_batch_size() -> int:
+    """The library's default ``batchSize``, which every default fit here runs with."""
+    from svb_spark import SVBLogisticRegression
+
+    return int(SVBLogisticRegression().getBatchSize())
+
+
+def jvm_failure_reason(error: BaseException) -> str:
+    """The JVM's own reason for a failed call (e.g. ``java.lang.OutOfMemoryError: ...``).
+
+    Py4J buries it in a long trace: the first OutOfMemoryError line wins, then the first line
+    naming an Error or Exception, then the first line.
+    """
+    # Py4J puts ": " before the JVM's own message.
+    lines = [line.strip().lstrip(": ") for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    causes = [line for line in lines if "OutOfMemoryError" in line] or [
+        line for line in lines if "Error" in line or "Exception" in line
+    ]
+    return (causes[0] if causes else lines[0])[:300]
 
 
 def time_to_target(
@@ -140,13 +177,44 @@ def fit_svb(train_df, X_test, y_test, max_iter: int, **params) -> FitPoint:
     return FitPoint(record["epochs"], seconds, held_out_accuracy(W, b, X_test, y_test), record)
 
 
-def fit_mllib(train_df, X_test, y_test, max_iter: int) -> FitPoint:
-    """Fit MLlib's multinomial ``LogisticRegression`` (tol 1e-6, other params default)."""
+def fit_mllib(train_df, X_test, y_test, max_iter: int, time_limit: float | None = None) -> FitPoint:
+    """Fit MLlib's multinomial ``LogisticRegression`` (tol 1e-6, other params default).
+
+    With ``time_limit``, the fit's Spark jobs are cancelled once it has run that many seconds.
+    Raises :class:`PeerFailed` with the JVM's reason (an OutOfMemoryError, a cancellation)
+    when the fit does not finish, so the caller can record why instead of stopping.
+    """
     from pyspark.ml.classification import LogisticRegression
 
     estimator = LogisticRegression(family="multinomial", maxIter=max_iter, tol=1e-6)
+    sc = train_df.sparkSession.sparkContext
+    group = f"benchmark-mllib-{time.monotonic_ns()}"
+    finished = threading.Event()
+
+    def cancel_after_limit() -> None:
+        # Cancelling only reaches running jobs, and L-BFGS works on the driver between them:
+        # keep cancelling until the fit returns.
+        if not finished.wait(time_limit):
+            while not finished.wait(0.5):
+                sc.cancelJobGroup(group)
+
+    sc.setJobGroup(group, f"MLlib LogisticRegression, maxIter={max_iter}", True)
+    watchdog = threading.Thread(target=cancel_after_limit, daemon=True)
+    if time_limit is not None:
+        watchdog.start()
     started = time.perf_counter()
-    model = estimator.fit(train_df)
+    try:
+        model = estimator.fit(train_df)
+    except Exception as error:  # the JVM's error, recorded as the peer's result
+        seconds = time.perf_counter() - started
+        reason = jvm_failure_reason(error)
+        if time_limit is not None and seconds >= time_limit:
+            reason = f"stopped after the {time_limit:.0f} s limit ({reason})"
+        raise PeerFailed(reason, seconds) from None
+    finally:
+        finished.set()
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
     seconds = time.perf_counter() - started
     W = model.coefficientMatrix.toArray()
     b = model.interceptVector.toArray()
@@ -155,14 +223,53 @@ def fit_mllib(train_df, X_test, y_test, max_iter: int) -> FitPoint:
     return FitPoint(iterations, seconds, accuracy, {"requested_max_iter": max_iter})
 
 
+# scipy's L-BFGS-B keeps 2 m correction vectors (m = 10) and about 5 more of the parameters;
+# scikit-learn adds the gradient and a few copies of the coefficients.
+SKLEARN_LBFGS_VECTORS = 2 * 10 + 5 + 4
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where there is none."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def sklearn_memory_problem(num_classes: int, num_features: int) -> str | None:
+    """Why scikit-learn's lbfgs cannot fit K x D coefficients here, or None if it can.
+
+    Its optimizer state is about :data:`SKLEARN_LBFGS_VECTORS` vectors of K (D + 1) doubles;
+    past half the available memory the fit would swap or be killed, which would take the
+    benchmark down with it, so it is not attempted.
+    """
+    needed = SKLEARN_LBFGS_VECTORS * num_classes * (num_features + 1) * 8
+    available = available_memory_bytes()
+    if available is None or needed <= available / 2:
+        return None
+    return (
+        f"not run: lbfgs keeps about {SKLEARN_LBFGS_VECTORS} vectors of K (D + 1) doubles, "
+        f"{needed / 1e9:.1f} GB, and this machine has {available / 1e9:.1f} GB available"
+    )
+
+
 def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
-    """scikit-learn's ``LogisticRegression`` (lbfgs, standardized input), single process."""
+    """scikit-learn's ``LogisticRegression`` (lbfgs, standardized input), single process.
+
+    CSR input is scaled but not centered (centering would make it dense), as the library and
+    MLlib do with sparse rows.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100))
+    sparse = hasattr(X_train, "indptr")
+    model = make_pipeline(StandardScaler(with_mean=not sparse), LogisticRegression(max_iter=100))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         started = time.perf_counter()
@@ -199,7 +306,9 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
 
     No Spark: each process is a worker with its own Arrow Flight server on 127.0.0.1, running
     ``svb_spark.worker.train`` on its share of the (standardized) rows, with one BLAS thread.
-    Used to measure more workers than the cluster has task slots (oversubscribed here).
+    Used to measure more workers than the cluster has task slots (oversubscribed here). ``X``
+    may be CSR (then scaled, not centered, and trained as sparse rows); the batch size is the
+    library's default unless ``params`` sets ``batch_size``.
 
     Returns
     -------
@@ -211,11 +320,19 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
 
     from svb_spark import worker
 
-    std = X.std(axis=0)
+    sparse = hasattr(X, "indptr")
+    if sparse:
+        # CSR rows are scaled, not centered, as the library does with sparse data.
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        std = np.sqrt(np.maximum(np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2, 0.0))
+    else:
+        mean, std = X.mean(axis=0), X.std(axis=0)
     config = worker.TrainingConfig(
-        num_classes=int(y.max()) + 1, num_features=X.shape[1], batch_size=32, max_iter=1,
-        tol=0.0, reg_param=0.0, fit_intercept=True, step_size=1.0, seed=0, dtype="float32",
-        scale=np.divide(1.0, std, out=np.zeros_like(std), where=std > 0), mean=X.mean(axis=0),
+        num_classes=int(y.max()) + 1, num_features=X.shape[1],
+        batch_size=default_batch_size(), max_iter=1, tol=0.0, reg_param=0.0, fit_intercept=True,
+        step_size=1.0, seed=0, dtype="float32",
+        scale=np.divide(1.0, std, out=np.zeros_like(std), where=std > 0),
+        mean=None if sparse else mean, sparse=sparse,
     )  # fmt: skip
     config = dataclasses.replace(config, **params)
     # spawn, not fork: this process runs a JVM gateway and gRPC threads that must not be forked.

@@ -182,12 +182,13 @@ def machine_line(result: dict) -> str:
         else "executor BLAS not checked"
     )
     load = m.get("load_start"), m.get("load_end")
+    driver = f", driver {spark['driver_memory']}" if spark.get("driver_memory") else ""
     return (
         f"Run `{result['name']}` ({result['mode']}), {result.get('started', '')}, "
         f"{_fmt(result.get('duration_s'), 0)} s in all. {m.get('cpu')}, {m.get('cores')} cores; "
         f"Spark {spark.get('spark')} on `{spark.get('master')}` ({spark.get('executors')} executor "
-        f"JVMs, {spark.get('executor_memory')} each, Java {spark.get('java')}); numpy BLAS: "
-        f"{blas or 'unknown'}; MLlib's JVM BLAS: `{jvm.get('blas')}` (native: "
+        f"JVMs, {spark.get('executor_memory')} each{driver}, Java {spark.get('java')}); "
+        f"numpy BLAS: {blas or 'unknown'}; MLlib's JVM BLAS: `{jvm.get('blas')}` (native: "
         f"`{jvm.get('native')}`, libblas.so.3 -> `{jvm.get('libblas.so.3')}`; {executor_note}). "
         f"Load average (1/5/15 min) at start {load[0]}, at end {load[1]}: the machine is shared, "
         f"so timings are noisy."
@@ -204,8 +205,28 @@ def methods_table(workload: dict) -> str:
         if entry.get("skipped"):
             rows.append([label, "skipped", "", "", "", "", entry["skipped"]])
             continue
+        if entry.get("failed"):
+            rows.append([label, "did not finish", f"{entry['seconds']:.1f}", "", "", "",
+                         entry["failed"]])  # fmt: skip
+            continue
         final = entry["final"]
         extra = final.get("extra", {})
+        bytes_cell = _bytes(extra.get("bytes_per_step")) if "bytes_per_step" in extra else "-"
+        estimated = entry.get("estimated")
+        if estimated:
+            # A probe of a few steps: its accuracy means nothing, its time per step does.
+            rows.append(
+                [
+                    label,
+                    "n/a",
+                    f"{final['seconds']:.1f} (probe)",
+                    f"{estimated['probe_steps']} steps",
+                    f"~{estimated['seconds']:,.0f} s (estimated)",
+                    bytes_cell,
+                    entry.get("note", ""),
+                ]
+            )
+            continue
         ttt = entry.get("time_to_target") or {}
         if ttt:
             reached = (
@@ -215,11 +236,10 @@ def methods_table(workload: dict) -> str:
             )
         else:
             reached = "-"
-        bytes_cell = _bytes(extra.get("bytes_per_step")) if "bytes_per_step" in extra else "-"
         rows.append(
             [
                 label,
-                f"{final['accuracy']:.4f}",
+                _fmt(final["accuracy"], 4),
                 f"{final['seconds']:.1f}",
                 str(final["iterations"]),
                 reached,
@@ -320,11 +340,17 @@ def summary_table(result: dict) -> str:
 
         def ttt(key, methods=methods):
             entry = methods.get(key) or {}
+            if entry.get("failed"):
+                return "did not finish"
             seconds = (entry.get("time_to_target") or {}).get("seconds")
             return _fmt(seconds, 1, " s") if seconds is not None else "not reached"
 
         def acc(key, methods=methods):
             entry = methods.get(key) or {}
+            if entry.get("failed"):
+                return f"after {entry['seconds']:.0f} s"
+            if entry.get("skipped"):
+                return "not run"
             return f"{entry['final']['accuracy']:.4f}" if entry.get("final") else "n/a"
 
         rows.append(
@@ -351,17 +377,28 @@ def summary_table(result: dict) -> str:
     )
 
 
-METHOD_TEXT = """\
+def method_text(result: dict) -> str:
+    """How everything is measured, with the run's SVB defaults filled in."""
+    d = result.get("svb_defaults", {"batchSize": 32, "maxIter": 100, "tol": 1e-6})
+    defaults = f"batchSize {d['batchSize']}, maxIter {d['maxIter']}, tol {d['tol']:.0e}"
+    return f"""\
 How it is measured (all in one run, on one Spark session on `local-cluster[2,1,...]`: two executor
 JVMs with one core each, the same cached two-partition DataFrames for every Spark method):
 
-- **Peers.** SVB (`SVBLogisticRegression`, defaults: batchSize 32, maxIter 100, tol 1e-6) with
-  exchange `p2p`, `dense` and `broadcast`; MLlib's `LogisticRegression(family="multinomial",
-  maxIter=100, tol=1e-6)` with its default aggregation depth, using the native BLAS reported
-  below (`benchmarks/setup.sh` installs Debian's OpenBLAS as `libblas.so.3`); scikit-learn's
+- **Peers.** SVB (`SVBLogisticRegression`, defaults: {defaults}) with exchange `p2p`, `dense`
+  and `broadcast`; MLlib's `LogisticRegression(family="multinomial", maxIter=100, tol=1e-6)`
+  with its default aggregation depth, using the native BLAS reported below
+  (`benchmarks/setup.sh` installs Debian's OpenBLAS as `libblas.so.3`); scikit-learn's
   `LogisticRegression` (lbfgs, standardized input, single process) as the accuracy reference.
   Executors and the driver JVM run one BLAS thread per core (`OPENBLAS_NUM_THREADS=1`).
-- **Time to accuracy.** The target is MLlib's final held-out accuracy minus 0.5 points. A fit
+- **Sparse rows (W3).** The data stays CSR everywhere: SparseVectors in Spark, CSR for
+  scikit-learn (scaled, not centered, as the library and MLlib do) and for held-out accuracy.
+  A peer that cannot run gets a row saying why: MLlib's own error when it runs out of memory or
+  past its time limit, scikit-learn's optimizer state against the memory available, and the
+  dense exchange, when the cost model puts it past the run's budget, is timed on a few steps
+  and its training loop extrapolated to the steps p2p needed (labelled "estimated").
+- **Time to accuracy.** The target is MLlib's final held-out accuracy minus 0.5 points (when
+  MLlib cannot finish, scikit-learn's; each workload says which). A fit
   with `maxIter = k` ends on exactly the k-th iterate of a longer fit (L-BFGS iterations and SVB
   epochs are deterministic), so the harness re-fits with k = 1, 2, 4, ... until the target is
   reached, then bisects twice between the last two rungs; the time reported is the wall time
@@ -372,14 +409,15 @@ JVMs with one core each, the same cached two-partition DataFrames for every Spar
 - **Step breakdown** is `summary.timings` divided by the steps, next to the cost model.
 - **Hardware efficiency** divides the training loop's time per epoch by the time the same
   GEMMs (forward 2BKD and rebuild 2PBKD flops per step) take at the shapes of the fit, timed
-  with numpy on one thread in the same run.
+  with numpy on one thread in the same run; for sparse rows, by the bare CSR-times-dense
+  products (2 nnz K flops per row each way) at the fit's shapes, timed with scipy.
 - **Cost model** (`benchmarks/costmodel.py`): latency, bandwidth and GEMM rate come from
   microbenchmarks in the same run: a 4 MB Flight exchange between threads (bytes), single-core
-  sgemm, numpy streaming ops, the codec, the training loop itself on a tiny problem (the fixed
-  cost of each phase on one worker; the latency as the loop sees it between two processes), a
-  trivial Spark job and the JVM's dgemm. No fit it is validated against feeds it. It is
-  validated against measured runs: P=1 and P=2 on the cluster, P=4 as four processes over a
-  Flight mesh without Spark (oversubscribed: 2 cores).
+  sgemm, CSR-times-dense products, numpy streaming ops, the codec, the training loop itself on
+  a tiny problem (the fixed cost of each phase on one worker; the latency as the loop sees it
+  between two processes), a trivial Spark job and the JVM's dgemm. No fit it is validated
+  against feeds it. It is validated against measured runs: P=1 and P=2 on the cluster, P=4 as
+  four processes over a Flight mesh without Spark (oversubscribed: 2 cores).
 """
 
 
@@ -407,7 +445,7 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
         "python -m benchmarks report benchmarks/results/NAME.json   # regenerate the READMEs",
         "```",
         "",
-        METHOD_TEXT,
+        method_text(result),
         machine_line(result),
         "",
         "## Targets",
@@ -421,11 +459,14 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
     ]
     for name, workload in result["workloads"].items():
         d = workload["describe"]
+        nonzeros = d.get("nonzeros_per_row")
+        sparse = f", CSR with {nonzeros:.1f} non-zeros per row" if nonzeros else ""
+        source = workload.get("target_source", "MLlib's final minus 0.005")
         parts += [
             f"## {name}: {d['title']}",
             "",
-            f"{d['train_rows']:,} train / {d['test_rows']:,} test rows; target accuracy "
-            f"{workload['target_accuracy']:.4f} (MLlib's final minus 0.005).",
+            f"{d['train_rows']:,} train / {d['test_rows']:,} test rows{sparse}; target accuracy "
+            f"{workload['target_accuracy']:.4f} ({source}).",
             "",
             methods_table(workload),
             "",
@@ -439,7 +480,16 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
             "",
         ]
         eff = workload.get("efficiency")
-        if eff:
+        if eff and eff.get("kind") == "sparse":
+            parts += [
+                f"Hardware efficiency (SVB p2p): {eff['epoch_s']:.3g} s per epoch in the training "
+                f"loop against {eff['bound_s']:.3g} s for the bare CSR-times-dense products at "
+                f"the fit's shapes ({eff['ratio']:.1f}x) and {eff['bound_peak_s']:.3g} s for "
+                f"their flops at the peak single-core sgemm rate of {eff['peak_gflops']:.1f} "
+                f"GFLOP/s ({eff['ratio_peak']:.1f}x).",
+                "",
+            ]
+        elif eff:
             parts += [
                 f"Hardware efficiency (SVB p2p): {eff['epoch_s']:.3g} s per epoch in the training "
                 f"loop against a GEMM lower bound of {eff['bound_s']:.3g} s at the fit's shapes "
@@ -470,6 +520,7 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
         + ", ".join(
             f"`{k}` = {v:.3g}" if isinstance(v, (int, float)) else f"`{k}` = {_short(v)}"
             for k, v in result["calibration"].items()
+            if v is not None
         )
         + ".",
         "",
@@ -563,6 +614,8 @@ def plot_all(result: dict, directory: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for key, label in METHOD_LABELS.items():
             entry = workload["methods"].get(key) or {}
+            if entry.get("estimated"):
+                continue  # a few-step probe: no accuracy to plot
             curve = (entry.get("time_to_target") or {}).get("curve")
             if curve:
                 ax.plot(

@@ -29,6 +29,19 @@ PAPER_SHAPE = {"title": "paper scale (ImageNet-like)", "rows": 1_270_000, "num_c
 WORKERS = 2
 # broadcast mode runs one Spark job per step; beyond this many it is timed for one epoch only.
 BROADCAST_ROUNDS = {"smoke": 40, "quick": 120, "full": 1000}
+# The dense exchange runs for real when the cost model puts it under this many seconds;
+# otherwise a few steps are timed and the rest extrapolated (W3's gradient is K x 2^18).
+DENSE_SECONDS = {"smoke": 30.0, "quick": 90.0, "full": 900.0}
+DENSE_PROBE_STEPS = 4
+# MLlib's jobs are cancelled after this long; the row then says so.
+MLLIB_SECONDS = {"smoke": 120.0, "quick": 240.0, "full": 3600.0}
+# Per mode: MB per local-cluster worker, executor memory, driver memory. --full's W3 moves a
+# 500 x 2^18 float32 replica (0.5 GB) from an executor to the driver and decodes it there.
+CLUSTER_MEMORY = {
+    "smoke": (2048, "1g", "2g"),
+    "quick": (2048, "1g", "4g"),
+    "full": (4096, "3g", "8g"),
+}
 
 
 def log(message: str) -> None:
@@ -36,11 +49,15 @@ def log(message: str) -> None:
     print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def start_cluster(worker_memory_mb: int = 2048, executor_memory: str = "1g"):
+def start_cluster(
+    worker_memory_mb: int = 2048, executor_memory: str = "1g", driver_memory: str = "4g"
+):
     """A session on ``local-cluster[2,1,worker_memory_mb]`` with both executors registered.
 
     Executors and the driver JVM get one BLAS thread (each executor owns one core); the
     worker directories go to a temporary directory, whose path is returned with the session.
+    The driver holds MLlib's L-BFGS state (about 25 vectors of K (D + 1) doubles) and every
+    fitted model, which is why it gets more memory than an executor.
     """
     from svb_spark.session import local_session
 
@@ -55,6 +72,7 @@ def start_cluster(worker_memory_mb: int = 2048, executor_memory: str = "1g"):
             app_name="svb-spark benchmarks",
             **{
                 "spark.executor.memory": executor_memory,
+                "spark.driver.memory": driver_memory,
                 "spark.default.parallelism": str(WORKERS),
                 "spark.sql.shuffle.partitions": str(WORKERS),
                 "spark.task.maxFailures": "1",
@@ -80,12 +98,14 @@ def start_cluster(worker_memory_mb: int = 2048, executor_memory: str = "1g"):
 
 def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dict]:
     """Measure the primitive costs; returns the calibration and the raw microbenchmarks."""
-    log("microbenchmarks: sgemm, numpy streaming, codec, training-loop overhead")
+    log("microbenchmarks: sgemm, sparse products, numpy streaming, codec, loop overhead")
     peak = micro.peak_gemm_flops()
+    sparse = micro.sparse_product_flops()
     elementwise = micro.elementwise_seconds()
     codec_byte, _ = micro.codec_costs(shape.batch_size, shape.num_classes, shape.num_features)
     log("microbenchmarks: the training loop on a tiny problem, 1 worker and 2 processes")
     overheads = micro.loop_overheads(shape.batch_size)
+    sparse_overheads = micro.loop_overheads(shape.batch_size, sparse=True)
     latency = micro.loop_latency(shape.batch_size)
     log("microbenchmarks: Flight p2p (tiny and 4 MB), Spark job, allGather, JVM dgemm")
     tiny = micro.flight_exchange_seconds(2, 64, steps=400)
@@ -106,12 +126,18 @@ def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dic
         # Without a reading, assume the JVM's dgemm runs at half numpy's sgemm rate.
         jvm_gemm_flops=jvm or peak / 2,
         cores=os.cpu_count() or 1,
+        sparse_flops=sparse,
+        sparse_overhead_s={
+            p: sparse_overheads[p] for p in ("compute", "encode", "apply", "decode")
+        },
     )
     raw = {
         "peak_gemm_gflops": peak / 1e9,
+        "sparse_product_gflops": sparse / 1e9,
         "jvm_gemm_gflops": None if jvm is None else jvm / 1e9,
         "p2p_tiny_ms": 1000 * tiny,
         "loop_overheads_ms": {p: 1000 * s for p, s in overheads.items()},
+        "sparse_loop_overheads_ms": {p: 1000 * s for p, s in sparse_overheads.items()},
         "loop_latency_ms": 1000 * latency,
         "p2p_large_ms": 1000 * large,
         "p2p_large_bytes": large_bytes,
@@ -125,8 +151,54 @@ def _per_step(timings: dict, steps: int) -> dict[str, float]:
     return {p: timings.get(p, 0.0) / max(steps, 1) for p in costmodel.PHASES}
 
 
+def workload_shape(workload, batch_size: int) -> costmodel.Shape:
+    """The cost model's shape of a workload at the given per-worker batch size."""
+    return costmodel.Shape(
+        len(workload.y_train),
+        workload.num_classes,
+        workload.num_features,
+        batch_size,
+        workload.nonzeros_per_row,
+    )
+
+
+def _target(mllib_final, sklearn_final, svb_final) -> tuple[float, str]:
+    """Target accuracy and where it comes from: MLlib's final, else scikit-learn's, else SVB's."""
+    for point, source in (
+        (mllib_final, "MLlib's final"),
+        (sklearn_final, "MLlib did not finish: scikit-learn's final"),
+        (svb_final, "MLlib and scikit-learn did not run: SVB p2p's final"),
+    ):
+        if point is not None:
+            return point.accuracy - 0.005, f"{source} minus 0.005"
+    raise ValueError("no fit to take a target from")
+
+
+def _dense_probe(spark, workload, batch_size: int):
+    """A one-epoch dense-exchange fit on the first rows: ``DENSE_PROBE_STEPS`` steps."""
+    from svb_spark import datasets
+
+    rows = WORKERS * batch_size * DENSE_PROBE_STEPS
+    probe_df = datasets.to_dataframe(
+        spark, workload.X_train[:rows], workload.y_train[:rows], num_partitions=WORKERS
+    ).cache()
+    probe_df.count()
+    try:
+        point = peers.fit_svb(probe_df, workload.X_test, workload.y_test, 1,
+                              numWorkers=WORKERS, exchange="dense",
+                              batchSize=batch_size)  # fmt: skip
+    finally:
+        probe_df.unpersist()
+    return point, rows
+
+
 def run_workload(spark, workload, calibration, mode: str) -> dict:
-    """Every peer on one workload: time to accuracy, bytes, breakdown, efficiency, validation."""
+    """Every peer on one workload: time to accuracy, bytes, breakdown, efficiency, validation.
+
+    A peer that cannot run here (MLlib out of memory or past its time limit, scikit-learn's
+    optimizer larger than the machine, the dense exchange too slow) gets a row saying why;
+    the dense exchange is then timed on a few steps and its time extrapolated, labelled so.
+    """
     from svb_spark import datasets
 
     name = workload.name
@@ -135,25 +207,50 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
         spark, workload.X_train, workload.y_train, num_partitions=WORKERS
     ).cache()
     train_df.count()
-    shape = costmodel.Shape(len(workload.y_train), workload.num_classes, workload.num_features)
+    batch = peers.default_batch_size()
+    shape = workload_shape(workload, batch)
     out: dict = {"describe": workload.describe(), "methods": {}, "bytes": [], "validation": []}
 
     log(f"{name}: MLlib, maxIter=100")
-    mllib_final = peers.fit_mllib(train_df, Xt, yt, 100)
-    target = mllib_final.accuracy - 0.005
-    out["target_accuracy"] = target
-    log(f"{name}: MLlib accuracy {mllib_final.accuracy:.4f} in {mllib_final.seconds:.1f} s; ladder")
-    mllib_ttt = peers.time_to_target(
-        lambda k: peers.fit_mllib(train_df, Xt, yt, k),
-        mllib_final,
-        target,
-        peers.doubling_ladder(mllib_final.iterations),
-    )
-    out["methods"]["mllib"] = {"final": mllib_final.to_dict(), "time_to_target": mllib_ttt}
+    try:
+        mllib_final = peers.fit_mllib(train_df, Xt, yt, 100, time_limit=MLLIB_SECONDS[mode])
+        log(f"{name}: MLlib accuracy {mllib_final.accuracy:.4f} in {mllib_final.seconds:.1f} s")
+    except peers.PeerFailed as failure:
+        mllib_final = None
+        out["methods"]["mllib"] = {"failed": failure.reason, "seconds": failure.seconds}
+        log(f"{name}: MLlib did not finish after {failure.seconds:.1f} s: {failure.reason}")
+
+    problem = peers.sklearn_memory_problem(workload.num_classes, workload.num_features)
+    if problem:
+        sklearn_final = None
+        out["methods"]["sklearn"] = {"skipped": problem}
+        log(f"{name}: scikit-learn {problem}")
+    else:
+        log(f"{name}: scikit-learn")
+        sklearn_final = peers.fit_sklearn(workload.X_train, workload.y_train, Xt, yt)
+        out["methods"]["sklearn"] = {
+            "final": sklearn_final.to_dict(),
+            "note": "accuracy reference, single process",
+        }
 
     log(f"{name}: SVB p2p, defaults")
     svb_final = peers.fit_svb(train_df, Xt, yt, 100, numWorkers=WORKERS)
-    log(f"{name}: SVB accuracy {svb_final.accuracy:.4f} in {svb_final.seconds:.1f} s; ladder")
+    log(f"{name}: SVB accuracy {svb_final.accuracy:.4f} in {svb_final.seconds:.1f} s")
+    target, source = _target(mllib_final, sklearn_final, svb_final)
+    out["target_accuracy"] = target
+    out["target_source"] = source
+
+    if mllib_final is not None:
+        log(f"{name}: MLlib ladder")
+        mllib_ttt = peers.time_to_target(
+            lambda k: peers.fit_mllib(train_df, Xt, yt, k, time_limit=MLLIB_SECONDS[mode]),
+            mllib_final,
+            target,
+            peers.doubling_ladder(mllib_final.iterations),
+        )
+        out["methods"]["mllib"] = {"final": mllib_final.to_dict(), "time_to_target": mllib_ttt}
+
+    log(f"{name}: SVB p2p ladder")
     svb_ttt = peers.time_to_target(
         lambda k: peers.fit_svb(train_df, Xt, yt, k, numWorkers=WORKERS),
         svb_final,
@@ -164,15 +261,42 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
     epochs = svb_ttt["iterations"] or svb_final.iterations
     timed_at = f"timed at {epochs} epoch(s), where p2p reached the target (same SGD)"
 
-    log(f"{name}: SVB dense, {epochs} epoch(s)")
-    dense = peers.fit_svb(train_df, Xt, yt, epochs, numWorkers=WORKERS, exchange="dense")
-    dense_ttt = {
-        "seconds": dense.seconds if dense.accuracy >= target else None,
-        "iterations": epochs if dense.accuracy >= target else None,
-    }
-    out["methods"]["svb-dense"] = {
-        "final": dense.to_dict(), "time_to_target": dense_ttt, "note": timed_at,
-    }  # fmt: skip
+    steps = shape.steps_per_epoch(WORKERS) * epochs
+    predicted = costmodel.dense_step(calibration, shape, WORKERS)["step"] * steps
+    if predicted <= DENSE_SECONDS[mode]:
+        log(f"{name}: SVB dense, {epochs} epoch(s)")
+        dense = peers.fit_svb(train_df, Xt, yt, epochs, numWorkers=WORKERS, exchange="dense")
+        dense_how = "cluster"
+        dense_ttt = {
+            "seconds": dense.seconds if dense.accuracy >= target else None,
+            "iterations": epochs if dense.accuracy >= target else None,
+        }
+        out["methods"]["svb-dense"] = {
+            "final": dense.to_dict(), "time_to_target": dense_ttt, "note": timed_at,
+        }  # fmt: skip
+    else:
+        log(f"{name}: SVB dense: the model predicts {predicted:.0f} s for {steps} steps; "
+            f"timing {DENSE_PROBE_STEPS} steps")  # fmt: skip
+        dense, probe_rows = _dense_probe(spark, workload, batch)
+        per_step = sum(_per_step(dense.extra["timings"], dense.extra["steps"]).values())
+        dense_how = f"cluster, {dense.extra['steps']}-step probe"
+        out["methods"]["svb-dense"] = {
+            "final": dense.to_dict(),
+            "estimated": {
+                "seconds": per_step * steps,
+                "steps": steps,
+                "per_step_s": per_step,
+                "probe_steps": dense.extra["steps"],
+                "probe_rows": probe_rows,
+                "predicted_s": predicted,
+            },
+            "note": (
+                f"too slow to run: the cost model predicts {predicted:,.0f} s for the {steps} "
+                f"steps p2p needed; measured {1000 * per_step:,.1f} ms per step over a "
+                f"{dense.extra['steps']}-step fit on {probe_rows} rows, so about "
+                f"{per_step * steps:,.0f} s of training loop (setup not included)"
+            ),
+        }
 
     rounds = shape.steps_per_epoch(WORKERS) * epochs
     budget = BROADCAST_ROUNDS[mode]
@@ -198,19 +322,15 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
             f"1 epoch only: {rounds} rounds exceed the {mode} budget of {budget}",
         }  # fmt: skip
 
-    log(f"{name}: scikit-learn")
-    out["methods"]["sklearn"] = {
-        "final": peers.fit_sklearn(workload.X_train, workload.y_train, Xt, yt).to_dict(),
-        "note": "accuracy reference, single process",
-    }
-
-    measured_modes = [("p2p", svb_final), ("dense", dense)]
+    measured_modes = [("p2p", svb_final, ""), ("dense", dense, "")]
+    if dense_how != "cluster":
+        measured_modes[1] = ("dense", dense, f" ({dense.extra['steps']}-step probe)")
     if out["methods"]["svb-broadcast"].get("final"):
-        measured_modes.append(("broadcast", bc))
-    for key, point in measured_modes:
+        measured_modes.append(("broadcast", bc, ""))
+    for key, point, how in measured_modes:
         out["bytes"].append(
             {
-                "config": f"{key}, batchSize 32",
+                "config": f"{key}, batchSize {batch}{how}",
                 "measured": point.extra["bytes_per_step"],
                 "predicted": point.extra["predicted_bytes_per_step"][key],
             }
@@ -246,15 +366,22 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
         },
     }
 
-    components = micro.svb_step_components(
-        shape.batch_size, shape.num_classes, shape.num_features, WORKERS
-    )
+    if workload.sparse:
+        components = micro.sparse_svb_step_components(
+            workload.X_train, shape.batch_size, shape.num_classes, WORKERS
+        )
+        products = components["forward_product"] + components["rebuild_product"]
+    else:
+        components = micro.svb_step_components(
+            shape.batch_size, shape.num_classes, shape.num_features, WORKERS
+        )
+        products = components["forward_gemm"] + components["rebuild_gemm"]
     loop_seconds = sum(svb_final.extra["timings"].get(p, 0.0) for p in costmodel.PHASES)
     epoch_s = loop_seconds / max(svb_final.extra["epochs"], 1)
-    steps = shape.steps_per_epoch(WORKERS)
-    bound = steps * (components["forward_gemm"] + components["rebuild_gemm"])
+    bound = shape.steps_per_epoch(WORKERS) * products
     bound_peak = costmodel.gemm_lower_bound_s(shape, WORKERS, calibration.gemm_flops)
     out["efficiency"] = {
+        "kind": "sparse" if workload.sparse else "dense",
         "epoch_s": epoch_s,
         "bound_s": bound,
         "ratio": epoch_s / bound,
@@ -279,7 +406,7 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
 
     validate("svb", 2, "cluster, default fit", sum(measured_p2p.values()),
              costmodel.svb_step(calibration, shape, 2)["step"])  # fmt: skip
-    validate("dense", 2, "cluster", sum(measured_dense.values()),
+    validate("dense", 2, dense_how, sum(measured_dense.values()),
              costmodel.dense_step(calibration, shape, 2)["step"])  # fmt: skip
     log(f"{name}: validation runs, P=1 on the cluster and P=4 in processes over Flight")
     single = peers.fit_svb(train_df, Xt, yt, 1, numWorkers=1)
@@ -291,7 +418,9 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
              sum(_per_step(four["seconds"], four["steps"]).values()),
              costmodel.svb_step(calibration, shape, 4)["step"])  # fmt: skip
     # MLlib's marginal iteration: the difference of two fits cancels their common setup.
-    curve = [p for p in mllib_ttt["curve"] if p["iterations"] < mllib_final.iterations]
+    curve = []
+    if mllib_final is not None:
+        curve = [p for p in mllib_ttt["curve"] if p["iterations"] < mllib_final.iterations]
     if curve:
         shorter = max(curve, key=lambda p: p["iterations"])
         iterations = mllib_final.iterations - shorter["iterations"]
@@ -304,7 +433,7 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
 
 
 def run(mode: str, name: str | None = None, names: list[str] | None = None,
-        write_readmes: bool = True) -> dict:  # fmt: skip
+        write_readmes: bool = True, results_dir: Path = RESULTS) -> dict:  # fmt: skip
     """Run the benchmark and write the result JSON, plots and (optionally) the READMEs.
 
     Parameters
@@ -314,9 +443,11 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     name : str, optional
         Result name; defaults to ``mode``. The JSON goes to ``benchmarks/results/<name>.json``.
     names : list of str, optional
-        Workloads to run (default W1, W2, W3; W3 reports why it is skipped).
+        Workloads to run (default W1, W2, W3).
     write_readmes : bool
         Regenerate ``benchmarks/README.md`` and the README's benchmark section.
+    results_dir : Path
+        Where the JSON goes (default ``benchmarks/results``).
     """
     started = time.perf_counter()
     name = name or mode
@@ -329,12 +460,17 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     selected, skipped = workloads.selected(names or ["W1", "W2", "W3"], mode)
     for workload, reason in skipped.items():
         log(f"{workload} skipped: {reason}")
-    log("starting local-cluster[2,1,2048] (two executor JVMs)")
-    spark, worker_dir = start_cluster()
+    batch = peers.default_batch_size()
+    result["svb_defaults"] = {"batchSize": batch, "maxIter": 100, "tol": 1e-6}
+    worker_mb, executor_memory, driver_memory = CLUSTER_MEMORY[mode]
+    log(f"starting local-cluster[{WORKERS},1,{worker_mb}] (two executor JVMs)")
+    spark, worker_dir = start_cluster(worker_mb, executor_memory, driver_memory)
     try:
         result["machine"]["spark"] = machine.spark_info(spark)
         w1 = next((w for w in selected if w.name == "W1"), None) or workloads.w1_planted(mode)
-        w1_shape = costmodel.Shape(len(w1.y_train), w1.num_classes, w1.num_features)
+        w1_shape = workload_shape(w1, batch)
+        w3 = next((w for w in selected if w.name == "W3"), None)
+        w3_shape = workload_shape(w3, batch) if w3 is not None else None
         calibration, raw = calibrate(spark, w1_shape)
         result["calibration"] = calibration.to_dict()
         result["micro"] = raw
@@ -346,28 +482,23 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
         result["machine"]["spark"]["jvm_blas"] = machine.jvm_blas(spark)
     finally:
         spark.stop()
-    shapes = {
-        "W1": {"title": f"W1 ({w1.describe()['title']})", **_shape_dict(w1_shape)},
-        "paper": PAPER_SHAPE,
-    }
+    shapes = {"W1": {"title": f"W1 ({w1.describe()['title']})", **_shape_dict(w1_shape)}}
+    if w3_shape is not None:
+        shapes["W3"] = {"title": f"W3 ({w3.describe()['title']})", **_shape_dict(w3_shape)}
+    shapes["paper"] = PAPER_SHAPE
     result["projection"] = {
         "workers": PROJECTED_WORKERS,
         "gbit_per_s": BANDWIDTHS,
         "shapes": shapes,
         "rows": {
-            key: costmodel.project(
-                calibration,
-                costmodel.Shape(s["rows"], s["num_classes"], s["num_features"], s["batch_size"]),
-                PROJECTED_WORKERS,
-                BANDWIDTHS,
-            )
+            key: costmodel.project(calibration, _shape(s), PROJECTED_WORKERS, BANDWIDTHS)
             for key, s in shapes.items()
         },
     }
     result["machine"]["load_end"] = machine.load_average()
     result["duration_s"] = time.perf_counter() - started
     result["targets"] = report.evaluate_targets(result)
-    write(result, write_readmes)
+    write(result, write_readmes, results_dir)
     return result
 
 
@@ -387,9 +518,11 @@ def refresh_model(result: dict) -> dict:
     derived again, so a fix to :mod:`benchmarks.costmodel` applies to a saved run.
     """
     calibration = costmodel.Calibration.from_dict(result["calibration"])
+    batch = result.get("svb_defaults", {}).get("batchSize", 32)
     for workload in result["workloads"].values():
         d = workload["describe"]
-        shape = costmodel.Shape(d["train_rows"], d["num_classes"], d["num_features"])
+        shape = costmodel.Shape(d["train_rows"], d["num_classes"], d["num_features"], batch,
+                                d.get("nonzeros_per_row"))  # fmt: skip
         for row in workload.get("validation", []):
             method = row["method"].split()[0]
             predicted = model_step(calibration, shape, method, row["workers"])["step"]
@@ -402,10 +535,7 @@ def refresh_model(result: dict) -> dict:
     if projection:
         projection["rows"] = {
             key: costmodel.project(
-                calibration,
-                costmodel.Shape(s["rows"], s["num_classes"], s["num_features"], s["batch_size"]),
-                projection["workers"],
-                projection["gbit_per_s"],
+                calibration, _shape(s), projection["workers"], projection["gbit_per_s"]
             )
             for key, s in projection["shapes"].items()
         }
@@ -414,18 +544,32 @@ def refresh_model(result: dict) -> dict:
 
 
 def _shape_dict(shape: costmodel.Shape) -> dict:
-    return {
+    shaped = {
         "rows": shape.rows,
         "num_classes": shape.num_classes,
         "num_features": shape.num_features,
         "batch_size": shape.batch_size,
     }
+    if shape.nonzeros is not None:
+        shaped["nonzeros"] = shape.nonzeros
+    return shaped
 
 
-def write(result: dict, write_readmes: bool = True) -> Path:
+def _shape(shaped: dict) -> costmodel.Shape:
+    """Inverse of :func:`_shape_dict`."""
+    return costmodel.Shape(
+        shaped["rows"],
+        shaped["num_classes"],
+        shaped["num_features"],
+        shaped["batch_size"],
+        shaped.get("nonzeros"),
+    )
+
+
+def write(result: dict, write_readmes: bool = True, results_dir: Path = RESULTS) -> Path:
     """Write the JSON and plots of ``result``; regenerate the READMEs if asked."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{result['name']}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{result['name']}.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     log(f"wrote {path}")
     if write_readmes:

@@ -3,7 +3,8 @@
 Measures in one run, on local[2] with two workers: SVB p2p (fit time, test accuracy, bytes
 per step, peak memory per worker), the dense-gradient exchange (on a few steps only: every
 step ships the 500 x 2^18 gradient), and MLlib's LogisticRegression (stopped after a time
-limit if it has not finished). Run: ``python -m benchmarks.sparse_text``.
+limit if it has not finished). Run: ``python -m benchmarks.sparse_text``. The harness runs the
+same data as its W3 (``python -m benchmarks run --full``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import threading
 import time
 
+from benchmarks.peers import jvm_failure_reason
 from svb_spark import SVBLogisticRegression, datasets
 from svb_spark.session import local_session
 
@@ -93,12 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except Exception as error:  # report what MLlib raised, not a traceback
         seconds = time.perf_counter() - started
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        # The JVM's own reason (e.g. java.lang.OutOfMemoryError) is buried in the trace.
-        causes = [line for line in lines if "OutOfMemoryError" in line] or [
-            line for line in lines if "Error" in line or "Exception" in line
-        ]
-        reason = (causes[0] if causes else lines[0])[:200]
+        reason = jvm_failure_reason(error)
         print(_row("MLlib", seconds, "n/a", note=f"did not finish: {reason}"))
     finally:
         timer.cancel()

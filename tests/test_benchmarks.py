@@ -251,3 +251,194 @@ def test_machine_info_names_spark_and_the_jvm_blas(spark):
     assert info["spark"] == spark.version
     assert info["jvm_blas"]["blas"].startswith("dev.ludovic.netlib.blas.")
     assert machine.python_machine()["cores"] >= 1
+
+
+SPARSE = costmodel.Shape(rows=2_000, num_classes=100, num_features=1 << 15, batch_size=32,
+                         nonzeros=48.0)  # fmt: skip
+
+
+def test_sparse_shape_follows_the_nonzeros_not_the_width():
+    from svb_spark import cost
+
+    # The payload formula is the library's own (K floats, nnz values and indices, an offset).
+    library = cost.predicted_bytes_per_step("p2p", 2, 32, 100, 1 << 15, 4, 48.0)
+    assert costmodel.svb_message_bytes(SPARSE) == pytest.approx(library)
+    two = costmodel.svb_step(CALIBRATION, SPARSE, 2)
+    wide = costmodel.svb_step(CALIBRATION, costmodel.replace(SPARSE, num_features=1 << 20), 2)
+    assert two["step"] == pytest.approx(wide["step"])  # D does not enter a sparse SVB step
+    # The rebuild is a sparse product at the sparse rate (the sgemm rate when not measured).
+    slow = costmodel.replace(CALIBRATION, sparse_flops=1e9)
+    extra = 2 * 2 * 32 * 48 * 100 * (1 / 1e9 - 1 / 50e9)
+    assert costmodel.svb_step(slow, SPARSE, 2)["apply"] - two["apply"] == pytest.approx(extra)
+    # The dense baseline still ships and sums K x (D + 1) floats.
+    assert costmodel.dense_step(CALIBRATION, SPARSE, 2)["apply"] > 3 * 100 * (1 << 15) * 1e-9
+    flops = 2 * 32 * 48 * 100 * 3 * SPARSE.steps_per_epoch(2)
+    assert costmodel.gemm_lower_bound_s(SPARSE, 2, 1e9) == pytest.approx(flops / 1e9)
+
+
+def test_sparse_overheads_apply_to_sparse_shapes_only():
+    sparse_overheads = {"compute": 1e-3, "encode": 1e-3, "apply": 1e-3, "decode": 1e-3}
+    calibration = costmodel.replace(CALIBRATION, sparse_overhead_s=sparse_overheads)
+    assert costmodel.svb_step(calibration, SHAPE, 1) == costmodel.svb_step(CALIBRATION, SHAPE, 1)
+    sparse = costmodel.svb_step(calibration, SPARSE, 1)
+    assert sparse["decode"] == pytest.approx(1e-3)
+    assert sparse["compute"] - costmodel.svb_step(CALIBRATION, SPARSE, 1)["compute"] == (
+        pytest.approx(1e-3 - 1e-4)
+    )
+
+
+def test_calibration_from_a_result_written_before_the_sparse_fields():
+    old = {k: v for k, v in CALIBRATION.to_dict().items() if not k.startswith("sparse")}
+    restored = costmodel.Calibration.from_dict(old)
+    assert restored.sparse_flops is None and restored.sparse_rate == CALIBRATION.gemm_flops
+
+
+def test_w3_is_csr_text_like_data():
+    from benchmarks import workloads
+
+    (w3,), skipped = workloads.selected(["W3"], "smoke")
+    assert skipped == {} and w3.sparse and hasattr(w3.X_test, "indptr")
+    d = w3.describe()
+    assert d["num_features"] == workloads.W3_SIZES["smoke"][1] == w3.X_train.shape[1]
+    assert 40 < d["nonzeros_per_row"] < 57
+    assert (d["train_rows"], d["test_rows"]) == workloads.W3_SIZES["smoke"][2:]
+    assert "D=2^12" in d["title"]
+    assert "nonzeros_per_row" not in workloads.w2_digits().describe()
+
+
+def test_held_out_accuracy_on_csr_rows():
+    import numpy as np
+    from scipy import sparse
+
+    W = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    X = sparse.csr_matrix(np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 5.0, 1.0]]))
+    assert peers.held_out_accuracy(W, np.zeros(2), X, np.array([0, 1, 0])) == pytest.approx(2 / 3)
+
+
+def test_jvm_failure_reason_and_sklearn_memory_check():
+    trace = (
+        "An error occurred while calling o1666.fit.\n: java.lang.OutOfMemoryError: Java heap "
+        "space\n\tat java.base/java.util.Arrays.copyOfRange(Arrays.java:4038)\n"
+    )
+    assert peers.jvm_failure_reason(RuntimeError(trace)).startswith("java.lang.OutOfMemoryError")
+    assert peers.jvm_failure_reason(RuntimeError("plain")) == "plain"
+    assert peers.sklearn_memory_problem(10, 64) is None
+    problem = peers.sklearn_memory_problem(500_000, 1 << 18)  # 1e12 doubles: never fits
+    if peers.available_memory_bytes() is not None:
+        assert problem.startswith("not run: lbfgs keeps about") and "GB" in problem
+
+
+def test_sparse_step_components_and_rates():
+    from benchmarks import micro, workloads
+
+    w3 = workloads.w3_sparse_text("smoke")
+    parts = micro.sparse_svb_step_components(w3.X_train, 8, w3.num_classes, 2)
+    assert set(parts) == {"compute", "apply", "forward_product", "rebuild_product"}
+    assert all(seconds > 0 for seconds in parts.values())
+    assert micro.sparse_product_flops(batch_size=8, num_classes=16) > 1e6
+    overheads = micro.loop_overheads(8, repeats=1, sparse=True)
+    assert set(overheads) >= {"compute", "encode", "exchange", "decode", "apply"}
+
+
+def fake_w3() -> dict:
+    """A sparse workload where MLlib ran out of memory and the dense exchange was estimated."""
+    svb_extra = {"bytes_per_step": 25_000.0, "steps": 100}
+    return {
+        "describe": {"title": "fake sparse", "train_rows": 2000, "test_rows": 500,
+                     "num_classes": 100, "num_features": 1 << 15, "nonzeros_per_row": 48.0},
+        "target_accuracy": 0.995,
+        "target_source": "MLlib did not finish: scikit-learn's final minus 0.005",
+        "methods": {
+            "mllib": {"failed": "java.lang.OutOfMemoryError: Java heap space", "seconds": 16.0},
+            "svb-p2p": {
+                "final": _point(10, 8.0, 1.0, **svb_extra),
+                "time_to_target": {"seconds": 3.0, "iterations": 1, "curve": [
+                    _point(1, 3.0, 1.0), _point(10, 8.0, 1.0)]},
+            },
+            "svb-dense": {
+                "final": _point(1, 9.0, 0.1, bytes_per_step=13_000_000.0),
+                "estimated": {"seconds": 1234.0, "steps": 32, "per_step_s": 38.6,
+                              "probe_steps": 4, "probe_rows": 256, "predicted_s": 999.0},
+                "note": "too slow to run: estimated",
+            },
+            "svb-broadcast": {"skipped": "too many rounds"},
+            "sklearn": {"skipped": "not run: lbfgs keeps about 29 vectors"},
+        },
+        "bytes": [{"config": "p2p, batchSize 32", "measured": 25_000.0, "predicted": 24_000.0}],
+        "breakdown": {"svb-p2p": {"measured": {p: 1e-3 for p in costmodel.PHASES},
+                                  "model": costmodel.svb_step(CALIBRATION, SPARSE, 2)}},
+        "efficiency": {"kind": "sparse", "epoch_s": 0.3, "bound_s": 0.01, "ratio": 30.0,
+                       "bound_peak_s": 0.001, "ratio_peak": 300.0, "peak_gflops": 50.0},
+        "validation": [{"workload": "W3", "method": "svb", "workers": 2, "how": "cluster",
+                        "measured_ms": 9.0, "predicted_ms": 2.0, "error": 0.78}],
+    }  # fmt: skip
+
+
+def test_report_shows_failed_estimated_and_sparse_rows(tmp_path):
+    result = fake_result()
+    result["workloads"]["W3"] = fake_w3()
+    result["skipped"] = {}
+    result["svb_defaults"] = {"batchSize": 64, "maxIter": 100, "tol": 1e-6}
+    result["projection"]["shapes"]["W3"] = {"title": "W3", "rows": 2000, "num_classes": 100,
+                                            "num_features": 1 << 15, "batch_size": 32,
+                                            "nonzeros": 48.0}  # fmt: skip
+    refresh_model(result)  # the sparse shape goes through the stored calibration
+    (row,) = result["workloads"]["W3"]["validation"]
+    assert row["predicted_ms"] == pytest.approx(
+        1000 * costmodel.svb_step(CALIBRATION, costmodel.replace(SPARSE, batch_size=64), 2)["step"]
+    )
+    plots, bench_readme, readme = tmp_path / "plots", tmp_path / "BENCH.md", tmp_path / "README.md"
+    readme.write_text("# svb_spark\n")
+    regenerate(result, plots, bench_readme, readme)
+    bench = bench_readme.read_text()
+    assert "defaults: batchSize 64, maxIter 100" in bench
+    assert "| MLlib LogisticRegression | did not finish | 16.0 |" in bench
+    assert "java.lang.OutOfMemoryError: Java heap space" in bench
+    assert "~1,234 s (estimated)" in bench and "9.0 (probe)" in bench
+    assert "not run: lbfgs keeps about 29 vectors" in bench
+    assert "CSR with 48.0 non-zeros per row" in bench
+    assert "(MLlib did not finish: scikit-learn's final minus 0.005)" in bench
+    assert "bare CSR-times-dense products" in bench
+    assert "### Projection: W3" in bench
+    top = readme.read_text()
+    assert "| W3: fake sparse | 0.9950 | 3.0 s (1.0000) | did not finish (after 16 s) |" in top
+    assert (plots / "W3_time_to_accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_harness_runs_w3_end_to_end_in_smoke_mode(tmp_path):
+    """``python -m benchmarks run --smoke --workloads W3`` on a local cluster, JSON only."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    # The executors must import this checkout's svb_spark, not an installed copy.
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--smoke", "--workloads", "W3", "--name",
+         "w3", "--no-readme", "--results-dir", str(tmp_path)],
+        cwd=root, env=env, check=True, timeout=1200,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "w3.json").read_text())
+    w3 = result["workloads"]["W3"]
+    assert w3["describe"]["nonzeros_per_row"] > 0
+    assert w3["methods"]["svb-p2p"]["final"]["accuracy"] > 0.5
+    assert {row["config"].split(",")[0] for row in w3["bytes"]} >= {"p2p", "dense"}
+    assert w3["efficiency"]["kind"] == "sparse"
+    assert "W3" in result["projection"]["shapes"]
+
+
+def test_dense_probe_times_a_few_steps_of_the_dense_exchange(spark):
+    from benchmarks import run, workloads
+
+    w3 = workloads.w3_sparse_text("smoke")
+    point, rows = run._dense_probe(spark, w3, 8)
+    assert rows == run.WORKERS * 8 * run.DENSE_PROBE_STEPS
+    # Two partitions of about rows / 2 each: DENSE_PROBE_STEPS steps, one more if uneven.
+    assert run.DENSE_PROBE_STEPS <= point.extra["steps"] <= run.DENSE_PROBE_STEPS + 1
+    assert point.extra["exchange"] == "dense"
+    predicted = point.extra["predicted_bytes_per_step"]["dense"]
+    assert predicted == (run.WORKERS - 1) * w3.num_classes * (w3.num_features + 1) * 4
+    assert point.extra["bytes_per_step"] == pytest.approx(predicted, rel=0.05)
