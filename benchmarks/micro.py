@@ -29,7 +29,12 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
 
 
 def one_thread():
-    """A context manager limiting numpy's BLAS (and OpenMP) to one thread."""
+    """A context manager limiting numpy's and scipy's BLAS (and OpenMP) to one thread.
+
+    scipy ships its own OpenBLAS, which the library's in-place update calls; threadpoolctl only
+    limits the libraries already loaded, so scipy's BLAS is loaded first.
+    """
+    import scipy.linalg.blas  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1)
@@ -337,3 +342,121 @@ def sparse_svb_step_components(
         "forward_product": forward,
         "rebuild_product": rebuild,
     }
+
+
+def rebuild_in_place_vs_naive(
+    num_classes: int, num_features: int, batch_size: int, workers: int = 2, repeats: int = 9
+) -> dict:
+    """The rebuild update of one step: the library's in-place gemm against the naive numpy line.
+
+    ``library``: :func:`svb_spark.solver.apply_sufficient_vectors`, which accumulates
+    ``-lr U^T V`` into W with one sgemm (beta = 1). ``naive``: ``W -= lr * U.T @ V`` (and the
+    same intercept update), which allocates a K x D product and streams it through W again.
+    Both on one thread, float32, a global batch of ``workers * batch_size`` rows.
+
+    Returns
+    -------
+    dict
+        The shape, ``library_s``, ``naive_s`` (median seconds per update) and ``speedup``
+        (naive / library).
+    """
+    from svb_spark import solver
+
+    rng = np.random.default_rng(0)
+    K, D, rows = num_classes, num_features, workers * batch_size
+    W = np.zeros((K, D), dtype=np.float32)
+    b = np.zeros(K, dtype=np.float32)
+    U = rng.standard_normal((rows, K), dtype=np.float32)
+    V = rng.standard_normal((rows, D), dtype=np.float32)
+    lr = np.float32(1e-3 / rows)
+
+    def naive():
+        # W -= lr * U.T @ V, i.e. (lr U^T) @ V: a new K x D product, then a second pass over W.
+        np.subtract(W, lr * U.T @ V, out=W)
+        np.subtract(b, lr * U.sum(axis=0), out=b)
+
+    with one_thread():
+        library = median_seconds(
+            lambda: solver.apply_sufficient_vectors(W, b, U, V, float(rows), 1e-3, 0.0),
+            repeats=repeats,
+        )
+        baseline = median_seconds(naive, repeats=repeats)
+    return {
+        "num_classes": K,
+        "num_features": D,
+        "batch_size": batch_size,
+        "workers": workers,
+        "library_s": library,
+        "naive_s": baseline,
+        "speedup": baseline / library,
+    }
+
+
+def sparse_layouts(
+    num_classes: int,
+    num_features: int,
+    batch_size: int,
+    workers: int = 2,
+    repeats: int = 9,
+) -> dict:
+    """The sparse step on a feature-major replica (the library's) against a class-major one.
+
+    Rows are ``planted_sparse`` text-like rows (about 50 non-zeros each); every repeat takes a
+    fresh batch, as training does. ``apply``:
+    :func:`svb_spark.solver.apply_sparse_sufficient_vectors` on the global batch of
+    ``workers * batch_size`` rows; ``forward``: :func:`svb_spark.solver.sparse_sufficient_vectors`
+    on one worker's ``batch_size`` rows.
+    The same functions run on both layouts: a feature-major W makes each column of the batch
+    one contiguous row of ``W.T``; a class-major W makes it K reads ``D`` floats apart.
+
+    Returns
+    -------
+    dict
+        The shape, ``nonzeros_per_row`` and, for ``apply`` and ``forward``, the median seconds
+        with each layout and ``speedup`` (class-major / feature-major).
+    """
+    from svb_spark import solver
+    from svb_spark.datasets import planted_sparse
+
+    K, D, B, P = num_classes, num_features, batch_size, workers
+    rng = np.random.default_rng(0)
+    count = repeats + 1  # one warm-up batch
+    X, y = planted_sparse(rows=count * P * B, num_features=D, num_classes=K, seed=3)
+    X = X.astype(np.float32)
+    batches = [X[i * P * B : (i + 1) * P * B] for i in range(count)]
+    U = rng.standard_normal((P * B, K), dtype=np.float32)
+    w = np.ones(B, dtype=np.float32)
+    b = np.zeros(K, dtype=np.float32)
+    layouts = {
+        "feature_major": solver.feature_major_zeros(K, D, np.float32),
+        "class_major": np.zeros((K, D), dtype=np.float32),
+    }
+    out: dict = {
+        "num_classes": K,
+        "num_features": D,
+        "batch_size": B,
+        "workers": P,
+        "nonzeros_per_row": float(X.nnz) / X.shape[0],
+    }
+    with one_thread():
+        for name, W in layouts.items():
+            # Touch every page once, so neither layout pays the first-write faults in a repeat.
+            W.fill(0.0)
+            cycle = iter(batches * 2)
+            out.setdefault("apply", {})[name] = median_seconds(
+                lambda W=W, cycle=cycle: solver.apply_sparse_sufficient_vectors(
+                    W, 1.0, b, U, next(cycle), float(P * B), 1e-3, 0.0
+                ),
+                repeats=repeats,
+            )
+            cycle = iter(batches * 2)
+            out.setdefault("forward", {})[name] = median_seconds(
+                lambda W=W, cycle=cycle: solver.sparse_sufficient_vectors(
+                    W, 1.0, b, next(cycle)[:B], y[:B], w
+                ),
+                repeats=repeats,
+            )
+    for part in ("apply", "forward"):
+        out[part]["speedup"] = out[part]["class_major"] / out[part]["feature_major"]
+    del layouts
+    return out

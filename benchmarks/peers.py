@@ -282,6 +282,7 @@ def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
 
 def _flight_worker(rank, workers, X, y, config, secret, locations_out, locations_in, results):
     """One worker process of :func:`train_over_flight_processes`."""
+    import scipy.linalg.blas  # noqa: F401 - scipy's own BLAS, loaded so that the limit reaches it
     from threadpoolctl import threadpool_limits
 
     from svb_spark import worker

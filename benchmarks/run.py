@@ -151,6 +151,40 @@ def _per_step(timings: dict, steps: int) -> dict[str, float]:
     return {p: timings.get(p, 0.0) / max(steps, 1) for p in costmodel.PHASES}
 
 
+def claim_shapes(mode: str, w1_shape: costmodel.Shape, w3_shape: costmodel.Shape | None):
+    """The shapes of the speed-claim microbenchmarks: (K, D, B) for the rebuild, for sparse.
+
+    The issue's shapes (rebuild K=1000, D=2048, B=32; sparse K=500, D=2^18, B=16) and the
+    shapes this run trains at; ``smoke`` uses small ones, to check the harness quickly.
+    """
+    if mode == "smoke":
+        return [(100, 256, 32)], [(50, 1 << 14, 16)]
+    rebuild = [(1000, 2048, 32), (w1_shape.num_classes, w1_shape.num_features,
+                                  w1_shape.batch_size)]  # fmt: skip
+    sparse = [(500, 1 << 18, 16)]
+    if w3_shape is not None:
+        sparse.append((w3_shape.num_classes, w3_shape.num_features, w3_shape.batch_size))
+    return list(dict.fromkeys(rebuild)), list(dict.fromkeys(sparse))
+
+
+def speed_claims(rebuild_shapes, sparse_shapes) -> dict:
+    """Run the microbenchmarks behind the README's speed claims and log their ratios."""
+    claims: dict = {"rebuild": [], "sparse_layout": []}
+    for K, D, B in rebuild_shapes:
+        row = micro.rebuild_in_place_vs_naive(K, D, B, WORKERS)
+        claims["rebuild"].append(row)
+        log(f"rebuild K={K} D={D} B={B} P={WORKERS}: in place {1000 * row['library_s']:.3f} ms, "
+            f"naive {1000 * row['naive_s']:.3f} ms, {row['speedup']:.2f}x")  # fmt: skip
+    for K, D, B in sparse_shapes:
+        row = micro.sparse_layouts(K, D, B, WORKERS)
+        claims["sparse_layout"].append(row)
+        apply = row["apply"]
+        log(f"sparse apply K={K} D={D} B={B} P={WORKERS}: feature-major "
+            f"{1000 * apply['feature_major']:.3f} ms, class-major "
+            f"{1000 * apply['class_major']:.3f} ms, {apply['speedup']:.2f}x")  # fmt: skip
+    return claims
+
+
 def workload_shape(workload, batch_size: int) -> costmodel.Shape:
     """The cost model's shape of a workload at the given per-worker batch size."""
     return costmodel.Shape(
@@ -474,6 +508,8 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
         calibration, raw = calibrate(spark, w1_shape)
         result["calibration"] = calibration.to_dict()
         result["micro"] = raw
+        log("microbenchmarks of the speed claims: in-place rebuild, sparse replica layout")
+        result["claims"] = speed_claims(*claim_shapes(mode, w1_shape, w3_shape))
         result["workloads"] = {}
         for workload in selected:
             result["workloads"][workload.name] = run_workload(spark, workload, calibration, mode)

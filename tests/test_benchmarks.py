@@ -328,6 +328,19 @@ def test_jvm_failure_reason_and_sklearn_memory_check():
         assert problem.startswith("not run: lbfgs keeps about") and "GB" in problem
 
 
+def test_speed_claim_microbenchmarks_at_small_shapes():
+    from benchmarks import micro
+
+    rebuild = micro.rebuild_in_place_vs_naive(50, 64, 8, repeats=3)
+    assert rebuild["library_s"] > 0 and rebuild["naive_s"] > 0
+    assert rebuild["speedup"] == pytest.approx(rebuild["naive_s"] / rebuild["library_s"])
+    layouts = micro.sparse_layouts(20, 1 << 12, 4, repeats=3)
+    assert 30 < layouts["nonzeros_per_row"] < 57
+    for part in ("apply", "forward"):
+        timed = layouts[part]
+        assert timed["speedup"] == pytest.approx(timed["class_major"] / timed["feature_major"])
+
+
 def test_sparse_step_components_and_rates():
     from benchmarks import micro, workloads
 
@@ -374,11 +387,20 @@ def fake_w3() -> dict:
     }  # fmt: skip
 
 
-def test_report_shows_failed_estimated_and_sparse_rows(tmp_path):
+def test_report_shows_failed_estimated_and_sparse_rows_and_the_claims(tmp_path):
     result = fake_result()
     result["workloads"]["W3"] = fake_w3()
     result["skipped"] = {}
     result["svb_defaults"] = {"batchSize": 64, "maxIter": 100, "tol": 1e-6}
+    result["claims"] = {
+        "rebuild": [{"num_classes": 1000, "num_features": 2048, "batch_size": 32, "workers": 2,
+                     "library_s": 0.002, "naive_s": 0.003, "speedup": 1.5}],
+        "sparse_layout": [{"num_classes": 500, "num_features": 1 << 18, "batch_size": 16,
+                           "workers": 2, "nonzeros_per_row": 48.2,
+                           "apply": {"feature_major": 0.002, "class_major": 0.03, "speedup": 15.0},
+                           "forward": {"feature_major": 0.001, "class_major": 0.01,
+                                       "speedup": 10.0}}],
+    }  # fmt: skip
     result["projection"]["shapes"]["W3"] = {"title": "W3", "rows": 2000, "num_classes": 100,
                                             "num_features": 1 << 15, "batch_size": 32,
                                             "nonzeros": 48.0}  # fmt: skip
@@ -399,9 +421,12 @@ def test_report_shows_failed_estimated_and_sparse_rows(tmp_path):
     assert "CSR with 48.0 non-zeros per row" in bench
     assert "(MLlib did not finish: scikit-learn's final minus 0.005)" in bench
     assert "bare CSR-times-dense products" in bench
+    assert "| rebuild: in-place sgemm (beta=1) vs `W -= lr * U.T @ V` |" in bench
+    assert "K=500, D=2^18, 2 x 16 rows, 48 nnz/row | 2.000 | 30.000 | 15.00x |" in bench
     assert "### Projection: W3" in bench
     top = readme.read_text()
     assert "| W3: fake sparse | 0.9950 | 3.0 s (1.0000) | did not finish (after 16 s) |" in top
+    assert "15.00x" in top
     assert (plots / "W3_time_to_accuracy.png").stat().st_size > 1000
 
 
@@ -427,6 +452,7 @@ def test_harness_runs_w3_end_to_end_in_smoke_mode(tmp_path):
     assert w3["methods"]["svb-p2p"]["final"]["accuracy"] > 0.5
     assert {row["config"].split(",")[0] for row in w3["bytes"]} >= {"p2p", "dense"}
     assert w3["efficiency"]["kind"] == "sparse"
+    assert result["claims"]["rebuild"] and result["claims"]["sparse_layout"]
     assert "W3" in result["projection"]["shapes"]
 
 
