@@ -1,14 +1,7 @@
 """Spark Connect parity: the p2p fit, transform, save and load need no SparkContext."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-HERE = Path(__file__).parent
+from jobs import run_job
 
 
 def _connect_available() -> str | None:
@@ -25,18 +18,7 @@ def test_fit_transform_save_load_over_spark_connect():
     missing = _connect_available()
     if missing:
         pytest.skip(missing)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
-    completed = subprocess.run(
-        [sys.executable, str(HERE / "connect_job.py")],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        cwd=HERE.parent,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    out = json.loads(lines[-1].removeprefix("RESULT "))
+    out = run_job("connect_job.py", timeout=240)
     assert out["task_slots"] is None and out["default_parallelism"] == 2
     history = out["history"]
     assert len(history) == 3 and history[-1] < history[0]

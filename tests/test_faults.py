@@ -11,14 +11,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 from common_data import planted_frame
+from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.worker import _RECORD_WORKERS_ENV
@@ -120,23 +119,9 @@ def test_a_checkpoint_dir_that_cannot_be_made_fails_before_training(spark, tmp_p
         estimator.fit(planted_frame(spark))
 
 
-def _run_fault_job(scenario: str) -> dict:
-    here = os.path.dirname(os.path.abspath(__file__))
-    # The executors' Python workers import svb_spark from the checkout, like the driver.
-    path = [here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-    completed = subprocess.run(
-        [sys.executable, os.path.join(here, "fault_job.py"), scenario],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
-
-
 @pytest.mark.slow
 def test_a_killed_worker_on_a_two_executor_cluster_is_retried_and_resumed():
-    result = _run_fault_job("kill")
+    result = run_job("fault_job.py", "kill")
     print(f"SIGKILL on local-cluster: retry started {result['retry_after_seconds']:.1f} s later")
     assert result["resumed_from_step"] > 0 and result["retry_after_seconds"] < 30
     np.testing.assert_allclose(result["coefficients"], result["expected"], rtol=1e-6)
@@ -146,7 +131,7 @@ def test_a_killed_worker_on_a_two_executor_cluster_is_retried_and_resumed():
 
 @pytest.mark.slow
 def test_a_stalled_worker_without_retries_fails_the_fit_with_a_clear_error_in_time():
-    result = _run_fault_job("stall")
+    result = run_job("fault_job.py", "stall")
     print(f"SIGSTOP on local-cluster: the fit failed {result['failed_after_seconds']:.1f} s later")
     assert "could not deliver step" in result["error"] and "within 3 s" in result["error"]
     assert result["failed_after_seconds"] < 30

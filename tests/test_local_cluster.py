@@ -1,19 +1,12 @@
 """The same fit with two executor JVMs (local-cluster), in a process of its own."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from common_data import planted_frame
+from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.worker import executor_host
-
-HERE = Path(__file__).parent
 
 
 def test_executor_host_parsing():
@@ -22,30 +15,13 @@ def test_executor_host_parsing():
     assert executor_host("[fe80::1]:5000") == "fe80::1"
 
 
-def _run_cluster_job(*args: str) -> dict:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    completed = subprocess.run(
-        [sys.executable, str(HERE / "cluster_job.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
-
-
 def _local_coefficients(spark):
     local = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=4, dtype="float64")
     return local.fit(planted_frame(spark)).coefficientMatrix.toArray()
 
 
 def test_fit_on_two_executor_jvms_matches_local_mode(spark):
-    result = _run_cluster_job("p2p")
+    result = run_job("cluster_job.py", "p2p")
 
     workers = result["workers"]
     assert len(workers) == 2
@@ -65,7 +41,7 @@ def test_fit_on_two_executor_jvms_matches_local_mode(spark):
 @pytest.mark.parametrize("cache", ["keep", "forget"])
 def test_broadcast_mode_on_two_executor_jvms_matches_local_p2p(spark, cache):
     # "forget" drops every cached replica each round: executors rebuild from checkpoint + log.
-    result = _run_cluster_job("broadcast", cache)
+    result = run_job("cluster_job.py", "broadcast", cache)
     np.testing.assert_allclose(
         np.array(result["coefficients"]), _local_coefficients(spark), rtol=1e-9, atol=1e-12
     )
@@ -73,7 +49,7 @@ def test_broadcast_mode_on_two_executor_jvms_matches_local_p2p(spark, cache):
 
 @pytest.mark.slow
 def test_four_workers_on_two_executors_match_the_single_process_reference():
-    result = _run_cluster_job("p2p", "four")
+    result = run_job("cluster_job.py", "p2p", "four")
     assert len(result["workers"]) == 4 and len({w["pid"] for w in result["workers"]}) == 4
     np.testing.assert_allclose(
         np.array(result["coefficients"]), np.array(result["reference"]), rtol=1e-5, atol=1e-8

@@ -7,34 +7,11 @@ tests/test_soak.py`` to see them. It takes about five minutes: the fits, then on
 the JVM's idle pool threads to expire.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from jobs import run_job
 
-HERE = Path(__file__).parent
 FITS = 100
 MAX_GROWTH = 0.10  # resident memory after the last fit over that after fit 5
-
-
-def _run_soak(fits: int) -> dict:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    completed = subprocess.run(
-        [sys.executable, str(HERE / "soak_job.py"), str(fits)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=env,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
 
 
 def _mib(size: int) -> str:
@@ -119,7 +96,7 @@ def _python_processes(first: dict, last: dict) -> list[tuple[str, dict, dict]]:
 
 @pytest.mark.slow
 def test_hundred_fits_leak_nothing():
-    result = _run_soak(FITS)
+    result = run_job("soak_job.py", str(FITS), timeout=1800)
     print("\n" + _report(result))
     before, base, end, idle = (result[k] for k in ("before", "baseline", "end", "idle"))
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from jobs import run_job
 from pyspark.ml import Pipeline
 from pyspark.ml.feature import StringIndexer
 from pyspark.ml.functions import array_to_vector, vector_to_array
@@ -93,18 +94,7 @@ def test_libsvm_file_with_one_based_labels_in_a_pipeline(spark, tmp_path):
 @pytest.mark.slow
 def test_hashed_text_scale_problem_fits_without_densifying():
     """K=500, D=2^18, ~50 non-zeros per row, 20k training rows, two workers on local[2]."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    here = Path(__file__).parent
-    completed = subprocess.run(
-        [sys.executable, str(here / "sparse_job.py")], capture_output=True, text=True, timeout=3000
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT ") :])
+    result = run_job("sparse_job.py", timeout=3000)
     assert result["accuracy"] >= 0.9
 
     replica = 500 * 2**18 * 4
