@@ -31,7 +31,7 @@ WORKERS = 2
 BROADCAST_ROUNDS = {"smoke": 40, "quick": 120, "full": 1000}
 # The dense exchange runs for real when the cost model puts it under this many seconds;
 # otherwise a few steps are timed and the rest extrapolated (W3's gradient is K x 2^18).
-DENSE_SECONDS = {"smoke": 30.0, "quick": 90.0, "full": 900.0}
+DENSE_SECONDS = {"smoke": 30.0, "quick": 90.0, "full": 300.0}
 DENSE_PROBE_STEPS = 4
 # MLlib's jobs are cancelled after this long; the row then says so.
 MLLIB_SECONDS = {"smoke": 120.0, "quick": 240.0, "full": 3600.0}
@@ -87,13 +87,22 @@ def start_cluster(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    # A barrier stage needs every executor registered, and they take seconds to start.
-    deadline = time.time() + 180
+    wait_for_executors(spark)
+    return spark, worker_dir
+
+
+def wait_for_executors(spark, seconds: float = 180.0) -> None:
+    """Block until all WORKERS executors are registered.
+
+    A barrier stage needs every executor, and they take seconds to start, or to be replaced
+    after one died (e.g. MLlib running out of memory on W3).
+    """
+    deadline = time.time() + seconds
     while spark.sparkContext._jsc.sc().getExecutorIds().size() < WORKERS:
         if time.time() > deadline:
-            raise RuntimeError(f"only some of the {WORKERS} executors registered within 180 s")
+            registered = f"only some of the {WORKERS} executors registered in {seconds:.0f} s"
+            raise RuntimeError(registered)
         time.sleep(0.5)
-    return spark, worker_dir
 
 
 def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dict]:
@@ -253,6 +262,7 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
         mllib_final = None
         out["methods"]["mllib"] = {"failed": failure.reason, "seconds": failure.seconds}
         log(f"{name}: MLlib did not finish after {failure.seconds:.1f} s: {failure.reason}")
+        wait_for_executors(spark)
 
     problem = peers.sklearn_memory_problem(workload.num_classes, workload.num_features)
     if problem:
