@@ -487,6 +487,7 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
         "python -m benchmarks run --quick        # under 10 minutes on 2 cores",
         "python -m benchmarks run --full         # the issue's sizes",
         "python -m benchmarks report benchmarks/results/NAME.json   # regenerate the READMEs",
+        "python -m benchmarks.batch_size        # batchSize 8..128 side by side (results/)",
         "```",
         "",
         method_text(result),

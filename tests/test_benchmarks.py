@@ -468,3 +468,18 @@ def test_dense_probe_times_a_few_steps_of_the_dense_exchange(spark):
     predicted = point.extra["predicted_bytes_per_step"]["dense"]
     assert predicted == (run.WORKERS - 1) * w3.num_classes * (w3.num_features + 1) * 4
     assert point.extra["bytes_per_step"] == pytest.approx(predicted, rel=0.05)
+
+
+def test_batch_size_table_rows():
+    from benchmarks import batch_size
+
+    row = {"batch_size": 16, "time_to_target_s": 2.14, "epochs_to_target": 4,
+           "final_accuracy": 0.96667, "final_epochs": 20, "steps_per_epoch": 43,
+           "loop_ms_per_step": 2.345, "bytes_per_step": 5_400.0}  # fmt: skip
+    missed = {**row, "batch_size": 64, "time_to_target_s": None, "epochs_to_target": None}
+    text = batch_size.table({"rows": [row, missed]})
+    assert "| 16 | 2.1 s (4 ep.) | 0.9667 (20 ep.) | 43 | 2.35 | 5.4 kB |" in text
+    assert "| 64 | not reached | 0.9667 (20 ep.) |" in text
+    point = peers.FitPoint(2, 1.0, 0.9, {"timings": {"compute": 0.5, "apply": 0.5, "train": 9.0},
+                                         "steps": 100})  # fmt: skip
+    assert batch_size._loop_ms_per_step(point) == pytest.approx(10.0)

@@ -1,0 +1,151 @@
+"""Batch-size study: what ``batchSize`` costs and buys, measured side by side in one run.
+
+Fits ``SVBLogisticRegression`` (exchange p2p, 2 workers on ``local[2]``, other params at their
+defaults) on W2 (digits) and the quick W1 shape (dense planted teacher, K=200, D=256) with
+every batch size of ``--sizes``, and reports per batch size: time to target accuracy (by
+re-fitting with maxIter = 1, 2, 4, ..., as the harness does), final held-out accuracy after
+``--epochs`` epochs, milliseconds per step of the training loop and bytes sent per step.
+
+The target is scikit-learn's held-out accuracy (lbfgs, standardized, converged) minus one
+point: a fixed reference that does not depend on the batch size under test.
+
+Run: ``python -m benchmarks.batch_size [--epochs 20] [--sizes 8,16,32,64,128]``; writes
+``benchmarks/results/batch_size.json`` and prints one table per workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+
+from benchmarks import machine, peers, workloads
+
+SIZES = [8, 16, 32, 64, 128]
+WORKERS = 2
+RESULT = Path(__file__).parent / "results" / "batch_size.json"
+
+
+def _loop_ms_per_step(point: peers.FitPoint) -> float:
+    """Training-loop milliseconds per step (compute to apply), setup excluded."""
+    timings = point.extra["timings"]
+    phases = ("compute", "encode", "exchange", "decode", "apply")
+    return 1000 * sum(timings.get(p, 0.0) for p in phases) / max(point.extra["steps"], 1)
+
+
+def study(spark, workload, sizes: list[int], epochs: int) -> dict:
+    """Every batch size of ``sizes`` on one workload; returns the target and one row per size."""
+    from svb_spark import datasets
+
+    train_df = datasets.to_dataframe(
+        spark, workload.X_train, workload.y_train, num_partitions=WORKERS
+    ).cache()
+    train_df.count()
+    Xt, yt = workload.X_test, workload.y_test
+    reference = peers.fit_sklearn(workload.X_train, workload.y_train, Xt, yt)
+    target = reference.accuracy - 0.01
+    rows = []
+    for size in sizes:
+        load = machine.load_average()
+
+        def fit(k, size=size):
+            return peers.fit_svb(train_df, Xt, yt, k, numWorkers=WORKERS, batchSize=size)
+
+        final = fit(epochs)
+        reached = peers.time_to_target(fit, final, target, peers.doubling_ladder(epochs))
+        rows.append(
+            {
+                "batch_size": size,
+                "global_batch": size * WORKERS,
+                "time_to_target_s": reached["seconds"],
+                "epochs_to_target": reached["iterations"],
+                "final_accuracy": final.accuracy,
+                "final_epochs": final.iterations,
+                "final_fit_s": final.seconds,
+                "steps_per_epoch": final.extra["steps"] // max(final.iterations, 1),
+                "loop_ms_per_step": _loop_ms_per_step(final),
+                "bytes_per_step": final.extra["bytes_per_step"],
+                "load_before": load,
+                "curve": reached["curve"],
+            }
+        )
+        print(f"  batchSize {size}: {table_row(rows[-1])}", flush=True)
+    train_df.unpersist()
+    return {
+        "describe": workload.describe(),
+        "reference_accuracy": reference.accuracy,
+        "target_accuracy": target,
+        "rows": rows,
+    }
+
+
+def table_row(row: dict) -> str:
+    """One markdown row of :func:`table`."""
+    seconds = row["time_to_target_s"]
+    reached = (
+        f"{seconds:.1f} s ({row['epochs_to_target']} ep.)" if seconds is not None else "not reached"
+    )
+    return (
+        f"| {row['batch_size']} | {reached} | {row['final_accuracy']:.4f} "
+        f"({row['final_epochs']} ep.) | {row['steps_per_epoch']} | "
+        f"{row['loop_ms_per_step']:.2f} | {row['bytes_per_step'] / 1e3:,.1f} kB |"
+    )
+
+
+def table(entry: dict) -> str:
+    """Markdown table of one workload's rows."""
+    lines = [
+        "| batchSize | time to target | final accuracy | steps/epoch | loop ms/step | "
+        "bytes/step/worker |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    return "\n".join(lines + [table_row(row) for row in entry["rows"]])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of the final fits")
+    parser.add_argument("--workloads", default="W2,W1", help="W1 (quick shape) and/or W2")
+    parser.add_argument("--output", type=Path, default=RESULT)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+
+    from svb_spark.session import local_session
+
+    # Each worker process owns one core: one BLAS thread each (read when the workers start).
+    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    spark = local_session(f"local[{WORKERS}]", app_name="svb-spark batch size")
+    result: dict = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {**machine.python_machine(), "load_start": machine.load_average()},
+        "sizes": sizes,
+        "epochs": args.epochs,
+        "workers": WORKERS,
+        "workloads": {},
+    }
+    try:
+        for name in [w.strip() for w in args.workloads.split(",") if w.strip()]:
+            workload = workloads.w1_planted("quick") if name == "W1" else workloads.w2_digits()
+            title = f"{name}: {workload.describe()['title']}"
+            print(f"{title}, {args.epochs} epochs, {WORKERS} workers", flush=True)
+            entry = study(spark, workload, sizes, args.epochs)
+            result["workloads"][name] = entry
+            print(
+                f"\n{title}; target {entry['target_accuracy']:.4f} (scikit-learn "
+                f"{entry['reference_accuracy']:.4f} minus 0.01)\n\n{table(entry)}\n",
+                flush=True,
+            )
+    finally:
+        spark.stop()
+    result["machine"]["load_end"] = machine.load_average()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
