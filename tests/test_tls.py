@@ -2,7 +2,6 @@
 
 import datetime
 import ipaddress
-import threading
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from test_exchange import _expected, _run_workers
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.exchange import ExchangeError, codec
@@ -129,26 +129,9 @@ def test_two_tls_workers_exchange_in_rank_order_and_count_bytes(certificates, me
     for exchange in exchanges:
         exchange.connect(locations)
 
-    steps, seen, errors = 3, {}, []
-
-    def run(exchange):
-        try:
-            got = []
-            for step in range(steps):
-                batch = pa.record_batch({"v": [10.0 * step + exchange.rank]})
-                got.append([b.column(0)[0].as_py() for b in exchange.all_gather(step, batch)])
-            seen[exchange.rank] = got
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(exchange,)) for exchange in exchanges]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors
-    expected = [[10.0 * s, 10.0 * s + 1] for s in range(steps)]
-    assert seen == {0: expected, 1: expected}
+    steps = 3
+    seen = _run_workers(exchanges, steps)
+    assert seen == {0: _expected(2, steps), 1: _expected(2, steps)}
     payload, framing = codec.message_bytes(pa.record_batch({"v": [0.0]}))
     for exchange in exchanges:
         assert (exchange.payload_sent, exchange.framing_sent) == (steps * payload, steps * framing)
