@@ -639,14 +639,42 @@ def max_message_bytes(config: TrainingConfig) -> int:
 
 
 def _memory_report(data: LocalPartition) -> dict:
-    """This process's peak resident memory and the size of its training rows, in bytes."""
+    """This process's peak resident memory and the size of its training rows, in bytes, and
+    the threads of each BLAS it has loaded (where threadpoolctl can tell)."""
     import resource
 
     X = data.X
     rows_bytes = X.nbytes if isinstance(X, np.ndarray) else X.data.nbytes + X.indices.nbytes
     # Linux reports ru_maxrss in KiB.
     return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes)}  # fmt: skip
+            "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes),
+            "blas_threads": _blas_threads()}  # fmt: skip
+
+
+def _blas_threads() -> list[int]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Cap every loaded BLAS (numpy's and scipy's own) at ``threads`` threads in this process.
+
+    PySpark sets OMP_NUM_THREADS to the executor's cores (and a cluster may export
+    OPENBLAS_NUM_THREADS), so several barrier tasks on one executor would each run that many
+    BLAS threads and busy-wait on each other's cores (4 workers on 2 cores measured 6x slower
+    per step). Uses threadpoolctl where it is installed (it comes with scikit-learn); without
+    it, BLAS keeps the environment's setting.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    import scipy.linalg.blas  # noqa: F401  (load scipy's BLAS now, so that the cap reaches it)
+
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def _newest_checkpoint(config: TrainingConfig) -> int | None:
@@ -703,6 +731,7 @@ def barrier_training_task(
 
         context = BarrierTaskContext.get()
         rank = context.partitionId()
+        limit_blas_threads(context.cpus())
         # Spark's address for each barrier task: its executor's host as the driver reaches it.
         addresses = [info.address for info in context.getTaskInfos()]
         host = executor_host(addresses[rank])

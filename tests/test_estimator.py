@@ -226,3 +226,19 @@ def test_constant_feature_with_standardization_gives_finite_coefficients(spark):
     coefficients = model.coefficientMatrix.toArray()
     assert np.isfinite(coefficients).all() and (coefficients[:, 1] == 0).all()
     assert np.isfinite(model.interceptVector.toArray()).all()
+
+
+def test_each_worker_runs_blas_on_its_own_task_cores(spark, digits_frames):
+    pytest.importorskip("threadpoolctl")
+    train, _ = digits_frames
+    environment = spark.sparkContext.environment
+    # Executors whose environment asks BLAS for two threads per process (as PySpark's own
+    # OMP_NUM_THREADS does on an executor with two cores), whatever each task's share.
+    environment["OPENBLAS_NUM_THREADS"] = "2"
+    try:
+        model = SVBLogisticRegression(numWorkers=2, maxIter=1).fit(train)
+    finally:
+        del environment["OPENBLAS_NUM_THREADS"]
+    for worker in model.summary.workers:
+        # numpy's and scipy's BLAS alike, at spark.task.cpus (1).
+        assert len(worker["blas_threads"]) >= 1 and set(worker["blas_threads"]) == {1}, worker
