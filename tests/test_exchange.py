@@ -251,3 +251,145 @@ def test_a_stalled_worker_gives_every_peer_a_clear_timeout_error():
         stalled.join(10)
         for ex in live:
             ex.close()
+
+
+def _round_message(step, rank):
+    rng = np.random.default_rng([step, rank])
+    rows = 1 + (step + rank) % 3
+    return codec.RoundMessage(
+        codec.SV, step, rank, [rows], [float(rows)], [0.5 * rank],
+        U=rng.normal(size=(rows, 2)), V=rng.normal(size=(rows, 4)),
+    )  # fmt: skip
+
+
+def test_flight_mesh_keeps_mixed_message_kinds_intact_over_one_stream_per_schema(mesh):
+    # Round messages, then a replica check (checksum, then state: other columns), then round
+    # messages again: every batch arrives with its schema metadata, and each change of schema
+    # costs one new stream per peer.
+    exchanges = mesh(3)
+    for ex in exchanges:
+        ex.connect([e.location for e in exchanges])
+    schedule = [("round", s) for s in range(6)]
+    schedule += [("checksum", -2), ("state", -3)]
+    schedule += [("round", s) for s in range(6, 12)]
+    seen, errors = {}, []
+
+    def run(ex):
+        try:
+            for kind, index in schedule:
+                if kind == "round":
+                    batch = codec.encode(_round_message(index, ex.rank))
+                elif kind == "checksum":
+                    batch = codec.encode_checksum(f"digest-{ex.rank}")
+                else:
+                    batch = codec.encode_state(np.arange(3.0) + ex.rank, 0.5 + ex.rank)
+                seen.setdefault(ex.rank, []).append(ex.all_gather(index, batch))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(ex,)) for ex in exchanges]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and sorted(seen) == [0, 1, 2]
+
+    for rank in range(3):
+        for (kind, index), messages in zip(schedule, seen[rank]):
+            assert len(messages) == 3
+            for sender, message in enumerate(messages):
+                if kind == "round":
+                    expected, got = _round_message(index, sender), codec.decode(message)
+                    assert (got.first_step, got.rank, got.rows) == (index, sender, expected.rows)
+                    assert (got.weight_sums, got.loss_sums) == (
+                        expected.weight_sums, expected.loss_sums,
+                    )  # fmt: skip
+                    assert (got.U == expected.U).all() and (got.V == expected.V).all()
+                elif kind == "checksum":
+                    assert codec.decode_checksum(message) == f"digest-{sender}"
+                else:
+                    values, factor = codec.decode_state(message)
+                    assert (values == np.arange(3.0) + sender).all() and factor == 0.5 + sender
+    # Round, checksum, state, round: four streams from each of the two peers.
+    assert [ex._server.puts for ex in exchanges] == [4 * 2] * 3
+
+
+def test_flight_mesh_opens_one_stream_per_peer_for_many_steps(mesh):
+    exchanges = mesh(3)
+    for ex in exchanges:
+        ex.connect([e.location for e in exchanges])
+    seen = _run_workers(exchanges, 60)
+    assert all(seen[r] == _expected(3, 60) for r in range(3))
+    assert [ex._server.puts for ex in exchanges] == [2, 2, 2]
+    assert all(ex._server.mailbox == {} for ex in exchanges)
+
+
+def test_flight_mesh_replaces_streams_before_their_deadline(mesh):
+    # A stream's gRPC deadline is 1.5 timeouts; it is replaced once older than half a
+    # timeout, so that every send has a full timeout, without losing a message.
+    exchanges = mesh(2, timeout=1.0)
+    for ex in exchanges:
+        ex.connect([e.location for e in exchanges])
+    seen, errors = {}, []
+
+    def run(ex):
+        try:
+            got = []
+            for step in range(8):
+                batch = pa.record_batch({"v": [float(100 * step + ex.rank)]})
+                got.append([b.column(0)[0].as_py() for b in ex.all_gather(step, batch)])
+                time.sleep(0.2)
+            seen[ex.rank] = got
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(ex,)) for ex in exchanges]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert seen == {0: _expected(2, 8), 1: _expected(2, 8)}
+    # About 1.6 s of steps: at least three streams each way, at most one per step.
+    assert all(3 <= ex._server.puts <= 8 for ex in exchanges)
+
+
+def test_a_refused_message_drops_its_stream_and_the_next_send_opens_a_new_one():
+    small, big = (
+        FlightMeshExchange(r, 2, "127.0.0.1", "fit-secret", 1.0, max_message_bytes=1000)
+        for r in range(2)
+    )
+    try:
+        small.connect([small.location, big.location])
+        small._send(1, 0, pa.record_batch({"v": [1.0]}))
+        with pytest.raises(ExchangeError, match="exceeds 1000 bytes"):
+            small._send(1, 1, pa.record_batch({"v": np.zeros(1000)}))
+        assert 1 not in small._streams
+        small._send(1, 2, pa.record_batch({"v": [3.0]}))
+        assert sorted(big._server.mailbox) == [(0, 0), (2, 0)]
+        assert big._server.mailbox[(2, 0)].column(0)[0].as_py() == 3.0
+        assert big._server.puts == 2
+    finally:
+        small.close()
+        big.close()
+
+
+def test_close_does_not_wait_for_the_open_streams_of_peers_still_running(caplog):
+    # A peer's stream stays open until that peer closes its exchange, which may be much later
+    # (it is waiting for a message from a worker that failed): closing must not wait for it.
+    first, second = (FlightMeshExchange(r, 2, "127.0.0.1", "fit-secret", 20.0) for r in range(2))
+    port = int(first.location.rsplit(":", 1)[1])
+    try:
+        for ex in (first, second):
+            ex.connect([first.location, second.location])
+        _run_workers([first, second], 3)
+        started = time.perf_counter()
+        first.close()
+        assert time.perf_counter() - started < 5
+        assert "still arriving" not in caplog.text
+    finally:
+        second.close()
+    deadline = time.time() + 10
+    while _listening(port) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _listening(port)  # gone once the peer's stream ended
