@@ -7,7 +7,6 @@ this module validates, plans the barrier stage and assembles the model.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import posixpath
 import secrets
@@ -297,13 +296,13 @@ class SVBLogisticRegression(
             f"{type(self).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
             f"features, {num_workers} workers"
         )
+        if mode != "broadcast":  # the broadcast mode's driver holds the state between rounds
+            config = self._with_checkpoints(config)  # made last: removed in the finally below
         sc = spark_context(spark)
         # Classic mode: the warm start travels once per executor by TorrentBroadcast instead of
         # inside every task's closure. Spark Connect has no SparkContext: closure it is.
         shipped = sc.broadcast(initial) if sc is not None and initial is not None else initial
         secret = secrets.token_urlsafe(32)
-        if mode != "broadcast":  # the broadcast mode's driver holds the state between rounds
-            config = self._with_checkpoints(config, secret)
         try:
             with (
                 job_group(spark, description),
@@ -359,7 +358,7 @@ class SVBLogisticRegression(
             )
         return model
 
-    def _with_checkpoints(self, config: TrainingConfig, secret: str) -> TrainingConfig:
+    def _with_checkpoints(self, config: TrainingConfig) -> TrainingConfig:
         """``config`` with this fit's own checkpoint directory, made and checked here.
 
         A directory that cannot be made fails now, on the driver, not in rank 0 mid-fit.
@@ -369,9 +368,7 @@ class SVBLogisticRegression(
             return config
         if "://" not in base:
             base = os.path.abspath(base)  # pyarrow.fs takes absolute paths or URIs
-        # Named after the estimator and a digest of the secret: unique per fit, and the
-        # secret itself never reaches a path or a log line.
-        fit = f"{self.uid}-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+        fit = f"{self.uid}-{secrets.token_hex(8)}"  # one directory per fit
         directory = posixpath.join(base.rstrip("/"), fit)
         try:
             fs, path = checkpoint_filesystem(directory)
