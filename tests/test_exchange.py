@@ -58,8 +58,9 @@ def test_codec_handles_an_empty_batch_and_counts_framing():
     assert payload + framing == len(codec.to_ipc(batch)) - 8  # minus the end-of-stream marker
 
 
-def _run_workers(exchanges, steps):
-    """Every worker gathers `steps` steps; returns what each saw, per rank."""
+def _run_workers(exchanges, steps, pause=0.0):
+    """Every worker gathers `steps` steps, `pause` seconds apart; returns what each saw, per
+    rank."""
     seen = {}
     errors = []
 
@@ -69,6 +70,7 @@ def _run_workers(exchanges, steps):
             for step in range(steps):
                 batch = pa.record_batch({"v": [float(100 * step + ex.rank)]})
                 got.append([b.column(0)[0].as_py() for b in ex.all_gather(step, batch)])
+                time.sleep(pause)
             seen[ex.rank] = got
         except BaseException as error:
             errors.append(error)
@@ -330,25 +332,7 @@ def test_flight_mesh_replaces_streams_before_their_deadline(mesh):
     exchanges = mesh(2, timeout=1.0)
     for ex in exchanges:
         ex.connect([e.location for e in exchanges])
-    seen, errors = {}, []
-
-    def run(ex):
-        try:
-            got = []
-            for step in range(8):
-                batch = pa.record_batch({"v": [float(100 * step + ex.rank)]})
-                got.append([b.column(0)[0].as_py() for b in ex.all_gather(step, batch)])
-                time.sleep(0.2)
-            seen[ex.rank] = got
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(ex,)) for ex in exchanges]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
+    seen = _run_workers(exchanges, 8, pause=0.2)
     assert seen == {0: _expected(2, 8), 1: _expected(2, 8)}
     # About 1.6 s of steps: at least three streams each way, at most one per step.
     assert all(3 <= ex._server.puts <= 8 for ex in exchanges)
