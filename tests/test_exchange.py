@@ -186,6 +186,9 @@ def test_close_returns_within_the_timeout_while_a_stalled_peer_holds_a_call_open
     options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer fit-secret")])
     writer, _ = client.do_put(flight.FlightDescriptor.for_path("0", "1"), batch.schema, options)
     writer.write_batch(batch)  # ...and never closed: the call stays open
+    deadline = time.time() + 10  # until the server is reading that half message
+    while not server._server.arriving and time.time() < deadline:
+        time.sleep(0.01)
 
     closing = threading.Thread(target=server.close)
     started = time.perf_counter()
