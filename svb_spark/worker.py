@@ -371,22 +371,9 @@ class TrainingResult:
         return self.payload_sent + self.framing_sent
 
     def summary_dict(self) -> dict:
-        return {
-            "objective_history": self.objective_history,
-            "steps": self.steps,
-            "converged": self.converged,
-            "exchanges": self.exchanges,
-            "payload_sent": self.payload_sent,
-            "framing_sent": self.framing_sent,
-            "payload_received": self.payload_received,
-            "framing_received": self.framing_received,
-            "sent_per_exchange": self.sent_per_exchange,
-            "seconds": self.seconds,
-            "workers": self.workers,
-            "resyncs": self.resyncs,
-            "resumed_from_step": self.resumed_from_step,
-            "checkpoints": self.checkpoints,
-        }
+        """Every field but the weights, as plain values."""
+        fields = dataclasses.fields(self)
+        return {f.name: getattr(self, f.name) for f in fields if f.name not in ("W", "b")}
 
 
 def _result(
