@@ -42,6 +42,7 @@ from svb_spark.session import (
     job_group,
     spark_conf,
     spark_context,
+    spark_or_session_conf,
 )
 from svb_spark.summary import SVBLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
 from svb_spark.worker import (
@@ -276,7 +277,7 @@ class SVBLogisticRegression(
             )
         num_workers = self._num_workers(spark)
         # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
-        tls = tls_files_from_conf(lambda key: _conf_value(spark, key))
+        tls = tls_files_from_conf(lambda key: spark_or_session_conf(spark, key))
 
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         check_replica_fits(spark, stats.num_classes, stats.num_features, self.getDtype())
@@ -451,18 +452,6 @@ class _EstimatorWriter(DefaultParamsWriter):
             if param.name != "initialModel" or isinstance(value, str)
         }
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, paramMap=params)
-
-
-def _conf_value(spark, key: str) -> str | None:
-    """A key from the Spark conf, or else from the session's runtime conf (``spark.conf.set``,
-    as a notebook sets it)."""
-    value = spark_conf(spark, key)
-    if value is None:
-        try:
-            value = spark.conf.get(key, None)
-        except Exception:  # a Connect server that hides the key
-            value = None
-    return value
 
 
 def _model_weights(model) -> tuple[np.ndarray, np.ndarray]:

@@ -173,6 +173,18 @@ def spark_conf(spark, key: str, default: str | None = None) -> str | None:
         return default
 
 
+def spark_or_session_conf(spark, key: str) -> str | None:
+    """A key from the Spark conf, or else from the session's runtime conf (``spark.conf.set``,
+    as a notebook sets it)."""
+    value = spark_conf(spark, key)
+    if value is None:
+        try:
+            value = spark.conf.get(key, None)
+        except Exception:  # a Connect server that hides the key
+            value = None
+    return value
+
+
 def _is_local_master(master: str) -> bool:
     # Spark's Utils.isLocalMaster: "local-cluster[...]" runs real executors, so it is not local.
     return master == "local" or master.startswith("local[")
