@@ -26,7 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from svb_spark.exchange import codec
+
 _PREFIX, _SUFFIX = "step-", ".arrow"
+_HEADER = b"svb_checkpoint"
 
 
 @dataclass
@@ -51,11 +54,11 @@ def filesystem(directory: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _encode(state: ReplicaState) -> pa.RecordBatch:
+    """The replica as the codec's state message, with the rest of the state in its metadata."""
     flat = np.concatenate([state.weights.ravel(), state.b.astype(state.weights.dtype)])
     header = {
         "shape": list(state.weights.shape),
         "transposed": state.transposed,
-        "factor": state.factor,
         "step": state.step,
         "history": state.history,
         "converged": state.converged,
@@ -63,22 +66,20 @@ def _encode(state: ReplicaState) -> pa.RecordBatch:
         "epoch_weight": state.epoch_weight,
         "plan": state.plan,
     }
-    schema = pa.schema(
-        [("state", pa.from_numpy_dtype(flat.dtype))],
-        metadata={b"svb_checkpoint": json.dumps(header).encode()},
-    )
-    return pa.RecordBatch.from_arrays([pa.array(flat)], schema=schema)
+    batch = codec.encode_state(flat, state.factor)
+    metadata = {**batch.schema.metadata, _HEADER: json.dumps(header).encode()}
+    return batch.replace_schema_metadata(metadata)
 
 
 def _decode(batch: pa.RecordBatch) -> ReplicaState:
-    header = json.loads(batch.schema.metadata[b"svb_checkpoint"])
-    flat = batch.column("state").to_numpy()
+    header = json.loads(batch.schema.metadata[_HEADER])
+    flat, factor = codec.decode_state(batch)
     size = int(np.prod(header["shape"]))
     return ReplicaState(
         weights=flat[:size].reshape(header["shape"]),
         transposed=header["transposed"],
         b=flat[size:],
-        factor=header["factor"],
+        factor=factor,
         step=header["step"],
         history=header["history"],
         converged=header["converged"],
