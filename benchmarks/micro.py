@@ -168,7 +168,7 @@ def loop_overheads(
 ) -> dict[str, float]:
     """Fixed seconds per step of each phase of the training loop, on one worker, one thread.
 
-    Runs ``svb_spark.worker.train_in_process`` on one worker and K = D = 4 for a few hundred
+    Runs ``svb_spark.testing.train_in_process`` on one worker and K = D = 4 for a few hundred
     steps: GEMMs and copies cost nothing there, so what each phase takes is the fixed cost every
     step pays (Python bookkeeping, Arrow schema work). The minimum over ``repeats`` runs, since
     other work on a shared machine only ever adds time. ``sparse``: CSR rows (K = 4, D = 64, 4
@@ -176,7 +176,8 @@ def loop_overheads(
     """
     from scipy import sparse as sp
 
-    from svb_spark import worker
+    from svb_spark.testing import train_in_process
+    from svb_spark.training import TrainingConfig
 
     rng = np.random.default_rng(0)
     rows = 300 * batch_size
@@ -187,15 +188,15 @@ def loop_overheads(
         X.data[:] = 1.0
     else:
         X = rng.standard_normal((rows, features))
-    config = worker.TrainingConfig(
-        num_classes=4, num_features=features, batch_size=batch_size, max_iter=1, tol=0.0,
-        reg_param=0.0, fit_intercept=True, step_size=1.0, seed=0, dtype="float32",
-        scale=np.ones(features), sparse=sparse,
+    config = TrainingConfig.from_statistics(
+        4, features, np.zeros(features), np.ones(features), 4 / features if sparse else 1.0,
+        batch_size=batch_size, max_iter=1, tol=0.0, reg_param=0.0, step_size=1.0, seed=0,
+        dtype="float32",
     )  # fmt: skip
     best: dict[str, float] = {}
     with one_thread():
         for _ in range(repeats):
-            (result,) = worker.train_in_process([(X, y, np.ones(rows))], config)
+            (result,) = train_in_process([(X, y, np.ones(rows))], config)
             for phase, seconds in result.seconds.items():
                 per_step = seconds / max(result.steps, 1)
                 best[phase] = min(best.get(phase, per_step), per_step)
@@ -205,7 +206,7 @@ def loop_overheads(
 def loop_latency(batch_size: int = 32) -> float:
     """Seconds per step the training loop spends exchanging between two worker processes.
 
-    Two processes run ``svb_spark.worker.train`` over a Flight mesh on K = D = 4, so the
+    Two processes run ``svb_spark.training.train`` over a Flight mesh on K = D = 4, so the
     exchange phase is the latency as the loop sees it: the Flight round trip plus waiting for
     the peer, with nothing to send.
     """

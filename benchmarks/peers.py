@@ -280,23 +280,23 @@ def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
     return FitPoint(iterations, seconds, accuracy, {"max_iter": 100, "C": 1.0})
 
 
-def _flight_worker(rank, workers, X, y, config, secret, locations_out, locations_in, results):
+def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, results):
     """One worker process of :func:`train_over_flight_processes`."""
-    import scipy.linalg.blas  # noqa: F401 - scipy's own BLAS, loaded so that the limit reaches it
-    from threadpoolctl import threadpool_limits
-
-    from svb_spark import worker
     from svb_spark.exchange.flight import FlightMeshExchange
+    from svb_spark.task import limit_blas_threads, rendezvous
+    from svb_spark.training import prepare_partition, train
 
-    threadpool_limits(limits=1)  # each worker owns one core, as on the cluster
-    data = worker.prepare_partition(X, y, np.ones(len(y)), config)
+    limit_blas_threads(1)  # each worker owns one core, as on the cluster
+    data = prepare_partition(X, y, np.ones(len(y)), config)
     mesh = FlightMeshExchange(rank, workers, "127.0.0.1", secret, 120.0)
+
+    def all_gather(hello: str) -> list[str]:  # through the parent process, in rank order
+        hellos_out.put((rank, hello))
+        return hellos_in.get(timeout=120)
+
     try:
-        locations_out.put((rank, mesh.location, data.rows, data.curvature))
-        peers = locations_in.get(timeout=120)
-        mesh.connect([p[1] for p in peers])
-        plan = worker.make_plan([p[2] for p in peers], [p[3] for p in peers], config)
-        result = worker.train(data, mesh, config, plan)
+        met = rendezvous(all_gather, mesh, data, config)
+        result = train(data, mesh, config, met.plan)
         results.put((rank, {"seconds": result.seconds, "steps": result.steps}))
     finally:
         mesh.close()
@@ -306,7 +306,7 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
     """One epoch of the library's training loop in ``workers`` processes over a Flight mesh.
 
     No Spark: each process is a worker with its own Arrow Flight server on 127.0.0.1, running
-    ``svb_spark.worker.train`` on its share of the (standardized) rows, with one BLAS thread.
+    ``svb_spark.training.train`` on its share of the (standardized) rows, with one BLAS thread.
     Used to measure more workers than the cluster has task slots (oversubscribed here). ``X``
     may be CSR (then scaled, not centered, and trained as sparse rows); the batch size is the
     library's default unless ``params`` sets ``batch_size``.
@@ -319,7 +319,7 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
     import multiprocessing
     import secrets
 
-    from svb_spark import worker
+    from svb_spark.training import TrainingConfig
 
     sparse = hasattr(X, "indptr")
     if sparse:
@@ -328,24 +328,22 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
         std = np.sqrt(np.maximum(np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2, 0.0))
     else:
         mean, std = X.mean(axis=0), X.std(axis=0)
-    config = worker.TrainingConfig(
-        num_classes=int(y.max()) + 1, num_features=X.shape[1],
-        batch_size=default_batch_size(), max_iter=1, tol=0.0, reg_param=0.0, fit_intercept=True,
-        step_size=1.0, seed=0, dtype="float32",
-        scale=np.divide(1.0, std, out=np.zeros_like(std), where=std > 0),
-        mean=None if sparse else mean, sparse=sparse,
+    config = TrainingConfig.from_statistics(
+        int(y.max()) + 1, X.shape[1], mean, std, 0.0 if sparse else 1.0,  # CSR in, CSR trained
+        batch_size=default_batch_size(), max_iter=1, tol=0.0, reg_param=0.0, step_size=1.0,
+        seed=0, dtype="float32",
     )  # fmt: skip
     config = dataclasses.replace(config, **params)
     # spawn, not fork: this process runs a JVM gateway and gRPC threads that must not be forked.
     context = multiprocessing.get_context("spawn")
-    locations, results = context.Queue(), context.Queue()
+    hellos, results = context.Queue(), context.Queue()
     inboxes = [context.Queue() for _ in range(workers)]
     secret = secrets.token_urlsafe(16)
     shares = np.array_split(np.arange(len(y)), workers)
     processes = [
         context.Process(
             target=_flight_worker,
-            args=(r, workers, X[s], y[s], config, secret, locations, inboxes[r], results),
+            args=(r, workers, X[s], y[s], config, secret, hellos, inboxes[r], results),
             daemon=True,
         )
         for r, s in enumerate(shares)
@@ -353,9 +351,9 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
     for process in processes:
         process.start()
     try:
-        peers = sorted(locations.get(timeout=180) for _ in range(workers))
+        gathered = [hello for _, hello in sorted(hellos.get(timeout=180) for _ in range(workers))]
         for inbox in inboxes:
-            inbox.put(peers)
+            inbox.put(gathered)
         finished = dict(results.get(timeout=600) for _ in range(workers))
     finally:
         for process in processes:

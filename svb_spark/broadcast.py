@@ -23,24 +23,26 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from svb_spark.exchange import codec
-from svb_spark.exchange.codec import message_bytes
-from svb_spark.worker import (
+from svb_spark.contract import (
     RESULT_DDL,
     RESULT_SCHEMA,
+    collect_parts,
+    decode_result,
+    encode_result,
+    result_rows,
+)
+from svb_spark.exchange import codec
+from svb_spark.exchange.codec import message_bytes
+from svb_spark.session import spark_context
+from svb_spark.task import initial_weights, load_partition
+from svb_spark.training import (
     LocalPartition,
     Plan,
     Replica,
     TrainingConfig,
     TrainingResult,
-    collect_parts,
     compute_round,
-    decode_result,
-    encode_result,
-    initial_weights,
-    load_partition,
     make_plan,
-    result_rows,
 )
 
 _SETUP_SCHEMA = pa.schema([("rank", pa.int32()), ("rows", pa.int64()), ("curvature", pa.float64())])
@@ -91,8 +93,8 @@ def _round_task(
     checkpoint,  # Broadcast of (rounds applied, pickled replica) or None for the start
     log: list,  # Broadcasts of each round's messages since the checkpoint, in round order
     emit_checkpoint: bool,
-    forget_replica: bool,
     initial=None,  # warm start (W, b): None, a tuple or a Broadcast of one
+    forget_replica: bool = False,  # for tests: drop the cached replica, so the task rebuilds
 ):
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -105,6 +107,10 @@ def _round_task(
         base, state = (0, None) if checkpoint is None else checkpoint.value
         if replica is None or applied < base:
             # A miss: start from the checkpoint and replay the log like every other replica.
+            if round_index > 0:  # after round 0 a miss means a lost or replaced replica
+                yield pa.RecordBatch.from_pydict(
+                    {"part": ["rebuilt"], "seq": [rank], "data": [b""]}, schema=RESULT_SCHEMA
+                )
             applied = base
             if state is None:
                 replica = Replica(config, plan, initial_weights(initial))
@@ -134,6 +140,17 @@ def _round_task(
     return task
 
 
+def require_spark_context(spark):
+    """The session's SparkContext, or a ValueError that says this mode needs one."""
+    sc = spark_context(spark)
+    if sc is None:
+        raise ValueError(
+            "exchange='broadcast' needs a SparkContext (classic mode); Spark Connect has none. "
+            "Use exchange='p2p', which needs no SparkContext."
+        )
+    return sc
+
+
 def checkpoint_due(log_bytes: int, replica_bytes: int) -> bool:
     """Checkpoint once replaying the log would cost as much as shipping the weights."""
     return log_bytes >= replica_bytes
@@ -144,22 +161,13 @@ def fit_by_broadcast(
     training,
     config: TrainingConfig,
     fit_id: str,
-    forget_replicas: bool = False,
     initial=None,
 ) -> tuple[TrainingResult, Plan]:
     """Train over ``training`` (one partition per worker) with one Spark job per exchange.
 
-    ``forget_replicas`` makes every task drop its cached replica first, forcing the rebuild
-    path (checkpoint + log) on every round; tests use it to show that path is exact.
     ``initial`` is the warm start (W, b) in the standardized space, or a Broadcast of it.
     """
-    try:
-        sc = spark.sparkContext
-    except Exception as error:
-        raise ValueError(
-            "exchange='broadcast' needs a SparkContext (classic mode); Spark Connect has none. "
-            "Use exchange='p2p', which needs no SparkContext."
-        ) from error
+    sc = require_spark_context(spark)
     training = training.cache()
     setup = training.mapInArrow(_setup_task(config, fit_id), _SETUP_DDL)
     hello = sorted(setup.collect(), key=lambda r: r.rank)
@@ -172,17 +180,18 @@ def fit_by_broadcast(
     sent = received = framing_sent = framing_received = 0
     sent_per_exchange: list[int] = []
     seconds = {"rounds": 0.0}
-    round_index = 0
+    round_index = rebuilds = 0
     try:
         while True:
             emit_checkpoint = checkpoint_due(log_bytes, replica_bytes)
             started = time.perf_counter()
             task = _round_task(
                 config, plan, fit_id, round_index, checkpoint, list(log), emit_checkpoint,
-                forget_replicas, initial,
+                initial=initial,
             )  # fmt: skip
             rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
             seconds["rounds"] += time.perf_counter() - started
+            rebuilds += sum(r.part == "rebuilt" for r in rows)
             messages = sorted((r.seq, bytes(r.data)) for r in rows if r.part == "message")
             if not messages:  # every replica is done: rank 0 sent the model instead
                 parts_rows = [(r.part, r.seq, r.data) for r in rows]
@@ -212,13 +221,13 @@ def fit_by_broadcast(
             stale.destroy()
         training.unpersist()
 
-    W, b, summary = decode_result([(part, seq, data) for part, seq, data in parts_rows])
+    final = decode_result(parts_rows)
     result = TrainingResult(
-        W=W,
-        b=b,
-        objective_history=summary["objective_history"],
-        steps=summary["steps"],
-        converged=summary["converged"],
+        W=final.W,
+        b=final.b,
+        objective_history=final.objective_history,
+        steps=final.steps,
+        converged=final.converged,
         exchanges=round_index,
         payload_sent=sent,
         framing_sent=framing_sent,
@@ -227,5 +236,6 @@ def fit_by_broadcast(
         sent_per_exchange=sent_per_exchange,
         seconds=seconds,
         workers=[{"rank": r.rank, "rows": r.rows} for r in hello],
+        rebuilds=rebuilds,
     )
     return result, plan

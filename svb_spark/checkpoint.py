@@ -9,7 +9,7 @@ tells its peers the step at the rendezvous, and every worker loads it and goes o
 
 A checkpoint holds the replica's weights (in the layout the replica stores them), its scalar
 factor, the step, the objective history and the partial epoch sums, and the plan. Minibatches
-are a pure function of (seed, rank, step) (see :meth:`svb_spark.worker.LocalPartition.batch`),
+are a pure function of (seed, rank, step) (see :meth:`svb_spark.training.LocalPartition.batch`),
 so the step is the whole random state: a resumed fit takes exactly the steps an uninterrupted
 one would have taken.
 """

@@ -1,7 +1,8 @@
 """SVBLogisticRegression (the driver side of ``fit``) and SVBLogisticRegressionModel.
 
-The numerics live in :mod:`svb_spark.solver`, the per-task loop in :mod:`svb_spark.worker`;
-this module validates, plans the barrier stage and assembles the model.
+The numerics live in :mod:`svb_spark.solver`, the training loop in :mod:`svb_spark.training`
+and the barrier task in :mod:`svb_spark.task`; this module validates, plans the fit and
+assembles the model.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
 from svb_spark import solver
-from svb_spark.broadcast import fit_by_broadcast
+from svb_spark.broadcast import fit_by_broadcast, require_spark_context
 from svb_spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.checkpoint import remove_checkpoints
-from svb_spark.cost import choose_exchange
+from svb_spark.contract import training_frame
+from svb_spark.cost import choose_exchange, itemsize
 from svb_spark.exchange.codec import DENSE, SV
 from svb_spark.exchange.tls import tls_files_from_conf
 from svb_spark.inspection import check_columns, inspect_training_data
@@ -33,33 +35,23 @@ from svb_spark.params import (
     validate_param_values,
 )
 from svb_spark.persistence import SVBModelReadable, SVBModelWritable
-from svb_spark.progress import ProgressDisplay, ProgressServer
+from svb_spark.progress import progress_listener
 from svb_spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
     check_replica_fits,
     default_parallelism,
     job_group,
-    spark_conf,
     spark_context,
     spark_or_session_conf,
 )
-from svb_spark.summary import SVBLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
-from svb_spark.worker import (
-    FEATURES,
-    LABEL,
-    RESULT_DDL,
-    ROW_ID,
-    WEIGHT,
-    TrainingConfig,
-    barrier_training_task,
-    decode_result,
+from svb_spark.summary import (
+    FitRecord,
+    SVBLogisticRegressionSummary,
+    SVBLogisticRegressionTrainingSummary,
 )
-
-# Below this fraction of non-zero features, rows are kept as CSR end to end: sparse products
-# then beat dense GEMMs, and V travels as (index, value) pairs. The decision depends on the
-# values only, so dense and sparse copies of the same data train the same model.
-SPARSE_DENSITY = 0.1
+from svb_spark.task import fit_by_barrier_stage
+from svb_spark.training import TrainingConfig
 
 
 class SVBConvergenceWarning(UserWarning):
@@ -107,13 +99,6 @@ class SVBLogisticRegression(
     >>> model.transform(df).select("prediction").collect()[0].prediction
     0.0
     """
-
-    # Makes every broadcast-mode task drop its cached replica, so that each round takes the
-    # rebuild path (checkpoint + log); tests set it to show that path gives the same model.
-    _forget_replicas = False
-    # Called on the driver with every progress message (a dict), after the display; tests use
-    # it to observe a running fit.
-    _on_progress = None
 
     @keyword_only
     def __init__(
@@ -270,29 +255,15 @@ class SVBLogisticRegression(
         features, label, weight = self.getFeaturesCol(), self.getLabelCol(), self._weight_column()
         check_columns(dataset.schema, features, label, weight)
         spark = dataset.sparkSession
-        if self.getExchange() == "broadcast" and spark_context(spark) is None:
-            raise ValueError(
-                "exchange='broadcast' needs a SparkContext (classic mode); Spark Connect has "
-                "none. Use exchange='p2p', which needs no SparkContext."
-            )
+        if self.getExchange() == "broadcast":
+            require_spark_context(spark)
         num_workers = self._num_workers(spark)
-        # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
-        tls = tls_files_from_conf(lambda key: spark_or_session_conf(spark, key))
-
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         check_replica_fits(spark, stats.num_classes, stats.num_features, self.getDtype())
         inspected = time.perf_counter()
-        thresholds = self.getThresholds() if self.isDefined(self.thresholds) else None
-        if thresholds and len(thresholds) != stats.num_classes:
-            raise ValueError(
-                f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
-                f"{stats.num_classes} classes; give one threshold per class."
-            )
-        config = dataclasses.replace(self._training_config(stats), tls=tls)
-        mode, predictions = self._exchange_mode(config, num_workers, stats)
-        config = dataclasses.replace(config, message_kind=DENSE if mode == "dense" else SV)
+        config, mode, predictions = self._plan_fit(spark, stats, num_workers)
         initial = self._initial_weights(config)
-        training = _training_frame(dataset, features, label, weight, num_workers)
+        training = training_frame(dataset, features, label, weight, num_workers)
         description = (
             f"{type(self).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
             f"features, {num_workers} workers"
@@ -307,24 +278,14 @@ class SVBLogisticRegression(
         try:
             with (
                 job_group(spark, description),
-                _progress_listener(
-                    spark, secret, description, self._on_progress, mode != "broadcast"
-                ) as progress,
+                progress_listener(spark, secret, description, mode != "broadcast") as progress,
             ):
                 if mode == "broadcast":
                     result, _ = fit_by_broadcast(
-                        spark, training, config, secrets.token_hex(8), self._forget_replicas,
-                        shipped,
-                    )  # fmt: skip
-                    W_std, b_std, record = result.W, result.b, result.summary_dict()
+                        spark, training, config, secrets.token_hex(8), initial=shipped
+                    )
                 else:
-                    task = barrier_training_task(config, secret, shipped, progress)
-                    # The shuffle after the barrier stage makes it a map stage, which Spark
-                    # retries as a whole when a task fails (a failed barrier result stage is
-                    # never retried); the retry resumes from the newest checkpoint.
-                    stage = training.mapInArrow(task, RESULT_DDL, barrier=True)
-                    rows = stage.repartition(1).collect()
-                    W_std, b_std, record = decode_result([(r.part, r.seq, r.data) for r in rows])
+                    result = fit_by_barrier_stage(training, config, secret, shipped, progress)
         finally:
             if shipped is not initial:
                 shipped.destroy()
@@ -332,24 +293,21 @@ class SVBLogisticRegression(
                 remove_checkpoints(config.checkpoint_dir)
         trained = time.perf_counter()
 
-        W, b = solver.unstandardize(W_std, b_std, config.mean, config.scale)
+        W, b = solver.unstandardize(result.W, result.b, config.mean, config.scale)
         model = self._copyValues(SVBLogisticRegressionModel(W, b))
         model._resetUid(model.uid)
-        record.update(
+        record = FitRecord(
+            result=result,
             num_workers=num_workers,
             exchange=mode,
             predicted_bytes_per_step=predictions,
             sync_interval=config.sync_interval,
-            timings={
-                "inspect": inspected - started,
-                "train": trained - inspected,
-                **record["seconds"],
-            },
+            timings={"inspect": inspected - started, "train": trained - inspected},
         )
         model._summary = SVBLogisticRegressionTrainingSummary(
             lambda: model.transform(dataset), record, **model._summary_columns()
         )
-        if not record["converged"] and self.getMaxIter() > 0:
+        if not result.converged and self.getMaxIter() > 0:
             warnings.warn(
                 f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} epochs before "
                 f"the objective changed by less than tol={self.getTol()}; raise maxIter or tol "
@@ -358,6 +316,48 @@ class SVBLogisticRegression(
                 stacklevel=3,  # the caller of Estimator.fit
             )
         return model
+
+    def _plan_fit(self, spark, stats, num_workers: int) -> tuple[TrainingConfig, str, dict]:
+        """The config every worker trains with, the exchange mode in force ("auto" resolved)
+        and each mode's predicted bytes per step."""
+        thresholds = self.getThresholds() if self.isDefined(self.thresholds) else None
+        if thresholds and len(thresholds) != stats.num_classes:
+            raise ValueError(
+                f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
+                f"{stats.num_classes} classes; give one threshold per class."
+            )
+        config = TrainingConfig.from_statistics(
+            stats.num_classes,
+            stats.num_features,
+            stats.mean,
+            stats.std,
+            stats.density,
+            fit_intercept=self.getFitIntercept(),
+            standardization=self.getStandardization(),
+            batch_size=self.getBatchSize(),
+            max_iter=self.getMaxIter(),
+            tol=self.getTol(),
+            reg_param=self.getRegParam(),
+            step_size=self.getStepSize(),
+            seed=self.getSeed(),
+            dtype=self.getDtype(),
+            exchange_timeout=self.getExchangeTimeout(),
+            sync_interval=self.getSyncInterval(),
+            verify_interval=self.getVerifyInterval(),
+            # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
+            tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
+        )
+        cheaper, predictions = choose_exchange(
+            num_workers=num_workers,
+            batch_size=config.batch_size,
+            num_classes=config.num_classes,
+            num_features=config.num_features,
+            itemsize=itemsize(config.dtype),
+            nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
+        )
+        mode = cheaper if self.getExchange() == "auto" else self.getExchange()
+        config = dataclasses.replace(config, message_kind=DENSE if mode == "dense" else SV)
+        return config, mode, predictions
 
     def _with_checkpoints(self, config: TrainingConfig) -> TrainingConfig:
         """``config`` with this fit's own checkpoint directory, made and checked here.
@@ -402,47 +402,6 @@ class SVBLogisticRegression(
             )
         return solver.standardize_weights(W, b, config.mean, config.scale, config.fit_intercept)
 
-    def _exchange_mode(self, config: TrainingConfig, num_workers: int, stats):
-        """The mode in force ("auto" resolved) and the per-step byte predictions of each."""
-        cheaper, predictions = choose_exchange(
-            num_workers=num_workers,
-            batch_size=config.batch_size,
-            num_classes=config.num_classes,
-            num_features=config.num_features,
-            itemsize=np.dtype(config.dtype).itemsize,
-            nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
-        )
-        mode = self.getExchange()
-        return (cheaper if mode == "auto" else mode), predictions
-
-    def _training_config(self, stats) -> TrainingConfig:
-        std = stats.std
-        scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
-        # Training always runs on standardized features (SGD's conditioning); with
-        # standardization off, the penalty acts on the original coefficients, as in MLlib.
-        reg_scale = None if self.getStandardization() else scale * scale
-        sparse = stats.density < SPARSE_DENSITY
-        return TrainingConfig(
-            num_classes=stats.num_classes,
-            num_features=stats.num_features,
-            batch_size=self.getBatchSize(),
-            max_iter=self.getMaxIter(),
-            tol=self.getTol(),
-            reg_param=self.getRegParam(),
-            fit_intercept=self.getFitIntercept(),
-            step_size=self.getStepSize(),
-            seed=self.getSeed(),
-            dtype=self.getDtype(),
-            scale=scale,
-            # Centering needs an intercept to absorb the shift, and would densify CSR rows.
-            mean=stats.mean if self.getFitIntercept() and not sparse else None,
-            reg_scale=reg_scale,
-            exchange_timeout=self.getExchangeTimeout(),
-            sync_interval=self.getSyncInterval(),
-            verify_interval=self.getVerifyInterval(),
-            sparse=sparse,
-        )
-
 
 class _EstimatorWriter(DefaultParamsWriter):
     def saveImpl(self, path: str) -> None:
@@ -467,52 +426,6 @@ def _model_weights(model) -> tuple[np.ndarray, np.ndarray]:
         W = np.vstack([np.zeros_like(W), W])
         b = np.array([0.0, b[0]])
     return W, b
-
-
-class _progress_listener:
-    """Context manager: the driver's progress listener address, or None where there is none.
-
-    Only classic mode has one (Spark Connect's tasks cannot be assumed to reach the client,
-    and their lines stay in the executor logs). A listener that cannot bind is not an error.
-    """
-
-    def __init__(self, spark, secret, description, on_progress, wanted: bool) -> None:
-        self._server = None
-        if not wanted or spark_context(spark) is None:
-            return
-        host = spark_conf(spark, "spark.driver.host") or "127.0.0.1"
-        try:
-            display = ProgressDisplay(description, on_progress)
-            self._server = ProgressServer(host, secret, display)
-        except OSError as error:
-            import logging
-
-            logging.getLogger("svb_spark").warning(
-                "no live progress: cannot listen on %s (%s)", host, error
-            )
-
-    def __enter__(self) -> tuple[str, int] | None:
-        return None if self._server is None else self._server.address
-
-    def __exit__(self, *exc_info) -> None:
-        if self._server is not None:
-            self._server.close()
-
-
-def _training_frame(dataset, features: str, label: str, weight: str | None, num_workers: int):
-    """The columns the workers need, one partition per worker.
-
-    Rows are hash-partitioned on a row id so that the same input gives every worker the same
-    rows, and the workers sort by it: together with ``seed`` this makes fits repeatable.
-    """
-    from pyspark.sql import functions as F
-
-    return dataset.select(
-        F.col(features).alias(FEATURES),
-        F.col(label).cast("double").alias(LABEL),
-        (F.col(weight).cast("double") if weight else F.lit(1.0)).alias(WEIGHT),
-        F.monotonically_increasing_id().alias(ROW_ID),
-    ).repartition(num_workers, ROW_ID)
 
 
 class SVBLogisticRegressionModel(

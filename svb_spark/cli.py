@@ -542,6 +542,18 @@ def _one_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _show_progress() -> None:
+    """Print the library's INFO lines (per-epoch progress) to stderr, once per process."""
+    import logging
+
+    library = logging.getLogger("svb_spark")
+    if not any(isinstance(h, logging.StreamHandler) for h in library.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        library.addHandler(handler)
+    library.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``svb-spark`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
 
@@ -550,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_progress()
     try:
         require_java()
         return args.run(args)

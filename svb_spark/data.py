@@ -11,7 +11,21 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-DENSE_VECTOR = 1
+SPARSE_VECTOR, DENSE_VECTOR = 0, 1
+# Spark ML's VectorUDT as Arrow sees it (its sqlType).
+VECTOR_STRUCT = pa.struct(
+    [
+        ("type", pa.int8()),
+        ("size", pa.int32()),
+        ("indices", pa.list_(pa.int32())),
+        ("values", pa.list_(pa.float64())),
+    ]
+)
+
+
+def vector_struct_array(kinds, sizes, indices, values) -> pa.StructArray:
+    """A VectorUDT column from its four Arrow fields (see :data:`VECTOR_STRUCT`)."""
+    return pa.StructArray.from_arrays([kinds, sizes, indices, values], fields=list(VECTOR_STRUCT))
 
 
 def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:

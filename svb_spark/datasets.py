@@ -113,19 +113,16 @@ def _sparse_dataframe(spark, X, y):
             "label": pa.array(y.astype(np.float64)),
         }
     )
+    from svb_spark.data import SPARSE_VECTOR, vector_struct_array
+
     size = X.shape[1]
-    vector_type = pa.struct(
-        [("type", pa.int8()), ("size", pa.int32()), ("indices", pa.list_(pa.int32())),
-         ("values", pa.list_(pa.float64()))]
-    )  # fmt: skip
 
     def assemble(batches):
         for batch in batches:
             n = batch.num_rows
-            vectors = pa.StructArray.from_arrays(
-                [pa.array(np.zeros(n, np.int8)), pa.array(np.full(n, size, np.int32)),
-                 batch.column("indices"), batch.column("values")],
-                fields=list(vector_type),
+            vectors = vector_struct_array(
+                pa.array(np.full(n, SPARSE_VECTOR, np.int8)), pa.array(np.full(n, size, np.int32)),
+                batch.column("indices"), batch.column("values"),
             )  # fmt: skip
             yield pa.RecordBatch.from_arrays(
                 [vectors, batch.column("label")], ["features", "label"]

@@ -146,12 +146,11 @@ class _SVBLogisticRegressionParams(
 
 
 def _to_initial_model(value):
-    """TypeConverter of initialModel: a fitted model, or the path of a saved one."""
-    from pyspark.ml.classification import LogisticRegressionModel
-
-    from svb_spark.classification import SVBLogisticRegressionModel
-
-    if isinstance(value, (str, SVBLogisticRegressionModel, LogisticRegressionModel)):
+    """TypeConverter of initialModel: the path of a saved model, or any model with
+    ``coefficientMatrix`` and ``interceptVector`` (SVB's or MLlib's LogisticRegressionModel)."""
+    if isinstance(value, str) or all(
+        hasattr(type(value), name) for name in ("coefficientMatrix", "interceptVector")
+    ):
         return value
     raise TypeError(
         "initialModel must be an SVBLogisticRegressionModel, a "

@@ -20,7 +20,8 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 logger = logging.getLogger("svb_spark")
 
@@ -193,20 +194,18 @@ def _in_notebook() -> bool:
 class ProgressDisplay:
     """Shows progress messages: one display updated in place in a notebook, log lines else.
 
-    Log lines go to the ``svb_spark`` logger at INFO. When neither that logger nor the root
-    logger has a handler (a plain script), a stderr handler is added once so the lines show.
+    Log lines go to the ``svb_spark`` logger at INFO, shown where the application's logging
+    shows INFO (the ``svb-spark`` command does; a script can ``logging.basicConfig(level=
+    logging.INFO)``).
     """
 
-    def __init__(self, description: str, extra: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, description: str) -> None:
         self.description = description
-        self._extra = extra
         self._handle = None
         if _in_notebook():
             from IPython.display import display
 
             self._handle = display(f"{description}: starting", display_id=True)
-        else:
-            _ensure_visible(logger)
 
     def __call__(self, message: dict) -> None:
         line = format_progress(message)
@@ -214,14 +213,28 @@ class ProgressDisplay:
             self._handle.update(f"{self.description}: {line}")
         else:
             logger.info("%s", line)
-        if self._extra is not None:
-            self._extra(message)
 
 
-def _ensure_visible(target: logging.Logger) -> None:
-    if target.level == logging.NOTSET:
-        target.setLevel(logging.INFO)
-    if not target.hasHandlers():
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        target.addHandler(handler)
+@contextmanager
+def progress_listener(
+    spark, secret: str, description: str, wanted: bool = True
+) -> Iterator[tuple[str, int] | None]:
+    """The driver's progress listener for one fit: yields its ``(host, port)``, or None.
+
+    Only classic mode has one (Spark Connect's tasks cannot be assumed to reach the client,
+    and their lines stay in the executor logs). A listener that cannot bind is not an error.
+    """
+    from svb_spark.session import spark_conf, spark_context
+
+    server = None
+    if wanted and spark_context(spark) is not None:
+        host = spark_conf(spark, "spark.driver.host") or "127.0.0.1"
+        try:
+            server = ProgressServer(host, secret, ProgressDisplay(description))
+        except OSError as error:
+            logger.warning("no live progress: cannot listen on %s (%s)", host, error)
+    try:
+        yield None if server is None else server.address
+    finally:
+        if server is not None:
+            server.close()

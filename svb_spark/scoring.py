@@ -12,15 +12,12 @@ import numpy as np
 import pyarrow as pa
 
 from svb_spark import solver
-from svb_spark.data import DENSE_VECTOR, is_vector_struct, vectors_to_csr, vectors_to_dense
-
-_VECTOR = pa.struct(
-    [
-        ("type", pa.int8()),
-        ("size", pa.int32()),
-        ("indices", pa.list_(pa.int32())),
-        ("values", pa.list_(pa.float64())),
-    ]
+from svb_spark.data import (
+    DENSE_VECTOR,
+    is_vector_struct,
+    vector_struct_array,
+    vectors_to_csr,
+    vectors_to_dense,
 )
 
 
@@ -29,14 +26,11 @@ def _dense_vectors(matrix: np.ndarray) -> pa.StructArray:
     n, width = matrix.shape
     offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
     values = pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
-    return pa.StructArray.from_arrays(
-        [
-            pa.array(np.full(n, DENSE_VECTOR, dtype=np.int8)),
-            pa.nulls(n, pa.int32()),
-            pa.nulls(n, pa.list_(pa.int32())),
-            values,
-        ],
-        fields=list(_VECTOR),
+    return vector_struct_array(
+        pa.array(np.full(n, DENSE_VECTOR, dtype=np.int8)),
+        pa.nulls(n, pa.int32()),
+        pa.nulls(n, pa.list_(pa.int32())),
+        values,
     )
 
 

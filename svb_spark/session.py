@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from svb_spark import cost
+
 MIN_JAVA = 17
 
 # What a local run needs; conf/spark-defaults.conf carries the same for spark-submit.
@@ -248,7 +250,7 @@ def check_replica_fits(spark, num_classes: int, num_features: int, dtype: str) -
     shrink with more workers. It is a lower bound on what training needs (the update and the
     result travel in buffers of the same size), so passing it does not promise a fit.
     """
-    itemsize = 8 if dtype == "float64" else 4
+    itemsize = cost.itemsize(dtype)
     needed = num_classes * num_features * itemsize
     key, available = worker_memory(spark)
     if available is None or needed <= available:

@@ -7,9 +7,24 @@ finished on the driver, with the definitions of ``org.apache.spark.mllib.evaluat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from svb_spark.training import TrainingResult
+
+
+@dataclass
+class FitRecord:
+    """What a fit reports: the training result plus what the driver decided and measured."""
+
+    result: TrainingResult
+    num_workers: int
+    exchange: str  # the mode in force ("auto" resolved)
+    predicted_bytes_per_step: dict[str, float]
+    sync_interval: int
+    timings: dict[str, float]  # driver phases; the loop's phases come from the result
 
 
 class SVBLogisticRegressionSummary:
@@ -161,31 +176,34 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
       Flight location served, row count and process id, where the mode has them).
     """
 
-    def __init__(self, predictions, record: dict, **columns) -> None:
+    def __init__(self, predictions, record: FitRecord, **columns) -> None:
         super().__init__(predictions, **columns)
-        self.objectiveHistory: list[float] = record["objective_history"]
+        result = record.result
+        self.objectiveHistory: list[float] = result.objective_history
         self.totalIterations: int = len(self.objectiveHistory)
-        self.converged: bool = record["converged"]
-        self.steps: int = record["steps"]
-        self.exchanges: int = record["exchanges"]
-        self.syncInterval: int = record["sync_interval"]
-        self.numWorkers: int = record["num_workers"]
-        self.exchange: str = record["exchange"]
-        self.payloadBytesSent: int = record["payload_sent"]
-        self.framingBytesSent: int = record["framing_sent"]
-        self.payloadBytesReceived: int = record["payload_received"]
-        self.framingBytesReceived: int = record["framing_received"]
+        self.converged: bool = result.converged
+        self.steps: int = result.steps
+        self.exchanges: int = result.exchanges
+        self.syncInterval: int = record.sync_interval
+        self.numWorkers: int = record.num_workers
+        self.exchange: str = record.exchange
+        self.payloadBytesSent: int = result.payload_sent
+        self.framingBytesSent: int = result.framing_sent
+        self.payloadBytesReceived: int = result.payload_received
+        self.framingBytesReceived: int = result.framing_received
         self.bytesSent: int = self.payloadBytesSent + self.framingBytesSent
         self.bytesReceived: int = self.payloadBytesReceived + self.framingBytesReceived
-        self.bytesSentPerExchange: list[int] = record["sent_per_exchange"]
+        self.bytesSentPerExchange: list[int] = result.sent_per_exchange
         self.bytesPerStep: float = self.bytesSent / max(self.steps, 1)
-        self.predictedBytesPerStep: dict[str, float] = record["predicted_bytes_per_step"]
-        self.timings: dict[str, float] = record["timings"]
-        self.workers: list[dict] = record["workers"]
+        self.predictedBytesPerStep: dict[str, float] = record.predicted_bytes_per_step
+        self.timings: dict[str, float] = {**record.timings, **result.seconds}
+        self.workers: list[dict] = result.workers
         #: Replica checksum mismatches repaired from rank 0 (see verifyInterval).
-        self.replicaResyncs: int = record.get("resyncs", 0)
+        self.replicaResyncs: int = result.resyncs
+        #: Replicas the broadcast mode rebuilt from its checkpoint and log (a lost worker).
+        self.replicaRebuilds: int = result.rebuilds
         #: The step the final attempt resumed from (0 unless a retried stage found a
         #: checkpoint; the byte counters and ``workers`` are then those of that attempt).
-        self.resumedFromStep: int = record.get("resumed_from_step", 0)
+        self.resumedFromStep: int = result.resumed_from_step
         #: Checkpoints the final attempt wrote (see checkpointDir).
-        self.checkpointsWritten: int = record.get("checkpoints", 0)
+        self.checkpointsWritten: int = result.checkpoints

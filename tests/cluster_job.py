@@ -7,6 +7,7 @@ Run by test_local_cluster.py in its own process: a Python process holds one Spar
 and the suite's local[2] session is already running.
 """
 
+import functools
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ os.environ["SPARK_WORKER_DIR"] = tempfile.mkdtemp(prefix="svb-worker-")
 
 from common_data import planted_frame  # noqa: E402
 
-from svb_spark import SVBLogisticRegression  # noqa: E402
+from svb_spark import SVBLogisticRegression, broadcast  # noqa: E402
 from svb_spark.session import local_session  # noqa: E402
 
 four = "four" in sys.argv[2:]
@@ -37,12 +38,15 @@ exchange = sys.argv[1] if len(sys.argv) > 1 else "p2p"
 estimator = SVBLogisticRegression(
     weightCol="weight", numWorkers=2 * cores, maxIter=4, dtype="float64", exchange=exchange
 )
-estimator._forget_replicas = "forget" in sys.argv[2:]
+if "forget" in sys.argv[2:]:  # every broadcast-mode task rebuilds its replica each round
+    broadcast._round_task = functools.partial(broadcast._round_task, forget_replica=True)
 df = planted_frame(spark).cache()
 model = estimator.fit(df)
 result = {
     "coefficients": model.coefficientMatrix.toArray().tolist(),
     "workers": model.summary.workers,
+    "rebuilds": model.summary.replicaRebuilds,
+    "exchanges": model.summary.exchanges,
     "driver_pid": os.getpid(),
 }
 if four:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 
@@ -35,3 +37,30 @@ def to_frame(spark, X: np.ndarray, y: np.ndarray, sparse: bool = False, extra: d
 def planted_frame(spark):
     X, y, w = planted()
     return to_frame(spark, X, y, extra={"weight": w})
+
+
+def blobs(seed=0, rows=(130, 101, 77), K=4, D=6):
+    """Uneven partitions of a planted-teacher problem with weights: [(X, y, weights), ...]."""
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(K, D))
+    parts = []
+    for n in rows:
+        X = rng.normal(2.0, 3.0, size=(n, D))
+        y = (X @ teacher.T + rng.gumbel(size=(n, K))).argmax(axis=1)
+        w = rng.uniform(0.2, 3.0, size=n)
+        parts.append((X, y, w))
+    return parts
+
+
+def training_config(parts, **overrides):
+    """The in-process tests' config for :func:`blobs` partitions: float64, 8 epochs, a little
+    L2; ``overrides`` replace any field."""
+    from svb_spark.training import TrainingConfig
+
+    X = np.concatenate([p[0] for p in parts])
+    config = TrainingConfig.from_statistics(
+        4, X.shape[1], X.mean(axis=0), X.std(axis=0, ddof=1),
+        batch_size=16, max_iter=8, tol=0.0, reg_param=0.01, step_size=1.0, seed=11,
+        dtype="float64",
+    )  # fmt: skip
+    return dataclasses.replace(config, **overrides)

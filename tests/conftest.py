@@ -48,3 +48,37 @@ def digits_frames(spark, digits):
     train = to_frame(spark, X_train, y_train).cache()
     test = to_frame(spark, X_test, y_test).cache()
     return train, test
+
+
+@pytest.fixture
+def on_progress(monkeypatch):
+    """``on_progress(callback)`` has the driver call ``callback(message)`` with every progress
+    message it shows, so that a test can watch (or interrupt) a running fit."""
+    from svb_spark.progress import ProgressDisplay
+
+    callbacks = []
+    show = ProgressDisplay.__call__
+
+    def show_and_call_back(self, message):
+        show(self, message)
+        for callback in callbacks:
+            callback(message)
+
+    monkeypatch.setattr(ProgressDisplay, "__call__", show_and_call_back)
+    return callbacks.append
+
+
+@pytest.fixture
+def job_groups(monkeypatch):
+    """The (group, description, interruptOnCancel) of every job group set during the test."""
+    from pyspark import SparkContext
+
+    calls = []
+    set_job_group = SparkContext.setJobGroup
+
+    def recording(self, group, description, interruptOnCancel=False):
+        calls.append((group, description, interruptOnCancel))
+        return set_job_group(self, group, description, interruptOnCancel)
+
+    monkeypatch.setattr(SparkContext, "setJobGroup", recording)
+    return calls

@@ -63,10 +63,9 @@ def worker_partitions(df, num_workers):
     """The (X, y, weights) each worker of a fit on ``df`` receives, in its training order."""
     from pyspark.sql import functions as F
 
-    from svb_spark.classification import _training_frame
-    from svb_spark.worker import FEATURES, LABEL, ROW_ID, WEIGHT
+    from svb_spark.contract import FEATURES, LABEL, ROW_ID, WEIGHT, training_frame
 
-    frame = _training_frame(df, "features", "label", "weight", num_workers)
+    frame = training_frame(df, "features", "label", "weight", num_workers)
     rows = frame.withColumn("pid", F.spark_partition_id()).collect()
     parts = []
     for rank in range(num_workers):
@@ -81,14 +80,14 @@ def worker_partitions(df, num_workers):
 def reference_model(df, X, y, w, num_workers, **settings):
     """(W, b, objective history) in the original space, from numpy statistics of (X, w), the
     rows each worker of ``df`` would get and one global batch per step."""
-    from svb_spark.worker import TrainingConfig
+    from svb_spark.training import TrainingConfig
 
     mean = (w @ X) / w.sum()
     variance = (w @ (X - mean) ** 2) / (w.sum() - (w * w).sum() / w.sum())
-    scale = 1 / np.sqrt(variance)
-    config = TrainingConfig(
-        num_classes=int(y.max()) + 1, num_features=X.shape[1], scale=scale, mean=mean, **settings
+    config = TrainingConfig.from_statistics(
+        int(y.max()) + 1, X.shape[1], mean, np.sqrt(variance), **settings
     )
+    scale = config.scale
     W_std, b_std, history = reference_sgd(worker_partitions(df, num_workers), config)
     W, b = solver.unstandardize(W_std, b_std, mean, scale)
     return W, b, history

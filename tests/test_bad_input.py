@@ -18,7 +18,8 @@ def no_barrier_stage(monkeypatch):
     def refuse(*_):
         raise AssertionError("the barrier stage was planned despite bad input")
 
-    monkeypatch.setattr(classification, "barrier_training_task", refuse)
+    monkeypatch.setattr(classification, "fit_by_barrier_stage", refuse)
+    monkeypatch.setattr(classification, "fit_by_broadcast", refuse)
 
 
 def frame(spark, rows, schema="features vector, label double"):

@@ -5,18 +5,19 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
+from common_data import blobs, training_config
 from scipy import sparse
-from test_training_loop import _blobs, _config
 
 from svb_spark import checkpoint
 from svb_spark.checkpoint import checkpoint_steps, read_checkpoint, write_checkpoint
-from svb_spark.worker import Replica, make_plan, prepare_partition, train_in_process
+from svb_spark.testing import train_in_process
+from svb_spark.training import Replica, make_plan, prepare_partition
 
 
 def _sparse_blobs():
     """The same problem with most features zeroed, as CSR rows."""
     parts = []
-    for X, y, w in _blobs(rows=(90, 70)):
+    for X, y, w in blobs(rows=(90, 70)):
         X = X * (np.random.default_rng(3).random(X.shape) < 0.3)
         parts.append((sparse.csr_matrix(X), y, w))
     return parts
@@ -25,12 +26,17 @@ def _sparse_blobs():
 def _sparse_config(parts, **overrides):
     dense = [(X.toarray(), y, w) for X, y, w in parts]
     std = np.concatenate([X for X, _, _ in dense]).std(axis=0, ddof=1)
-    return _config(dense, scale=1 / std, mean=None, sparse=True, reg_param=0.05, **overrides)
+    return training_config(
+        dense, scale=1 / std, mean=None, sparse=True, reg_param=0.05, **overrides
+    )
 
 
 CASES = {
-    "dense": (lambda: _blobs(), _config),
-    "dense, syncInterval 3": (lambda: _blobs(), lambda p, **o: _config(p, sync_interval=3, **o)),
+    "dense": (lambda: blobs(), training_config),
+    "dense, syncInterval 3": (
+        lambda: blobs(),
+        lambda p, **o: training_config(p, sync_interval=3, **o),
+    ),
     "sparse, feature-major with L2 factor": (_sparse_blobs, _sparse_config),
 }
 
@@ -86,8 +92,8 @@ def test_a_checkpoint_restores_every_field_of_the_replica(tmp_path):
 
 
 def test_only_the_newest_whole_checkpoint_stays_on_disk(tmp_path):
-    parts = _blobs()
-    replica = _replica(parts, _config(parts))
+    parts = blobs()
+    replica = _replica(parts, training_config(parts))
     for step in (5, 10, 15):
         replica.step = step
         write_checkpoint(str(tmp_path), replica.state())
@@ -96,8 +102,8 @@ def test_only_the_newest_whole_checkpoint_stays_on_disk(tmp_path):
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
-    parts = _blobs()
-    replica = _replica(parts, _config(parts))
+    parts = blobs()
+    replica = _replica(parts, training_config(parts))
     write_checkpoint(str(tmp_path), replica.state())
 
     real_stream = pa.ipc.new_stream
@@ -115,11 +121,11 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_p
 
 
 def test_a_checkpoint_of_another_plan_is_refused(tmp_path):
-    parts = _blobs()
-    config = _config(parts)
+    parts = blobs()
+    config = training_config(parts)
     replica = _replica(parts, config)
     write_checkpoint(str(tmp_path), replica.state())
-    other = _config(parts, batch_size=8)
+    other = training_config(parts, batch_size=8)
     fresh = Replica(other, make_plan([130, 101, 77], [1.0, 1.0, 1.0], other))
     with pytest.raises(ValueError, match="remove it or use another checkpointDir"):
         fresh.restore(read_checkpoint(str(tmp_path), 17))

@@ -3,16 +3,8 @@
 import numpy as np
 import pyarrow as pa
 
+from svb_spark.data import VECTOR_STRUCT as VECTOR
 from svb_spark.data import is_vector_struct, vector_sizes, vectors_to_dense
-
-VECTOR = pa.struct(
-    [
-        ("type", pa.int8()),
-        ("size", pa.int32()),
-        ("indices", pa.list_(pa.int32())),
-        ("values", pa.list_(pa.float64())),
-    ]
-)
 
 
 def dense(values):

@@ -1,5 +1,7 @@
 """The exchange modes on local Spark: same SGD, different transport, different bytes."""
 
+import functools
+
 import numpy as np
 import pytest
 from common_data import planted_frame
@@ -54,8 +56,13 @@ def test_broadcast_rebuilds_a_lost_replica_exactly(
         dtype="float64",
         exchange="broadcast",
     )
-    estimator._forget_replicas = True
+    # Every task drops its cached replica first, so each round takes the rebuild path.
+    monkeypatch.setattr(
+        broadcast, "_round_task", functools.partial(broadcast._round_task, forget_replica=True)
+    )
     model = estimator.fit(planted_df)
+    # Both workers rebuilt in every round after the first, including the final one.
+    assert model.summary.replicaRebuilds == 2 * model.summary.exchanges
     assert (
         model.coefficientMatrix.toArray() == p2p_model.coefficientMatrix.toArray()
     ).all() or np.allclose(

@@ -20,7 +20,7 @@ from common_data import planted_frame
 from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.worker import _RECORD_WORKERS_ENV
+from svb_spark.task import _RECORD_WORKERS_ENV
 
 
 @pytest.fixture
@@ -139,7 +139,9 @@ def test_a_stalled_worker_without_retries_fails_the_fit_with_a_clear_error_in_ti
     assert result["listening"] == [] and result["checkpoints_left"] == []
 
 
-def test_after_a_keyboard_interrupt_no_flight_server_is_left(spark, recorded_workers):
+def test_keyboard_interrupt_cancels_the_fit_and_leaves_no_flight_server(
+    spark, recorded_workers, on_progress
+):
     interrupted = []
 
     def interrupt_after_first_epoch(message):
@@ -150,7 +152,7 @@ def test_after_a_keyboard_interrupt_no_flight_server_is_left(spark, recorded_wor
     estimator = SVBLogisticRegression(
         weightCol="weight", numWorkers=2, maxIter=100_000, tol=0.0, batchSize=8
     )
-    estimator._on_progress = interrupt_after_first_epoch
+    on_progress(interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         estimator.fit(planted_frame(spark))
     locations = [r["location"] for rank in (0, 1) for r in _records(recorded_workers, rank)]
@@ -161,3 +163,8 @@ def test_after_a_keyboard_interrupt_no_flight_server_is_left(spark, recorded_wor
         time.sleep(0.2)
     print(f"servers gone {time.perf_counter() - interrupted[0]:.1f} s after Ctrl-C")
     assert not any(_listening(location) for location in locations)
+    # No job of the fit is left running.
+    tracker = spark.sparkContext.statusTracker()
+    while tracker.getActiveJobsIds() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not tracker.getActiveJobsIds()

@@ -6,7 +6,7 @@ from common_data import planted_frame
 from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.worker import executor_host
+from svb_spark.task import executor_host
 
 
 def test_executor_host_parsing():
@@ -45,6 +45,8 @@ def test_broadcast_mode_on_two_executor_jvms_matches_local_p2p(spark, cache):
     np.testing.assert_allclose(
         np.array(result["coefficients"]), _local_coefficients(spark), rtol=1e-9, atol=1e-12
     )
+    if cache == "forget":
+        assert result["rebuilds"] == 2 * result["exchanges"]
 
 
 @pytest.mark.slow

@@ -4,56 +4,24 @@ import hashlib
 
 import numpy as np
 import pytest
+from common_data import blobs, training_config
 from reference import reference_sgd
 
 from svb_spark import solver
 from svb_spark.exchange.codec import DENSE, SV
-from svb_spark.worker import TrainingConfig, train_in_process
-
-
-def _blobs(seed=0, rows=(130, 101, 77), K=4, D=6):
-    """Uneven partitions of a planted-teacher problem with weights."""
-    rng = np.random.default_rng(seed)
-    teacher = rng.normal(size=(K, D))
-    parts = []
-    for n in rows:
-        X = rng.normal(2.0, 3.0, size=(n, D))
-        y = (X @ teacher.T + rng.gumbel(size=(n, K))).argmax(axis=1)
-        w = rng.uniform(0.2, 3.0, size=n)
-        parts.append((X, y, w))
-    return parts
-
-
-def _config(parts, **overrides):
-    X = np.concatenate([p[0] for p in parts])
-    std = X.std(axis=0, ddof=1)
-    settings = dict(
-        num_classes=4,
-        num_features=X.shape[1],
-        batch_size=16,
-        max_iter=8,
-        tol=0.0,
-        reg_param=0.01,
-        fit_intercept=True,
-        step_size=1.0,
-        seed=11,
-        dtype="float64",
-        scale=1 / std,
-        mean=X.mean(axis=0),
-    )
-    settings.update(overrides)
-    return TrainingConfig(**settings)
+from svb_spark.testing import train_in_process
+from svb_spark.training import TrainingConfig
 
 
 @pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 1), (DENSE, 4)])
 def test_replicas_are_bit_identical_after_every_exchange(kind, sync_interval):
-    parts = _blobs()
+    parts = blobs()
     digests = {}
 
     def record(rank, step, W, b):
         digests.setdefault(step, {})[rank] = hashlib.sha256(W.tobytes() + b.tobytes()).hexdigest()
 
-    config = _config(parts, dtype="float32", message_kind=kind, sync_interval=sync_interval)
+    config = training_config(parts, dtype="float32", message_kind=kind, sync_interval=sync_interval)
     results = train_in_process(parts, config, on_exchange=record)
     total_steps = 8 * 9  # 8 epochs of ceil(130 / 16) steps
     assert len(digests) == -(-total_steps // sync_interval)
@@ -73,8 +41,8 @@ def test_replicas_are_bit_identical_after_every_exchange(kind, sync_interval):
     ],
 )
 def test_distributed_loop_equals_single_process_sgd_on_the_global_batches(overrides):
-    parts = _blobs()
-    config = _config(parts, **overrides)
+    parts = blobs()
+    config = training_config(parts, **overrides)
     results = train_in_process(parts, config)
     W, b, history = reference_sgd(parts, config)
     np.testing.assert_allclose(results[0].W, W, rtol=1e-6, atol=1e-9)
@@ -84,9 +52,9 @@ def test_distributed_loop_equals_single_process_sgd_on_the_global_batches(overri
 
 
 def test_dense_gradient_exchange_equals_sufficient_vectors():
-    parts = _blobs()
-    sv = train_in_process(parts, _config(parts))[0]
-    dense = train_in_process(parts, _config(parts, message_kind=DENSE))[0]
+    parts = blobs()
+    sv = train_in_process(parts, training_config(parts))[0]
+    dense = train_in_process(parts, training_config(parts, message_kind=DENSE))[0]
     np.testing.assert_allclose(dense.W, sv.W, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(dense.objective_history, sv.objective_history, rtol=1e-12)
     # Same steps, different bytes: per step and peer, K (D + 1) floats instead of B (K + D);
@@ -96,16 +64,18 @@ def test_dense_gradient_exchange_equals_sufficient_vectors():
 
 
 def test_bounded_staleness_exchanges_less_and_still_learns():
-    parts = _blobs(seed=5, rows=(600, 600))
-    exact = train_in_process(parts, _config(parts, max_iter=20, reg_param=0.0))[0]
-    stale = train_in_process(parts, _config(parts, max_iter=20, reg_param=0.0, sync_interval=4))[0]
+    parts = blobs(seed=5, rows=(600, 600))
+    exact = train_in_process(parts, training_config(parts, max_iter=20, reg_param=0.0))[0]
+    stale = train_in_process(
+        parts, training_config(parts, max_iter=20, reg_param=0.0, sync_interval=4)
+    )[0]
     assert stale.exchanges * 4 == exact.exchanges == exact.steps == stale.steps
     assert stale.objective_history[-1] == pytest.approx(exact.objective_history[-1], rel=0.05)
 
 
 def test_tolerance_stops_every_worker_after_the_same_epoch():
-    parts = _blobs(seed=3)
-    config = _config(parts, max_iter=200, tol=1e-3)
+    parts = blobs(seed=3)
+    config = training_config(parts, max_iter=200, tol=1e-3)
     results = train_in_process(parts, config)
     epochs = {r.total_iterations for r in results}
     assert len(epochs) == 1 and epochs.pop() < 200
@@ -115,8 +85,8 @@ def test_tolerance_stops_every_worker_after_the_same_epoch():
 
 
 def test_training_learns_the_planted_teacher():
-    parts = _blobs(seed=5, rows=(600, 600))
-    config = _config(parts, max_iter=30, reg_param=0.0)
+    parts = blobs(seed=5, rows=(600, 600))
+    config = training_config(parts, max_iter=30, reg_param=0.0)
     result = train_in_process(parts, config)[0]
     X = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
@@ -128,8 +98,8 @@ def test_training_learns_the_planted_teacher():
 
 
 def test_a_worker_without_rows_still_takes_part():
-    parts = _blobs(rows=(50, 0, 40))
-    config = _config(parts)
+    parts = blobs(rows=(50, 0, 40))
+    config = training_config(parts)
     results = train_in_process(parts, config)
     W, _, _ = reference_sgd(parts, config)
     np.testing.assert_allclose(results[1].W, W, rtol=1e-6, atol=1e-9)
@@ -166,10 +136,10 @@ def test_sparse_rows_train_the_same_model_as_dense_rows(kind, sync_interval):
 
 @pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 2)])
 def test_every_real_message_fits_the_fits_size_bound(kind, sync_interval):
-    from svb_spark.worker import max_message_bytes
+    from svb_spark.cost import max_message_bytes
 
-    parts = _blobs()
-    config = _config(parts, message_kind=kind, sync_interval=sync_interval)
+    parts = blobs()
+    config = training_config(parts, message_kind=kind, sync_interval=sync_interval)
     result = train_in_process(parts, config)[0]
     largest_sent_to_one_peer = max(result.sent_per_exchange) / 2
     assert largest_sent_to_one_peer <= max_message_bytes(config)
@@ -179,8 +149,8 @@ def test_every_real_message_fits_the_fits_size_bound(kind, sync_interval):
 def test_a_perturbed_replica_is_detected_and_resynchronised_from_rank_0(sparse_rows):
     from scipy import sparse
 
-    parts = _blobs()
-    config = _config(
+    parts = blobs()
+    config = training_config(
         parts, verify_interval=5, sparse=sparse_rows, **({"mean": None} if sparse_rows else {})
     )
     if sparse_rows:

@@ -1,4 +1,5 @@
-"""The per-worker training loop: local data + an Exchange + the solver.
+"""The training core: a worker's rows, its replica, one exchange round, the loop and its
+stopping rules. Pure numpy plus an injected :class:`~svb_spark.exchange.Exchange`: no Spark.
 
 One worker holds its partition in memory and a full replica of ``W`` and ``b``. Every exchange
 it sends its message for the last ``syncInterval`` steps (sufficient vectors, or the dense
@@ -6,41 +7,34 @@ gradient in the baseline mode) to all peers, and applies everyone's messages ste
 rank order. Every replica starts equal and applies the same update, so the replicas stay equal:
 with ``syncInterval = 1`` the fit equals synchronous minibatch SGD on the global batch.
 
-:func:`barrier_training_task` wraps the loop for ``mapInArrow(..., barrier=True)``;
-:func:`train_in_process` runs the same loop in threads for tests. The Spark-native broadcast
-mode (:mod:`svb_spark.broadcast`) drives the same :class:`Replica` from the driver.
+The barrier task (:mod:`svb_spark.task`) runs :func:`train` over the Flight mesh;
+:func:`svb_spark.testing.train_in_process` runs it in threads; the Spark-native broadcast mode
+(:mod:`svb_spark.broadcast`) drives the same :class:`Replica` from the driver.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import logging
 import math
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 from svb_spark import solver
-from svb_spark.checkpoint import ReplicaState, checkpoint_steps, read_checkpoint, write_checkpoint
-from svb_spark.data import table_to_arrays
+from svb_spark.checkpoint import ReplicaState, write_checkpoint
 from svb_spark.exchange import Exchange, codec
-from svb_spark.exchange.local import LocalExchangeGroup
 from svb_spark.exchange.tls import TlsFiles
 
-logger = logging.getLogger(__name__)
+# The phases of one exchange round, timed by :func:`train` and reported in ``summary.timings``.
+ROUND_PHASES = ("compute", "encode", "exchange", "decode", "apply")
 
-# Column names of the DataFrame the driver hands to the barrier stage.
-FEATURES, LABEL, WEIGHT, ROW_ID = "features", "label", "weight", "row_id"
-RESULT_SCHEMA = pa.schema([("part", pa.string()), ("seq", pa.int32()), ("data", pa.binary())])
-RESULT_DDL = "part string, seq int, data binary"
-_CHUNK_BYTES = 32 << 20
+# Below this fraction of non-zero features, rows are kept as CSR end to end: sparse products
+# then beat dense GEMMs, and V travels as (index, value) pairs. The decision depends on the
+# values only, so dense and sparse copies of the same data train the same model.
+SPARSE_DENSITY = 0.1
 
 
 @dataclass(frozen=True)
@@ -68,6 +62,41 @@ class TrainingConfig:
     checkpoint_dir: str | None = None  # this fit's checkpoint directory (path or URI), or None
     checkpoint_interval: int = 10  # epochs between checkpoints
     tls: TlsFiles | None = None  # PEM paths for mutual TLS between workers, or None
+
+    @classmethod
+    def from_statistics(
+        cls,
+        num_classes: int,
+        num_features: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+        density: float = 1.0,
+        *,
+        fit_intercept: bool = True,
+        standardization: bool = True,
+        **settings,
+    ) -> TrainingConfig:
+        """The config of a fit on data with these per-feature ``mean`` and ``std``.
+
+        Training always runs on standardized features (SGD's conditioning); with
+        ``standardization`` off, the penalty acts on the original coefficients, as in MLlib.
+        Rows sparser than :data:`SPARSE_DENSITY` train as CSR, scaled but never centered
+        (centering would densify them); centering also needs an intercept to absorb the shift.
+        ``settings`` are the remaining fields.
+        """
+        std = np.asarray(std, dtype=np.float64)
+        scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+        sparse = density < SPARSE_DENSITY
+        return cls(
+            num_classes=num_classes,
+            num_features=num_features,
+            fit_intercept=fit_intercept,
+            scale=scale,
+            mean=np.asarray(mean, dtype=np.float64) if fit_intercept and not sparse else None,
+            reg_scale=None if standardization else scale * scale,
+            sparse=sparse,
+            **settings,
+        )
 
 
 @dataclass(frozen=True)
@@ -361,6 +390,7 @@ class TrainingResult:
     resyncs: int = 0  # replica checksum mismatches repaired from rank 0
     resumed_from_step: int = 0  # the checkpoint's step this attempt started from
     checkpoints: int = 0  # checkpoints this attempt wrote
+    rebuilds: int = 0  # broadcast mode: replicas rebuilt from the checkpoint and the log
 
     @property
     def total_iterations(self) -> int:
@@ -419,7 +449,7 @@ def train(
     if resume is not None:
         replica.restore(resume)
     resumed_from = replica.step
-    seconds = dict.fromkeys(["compute", "encode", "exchange", "decode", "apply"], 0.0)
+    seconds = dict.fromkeys(ROUND_PHASES, 0.0)
     exchanges = resyncs = checkpoints = 0
     while not replica.done:
         t0 = time.perf_counter()
@@ -491,302 +521,3 @@ def _verify_replicas(replica: Replica, exchange: Exchange, exchanges: int) -> in
         storage[...] = values[: storage.size].reshape(storage.shape)
         replica.b[...] = values[storage.size :]
     return 1
-
-
-def train_in_process(
-    partitions: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    config: TrainingConfig,
-    on_exchange: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
-    initial: tuple[np.ndarray, np.ndarray] | None = None,
-    resume: ReplicaState | None = None,
-) -> list[TrainingResult]:
-    """Train with one thread per partition over a :class:`LocalExchangeGroup`.
-
-    ``partitions`` are raw ``(X, y, weights)`` blocks in rank order; ``on_exchange(rank, step,
-    W, b)`` observes every replica; ``resume`` is a checkpoint to go on from. Returns every
-    worker's result, indexed by rank.
-    """
-    prepared = [prepare_partition(X.copy(), y, w, config) for X, y, w in partitions]
-    plan = make_plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
-    group = LocalExchangeGroup(len(prepared), timeout=config.exchange_timeout)
-    results: list[TrainingResult | None] = [None] * len(prepared)
-    errors: list[BaseException] = []
-
-    def run(rank: int) -> None:
-        observer = None
-        if on_exchange is not None:
-
-            def observer(step, W, b):
-                on_exchange(rank, step, W, b)
-
-        try:
-            results[rank] = train(
-                prepared[rank], group.member(rank), config, plan, observer, None, initial, resume
-            )
-        except BaseException as error:  # surfaced in the caller's thread below
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(len(prepared))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results  # type: ignore[return-value]
-
-
-def encode_result(result: TrainingResult) -> Iterator[pa.RecordBatch]:
-    """Rank 0's output rows: W and b as raw bytes in chunks, the shapes and summary as JSON.
-
-    The weights leave straight from the replica's memory, one chunk at a time, so that a
-    worker never holds a second copy of a K x D replica.
-    """
-    arrays = {"W": result.W, "b": np.ascontiguousarray(result.b)}
-    layout = {}
-    for name, array in arrays.items():
-        # A feature-major replica goes out as its D x K storage, not as a K x D copy.
-        transposed = not array.flags.c_contiguous
-        stored = np.ascontiguousarray(array.T if transposed else array)
-        layout[name] = [array.dtype.str, list(array.shape), transposed]
-        yield from result_rows(name, memoryview(stored).cast("B"))
-    yield from result_rows("layout", json.dumps(layout).encode())
-    yield from result_rows("summary", json.dumps(result.summary_dict()).encode())
-
-
-def result_rows(part: str, payload: bytes | memoryview) -> Iterator[pa.RecordBatch]:
-    """``payload`` as (part, seq, data) rows of at most 32 MB each, one batch per row."""
-    for seq, start in enumerate(range(0, max(len(payload), 1), _CHUNK_BYTES)):
-        yield pa.RecordBatch.from_pydict(
-            {"part": [part], "seq": [seq], "data": [bytes(payload[start : start + _CHUNK_BYTES])]},
-            schema=RESULT_SCHEMA,
-        )
-
-
-def collect_parts(rows) -> dict[str, bytes]:
-    """Reassemble collected ``(part, seq, data)`` rows into one payload per part."""
-    parts: dict[str, list[tuple[int, bytes]]] = {}
-    for part, seq, data in rows:
-        parts.setdefault(part, []).append((seq, bytes(data)))
-    return {name: b"".join(data for _, data in sorted(chunks)) for name, chunks in parts.items()}
-
-
-def _array_from_bytes(data: bytes, dtype: str, shape: list[int], transposed: bool) -> np.ndarray:
-    array = np.frombuffer(data, dtype=np.dtype(dtype))
-    return array.reshape(shape[::-1]).T if transposed else array.reshape(shape)
-
-
-def decode_result(rows) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Inverse of :func:`encode_result` on the collected ``(part, seq, data)`` rows."""
-    parts = collect_parts(rows)
-    layout = json.loads(parts["layout"])
-    W, b = (_array_from_bytes(parts[name], *layout[name]) for name in ("W", "b"))
-    summary = json.loads(parts["summary"])
-    for worker in summary["workers"]:
-        worker.update(json.loads(parts.get(f"worker{worker['rank']}", b"{}")))
-    return W, b, summary
-
-
-def executor_host(address: str) -> str:
-    """The host part of a task address ``host:port`` (IPv6 hosts come in brackets)."""
-    host = address.rsplit(":", 1)[0]
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) -> LocalPartition:
-    """A task's input batches as a standardized :class:`LocalPartition`, in row-id order."""
-    batches = list(batches)
-    X, y, w = table_to_arrays(
-        batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse
-    )
-    if batches:
-        # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
-        row_ids = pa.Table.from_batches(batches).column(ROW_ID).to_numpy()
-        order = np.argsort(row_ids, kind="stable")
-        X, y, w = X[order], y[order], w[order]
-    return prepare_partition(X, y, w, config)
-
-
-def max_message_bytes(config: TrainingConfig) -> int:
-    """The largest payload a peer's message can have in this fit: anything bigger is refused.
-
-    Per step: K (D + 1) gradient floats in the dense mode; otherwise B rows of K floats of U
-    plus, for V, D floats (dense rows) or at most D values and D int32 indices (CSR rows).
-    """
-    itemsize = np.dtype(config.dtype).itemsize
-    K, D, B = config.num_classes, config.num_features, config.batch_size
-    if config.message_kind == codec.DENSE:
-        per_step = K * (D + 1) * itemsize
-    else:
-        per_step = B * (K * itemsize + D * (itemsize + (4 if config.sparse else 0)) + 8)
-    largest = config.sync_interval * per_step
-    if config.verify_interval:
-        largest = max(largest, K * (D + 1) * itemsize)  # rank 0's replica, after a mismatch
-    return largest + (1 << 16)  # slack for Arrow's buffer padding
-
-
-def _memory_report(data: LocalPartition) -> dict:
-    """This process's peak resident memory and the size of its training rows, in bytes, and
-    the threads of each BLAS it has loaded (where threadpoolctl can tell)."""
-    import resource
-
-    X = data.X
-    rows_bytes = X.nbytes if isinstance(X, np.ndarray) else X.data.nbytes + X.indices.nbytes
-    # Linux reports ru_maxrss in KiB.
-    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes),
-            "blas_threads": _blas_threads()}  # fmt: skip
-
-
-def _blas_threads() -> list[int]:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-
-
-def limit_blas_threads(threads: int) -> None:
-    """Cap every loaded BLAS (numpy's and scipy's own) at ``threads`` threads in this process.
-
-    PySpark sets OMP_NUM_THREADS to the executor's cores (and a cluster may export
-    OPENBLAS_NUM_THREADS), so several barrier tasks on one executor would each run that many
-    BLAS threads and busy-wait on each other's cores (4 workers on 2 cores measured 6x slower
-    per step). Uses threadpoolctl where it is installed (it comes with scikit-learn); without
-    it, BLAS keeps the environment's setting.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    import scipy.linalg.blas  # noqa: F401  (load scipy's BLAS now, so that the cap reaches it)
-
-    threadpool_limits(limits=threads, user_api="blas")
-
-
-def _newest_checkpoint(config: TrainingConfig) -> int | None:
-    if config.checkpoint_dir is None:
-        return None
-    steps = checkpoint_steps(config.checkpoint_dir)
-    return steps[-1] if steps else None
-
-
-# Test-only: when set in the executors' environment, each barrier task writes its rank, task
-# id, process id and Flight location to a file in this directory, so that fault tests can kill
-# or stop a given worker and check afterwards that its port is closed.
-_RECORD_WORKERS_ENV = "SVB_SPARK_RECORD_WORKERS_TO"
-
-
-def _record_worker_for_tests(rank: int, task_id: int, location: str) -> None:
-    directory = os.environ.get(_RECORD_WORKERS_ENV)
-    if not directory:
-        return
-    record = {"rank": rank, "task": task_id, "pid": os.getpid(), "location": location}
-    path = os.path.join(directory, f"rank{rank}-task{task_id}.json")
-    with open(path + ".tmp", "w") as out:
-        json.dump(record, out)
-    os.replace(path + ".tmp", path)  # the test never reads half a file
-
-
-def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
-    """The (W, b) a fit starts from: None, a tuple, or a Spark Broadcast of a tuple."""
-    if initial is None or isinstance(initial, tuple):
-        return initial
-    return initial.value  # a Broadcast: fetched once per Python worker, peer to peer
-
-
-def barrier_training_task(
-    config: TrainingConfig,
-    secret: str,
-    initial=None,
-    progress: tuple[str, int] | None = None,
-):
-    """The function ``mapInArrow(..., barrier=True)`` runs in every task (p2p and dense).
-
-    It captures only ``config``, ``secret``, the warm start ``initial`` (None, a (W, b) tuple
-    or a Broadcast of one) and the driver's progress listener address (None on Spark Connect).
-    Each task loads its partition, starts a Flight server on its executor's own host, swaps
-    locations, row counts and curvatures with one ``allGather`` (about a second, paid once per
-    fit), then trains over the mesh. Rank 0 logs every epoch and reports it to the driver.
-    """
-
-    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import BarrierTaskContext
-
-        from svb_spark.exchange.flight import FlightMeshExchange
-        from svb_spark.progress import ProgressReporter
-
-        context = BarrierTaskContext.get()
-        rank = context.partitionId()
-        limit_blas_threads(context.cpus())
-        # Spark's address for each barrier task: its executor's host as the driver reaches it.
-        addresses = [info.address for info in context.getTaskInfos()]
-        host = executor_host(addresses[rank])
-        data = load_partition(batches, config)
-        start = initial_weights(initial)
-
-        exchange = FlightMeshExchange(
-            rank, len(addresses), host, secret, config.exchange_timeout,
-            max_message_bytes(config), tls=config.tls,
-        )  # fmt: skip
-        reporter = None
-        try:
-            _record_worker_for_tests(rank, context.taskAttemptId(), exchange.location)
-            hello = {
-                "location": exchange.location,
-                "rows": data.rows,
-                "curvature": data.curvature,
-                "pid": os.getpid(),
-                # Rank 0 picks the checkpoint every worker resumes from (a retried stage).
-                "checkpoint": _newest_checkpoint(config) if rank == 0 else None,
-            }
-            peers = [json.loads(m) for m in context.allGather(json.dumps(hello))]
-            exchange.connect([p["location"] for p in peers])
-            plan = make_plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
-            resume_step = peers[0]["checkpoint"]
-            resume = None
-            if resume_step is not None:
-                resume = read_checkpoint(config.checkpoint_dir, resume_step)
-                logger.info("resuming from the checkpoint at step %d", resume_step)
-            if rank == 0 and progress is not None:
-                reporter = ProgressReporter(progress, secret)
-            epoch_rows = sum(p["rows"] for p in peers)
-            clock = [time.perf_counter()]
-
-            def log_epoch(epoch: int, objective: float) -> None:
-                if rank != 0:
-                    return
-                now = time.perf_counter()
-                elapsed, clock[0] = now - clock[0], now
-                message = {
-                    "epoch": epoch + 1,
-                    "epochs": config.max_iter,
-                    "objective": objective,
-                    "rows_per_second": epoch_rows / max(elapsed, 1e-9),
-                    "bytes_sent": exchange.payload_sent + exchange.framing_sent,
-                    "bytes_received": exchange.payload_received + exchange.framing_received,
-                }
-                logger.info(
-                    "epoch %d/%d objective %.6f %.0f rows/s %d bytes sent",
-                    message["epoch"], config.max_iter, objective,
-                    message["rows_per_second"], message["bytes_sent"],
-                )  # fmt: skip
-                if reporter is not None:
-                    reporter.send(message)
-
-            result = train(
-                data, exchange, config, plan, on_epoch=log_epoch, initial=start, resume=resume
-            )
-            result.workers = [
-                {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
-                for r, (address, p) in enumerate(zip(addresses, peers))
-            ]
-        finally:
-            exchange.close()
-            if reporter is not None:
-                reporter.close()
-        if rank == 0:
-            yield from encode_result(result)
-        yield from result_rows(f"worker{rank}", json.dumps(_memory_report(data)).encode())
-
-    return task

@@ -1,0 +1,274 @@
+"""The barrier-stage fit: the function every task of ``mapInArrow(..., barrier=True)`` runs
+(load its rows, one rendezvous, the training core over the Flight mesh, the result rows), and
+the driver's one call that plans and collects that stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from svb_spark.checkpoint import ReplicaState, checkpoint_steps, read_checkpoint
+from svb_spark.contract import (
+    FEATURES,
+    LABEL,
+    RESULT_DDL,
+    ROW_ID,
+    WEIGHT,
+    decode_result,
+    encode_result,
+    result_rows,
+)
+from svb_spark.cost import max_message_bytes
+from svb_spark.data import table_to_arrays
+from svb_spark.exchange import Exchange
+from svb_spark.training import (
+    LocalPartition,
+    Plan,
+    TrainingConfig,
+    TrainingResult,
+    make_plan,
+    prepare_partition,
+    train,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def executor_host(address: str) -> str:
+    """The host part of a task address ``host:port`` (IPv6 hosts come in brackets)."""
+    host = address.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) -> LocalPartition:
+    """A task's input batches as a standardized :class:`LocalPartition`, in row-id order."""
+    batches = list(batches)
+    X, y, w = table_to_arrays(
+        batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse
+    )
+    if batches:
+        # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
+        row_ids = pa.Table.from_batches(batches).column(ROW_ID).to_numpy()
+        order = np.argsort(row_ids, kind="stable")
+        X, y, w = X[order], y[order], w[order]
+    return prepare_partition(X, y, w, config)
+
+
+def _memory_report(data: LocalPartition) -> dict:
+    """This process's peak resident memory and the size of its training rows, in bytes, and
+    the threads of each BLAS it has loaded (where threadpoolctl can tell)."""
+    import resource
+
+    X = data.X
+    rows_bytes = X.nbytes if isinstance(X, np.ndarray) else X.data.nbytes + X.indices.nbytes
+    # Linux reports ru_maxrss in KiB.
+    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes),
+            "blas_threads": _blas_threads()}  # fmt: skip
+
+
+def _blas_threads() -> list[int]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Cap every loaded BLAS (numpy's and scipy's own) at ``threads`` threads in this process.
+
+    PySpark sets OMP_NUM_THREADS to the executor's cores (and a cluster may export
+    OPENBLAS_NUM_THREADS), so several barrier tasks on one executor would each run that many
+    BLAS threads and busy-wait on each other's cores (4 workers on 2 cores measured 6x slower
+    per step). Uses threadpoolctl where it is installed (it comes with scikit-learn); without
+    it, BLAS keeps the environment's setting.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    import scipy.linalg.blas  # noqa: F401  (load scipy's BLAS now, so that the cap reaches it)
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
+def _newest_checkpoint(config: TrainingConfig) -> int | None:
+    if config.checkpoint_dir is None:
+        return None
+    steps = checkpoint_steps(config.checkpoint_dir)
+    return steps[-1] if steps else None
+
+
+# Test-only: when set in the executors' environment, each barrier task writes its rank, task
+# id, process id and Flight location to a file in this directory, so that fault tests can kill
+# or stop a given worker and check afterwards that its port is closed.
+_RECORD_WORKERS_ENV = "SVB_SPARK_RECORD_WORKERS_TO"
+
+
+def _record_worker_for_tests(rank: int, task_id: int, location: str) -> None:
+    directory = os.environ.get(_RECORD_WORKERS_ENV)
+    if not directory:
+        return
+    record = {"rank": rank, "task": task_id, "pid": os.getpid(), "location": location}
+    path = os.path.join(directory, f"rank{rank}-task{task_id}.json")
+    with open(path + ".tmp", "w") as out:
+        json.dump(record, out)
+    os.replace(path + ".tmp", path)  # the test never reads half a file
+
+
+def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (W, b) a fit starts from: None, a tuple, or a Spark Broadcast of a tuple."""
+    if initial is None or isinstance(initial, tuple):
+        return initial
+    return initial.value  # a Broadcast: fetched once per Python worker, peer to peer
+
+
+@dataclass
+class Rendezvous:
+    """What every worker knows after the rendezvous: each rank's hello, the common plan, and
+    the checkpoint to resume from (None for a fresh start)."""
+
+    peers: list[dict]
+    plan: Plan
+    resume: ReplicaState | None
+
+
+def rendezvous(
+    all_gather: Callable[[str], list[str]],
+    exchange: Exchange,
+    data: LocalPartition,
+    config: TrainingConfig,
+) -> Rendezvous:
+    """Swap hellos with every peer once, connect the mesh, and agree on the plan.
+
+    ``all_gather(message)`` returns every rank's message in rank order (``BarrierTaskContext
+    .allGather`` in a barrier task: about a second, paid once per fit). A hello carries the
+    worker's Flight location, row count, curvature and pid; rank 0 also picks the checkpoint
+    every worker resumes from (a retried stage).
+    """
+    hello = {
+        "location": exchange.location,
+        "rows": data.rows,
+        "curvature": data.curvature,
+        "pid": os.getpid(),
+        "checkpoint": _newest_checkpoint(config) if exchange.rank == 0 else None,
+    }
+    peers = [json.loads(message) for message in all_gather(json.dumps(hello))]
+    exchange.connect([p["location"] for p in peers])
+    plan = make_plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
+    resume_step = peers[0]["checkpoint"]
+    resume = None
+    if resume_step is not None:
+        resume = read_checkpoint(config.checkpoint_dir, resume_step)
+        logger.info("resuming from the checkpoint at step %d", resume_step)
+    return Rendezvous(peers, plan, resume)
+
+
+def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):
+    """``on_epoch`` for rank 0: a log line and a progress message per epoch."""
+    clock = [time.perf_counter()]
+
+    def log_epoch(epoch: int, objective: float) -> None:
+        now = time.perf_counter()
+        elapsed, clock[0] = now - clock[0], now
+        message = {
+            "epoch": epoch + 1,
+            "epochs": config.max_iter,
+            "objective": objective,
+            "rows_per_second": epoch_rows / max(elapsed, 1e-9),
+            "bytes_sent": exchange.payload_sent + exchange.framing_sent,
+            "bytes_received": exchange.payload_received + exchange.framing_received,
+        }
+        logger.info(
+            "epoch %d/%d objective %.6f %.0f rows/s %d bytes sent",
+            message["epoch"], config.max_iter, objective,
+            message["rows_per_second"], message["bytes_sent"],
+        )  # fmt: skip
+        if reporter is not None:
+            reporter.send(message)
+
+    return log_epoch
+
+
+def barrier_training_task(
+    config: TrainingConfig,
+    secret: str,
+    initial=None,
+    progress: tuple[str, int] | None = None,
+):
+    """The function ``mapInArrow(..., barrier=True)`` runs in every task (p2p and dense).
+
+    It captures only ``config``, ``secret``, the warm start ``initial`` (None, a (W, b) tuple
+    or a Broadcast of one) and the driver's progress listener address (None on Spark Connect).
+    Each task loads its partition, starts a Flight server on its executor's own host, meets its
+    peers at the :func:`rendezvous`, then trains over the mesh. Rank 0 logs every epoch,
+    reports it to the driver and yields the result; every rank yields its memory report.
+    """
+
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import BarrierTaskContext
+
+        from svb_spark.exchange.flight import FlightMeshExchange
+        from svb_spark.progress import ProgressReporter
+
+        context = BarrierTaskContext.get()
+        rank = context.partitionId()
+        limit_blas_threads(context.cpus())
+        # Spark's address for each barrier task: its executor's host as the driver reaches it.
+        addresses = [info.address for info in context.getTaskInfos()]
+        data = load_partition(batches, config)
+        exchange = FlightMeshExchange(
+            rank, len(addresses), executor_host(addresses[rank]), secret,
+            config.exchange_timeout, max_message_bytes(config), tls=config.tls,
+        )  # fmt: skip
+        reporter = None
+        try:
+            _record_worker_for_tests(rank, context.taskAttemptId(), exchange.location)
+            met = rendezvous(context.allGather, exchange, data, config)
+            on_epoch = None
+            if rank == 0:
+                if progress is not None:
+                    reporter = ProgressReporter(progress, secret)
+                epoch_rows = sum(p["rows"] for p in met.peers)
+                on_epoch = _epoch_logger(config, exchange, epoch_rows, reporter)
+            result = train(
+                data, exchange, config, met.plan, on_epoch=on_epoch,
+                initial=initial_weights(initial), resume=met.resume,
+            )  # fmt: skip
+            result.workers = [
+                {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
+                for r, (address, p) in enumerate(zip(addresses, met.peers))
+            ]
+        finally:
+            exchange.close()
+            if reporter is not None:
+                reporter.close()
+        if rank == 0:
+            yield from encode_result(result)
+        yield from result_rows(f"worker{rank}", json.dumps(_memory_report(data)).encode())
+
+    return task
+
+
+def fit_by_barrier_stage(
+    training, config: TrainingConfig, secret: str, initial=None, progress=None
+) -> TrainingResult:
+    """Train over ``training`` (one partition per worker) in one barrier stage (p2p, dense).
+
+    The shuffle after the barrier stage makes it a map stage, which Spark retries as a whole
+    when a task fails (a failed barrier result stage is never retried); the retry resumes
+    from the newest checkpoint.
+    """
+    task = barrier_training_task(config, secret, initial, progress)
+    stage = training.mapInArrow(task, RESULT_DDL, barrier=True)
+    rows = stage.repartition(1).collect()
+    return decode_result([(r.part, r.seq, r.data) for r in rows])
