@@ -198,7 +198,9 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.predictedBytesPerStep: dict[str, float] = record.predicted_bytes_per_step
         self.timings: dict[str, float] = {**record.timings, **result.seconds}
         self.workers: list[dict] = result.workers
-        #: Replica checksum mismatches repaired from rank 0 (see verifyInterval).
+        #: Replica checksum comparisons made, and mismatches repaired from rank 0 (see
+        #: verifyInterval).
+        self.replicaChecks: int = result.replica_checks
         self.replicaResyncs: int = result.resyncs
         #: Replicas the broadcast mode rebuilt from its checkpoint and log (a lost worker).
         self.replicaRebuilds: int = result.rebuilds

@@ -387,6 +387,7 @@ class TrainingResult:
     sent_per_exchange: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     workers: list[dict] = field(default_factory=list)  # what each rank said at the rendezvous
+    replica_checks: int = 0  # replica checksum comparisons made (see verify_interval)
     resyncs: int = 0  # replica checksum mismatches repaired from rank 0
     resumed_from_step: int = 0  # the checkpoint's step this attempt started from
     checkpoints: int = 0  # checkpoints this attempt wrote
@@ -450,7 +451,7 @@ def train(
         replica.restore(resume)
     resumed_from = replica.step
     seconds = dict.fromkeys(ROUND_PHASES, 0.0)
-    exchanges = resyncs = checkpoints = 0
+    exchanges = checks = resyncs = checkpoints = 0
     while not replica.done:
         t0 = time.perf_counter()
         message = compute_round(replica, data, exchange.rank)
@@ -471,6 +472,7 @@ def train(
             on_exchange(replica.step, replica.W, replica.b)
         if config.verify_interval and exchanges % config.verify_interval == 0:
             resyncs += _verify_replicas(replica, exchange, exchanges)
+            checks += 1
         if on_epoch is not None:
             for epoch in range(epochs, len(replica.history)):
                 on_epoch(epoch, replica.history[epoch])
@@ -479,6 +481,7 @@ def train(
             checkpoints += 1
     result = _result(replica, exchange, exchanges, seconds, resyncs)
     result.resumed_from_step, result.checkpoints = resumed_from, checkpoints
+    result.replica_checks = checks
     return result
 
 

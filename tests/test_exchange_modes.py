@@ -126,5 +126,6 @@ def test_bounded_staleness_keeps_digits_accuracy(digits_frames):
 
 def test_replica_checks_over_the_flight_mesh_find_equal_replicas(planted_df, p2p_model):
     checked = _fit(planted_df, exchange="p2p", verifyInterval=1)
+    assert checked.summary.replicaChecks == checked.summary.exchanges > 0
     assert checked.summary.replicaResyncs == 0
     assert (checked.coefficientMatrix.toArray() == p2p_model.coefficientMatrix.toArray()).all()

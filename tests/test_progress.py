@@ -97,18 +97,23 @@ def test_notebook_progress_updates_one_display_in_place(monkeypatch):
 
 
 def test_the_library_adds_no_logging_handler_but_the_command_line_does(monkeypatch):
-    import svb_spark
-    from svb_spark import cli, progress
+    import subprocess
+    import sys
+
+    from svb_spark import cli
+
+    # A fresh process: what importing the library and showing progress leave behind.
+    code = (
+        "import logging, svb_spark.progress as p; p.ProgressDisplay('a fit'); "
+        "print([type(h).__name__ for h in logging.getLogger('svb_spark').handlers], "
+        "logging.getLogger().handlers)"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "['NullHandler'] []"
 
     library = logging.getLogger("svb_spark")
-    assert svb_spark.__name__ and all(isinstance(h, logging.NullHandler) for h in library.handlers)
-    root_handlers = list(logging.getLogger().handlers)
-    progress.ProgressDisplay("a fit")
-    assert all(isinstance(h, logging.NullHandler) for h in library.handlers)
-    assert logging.getLogger().handlers == root_handlers
-
-    monkeypatch.setattr(library, "handlers", list(library.handlers))
-    monkeypatch.setattr(library, "level", library.level)
+    monkeypatch.setattr(library, "handlers", [logging.NullHandler()])
+    monkeypatch.setattr(library, "level", logging.NOTSET)
     cli._show_progress()
     assert any(type(h) is logging.StreamHandler for h in library.handlers)
     assert library.getEffectiveLevel() == logging.INFO
