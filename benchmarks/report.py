@@ -203,15 +203,16 @@ def methods_table(workload: dict) -> str:
         if entry is None:
             continue
         if entry.get("skipped"):
-            rows.append([label, "skipped", "", "", "", "", entry["skipped"]])
+            rows.append([label, "skipped", "", "", "", "", "", entry["skipped"]])
             continue
         if entry.get("failed"):
-            rows.append([label, "did not finish", f"{entry['seconds']:.1f}", "", "", "",
+            rows.append([label, "did not finish", f"{entry['seconds']:.1f}", "", "", "", "",
                          entry["failed"]])  # fmt: skip
             continue
         final = entry["final"]
         extra = final.get("extra", {})
         bytes_cell = _bytes(extra.get("bytes_per_step")) if "bytes_per_step" in extra else "-"
+        rss_cell = _bytes(extra.get("peak_rss")) if extra.get("peak_rss") else "-"
         estimated = entry.get("estimated")
         if estimated:
             # A probe of a few steps: its accuracy means nothing, its time per step does.
@@ -223,6 +224,7 @@ def methods_table(workload: dict) -> str:
                     f"{estimated['probe_steps']} steps",
                     f"~{estimated['seconds']:,.0f} s (estimated)",
                     bytes_cell,
+                    rss_cell,
                     entry.get("note", ""),
                 ]
             )
@@ -244,6 +246,7 @@ def methods_table(workload: dict) -> str:
                 str(final["iterations"]),
                 reached,
                 bytes_cell,
+                rss_cell,
                 entry.get("note", ""),
             ]
         )
@@ -255,26 +258,32 @@ def methods_table(workload: dict) -> str:
             "iterations",
             "time to target",
             "bytes/step/worker",
+            "peak RSS/worker",
             "note",
         ],
         rows,
-        "lrrrrrl",
+        "lrrrrrrl",
     )
 
 
 def bytes_table(workload: dict) -> str:
-    """Markdown table: bytes per step per worker, measured next to the formula."""
+    """Markdown table: bytes per step per worker, measured next to the formula, with each
+    fit's mode in force, training-loop time per step and held-out accuracy."""
     rows = [
         [
             row["config"],
+            row.get("exchange", row["config"].split(",")[0]),
             _bytes(row["measured"]),
             _bytes(row["predicted"]),
             f"{row['measured'] / row['predicted']:.3f}" if row["predicted"] else "n/a",
+            _fmt(row.get("loop_ms_per_step"), 2),
+            _fmt(row.get("accuracy"), 4),
         ]
         for row in workload.get("bytes", [])
     ]
-    header = ["configuration", "measured (payload + framing)", "formula (payload)", "ratio"]
-    return _table(header, rows)
+    header = ["configuration", "in force", "measured (payload + framing)", "formula (payload)",
+              "ratio", "loop ms/step", "held-out accuracy"]  # fmt: skip
+    return _table(header, rows, "llrrrrr")
 
 
 def breakdown_table(workload: dict) -> str:
@@ -405,7 +414,10 @@ JVMs with one core each, the same cached two-partition DataFrames for every Spar
   of that fit, setup and Spark jobs included. The curves plot every fit made. `dense` and
   `broadcast` run the same SGD as `p2p`, so they are timed once, at the epochs p2p needed.
 - **Bytes per step** come from `model.summary.bytesPerStep` (payload + Arrow framing, rank 0);
-  the formula is `summary.predictedBytesPerStep` (payload only).
+  the formula is `summary.predictedBytesPerStep` (payload only) of the mode in force. On W1
+  every exchange mode (`p2p`, `dense`, `auto`, `p2p` with `syncInterval=4`) also trains one
+  epoch at batchSize 16, side by side. Peak RSS is the largest worker's `peak_rss`
+  (`summary.workers`).
 - **Step breakdown** is `summary.timings` divided by the steps, next to the cost model.
 - **Hardware efficiency** divides the training loop's time per epoch by the time the same
   GEMMs (forward 2BKD and rebuild 2PBKD flops per step) take at the shapes of the fit, timed
