@@ -11,6 +11,8 @@ import math
 import re
 from pathlib import Path
 
+from svb_spark.training import ROUND_PHASES
+
 START_MARKER = "<!-- benchmarks:start -->"
 END_MARKER = "<!-- benchmarks:end -->"
 METHOD_LABELS = {
@@ -20,7 +22,6 @@ METHOD_LABELS = {
     "mllib": "MLlib LogisticRegression",
     "sklearn": "scikit-learn (1 process)",
 }
-PHASES = ("compute", "encode", "exchange", "decode", "apply")
 
 
 def _fmt(value, digits: int = 2, unit: str = "") -> str:
@@ -294,10 +295,10 @@ def breakdown_table(workload: dict) -> str:
             phases = entry[source]
             rows.append(
                 [f"{METHOD_LABELS.get(key, key)} ({source})"]
-                + [_fmt(1000 * phases[p], 3) for p in PHASES]
-                + [_fmt(1000 * sum(phases[p] for p in PHASES), 3)]
+                + [_fmt(1000 * phases[p], 3) for p in ROUND_PHASES]
+                + [_fmt(1000 * sum(phases[p] for p in ROUND_PHASES), 3)]
             )
-    return _table(["ms per step", *PHASES, "total"], rows)
+    return _table(["ms per step", *ROUND_PHASES, "total"], rows)
 
 
 def validation_table(result: dict) -> str:
@@ -710,9 +711,9 @@ def plot_all(result: dict, directory: Path) -> dict[str, str]:
             for key, entry in breakdown.items():
                 for source in ("measured", "model"):
                     labels.append(f"{key}\n{source}")
-                    bottoms.append([1000 * entry[source][p] for p in PHASES])
+                    bottoms.append([1000 * entry[source][p] for p in ROUND_PHASES])
             left = [0.0] * len(labels)
-            for i, phase in enumerate(PHASES):
+            for i, phase in enumerate(ROUND_PHASES):
                 values = [b[i] for b in bottoms]
                 ax.barh(labels, values, left=left, label=phase)
                 left = [x + v for x, v in zip(left, values)]

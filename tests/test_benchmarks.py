@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import costmodel, machine, peers, report  # noqa: E402
 from benchmarks.run import refresh_model, regenerate  # noqa: E402
+from svb_spark.training import ROUND_PHASES  # noqa: E402
 
 CALIBRATION = costmodel.Calibration(
     gemm_flops=50e9,
@@ -40,7 +41,7 @@ def test_svb_step_phases_follow_the_formulas():
     # The rebuild GEMM grows with P: 2 P B K D flops.
     gemm = 2 * 32 * 200 * 256 / 50e9
     assert two["apply"] - one["apply"] == pytest.approx(gemm + 32 * 456 * 1e-9)
-    assert two["step"] == pytest.approx(sum(two[p] for p in costmodel.PHASES))
+    assert two["step"] == pytest.approx(sum(two[p] for p in ROUND_PHASES))
     # Four workers on two cores: every phase takes twice as long.
     four = costmodel.svb_step(CALIBRATION, SHAPE, 4)
     assert four["compute"] == pytest.approx(2 * one["compute"])
@@ -258,11 +259,9 @@ SPARSE = costmodel.Shape(rows=2_000, num_classes=100, num_features=1 << 15, batc
 
 
 def test_sparse_shape_follows_the_nonzeros_not_the_width():
-    from svb_spark import cost
-
-    # The payload formula is the library's own (K floats, nnz values and indices, an offset).
-    library = cost.predicted_bytes_per_step("p2p", 2, 32, 100, 1 << 15, 4, 48.0)
-    assert costmodel.svb_message_bytes(SPARSE) == pytest.approx(library)
+    # A CSR row of sufficient vectors: K floats, nnz values and int32 indices, one offset.
+    assert costmodel.svb_message_bytes(SPARSE) == 32 * (100 * 4 + 48 * (4 + 4) + 4)
+    assert costmodel.svb_epoch_bytes(SPARSE, 2) == 32 * 788 * SPARSE.steps_per_epoch(2)
     two = costmodel.svb_step(CALIBRATION, SPARSE, 2)
     wide = costmodel.svb_step(CALIBRATION, costmodel.replace(SPARSE, num_features=1 << 20), 2)
     assert two["step"] == pytest.approx(wide["step"])  # D does not enter a sparse SVB step
@@ -378,7 +377,7 @@ def fake_w3() -> dict:
             "sklearn": {"skipped": "not run: lbfgs keeps about 29 vectors"},
         },
         "bytes": [{"config": "p2p, batchSize 32", "measured": 25_000.0, "predicted": 24_000.0}],
-        "breakdown": {"svb-p2p": {"measured": {p: 1e-3 for p in costmodel.PHASES},
+        "breakdown": {"svb-p2p": {"measured": {p: 1e-3 for p in ROUND_PHASES},
                                   "model": costmodel.svb_step(CALIBRATION, SPARSE, 2)}},
         "efficiency": {"kind": "sparse", "epoch_s": 0.3, "bound_s": 0.01, "ratio": 30.0,
                        "bound_peak_s": 0.001, "ratio_peak": 300.0, "peak_gflops": 50.0},
@@ -482,4 +481,4 @@ def test_batch_size_table_rows():
     assert "| 64 | not reached | 0.9667 (20 ep.) |" in text
     point = peers.FitPoint(2, 1.0, 0.9, {"timings": {"compute": 0.5, "apply": 0.5, "train": 9.0},
                                          "steps": 100})  # fmt: skip
-    assert batch_size._loop_ms_per_step(point) == pytest.approx(10.0)
+    assert peers.loop_seconds_per_step(point) == pytest.approx(0.01)
