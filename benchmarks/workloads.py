@@ -101,8 +101,9 @@ W3_SIZES = {  # K, D, train rows, test rows
 }
 
 
-def _power_of_two(n: int) -> str:
-    return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)
+def power_of_two(n: int) -> str:
+    """``n`` as ``2^k`` when it is a power of two."""
+    return f"2^{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
 
 
 def w3_sparse_text(mode: str) -> Workload:
@@ -121,7 +122,7 @@ def w3_sparse_text(mode: str) -> Workload:
     )
     return Workload(
         "W3",
-        f"sparse text-like, K={K}, D={_power_of_two(D)}",
+        f"sparse text-like, K={K}, D={power_of_two(D)}",
         X_train,
         y_train,
         X_test,
