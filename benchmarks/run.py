@@ -6,12 +6,12 @@ each figure means.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +202,7 @@ def workload_shape(workload, batch_size: int) -> costmodel.Shape:
     )
 
 
-@dataclass
+@dataclasses.dataclass
 class Bench:
     """One workload's fits: the cached training rows and what every peer's fit shares."""
 
@@ -212,7 +212,9 @@ class Bench:
     calibration: costmodel.Calibration
     mode: str
     shape: costmodel.Shape
-    out: dict = field(default_factory=lambda: {"methods": {}, "bytes": [], "validation": []})
+    out: dict = dataclasses.field(
+        default_factory=lambda: {"methods": {}, "bytes": [], "validation": []}
+    )
 
     @property
     def name(self) -> str:
@@ -551,15 +553,8 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     if w3_shape is not None:
         shapes["W3"] = {"title": f"W3 ({w3.describe()['title']})", **_shape_dict(w3_shape)}
     shapes["paper"] = PAPER_SHAPE
-    result["projection"] = {
-        "workers": PROJECTED_WORKERS,
-        "gbit_per_s": BANDWIDTHS,
-        "shapes": shapes,
-        "rows": {
-            key: costmodel.project(calibration, _shape(s), PROJECTED_WORKERS, BANDWIDTHS)
-            for key, s in shapes.items()
-        },
-    }
+    projection = {"workers": PROJECTED_WORKERS, "gbit_per_s": BANDWIDTHS, "shapes": shapes}
+    result["projection"] = {**projection, "rows": _project(calibration, projection)}
     result["machine"]["load_end"] = machine.load_average()
     result["duration_s"] = time.perf_counter() - started
     result["targets"] = report.evaluate_targets(result)
@@ -596,39 +591,27 @@ def refresh_model(result: dict) -> dict:
         for key, entry in workload.get("breakdown", {}).items():
             method = {"svb-p2p": "svb", "svb-dense": "dense"}[key]
             entry["model"] = model_step(calibration, shape, method, WORKERS)
-    projection = result.get("projection")
-    if projection:
-        projection["rows"] = {
-            key: costmodel.project(
-                calibration, _shape(s), projection["workers"], projection["gbit_per_s"]
-            )
-            for key, s in projection["shapes"].items()
-        }
+    if projection := result.get("projection"):
+        projection["rows"] = _project(calibration, projection)
     result["targets"] = report.evaluate_targets(result)
     return result
 
 
 def _shape_dict(shape: costmodel.Shape) -> dict:
-    shaped = {
-        "rows": shape.rows,
-        "num_classes": shape.num_classes,
-        "num_features": shape.num_features,
-        "batch_size": shape.batch_size,
+    return {k: v for k, v in dataclasses.asdict(shape).items() if v is not None}
+
+
+def _project(calibration: costmodel.Calibration, projection: dict) -> dict:
+    """The projection's rows for each of its shapes (``_shape_dict`` plus a title)."""
+    return {
+        key: costmodel.project(
+            calibration,
+            costmodel.Shape(**{k: v for k, v in shaped.items() if k != "title"}),
+            projection["workers"],
+            projection["gbit_per_s"],
+        )
+        for key, shaped in projection["shapes"].items()
     }
-    if shape.nonzeros is not None:
-        shaped["nonzeros"] = shape.nonzeros
-    return shaped
-
-
-def _shape(shaped: dict) -> costmodel.Shape:
-    """Inverse of :func:`_shape_dict`."""
-    return costmodel.Shape(
-        shaped["rows"],
-        shaped["num_classes"],
-        shaped["num_features"],
-        shaped["batch_size"],
-        shaped.get("nonzeros"),
-    )
 
 
 def write(result: dict, write_readmes: bool = True, results_dir: Path = RESULTS) -> Path:
