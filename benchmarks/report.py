@@ -197,7 +197,7 @@ def methods_table(workload: dict) -> str:
 
 def bytes_table(workload: dict) -> str:
     """Markdown table: bytes per step per worker, measured next to the formula, with each
-    fit's mode in force, training-loop time per step and held-out accuracy."""
+    fit's mode in force, training time per step and held-out accuracy."""
     rows = [
         [
             row["config"],
@@ -205,13 +205,13 @@ def bytes_table(workload: dict) -> str:
             _bytes(row["measured"]),
             _bytes(row["predicted"]),
             f"{row['measured'] / row['predicted']:.3f}" if row["predicted"] else "n/a",
-            _fmt(row.get("loop_ms_per_step"), 2),
+            _fmt(row.get("train_ms_per_step"), 2),
             _fmt(row.get("accuracy"), 4),
         ]
         for row in workload.get("bytes", [])
     ]
     header = _header("configuration | in force | measured (payload + framing) | formula (payload) "
-                     "| ratio | loop ms/step | held-out accuracy")  # fmt: skip
+                     "| ratio | train ms/step | held-out accuracy")  # fmt: skip
     return _table(header, rows, "llrrrrr")
 
 
@@ -320,8 +320,8 @@ JVMs with one core each, the same cached two-partition DataFrames for every Spar
 - **Bytes per step** come from `model.summary.bytesPerStep` (payload + Arrow framing, rank 0);
   the formula is `summary.predictedBytesPerStep` (payload only) of the mode in force. On W1
   every exchange mode (`p2p`, `dense`, `auto`, `p2p` with `syncInterval=4`) also trains one
-  epoch at batchSize 16, side by side. Peak RSS is the largest worker's `peak_rss`
-  (`summary.workers`).
+  epoch at batchSize 16, side by side; train ms/step is `summary.timings["train"]` over the
+  steps. Peak RSS is the largest worker's `peak_rss` (`summary.workers`).
 - **Step breakdown** is `summary.timings` divided by the steps, next to the cost model.
 - **Hardware efficiency** divides the training loop's time per epoch by the time the same
   GEMMs (forward 2BKD and rebuild 2PBKD flops per step) take at the shapes of the fit, timed

@@ -366,15 +366,16 @@ BATCH16_MODES = [
 
 
 def bytes_row(config: str, point: peers.FitPoint, accuracy: bool = True) -> dict:
-    """Bytes per step of one fit, measured and predicted for the mode in force, with its loop
-    time per step and (unless a few-step probe) its held-out accuracy."""
+    """Bytes per step of one fit, measured and predicted for the mode in force, with its
+    training time per step (summary.timings["train"], any mode) and (unless a few-step probe)
+    its held-out accuracy."""
     extra = point.extra
     return {
         "config": config,
         "exchange": extra["exchange"],
         "measured": extra["bytes_per_step"],
         "predicted": extra["predicted_bytes_per_step"][extra["exchange"]],
-        "loop_ms_per_step": 1000 * peers.loop_seconds_per_step(point),
+        "train_ms_per_step": 1000 * extra["timings"]["train"] / max(extra["steps"], 1),
         "accuracy": point.accuracy if accuracy else None,
     }
 
