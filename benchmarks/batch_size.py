@@ -21,20 +21,15 @@ import json
 from pathlib import Path
 
 from benchmarks import machine, peers, workloads
+from benchmarks.run import WORKERS, cached_frame
 
 SIZES = [8, 16, 32, 64, 128]
-WORKERS = 2
 RESULT = Path(__file__).parent / "results" / "batch_size.json"
 
 
 def study(spark, workload, sizes: list[int], epochs: int) -> dict:
     """Every batch size of ``sizes`` on one workload; returns the target and one row per size."""
-    from svb_spark import datasets
-
-    train_df = datasets.to_dataframe(
-        spark, workload.X_train, workload.y_train, num_partitions=WORKERS
-    ).cache()
-    train_df.count()
+    train_df = cached_frame(spark, workload.X_train, workload.y_train)
     Xt, yt = workload.X_test, workload.y_test
     reference = peers.fit_sklearn(workload.X_train, workload.y_train, Xt, yt)
     target = reference.accuracy - 0.01

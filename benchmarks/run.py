@@ -191,6 +191,15 @@ def speed_claims(rebuild_shapes, sparse_shapes) -> dict:
     return claims
 
 
+def cached_frame(spark, X, y):
+    """Rows ``X``, labels ``y`` as a cached DataFrame of one partition per worker."""
+    from svb_spark import datasets
+
+    frame = datasets.to_dataframe(spark, X, y, num_partitions=WORKERS).cache()
+    frame.count()
+    return frame
+
+
 def workload_shape(workload, batch_size: int) -> costmodel.Shape:
     """The cost model's shape of a workload at the given per-worker batch size."""
     return costmodel.Shape(
@@ -288,13 +297,8 @@ def fit_sklearn(b: Bench) -> peers.FitPoint | None:
 
 def _dense_probe(spark, workload, batch_size: int):
     """A one-epoch dense-exchange fit on the first rows: ``DENSE_PROBE_STEPS`` steps."""
-    from svb_spark import datasets
-
     rows = WORKERS * batch_size * DENSE_PROBE_STEPS
-    probe_df = datasets.to_dataframe(
-        spark, workload.X_train[:rows], workload.y_train[:rows], num_partitions=WORKERS
-    ).cache()
-    probe_df.count()
+    probe_df = cached_frame(spark, workload.X_train[:rows], workload.y_train[:rows])
     try:
         point = peers.fit_svb(probe_df, workload.X_test, workload.y_test, 1,
                               numWorkers=WORKERS, exchange="dense",
@@ -468,12 +472,7 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
     optimizer larger than the machine, the dense exchange too slow) gets a row saying why;
     the dense exchange is then timed on a few steps and its time extrapolated, labelled so.
     """
-    from svb_spark import datasets
-
-    train_df = datasets.to_dataframe(
-        spark, workload.X_train, workload.y_train, num_partitions=WORKERS
-    ).cache()
-    train_df.count()
+    train_df = cached_frame(spark, workload.X_train, workload.y_train)
     shape = workload_shape(workload, peers.default_batch_size())
     b = Bench(spark, workload, train_df, calibration, mode, shape)
     b.out["describe"] = workload.describe()

@@ -249,12 +249,17 @@ def table(text: str, column: str) -> list[dict]:
     return next(t for t in tables(text) if t and column in t[0])
 
 
+def regenerated(result: dict, tmp_path: Path, readme_text: str) -> tuple[Path, str, str]:
+    """Regenerate ``result``'s pages under ``tmp_path``: the plot folder and both pages' text."""
+    plots, bench_readme, readme = tmp_path / "plots", tmp_path / "BENCH.md", tmp_path / "README.md"
+    readme.write_text(readme_text)
+    regenerate(result, plots, bench_readme, readme)
+    return plots, bench_readme.read_text(), readme.read_text()
+
+
 def test_regenerate_writes_readmes_and_plots(tmp_path):
     result = fake_result()
-    plots, bench_readme, readme = tmp_path / "plots", tmp_path / "BENCH.md", tmp_path / "README.md"
-    readme.write_text("# svb_spark\n\nkeep me\n")
-    regenerate(result, plots, bench_readme, readme)
-    bench = bench_readme.read_text()
+    plots, bench, top = regenerated(result, tmp_path, "# svb_spark\n\nkeep me\n")
     # The targets table shows every target of the result, with its status.
     rows = {row["target"]: row for row in table(bench, "target")}
     assert len(rows) == len(result["targets"])
@@ -268,7 +273,6 @@ def test_regenerate_writes_readmes_and_plots(tmp_path):
     assert rows["W1 time to target"]["measured"].endswith(f"= {svb / mllib:.2f}x")
     assert "too many rounds for --quick" in bench and "needs sparse input" in bench
     assert "(plots/W1_time_to_accuracy.png)" in bench
-    top = readme.read_text()
     assert top.startswith("# svb_spark\n\nkeep me\n")
     assert top.count(report.START_MARKER) == 1 and "benchmarks/plots/" in top
     for name in ("W1_time_to_accuracy", "W1_step_breakdown", "bytes_per_step",
@@ -456,10 +460,7 @@ def test_report_shows_failed_estimated_and_sparse_rows_and_the_claims(tmp_path):
     assert row["predicted_ms"] == pytest.approx(
         1000 * costmodel.svb_step(CALIBRATION, costmodel.replace(SPARSE, batch_size=64), 2)["step"]
     )
-    plots, bench_readme, readme = tmp_path / "plots", tmp_path / "BENCH.md", tmp_path / "README.md"
-    readme.write_text("# svb_spark\n")
-    regenerate(result, plots, bench_readme, readme)
-    bench = bench_readme.read_text()
+    plots, bench, top = regenerated(result, tmp_path, "# svb_spark\n")
     assert "defaults: batchSize 64, maxIter 100" in bench
     w3 = result["workloads"]["W3"]
     methods = {row["method"]: row for row in table(bench.split("## W3")[1], "method")}
@@ -486,7 +487,6 @@ def test_report_shows_failed_estimated_and_sparse_rows_and_the_claims(tmp_path):
     assert claims[1]["alternative ms"] == f"{1000 * apply['class_major']:.3f}"
     assert claims[1]["speedup"] == f"{apply['speedup']:.2f}x"
     assert "### Projection: W3" in bench
-    top = readme.read_text()
     summary = {row["workload"]: row for row in table(top, "workload")}
     row = summary[f"W3: {w3['describe']['title']}"]
     assert row["target accuracy"] == f"{w3['target_accuracy']:.4f}"
