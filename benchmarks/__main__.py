@@ -19,28 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="measure and regenerate the READMEs")
     size = run.add_mutually_exclusive_group()
-    size.add_argument(
-        "--quick",
-        action="store_const",
-        dest="mode",
-        const="quick",
-        help="smaller W1 (K=200, D=256, 10k/2k rows) and W3 (K=100, D=2^15, 2k/500 rows), "
-        "under 10 minutes on 2 cores",
-    )
-    size.add_argument(
-        "--full",
-        action="store_const",
-        dest="mode",
-        const="full",
-        help="the issue's sizes (W1: K=1000, D=512, 20k/5k rows; W3: K=500, D=2^18, 20k/5k)",
-    )
-    size.add_argument(
-        "--smoke",
-        action="store_const",
-        dest="mode",
-        const="smoke",
-        help="tiny W1 (K=20, D=32) and W3: checks the harness end to end, figures mean nothing",
-    )
+    for mode, what in (
+        ("quick", "smaller W1 (K=200, D=256, 10k/2k rows) and W3 (K=100, D=2^15, 2k/500 rows), "
+         "under 10 minutes on 2 cores"),
+        ("full", "the issue's sizes (W1: K=1000, D=512, 20k/5k rows; W3: K=500, D=2^18, 20k/5k)"),
+        ("smoke", "tiny W1 (K=20, D=32) and W3: checks the harness end to end, figures mean "
+         "nothing"),
+    ):  # fmt: skip
+        size.add_argument(f"--{mode}", action="store_const", dest="mode", const=mode, help=what)
     run.add_argument("--name", help="result name (default: the mode)")
     run.add_argument("--workloads", default="W1,W2,W3", help="comma-separated (default: all)")
     run.add_argument(

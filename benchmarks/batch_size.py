@@ -18,31 +18,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 from pathlib import Path
 
 from benchmarks import machine, peers, workloads
+from benchmarks.run import WORKERS, cached_frame
 
 SIZES = [8, 16, 32, 64, 128]
-WORKERS = 2
 RESULT = Path(__file__).parent / "results" / "batch_size.json"
-
-
-def _loop_ms_per_step(point: peers.FitPoint) -> float:
-    """Training-loop milliseconds per step (compute to apply), setup excluded."""
-    timings = point.extra["timings"]
-    phases = ("compute", "encode", "exchange", "decode", "apply")
-    return 1000 * sum(timings.get(p, 0.0) for p in phases) / max(point.extra["steps"], 1)
 
 
 def study(spark, workload, sizes: list[int], epochs: int) -> dict:
     """Every batch size of ``sizes`` on one workload; returns the target and one row per size."""
-    from svb_spark import datasets
-
-    train_df = datasets.to_dataframe(
-        spark, workload.X_train, workload.y_train, num_partitions=WORKERS
-    ).cache()
-    train_df.count()
+    train_df = cached_frame(spark, workload.X_train, workload.y_train)
     Xt, yt = workload.X_test, workload.y_test
     reference = peers.fit_sklearn(workload.X_train, workload.y_train, Xt, yt)
     target = reference.accuracy - 0.01
@@ -65,7 +52,7 @@ def study(spark, workload, sizes: list[int], epochs: int) -> dict:
                 "final_epochs": final.iterations,
                 "final_fit_s": final.seconds,
                 "steps_per_epoch": final.extra["steps"] // max(final.iterations, 1),
-                "loop_ms_per_step": _loop_ms_per_step(final),
+                "loop_ms_per_step": 1000 * peers.loop_seconds_per_step(final),
                 "bytes_per_step": final.extra["bytes_per_step"],
                 "load_before": load,
                 "curve": reached["curve"],
@@ -115,8 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from svb_spark.session import local_session
 
-    # Each worker process owns one core: one BLAS thread each (read when the workers start).
-    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    # Each barrier task pins its BLAS to its one core (svb_spark.task.limit_blas_threads).
     spark = local_session(f"local[{WORKERS}]", app_name="svb-spark batch size")
     result: dict = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -1,11 +1,11 @@
 """An alpha-beta-gamma cost model of one training step, calibrated from one benchmark run.
 
-Pure arithmetic: no Spark, no numpy timing. :mod:`benchmarks.micro` measures the primitive rates
-(:class:`Calibration`); this module turns them into per-phase step times for SVB (sufficient
-vectors over a mesh), the dense baseline (the K x (D + 1) gradient over the same mesh, as
-``exchange="dense"`` implements it, and as a ring allreduce would) and an MLlib-style iteration
-(a full pass, one ``treeAggregate`` of the double-precision gradient, one broadcast of the
-weights, one Spark job).
+Pure arithmetic on the library's own byte formulas (:mod:`svb_spark.cost`), no timing:
+:mod:`benchmarks.micro` measures the primitive rates (:class:`Calibration`); this module turns
+them into per-phase step times for SVB (sufficient vectors over a mesh), the dense baseline
+(the K x (D + 1) gradient over the same mesh, as ``exchange="dense"`` implements it, and as a
+ring allreduce would) and an MLlib-style iteration (a full pass, one ``treeAggregate`` of the
+double-precision gradient, one broadcast of the weights, one Spark job).
 
 The model, per worker and step, with P workers, local batch B, K classes, D features, 4-byte
 floats, a sgemm rate R, a per-element cost e of streaming numpy work, latency alpha and a cost
@@ -41,8 +41,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-PHASES = ("compute", "encode", "exchange", "decode", "apply")
-ITEMSIZE = 4  # float32, the library's default dtype
+from svb_spark.cost import (
+    dense_gradient_bytes,
+    itemsize,
+    predicted_bytes_per_step,
+    sufficient_vector_row_bytes,
+)
+from svb_spark.training import ROUND_PHASES
+
+ITEMSIZE = itemsize("float32")  # the library's default dtype
+DOUBLE = itemsize("float64")  # MLlib's gradient
 GBIT = 1e9 / 8  # bytes per second of one Gbit/s
 
 
@@ -140,19 +148,15 @@ def _stretch(calibration: Calibration, workers: int) -> float:
 
 
 def svb_message_bytes(shape: Shape) -> float:
-    """Payload bytes of one worker's sufficient vectors for one step (U and V).
-
-    Dense V is D floats per row; CSR V is n values, n int32 indices and one int32 offset.
-    """
-    if shape.nonzeros is not None:
-        row = shape.num_classes * ITEMSIZE + shape.nonzeros * (ITEMSIZE + 4) + 4
-        return float(shape.batch_size * row)
-    return float(shape.batch_size * (shape.num_classes + shape.num_features) * ITEMSIZE)
+    """Payload bytes of one worker's sufficient vectors for one step (the library's formula)."""
+    K, D, n = shape.num_classes, shape.num_features, shape.nonzeros
+    return shape.batch_size * sufficient_vector_row_bytes(K, D, ITEMSIZE, n)
 
 
-def dense_message_bytes(shape: Shape) -> float:
-    """Payload bytes of one worker's dense gradient with intercepts, K (D + 1) floats."""
-    return float(shape.num_classes * (shape.num_features + 1) * ITEMSIZE)
+def mesh_bytes_per_step(mode: str, shape: Shape, workers: int) -> float:
+    """Payload bytes one worker sends per step in ``mode`` ("p2p" or "dense") over the mesh."""
+    K, D, B, n = shape.num_classes, shape.num_features, shape.batch_size, shape.nonzeros
+    return predicted_bytes_per_step(mode, workers, B, K, D, ITEMSIZE, n)
 
 
 def svb_step(
@@ -174,7 +178,7 @@ def svb_step(
     Returns
     -------
     dict
-        Seconds for each of :data:`PHASES`, plus ``"step"``, their sum.
+        Seconds for each of ``ROUND_PHASES``, plus ``"step"``, their sum.
     """
     c, B, K, D, P = calibration, shape.batch_size, shape.num_classes, shape.num_features, workers
     m = svb_message_bytes(shape)
@@ -198,7 +202,7 @@ def svb_step(
 
 
 def _with_step(phases: dict[str, float], stretch: float) -> dict[str, float]:
-    phases = {p: stretch * phases[p] for p in PHASES}
+    phases = {p: stretch * phases[p] for p in ROUND_PHASES}
     phases["step"] = sum(phases.values())
     return phases
 
@@ -219,7 +223,7 @@ def dense_step(
     2 (P - 1) latencies.
     """
     c, B, K, D, P = calibration, shape.batch_size, shape.num_classes, shape.num_features, workers
-    m = dense_message_bytes(shape)
+    m = dense_gradient_bytes(K, D, ITEMSIZE)
     beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
     if P == 1:
         exchange = 0.0
@@ -263,7 +267,7 @@ def tree_aggregate_iteration(
         ``compute``, ``exchange``, ``job`` and ``step`` (seconds per iteration).
     """
     c, K, D, P = calibration, shape.num_classes, shape.num_features, workers
-    g = float(K * (D + 1) * 8)
+    g = dense_gradient_bytes(K, D, DOUBLE)
     beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
     scale = max(math.ceil(math.sqrt(P)), 2)
     fan_in = P if P <= scale else max(scale, math.ceil(P / scale))
@@ -280,18 +284,23 @@ def tree_aggregate_iteration(
 
 def svb_epoch_bytes(shape: Shape, workers: int) -> float:
     """Payload bytes one worker sends per epoch with sufficient vectors."""
-    return shape.steps_per_epoch(workers) * (workers - 1) * svb_message_bytes(shape)
+    return shape.steps_per_epoch(workers) * mesh_bytes_per_step("p2p", shape, workers)
 
 
 def dense_epoch_bytes(shape: Shape, workers: int, ring: bool = False) -> float:
     """Payload bytes one worker sends per epoch with dense gradients (mesh or ring)."""
-    per_step = dense_message_bytes(shape) * (2 * (workers - 1) / workers if ring else workers - 1)
+    if ring:  # 2 (P - 1) / P gradients
+        gradient = dense_gradient_bytes(shape.num_classes, shape.num_features, ITEMSIZE)
+        per_step = 2 * (workers - 1) / workers * gradient
+    else:
+        per_step = mesh_bytes_per_step("dense", shape, workers)
     return shape.steps_per_epoch(workers) * per_step
 
 
 def tree_aggregate_epoch_bytes(shape: Shape, workers: int) -> float:
     """Bytes one worker sends per MLlib iteration: its double-precision gradient, once."""
-    return float(shape.num_classes * (shape.num_features + 1) * 8) if workers > 1 else 0.0
+    gradient = dense_gradient_bytes(shape.num_classes, shape.num_features, DOUBLE)
+    return gradient if workers > 1 else 0.0
 
 
 METHODS = ("svb", "dense", "dense-ring", "treeAggregate")

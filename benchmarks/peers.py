@@ -145,6 +145,7 @@ def doubling_ladder(limit: int) -> list[int]:
 
 
 def _summary_record(summary) -> dict:
+    peak_rss = max((w.get("peak_rss") or 0 for w in summary.workers), default=0)
     return {
         "epochs": summary.totalIterations,
         "steps": summary.steps,
@@ -157,7 +158,20 @@ def _summary_record(summary) -> dict:
         "predicted_bytes_per_step": summary.predictedBytesPerStep,
         "timings": summary.timings,
         "objective_history": summary.objectiveHistory,
+        "peak_rss": peak_rss or None,  # the largest worker's, where the workers report it
     }
+
+
+def per_step(timings: dict, steps: int) -> dict[str, float]:
+    """Seconds per step of each phase of the training loop, from a fit's total ``timings``."""
+    from svb_spark.training import ROUND_PHASES
+
+    return {p: timings.get(p, 0.0) / max(steps, 1) for p in ROUND_PHASES}
+
+
+def loop_seconds_per_step(point: FitPoint) -> float:
+    """Seconds per step of an SVB fit's training loop, compute to apply (setup excluded)."""
+    return sum(per_step(point.extra["timings"], point.extra["steps"]).values())
 
 
 def fit_svb(train_df, X_test, y_test, max_iter: int, **params) -> FitPoint:

@@ -11,6 +11,10 @@ import math
 import re
 from pathlib import Path
 
+from benchmarks.costmodel import METHODS
+from benchmarks.workloads import power_of_two
+from svb_spark.training import ROUND_PHASES
+
 START_MARKER = "<!-- benchmarks:start -->"
 END_MARKER = "<!-- benchmarks:end -->"
 METHOD_LABELS = {
@@ -20,7 +24,6 @@ METHOD_LABELS = {
     "mllib": "MLlib LogisticRegression",
     "sklearn": "scikit-learn (1 process)",
 }
-PHASES = ("compute", "encode", "exchange", "decode", "apply")
 
 
 def _fmt(value, digits: int = 2, unit: str = "") -> str:
@@ -50,6 +53,10 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
     return "\n".join(lines)
 
 
+def _target(name: str, goal: str, measured: str, value, met) -> dict:
+    return {"name": name, "goal": goal, "measured": measured, "value": value, "met": met}
+
+
 def evaluate_targets(result: dict) -> list[dict]:
     """The issue's targets, each with its measured figure and whether it is met.
 
@@ -63,95 +70,51 @@ def evaluate_targets(result: dict) -> list[dict]:
     workloads = result.get("workloads", {})
     for name in ("W1", "W2"):
         methods = workloads.get(name, {}).get("methods", {})
-        svb = (methods.get("svb-p2p") or {}).get("time_to_target") or {}
-        mllib = (methods.get("mllib") or {}).get("time_to_target") or {}
+        svb, mllib = (
+            (methods.get(k) or {}).get("time_to_target") or {} for k in ("svb-p2p", "mllib")
+        )
+        ratio, measured = None, "not measured (workload not run)"
         if svb.get("seconds") and mllib.get("seconds"):
             ratio = svb["seconds"] / mllib["seconds"]
             measured = f"{svb['seconds']:.1f} s vs MLlib {mllib['seconds']:.1f} s = {ratio:.2f}x"
-        else:
-            ratio = None
-            measured = (
-                "SVB did not reach the target"
-                if mllib.get("seconds")
-                else "not measured (workload not run)"
-            )
+        elif mllib.get("seconds"):
+            measured = "SVB did not reach the target"
         met = None if name not in workloads else (ratio is not None and ratio <= 0.2)
-        targets.append(
-            {
-                "name": f"{name} time to target",
-                "goal": "SVB p2p <= 1/5 of MLlib's wall time",
-                "measured": measured,
-                "value": ratio,
-                "met": met,
-            }
-        )
-    small = workloads.get("W1", {}).get("batch16_bytes")
-    if small:
-        ratio = small["p2p"] / small["dense"]
-        d = workloads["W1"]["describe"]
-        formulas = [
+        goal = "SVB p2p <= 1/5 of MLlib's wall time"
+        targets.append(_target(f"{name} time to target", goal, measured, ratio, met))
+    w1 = workloads.get("W1", {})
+    if small := w1.get("batch16_bytes"):
+        ratio, d = small["p2p"] / small["dense"], w1["describe"]
+        formulas = "; ".join(
             f"formula at K={k}, D={f}: 1/{k * (f + 1) / (16 * (k + f)):.1f}"
             for k, f in sorted({(d["num_classes"], d["num_features"]), (1000, 512)})
-        ]
-        targets.append(
-            {
-                "name": "W1 bytes per step, batchSize 16",
-                "goal": "p2p <= 1/20 of dense",
-                "measured": (
-                    f"{_bytes(small['p2p'])} vs {_bytes(small['dense'])} = 1/{1 / ratio:.1f} "
-                    f"({'; '.join(formulas)})"
-                ),
-                "value": ratio,
-                "met": ratio <= 0.05,
-            }
         )
-    efficiency = workloads.get("W1", {}).get("efficiency")
-    if efficiency:
-        ratio = efficiency["ratio"]
-        targets.append(
-            {
-                "name": "W1 time per epoch vs GEMM lower bound",
-                "goal": "<= 1.3x",
-                "measured": (
-                    f"{efficiency['epoch_s']:.3g} s vs {efficiency['bound_s']:.3g} s = {ratio:.1f}x"
-                ),
-                "value": ratio,
-                "met": ratio <= 1.3,
-            }
+        measured = (
+            f"{_bytes(small['p2p'])} vs {_bytes(small['dense'])} = 1/{1 / ratio:.1f} ({formulas})"
         )
+        targets.append(_target("W1 bytes per step, batchSize 16", "p2p <= 1/20 of dense",
+                               measured, ratio, ratio <= 0.05))  # fmt: skip
+    if eff := w1.get("efficiency"):
+        ratio = eff["ratio"]
+        measured = f"{eff['epoch_s']:.3g} s vs {eff['bound_s']:.3g} s = {ratio:.1f}x"
+        targets.append(_target("W1 time per epoch vs GEMM lower bound", "<= 1.3x", measured,
+                               ratio, ratio <= 1.3))  # fmt: skip
     micro = result.get("micro", {})
-    if micro.get("p2p_tiny_ms") is not None:
-        targets.append(
-            {
-                "name": "tiny p2p exchange at P=2",
-                "goal": "<= 3 ms (allGather ~1000 ms, Spark job ~250 ms)",
-                "measured": (
-                    f"{micro['p2p_tiny_ms']:.2f} ms; allGather "
-                    f"{_fmt(micro.get('all_gather_ms'), 0)} ms; Spark job "
-                    f"{_fmt(micro.get('spark_job_ms'), 0)} ms"
-                ),
-                "value": micro["p2p_tiny_ms"],
-                "met": micro["p2p_tiny_ms"] <= 3.0,
-            }
-        )
+    if (tiny := micro.get("p2p_tiny_ms")) is not None:
+        measured = (f"{tiny:.2f} ms; allGather {_fmt(micro.get('all_gather_ms'), 0)} ms; "
+                    f"Spark job {_fmt(micro.get('spark_job_ms'), 0)} ms")  # fmt: skip
+        goal = "<= 3 ms (allGather ~1000 ms, Spark job ~250 ms)"
+        targets.append(_target("tiny p2p exchange at P=2", goal, measured, tiny, tiny <= 3.0))
     validation = [
-        row for w in workloads.values() for row in w.get("validation", []) if row.get("measured_ms")
+        r for w in workloads.values() for r in w.get("validation", []) if r.get("measured_ms")
     ]
     if validation:
         worst = max(validation, key=lambda row: row["error"])
-        targets.append(
-            {
-                "name": "cost model vs measured step time",
-                "goal": "within 25% at P in {1, 2, 4}",
-                "measured": (
-                    f"worst {worst['error']:.0%} ({worst['workload']} {worst['method']} "
-                    f"P={worst['workers']}); {sum(r['error'] <= 0.25 for r in validation)}"
-                    f"/{len(validation)} within 25%"
-                ),
-                "value": worst["error"],
-                "met": worst["error"] <= 0.25,
-            }
-        )
+        within = sum(r["error"] <= 0.25 for r in validation)
+        measured = (f"worst {worst['error']:.0%} ({worst['workload']} {worst['method']} "
+                    f"P={worst['workers']}); {within}/{len(validation)} within 25%")  # fmt: skip
+        targets.append(_target("cost model vs measured step time", "within 25% at P in {1, 2, 4}",
+                               measured, worst["error"], worst["error"] <= 0.25))  # fmt: skip
     return targets
 
 
@@ -195,6 +158,10 @@ def machine_line(result: dict) -> str:
     )
 
 
+def _header(text: str) -> list[str]:
+    return text.split(" | ")
+
+
 def methods_table(workload: dict) -> str:
     """Markdown table: per method, accuracy, fit time, time to target and bytes per step."""
     rows = []
@@ -202,79 +169,50 @@ def methods_table(workload: dict) -> str:
         entry = workload["methods"].get(key)
         if entry is None:
             continue
-        if entry.get("skipped"):
-            rows.append([label, "skipped", "", "", "", "", entry["skipped"]])
-            continue
-        if entry.get("failed"):
-            rows.append([label, "did not finish", f"{entry['seconds']:.1f}", "", "", "",
-                         entry["failed"]])  # fmt: skip
-            continue
-        final = entry["final"]
-        extra = final.get("extra", {})
-        bytes_cell = _bytes(extra.get("bytes_per_step")) if "bytes_per_step" in extra else "-"
-        estimated = entry.get("estimated")
-        if estimated:
-            # A probe of a few steps: its accuracy means nothing, its time per step does.
+        if entry.get("skipped") or entry.get("failed"):
+            seconds = f"{entry['seconds']:.1f}" if entry.get("failed") else ""
+            status = "did not finish" if entry.get("failed") else "skipped"
             rows.append(
-                [
-                    label,
-                    "n/a",
-                    f"{final['seconds']:.1f} (probe)",
-                    f"{estimated['probe_steps']} steps",
-                    f"~{estimated['seconds']:,.0f} s (estimated)",
-                    bytes_cell,
-                    entry.get("note", ""),
-                ]
+                [label, status, seconds, "", "", "", "", entry.get("failed") or entry["skipped"]]
             )
             continue
-        ttt = entry.get("time_to_target") or {}
-        if ttt:
-            reached = (
-                f"{ttt['seconds']:.1f} s ({ttt['iterations']} it.)"
-                if ttt.get("seconds") is not None
-                else "not reached"
-            )
+        final, estimated = entry["final"], entry.get("estimated")
+        extra, ttt = final.get("extra", {}), entry.get("time_to_target") or {}
+        bytes_cell = _bytes(extra.get("bytes_per_step")) if "bytes_per_step" in extra else "-"
+        rss_cell = _bytes(extra.get("peak_rss")) if extra.get("peak_rss") else "-"
+        if estimated:  # a probe of a few steps: its accuracy means nothing, its step time does
+            cells = ["n/a", f"{final['seconds']:.1f} (probe)", f"{estimated['probe_steps']} steps",
+                     f"~{estimated['seconds']:,.0f} s (estimated)"]  # fmt: skip
         else:
-            reached = "-"
-        rows.append(
-            [
-                label,
-                _fmt(final["accuracy"], 4),
-                f"{final['seconds']:.1f}",
-                str(final["iterations"]),
-                reached,
-                bytes_cell,
-                entry.get("note", ""),
-            ]
-        )
-    return _table(
-        [
-            "method",
-            "held-out accuracy",
-            "fit (s)",
-            "iterations",
-            "time to target",
-            "bytes/step/worker",
-            "note",
-        ],
-        rows,
-        "lrrrrrl",
-    )
+            reached = "-" if not ttt else "not reached"
+            if ttt.get("seconds") is not None:
+                reached = f"{ttt['seconds']:.1f} s ({ttt['iterations']} it.)"
+            cells = [_fmt(final["accuracy"], 4), f"{final['seconds']:.1f}",
+                     str(final["iterations"]), reached]  # fmt: skip
+        rows.append([label, *cells, bytes_cell, rss_cell, entry.get("note", "")])
+    header = _header("method | held-out accuracy | fit (s) | iterations | time to target | "
+                     "bytes/step/worker | peak RSS/worker | note")  # fmt: skip
+    return _table(header, rows, "lrrrrrrl")
 
 
 def bytes_table(workload: dict) -> str:
-    """Markdown table: bytes per step per worker, measured next to the formula."""
+    """Markdown table: bytes per step per worker, measured next to the formula, with each
+    fit's mode in force, training time per step and held-out accuracy."""
     rows = [
         [
             row["config"],
+            row.get("exchange", row["config"].split(",")[0]),
             _bytes(row["measured"]),
             _bytes(row["predicted"]),
             f"{row['measured'] / row['predicted']:.3f}" if row["predicted"] else "n/a",
+            _fmt(row.get("train_ms_per_step"), 2),
+            _fmt(row.get("accuracy"), 4),
         ]
         for row in workload.get("bytes", [])
     ]
-    header = ["configuration", "measured (payload + framing)", "formula (payload)", "ratio"]
-    return _table(header, rows)
+    header = _header("configuration | in force | measured (payload + framing) | formula (payload) "
+                     "| ratio | train ms/step | held-out accuracy")  # fmt: skip
+    return _table(header, rows, "llrrrrr")
 
 
 def breakdown_table(workload: dict) -> str:
@@ -285,96 +223,71 @@ def breakdown_table(workload: dict) -> str:
             phases = entry[source]
             rows.append(
                 [f"{METHOD_LABELS.get(key, key)} ({source})"]
-                + [_fmt(1000 * phases[p], 3) for p in PHASES]
-                + [_fmt(1000 * sum(phases[p] for p in PHASES), 3)]
+                + [_fmt(1000 * phases[p], 3) for p in ROUND_PHASES]
+                + [_fmt(1000 * sum(phases[p] for p in ROUND_PHASES), 3)]
             )
-    return _table(["ms per step", *PHASES, "total"], rows)
+    return _table(["ms per step", *ROUND_PHASES, "total"], rows)
 
 
 def validation_table(result: dict) -> str:
     """Markdown table: the cost model's step time against measured runs."""
     rows = [
         [
-            row["workload"],
-            row["method"],
-            str(row["workers"]),
-            row["how"],
-            _fmt(row["measured_ms"], 2),
-            _fmt(row["predicted_ms"], 2),
-            f"{row['error']:.0%}",
-        ]
+            r["workload"],
+            r["method"],
+            str(r["workers"]),
+            r["how"],
+            _fmt(r["measured_ms"], 2),
+            _fmt(r["predicted_ms"], 2),
+            f"{r['error']:.0%}",
+        ]  # fmt: skip
         for w in result["workloads"].values()
-        for row in w.get("validation", [])
+        for r in w.get("validation", [])
     ]
-    return _table(
-        ["workload", "method", "P", "measured how", "measured ms/step", "model ms/step", "error"],
-        rows,
-        "lllllrr",
-    )
+    header = "workload | method | P | measured how | measured ms/step | model ms/step | error"
+    return _table(_header(header), rows, "lllllrr")
 
 
 def projection_table(result: dict, shape_key: str, gbit: float) -> str:
     """Markdown table: projected epoch time and bytes per epoch per worker at one bandwidth."""
-    projection = result["projection"]
-    rows_in = [r for r in projection["rows"][shape_key] if r["gbit_per_s"] == gbit]
+    rows_in = [r for r in result["projection"]["rows"][shape_key] if r["gbit_per_s"] == gbit]
     workers = sorted({r["workers"] for r in rows_in})
-    methods = [m for m in ("svb", "dense", "dense-ring", "treeAggregate")]
     rows = []
-    for method in methods:
+    for method in METHODS:
         cells = {r["workers"]: r for r in rows_in if r["method"] == method}
-        rows.append(
-            [method]
-            + [
-                f"{_fmt(cells[p]['epoch_s'], 1)} s / {_bytes(cells[p]['epoch_bytes'])}"
-                for p in workers
-            ]
-        )
+        rows.append([method] + [f"{_fmt(cells[p]['epoch_s'], 1)} s / "
+                                f"{_bytes(cells[p]['epoch_bytes'])}" for p in workers])  # fmt: skip
     return _table(["epoch time / bytes sent per worker", *[f"P={p}" for p in workers]], rows)
 
 
 def summary_table(result: dict) -> str:
     """One row per workload: accuracy and time to target of SVB p2p, MLlib and scikit-learn."""
+
+    def ttt(entry: dict) -> str:
+        if entry.get("failed"):
+            return "did not finish"
+        seconds = (entry.get("time_to_target") or {}).get("seconds")
+        return _fmt(seconds, 1, " s") if seconds is not None else "not reached"
+
+    def acc(entry: dict) -> str:
+        if entry.get("failed"):
+            return f"after {entry['seconds']:.0f} s"
+        if entry.get("skipped"):
+            return "not run"
+        return f"{entry['final']['accuracy']:.4f}" if entry.get("final") else "n/a"
+
     rows = []
     for name, workload in result["workloads"].items():
-        methods = workload["methods"]
-
-        def ttt(key, methods=methods):
-            entry = methods.get(key) or {}
-            if entry.get("failed"):
-                return "did not finish"
-            seconds = (entry.get("time_to_target") or {}).get("seconds")
-            return _fmt(seconds, 1, " s") if seconds is not None else "not reached"
-
-        def acc(key, methods=methods):
-            entry = methods.get(key) or {}
-            if entry.get("failed"):
-                return f"after {entry['seconds']:.0f} s"
-            if entry.get("skipped"):
-                return "not run"
-            return f"{entry['final']['accuracy']:.4f}" if entry.get("final") else "n/a"
-
-        rows.append(
-            [
-                f"{name}: {workload['describe']['title']}",
-                f"{workload['target_accuracy']:.4f}",
-                f"{ttt('svb-p2p')} ({acc('svb-p2p')})",
-                f"{ttt('mllib')} ({acc('mllib')})",
-                acc("sklearn"),
-            ]
+        svb, mllib, sklearn = (
+            workload["methods"].get(k) or {} for k in ("svb-p2p", "mllib", "sklearn")
         )
-    for name in result.get("skipped", {}):
-        rows.append([name, "skipped (see below)", "", "", ""])
-    return _table(
-        [
-            "workload",
-            "target accuracy",
-            "SVB p2p: time to target (final acc.)",
-            "MLlib: time to target (final acc.)",
-            "scikit-learn acc.",
-        ],
-        rows,
-        "lrrrr",
-    )
+        title, target = workload["describe"]["title"], workload["target_accuracy"]
+        rows.append([f"{name}: {title}", f"{target:.4f}", f"{ttt(svb)} ({acc(svb)})",
+                     f"{ttt(mllib)} ({acc(mllib)})", acc(sklearn)])  # fmt: skip
+    rows += [[name, "skipped (see below)", "", "", ""] for name in result.get("skipped", {})]
+    header = ("workload | target accuracy | SVB p2p: time to target (final acc.) | "
+              "MLlib: time to target (final acc.) | scikit-learn acc.")  # fmt: skip
+    return _table(_header(header), rows, "lrrrr")
 
 
 def method_text(result: dict) -> str:
@@ -405,7 +318,10 @@ JVMs with one core each, the same cached two-partition DataFrames for every Spar
   of that fit, setup and Spark jobs included. The curves plot every fit made. `dense` and
   `broadcast` run the same SGD as `p2p`, so they are timed once, at the epochs p2p needed.
 - **Bytes per step** come from `model.summary.bytesPerStep` (payload + Arrow framing, rank 0);
-  the formula is `summary.predictedBytesPerStep` (payload only).
+  the formula is `summary.predictedBytesPerStep` (payload only) of the mode in force. On W1
+  every exchange mode (`p2p`, `dense`, `auto`, `p2p` with `syncInterval=4`) also trains one
+  epoch at batchSize 16, side by side; train ms/step is `summary.timings["train"]` over the
+  steps. Peak RSS is the largest worker's `peak_rss` (`summary.workers`).
 - **Step breakdown** is `summary.timings` divided by the steps, next to the cost model.
 - **Hardware efficiency** divides the training loop's time per epoch by the time the same
   GEMMs (forward 2BKD and rebuild 2PBKD flops per step) take at the shapes of the fit, timed
@@ -426,43 +342,22 @@ JVMs with one core each, the same cached two-partition DataFrames for every Spar
 def claims_table(result: dict) -> str:
     """Markdown table of the speed-claim microbenchmarks, one row per claim and shape."""
     claims = result.get("claims") or {}
-    rows = []
-    for row in claims.get("rebuild", []):
-        rows.append(
-            [
-                "rebuild: in-place sgemm (beta=1) vs `W -= lr * U.T @ V`",
-                f"K={row['num_classes']}, D={row['num_features']}, "
-                f"{row['workers']} x {row['batch_size']} rows",
-                _fmt(1000 * row["library_s"], 3),
-                _fmt(1000 * row["naive_s"], 3),
-                f"{row['speedup']:.2f}x",
-            ]
-        )
-    for row in claims.get("sparse_layout", []):
-        shape = (
-            f"K={row['num_classes']}, D={_pow2(row['num_features'])}, "
-            f"{row['workers']} x {row['batch_size']} rows, {row['nonzeros_per_row']:.0f} nnz/row"
-        )
-        for part, what in (("apply", "sparse apply"), ("forward", "sparse forward")):
-            timed = row[part]
-            rows.append(
-                [
-                    f"{what}: feature-major vs class-major W",
-                    shape if part == "apply" else f"{row['batch_size']} rows of the above",
-                    _fmt(1000 * timed["feature_major"], 3),
-                    _fmt(1000 * timed["class_major"], 3),
-                    f"{timed['speedup']:.2f}x",
-                ]
-            )
-    return _table(
-        ["claim", "shape (float32, one thread)", "library ms", "alternative ms", "speedup"],
-        rows,
-        "llrrr",
-    )
-
-
-def _pow2(n: int) -> str:
-    return f"2^{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
+    rows = [
+        ["rebuild: in-place sgemm (beta=1) vs `W -= lr * U.T @ V`",
+         f"K={r['num_classes']}, D={r['num_features']}, {r['workers']} x {r['batch_size']} rows",
+         _fmt(1000 * r["library_s"], 3), _fmt(1000 * r["naive_s"], 3), f"{r['speedup']:.2f}x"]
+        for r in claims.get("rebuild", [])
+    ]  # fmt: skip
+    for r in claims.get("sparse_layout", []):
+        shape = (f"K={r['num_classes']}, D={power_of_two(r['num_features'])}, {r['workers']} x "
+                 f"{r['batch_size']} rows, {r['nonzeros_per_row']:.0f} nnz/row")  # fmt: skip
+        for part, what in (("apply", shape), ("forward", f"{r['batch_size']} rows of the above")):
+            t = r[part]
+            rows.append([f"sparse {part}: feature-major vs class-major W", what,
+                         _fmt(1000 * t["feature_major"], 3), _fmt(1000 * t["class_major"], 3),
+                         f"{t['speedup']:.2f}x"])  # fmt: skip
+    header = "claim | shape (float32, one thread) | library ms | alternative ms | speedup"
+    return _table(_header(header), rows, "llrrr")
 
 
 def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
@@ -524,22 +419,18 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
             breakdown_table(workload),
             "",
         ]
-        eff = workload.get("efficiency")
-        if eff and eff.get("kind") == "sparse":
+        if eff := workload.get("efficiency"):
+            bound = (
+                f"{eff['bound_s']:.3g} s for the bare CSR-times-dense products at the fit's "
+                f"shapes ({eff['ratio']:.1f}x) and {eff['bound_peak_s']:.3g} s for their flops"
+                if eff.get("kind") == "sparse"
+                else f"a GEMM lower bound of {eff['bound_s']:.3g} s at the fit's shapes "
+                f"({eff['ratio']:.1f}x) and {eff['bound_peak_s']:.3g} s"
+            )
             parts += [
                 f"Hardware efficiency (SVB p2p): {eff['epoch_s']:.3g} s per epoch in the training "
-                f"loop against {eff['bound_s']:.3g} s for the bare CSR-times-dense products at "
-                f"the fit's shapes ({eff['ratio']:.1f}x) and {eff['bound_peak_s']:.3g} s for "
-                f"their flops at the peak single-core sgemm rate of {eff['peak_gflops']:.1f} "
-                f"GFLOP/s ({eff['ratio_peak']:.1f}x).",
-                "",
-            ]
-        elif eff:
-            parts += [
-                f"Hardware efficiency (SVB p2p): {eff['epoch_s']:.3g} s per epoch in the training "
-                f"loop against a GEMM lower bound of {eff['bound_s']:.3g} s at the fit's shapes "
-                f"({eff['ratio']:.1f}x) and {eff['bound_peak_s']:.3g} s at the peak single-core "
-                f"sgemm rate of {eff['peak_gflops']:.1f} GFLOP/s ({eff['ratio_peak']:.1f}x).",
+                f"loop against {bound} at the peak single-core sgemm rate of "
+                f"{eff['peak_gflops']:.1f} GFLOP/s ({eff['ratio_peak']:.1f}x).",
                 "",
             ]
         for plot in (f"{name}_time_to_accuracy", f"{name}_step_breakdown"):
@@ -698,9 +589,9 @@ def plot_all(result: dict, directory: Path) -> dict[str, str]:
             for key, entry in breakdown.items():
                 for source in ("measured", "model"):
                     labels.append(f"{key}\n{source}")
-                    bottoms.append([1000 * entry[source][p] for p in PHASES])
+                    bottoms.append([1000 * entry[source][p] for p in ROUND_PHASES])
             left = [0.0] * len(labels)
-            for i, phase in enumerate(PHASES):
+            for i, phase in enumerate(ROUND_PHASES):
                 values = [b[i] for b in bottoms]
                 ax.barh(labels, values, left=left, label=phase)
                 left = [x + v for x, v in zip(left, values)]

@@ -6,6 +6,7 @@ each figure means.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -156,10 +157,6 @@ def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dic
     return calibration, raw
 
 
-def _per_step(timings: dict, steps: int) -> dict[str, float]:
-    return {p: timings.get(p, 0.0) / max(steps, 1) for p in costmodel.PHASES}
-
-
 def claim_shapes(mode: str, w1_shape: costmodel.Shape, w3_shape: costmodel.Shape | None):
     """The shapes of the speed-claim microbenchmarks: (K, D, B) for the rebuild, for sparse.
 
@@ -194,6 +191,15 @@ def speed_claims(rebuild_shapes, sparse_shapes) -> dict:
     return claims
 
 
+def cached_frame(spark, X, y):
+    """Rows ``X``, labels ``y`` as a cached DataFrame of one partition per worker."""
+    from svb_spark import datasets
+
+    frame = datasets.to_dataframe(spark, X, y, num_partitions=WORKERS).cache()
+    frame.count()
+    return frame
+
+
 def workload_shape(workload, batch_size: int) -> costmodel.Shape:
     """The cost model's shape of a workload at the given per-worker batch size."""
     return costmodel.Shape(
@@ -203,6 +209,43 @@ def workload_shape(workload, batch_size: int) -> costmodel.Shape:
         batch_size,
         workload.nonzeros_per_row,
     )
+
+
+@dataclasses.dataclass
+class Bench:
+    """One workload's fits: the cached training rows and what every peer's fit shares."""
+
+    spark: object
+    workload: workloads.Workload
+    train_df: object
+    calibration: costmodel.Calibration
+    mode: str
+    shape: costmodel.Shape
+    out: dict = dataclasses.field(
+        default_factory=lambda: {"methods": {}, "bytes": [], "validation": []}
+    )
+
+    @property
+    def name(self) -> str:
+        return self.workload.name
+
+    def svb(self, max_iter: int, **params) -> peers.FitPoint:
+        """A timed SVB fit on the cached rows, on every worker unless ``params`` says else."""
+        params = {"numWorkers": WORKERS, **params}
+        w = self.workload
+        return peers.fit_svb(self.train_df, w.X_test, w.y_test, max_iter, **params)
+
+    def mllib(self, max_iter: int) -> peers.FitPoint:
+        w, limit = self.workload, MLLIB_SECONDS[self.mode]
+        return peers.fit_mllib(self.train_df, w.X_test, w.y_test, max_iter, time_limit=limit)
+
+    def ladder(self, key: str, fit, final: peers.FitPoint, target: float) -> dict:
+        """Time to ``target`` by re-fitting (see :func:`peers.time_to_target`); records it."""
+        log(f"{self.name}: {key} ladder")
+        ladder = peers.doubling_ladder(final.iterations)
+        reached = peers.time_to_target(fit, final, target, ladder)
+        self.out["methods"][key] = {"final": final.to_dict(), "time_to_target": reached}
+        return reached
 
 
 def _target(mllib_final, sklearn_final, svb_final) -> tuple[float, str]:
@@ -217,15 +260,45 @@ def _target(mllib_final, sklearn_final, svb_final) -> tuple[float, str]:
     raise ValueError("no fit to take a target from")
 
 
+def _at_epochs(point: peers.FitPoint, epochs: int, target: float, ran_all=True) -> dict:
+    """Time to target of a fit run for the ``epochs`` p2p needed (the same SGD)."""
+    reached = ran_all and point.accuracy >= target
+    return {"seconds": point.seconds if reached else None,
+            "iterations": epochs if reached else None}  # fmt: skip
+
+
+def fit_mllib_final(b: Bench) -> peers.FitPoint | None:
+    """MLlib's full fit (maxIter 100), or None with the reason recorded if it did not finish."""
+    log(f"{b.name}: MLlib, maxIter=100")
+    try:
+        final = b.mllib(100)
+    except peers.PeerFailed as failure:
+        b.out["methods"]["mllib"] = {"failed": failure.reason, "seconds": failure.seconds}
+        log(f"{b.name}: MLlib did not finish after {failure.seconds:.1f} s: {failure.reason}")
+        wait_for_executors(b.spark)
+        return None
+    log(f"{b.name}: MLlib accuracy {final.accuracy:.4f} in {final.seconds:.1f} s")
+    return final
+
+
+def fit_sklearn(b: Bench) -> peers.FitPoint | None:
+    """scikit-learn's reference fit, or None with the reason recorded if it cannot fit here."""
+    w = b.workload
+    problem = peers.sklearn_memory_problem(w.num_classes, w.num_features)
+    log(f"{b.name}: scikit-learn {problem or ''}")
+    if problem:
+        b.out["methods"]["sklearn"] = {"skipped": problem}
+        return None
+    final = peers.fit_sklearn(w.X_train, w.y_train, w.X_test, w.y_test)
+    note = "accuracy reference, single process"
+    b.out["methods"]["sklearn"] = {"final": final.to_dict(), "note": note}
+    return final
+
+
 def _dense_probe(spark, workload, batch_size: int):
     """A one-epoch dense-exchange fit on the first rows: ``DENSE_PROBE_STEPS`` steps."""
-    from svb_spark import datasets
-
     rows = WORKERS * batch_size * DENSE_PROBE_STEPS
-    probe_df = datasets.to_dataframe(
-        spark, workload.X_train[:rows], workload.y_train[:rows], num_partitions=WORKERS
-    ).cache()
-    probe_df.count()
+    probe_df = cached_frame(spark, workload.X_train[:rows], workload.y_train[:rows])
     try:
         point = peers.fit_svb(probe_df, workload.X_test, workload.y_test, 1,
                               numWorkers=WORKERS, exchange="dense",
@@ -235,6 +308,163 @@ def _dense_probe(spark, workload, batch_size: int):
     return point, rows
 
 
+def fit_svb_dense(b: Bench, epochs: int, target: float) -> tuple[peers.FitPoint, str]:
+    """The dense exchange at the epochs p2p needed, or, when the cost model puts that past the
+    mode's budget, a few steps of it with the rest extrapolated; returns the fit and how."""
+    steps = b.shape.steps_per_epoch(WORKERS) * epochs
+    predicted = costmodel.dense_step(b.calibration, b.shape, WORKERS)["step"] * steps
+    if predicted <= DENSE_SECONDS[b.mode]:
+        log(f"{b.name}: SVB dense, {epochs} epoch(s)")
+        dense = b.svb(epochs, exchange="dense")
+        b.out["methods"]["svb-dense"] = {
+            "final": dense.to_dict(), "time_to_target": _at_epochs(dense, epochs, target),
+            "note": f"timed at {epochs} epoch(s), where p2p reached the target (same SGD)",
+        }  # fmt: skip
+        return dense, "cluster"
+    log(f"{b.name}: SVB dense: the model predicts {predicted:.0f} s for {steps} steps; "
+        f"timing {DENSE_PROBE_STEPS} steps")  # fmt: skip
+    dense, rows = _dense_probe(b.spark, b.workload, b.shape.batch_size)
+    per_step, probe = peers.loop_seconds_per_step(dense), dense.extra["steps"]
+    b.out["methods"]["svb-dense"] = {
+        "final": dense.to_dict(),
+        "estimated": {"seconds": per_step * steps, "steps": steps, "per_step_s": per_step,
+                      "probe_steps": probe, "probe_rows": rows, "predicted_s": predicted},
+        "note": f"too slow to run: the cost model predicts {predicted:,.0f} s for the {steps} "
+        f"steps p2p needed; measured {1000 * per_step:,.1f} ms per step over a {probe}-step "
+        f"fit on {rows} rows, so about {per_step * steps:,.0f} s of training loop (setup not "
+        "included)",
+    }  # fmt: skip
+    return dense, f"cluster, {probe}-step probe"
+
+
+def fit_svb_broadcast(b: Bench, epochs: int, target: float) -> peers.FitPoint | None:
+    """The broadcast exchange at the epochs p2p needed, or one epoch past the Spark-job budget,
+    or none (the reason recorded) when one epoch exceeds it."""
+    per_epoch, budget = b.shape.steps_per_epoch(WORKERS), BROADCAST_ROUNDS[b.mode]
+    if per_epoch > budget:
+        b.out["methods"]["svb-broadcast"] = {
+            "skipped": f"{per_epoch} Spark jobs per epoch exceed the {b.mode} budget of "
+            f"{budget}; run --full"
+        }
+        return None
+    run_epochs = epochs if per_epoch * epochs <= budget else 1
+    log(f"{b.name}: SVB broadcast, {run_epochs} epoch(s)")
+    point = b.svb(run_epochs, exchange="broadcast")
+    b.out["methods"]["svb-broadcast"] = {
+        "final": point.to_dict(),
+        "time_to_target": _at_epochs(point, epochs, target, run_epochs == epochs),
+        "note": f"timed at {epochs} epoch(s), where p2p reached the target (same SGD)"
+        if run_epochs == epochs
+        else f"1 epoch only: {per_epoch * epochs} rounds exceed the {b.mode} budget of {budget}",
+    }
+    return point
+
+
+# The exchange modes side by side at batchSize 16 (W1), one epoch each: (label, params).
+BATCH16_MODES = [
+    ("p2p", {"exchange": "p2p"}),
+    ("dense", {"exchange": "dense"}),
+    ("auto", {"exchange": "auto"}),
+    ("p2p, syncInterval 4", {"exchange": "p2p", "syncInterval": 4}),
+]
+
+
+def bytes_row(config: str, point: peers.FitPoint, accuracy: bool = True) -> dict:
+    """Bytes per step of one fit, measured and predicted for the mode in force, with its
+    training time per step (summary.timings["train"], any mode) and (unless a few-step probe)
+    its held-out accuracy."""
+    extra = point.extra
+    return {
+        "config": config,
+        "exchange": extra["exchange"],
+        "measured": extra["bytes_per_step"],
+        "predicted": extra["predicted_bytes_per_step"][extra["exchange"]],
+        "train_ms_per_step": 1000 * extra["timings"]["train"] / max(extra["steps"], 1),
+        "accuracy": point.accuracy if accuracy else None,
+    }
+
+
+def record_bytes(b: Bench, fits: dict[str, peers.FitPoint | None], dense_how: str) -> None:
+    """Bytes per step of the default-batch fits and, on W1, of every mode at batchSize 16."""
+    batch = b.shape.batch_size
+    probe = "" if dense_how == "cluster" else f" ({dense_how.split(', ')[1]})"
+    for key, point in fits.items():
+        if point is not None:
+            how = probe if key == "dense" else ""
+            b.out["bytes"].append(bytes_row(f"{key}, batchSize {batch}{how}", point, not how))
+    if b.name != "W1":
+        return
+    log(f"{b.name}: batchSize 16, {', '.join(label for label, _ in BATCH16_MODES)}, 1 epoch")
+    small = {}
+    for label, params in BATCH16_MODES:
+        row = bytes_row(f"{label}, batchSize 16", b.svb(1, batchSize=16, **params))
+        b.out["bytes"].append(row)
+        small[label] = row["measured"]
+    b.out["batch16_bytes"] = {mode: small[mode] for mode in ("p2p", "dense")}
+
+
+def record_breakdown(b: Bench, p2p: peers.FitPoint, dense: peers.FitPoint) -> None:
+    """Step breakdown, measured (rank 0's summary.timings) next to the model."""
+    c, shape = b.calibration, b.shape
+    b.out["breakdown"] = {
+        "svb-p2p": {"measured": peers.per_step(p2p.extra["timings"], p2p.extra["steps"]),
+                    "model": costmodel.svb_step(c, shape, WORKERS)},
+        "svb-dense": {"measured": peers.per_step(dense.extra["timings"], dense.extra["steps"]),
+                      "model": costmodel.dense_step(c, shape, WORKERS)},
+    }  # fmt: skip
+
+
+def record_efficiency(b: Bench, p2p: peers.FitPoint) -> None:
+    """SVB p2p's training loop per epoch against its bare products at the fit's shapes."""
+    w, shape, c = b.workload, b.shape, b.calibration
+    B, K = shape.batch_size, shape.num_classes
+    if w.sparse:
+        components = micro.sparse_svb_step_components(w.X_train, B, K, WORKERS)
+        products = components["forward_product"] + components["rebuild_product"]
+    else:
+        components = micro.svb_step_components(B, K, shape.num_features, WORKERS)
+        products = components["forward_gemm"] + components["rebuild_gemm"]
+    epoch_s = peers.loop_seconds_per_step(p2p) * p2p.extra["steps"] / max(p2p.extra["epochs"], 1)
+    bound = shape.steps_per_epoch(WORKERS) * products
+    bound_peak = costmodel.gemm_lower_bound_s(shape, WORKERS, c.gemm_flops)
+    b.out["efficiency"] = {
+        "kind": "sparse" if w.sparse else "dense", "epoch_s": epoch_s, "bound_s": bound,
+        "ratio": epoch_s / bound, "bound_peak_s": bound_peak, "ratio_peak": epoch_s / bound_peak,
+        "peak_gflops": c.gemm_flops / 1e9, "components_s": components,
+    }  # fmt: skip
+
+
+def record_validation(b, p2p, dense, dense_how: str, mllib_final, mllib_curve) -> None:
+    """The cost model's step time against measured runs at P = 1, 2 and 4, and MLlib's
+    marginal iteration."""
+    c, shape, w = b.calibration, b.shape, b.workload
+
+    def validate(method: str, workers: int, how: str, measured: float) -> None:
+        predicted = model_step(c, shape, method.split()[0], workers)["step"]
+        b.out["validation"].append(
+            {"workload": b.name, "method": method, "workers": workers, "how": how,
+             "measured_ms": 1000 * measured, "predicted_ms": 1000 * predicted,
+             "error": costmodel.relative_error(predicted, measured)}
+        )  # fmt: skip
+
+    validate("svb", 2, "cluster, default fit", peers.loop_seconds_per_step(p2p))
+    validate("dense", 2, dense_how, peers.loop_seconds_per_step(dense))
+    log(f"{b.name}: validation runs, P=1 on the cluster and P=4 in processes over Flight")
+    single = b.svb(1, numWorkers=1)
+    validate("svb", 1, "cluster, numWorkers=1, 1 epoch", peers.loop_seconds_per_step(single))
+    four = peers.train_over_flight_processes(w.X_train, w.y_train, 4)
+    validate("svb", 4, "4 processes, Flight mesh, 1 epoch (oversubscribed)",
+             sum(peers.per_step(four["seconds"], four["steps"]).values()))  # fmt: skip
+    # MLlib's marginal iteration: the difference of two fits cancels their common setup.
+    curve = [p for p in mllib_curve if p["iterations"] < mllib_final.iterations]
+    if curve:
+        shorter = max(curve, key=lambda p: p["iterations"])
+        iterations = mllib_final.iterations - shorter["iterations"]
+        marginal = (mllib_final.seconds - shorter["seconds"]) / iterations
+        if marginal > 0:
+            validate("treeAggregate (MLlib)", 2, "cluster, marginal iteration", marginal)
+
+
 def run_workload(spark, workload, calibration, mode: str) -> dict:
     """Every peer on one workload: time to accuracy, bytes, breakdown, efficiency, validation.
 
@@ -242,238 +472,29 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
     optimizer larger than the machine, the dense exchange too slow) gets a row saying why;
     the dense exchange is then timed on a few steps and its time extrapolated, labelled so.
     """
-    from svb_spark import datasets
-
-    name = workload.name
-    Xt, yt = workload.X_test, workload.y_test
-    train_df = datasets.to_dataframe(
-        spark, workload.X_train, workload.y_train, num_partitions=WORKERS
-    ).cache()
-    train_df.count()
-    batch = peers.default_batch_size()
-    shape = workload_shape(workload, batch)
-    out: dict = {"describe": workload.describe(), "methods": {}, "bytes": [], "validation": []}
-
-    log(f"{name}: MLlib, maxIter=100")
-    try:
-        mllib_final = peers.fit_mllib(train_df, Xt, yt, 100, time_limit=MLLIB_SECONDS[mode])
-        log(f"{name}: MLlib accuracy {mllib_final.accuracy:.4f} in {mllib_final.seconds:.1f} s")
-    except peers.PeerFailed as failure:
-        mllib_final = None
-        out["methods"]["mllib"] = {"failed": failure.reason, "seconds": failure.seconds}
-        log(f"{name}: MLlib did not finish after {failure.seconds:.1f} s: {failure.reason}")
-        wait_for_executors(spark)
-
-    problem = peers.sklearn_memory_problem(workload.num_classes, workload.num_features)
-    if problem:
-        sklearn_final = None
-        out["methods"]["sklearn"] = {"skipped": problem}
-        log(f"{name}: scikit-learn {problem}")
-    else:
-        log(f"{name}: scikit-learn")
-        sklearn_final = peers.fit_sklearn(workload.X_train, workload.y_train, Xt, yt)
-        out["methods"]["sklearn"] = {
-            "final": sklearn_final.to_dict(),
-            "note": "accuracy reference, single process",
-        }
-
-    log(f"{name}: SVB p2p, defaults")
-    svb_final = peers.fit_svb(train_df, Xt, yt, 100, numWorkers=WORKERS)
-    log(f"{name}: SVB accuracy {svb_final.accuracy:.4f} in {svb_final.seconds:.1f} s")
-    target, source = _target(mllib_final, sklearn_final, svb_final)
-    out["target_accuracy"] = target
-    out["target_source"] = source
-
+    train_df = cached_frame(spark, workload.X_train, workload.y_train)
+    shape = workload_shape(workload, peers.default_batch_size())
+    b = Bench(spark, workload, train_df, calibration, mode, shape)
+    b.out["describe"] = workload.describe()
+    mllib_final = fit_mllib_final(b)
+    sklearn_final = fit_sklearn(b)
+    log(f"{b.name}: SVB p2p, defaults")
+    p2p = b.svb(100)
+    log(f"{b.name}: SVB accuracy {p2p.accuracy:.4f} in {p2p.seconds:.1f} s")
+    target, b.out["target_source"] = _target(mllib_final, sklearn_final, p2p)
+    b.out["target_accuracy"] = target
+    mllib_curve = []
     if mllib_final is not None:
-        log(f"{name}: MLlib ladder")
-        mllib_ttt = peers.time_to_target(
-            lambda k: peers.fit_mllib(train_df, Xt, yt, k, time_limit=MLLIB_SECONDS[mode]),
-            mllib_final,
-            target,
-            peers.doubling_ladder(mllib_final.iterations),
-        )
-        out["methods"]["mllib"] = {"final": mllib_final.to_dict(), "time_to_target": mllib_ttt}
-
-    log(f"{name}: SVB p2p ladder")
-    svb_ttt = peers.time_to_target(
-        lambda k: peers.fit_svb(train_df, Xt, yt, k, numWorkers=WORKERS),
-        svb_final,
-        target,
-        peers.doubling_ladder(svb_final.iterations),
-    )
-    out["methods"]["svb-p2p"] = {"final": svb_final.to_dict(), "time_to_target": svb_ttt}
-    epochs = svb_ttt["iterations"] or svb_final.iterations
-    timed_at = f"timed at {epochs} epoch(s), where p2p reached the target (same SGD)"
-
-    steps = shape.steps_per_epoch(WORKERS) * epochs
-    predicted = costmodel.dense_step(calibration, shape, WORKERS)["step"] * steps
-    if predicted <= DENSE_SECONDS[mode]:
-        log(f"{name}: SVB dense, {epochs} epoch(s)")
-        dense = peers.fit_svb(train_df, Xt, yt, epochs, numWorkers=WORKERS, exchange="dense")
-        dense_how = "cluster"
-        dense_ttt = {
-            "seconds": dense.seconds if dense.accuracy >= target else None,
-            "iterations": epochs if dense.accuracy >= target else None,
-        }
-        out["methods"]["svb-dense"] = {
-            "final": dense.to_dict(), "time_to_target": dense_ttt, "note": timed_at,
-        }  # fmt: skip
-    else:
-        log(f"{name}: SVB dense: the model predicts {predicted:.0f} s for {steps} steps; "
-            f"timing {DENSE_PROBE_STEPS} steps")  # fmt: skip
-        dense, probe_rows = _dense_probe(spark, workload, batch)
-        per_step = sum(_per_step(dense.extra["timings"], dense.extra["steps"]).values())
-        dense_how = f"cluster, {dense.extra['steps']}-step probe"
-        out["methods"]["svb-dense"] = {
-            "final": dense.to_dict(),
-            "estimated": {
-                "seconds": per_step * steps,
-                "steps": steps,
-                "per_step_s": per_step,
-                "probe_steps": dense.extra["steps"],
-                "probe_rows": probe_rows,
-                "predicted_s": predicted,
-            },
-            "note": (
-                f"too slow to run: the cost model predicts {predicted:,.0f} s for the {steps} "
-                f"steps p2p needed; measured {1000 * per_step:,.1f} ms per step over a "
-                f"{dense.extra['steps']}-step fit on {probe_rows} rows, so about "
-                f"{per_step * steps:,.0f} s of training loop (setup not included)"
-            ),
-        }
-
-    rounds = shape.steps_per_epoch(WORKERS) * epochs
-    budget = BROADCAST_ROUNDS[mode]
-    if shape.steps_per_epoch(WORKERS) > budget:
-        out["methods"]["svb-broadcast"] = {
-            "skipped": f"{shape.steps_per_epoch(WORKERS)} Spark jobs per epoch exceed the "
-            f"{mode} budget of {budget}; run --full"
-        }
-    else:
-        broadcast_epochs = epochs if rounds <= budget else 1
-        log(f"{name}: SVB broadcast, {broadcast_epochs} epoch(s)")
-        bc = peers.fit_svb(
-            train_df, Xt, yt, broadcast_epochs, numWorkers=WORKERS, exchange="broadcast"
-        )
-        reached = broadcast_epochs == epochs and bc.accuracy >= target
-        out["methods"]["svb-broadcast"] = {
-            "final": bc.to_dict(),
-            "time_to_target": {
-                "seconds": bc.seconds if reached else None,
-                "iterations": epochs if reached else None,
-            },
-            "note": timed_at if broadcast_epochs == epochs else
-            f"1 epoch only: {rounds} rounds exceed the {mode} budget of {budget}",
-        }  # fmt: skip
-
-    measured_modes = [("p2p", svb_final, ""), ("dense", dense, "")]
-    if dense_how != "cluster":
-        measured_modes[1] = ("dense", dense, f" ({dense.extra['steps']}-step probe)")
-    if out["methods"]["svb-broadcast"].get("final"):
-        measured_modes.append(("broadcast", bc, ""))
-    for key, point, how in measured_modes:
-        out["bytes"].append(
-            {
-                "config": f"{key}, batchSize {batch}{how}",
-                "measured": point.extra["bytes_per_step"],
-                "predicted": point.extra["predicted_bytes_per_step"][key],
-            }
-        )
-    if name == "W1":
-        log(f"{name}: batchSize 16, p2p and dense, 1 epoch each")
-        small = {}
-        for key in ("p2p", "dense"):
-            point = peers.fit_svb(
-                train_df, Xt, yt, 1, numWorkers=WORKERS, exchange=key, batchSize=16
-            )
-            small[key] = point.extra["bytes_per_step"]
-            out["bytes"].append(
-                {
-                    "config": f"{key}, batchSize 16",
-                    "measured": point.extra["bytes_per_step"],
-                    "predicted": point.extra["predicted_bytes_per_step"][key],
-                }
-            )
-        out["batch16_bytes"] = small
-
-    # Step breakdown, measured (rank 0's summary.timings) next to the model.
-    measured_p2p = _per_step(svb_final.extra["timings"], svb_final.extra["steps"])
-    measured_dense = _per_step(dense.extra["timings"], dense.extra["steps"])
-    out["breakdown"] = {
-        "svb-p2p": {
-            "measured": measured_p2p,
-            "model": costmodel.svb_step(calibration, shape, WORKERS),
-        },
-        "svb-dense": {
-            "measured": measured_dense,
-            "model": costmodel.dense_step(calibration, shape, WORKERS),
-        },
-    }
-
-    if workload.sparse:
-        components = micro.sparse_svb_step_components(
-            workload.X_train, shape.batch_size, shape.num_classes, WORKERS
-        )
-        products = components["forward_product"] + components["rebuild_product"]
-    else:
-        components = micro.svb_step_components(
-            shape.batch_size, shape.num_classes, shape.num_features, WORKERS
-        )
-        products = components["forward_gemm"] + components["rebuild_gemm"]
-    loop_seconds = sum(svb_final.extra["timings"].get(p, 0.0) for p in costmodel.PHASES)
-    epoch_s = loop_seconds / max(svb_final.extra["epochs"], 1)
-    bound = shape.steps_per_epoch(WORKERS) * products
-    bound_peak = costmodel.gemm_lower_bound_s(shape, WORKERS, calibration.gemm_flops)
-    out["efficiency"] = {
-        "kind": "sparse" if workload.sparse else "dense",
-        "epoch_s": epoch_s,
-        "bound_s": bound,
-        "ratio": epoch_s / bound,
-        "bound_peak_s": bound_peak,
-        "ratio_peak": epoch_s / bound_peak,
-        "peak_gflops": calibration.gemm_flops / 1e9,
-        "components_s": components,
-    }
-
-    def validate(method: str, workers: int, how: str, measured: float, predicted: float):
-        out["validation"].append(
-            {
-                "workload": name,
-                "method": method,
-                "workers": workers,
-                "how": how,
-                "measured_ms": 1000 * measured,
-                "predicted_ms": 1000 * predicted,
-                "error": costmodel.relative_error(predicted, measured),
-            }
-        )
-
-    validate("svb", 2, "cluster, default fit", sum(measured_p2p.values()),
-             costmodel.svb_step(calibration, shape, 2)["step"])  # fmt: skip
-    validate("dense", 2, dense_how, sum(measured_dense.values()),
-             costmodel.dense_step(calibration, shape, 2)["step"])  # fmt: skip
-    log(f"{name}: validation runs, P=1 on the cluster and P=4 in processes over Flight")
-    single = peers.fit_svb(train_df, Xt, yt, 1, numWorkers=1)
-    validate("svb", 1, "cluster, numWorkers=1, 1 epoch",
-             sum(_per_step(single.extra["timings"], single.extra["steps"]).values()),
-             costmodel.svb_step(calibration, shape, 1)["step"])  # fmt: skip
-    four = peers.train_over_flight_processes(workload.X_train, workload.y_train, 4)
-    validate("svb", 4, "4 processes, Flight mesh, 1 epoch (oversubscribed)",
-             sum(_per_step(four["seconds"], four["steps"]).values()),
-             costmodel.svb_step(calibration, shape, 4)["step"])  # fmt: skip
-    # MLlib's marginal iteration: the difference of two fits cancels their common setup.
-    curve = []
-    if mllib_final is not None:
-        curve = [p for p in mllib_ttt["curve"] if p["iterations"] < mllib_final.iterations]
-    if curve:
-        shorter = max(curve, key=lambda p: p["iterations"])
-        iterations = mllib_final.iterations - shorter["iterations"]
-        marginal = (mllib_final.seconds - shorter["seconds"]) / iterations
-        if marginal > 0:
-            validate("treeAggregate (MLlib)", 2, "cluster, marginal iteration", marginal,
-                     costmodel.tree_aggregate_iteration(calibration, shape, 2)["step"])  # fmt: skip
+        mllib_curve = b.ladder("mllib", b.mllib, mllib_final, target)["curve"]
+    epochs = b.ladder("svb-p2p", b.svb, p2p, target)["iterations"] or p2p.iterations
+    dense, dense_how = fit_svb_dense(b, epochs, target)
+    broadcast = fit_svb_broadcast(b, epochs, target)
+    record_bytes(b, {"p2p": p2p, "dense": dense, "broadcast": broadcast}, dense_how)
+    record_breakdown(b, p2p, dense)
+    record_efficiency(b, p2p)
+    record_validation(b, p2p, dense, dense_how, mllib_final, mllib_curve)
     train_df.unpersist()
-    return out
+    return b.out
 
 
 def run(mode: str, name: str | None = None, names: list[str] | None = None,
@@ -532,15 +553,8 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     if w3_shape is not None:
         shapes["W3"] = {"title": f"W3 ({w3.describe()['title']})", **_shape_dict(w3_shape)}
     shapes["paper"] = PAPER_SHAPE
-    result["projection"] = {
-        "workers": PROJECTED_WORKERS,
-        "gbit_per_s": BANDWIDTHS,
-        "shapes": shapes,
-        "rows": {
-            key: costmodel.project(calibration, _shape(s), PROJECTED_WORKERS, BANDWIDTHS)
-            for key, s in shapes.items()
-        },
-    }
+    projection = {"workers": PROJECTED_WORKERS, "gbit_per_s": BANDWIDTHS, "shapes": shapes}
+    result["projection"] = {**projection, "rows": _project(calibration, projection)}
     result["machine"]["load_end"] = machine.load_average()
     result["duration_s"] = time.perf_counter() - started
     result["targets"] = report.evaluate_targets(result)
@@ -577,39 +591,27 @@ def refresh_model(result: dict) -> dict:
         for key, entry in workload.get("breakdown", {}).items():
             method = {"svb-p2p": "svb", "svb-dense": "dense"}[key]
             entry["model"] = model_step(calibration, shape, method, WORKERS)
-    projection = result.get("projection")
-    if projection:
-        projection["rows"] = {
-            key: costmodel.project(
-                calibration, _shape(s), projection["workers"], projection["gbit_per_s"]
-            )
-            for key, s in projection["shapes"].items()
-        }
+    if projection := result.get("projection"):
+        projection["rows"] = _project(calibration, projection)
     result["targets"] = report.evaluate_targets(result)
     return result
 
 
 def _shape_dict(shape: costmodel.Shape) -> dict:
-    shaped = {
-        "rows": shape.rows,
-        "num_classes": shape.num_classes,
-        "num_features": shape.num_features,
-        "batch_size": shape.batch_size,
+    return {k: v for k, v in dataclasses.asdict(shape).items() if v is not None}
+
+
+def _project(calibration: costmodel.Calibration, projection: dict) -> dict:
+    """The projection's rows for each of its shapes (``_shape_dict`` plus a title)."""
+    return {
+        key: costmodel.project(
+            calibration,
+            costmodel.Shape(**{k: v for k, v in shaped.items() if k != "title"}),
+            projection["workers"],
+            projection["gbit_per_s"],
+        )
+        for key, shaped in projection["shapes"].items()
     }
-    if shape.nonzeros is not None:
-        shaped["nonzeros"] = shape.nonzeros
-    return shaped
-
-
-def _shape(shaped: dict) -> costmodel.Shape:
-    """Inverse of :func:`_shape_dict`."""
-    return costmodel.Shape(
-        shaped["rows"],
-        shaped["num_classes"],
-        shaped["num_features"],
-        shaped["batch_size"],
-        shaped.get("nonzeros"),
-    )
 
 
 def write(result: dict, write_readmes: bool = True, results_dir: Path = RESULTS) -> Path:

@@ -4,8 +4,8 @@
   K=1000, D=512, 20k train / 5k test (``--quick``: K=200, D=256, 10k / 2k; ``--smoke``: tiny).
 - W2: scikit-learn's digits (real data, 1797 rows, 64 features, 10 classes), split 75/25.
 - W3: the sparse text-like problem of the sparse issue (``svb_spark.datasets.planted_sparse``,
-  about 50 non-zeros per row held as CSR end to end): K=500, D=2^18, 20k train / 5k test, as
-  ``benchmarks/sparse_text.py`` (``--quick``: K=100, D=2^15, 2,000 / 500; ``--smoke``: tiny).
+  about 50 non-zeros per row held as CSR end to end): K=500, D=2^18, 20k train / 5k test
+  (``--quick``: K=100, D=2^15, 2,000 / 500; ``--smoke``: tiny).
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ W3_SIZES = {  # K, D, train rows, test rows
 }
 
 
-def _power_of_two(n: int) -> str:
-    return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)
+def power_of_two(n: int) -> str:
+    """``n`` as ``2^k`` when it is a power of two."""
+    return f"2^{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
 
 
 def w3_sparse_text(mode: str) -> Workload:
@@ -110,8 +111,7 @@ def w3_sparse_text(mode: str) -> Workload:
 
     The rows stay sparse everywhere: the Spark DataFrame holds SparseVectors, scikit-learn
     gets the CSR matrix and held-out accuracy is a sparse product, since a dense 2^18-column
-    copy would be a different (and far larger) problem. Seed and split are those of
-    ``benchmarks/sparse_text.py``, so ``--full`` measures the same data.
+    copy would be a different (and far larger) problem.
     """
     from svb_spark.datasets import planted_sparse, train_test_split
 
@@ -122,7 +122,7 @@ def w3_sparse_text(mode: str) -> Workload:
     )
     return Workload(
         "W3",
-        f"sparse text-like, K={K}, D={_power_of_two(D)}",
+        f"sparse text-like, K={K}, D={power_of_two(D)}",
         X_train,
         y_train,
         X_test,
