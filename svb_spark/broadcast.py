@@ -17,6 +17,7 @@ It needs a SparkContext, so it runs in classic mode only.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from collections.abc import Iterator
@@ -124,9 +125,13 @@ def _round_task(
             _REPLICAS.pop(fit_id, None)
             _PARTITIONS.pop((fit_id, rank), None)
             if rank == 0:
-                replica.fold_factor()
+                replica.weights.fold_factor()
                 result = TrainingResult(
-                    replica.W, replica.b, replica.history, replica.step, replica.converged
+                    replica.weights.W,
+                    replica.weights.b,
+                    replica.history,
+                    replica.step,
+                    replica.converged,
                 )
                 yield from encode_result(result)
             return
@@ -221,13 +226,9 @@ def fit_by_broadcast(
             stale.destroy()
         training.unpersist()
 
-    final = decode_result(parts_rows)
-    result = TrainingResult(
-        W=final.W,
-        b=final.b,
-        objective_history=final.objective_history,
-        steps=final.steps,
-        converged=final.converged,
+    # Rank 0's replica has the weights and the objective; the driver counted the bytes.
+    result = dataclasses.replace(
+        decode_result(parts_rows),
         exchanges=round_index,
         payload_sent=sent,
         framing_sent=framing_sent,

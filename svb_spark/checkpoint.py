@@ -36,9 +36,8 @@ _HEADER = b"svb_checkpoint"
 class ReplicaState:
     """Everything a replica needs to go on from ``step`` as if it had never stopped."""
 
-    weights: np.ndarray  # the replica's storage: K x D, or D x K when ``transposed``
-    transposed: bool
-    b: np.ndarray
+    values: np.ndarray  # the replica's arrays, flattened (see ReplicaWeights.flat)
+    feature_major: bool
     factor: float
     step: int
     history: list[float]
@@ -55,10 +54,8 @@ def filesystem(directory: str) -> tuple[pafs.FileSystem, str]:
 
 def _encode(state: ReplicaState) -> pa.RecordBatch:
     """The replica as the codec's state message, with the rest of the state in its metadata."""
-    flat = np.concatenate([state.weights.ravel(), state.b.astype(state.weights.dtype)])
     header = {
-        "shape": list(state.weights.shape),
-        "transposed": state.transposed,
+        "feature_major": state.feature_major,
         "step": state.step,
         "history": state.history,
         "converged": state.converged,
@@ -66,19 +63,17 @@ def _encode(state: ReplicaState) -> pa.RecordBatch:
         "epoch_weight": state.epoch_weight,
         "plan": state.plan,
     }
-    batch = codec.encode_state(flat, state.factor)
+    batch = codec.encode_state(state.values, state.factor)
     metadata = {**batch.schema.metadata, _HEADER: json.dumps(header).encode()}
     return batch.replace_schema_metadata(metadata)
 
 
 def _decode(batch: pa.RecordBatch) -> ReplicaState:
     header = json.loads(batch.schema.metadata[_HEADER])
-    flat, factor = codec.decode_state(batch)
-    size = int(np.prod(header["shape"]))
+    values, factor = codec.decode_state(batch)
     return ReplicaState(
-        weights=flat[:size].reshape(header["shape"]),
-        transposed=header["transposed"],
-        b=flat[size:],
+        values=values,
+        feature_major=header["feature_major"],
         factor=factor,
         step=header["step"],
         history=header["history"],

@@ -232,11 +232,6 @@ class SVBLogisticRegression(
         path can be written as JSON metadata)."""
         return _EstimatorWriter(self)
 
-    def _weight_column(self) -> str | None:
-        if self.isDefined(self.weightCol) and self.getWeightCol():
-            return self.getWeightCol()
-        return None
-
     def _num_workers(self, spark) -> int:
         check_barrier_mode_supported(spark)
         requested = self.getNumWorkers() or default_parallelism(spark)
@@ -320,7 +315,7 @@ class SVBLogisticRegression(
     def _plan_fit(self, spark, stats, num_workers: int) -> tuple[TrainingConfig, str, dict]:
         """The config every worker trains with, the exchange mode in force ("auto" resolved)
         and each mode's predicted bytes per step."""
-        thresholds = self.getThresholds() if self.isDefined(self.thresholds) else None
+        thresholds = self._thresholds()
         if thresholds and len(thresholds) != stats.num_classes:
             raise ValueError(
                 f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
@@ -491,11 +486,10 @@ class SVBLogisticRegressionModel(
         return self._summary
 
     def _summary_columns(self) -> dict[str, str]:
-        weight = self.getWeightCol() if self.isDefined(self.weightCol) else ""
         return {
             "predictionCol": self.getPredictionCol(),
             "labelCol": self.getLabelCol(),
-            "weightCol": weight or "",
+            "weightCol": self._weight_column() or "",
             "probabilityCol": self.getProbabilityCol(),
             "featuresCol": self.getFeaturesCol(),
         }
@@ -513,9 +507,6 @@ class SVBLogisticRegressionModel(
             if not model.getOrDefault(param):
                 model._set(**{param.name: f"_svb_{name}"})
         return SVBLogisticRegressionSummary(model.transform(dataset), **model._summary_columns())
-
-    def _thresholds(self) -> list[float] | None:
-        return self.getThresholds() if self.isDefined(self.thresholds) else None
 
     def predictRaw(self, value: Vector) -> DenseVector:
         """Margins ``W x + b`` of one feature vector."""

@@ -39,6 +39,14 @@ class _SVBLogisticRegressionParams(
 ):
     """Params shared by :class:`SVBLogisticRegression` and its model."""
 
+    def _weight_column(self) -> str | None:
+        """The weight column's name, or None when unset or empty (every row weighs 1)."""
+        return (self.getWeightCol() or None) if self.isDefined(self.weightCol) else None
+
+    def _thresholds(self) -> list[float] | None:
+        """The per-class thresholds, or None when unset."""
+        return self.getThresholds() if self.isDefined(self.thresholds) else None
+
     # Default 32, measured by benchmarks/batch_size.py (2 workers, batchSize 8 to 128, 20 epochs,
     # target scikit-learn's accuracy minus 0.01): smaller batches reach the digits target sooner
     # (8: 3 epochs, 32: 14) but stall below the quick W1 one (16: 0.2805 < 0.2835), larger ones

@@ -15,7 +15,6 @@ The barrier task (:mod:`svb_spark.task`) runs :func:`train` over the Flight mesh
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from svb_spark import solver
 from svb_spark.checkpoint import ReplicaState, write_checkpoint
 from svb_spark.exchange import Exchange, codec
 from svb_spark.exchange.tls import TlsFiles
+from svb_spark.weights import ReplicaWeights
 
 # The phases of one exchange round, timed by :func:`train` and reported in ``summary.timings``.
 ROUND_PHASES = ("compute", "encode", "exchange", "decode", "apply")
@@ -185,20 +185,13 @@ class Replica:
         dtype = np.dtype(config.dtype)
         self.config = config
         self.plan = plan
-        shape = (config.num_classes, config.num_features)
         # Sparse updates touch a few features of every class: store W feature-major for them.
-        if config.sparse and config.message_kind == codec.SV:
-            self.W = solver.feature_major_zeros(*shape, dtype)
-        else:
-            self.W = np.zeros(shape, dtype=dtype)
-        self.b = np.zeros(config.num_classes, dtype=dtype)
-        if initial is not None:
-            # A warm start, already in the standardized space; copied, since W is updated in
-            # place and the initial arrays may be a broadcast value shared by the process.
-            self.W[...] = np.asarray(initial[0], dtype=dtype).reshape(shape)
-            self.b[...] = np.asarray(initial[1], dtype=dtype).reshape(config.num_classes)
-        # Sparse SV replicas hold the model as factor * W so that L2 decay costs O(1).
-        self.factor = 1.0
+        self.weights = ReplicaWeights(
+            config.num_classes, config.num_features, dtype,
+            feature_major=config.sparse and config.message_kind == codec.SV,
+        )  # fmt: skip
+        if initial is not None:  # a warm start, already in the standardized space
+            self.weights.start_from(*initial)
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
         self.step = 0
         self.history: list[float] = []
@@ -219,7 +212,7 @@ class Replica:
 
     def apply_round(self, messages: list[codec.RoundMessage]) -> None:
         """Apply one exchange's messages (indexed by rank) in (step, rank) order."""
-        config = self.config
+        config, weights = self.config, self.weights
         for j in range(messages[0].steps):
             if self.done:
                 return  # an earlier step of this round met tol: the rest is discarded
@@ -227,8 +220,8 @@ class Replica:
             weight = sum(m.weight_sums[j] for m in messages)
             if messages[0].kind == codec.SV and config.sparse:
                 parts = [m.step_vectors(j) for m in messages]
-                self.factor = solver.apply_sparse_sufficient_vectors(
-                    self.W, self.factor, self.b, np.concatenate([u for u, _ in parts]),
+                weights.factor = solver.apply_sparse_sufficient_vectors(
+                    weights.W, weights.factor, weights.b, np.concatenate([u for u, _ in parts]),
                     _stack_rows([v for _, v in parts]), weight, lr, config.reg_param,
                     self.reg_scale, config.fit_intercept,
                 )  # fmt: skip
@@ -237,7 +230,7 @@ class Replica:
                 U = np.concatenate([u for u, _ in parts])
                 V = np.concatenate([v for _, v in parts])
                 solver.apply_sufficient_vectors(
-                    self.W, self.b, U, V, weight, lr, config.reg_param, self.reg_scale,
+                    weights.W, weights.b, U, V, weight, lr, config.reg_param, self.reg_scale,
                     config.fit_intercept,
                 )  # fmt: skip
             else:
@@ -245,7 +238,7 @@ class Replica:
                 for m in messages[1:]:
                     G += m.step_gradient(j)
                 solver.apply_gradient(
-                    self.W, self.b, G[:, :-1], G[:, -1], weight, lr, config.reg_param,
+                    weights.W, weights.b, G[:, :-1], G[:, -1], weight, lr, config.reg_param,
                     self.reg_scale, config.fit_intercept,
                 )  # fmt: skip
             self._epoch_loss += sum(m.loss_sums[j] for m in messages)
@@ -256,12 +249,10 @@ class Replica:
 
     def state(self) -> ReplicaState:
         """A copy of everything needed to go on from this step (see :mod:`svb_spark.checkpoint`)."""
-        storage = _replica_storage(self)
         return ReplicaState(
-            weights=storage.copy(),
-            transposed=storage is not self.W,
-            b=self.b.copy(),
-            factor=self.factor,
+            values=self.weights.flat(),
+            feature_major=self.weights.feature_major,
+            factor=self.weights.factor,
             step=self.step,
             history=list(self.history),
             converged=self.converged,
@@ -278,27 +269,18 @@ class Replica:
                 f"{state.plan}, not {dataclasses.asdict(self.plan)}; remove it or use another "
                 "checkpointDir"
             )
-        storage = _replica_storage(self)
-        if state.transposed != (storage is not self.W) or state.weights.shape != storage.shape:
+        if state.feature_major != self.weights.feature_major:
             raise ValueError(f"the checkpoint at step {state.step} has another weights layout")
-        storage[...] = state.weights
-        self.b[...] = state.b
-        self.factor = state.factor
+        self.weights.load_flat(state.values, state.factor)
         self.step = state.step
         self.history = list(state.history)
         self.converged = state.converged
         self._epoch_loss, self._epoch_weight = state.epoch_loss, state.epoch_weight
 
-    def fold_factor(self) -> None:
-        """Multiply the scalar into ``W`` (in place), leaving ``factor = 1``."""
-        if self.factor != 1.0:
-            self.W *= self.W.dtype.type(self.factor)
-            self.factor = 1.0
-
     def _close_epoch(self) -> None:
         # The epoch objective: the loss each step saw before its update, plus the penalty at
         # the epoch's end. Every replica computes the same number from the same messages.
-        penalty = solver.regularization(self.W, self.config.reg_param, self.reg_scale, self.factor)
+        penalty = self.weights.penalty(self.config.reg_param, self.reg_scale)
         self.history.append(self._epoch_loss / max(self._epoch_weight, 1e-300) + penalty)
         self._epoch_loss = self._epoch_weight = 0.0
         if len(self.history) > 1:
@@ -317,7 +299,7 @@ def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.Ro
     """
     config, plan = replica.config, replica.plan
     steps = min(config.sync_interval, replica.total_steps - replica.step)
-    W, b, factor = replica.W, replica.b, replica.factor
+    W, b, factor = replica.weights.W, replica.weights.b, replica.weights.factor
     if steps > 1:
         W, b = W.copy(order="A"), b.copy()
     sparse_sv = config.sparse and config.message_kind == codec.SV
@@ -407,23 +389,29 @@ class TrainingResult:
         return {f.name: getattr(self, f.name) for f in fields if f.name not in ("W", "b")}
 
 
+# The byte counters every Exchange keeps, copied into the result under the same names.
+_EXCHANGE_COUNTERS = (
+    "payload_sent",
+    "framing_sent",
+    "payload_received",
+    "framing_received",
+    "sent_per_exchange",
+)
+
+
 def _result(
     replica: Replica, exchange: Exchange, exchanges: int, seconds, resyncs: int
 ) -> TrainingResult:
-    replica.fold_factor()
+    replica.weights.fold_factor()
     return TrainingResult(
-        W=replica.W,
-        b=replica.b,
+        W=replica.weights.W,
+        b=replica.weights.b,
         objective_history=replica.history,
         steps=replica.step,
         converged=replica.converged,
         exchanges=exchanges,
-        payload_sent=exchange.payload_sent,
-        framing_sent=exchange.framing_sent,
-        payload_received=exchange.payload_received,
-        framing_received=exchange.framing_received,
-        sent_per_exchange=exchange.sent_per_exchange,
         seconds=seconds,
+        **{counter: getattr(exchange, counter) for counter in _EXCHANGE_COUNTERS},
         resyncs=resyncs,
     )
 
@@ -469,7 +457,7 @@ def train(
             seconds[name] += elapsed
         exchanges += 1
         if on_exchange is not None:
-            on_exchange(replica.step, replica.W, replica.b)
+            on_exchange(replica.step, replica.weights.W, replica.weights.b)
         if config.verify_interval and exchanges % config.verify_interval == 0:
             resyncs += _verify_replicas(replica, exchange, exchanges)
             checks += 1
@@ -496,12 +484,6 @@ def _checkpoint_due(config: TrainingConfig, epochs_before: int, replica: Replica
     return len(replica.history) // interval > epochs_before // interval
 
 
-def _replica_storage(replica: Replica) -> np.ndarray:
-    """The replica's weights as the contiguous array that holds them (K x D or D x K)."""
-    W = replica.W
-    return W if W.flags.c_contiguous else W.T
-
-
 def _verify_replicas(replica: Replica, exchange: Exchange, exchanges: int) -> int:
     """Compare replica checksums; on a mismatch every worker takes rank 0's replica.
 
@@ -509,18 +491,14 @@ def _verify_replicas(replica: Replica, exchange: Exchange, exchanges: int) -> in
     (a different BLAS on heterogeneous executors, a bit flip). Costs one small exchange, plus
     one K x D broadcast from rank 0 when a mismatch is found. Returns 1 after a resync.
     """
-    digest = hashlib.sha256(memoryview(_replica_storage(replica)).cast("B"))
-    digest.update(replica.b.tobytes() + np.float64(replica.factor).tobytes())
+    weights = replica.weights
     # Negative exchange indices keep these messages apart from the training rounds.
-    check = codec.encode_checksum(digest.hexdigest())
+    check = codec.encode_checksum(weights.digest())
     digests = [codec.decode_checksum(m) for m in exchange.all_gather(-2 * exchanges, check)]
     if len(set(digests)) == 1:
         return 0
-    storage = _replica_storage(replica)
-    flat = np.concatenate([storage.ravel(), replica.b]) if exchange.rank == 0 else storage[:0, 0]
-    received = exchange.all_gather(-2 * exchanges - 1, codec.encode_state(flat, replica.factor))
+    flat = weights.flat() if exchange.rank == 0 else weights.b[:0]
+    received = exchange.all_gather(-2 * exchanges - 1, codec.encode_state(flat, weights.factor))
     if exchange.rank != 0:
-        values, replica.factor = codec.decode_state(received[0])
-        storage[...] = values[: storage.size].reshape(storage.shape)
-        replica.b[...] = values[storage.size :]
+        weights.load_flat(*codec.decode_state(received[0]))
     return 1

@@ -70,8 +70,8 @@ def _replica(parts, config):
     plan = make_plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
     replica = Replica(config, plan)
     rng = np.random.default_rng(0)
-    replica.W[...] = rng.normal(size=replica.W.shape)
-    replica.b[...] = rng.normal(size=replica.b.shape)
+    replica.weights.W[...] = rng.normal(size=replica.weights.W.shape)
+    replica.weights.b[...] = rng.normal(size=replica.weights.b.shape)
     replica.step, replica.history = 17, [1.5, 1.25]
     return replica
 
@@ -80,15 +80,15 @@ def test_a_checkpoint_restores_every_field_of_the_replica(tmp_path):
     parts = _sparse_blobs()
     config = _sparse_config(parts)
     replica = _replica(parts, config)
-    replica.factor = 0.75
+    replica.weights.factor = 0.75
     write_checkpoint(str(tmp_path), replica.state())
 
     restored = Replica(config, replica.plan)
     restored.restore(read_checkpoint(str(tmp_path), 17))
-    assert not restored.W.flags.c_contiguous  # still feature-major
-    np.testing.assert_array_equal(restored.W, replica.W)
-    np.testing.assert_array_equal(restored.b, replica.b)
-    assert (restored.factor, restored.step, restored.history) == (0.75, 17, [1.5, 1.25])
+    assert restored.weights.feature_major
+    np.testing.assert_array_equal(restored.weights.W, replica.weights.W)
+    np.testing.assert_array_equal(restored.weights.b, replica.weights.b)
+    assert (restored.weights.factor, restored.step, restored.history) == (0.75, 17, [1.5, 1.25])
 
 
 def test_only_the_newest_whole_checkpoint_stays_on_disk(tmp_path):

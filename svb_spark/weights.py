@@ -1,0 +1,90 @@
+"""The weights one replica holds: W in its layout, b, the L2 scale factor and the optimizer's
+state arrays, owned together (as scikit-learn's ``WeightVector`` owns ``wscale``).
+
+Every replica must hold the same bits. So everything a replica keeps between steps lives here,
+and the replica check, the resynchronisation and the checkpoints all see it through
+:meth:`ReplicaWeights.arrays`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from svb_spark import solver
+
+
+class ReplicaWeights:
+    """``factor * W`` and ``b``, plus named optimizer state (e.g. SAGA's average gradient).
+
+    ``W`` is always a K x D view. Sparse rows touch a few features of every class, so for them
+    it is a view of a feature-major (D x K) array; otherwise it is class-major. ``factor``
+    makes the L2 decay of sparse updates O(1): the model is ``factor * W``.
+    """
+
+    def __init__(self, num_classes: int, num_features: int, dtype, feature_major: bool = False):
+        shape = (num_classes, num_features)
+        if feature_major:
+            self.W = solver.feature_major_zeros(*shape, dtype)
+        else:
+            self.W = np.zeros(shape, dtype=dtype)
+        self.b = np.zeros(num_classes, dtype=dtype)
+        self.factor = 1.0
+        self.state: dict[str, np.ndarray] = {}  # the optimizer's arrays, by name
+
+    @property
+    def storage(self) -> np.ndarray:
+        """The contiguous array that holds ``W``: K x D, or D x K when feature-major."""
+        return self.W if self.W.flags.c_contiguous else self.W.T
+
+    @property
+    def feature_major(self) -> bool:
+        return self.storage is not self.W
+
+    def start_from(self, W: np.ndarray, b: np.ndarray) -> None:
+        """Copy a warm start in (W and b may be shared, e.g. a broadcast value: W is updated
+        in place)."""
+        self.W[...] = np.asarray(W, dtype=self.W.dtype).reshape(self.W.shape)
+        self.b[...] = np.asarray(b, dtype=self.b.dtype).reshape(self.b.shape)
+
+    def fold_factor(self) -> None:
+        """Multiply the scalar into ``W`` (in place), leaving ``factor = 1``."""
+        if self.factor != 1.0:
+            self.W *= self.W.dtype.type(self.factor)
+            self.factor = 1.0
+
+    def penalty(self, reg_param: float, reg_scale) -> float:
+        """The L2 penalty of the model ``factor * W``."""
+        return solver.regularization(self.W, reg_param, reg_scale, self.factor)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array replicas must agree on, by name, in a fixed order."""
+        return {"W": self.storage, "b": self.b, **self.state}
+
+    def digest(self) -> str:
+        """A checksum of every array and the factor."""
+        digest = hashlib.sha256()
+        for array in self.arrays().values():
+            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        digest.update(np.float64(self.factor).tobytes())
+        return digest.hexdigest()
+
+    def flat(self) -> np.ndarray:
+        """All arrays, raveled and concatenated in :meth:`arrays` order."""
+        return np.concatenate([a.ravel() for a in self.arrays().values()])
+
+    def load_flat(self, values: np.ndarray, factor: float) -> None:
+        """Inverse of :meth:`flat` (with the factor), into this replica's own arrays."""
+        arrays = self.arrays()
+        expected = sum(a.size for a in arrays.values())
+        if values.size != expected:
+            raise ValueError(
+                f"a replica of {expected} values cannot load {values.size} values (another "
+                "shape, layout or solver)"
+            )
+        start = 0
+        for array in arrays.values():
+            array[...] = values[start : start + array.size].reshape(array.shape)
+            start += array.size
+        self.factor = factor
