@@ -4,8 +4,12 @@ Rank 0 writes one every ``checkpointInterval`` epochs into the fit's own directo
 ``checkpointDir``, through :mod:`pyarrow.fs`, so a local path and any Hadoop-compatible URI
 (``hdfs://``, ``s3://``, ...) work alike. A checkpoint is written to a temporary file and
 renamed into place, so a reader sees a whole checkpoint or none; the older ones are then
-deleted. When Spark retries the barrier stage (a worker died), rank 0 finds the newest one,
-tells its peers the step at the rendezvous, and every worker loads it and goes on from there.
+deleted. When Spark retries the barrier stage (a worker died), the workers tell each other at
+the rendezvous which checkpoints they see, and every worker loads the newest one and goes on.
+
+SAGA keeps per-row state that only the worker owning the rows holds, so with it every worker
+also writes its own memory file at the same steps; a step is resumed only when the replica and
+every worker's memory of that step exist (otherwise the fit starts afresh).
 
 A checkpoint holds the replica's weights (in the layout the replica stores them), its scalar
 factor, the step, the objective history and the partial epoch sums, and the plan. Minibatches
@@ -84,19 +88,21 @@ def _decode(batch: pa.RecordBatch) -> ReplicaState:
     )
 
 
-def _step_of(name: str) -> int | None:
-    if name.startswith(_PREFIX) and name.endswith(_SUFFIX):
-        digits = name[len(_PREFIX) : -len(_SUFFIX)]
-        return int(digits) if digits.isdigit() else None
-    return None
-
-
 def checkpoint_steps(directory: str) -> list[int]:
     """Steps of the complete checkpoints in ``directory``, oldest first (none if it is absent)."""
+    return _steps(directory, _PREFIX)
+
+
+def _steps(directory: str, prefix: str) -> list[int]:
     fs, root = filesystem(directory)
     listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    steps = (_step_of(posixpath.basename(info.path)) for info in listing)
-    return sorted(step for step in steps if step is not None)
+    steps = []
+    for info in listing:
+        name = posixpath.basename(info.path)
+        digits = name[len(prefix) : -len(_SUFFIX)]
+        if name.startswith(prefix) and name.endswith(_SUFFIX) and digits.isdigit():
+            steps.append(int(digits))
+    return sorted(steps)
 
 
 def write_checkpoint(directory: str, state: ReplicaState) -> str:
@@ -105,12 +111,38 @@ def write_checkpoint(directory: str, state: ReplicaState) -> str:
     Returns the checkpoint's path. On any failure the temporary file is removed and the
     previous checkpoint stays.
     """
+    return _write_newest(directory, _PREFIX, state.step, _encode(state))
+
+
+def write_worker_memory(directory: str, rank: int, step: int, memory: np.ndarray) -> str:
+    """Write one worker's per-row state (SAGA's memory) of ``step``, as :func:`write_checkpoint`
+    does the replica; only that worker can write it, since only it holds its rows."""
+    batch = pa.RecordBatch.from_arrays([pa.array(memory.ravel())], names=["memory"])
+    batch = batch.replace_schema_metadata({b"shape": json.dumps(list(memory.shape)).encode()})
+    return _write_newest(directory, _memory_prefix(rank), step, batch)
+
+
+def read_worker_memory(directory: str, rank: int, step: int) -> np.ndarray:
+    batch = _read(directory, f"{_memory_prefix(rank)}{step:012d}{_SUFFIX}")
+    shape = json.loads(batch.schema.metadata[b"shape"])
+    return np.asarray(batch.column("memory").to_numpy()).reshape(shape).copy()
+
+
+def worker_memory_steps(directory: str, rank: int) -> list[int]:
+    """Steps of ``rank``'s complete memory files in ``directory``, oldest first."""
+    return _steps(directory, _memory_prefix(rank))
+
+
+def _memory_prefix(rank: int) -> str:
+    return f"memory-{rank:05d}-step-"
+
+
+def _write_newest(directory: str, prefix: str, step: int, batch: pa.RecordBatch) -> str:
     fs, root = filesystem(directory)
     fs.create_dir(root, recursive=True)
-    final = posixpath.join(root, f"{_PREFIX}{state.step:012d}{_SUFFIX}")
+    final = posixpath.join(root, f"{prefix}{step:012d}{_SUFFIX}")
     # A dot-name is never taken for a checkpoint, should the rename not happen.
     temporary = posixpath.join(root, f".{uuid.uuid4().hex}.tmp")
-    batch = _encode(state)
     try:
         with fs.open_output_stream(temporary) as sink:
             with pa.ipc.new_stream(sink, batch.schema) as writer:
@@ -120,18 +152,22 @@ def write_checkpoint(directory: str, state: ReplicaState) -> str:
         with contextlib.suppress(OSError):
             fs.delete_file(temporary)
         raise
-    for step in checkpoint_steps(directory):
-        if step < state.step:
+    for older in _steps(directory, prefix):
+        if older < step:
             with contextlib.suppress(OSError):  # a reader may hold it; it goes with the dir
-                fs.delete_file(posixpath.join(root, f"{_PREFIX}{step:012d}{_SUFFIX}"))
+                fs.delete_file(posixpath.join(root, f"{prefix}{older:012d}{_SUFFIX}"))
     return final
+
+
+def _read(directory: str, name: str) -> pa.RecordBatch:
+    fs, root = filesystem(directory)
+    with fs.open_input_stream(posixpath.join(root, name)) as source:
+        return pa.ipc.open_stream(source).read_next_batch()
 
 
 def read_checkpoint(directory: str, step: int) -> ReplicaState:
     """The checkpoint of ``step`` in ``directory``."""
-    fs, root = filesystem(directory)
-    with fs.open_input_stream(posixpath.join(root, f"{_PREFIX}{step:012d}{_SUFFIX}")) as source:
-        return _decode(pa.ipc.open_stream(source).read_next_batch())
+    return _decode(_read(directory, f"{_PREFIX}{step:012d}{_SUFFIX}"))
 
 
 def remove_checkpoints(directory: str) -> None:

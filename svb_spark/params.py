@@ -24,6 +24,7 @@ from pyspark.ml.param.shared import (
 
 EXCHANGE_MODES = ("p2p", "dense", "broadcast", "auto")
 DTYPES = ("float32", "float64")
+SOLVERS = ("auto", "sgd", "saga")
 
 
 class _SVBLogisticRegressionParams(
@@ -97,6 +98,15 @@ class _SVBLogisticRegressionParams(
         "On a mismatch every worker takes rank 0's replica and summary.replicaResyncs counts it.",
         typeConverter=TypeConverters.toInt,
     )
+    solver: Param[str] = Param(
+        Params._dummy(),
+        "solver",
+        "the optimizer: sgd (minibatch SGD with a step decaying as 1/sqrt(1 + epoch), the "
+        "paper's method), saga (SAGA on sufficient vectors: the wire carries U differences, a "
+        "constant step converges to the optimum; dense rows and syncInterval 1) or auto (saga "
+        "where it applies, sgd otherwise).",
+        typeConverter=TypeConverters.toString,
+    )
     exchangeTimeout: Param[float] = Param(
         Params._dummy(),
         "exchangeTimeout",
@@ -108,7 +118,11 @@ class _SVBLogisticRegressionParams(
         super().__init__(*args, **kwargs)
         self._setDefault(
             maxIter=100,
-            tol=1e-6,
+            # Measured on the solver study's real and generated sets (letter, satellite, shuttle,
+            # digits, planted dense and sparse): the window rule (see training.window_converged)
+            # at 3e-3 stopped SAGA within 0.5 pt of the optimum's held-out accuracy on all but
+            # shuttle (0.7 pt), 10 to 71 epochs in; MLlib's 1e-6 would never fire for SGD.
+            tol=3e-3,
             regParam=0.0,
             fitIntercept=True,
             standardization=True,
@@ -122,7 +136,12 @@ class _SVBLogisticRegressionParams(
             exchangeTimeout=120.0,
             syncInterval=1,
             verifyInterval=100,
+            solver="auto",
         )
+
+    def getSolver(self) -> str:
+        """Gets the value of solver or its default value."""
+        return self.getOrDefault(self.solver)
 
     def getBatchSize(self) -> int:
         """Gets the value of batchSize or its default value."""
@@ -225,6 +244,7 @@ _VALUE_RULES = (
     ("numClasses", lambda v: v == 0 or v >= 2, "0 (infer from the labels) or an int >= 2"),
     ("exchange", lambda v: v in EXCHANGE_MODES, "one of " + ", ".join(EXCHANGE_MODES)),
     ("dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
+    ("solver", lambda v: v in SOLVERS, "one of " + ", ".join(SOLVERS)),
     ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
     ("syncInterval", lambda v: v >= 1, "an int >= 1"),
     ("verifyInterval", lambda v: v >= 0, "an int >= 0 (0 = never)"),

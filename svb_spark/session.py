@@ -243,24 +243,40 @@ def worker_memory(spark) -> tuple[str, int | None]:
         return key, None
 
 
-def check_replica_fits(spark, num_classes: int, num_features: int, dtype: str) -> None:
+def check_replica_fits(
+    spark, num_classes: int, num_features: int, dtype: str, saga_rows: int = 0
+) -> None:
     """Raise ValueError if one worker's replica of the weights exceeds a worker's memory.
 
     Every worker holds the whole numClasses x numFeatures matrix, so this bound does not
-    shrink with more workers. It is a lower bound on what training needs (the update and the
-    result travel in buffers of the same size), so passing it does not promise a fit.
+    shrink with more workers. With SAGA (``saga_rows`` > 0, the rows of the largest worker)
+    a worker also holds the average gradient, a second K x D matrix, and K floats per row.
+    It is a lower bound on what training needs (the update and the result travel in buffers
+    of the same size), so passing it does not promise a fit.
     """
     itemsize = cost.itemsize(dtype)
-    needed = num_classes * num_features * itemsize
+    replicas = 2 if saga_rows else 1
+    needed = (replicas * num_classes * num_features + saga_rows * num_classes) * itemsize
     key, available = worker_memory(spark)
     if available is None or needed <= available:
         return
+    if saga_rows:
+        formula = (
+            f"SAGA's (2 x numClasses x numFeatures + rows x numClasses) x {itemsize} bytes "
+            f"({dtype}) = (2 x {num_classes} x {num_features} + {saga_rows} x {num_classes}) x "
+            f"{itemsize}"
+        )
+    else:
+        formula = (
+            f"numClasses x numFeatures x {itemsize} bytes ({dtype}) = {num_classes} x "
+            f"{num_features} x {itemsize}"
+        )
     raise ValueError(
         f"The model does not fit in a worker's memory: every worker holds a replica of the "
-        f"weights, numClasses x numFeatures x {itemsize} bytes ({dtype}) = {num_classes} x "
-        f"{num_features} x {itemsize} = {needed} bytes ({needed / (1 << 30):.2f} GiB), but "
+        f"weights, {formula} = {needed} bytes ({needed / (1 << 30):.2f} GiB), but "
         f"{key} is {available} bytes ({available / (1 << 30):.2f} GiB). Raise {key}"
         + (", use dtype='float32'" if itemsize == 8 else "")
+        + (", use solver='sgd'" if saga_rows else "")
         + ", or reduce numClasses or numFeatures (e.g. fewer buckets in "
         "pyspark.ml.feature.FeatureHasher)."
     )

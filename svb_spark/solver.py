@@ -365,3 +365,108 @@ def batch_gradient(U: np.ndarray, X) -> np.ndarray:
     """``[U^T X | colsum(U)]``: a batch's K x (D + 1) gradient sum, for dense or CSR rows."""
     gradient = (X.T @ U).T if not isinstance(X, np.ndarray) else U.T @ X
     return np.hstack([np.asarray(gradient), U.sum(axis=0)[:, None]])
+
+
+# SAGA on sufficient vectors. Each worker keeps the last U row it computed for each of its own
+# rows and sends dU = U_new - U_old instead of U (the same bytes); every replica keeps the
+# average gradient A (K x D) and a (K): the sums of all stored U_i^T x_i and U_i over the total
+# weight N of the data, updated by the same rebuilt outer products, and steps along
+# dU^T V / batch_weight + s A. A constant step then converges, where SGD needs a decay.
+
+
+def saga_delta(memory: np.ndarray, rows: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """Worker side of SAGA: ``dU = U - memory[rows]``, then ``memory[rows] = U`` (in place).
+
+    ``rows`` are the batch's local row numbers (distinct within a batch); ``dU`` is what goes
+    on the wire instead of ``U``.
+    """
+    dU = U - memory[rows]
+    memory[rows] = U
+    return dU
+
+
+def saga_seen_scale(weight_seen: float, total_weight: float) -> float:
+    """``s`` of :func:`apply_saga_sufficient_vectors`: A is a sum over all data divided by N,
+    but in the first epoch it holds only the rows seen so far, so it is scaled up to their
+    average (as scikit-learn's SAG and SAGA do)."""
+    if weight_seen <= 0.0:
+        return 0.0
+    return total_weight / min(weight_seen, total_weight)
+
+
+def apply_saga_sufficient_vectors(
+    W: np.ndarray,
+    b: np.ndarray,
+    A: np.ndarray,
+    a: np.ndarray,
+    dU: np.ndarray,
+    V: np.ndarray,
+    batch_weight: float,
+    total_weight: float,
+    learning_rate: float,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+    seen_scale: float = 1.0,
+    fit_intercept: bool = True,
+) -> None:
+    """One SAGA step from the global batch's ``dU`` and rows ``V`` (dense), in place.
+
+    ``W <- (1 - lr regParam c) W - lr (dU^T V / batch_weight + s A_old)`` and
+    ``A <- A + dU^T V / N`` (intercepts alike). Written as ``A += G / N`` followed by
+    ``W -= lr (1 / batch_weight - s / N) G + lr s A_new``, so that G = dU^T V is never formed:
+    two in-place gemms of the batch and one pass over A.
+    """
+    _decay(W, learning_rate, reg_param, reg_scale)
+    if batch_weight > 0.0 and dU.shape[0]:
+        coefficient = learning_rate * (1.0 / batch_weight - seen_scale / total_weight)
+        _subtract_outer_products(A, A.dtype.type(-1.0 / total_weight), dU, V)
+        _subtract_outer_products(W, W.dtype.type(coefficient), dU, V)
+        _saga_intercepts(b, a, dU.sum(axis=0), total_weight, coefficient, fit_intercept)
+    _step_along_average(W, b, A, a, learning_rate * seen_scale, fit_intercept)
+
+
+def apply_saga_gradient(
+    W: np.ndarray,
+    b: np.ndarray,
+    A: np.ndarray,
+    a: np.ndarray,
+    G: np.ndarray,
+    g: np.ndarray,
+    batch_weight: float,
+    total_weight: float,
+    learning_rate: float,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+    seen_scale: float = 1.0,
+    fit_intercept: bool = True,
+) -> None:
+    """:func:`apply_saga_sufficient_vectors` from the summed ``G = dU^T V`` and
+    ``g = colsum(dU)``: what the dense baseline exchanges."""
+    _decay(W, learning_rate, reg_param, reg_scale)
+    if batch_weight > 0.0:
+        coefficient = learning_rate * (1.0 / batch_weight - seen_scale / total_weight)
+        A += A.dtype.type(1.0 / total_weight) * G
+        W -= W.dtype.type(coefficient) * G
+        _saga_intercepts(b, a, g, total_weight, coefficient, fit_intercept)
+    _step_along_average(W, b, A, a, learning_rate * seen_scale, fit_intercept)
+
+
+def _saga_intercepts(b, a, column_sums, total_weight, coefficient, fit_intercept) -> None:
+    a += a.dtype.type(1.0 / total_weight) * column_sums
+    if fit_intercept:
+        b -= b.dtype.type(coefficient) * column_sums
+
+
+def _step_along_average(W, b, A, a, scale: float, fit_intercept: bool) -> None:
+    """``W -= scale A`` (and ``b -= scale a``) without a K x D temporary (BLAS axpy)."""
+    if scale == 0.0:
+        return
+    from scipy.linalg import blas
+
+    axpy = {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}[W.dtype]
+    if W.flags.c_contiguous and A.flags.c_contiguous:
+        axpy(A.ravel(), W.ravel(), a=-scale)
+    else:
+        W -= W.dtype.type(scale) * A
+    if fit_intercept:
+        b -= b.dtype.type(scale) * a

@@ -24,6 +24,7 @@ class FitRecord:
     exchange: str  # the mode in force ("auto" resolved)
     predicted_bytes_per_step: dict[str, float]
     sync_interval: int
+    solver: str  # the optimizer in force ("auto" resolved)
     timings: dict[str, float]  # driver phases; the loop's phases come from the result
 
 
@@ -166,8 +167,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
 
     Besides MLlib's ``objectiveHistory`` and ``totalIterations`` (epochs run), it reports:
 
-    - ``steps`` (SGD steps), ``exchanges``, ``syncInterval``, ``numWorkers``, and ``exchange``,
-      the mode in force (what ``auto`` chose);
+    - ``steps`` (SGD steps), ``exchanges``, ``syncInterval``, ``numWorkers``, ``exchange``,
+      the mode in force (what ``auto`` chose), and ``solver``, the optimizer in force;
     - bytes as rank 0 saw them: ``bytesSent``/``bytesReceived`` (payload plus framing),
       ``payloadBytesSent``, ``framingBytesSent``, ``payloadBytesReceived``,
       ``framingBytesReceived``, ``bytesSentPerExchange`` and ``bytesPerStep``;
@@ -187,6 +188,7 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.syncInterval: int = record.sync_interval
         self.numWorkers: int = record.num_workers
         self.exchange: str = record.exchange
+        self.solver: str = record.solver
         self.payloadBytesSent: int = result.payload_sent
         self.framingBytesSent: int = result.framing_sent
         self.payloadBytesReceived: int = result.payload_received

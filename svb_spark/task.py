@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.checkpoint import ReplicaState, checkpoint_steps, read_checkpoint
+from svb_spark.checkpoint import ReplicaState
 from svb_spark.contract import (
     FEATURES,
     LABEL,
@@ -34,8 +34,11 @@ from svb_spark.training import (
     Plan,
     TrainingConfig,
     TrainingResult,
+    checkpoints_seen,
+    load_checkpoint,
     make_plan,
     prepare_partition,
+    resume_step,
     train,
 )
 
@@ -101,13 +104,6 @@ def limit_blas_threads(threads: int) -> None:
     threadpool_limits(limits=threads, user_api="blas")
 
 
-def _newest_checkpoint(config: TrainingConfig) -> int | None:
-    if config.checkpoint_dir is None:
-        return None
-    steps = checkpoint_steps(config.checkpoint_dir)
-    return steps[-1] if steps else None
-
-
 # Test-only: when set in the executors' environment, each barrier task writes its rank, task
 # id, process id and Flight location to a file in this directory, so that fault tests can kill
 # or stop a given worker and check afterwards that its port is closed.
@@ -152,24 +148,28 @@ def rendezvous(
 
     ``all_gather(message)`` returns every rank's message in rank order (``BarrierTaskContext
     .allGather`` in a barrier task: about a second, paid once per fit). A hello carries the
-    worker's Flight location, row count, curvature and pid; rank 0 also picks the checkpoint
-    every worker resumes from (a retried stage).
+    worker's Flight location, row count, weight, curvature and pid, and the checkpoint steps
+    it sees, from which every worker picks the same one to resume from (a retried stage).
     """
     hello = {
         "location": exchange.location,
         "rows": data.rows,
+        "weight": data.weight,
         "curvature": data.curvature,
         "pid": os.getpid(),
-        "checkpoint": _newest_checkpoint(config) if exchange.rank == 0 else None,
+        "checkpoints": checkpoints_seen(config, exchange.rank),
     }
     peers = [json.loads(message) for message in all_gather(json.dumps(hello))]
     exchange.connect([p["location"] for p in peers])
-    plan = make_plan([p["rows"] for p in peers], [p["curvature"] for p in peers], config)
-    resume_step = peers[0]["checkpoint"]
+    plan = make_plan(
+        [p["rows"] for p in peers], [p["curvature"] for p in peers], config,
+        [p["weight"] for p in peers],
+    )  # fmt: skip
+    step = resume_step(config, [p["checkpoints"] for p in peers])
     resume = None
-    if resume_step is not None:
-        resume = read_checkpoint(config.checkpoint_dir, resume_step)
-        logger.info("resuming from the checkpoint at step %d", resume_step)
+    if step is not None:
+        resume = load_checkpoint(config, data, exchange.rank, step)
+        logger.info("resuming from the checkpoint at step %d", step)
     return Rendezvous(peers, plan, resume)
 
 

@@ -6,6 +6,7 @@ the loop's fixed costs with it. The library itself never imports this module.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 
@@ -13,7 +14,16 @@ import numpy as np
 
 from svb_spark.checkpoint import ReplicaState
 from svb_spark.exchange.local import LocalExchangeGroup
-from svb_spark.training import TrainingConfig, TrainingResult, make_plan, prepare_partition, train
+from svb_spark.training import (
+    TrainingConfig,
+    TrainingResult,
+    checkpoints_seen,
+    load_checkpoint,
+    make_plan,
+    prepare_partition,
+    resume_step,
+    train,
+)
 
 
 def train_in_process(
@@ -21,16 +31,27 @@ def train_in_process(
     config: TrainingConfig,
     on_exchange: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
-    resume: ReplicaState | None = None,
+    resume_from: str | None = None,
 ) -> list[TrainingResult]:
     """Train with one thread per partition over a :class:`LocalExchangeGroup`.
 
     ``partitions`` are raw ``(X, y, weights)`` blocks in rank order; ``on_exchange(rank, step,
-    W, b)`` observes every replica; ``resume`` is a checkpoint to go on from. Returns every
+    W, b)`` observes every replica; ``resume_from`` is a checkpoint directory whose newest
+    complete checkpoint the fit goes on from, as a retried barrier stage does. Returns every
     worker's result, indexed by rank.
     """
     prepared = [prepare_partition(X.copy(), y, w, config) for X, y, w in partitions]
-    plan = make_plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
+    plan = make_plan(
+        [p.rows for p in prepared], [p.curvature for p in prepared], config,
+        [p.weight for p in prepared],
+    )  # fmt: skip
+    resumes: list[ReplicaState | None] = [None] * len(prepared)
+    if resume_from is not None:
+        stored = dataclasses.replace(config, checkpoint_dir=resume_from)
+        step = resume_step(stored, [checkpoints_seen(stored, r) for r in range(len(prepared))])
+        for rank, data in enumerate(prepared):
+            if step is not None:
+                resumes[rank] = load_checkpoint(stored, data, rank, step)
     group = LocalExchangeGroup(len(prepared), timeout=config.exchange_timeout)
     results: list[TrainingResult | None] = [None] * len(prepared)
     errors: list[BaseException] = []
@@ -44,7 +65,14 @@ def train_in_process(
 
         try:
             results[rank] = train(
-                prepared[rank], group.member(rank), config, plan, observer, None, initial, resume
+                prepared[rank],
+                group.member(rank),
+                config,
+                plan,
+                observer,
+                None,
+                initial,
+                resumes[rank],
             )
         except BaseException as error:  # surfaced in the caller's thread below
             errors.append(error)

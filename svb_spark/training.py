@@ -23,10 +23,27 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svb_spark import solver
-from svb_spark.checkpoint import ReplicaState, write_checkpoint
+from svb_spark.checkpoint import (
+    ReplicaState,
+    checkpoint_steps,
+    read_checkpoint,
+    read_worker_memory,
+    worker_memory_steps,
+    write_checkpoint,
+    write_worker_memory,
+)
 from svb_spark.exchange import Exchange, codec
 from svb_spark.exchange.tls import TlsFiles
 from svb_spark.weights import ReplicaWeights
+
+# The optimizers (the ``solver`` param): minibatch SGD with a decaying step, the paper's method,
+# and SAGA on sufficient vectors with a constant step (see solver.apply_saga_sufficient_vectors).
+SGD, SAGA = "sgd", "saga"
+
+# The stopping rule compares the mean epoch objective of the last TOL_WINDOW epochs with that of
+# the TOL_WINDOW before: a window averages out SGD's epoch-to-epoch noise, which made a
+# comparison of single epochs never fire.
+TOL_WINDOW = 5
 
 # The phases of one exchange round, timed by :func:`train` and reported in ``summary.timings``.
 ROUND_PHASES = ("compute", "encode", "exchange", "decode", "apply")
@@ -62,6 +79,7 @@ class TrainingConfig:
     checkpoint_dir: str | None = None  # this fit's checkpoint directory (path or URI), or None
     checkpoint_interval: int = 10  # epochs between checkpoints
     tls: TlsFiles | None = None  # PEM paths for mutual TLS between workers, or None
+    solver: str = SGD  # SGD (the paper's method) or SAGA (dense rows, syncInterval 1)
 
     @classmethod
     def from_statistics(
@@ -106,19 +124,27 @@ class Plan:
     steps_per_epoch: int
     base_learning_rate: float
     num_workers: int
+    total_weight: float  # of all workers' rows: SAGA's average gradient is a mean over them
 
 
-def make_plan(row_counts: list[int], curvatures: list[float], config: TrainingConfig) -> Plan:
+def make_plan(
+    row_counts: list[int],
+    curvatures: list[float],
+    config: TrainingConfig,
+    weight_sums: list[float] | None = None,
+) -> Plan:
     """Steps per epoch and first-epoch learning rate, identical on every worker.
 
     Every worker takes the same number of steps per epoch, enough for the largest partition
     to see all its rows once; smaller partitions contribute fewer (possibly zero) rows to the
-    last steps. The largest local curvature bounds the global one.
+    last steps. The largest local curvature bounds the global one. ``weight_sums`` are the
+    workers' total row weights (default: their row counts).
     """
     return Plan(
         steps_per_epoch=max(1, math.ceil(max(row_counts) / config.batch_size)),
         base_learning_rate=solver.base_learning_rate(config.step_size, max(curvatures)),
         num_workers=len(row_counts),
+        total_weight=float(sum(row_counts if weight_sums is None else weight_sums)),
     )
 
 
@@ -130,14 +156,21 @@ class LocalPartition:
     y: np.ndarray
     w: np.ndarray
     curvature: float
+    # SAGA: the last U row this worker computed for each of its rows (zeros before the first
+    # visit); rows x K, kept only by the worker that owns the rows.
+    memory: np.ndarray | None = None
     _order: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:
         return int(self.X.shape[0])
 
-    def batch(self, step: int, plan: Plan, config: TrainingConfig, rank: int):
-        """(X, y, weights) this worker contributes to global step ``step``.
+    @property
+    def weight(self) -> float:
+        return float(self.w.sum(dtype=np.float64))
+
+    def batch_rows(self, step: int, plan: Plan, config: TrainingConfig, rank: int) -> np.ndarray:
+        """The local row numbers this worker contributes to global step ``step``.
 
         Each epoch shuffles the partition with a generator seeded by (seed, rank, epoch), so
         any process can reproduce any step's batch without having seen the earlier ones.
@@ -146,8 +179,18 @@ class LocalPartition:
         if self._order is None or self._order[0] != epoch:
             rng = np.random.default_rng([config.seed & 0xFFFFFFFF, rank, epoch])
             self._order = (epoch, rng.permutation(self.rows))
-        rows = self._order[1][position * config.batch_size : (position + 1) * config.batch_size]
+        return self._order[1][position * config.batch_size : (position + 1) * config.batch_size]
+
+    def batch(self, step: int, plan: Plan, config: TrainingConfig, rank: int):
+        """(X, y, weights) this worker contributes to global step ``step``."""
+        rows = self.batch_rows(step, plan, config, rank)
         return self.X[rows], self.y[rows], self.w[rows]
+
+    def saga_memory(self, num_classes: int) -> np.ndarray:
+        """SAGA's per-row memory, made (zeros) on first use."""
+        if self.memory is None:
+            self.memory = np.zeros((self.rows, num_classes), dtype=self.w.dtype)
+        return self.memory
 
 
 def prepare_partition(
@@ -192,6 +235,10 @@ class Replica:
         )  # fmt: skip
         if initial is not None:  # a warm start, already in the standardized space
             self.weights.start_from(*initial)
+        if config.solver == SAGA:  # the average gradient, the same on every replica
+            self.weights.state["A"] = np.zeros_like(self.weights.W)
+            self.weights.state["a"] = np.zeros_like(self.weights.b)
+        self._weight_seen = 0.0  # SAGA, first epoch: the weight of the rows seen so far
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
         self.step = 0
         self.history: list[float] = []
@@ -208,6 +255,9 @@ class Replica:
         return self.converged or self.step >= self.total_steps
 
     def learning_rate(self, step: int) -> float:
+        """SGD's decaying step, or SAGA's constant one (variance reduction lets it converge)."""
+        if self.config.solver == SAGA:
+            return self.plan.base_learning_rate
         return solver.learning_rate(self.plan.base_learning_rate, step // self.plan.steps_per_epoch)
 
     def apply_round(self, messages: list[codec.RoundMessage]) -> None:
@@ -218,7 +268,9 @@ class Replica:
                 return  # an earlier step of this round met tol: the rest is discarded
             lr = self.learning_rate(self.step)
             weight = sum(m.weight_sums[j] for m in messages)
-            if messages[0].kind == codec.SV and config.sparse:
+            if config.solver == SAGA:
+                self._apply_saga(messages, j, weight, lr)
+            elif messages[0].kind == codec.SV and config.sparse:
                 parts = [m.step_vectors(j) for m in messages]
                 weights.factor = solver.apply_sparse_sufficient_vectors(
                     weights.W, weights.factor, weights.b, np.concatenate([u for u, _ in parts]),
@@ -277,16 +329,48 @@ class Replica:
         self.converged = state.converged
         self._epoch_loss, self._epoch_weight = state.epoch_loss, state.epoch_weight
 
+    def _apply_saga(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
+        """Step j of a round of SAGA messages (dU and rows, or their summed gradient)."""
+        config, weights = self.config, self.weights
+        A, a = weights.state["A"], weights.state["a"]
+        seen = solver.saga_seen_scale(self._weight_seen, self.plan.total_weight)
+        if self.step >= self.plan.steps_per_epoch:
+            seen = 1.0  # every row has been seen: A is the average over all of them
+        common = (weight, self.plan.total_weight, lr, config.reg_param, self.reg_scale, seen,
+                  config.fit_intercept)  # fmt: skip
+        if messages[0].kind == codec.SV:
+            parts = [m.step_vectors(j) for m in messages]
+            dU = np.concatenate([u for u, _ in parts])
+            V = np.concatenate([v for _, v in parts])
+            solver.apply_saga_sufficient_vectors(weights.W, weights.b, A, a, dU, V, *common)
+        else:
+            G = messages[0].step_gradient(j).copy()
+            for m in messages[1:]:
+                G += m.step_gradient(j)
+            solver.apply_saga_gradient(weights.W, weights.b, A, a, G[:, :-1], G[:, -1], *common)
+        self._weight_seen += weight
+
     def _close_epoch(self) -> None:
         # The epoch objective: the loss each step saw before its update, plus the penalty at
         # the epoch's end. Every replica computes the same number from the same messages.
         penalty = self.weights.penalty(self.config.reg_param, self.reg_scale)
         self.history.append(self._epoch_loss / max(self._epoch_weight, 1e-300) + penalty)
         self._epoch_loss = self._epoch_weight = 0.0
-        if len(self.history) > 1:
-            previous, current = self.history[-2:]
-            if abs(previous - current) <= self.config.tol * max(abs(previous), 1e-12):
-                self.converged = True
+        self.converged = window_converged(self.history, self.config.tol)
+
+
+def window_converged(history: list[float], tol: float, window: int = TOL_WINDOW) -> bool:
+    """Whether the mean objective of the last ``window`` epochs improved on that of the
+    ``window`` before by at most ``tol`` times the first epoch's objective.
+
+    Scaling by the first epoch (about log K at the start) rather than by the current value
+    lets the rule fire on separable data too, whose objective falls towards zero for ever.
+    """
+    if tol <= 0.0 or len(history) < 2 * window:
+        return False
+    current = sum(history[-window:]) / window
+    previous = sum(history[-2 * window : -window]) / window
+    return previous - current <= tol * abs(history[0])
 
 
 def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.RoundMessage:
@@ -306,11 +390,14 @@ def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.Ro
     rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
     for j in range(steps):
         step = replica.step + j
-        Xb, yb, wb = data.batch(step, plan, config, rank)
+        batch_rows = data.batch_rows(step, plan, config, rank)
+        Xb, yb, wb = data.X[batch_rows], data.y[batch_rows], data.w[batch_rows]
         if config.sparse:
             U, loss = solver.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
         else:
             U, loss = solver.sufficient_vectors(W, b, Xb, yb, wb)
+        if config.solver == SAGA:  # syncInterval is 1: no local steps follow
+            U = solver.saga_delta(data.saga_memory(config.num_classes), batch_rows, U)
         weight = float(wb.sum(dtype=np.float64))
         rows.append(int(Xb.shape[0]))
         weights.append(weight)
@@ -464,13 +551,45 @@ def train(
         if on_epoch is not None:
             for epoch in range(epochs, len(replica.history)):
                 on_epoch(epoch, replica.history[epoch])
-        if exchange.rank == 0 and _checkpoint_due(config, epochs, replica):
-            write_checkpoint(config.checkpoint_dir, replica.state())
-            checkpoints += 1
+        if _checkpoint_due(config, epochs, replica):
+            if config.solver == SAGA:  # every worker's own rows' memory, at the same step
+                write_worker_memory(config.checkpoint_dir, exchange.rank, replica.step, data.memory)
+            if exchange.rank == 0:
+                write_checkpoint(config.checkpoint_dir, replica.state())
+                checkpoints += 1
     result = _result(replica, exchange, exchanges, seconds, resyncs)
     result.resumed_from_step, result.checkpoints = resumed_from, checkpoints
     result.replica_checks = checks
     return result
+
+
+def checkpoints_seen(config: TrainingConfig, rank: int) -> list[int]:
+    """The checkpoint steps this worker could resume from: rank 0 sees the replica's, and
+    with SAGA every worker its own memory's (a step needs all of them)."""
+    if config.checkpoint_dir is None:
+        return []
+    steps = set(checkpoint_steps(config.checkpoint_dir)) if rank == 0 else None
+    if config.solver == SAGA:
+        mine = set(worker_memory_steps(config.checkpoint_dir, rank))
+        steps = mine if steps is None else steps & mine
+    return sorted(steps or [])
+
+
+def resume_step(config: TrainingConfig, seen: list[list[int]]) -> int | None:
+    """The newest step every worker can resume from, given each rank's
+    :func:`checkpoints_seen`, or None for a fresh start."""
+    common = set(seen[0])
+    if config.solver == SAGA:
+        for steps in seen[1:]:
+            common &= set(steps)
+    return max(common) if common else None
+
+
+def load_checkpoint(config: TrainingConfig, data: LocalPartition, rank: int, step: int):
+    """The replica state of ``step``; with SAGA, this worker's memory goes into ``data``."""
+    if config.solver == SAGA:
+        data.memory = read_worker_memory(config.checkpoint_dir, rank, step)
+    return read_checkpoint(config.checkpoint_dir, step)
 
 
 def _checkpoint_due(config: TrainingConfig, epochs_before: int, replica: Replica) -> bool:

@@ -1,8 +1,9 @@
-"""Single-process minibatch SGD over the global batch sequence the workers would see.
+"""Single-process minibatch SGD or SAGA over the global batch sequence the workers would see.
 
 The workers each shuffle their own partition per epoch and contribute ``batchSize`` rows per
 step; this reference builds each step's global batch directly (rank order) and computes its
-sufficient vectors in one call, with no exchange at all.
+sufficient vectors in one call, with no exchange at all. SAGA's per-row memory is one table
+for all rows here, where each worker keeps its own rows' part.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import numpy as np
 
 from svb_spark import solver
+from svb_spark.training import SAGA, window_converged
 
 
 def reference_sgd(partitions, config):
@@ -31,13 +33,18 @@ def reference_sgd(partitions, config):
 
     W = np.zeros((config.num_classes, config.num_features), dtype)
     b = np.zeros(config.num_classes, dtype)
+    saga = config.solver == SAGA
+    A, a = np.zeros_like(W), np.zeros_like(b)
+    memory = [np.zeros((len(y), config.num_classes), dtype) for _, y, _ in data]
+    total_weight = float(sum(w.sum(dtype=np.float64) for _, _, w in data))
+    seen = 0.0
     history = []
     for epoch in range(config.max_iter):
         orders = [
             np.random.default_rng([config.seed & 0xFFFFFFFF, rank, epoch]).permutation(len(y))
             for rank, (_, y, _) in enumerate(data)
         ]
-        lr = solver.learning_rate(base, epoch)
+        lr = base if saga else solver.learning_rate(base, epoch)
         loss_sum = weight_sum = 0.0
         for s in range(steps):
             picks = [o[s * config.batch_size : (s + 1) * config.batch_size] for o in orders]
@@ -46,17 +53,34 @@ def reference_sgd(partitions, config):
             wg = np.concatenate([w[p] for (_, _, w), p in zip(data, picks)])
             U, loss = solver.sufficient_vectors(W, b, Xg, yg, wg)
             total = float(wg.sum(dtype=np.float64))
-            solver.apply_sufficient_vectors(
-                W, b, U, Xg, total, lr, config.reg_param, reg_scale, config.fit_intercept
-            )
+            if saga:
+                dU = np.concatenate(
+                    [solver.saga_delta(m, p, u) for m, p, u in zip(memory, picks, _split(U, picks))]
+                )
+                scale = 1.0 if epoch else solver.saga_seen_scale(seen, total_weight)
+                solver.apply_saga_sufficient_vectors(
+                    W, b, A, a, dU, Xg, total, total_weight, lr, config.reg_param, reg_scale,
+                    scale, config.fit_intercept,
+                )  # fmt: skip
+                seen += total
+            else:
+                solver.apply_sufficient_vectors(
+                    W, b, U, Xg, total, lr, config.reg_param, reg_scale, config.fit_intercept
+                )
             loss_sum += loss
             weight_sum += total
         history.append(
             loss_sum / weight_sum + solver.regularization(W, config.reg_param, reg_scale)
         )
-        if len(history) > 1 and abs(history[-2] - history[-1]) <= config.tol * abs(history[-2]):
+        if window_converged(history, config.tol):
             break
     return W, b, history
+
+
+def _split(U, picks):
+    """The rows of the global batch's U that each worker contributed, in rank order."""
+    bounds = np.cumsum([len(p) for p in picks])[:-1]
+    return np.split(U, bounds)
 
 
 def worker_partitions(df, num_workers):

@@ -9,9 +9,14 @@ from common_data import blobs, training_config
 from scipy import sparse
 
 from svb_spark import checkpoint
-from svb_spark.checkpoint import checkpoint_steps, read_checkpoint, write_checkpoint
+from svb_spark.checkpoint import (
+    checkpoint_steps,
+    read_checkpoint,
+    worker_memory_steps,
+    write_checkpoint,
+)
 from svb_spark.testing import train_in_process
-from svb_spark.training import Replica, make_plan, prepare_partition
+from svb_spark.training import SAGA, Replica, make_plan, prepare_partition
 
 
 def _sparse_blobs():
@@ -38,6 +43,10 @@ CASES = {
         lambda p, **o: training_config(p, sync_interval=3, **o),
     ),
     "sparse, feature-major with L2 factor": (_sparse_blobs, _sparse_config),
+    "SAGA, with every worker's memory": (
+        lambda: blobs(),
+        lambda p, **o: training_config(p, solver=SAGA, **o),
+    ),
 }
 
 
@@ -54,8 +63,10 @@ def test_a_fit_resumed_from_a_checkpoint_ends_where_the_uninterrupted_fit_ends(c
     (step,) = checkpoint_steps(directory)
     state = read_checkpoint(directory, step)
     assert len(state.history) == 6 and step >= 6 * state.plan["steps_per_epoch"]
+    if "SAGA" in case:
+        assert [worker_memory_steps(directory, rank) for rank in range(3)] == [[step]] * 3
 
-    resumed = train_in_process(parts, make_config(parts), resume=state)
+    resumed = train_in_process(parts, make_config(parts), resume_from=directory)
 
     for before, after in zip(uninterrupted, resumed):
         assert after.resumed_from_step == step
@@ -129,3 +140,16 @@ def test_a_checkpoint_of_another_plan_is_refused(tmp_path):
     fresh = Replica(other, make_plan([130, 101, 77], [1.0, 1.0, 1.0], other))
     with pytest.raises(ValueError, match="remove it or use another checkpointDir"):
         fresh.restore(read_checkpoint(str(tmp_path), 17))
+
+
+def test_saga_starts_afresh_when_a_worker_memory_of_the_newest_step_is_missing(tmp_path):
+    parts = blobs()
+    directory = str(tmp_path / "fit")
+    config = training_config(parts, solver=SAGA, checkpoint_dir=directory, checkpoint_interval=3)
+    train_in_process(parts, config)
+    (step,) = checkpoint_steps(directory)
+    os.remove(os.path.join(directory, f"memory-00001-step-{step:012d}.arrow"))
+    fresh = train_in_process(parts, training_config(parts, solver=SAGA))
+    resumed = train_in_process(parts, training_config(parts, solver=SAGA), resume_from=directory)
+    assert resumed[0].resumed_from_step == 0
+    np.testing.assert_array_equal(resumed[0].W, fresh[0].W)
