@@ -151,6 +151,7 @@ def _summary_record(summary) -> dict:
         "steps": summary.steps,
         "converged": summary.converged,
         "exchange": summary.exchange,
+        "solver": summary.solver,
         "num_workers": summary.numWorkers,
         "bytes_per_step": summary.bytesPerStep,
         "payload_bytes_sent": summary.payloadBytesSent,

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1; then
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenblas0-pthread
+    # r-cran-mlbench ships real data sets (LetterRecognition, Satellite) for the defaults run.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenblas0-pthread r-cran-mlbench
 else
     echo "no apt-get: install an OpenBLAS that provides libblas.so.3 by hand" >&2
 fi

@@ -130,6 +130,49 @@ def w3_sparse_text(mode: str) -> Workload:
     )
 
 
+def mlbench(name: str, label: str, title: str) -> Workload:
+    """A real data set of Debian's r-cran-mlbench (``benchmarks/setup.sh`` installs it), read
+    with the PyPI package ``rdata``, split 75/25 with a fixed seed."""
+    import warnings
+
+    import rdata
+    from sklearn.model_selection import train_test_split
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rdata warns about R attributes it does not map
+        frame = rdata.read_rda(f"/usr/lib/R/site-library/mlbench/data/{name}.rda")[name]
+    X = frame.drop(columns=[label]).to_numpy(dtype=np.float64)
+    y = frame[label].cat.codes.to_numpy().astype(np.int64)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y
+    )
+    return Workload(name, title, X_train, y_train, X_test, y_test)
+
+
+def letter() -> Workload:
+    """LetterRecognition: 20,000 rows, 16 dense features, 26 classes (real data)."""
+    return mlbench("LetterRecognition", "lettr", "letter recognition (mlbench), K=26, D=16")
+
+
+def satellite() -> Workload:
+    """Satellite: 6,435 rows, 36 dense features, 6 classes (real data)."""
+    return mlbench("Satellite", "classes", "satellite (mlbench), K=6, D=36")
+
+
+def sparse_text(num_classes: int, num_features: int, train: int, test: int) -> Workload:
+    """The sparse text-like generator at any size (CSR rows)."""
+    from svb_spark.datasets import planted_sparse, train_test_split
+
+    X, y = planted_sparse(
+        rows=train + test, num_features=num_features, num_classes=num_classes, seed=11
+    )
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_fraction=test / (train + test), seed=11
+    )
+    title = f"sparse text-like, K={num_classes}, D={power_of_two(num_features)}"
+    return Workload("sparse", title, X_train, y_train, X_test, y_test)
+
+
 def selected(names: list[str], mode: str) -> tuple[list[Workload], dict[str, str]]:
     """The workloads to run, and the reasons for those skipped (none at present; the report
     still shows a skipped workload's reason)."""

@@ -1,0 +1,115 @@
+"""Default fits side by side: SVBLogisticRegression with every param at its default against
+MLlib's LogisticRegression with its defaults, in one session, on the same cached rows.
+
+    python -m benchmarks.defaults [--sparse-features 32768] [--wide]
+
+For each data set it prints and writes (``benchmarks/results/defaults.json``) the fit's wall
+time, held-out accuracy, epochs or iterations and why SVB stopped, and the ratio of MLlib's
+time to SVB's. SVB counts as reaching MLlib when its accuracy is at least MLlib's minus
+0.5 pt. ``--wide`` adds the sparse 500 x 2^18 check: a default fit against a 3-epoch fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import peers, run, workloads
+
+RESULTS = Path(__file__).parent / "results" / "defaults.json"
+TARGET_MARGIN = 0.005  # SVB reaches MLlib when its accuracy >= MLlib's - 0.5 pt
+
+
+def compare(spark, workload: workloads.Workload) -> dict:
+    """MLlib and SVB, both at their defaults, on one cached frame of ``workload``."""
+    frame = run.cached_frame(spark, workload.X_train, workload.y_train)
+    run.log(f"{workload.title}: MLlib")
+    mllib = peers.fit_mllib(frame, workload.X_test, workload.y_test, max_iter=100)
+    run.log(f"{workload.title}: SVB")
+    svb = peers.fit_svb(frame, workload.X_test, workload.y_test, max_iter=100, numWorkers=2)
+    frame.unpersist()
+    return {
+        "workload": workload.describe(),
+        "mllib": mllib.to_dict(),
+        "svb": svb.to_dict(),
+        "svb_stopped_by": "tol" if svb.extra["converged"] else "maxIter",
+        "reaches_mllib": svb.accuracy >= mllib.accuracy - TARGET_MARGIN,
+        "mllib_over_svb_time": mllib.seconds / svb.seconds,
+    }
+
+
+def three_epochs_against_default(spark, workload: workloads.Workload) -> dict:
+    """The sparse bar: a default fit against a 3-epoch fit of the same data."""
+    frame = run.cached_frame(spark, workload.X_train, workload.y_train)
+    short = peers.fit_svb(frame, workload.X_test, workload.y_test, 3, tol=0.0, numWorkers=2)
+    default = peers.fit_svb(frame, workload.X_test, workload.y_test, 100, numWorkers=2)
+    frame.unpersist()
+    return {
+        "workload": workload.describe(),
+        "three_epochs": short.to_dict(),
+        "default": default.to_dict(),
+        "default_over_three_epochs_time": default.seconds / short.seconds,
+        "reaches_three_epoch_accuracy": default.accuracy >= short.accuracy - TARGET_MARGIN,
+    }
+
+
+def row(name: str, result: dict) -> str:
+    mllib, svb = result["mllib"], result["svb"]
+    return (
+        f"| {name} | {mllib['seconds']:.1f} s, {mllib['accuracy']:.4f}, {mllib['iterations']} it "
+        f"| {svb['seconds']:.1f} s, {svb['accuracy']:.4f}, {svb['extra']['epochs']} epochs "
+        f"({svb['extra'].get('solver', '?')}, {result['svb_stopped_by']}) "
+        f"| {result['mllib_over_svb_time']:.2f}x | {'yes' if result['reaches_mllib'] else 'no'} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # 500 classes x 40 signature features each need at least 20,000 hashed features.
+    parser.add_argument("--sparse-features", type=int, default=2**15)
+    parser.add_argument("--wide", action="store_true", help="also the 500 x 2^18 sparse check")
+    args = parser.parse_args(argv)
+
+    from svb_spark.session import local_session
+
+    spark = local_session("local[2]", app_name="svb_spark-defaults")
+    sets = {
+        "digits": workloads.w2_digits(),
+        "letter": workloads.letter(),
+        "satellite": workloads.satellite(),
+        "W1 quick": workloads.w1_planted("quick"),
+        "sparse text": workloads.sparse_text(500, args.sparse_features, 20_000, 5_000),
+    }
+    started = time.perf_counter()
+    results = {name: compare(spark, workload) for name, workload in sets.items()}
+    if args.wide:
+        wide = workloads.sparse_text(500, 2**18, 20_000, 5_000)
+        results["sparse 500 x 2^18: default vs 3 epochs"] = three_epochs_against_default(
+            spark, wide
+        )
+    spark.stop()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, default=run._json_default) + "\n")
+
+    print("| data | MLlib defaults | SVB defaults | MLlib / SVB time | reaches MLlib - 0.5 pt |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, result in results.items():
+        if "mllib" in result:
+            print(row(name, result))
+        else:
+            print(
+                f"| {name} | 3 epochs: {result['three_epochs']['seconds']:.1f} s, "
+                f"{result['three_epochs']['accuracy']:.4f} | default: "
+                f"{result['default']['seconds']:.1f} s, {result['default']['accuracy']:.4f} | "
+                f"{result['default_over_three_epochs_time']:.2f}x of the 3-epoch time | "
+                f"{'yes' if result['reaches_three_epoch_accuracy'] else 'no'} |"
+            )
+    print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
