@@ -24,7 +24,7 @@ import contextlib
 import json
 import posixpath
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,8 @@ class ReplicaState:
     epoch_loss: float
     epoch_weight: float
     plan: dict
+    validation_history: list[float] = field(default_factory=list)
+    validation_pending: bool = False
 
 
 def filesystem(directory: str) -> tuple[pafs.FileSystem, str]:
@@ -66,6 +68,8 @@ def _encode(state: ReplicaState) -> pa.RecordBatch:
         "epoch_loss": state.epoch_loss,
         "epoch_weight": state.epoch_weight,
         "plan": state.plan,
+        "validation_history": state.validation_history,
+        "validation_pending": state.validation_pending,
     }
     batch = codec.encode_state(state.values, state.factor)
     metadata = {**batch.schema.metadata, _HEADER: json.dumps(header).encode()}
@@ -85,6 +89,8 @@ def _decode(batch: pa.RecordBatch) -> ReplicaState:
         epoch_loss=header["epoch_loss"],
         epoch_weight=header["epoch_weight"],
         plan=header["plan"],
+        validation_history=header["validation_history"],
+        validation_pending=header["validation_pending"],
     )
 
 

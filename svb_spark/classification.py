@@ -29,7 +29,7 @@ from svb_spark.contract import training_frame
 from svb_spark.cost import choose_exchange, itemsize
 from svb_spark.exchange.codec import DENSE, SV
 from svb_spark.exchange.tls import tls_files_from_conf
-from svb_spark.inspection import check_columns, inspect_training_data
+from svb_spark.inspection import check_columns, check_validation_column, inspect_training_data
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
@@ -131,6 +131,8 @@ class SVBLogisticRegression(
         checkpointDir: str | None = None,
         checkpointInterval: int = 10,
         solver: str = "auto",
+        validationIndicatorCol: str | None = None,
+        validationTol: float = 0.01,
     ) -> None:
         super().__init__()
         kwargs = self._input_kwargs
@@ -166,6 +168,8 @@ class SVBLogisticRegression(
         checkpointDir: str | None = None,
         checkpointInterval: int = 10,
         solver: str = "auto",
+        validationIndicatorCol: str | None = None,
+        validationTol: float = 0.01,
     ) -> SVBLogisticRegression:
         """Sets params for this estimator; see the class docstring."""
         kwargs = self._input_kwargs
@@ -194,6 +198,12 @@ class SVBLogisticRegression(
 
     def setSeed(self, value: int) -> SVBLogisticRegression:
         return self._set(seed=value)
+
+    def setValidationIndicatorCol(self, value: str) -> SVBLogisticRegression:
+        return self._set(validationIndicatorCol=value)
+
+    def setValidationTol(self, value: float) -> SVBLogisticRegression:
+        return self._set(validationTol=value)
 
     def setSolver(self, value: str) -> SVBLogisticRegression:
         return self._set(solver=value)
@@ -254,10 +264,19 @@ class SVBLogisticRegression(
         started = time.perf_counter()
         validate_param_values(self)
         features, label, weight = self.getFeaturesCol(), self.getLabelCol(), self._weight_column()
+        validation = self._validation_column()
         check_columns(dataset.schema, features, label, weight)
         spark = dataset.sparkSession
         if self.getExchange() == "broadcast":
             require_spark_context(spark)
+            if validation:
+                raise ValueError(
+                    "validationIndicatorCol needs exchange='p2p' or 'dense'; the broadcast "
+                    "mode's rounds do not score held-out rows. Unset validationIndicatorCol or "
+                    "choose another exchange."
+                )
+        if validation:
+            check_validation_column(dataset, validation)
         num_workers = self._num_workers(spark)
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         inspected = time.perf_counter()
@@ -266,7 +285,7 @@ class SVBLogisticRegression(
         saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if config.solver == SAGA else 0
         check_replica_fits(spark, config.num_classes, config.num_features, config.dtype, saga_rows)
         initial = self._initial_weights(config)
-        training = training_frame(dataset, features, label, weight, num_workers)
+        training = training_frame(dataset, features, label, weight, num_workers, validation)
         description = (
             f"{type(self).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
             f"features, {num_workers} workers"
@@ -311,7 +330,7 @@ class SVBLogisticRegression(
         model._summary = SVBLogisticRegressionTrainingSummary(
             lambda: model.transform(dataset), record, **model._summary_columns()
         )
-        if not result.converged and self.getMaxIter() > 0:
+        if result.stop_reason == "maxIter" and self.getMaxIter() > 0:
             warnings.warn(
                 f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} epochs before "
                 f"the objective changed by less than tol={self.getTol()}; raise maxIter or tol "
@@ -348,6 +367,7 @@ class SVBLogisticRegression(
             exchange_timeout=self.getExchangeTimeout(),
             sync_interval=self.getSyncInterval(),
             verify_interval=self.getVerifyInterval(),
+            validation_tol=self.getValidationTol() if self._validation_column() else None,
             # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
             tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
         )

@@ -13,6 +13,7 @@ from svb_spark.training import TrainingResult
 
 # Column names of the DataFrame the driver hands to the barrier stage.
 FEATURES, LABEL, WEIGHT, ROW_ID = "features", "label", "weight", "row_id"
+HELD_OUT = "held_out"  # true for the validation rows, which are scored and never trained on
 RESULT_SCHEMA = pa.schema([("part", pa.string()), ("seq", pa.int32()), ("data", pa.binary())])
 RESULT_DDL = "part string, seq int, data binary"
 _CHUNK_BYTES = 32 << 20
@@ -70,8 +71,15 @@ def decode_result(rows) -> TrainingResult:
     return TrainingResult(W=W, b=b, **summary)
 
 
-def training_frame(dataset, features: str, label: str, weight: str | None, num_workers: int):
-    """The columns the workers need, one partition per worker.
+def training_frame(
+    dataset,
+    features: str,
+    label: str,
+    weight: str | None,
+    num_workers: int,
+    validation: str | None = None,
+):
+    """The columns the workers need, one partition per worker (validation rows included).
 
     Rows are hash-partitioned on a row id so that the same input gives every worker the same
     rows, and the workers sort by it: together with ``seed`` this makes fits repeatable.
@@ -82,5 +90,6 @@ def training_frame(dataset, features: str, label: str, weight: str | None, num_w
         F.col(features).alias(FEATURES),
         F.col(label).cast("double").alias(LABEL),
         (F.col(weight).cast("double") if weight else F.lit(1.0)).alias(WEIGHT),
+        (F.col(validation) if validation else F.lit(False)).alias(HELD_OUT),
         F.monotonically_increasing_id().alias(ROW_ID),
     ).repartition(num_workers, ROW_ID)

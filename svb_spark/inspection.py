@@ -266,3 +266,39 @@ def check_columns(schema, features: str, label: str | None, weight: str | None) 
                 f"Column '{column}' ({role}) must be numeric; got "
                 f"{schema[column].dataType.simpleString()}. {fix}"
             )
+
+
+def check_validation_column(dataset, column: str) -> None:
+    """The validation indicator must be a boolean column with both values and no nulls:
+    true rows are held out, false rows train (MLlib's validationIndicatorCol)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType
+
+    names = dataset.schema.fieldNames()
+    if column not in names:
+        raise ValueError(
+            f"The validation column '{column}' does not exist; the DataFrame has columns "
+            f"{names}. Set validationIndicatorCol to one of them, or unset it."
+        )
+    column_type = dataset.schema[column].dataType
+    if not isinstance(column_type, BooleanType):
+        raise TypeError(
+            f"Column '{column}' (validation indicator) must be boolean; got "
+            f"{column_type.simpleString()}. Derive one, e.g. F.rand(seed) < 0.1 for a 10% "
+            "hold-out."
+        )
+    counts = dataset.agg(
+        F.count(F.when(F.col(column), 1)).alias("held_out"),
+        F.count(F.when(~F.col(column), 1)).alias("training"),
+        F.count(F.when(F.col(column).isNull(), 1)).alias("nulls"),
+    ).first()
+    for problem, fix in (
+        (counts.nulls > 0, f"has {counts.nulls} null value(s); fill them with true or false"),
+        (counts.held_out == 0, "is false on every row, so nothing is held out"),
+        (counts.training == 0, "is true on every row, so nothing is left to train on"),
+    ):
+        if problem:
+            raise ValueError(
+                f"The validation column '{column}' {fix}. Mark the held-out rows true and "
+                "the training rows false."
+            )

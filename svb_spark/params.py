@@ -19,6 +19,7 @@ from pyspark.ml.param.shared import (
     HasStandardization,
     HasStepSize,
     HasTol,
+    HasValidationIndicatorCol,
     HasWeightCol,
 )
 
@@ -186,8 +187,19 @@ def _to_initial_model(value):
     )
 
 
-class _SVBEstimatorParams(_SVBLogisticRegressionParams, HasCheckpointInterval):
+class _SVBEstimatorParams(
+    _SVBLogisticRegressionParams, HasCheckpointInterval, HasValidationIndicatorCol
+):
     """Params of the estimator only: the model reports its class count as a property."""
+
+    validationTol: Param[float] = Param(
+        Params._dummy(),
+        "validationTol",
+        "with validationIndicatorCol: stop when the held-out loss has not improved by more "
+        "than validationTol (relative, as MLlib's GBTs) for 3 epochs, and return the best "
+        "model seen (>= 0).",
+        typeConverter=TypeConverters.toFloat,
+    )
 
     checkpointDir: Param[str] = Param(
         Params._dummy(),
@@ -217,7 +229,17 @@ class _SVBEstimatorParams(_SVBLogisticRegressionParams, HasCheckpointInterval):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._setDefault(numClasses=0, checkpointInterval=10)
+        self._setDefault(numClasses=0, checkpointInterval=10, validationTol=0.01)
+
+    def getValidationTol(self) -> float:
+        """Gets the value of validationTol or its default value."""
+        return self.getOrDefault(self.validationTol)
+
+    def _validation_column(self) -> str | None:
+        """The validation indicator column's name, or None when unset or empty."""
+        if not self.isDefined(self.validationIndicatorCol):
+            return None
+        return self.getValidationIndicatorCol() or None
 
     def getNumClasses(self) -> int:
         """Gets the value of numClasses or its default value."""
@@ -236,6 +258,7 @@ class _SVBEstimatorParams(_SVBLogisticRegressionParams, HasCheckpointInterval):
 _VALUE_RULES = (
     ("maxIter", lambda v: v >= 0, "an int >= 0"),
     ("tol", lambda v: v >= 0, "a float >= 0"),
+    ("validationTol", lambda v: v >= 0, "a float >= 0"),
     ("regParam", lambda v: v >= 0, "a float >= 0"),
     ("stepSize", lambda v: v > 0, "a float > 0"),
     ("batchSize", lambda v: v > 0, "an int > 0"),

@@ -183,6 +183,12 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.objectiveHistory: list[float] = result.objective_history
         self.totalIterations: int = len(self.objectiveHistory)
         self.converged: bool = result.converged
+        #: Why training stopped: "validation", "tol" or "maxIter".
+        self.stopReason: str = result.stop_reason
+        #: Held-out loss after each epoch (with validationIndicatorCol), and the epoch (0-based)
+        #: of the model returned, the best one.
+        self.validationHistory: list[float] = result.validation_history
+        self.bestEpoch: int | None = result.best_epoch
         self.steps: int = result.steps
         self.exchanges: int = result.exchanges
         self.syncInterval: int = record.sync_interval

@@ -18,6 +18,7 @@ import pyarrow as pa
 from svb_spark.checkpoint import ReplicaState
 from svb_spark.contract import (
     FEATURES,
+    HELD_OUT,
     LABEL,
     RESULT_DDL,
     ROW_ID,
@@ -57,12 +58,17 @@ def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) ->
     X, y, w = table_to_arrays(
         batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse
     )
+    held_out = None
     if batches:
         # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
-        row_ids = pa.Table.from_batches(batches).column(ROW_ID).to_numpy()
-        order = np.argsort(row_ids, kind="stable")
+        table = pa.Table.from_batches(batches)
+        order = np.argsort(table.column(ROW_ID).to_numpy(), kind="stable")
         X, y, w = X[order], y[order], w[order]
-    return prepare_partition(X, y, w, config)
+        if config.validation_tol is not None:
+            held_out = table.column(HELD_OUT).to_numpy(zero_copy_only=False)[order]
+    elif config.validation_tol is not None:
+        held_out = np.zeros(0, dtype=bool)
+    return prepare_partition(X, y, w, config, held_out)
 
 
 def _memory_report(data: LocalPartition) -> dict:

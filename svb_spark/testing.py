@@ -35,12 +35,13 @@ def train_in_process(
 ) -> list[TrainingResult]:
     """Train with one thread per partition over a :class:`LocalExchangeGroup`.
 
-    ``partitions`` are raw ``(X, y, weights)`` blocks in rank order; ``on_exchange(rank, step,
+    ``partitions`` are raw ``(X, y, weights)`` blocks in rank order, with a fourth item, a
+    boolean mask of held-out rows, when the fit has a validation column; ``on_exchange(rank, step,
     W, b)`` observes every replica; ``resume_from`` is a checkpoint directory whose newest
     complete checkpoint the fit goes on from, as a retried barrier stage does. Returns every
     worker's result, indexed by rank.
     """
-    prepared = [prepare_partition(X.copy(), y, w, config) for X, y, w in partitions]
+    prepared = [prepare_partition(X.copy(), y, w, config, *rest) for X, y, w, *rest in partitions]
     plan = make_plan(
         [p.rows for p in prepared], [p.curvature for p in prepared], config,
         [p.weight for p in prepared],

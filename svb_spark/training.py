@@ -45,6 +45,10 @@ SGD, SAGA = "sgd", "saga"
 # comparison of single epochs never fire.
 TOL_WINDOW = 5
 
+# Epochs without a validationTol improvement of the held-out loss before a fit stops. One
+# epoch (MLlib's GBTs) would stop SGD on noise; a few let a real plateau show.
+VALIDATION_PATIENCE = 3
+
 # The phases of one exchange round, timed by :func:`train` and reported in ``summary.timings``.
 ROUND_PHASES = ("compute", "encode", "exchange", "decode", "apply")
 
@@ -80,6 +84,8 @@ class TrainingConfig:
     checkpoint_interval: int = 10  # epochs between checkpoints
     tls: TlsFiles | None = None  # PEM paths for mutual TLS between workers, or None
     solver: str = SGD  # SGD (the paper's method) or SAGA (dense rows, syncInterval 1)
+    # With a validation column: MLlib's validationTol, relative; None without one.
+    validation_tol: float | None = None
 
     @classmethod
     def from_statistics(
@@ -159,6 +165,9 @@ class LocalPartition:
     # SAGA: the last U row this worker computed for each of its rows (zeros before the first
     # visit); rows x K, kept only by the worker that owns the rows.
     memory: np.ndarray | None = None
+    # The worker's held-out rows (X, y, weights), standardized alike, when there is a
+    # validation column; they are scored after every epoch and never trained on.
+    held_out: tuple | None = None
     _order: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -194,12 +203,29 @@ class LocalPartition:
 
 
 def prepare_partition(
-    X: np.ndarray, y: np.ndarray, w: np.ndarray, config: TrainingConfig
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    config: TrainingConfig,
+    held_out: np.ndarray | None = None,
 ) -> LocalPartition:
     """Standardize the rows in place in the training dtype and estimate their curvature.
 
-    CSR rows are only scaled, never centered (centering would make them dense), as in MLlib.
+    ``held_out`` (a boolean mask, with a validation column) sets rows apart: they are
+    standardized alike and only scored. CSR rows are only scaled, never centered (centering
+    would make them dense), as in MLlib.
     """
+    X = _standardize(X, config)
+    w = w.astype(config.dtype, copy=False)
+    kept = None
+    if held_out is not None:
+        kept = (X[held_out], y[held_out], w[held_out])
+        X, y, w = X[~held_out], y[~held_out], w[~held_out]
+    curvature = solver.curvature(X, w, config.fit_intercept)
+    return LocalPartition(X, y, w, curvature, held_out=kept)
+
+
+def _standardize(X, config: TrainingConfig):
     X = X.astype(config.dtype, copy=False)
     if config.sparse:
         X.data *= config.scale.astype(config.dtype)[X.indices]
@@ -207,8 +233,7 @@ def prepare_partition(
         if config.mean is not None:
             X -= config.mean.astype(config.dtype)
         X *= config.scale.astype(config.dtype)
-    w = w.astype(config.dtype, copy=False)
-    return LocalPartition(X, y, w, solver.curvature(X, w, config.fit_intercept))
+    return X
 
 
 class Replica:
@@ -239,6 +264,12 @@ class Replica:
             self.weights.state["A"] = np.zeros_like(self.weights.W)
             self.weights.state["a"] = np.zeros_like(self.weights.b)
         self._weight_seen = 0.0  # SAGA, first epoch: the weight of the rows seen so far
+        self.validation_history: list[float] = []  # held-out loss after each epoch
+        self.validation_pending = False  # an epoch closed and its held-out loss is not in
+        if config.validation_tol is not None:  # the best model yet, folded (factor 1)
+            self.weights.state["best_W"] = np.zeros_like(self.weights.W)
+            self.weights.state["best_b"] = np.zeros_like(self.weights.b)
+        self.stopped_by_validation = False
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
         self.step = 0
         self.history: list[float] = []
@@ -252,7 +283,31 @@ class Replica:
 
     @property
     def done(self) -> bool:
-        return self.converged or self.step >= self.total_steps
+        return self.converged or self.stopped_by_validation or self.step >= self.total_steps
+
+    @property
+    def stop_reason(self) -> str:
+        """Why training stopped (or will): "validation", "tol" or "maxIter"."""
+        if self.stopped_by_validation:
+            return "validation"
+        return "tol" if self.converged else "maxIter"
+
+    def record_validation(self, messages: list[codec.RoundMessage]) -> None:
+        """Take the held-out sums of the epoch closed last from every worker's message.
+
+        The weights have not moved since they were scored, so a new best is copied now; after
+        VALIDATION_PATIENCE epochs without a validationTol improvement the fit stops.
+        """
+        loss = sum(m.validation[0] for m in messages)
+        weight = sum(m.validation[1] for m in messages)
+        self.validation_history.append(loss / max(weight, 1e-300))
+        self.validation_pending = False
+        if best_validation_epoch(self.validation_history) == len(self.validation_history) - 1:
+            state, weights = self.weights.state, self.weights
+            np.multiply(weights.W, weights.W.dtype.type(weights.factor), out=state["best_W"])
+            state["best_b"][...] = weights.b
+        if validation_stalled(self.validation_history, self.config.validation_tol):
+            self.stopped_by_validation = True
 
     def learning_rate(self, step: int) -> float:
         """SGD's decaying step, or SAGA's constant one (variance reduction lets it converge)."""
@@ -263,6 +318,8 @@ class Replica:
     def apply_round(self, messages: list[codec.RoundMessage]) -> None:
         """Apply one exchange's messages (indexed by rank) in (step, rank) order."""
         config, weights = self.config, self.weights
+        if messages[0].validation is not None:
+            self.record_validation(messages)
         for j in range(messages[0].steps):
             if self.done:
                 return  # an earlier step of this round met tol: the rest is discarded
@@ -311,6 +368,8 @@ class Replica:
             epoch_loss=self._epoch_loss,
             epoch_weight=self._epoch_weight,
             plan=dataclasses.asdict(self.plan),
+            validation_history=list(self.validation_history),
+            validation_pending=self.validation_pending,
         )
 
     def restore(self, state: ReplicaState) -> None:
@@ -328,6 +387,12 @@ class Replica:
         self.history = list(state.history)
         self.converged = state.converged
         self._epoch_loss, self._epoch_weight = state.epoch_loss, state.epoch_weight
+        self.validation_history = list(state.validation_history)
+        self.validation_pending = state.validation_pending
+        if self.validation_history and self.config.validation_tol is not None:
+            self.stopped_by_validation = validation_stalled(
+                self.validation_history, self.config.validation_tol
+            )
 
     def _apply_saga(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
         """Step j of a round of SAGA messages (dU and rows, or their summed gradient)."""
@@ -357,6 +422,7 @@ class Replica:
         self.history.append(self._epoch_loss / max(self._epoch_weight, 1e-300) + penalty)
         self._epoch_loss = self._epoch_weight = 0.0
         self.converged = window_converged(self.history, self.config.tol)
+        self.validation_pending = self.config.validation_tol is not None
 
 
 def window_converged(history: list[float], tol: float, window: int = TOL_WINDOW) -> bool:
@@ -371,6 +437,36 @@ def window_converged(history: list[float], tol: float, window: int = TOL_WINDOW)
     current = sum(history[-window:]) / window
     previous = sum(history[-2 * window : -window]) / window
     return previous - current <= tol * abs(history[0])
+
+
+def best_validation_epoch(history: list[float]) -> int:
+    """The epoch (0-based) of the lowest held-out loss: the first, on ties."""
+    return int(np.argmin(history))
+
+
+def validation_stalled(
+    history: list[float], tol: float, patience: int = VALIDATION_PATIENCE
+) -> bool:
+    """Whether the last ``patience`` held-out losses brought no improvement of more than
+    ``tol`` (relative, as MLlib's validationTol) on the best loss before them."""
+    if len(history) <= patience:
+        return False
+    best_before = min(history[:-patience])
+    best_since = min(history[-patience:])
+    return best_before - best_since < tol * max(best_since, 0.01)
+
+
+def held_out_sums(replica: Replica, data: LocalPartition) -> list[float]:
+    """This worker's held-out (loss sum, weight sum) at the replica's current weights."""
+    if data.held_out is None or len(data.held_out[1]) == 0:
+        return [0.0, 0.0]
+    X, y, w = data.held_out
+    weights = replica.weights
+    if replica.config.sparse:
+        _, loss = solver.sparse_sufficient_vectors(weights.W, weights.factor, weights.b, X, y, w)
+    else:
+        _, loss = solver.sufficient_vectors(weights.W, weights.b, X, y, w)
+    return [float(loss), float(w.sum(dtype=np.float64))]
 
 
 def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.RoundMessage:
@@ -422,6 +518,8 @@ def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.Ro
                 )
     message = codec.RoundMessage(config.message_kind, replica.step, rank, rows, weights, losses)
     message.num_features = config.num_features
+    if replica.validation_pending:  # the weights are still those the last epoch ended with
+        message.validation = held_out_sums(replica, data)
     if config.message_kind == codec.SV:
         message.U = np.concatenate(Us)
         message.V = _stack_rows(Vs)
@@ -461,6 +559,9 @@ class TrainingResult:
     resumed_from_step: int = 0  # the checkpoint's step this attempt started from
     checkpoints: int = 0  # checkpoints this attempt wrote
     rebuilds: int = 0  # broadcast mode: replicas rebuilt from the checkpoint and the log
+    stop_reason: str = "maxIter"  # "validation", "tol" or "maxIter"
+    validation_history: list[float] = field(default_factory=list)  # held-out loss per epoch
+    best_epoch: int | None = None  # 0-based epoch of the model returned, with validation
 
     @property
     def total_iterations(self) -> int:
@@ -489,13 +590,21 @@ _EXCHANGE_COUNTERS = (
 def _result(
     replica: Replica, exchange: Exchange, exchanges: int, seconds, resyncs: int
 ) -> TrainingResult:
-    replica.weights.fold_factor()
+    weights = replica.weights
+    weights.fold_factor()
+    W, b, best_epoch = weights.W, weights.b, None
+    if replica.validation_history:  # the model returned is the best one seen
+        W, b = weights.state["best_W"], weights.state["best_b"]
+        best_epoch = best_validation_epoch(replica.validation_history)
     return TrainingResult(
-        W=replica.weights.W,
-        b=replica.weights.b,
+        W=W,
+        b=b,
         objective_history=replica.history,
         steps=replica.step,
-        converged=replica.converged,
+        converged=replica.done and replica.stop_reason != "maxIter",
+        stop_reason=replica.stop_reason,
+        validation_history=replica.validation_history,
+        best_epoch=best_epoch,
         exchanges=exchanges,
         seconds=seconds,
         **{counter: getattr(exchange, counter) for counter in _EXCHANGE_COUNTERS},
@@ -557,6 +666,13 @@ def train(
             if exchange.rank == 0:
                 write_checkpoint(config.checkpoint_dir, replica.state())
                 checkpoints += 1
+    if replica.validation_pending:  # the last epoch's held-out loss: one small exchange
+        sums = codec.encode_sums(held_out_sums(replica, data))
+        gathered = exchange.all_gather(-2 * (exchanges + 1), sums)
+        replica.record_validation(
+            [codec.RoundMessage("", 0, r, [], [], [], validation=codec.decode_sums(m))
+             for r, m in enumerate(gathered)]
+        )  # fmt: skip
     result = _result(replica, exchange, exchanges, seconds, resyncs)
     result.resumed_from_step, result.checkpoints = resumed_from, checkpoints
     result.replica_checks = checks

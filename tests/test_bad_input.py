@@ -295,3 +295,39 @@ def test_wrong_param_types_fail_when_set(params, expected):
     name, value = next(iter(params.items()))
     with pytest.raises(TypeError, match=expected):
         getattr(SVBLogisticRegression(), "set" + name[0].upper() + name[1:])(value)
+
+
+@pytest.mark.parametrize(
+    "values, params, expected",
+    [
+        ([True, False] * 3, {"validationIndicatorCol": "missing"}, "'missing' does not exist"),
+        ([1.0, 0.0] * 3, {}, r"must be boolean; got double.*F\.rand"),
+        ([True] * 6, {}, "true on every row, so nothing is left to train on"),
+        ([False] * 6, {}, "false on every row, so nothing is held out"),
+        ([True, False, None, False, True, False], {}, "1 null value"),
+        ([True, False] * 3, {"exchange": "broadcast"}, "validationIndicatorCol needs"),
+    ],
+)
+def test_bad_validation_columns(spark, values, params, expected):
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import BooleanType, DoubleType, StructField, StructType
+
+    indicator = DoubleType() if isinstance(values[0], float) else BooleanType()
+    schema = StructType(
+        [
+            StructField("features", VectorUDT()),
+            StructField("label", DoubleType()),
+            StructField("isVal", indicator),
+        ]
+    )
+    rows = [(*row, value) for row, value in zip(good_rows(), values)]
+    with pytest.raises((ValueError, TypeError), match=expected):
+        fit(spark.createDataFrame(rows, schema), **{"validationIndicatorCol": "isVal", **params})
+
+
+def test_saga_where_it_does_not_apply(spark):
+    with pytest.raises(ValueError, match=r"'solver' parameter .* is 'saga' but syncInterval is 2"):
+        fit(frame(spark, good_rows()), solver="saga", syncInterval=2)
+    sparse_rows = [(Vectors.sparse(400, [i], [1.0]), float(i % 2)) for i in range(6)]
+    with pytest.raises(ValueError, match="'saga' but the features are sparse"):
+        fit(frame(spark, sparse_rows), solver="saga")

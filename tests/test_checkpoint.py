@@ -43,6 +43,10 @@ CASES = {
         lambda p, **o: training_config(p, sync_interval=3, **o),
     ),
     "sparse, feature-major with L2 factor": (_sparse_blobs, _sparse_config),
+    "validation column, with its best model": (
+        lambda: [(X, y, w, np.arange(len(y)) % 4 == 0) for X, y, w in blobs()],
+        lambda p, **o: training_config(p, validation_tol=0.01, **o),
+    ),
     "SAGA, with every worker's memory": (
         lambda: blobs(),
         lambda p, **o: training_config(p, solver=SAGA, **o),

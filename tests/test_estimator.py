@@ -248,3 +248,22 @@ def test_each_worker_runs_blas_on_its_own_task_cores(spark, digits_frames):
     for worker in model.summary.workers:
         # numpy's and scipy's BLAS alike, at spark.task.cpus (1).
         assert len(worker["blas_threads"]) >= 1 and set(worker["blas_threads"]) == {1}, worker
+
+
+def test_a_validation_column_holds_rows_out_and_stops_on_their_loss(spark, digits_frames):
+    from pyspark.sql import functions as F
+
+    train, test = digits_frames
+    flagged = train.withColumn("isVal", F.rand(seed=1) < 0.2)
+    model = SVBLogisticRegression(numWorkers=2, validationIndicatorCol="isVal").fit(flagged)
+    summary = model.summary
+    history = summary.validationHistory
+    print(
+        f"digits with a 20% hold-out: stopped by {summary.stopReason} after "
+        f"{summary.totalIterations} epochs, best epoch {summary.bestEpoch}, test accuracy "
+        f"{model.evaluate(test).accuracy:.4f}"
+    )
+    assert len(history) == summary.totalIterations
+    assert summary.stopReason == "validation" and summary.totalIterations < model.getMaxIter()
+    assert summary.bestEpoch == int(np.argmin(history))
+    assert model.evaluate(test).accuracy >= 0.94  # 80% of the rows; scikit-learn gets ~0.96

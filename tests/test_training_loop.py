@@ -1,5 +1,6 @@
 """The full training loop over the in-process exchange: replicas and the reference SGD."""
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -10,7 +11,7 @@ from reference import reference_sgd
 from svb_spark import solver
 from svb_spark.exchange.codec import DENSE, SV
 from svb_spark.testing import train_in_process
-from svb_spark.training import SAGA, TrainingConfig, window_converged
+from svb_spark.training import SAGA, TrainingConfig, validation_stalled, window_converged
 
 
 @pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 1), (DENSE, 4)])
@@ -241,3 +242,60 @@ def test_the_window_rule_fires_on_a_plateau_scaled_by_the_first_epoch():
     assert not window_converged([1.0] * 9, tol=1.0)  # fewer than two windows
     assert window_converged([1.0] * 10, tol=1e-9)
     assert not window_converged([1.0] * 10, tol=0.0)  # tol 0: only maxIter stops
+
+
+def _overfitting_parts(held_out_fraction=0.5):
+    """Few noisy rows of many features: the held-out loss falls, then rises."""
+    rng = np.random.default_rng(21)
+    parts = []
+    for n in (60, 50):
+        X = rng.normal(size=(n, 40))
+        y = (X[:, 0] + 1.5 * rng.normal(size=n) > 0).astype(int) + 2 * (X[:, 1] > 0)
+        parts.append((X, y, np.ones(n), rng.random(n) < held_out_fraction))
+    return parts
+
+
+def _validation_config(parts, **overrides):
+    X = np.concatenate([p[0] for p in parts])
+    config = TrainingConfig.from_statistics(
+        4, X.shape[1], X.mean(axis=0), X.std(axis=0), batch_size=8, max_iter=60, tol=0.0,
+        reg_param=0.0, step_size=1.0, seed=3, dtype="float64", validation_tol=0.01,
+    )  # fmt: skip
+    return dataclasses.replace(config, **overrides)
+
+
+def test_held_out_rows_are_scored_but_never_trained_on():
+    parts = _overfitting_parts()
+    config = _validation_config(parts, max_iter=3)  # too few epochs to stop on validation
+    with_validation = train_in_process(parts, config)[0]
+    training_rows_only = [(X[~m], y[~m], w[~m]) for X, y, w, m in parts]
+    plain = train_in_process(training_rows_only, dataclasses.replace(config, validation_tol=None))
+    assert with_validation.objective_history == plain[0].objective_history
+    assert len(with_validation.validation_history) == 3
+    assert with_validation.stop_reason == "maxIter"
+
+
+def test_validation_stops_a_fit_that_overfits_and_returns_the_best_model():
+    parts = _overfitting_parts()
+    config = _validation_config(parts, verify_interval=1)  # the best copy is checked too
+    results = train_in_process(parts, config)
+    result = results[0]
+    history = result.validation_history
+    assert result.stop_reason == "validation" and result.converged
+    assert len(result.objective_history) < config.max_iter
+    assert result.best_epoch == int(np.argmin(history)) < len(history) - 1
+    assert all(r.resyncs == 0 and r.replica_checks > 0 for r in results)
+    # The returned weights are the best epoch's: their held-out loss is the lowest seen.
+    held = [(X[m], y[m], w[m]) for X, y, w, m in parts]
+    Xh = np.concatenate([(X - config.mean) * config.scale for X, _, _ in held])
+    yh = np.concatenate([y for _, y, _ in held])
+    wh = np.concatenate([w for _, _, w in held])
+    loss = solver.objective(result.W, result.b, Xh, yh, wh, 0.0)
+    assert loss == pytest.approx(min(history), rel=1e-9)
+
+
+def test_validation_stalls_only_after_patience_epochs_without_improvement():
+    assert not validation_stalled([1.0, 0.9, 0.95, 0.96], tol=0.01)  # 3 epochs: not enough
+    assert validation_stalled([1.0, 0.9, 0.95, 0.96, 0.97], tol=0.01)
+    assert not validation_stalled([1.0, 0.9, 0.95, 0.96, 0.85], tol=0.01)
+    assert validation_stalled([1.0, 0.9, 0.9, 0.899, 0.9], tol=0.01)  # 0.1% < validationTol

@@ -39,6 +39,9 @@ class RoundMessage:
     U: np.ndarray | None = None  # sum(rows) x K, weighted (P - Y)   [kind "sv"]
     V: np.ndarray | None = None  # sum(rows) x D, standardized rows, dense or CSR [kind "sv"]
     G: np.ndarray | None = None  # steps*K x (D + 1) gradients       [kind "dense"]
+    # The sender's held-out (loss sum, weight sum) at the end of the epoch that the replicas
+    # closed last, when the fit has a validation column; it rides in the header.
+    validation: list[float] | None = None
 
     @property
     def steps(self) -> int:
@@ -74,6 +77,7 @@ def encode(message: RoundMessage) -> pa.RecordBatch:
         "weight_sums": message.weight_sums,
         "loss_sums": message.loss_sums,
         "num_features": message.num_features,
+        "validation": message.validation,
     }
     if message.kind == SV and isinstance(message.V, np.ndarray):
         columns = {"u": _fixed_size_list(message.U), "v": _fixed_size_list(message.V)}
@@ -175,3 +179,12 @@ def encode_state(values: np.ndarray, factor: float) -> pa.RecordBatch:
 def decode_state(batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, float]:
     """Inverse of :func:`encode_state`."""
     return np.asarray(batch.column("state").to_numpy()), float(batch.schema.metadata[b"factor"])
+
+
+def encode_sums(values: list[float]) -> pa.RecordBatch:
+    """A few float64 sums (e.g. a held-out loss and weight) as a one-column record batch."""
+    return pa.RecordBatch.from_arrays([pa.array(values, type=pa.float64())], names=["sums"])
+
+
+def decode_sums(batch: pa.RecordBatch | pa.Table) -> list[float]:
+    return batch.column("sums").to_pylist()
