@@ -212,6 +212,14 @@ def test_replica_larger_than_worker_memory(spark, dtype, itemsize):
         match=rf"numClasses x numFeatures x {itemsize} bytes \({dtype}\) = {num_classes} x "
         rf"{num_features} x {itemsize} = {needed} bytes .* but {re.escape(key)} is {memory} bytes",
     ):
+        fit(spark.createDataFrame(rows, schema), numClasses=num_classes, dtype=dtype, solver="sgd")
+    # SAGA also keeps the average gradient and K floats per row of the largest worker.
+    with pytest.raises(
+        ValueError,
+        match=rf"SAGA's \(2 x numClasses x numFeatures \+ rows x numClasses\) x {itemsize} bytes "
+        rf".* = \(2 x {num_classes} x {num_features} \+ 3 x {num_classes}\) x {itemsize}.*"
+        "use solver='sgd'",
+    ):
         fit(spark.createDataFrame(rows, schema), numClasses=num_classes, dtype=dtype)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from common_data import planted
 
-from svb_spark import cli
+from svb_spark import SVBLogisticRegression, cli
 
 
 def test_demo_trains_and_reports(spark, capsys):
@@ -190,7 +190,7 @@ def test_config_file_is_overridden_by_flags(spark, libsvm_file, tmp_path, capsys
     assert model.getMaxIter() == 2  # flag over config
     assert model.getBatchSize() == 16 and model.getRegParam() == 0.01  # config over default
     assert model.getFeaturesCol() == "features"  # column flag over config
-    assert model.getTol() == 1e-6  # default where neither says anything
+    assert model.getTol() == SVBLogisticRegression().getTol()  # neither says anything
 
 
 def test_train_on_parquet_with_other_column_names(spark, libsvm_file, tmp_path, capsys):

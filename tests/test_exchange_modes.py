@@ -16,7 +16,10 @@ def planted_df(spark):
 
 
 def _fit(df, **params):
-    settings = dict(weightCol="weight", numWorkers=2, maxIter=2, batchSize=100, dtype="float64")
+    # SGD: the broadcast mode trains with it, and every mode must train the same model.
+    settings = dict(
+        weightCol="weight", numWorkers=2, maxIter=2, batchSize=100, dtype="float64", solver="sgd"
+    )
     return SVBLogisticRegression(**{**settings, **params}).fit(df)
 
 

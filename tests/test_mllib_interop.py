@@ -61,7 +61,9 @@ def test_warm_start_from_mllib_and_in_broadcast_mode(spark, digits_frames, digit
     train, _ = digits_frames
     # An MLlib model maps to the same start: one epoch from it equals one from the SVB model.
     runs = [
-        SVBLogisticRegression(numWorkers=2, maxIter=1, dtype="float64", exchange=exchange)
+        SVBLogisticRegression(
+            numWorkers=2, maxIter=1, dtype="float64", exchange=exchange, solver="sgd"
+        )
         .setInitialModel(start)
         .fit(train)
         .summary.objectiveHistory[0]
