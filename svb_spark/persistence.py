@@ -32,6 +32,15 @@ def _session():
     return spark
 
 
+def _context_or_session(spark):
+    """What ``DefaultParams{Writer,Reader}`` take: Spark 3.5's want the SparkContext, Spark 4's
+    take either and get the session on Spark Connect, which has no SparkContext."""
+    from svb_spark.session import spark_context
+
+    sc = spark_context(spark)
+    return spark if sc is None else sc
+
+
 def _remove(spark, path: str) -> None:
     """Best-effort removal of a partly written model directory."""
     try:
@@ -65,13 +74,15 @@ class SVBModelWriter(MLWriter):
             _remove(spark, path)
 
     def saveImpl(self, path: str) -> None:
+        from svb_spark.session import dataframe_from_arrow
+
         spark = _session()
         W, b = self.instance._model_arrays()
         try:
             DefaultParamsWriter.saveMetadata(
                 self.instance,
                 path,
-                spark,
+                _context_or_session(spark),
                 extraMetadata={"numClasses": int(W.shape[0]), "numFeatures": int(W.shape[1])},
             )
             table = pa.table(
@@ -83,7 +94,7 @@ class SVBModelWriter(MLWriter):
                     ).cast(pa.list_(pa.float64())),
                 }
             )
-            spark.createDataFrame(table).write.parquet(os.path.join(path, "data"))
+            dataframe_from_arrow(spark, table).write.parquet(os.path.join(path, "data"))
         except BaseException:
             # Never leave a half-written model behind: a later load would fail confusingly.
             _remove(spark, path)
@@ -99,7 +110,7 @@ class SVBModelReader(MLReader):
 
     def load(self, path: str):
         spark = _session()
-        metadata = DefaultParamsReader.loadMetadata(path, spark)
+        metadata = DefaultParamsReader.loadMetadata(path, _context_or_session(spark))
         data = spark.read.parquet(os.path.join(path, "data"))
         if hasattr(data, "toArrow"):
             rows = data.toArrow().to_pandas()

@@ -88,6 +88,28 @@ def spark_context(spark):
         return None
 
 
+def dataframe_from_arrow(spark, table):
+    """``spark.createDataFrame`` of a ``pyarrow.Table``, on every supported Spark.
+
+    Spark 4 takes the table itself. Spark 3.5 takes pandas only, and converts it through Arrow
+    only while ``spark.sql.execution.arrow.pyspark.enabled`` is on (its row-by-row path refuses
+    the numpy values of list columns), so there that conf is on for this one call.
+    """
+    from pyspark.sql import DataFrame
+
+    if hasattr(DataFrame, "toArrow"):  # came with Arrow-table input, in Spark 4.0
+        return spark.createDataFrame(table)
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    key = "spark.sql.execution.arrow.pyspark.enabled"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "true")
+    try:
+        return spark.createDataFrame(table.to_pandas(), from_arrow_schema(table.schema))
+    finally:
+        spark.conf.set(key, before)
+
+
 _JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
 
 
