@@ -26,10 +26,12 @@ from pyspark.ml.util import (
 def _session():
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise RuntimeError("Saving or loading a model needs an active SparkSession.")
-    return spark
+    try:
+        # The thread's active session, else the default one: after a Ctrl-C broke a py4j call,
+        # the thread talks to the JVM over a new connection, which has no active session.
+        return SparkSession.active()
+    except Exception:
+        raise RuntimeError("Saving or loading a model needs an active SparkSession.") from None
 
 
 def _context_or_session(spark):
