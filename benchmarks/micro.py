@@ -104,7 +104,7 @@ def flight_exchange_seconds(
     for mesh in meshes:
         mesh.connect([m.location for m in meshes])
     values = np.zeros(max(1, payload_bytes // 4), dtype=np.float32)
-    batch = pa.record_batch({"x": pa.array(values)})
+    batch = pa.RecordBatch.from_pydict({"x": pa.array(values)})
     per_rank: list[list[float]] = [[] for _ in range(workers)]
     errors: list[BaseException] = []
 

@@ -105,6 +105,8 @@ def _sparse_dataframe(spark, X, y):
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql.types import DoubleType, StructField, StructType
 
+    from svb_spark.session import dataframe_from_arrow
+
     offsets = pa.array(X.indptr.astype(np.int32))
     table = pa.table(
         {
@@ -129,4 +131,4 @@ def _sparse_dataframe(spark, X, y):
             )
 
     schema = StructType([StructField("features", VectorUDT()), StructField("label", DoubleType())])
-    return spark.createDataFrame(table).mapInArrow(assemble, schema)
+    return dataframe_from_arrow(spark, table).mapInArrow(assemble, schema)

@@ -26,10 +26,21 @@ from pyspark.ml.util import (
 def _session():
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise RuntimeError("Saving or loading a model needs an active SparkSession.")
-    return spark
+    try:
+        # The thread's active session, else the default one: after a Ctrl-C broke a py4j call,
+        # the thread talks to the JVM over a new connection, which has no active session.
+        return SparkSession.active()
+    except Exception:
+        raise RuntimeError("Saving or loading a model needs an active SparkSession.") from None
+
+
+def _context_or_session(spark):
+    """What ``DefaultParams{Writer,Reader}`` take: Spark 3.5's want the SparkContext, Spark 4's
+    take either and get the session on Spark Connect, which has no SparkContext."""
+    from svb_spark.session import spark_context
+
+    sc = spark_context(spark)
+    return spark if sc is None else sc
 
 
 def _remove(spark, path: str) -> None:
@@ -65,13 +76,15 @@ class SVBModelWriter(MLWriter):
             _remove(spark, path)
 
     def saveImpl(self, path: str) -> None:
+        from svb_spark.session import dataframe_from_arrow
+
         spark = _session()
         W, b = self.instance._model_arrays()
         try:
             DefaultParamsWriter.saveMetadata(
                 self.instance,
                 path,
-                spark,
+                _context_or_session(spark),
                 extraMetadata={"numClasses": int(W.shape[0]), "numFeatures": int(W.shape[1])},
             )
             table = pa.table(
@@ -83,7 +96,7 @@ class SVBModelWriter(MLWriter):
                     ).cast(pa.list_(pa.float64())),
                 }
             )
-            spark.createDataFrame(table).write.parquet(os.path.join(path, "data"))
+            dataframe_from_arrow(spark, table).write.parquet(os.path.join(path, "data"))
         except BaseException:
             # Never leave a half-written model behind: a later load would fail confusingly.
             _remove(spark, path)
@@ -99,7 +112,7 @@ class SVBModelReader(MLReader):
 
     def load(self, path: str):
         spark = _session()
-        metadata = DefaultParamsReader.loadMetadata(path, spark)
+        metadata = DefaultParamsReader.loadMetadata(path, _context_or_session(spark))
         data = spark.read.parquet(os.path.join(path, "data"))
         if hasattr(data, "toArrow"):
             rows = data.toArrow().to_pandas()

@@ -7,8 +7,10 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -90,6 +92,28 @@ def spark_context(spark):
         return None
 
 
+def dataframe_from_arrow(spark, table):
+    """``spark.createDataFrame`` of a ``pyarrow.Table``, on every supported Spark.
+
+    Spark 4 takes the table itself. Spark 3.5 takes pandas only, and converts it through Arrow
+    only while ``spark.sql.execution.arrow.pyspark.enabled`` is on (its row-by-row path refuses
+    the numpy values of list columns), so there that conf is on for this one call.
+    """
+    from pyspark.sql import DataFrame
+
+    if hasattr(DataFrame, "toArrow"):  # came with Arrow-table input, in Spark 4.0
+        return spark.createDataFrame(table)
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    key = "spark.sql.execution.arrow.pyspark.enabled"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "true")
+    try:
+        return spark.createDataFrame(table.to_pandas(), from_arrow_schema(table.schema))
+    finally:
+        spark.conf.set(key, before)
+
+
 _JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
 
 
@@ -120,14 +144,43 @@ def job_group(spark, description: str) -> Iterator[str]:
         return
     previous = {key: sc.getLocalProperty(key) for key in _JOB_PROPERTIES}
     sc.setJobGroup(group, description, interruptOnCancel=True)
+    interrupted = threading.Event()
     try:
-        yield group
-    except KeyboardInterrupt:
+        with _noting_sigint(interrupted):
+            yield group
+    except BaseException as error:
+        if not (isinstance(error, KeyboardInterrupt) or interrupted.is_set()):
+            raise
         sc.cancelJobGroup(group)
-        raise
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        # Spark 3.5's SIGINT handler cancels every job through the py4j connection that the
+        # interrupted call is still reading, fails there and raises that error instead.
+        raise KeyboardInterrupt from error
     finally:
         for key, value in previous.items():
             sc.setLocalProperty(key, value)
+
+
+@contextmanager
+def _noting_sigint(seen: threading.Event) -> Iterator[None]:
+    """Set ``seen`` when SIGINT (Ctrl-C) arrives in the block; the handler in place (PySpark's,
+    which cancels all jobs and raises KeyboardInterrupt) still handles it. Only the main thread
+    receives signals, so elsewhere nothing changes."""
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(handler):
+        yield
+        return
+
+    def noting(signum, frame):
+        seen.set()
+        handler(signum, frame)
+
+    signal.signal(signal.SIGINT, noting)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def default_parallelism(spark) -> int:

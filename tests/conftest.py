@@ -1,6 +1,13 @@
-"""Shared fixtures: one SparkSession for the whole suite, and the digits data."""
+"""Shared fixtures: one SparkSession for the whole suite, and the digits data.
+
+Also the one place that skips a test for a Spark feature this install lacks: a test marked
+``spark_connect`` needs a local Spark Connect server.
+"""
 
 from __future__ import annotations
+
+import glob
+import os
 
 import pytest
 from common_data import to_frame
@@ -13,6 +20,37 @@ def pytest_configure(config):
         require_java()
     except JavaNotFoundError as error:
         pytest.exit(str(error), returncode=3)
+
+
+def spark_connect_missing() -> str | None:
+    """Why ``SparkSession.builder.remote("local[2]")`` cannot run here, or None if it can.
+
+    The local Connect server is a Spark jar: pip's pyspark bundles it from Spark 4.0 on, while
+    pyspark 3.5 leaves it out and would fetch it from Maven with ``--packages``. The Python
+    client side is pyspark's ``connect`` extra (grpcio and friends, in the test extra).
+    """
+    import pyspark
+    from pyspark.find_spark_home import _find_spark_home
+
+    jars = os.path.join(_find_spark_home(), "jars")
+    if not glob.glob(os.path.join(jars, "spark-connect_*.jar")):
+        return (
+            f"Spark Connect server jar (spark-connect_*.jar) not in {jars}: pyspark "
+            f"{pyspark.__version__} does not bundle it (pip's pyspark does from 4.0), and "
+            "remote('local[2]') would download it from Maven"
+        )
+    try:  # importing the client checks its dependencies
+        import pyspark.sql.connect.session  # noqa: F401
+    except Exception as error:  # grpcio and friends: pip install ".[test]"
+        return f"Spark Connect client dependencies missing: {error}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if item.get_closest_marker("spark_connect")]
+    reason = spark_connect_missing() if marked else None
+    for item in marked if reason else []:
+        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,8 @@ import pytest
 from jobs import run_job
 
 
-def _connect_available() -> str | None:
-    try:
-        from pyspark.sql.connect.utils import check_dependencies
-
-        check_dependencies()
-    except Exception as error:  # grpcio and friends: pip install ".[test]"
-        return f"Spark Connect client dependencies missing: {error}"
-    return None
-
-
+@pytest.mark.spark_connect
 def test_fit_transform_save_load_over_spark_connect():
-    missing = _connect_available()
-    if missing:
-        pytest.skip(missing)
     out = run_job("connect_job.py", timeout=240)
     assert out["task_slots"] is None and out["default_parallelism"] == 2
     history = out["history"]

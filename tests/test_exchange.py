@@ -46,6 +46,17 @@ def test_codec_dense_gradient_message():
     assert (back.step_gradient(1) == G[3:]).all() and back.U is None
 
 
+def test_codec_checksum_and_state_round_trip():
+    # The replica check's two messages, alone: the checksum is the one a pyarrow 14 install
+    # (the oldest supported) used to fail to build.
+    assert codec.decode_checksum(codec.encode_checksum("ab12")) == "ab12"
+    table = pa.Table.from_batches([codec.encode_checksum("ab12")])
+    assert codec.decode_checksum(table) == "ab12"
+    values = np.arange(5, dtype=np.float32)
+    back, factor = codec.decode_state(codec.encode_state(values, 0.5))
+    assert back.dtype == np.float32 and (back == values).all() and factor == 0.5
+
+
 def test_codec_handles_an_empty_batch_and_counts_framing():
     message = codec.RoundMessage(
         codec.SV, 0, 1, [0], [0.0], [0.0], np.zeros((0, 3)), np.zeros((0, 5))
@@ -68,7 +79,7 @@ def _run_workers(exchanges, steps, pause=0.0):
         try:
             got = []
             for step in range(steps):
-                batch = pa.record_batch({"v": [float(100 * step + ex.rank)]})
+                batch = pa.RecordBatch.from_pydict({"v": [float(100 * step + ex.rank)]})
                 got.append([b.column(0)[0].as_py() for b in ex.all_gather(step, batch)])
                 time.sleep(pause)
             seen[ex.rank] = got
@@ -121,7 +132,7 @@ def test_flight_mesh_delivers_every_message_in_rank_order_and_counts_bytes(mesh)
         ex.connect(locations)
     seen = _run_workers(exchanges, 25)
     assert all(seen[r] == _expected(3, 25) for r in range(3))
-    one = pa.record_batch({"v": [0.0]})
+    one = pa.RecordBatch.from_pydict({"v": [0.0]})
     payload, framing = codec.message_bytes(one)
     for ex in exchanges:
         assert (ex.payload_sent, ex.framing_sent) == (25 * 2 * payload, 25 * 2 * framing)
@@ -132,7 +143,7 @@ def test_flight_mesh_delivers_every_message_in_rank_order_and_counts_bytes(mesh)
 def test_flight_server_refuses_a_client_with_a_wrong_or_missing_token(mesh):
     (server,) = mesh(1, secret="the-right-secret")
     client = flight.FlightClient(server.location)
-    batch = pa.record_batch({"v": [1.0]})
+    batch = pa.RecordBatch.from_pydict({"v": [1.0]})
     descriptor = flight.FlightDescriptor.for_path("0", "5")
     for headers in ([(b"authorization", b"Bearer wrong")], []):
         options = flight.FlightCallOptions(headers=headers, timeout=10)
@@ -151,7 +162,7 @@ def test_flight_wait_for_a_silent_peer_times_out_with_a_clear_error(mesh):
     with pytest.raises(
         ExchangeTimeoutError, match=r"worker 0 waited 1 s for step 0 from workers \[1\]"
     ):
-        exchanges[0].all_gather(0, pa.record_batch({"v": [1.0]}))
+        exchanges[0].all_gather(0, pa.RecordBatch.from_pydict({"v": [1.0]}))
 
 
 def test_flight_server_refuses_oversized_messages_and_never_shows_the_secret(caplog):
@@ -161,12 +172,12 @@ def test_flight_server_refuses_oversized_messages_and_never_shows_the_secret(cap
     )
     try:
         small.connect([small.location, big.location])
-        oversized = pa.record_batch({"v": np.zeros(1000)})  # 8000 bytes
+        oversized = pa.RecordBatch.from_pydict({"v": np.zeros(1000)})  # 8000 bytes
         with pytest.raises(ExchangeError, match="exceeds 1000 bytes") as refused:
             small._send(1, 0, oversized)
         assert big._server.mailbox == {}
         with pytest.raises(ExchangeTimeoutError) as timed_out:
-            small.all_gather(1, pa.record_batch({"v": [1.0]}))
+            small.all_gather(1, pa.RecordBatch.from_pydict({"v": [1.0]}))
         for error in (refused.value, timed_out.value):
             assert secret not in str(error) and secret not in repr(error)
         assert secret not in caplog.text
@@ -182,7 +193,7 @@ def test_close_returns_within_the_timeout_while_a_stalled_peer_holds_a_call_open
     server = FlightMeshExchange(0, 2, "127.0.0.1", "fit-secret", timeout=1.0)
     port = int(server.location.rsplit(":", 1)[1])
     client = flight.FlightClient(server.location)
-    batch = pa.record_batch({"v": [1.0]})
+    batch = pa.RecordBatch.from_pydict({"v": [1.0]})
     options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer fit-secret")])
     writer, _ = client.do_put(flight.FlightDescriptor.for_path("0", "1"), batch.schema, options)
     writer.write_batch(batch)  # ...and never closed: the call stays open
@@ -236,7 +247,7 @@ def test_a_stalled_worker_gives_every_peer_a_clear_timeout_error():
         def step(ex):
             started = time.perf_counter()
             try:
-                ex.all_gather(0, pa.record_batch({"v": [1.0]}))
+                ex.all_gather(0, pa.RecordBatch.from_pydict({"v": [1.0]}))
             except ExchangeError as error:
                 errors[ex.rank] = (error, time.perf_counter() - started)
 
@@ -348,11 +359,11 @@ def test_a_refused_message_drops_its_stream_and_the_next_send_opens_a_new_one():
     )
     try:
         small.connect([small.location, big.location])
-        small._send(1, 0, pa.record_batch({"v": [1.0]}))
+        small._send(1, 0, pa.RecordBatch.from_pydict({"v": [1.0]}))
         with pytest.raises(ExchangeError, match="exceeds 1000 bytes"):
-            small._send(1, 1, pa.record_batch({"v": np.zeros(1000)}))
+            small._send(1, 1, pa.RecordBatch.from_pydict({"v": np.zeros(1000)}))
         assert 1 not in small._streams
-        small._send(1, 2, pa.record_batch({"v": [3.0]}))
+        small._send(1, 2, pa.RecordBatch.from_pydict({"v": [3.0]}))
         assert sorted(big._server.mailbox) == [(0, 0), (2, 0)]
         assert big._server.mailbox[(2, 0)].column(0)[0].as_py() == 3.0
         assert big._server.puts == 2

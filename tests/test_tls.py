@@ -132,7 +132,7 @@ def test_two_tls_workers_exchange_in_rank_order_and_count_bytes(certificates, me
     steps = 3
     seen = _run_workers(exchanges, steps)
     assert seen == {0: _expected(2, steps), 1: _expected(2, steps)}
-    payload, framing = codec.message_bytes(pa.record_batch({"v": [0.0]}))
+    payload, framing = codec.message_bytes(pa.RecordBatch.from_pydict({"v": [0.0]}))
     for exchange in exchanges:
         assert (exchange.payload_sent, exchange.framing_sent) == (steps * payload, steps * framing)
         assert exchange.bytes_received == steps * (payload + framing)
@@ -141,7 +141,7 @@ def test_two_tls_workers_exchange_in_rank_order_and_count_bytes(certificates, me
 def test_tls_server_refuses_clients_without_a_certificate_of_its_ca(certificates, mesh, caplog):
     workers, rogue = certificates
     (server,) = mesh(workers[:1])
-    batch = pa.record_batch({"v": [1.0]})
+    batch = pa.RecordBatch.from_pydict({"v": [1.0]})
     ca = open(workers[0].ca, "rb").read()
     without_certificate = flight.FlightClient(server.location, tls_root_certs=ca)
     with_rogue_certificate = flight.FlightClient(
@@ -177,7 +177,7 @@ def test_tls_server_refuses_clients_without_a_certificate_of_its_ca(certificates
 def test_plain_clients_cannot_talk_to_a_tls_server(certificates, mesh, caplog):
     workers, _ = certificates
     (server,) = mesh(workers[:1])
-    batch = pa.record_batch({"v": [1.0]})
+    batch = pa.RecordBatch.from_pydict({"v": [1.0]})
     plain_location = server.location.replace("grpc+tls://", "grpc+tcp://")
     client = flight.FlightClient(plain_location)
     with pytest.raises(flight.FlightError) as refused:

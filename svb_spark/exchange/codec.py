@@ -160,7 +160,7 @@ def from_ipc(data: bytes) -> pa.RecordBatch:
 
 def encode_checksum(digest: str) -> pa.RecordBatch:
     """A replica checksum as a one-row record batch."""
-    return pa.record_batch({"digest": [digest]})
+    return pa.RecordBatch.from_pydict({"digest": [digest]})
 
 
 def decode_checksum(batch: pa.RecordBatch | pa.Table) -> str:

@@ -223,7 +223,7 @@ class FlightMeshExchange(Exchange):
     --------
     >>> mesh = FlightMeshExchange(0, 1, "127.0.0.1", secret="s3cret", timeout=5.0)
     >>> mesh.connect([mesh.location])
-    >>> batch = pa.record_batch({"x": [1.0, 2.0]})
+    >>> batch = pa.RecordBatch.from_pydict({"x": [1.0, 2.0]})
     >>> mesh.all_gather(0, batch)[0].num_rows
     2
     >>> mesh.close()
