@@ -386,7 +386,7 @@ def saga_delta(memory: np.ndarray, rows: np.ndarray, U: np.ndarray) -> np.ndarra
 
 
 def saga_seen_scale(weight_seen: float, total_weight: float) -> float:
-    """``s`` of :func:`apply_saga_sufficient_vectors`: A is a sum over all data divided by N,
+    """``s`` of :func:`apply_saga`: A is a sum over all data divided by N,
     but in the first epoch it holds only the rows seen so far, so it is scaled up to their
     average (as scikit-learn's SAG and SAGA do)."""
     if weight_seen <= 0.0:
@@ -394,13 +394,12 @@ def saga_seen_scale(weight_seen: float, total_weight: float) -> float:
     return total_weight / min(weight_seen, total_weight)
 
 
-def apply_saga_sufficient_vectors(
+def apply_saga(
     W: np.ndarray,
     b: np.ndarray,
     A: np.ndarray,
     a: np.ndarray,
-    dU: np.ndarray,
-    V: np.ndarray,
+    update: tuple,
     batch_weight: float,
     total_weight: float,
     learning_rate: float,
@@ -409,52 +408,31 @@ def apply_saga_sufficient_vectors(
     seen_scale: float = 1.0,
     fit_intercept: bool = True,
 ) -> None:
-    """One SAGA step from the global batch's ``dU`` and rows ``V`` (dense), in place.
+    """One SAGA step from the global batch, in place on ``W``, ``b``, ``A`` and ``a``.
 
-    ``W <- (1 - lr regParam c) W - lr (dU^T V / batch_weight + s A_old)`` and
-    ``A <- A + dU^T V / N`` (intercepts alike). Written as ``A += G / N`` followed by
-    ``W -= lr (1 / batch_weight - s / N) G + lr s A_new``, so that G = dU^T V is never formed:
-    two in-place gemms of the batch and one pass over A.
+    ``update`` is ``("vectors", dU, V)``: the batch's U differences and (dense) rows, or
+    ``("gradient", G, g)``: their summed ``G = dU^T V`` and ``g = colsum(dU)``, what the dense
+    baseline exchanges. ``W <- (1 - lr regParam c) W - lr (G / batch_weight + s A_old)`` and
+    ``A <- A + G / N`` (intercepts alike), computed as ``A += G / N`` followed by
+    ``W -= lr (1 / batch_weight - s / N) G + lr s A_new``, so that from vectors G is never
+    formed: two in-place gemms of the batch and one pass over A.
     """
     _decay(W, learning_rate, reg_param, reg_scale)
-    if batch_weight > 0.0 and dU.shape[0]:
+    kind, first, second = update
+    if batch_weight > 0.0 and first.shape[0]:
         coefficient = learning_rate * (1.0 / batch_weight - seen_scale / total_weight)
-        _subtract_outer_products(A, A.dtype.type(-1.0 / total_weight), dU, V)
-        _subtract_outer_products(W, W.dtype.type(coefficient), dU, V)
-        _saga_intercepts(b, a, dU.sum(axis=0), total_weight, coefficient, fit_intercept)
+        if kind == "vectors":
+            _subtract_outer_products(A, A.dtype.type(-1.0 / total_weight), first, second)
+            _subtract_outer_products(W, W.dtype.type(coefficient), first, second)
+            column_sums = first.sum(axis=0)
+        else:
+            A += A.dtype.type(1.0 / total_weight) * first
+            W -= W.dtype.type(coefficient) * first
+            column_sums = second
+        a += a.dtype.type(1.0 / total_weight) * column_sums
+        if fit_intercept:
+            b -= b.dtype.type(coefficient) * column_sums
     _step_along_average(W, b, A, a, learning_rate * seen_scale, fit_intercept)
-
-
-def apply_saga_gradient(
-    W: np.ndarray,
-    b: np.ndarray,
-    A: np.ndarray,
-    a: np.ndarray,
-    G: np.ndarray,
-    g: np.ndarray,
-    batch_weight: float,
-    total_weight: float,
-    learning_rate: float,
-    reg_param: float,
-    reg_scale: np.ndarray | float = 1.0,
-    seen_scale: float = 1.0,
-    fit_intercept: bool = True,
-) -> None:
-    """:func:`apply_saga_sufficient_vectors` from the summed ``G = dU^T V`` and
-    ``g = colsum(dU)``: what the dense baseline exchanges."""
-    _decay(W, learning_rate, reg_param, reg_scale)
-    if batch_weight > 0.0:
-        coefficient = learning_rate * (1.0 / batch_weight - seen_scale / total_weight)
-        A += A.dtype.type(1.0 / total_weight) * G
-        W -= W.dtype.type(coefficient) * G
-        _saga_intercepts(b, a, g, total_weight, coefficient, fit_intercept)
-    _step_along_average(W, b, A, a, learning_rate * seen_scale, fit_intercept)
-
-
-def _saga_intercepts(b, a, column_sums, total_weight, coefficient, fit_intercept) -> None:
-    a += a.dtype.type(1.0 / total_weight) * column_sums
-    if fit_intercept:
-        b -= b.dtype.type(coefficient) * column_sums
 
 
 def _step_along_average(W, b, A, a, scale: float, fit_intercept: bool) -> None:

@@ -37,7 +37,7 @@ from svb_spark.exchange.tls import TlsFiles
 from svb_spark.weights import ReplicaWeights
 
 # The optimizers (the ``solver`` param): minibatch SGD with a decaying step, the paper's method,
-# and SAGA on sufficient vectors with a constant step (see solver.apply_saga_sufficient_vectors).
+# and SAGA on sufficient vectors with a constant step (see solver.apply_saga).
 SGD, SAGA = "sgd", "saga"
 
 # The stopping rule compares the mean epoch objective of the last TOL_WINDOW epochs with that of
@@ -406,13 +406,13 @@ class Replica:
         if messages[0].kind == codec.SV:
             parts = [m.step_vectors(j) for m in messages]
             dU = np.concatenate([u for u, _ in parts])
-            V = np.concatenate([v for _, v in parts])
-            solver.apply_saga_sufficient_vectors(weights.W, weights.b, A, a, dU, V, *common)
+            update = ("vectors", dU, np.concatenate([v for _, v in parts]))
         else:
             G = messages[0].step_gradient(j).copy()
             for m in messages[1:]:
                 G += m.step_gradient(j)
-            solver.apply_saga_gradient(weights.W, weights.b, A, a, G[:, :-1], G[:, -1], *common)
+            update = ("gradient", G[:, :-1], G[:, -1])
+        solver.apply_saga(weights.W, weights.b, A, a, update, *common)
         self._weight_seen += weight
 
     def _close_epoch(self) -> None:

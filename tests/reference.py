@@ -58,9 +58,9 @@ def reference_sgd(partitions, config):
                     [solver.saga_delta(m, p, u) for m, p, u in zip(memory, picks, _split(U, picks))]
                 )
                 scale = 1.0 if epoch else solver.saga_seen_scale(seen, total_weight)
-                solver.apply_saga_sufficient_vectors(
-                    W, b, A, a, dU, Xg, total, total_weight, lr, config.reg_param, reg_scale,
-                    scale, config.fit_intercept,
+                solver.apply_saga(
+                    W, b, A, a, ("vectors", dU, Xg), total, total_weight, lr, config.reg_param,
+                    reg_scale, scale, config.fit_intercept,
                 )  # fmt: skip
                 seen += total
             else:

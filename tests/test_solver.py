@@ -112,3 +112,23 @@ def test_thresholds_follow_mllib():
     assert solver.predictions_from_probabilities(p, [0.5, 0.2, 0.5]).tolist() == [1.0, 2.0]
     # A zero threshold wins outright.
     assert solver.predictions_from_probabilities(p, [0.5, 0.0, 0.5]).tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("form", ["vectors", "gradient"])
+def test_a_saga_step_follows_its_formula_from_vectors_or_their_gradient(form):
+    rng = np.random.default_rng(0)
+    W, A = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    b, a = rng.normal(size=4), rng.normal(size=4)
+    a_before = a.copy()
+    dU, V = rng.normal(size=(5, 4)), rng.normal(size=(5, 6))
+    lr, batch_weight, total, seen, reg = 0.3, 5.0, 50.0, 1.7, 0.01
+    G, g = dU.T @ V, dU.sum(axis=0)
+    expected_W = (1 - lr * reg) * W - lr * (G / batch_weight + seen * A)
+    expected_b = b - lr * (g / batch_weight + seen * a)
+    expected_A = A + G / total
+    update = ("vectors", dU, V) if form == "vectors" else ("gradient", G, g)
+    solver.apply_saga(W, b, A, a, update, batch_weight, total, lr, reg, 1.0, seen)
+    np.testing.assert_allclose(W, expected_W, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(b, expected_b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(A, expected_A, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a, a_before + g / total, rtol=1e-12, atol=1e-14)
