@@ -112,7 +112,9 @@ def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dic
     peak = micro.peak_gemm_flops()
     sparse = micro.sparse_product_flops()
     elementwise = micro.elementwise_seconds()
-    codec_byte, _ = micro.codec_costs(shape.batch_size, shape.num_classes, shape.num_features)
+    codec_byte = micro.encode_seconds_per_byte(
+        shape.batch_size, shape.num_classes, shape.num_features
+    )
     log("microbenchmarks: the training loop on a tiny problem, 1 worker and 2 processes")
     overheads = micro.loop_overheads(shape.batch_size)
     sparse_overheads = micro.loop_overheads(shape.batch_size, sparse=True)
