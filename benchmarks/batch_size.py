@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from benchmarks import machine, peers, workloads
-from benchmarks.report import _table
+from benchmarks.report import markdown_table
 from benchmarks.run import WORKERS, cached_frame
 
 SIZES = [8, 16, 32, 64, 128]
@@ -69,7 +69,7 @@ def table(entry: dict) -> str:
     """Markdown table of one workload's rows."""
     header = ["batchSize", "time to target", "final accuracy", "steps/epoch", "loop ms/step",
               "bytes/step/worker"]  # fmt: skip
-    return _table(header, [cells(row) for row in entry["rows"]], "rrrrrr")
+    return markdown_table(header, [cells(row) for row in entry["rows"]], "rrrrrr")
 
 
 def main(argv: list[str] | None = None) -> dict:

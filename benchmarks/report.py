@@ -45,7 +45,9 @@ def _bytes(value) -> str:
     return f"{value:,.0f} B"
 
 
-def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+def markdown_table(header: str | list[str], rows: list[list[str]], align: str = "") -> str:
+    """A markdown table; ``header`` a list or "a | b | c", ``align`` one l or r per column."""
+    header = header.split(" | ") if isinstance(header, str) else header
     align = align or "l" + "r" * (len(header) - 1)
     marks = ["---" if a == "l" else "---:" for a in align]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
@@ -54,18 +56,12 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
 
 
 def _target(name: str, goal: str, measured: str, value, met) -> dict:
+    # met: True, False, or None when the run could not measure it
     return {"name": name, "goal": goal, "measured": measured, "value": value, "met": met}
 
 
 def evaluate_targets(result: dict) -> list[dict]:
-    """The issue's targets, each with its measured figure and whether it is met.
-
-    Returns
-    -------
-    list of dict
-        ``name``, ``goal``, ``measured`` (text), ``value`` (the number compared), ``met``
-        (True, False, or None when the run could not measure it).
-    """
+    """The issue's targets, each with its measured figure and whether it is met."""
     targets = []
     workloads = result.get("workloads", {})
     for name in ("W1", "W2"):
@@ -125,7 +121,7 @@ def _met(met) -> str:
 def targets_table(result: dict) -> str:
     """Markdown table of :func:`evaluate_targets`."""
     rows = [[t["name"], t["goal"], t["measured"], _met(t["met"])] for t in result["targets"]]
-    return _table(["target", "goal", "measured", "status"], rows, "llll")
+    return markdown_table(["target", "goal", "measured", "status"], rows, "llll")
 
 
 def machine_line(result: dict) -> str:
@@ -158,10 +154,6 @@ def machine_line(result: dict) -> str:
     )
 
 
-def _header(text: str) -> list[str]:
-    return text.split(" | ")
-
-
 def methods_table(workload: dict) -> str:
     """Markdown table: per method, accuracy, fit time, time to target and bytes per step."""
     rows = []
@@ -190,29 +182,23 @@ def methods_table(workload: dict) -> str:
             cells = [_fmt(final["accuracy"], 4), f"{final['seconds']:.1f}",
                      str(final["iterations"]), reached]  # fmt: skip
         rows.append([label, *cells, bytes_cell, rss_cell, entry.get("note", "")])
-    header = _header("method | held-out accuracy | fit (s) | iterations | time to target | "
-                     "bytes/step/worker | peak RSS/worker | note")  # fmt: skip
-    return _table(header, rows, "lrrrrrrl")
+    header = ("method | held-out accuracy | fit (s) | iterations | time to target | "
+              "bytes/step/worker | peak RSS/worker | note")  # fmt: skip
+    return markdown_table(header, rows, "lrrrrrrl")
 
 
 def bytes_table(workload: dict) -> str:
-    """Markdown table: bytes per step per worker, measured next to the formula, with each
-    fit's mode in force, training time per step and held-out accuracy."""
+    """Markdown table: bytes per step per worker, measured next to the formula."""
     rows = [
-        [
-            row["config"],
-            row.get("exchange", row["config"].split(",")[0]),
-            _bytes(row["measured"]),
-            _bytes(row["predicted"]),
-            f"{row['measured'] / row['predicted']:.3f}" if row["predicted"] else "n/a",
-            _fmt(row.get("train_ms_per_step"), 2),
-            _fmt(row.get("accuracy"), 4),
-        ]
-        for row in workload.get("bytes", [])
-    ]
-    header = _header("configuration | in force | measured (payload + framing) | formula (payload) "
-                     "| ratio | train ms/step | held-out accuracy")  # fmt: skip
-    return _table(header, rows, "llrrrrr")
+        [r["config"], r.get("exchange", r["config"].split(",")[0]), _bytes(r["measured"]),
+         _bytes(r["predicted"]),
+         f"{r['measured'] / r['predicted']:.3f}" if r["predicted"] else "n/a",
+         _fmt(r.get("train_ms_per_step"), 2), _fmt(r.get("accuracy"), 4)]
+        for r in workload.get("bytes", [])
+    ]  # fmt: skip
+    header = ("configuration | in force | measured (payload + framing) | formula (payload) "
+              "| ratio | train ms/step | held-out accuracy")  # fmt: skip
+    return markdown_table(header, rows, "llrrrrr")
 
 
 def breakdown_table(workload: dict) -> str:
@@ -226,26 +212,18 @@ def breakdown_table(workload: dict) -> str:
                 + [_fmt(1000 * phases[p], 3) for p in ROUND_PHASES]
                 + [_fmt(1000 * sum(phases[p] for p in ROUND_PHASES), 3)]
             )
-    return _table(["ms per step", *ROUND_PHASES, "total"], rows)
+    return markdown_table(["ms per step", *ROUND_PHASES, "total"], rows)
 
 
 def validation_table(result: dict) -> str:
     """Markdown table: the cost model's step time against measured runs."""
     rows = [
-        [
-            r["workload"],
-            r["method"],
-            str(r["workers"]),
-            r["how"],
-            _fmt(r["measured_ms"], 2),
-            _fmt(r["predicted_ms"], 2),
-            f"{r['error']:.0%}",
-        ]  # fmt: skip
-        for w in result["workloads"].values()
-        for r in w.get("validation", [])
-    ]
+        [r["workload"], r["method"], str(r["workers"]), r["how"], _fmt(r["measured_ms"], 2),
+         _fmt(r["predicted_ms"], 2), f"{r['error']:.0%}"]
+        for w in result["workloads"].values() for r in w.get("validation", [])
+    ]  # fmt: skip
     header = "workload | method | P | measured how | measured ms/step | model ms/step | error"
-    return _table(_header(header), rows, "lllllrr")
+    return markdown_table(header, rows, "lllllrr")
 
 
 def projection_table(result: dict, shape_key: str, gbit: float) -> str:
@@ -257,7 +235,9 @@ def projection_table(result: dict, shape_key: str, gbit: float) -> str:
         cells = {r["workers"]: r for r in rows_in if r["method"] == method}
         rows.append([method] + [f"{_fmt(cells[p]['epoch_s'], 1)} s / "
                                 f"{_bytes(cells[p]['epoch_bytes'])}" for p in workers])  # fmt: skip
-    return _table(["epoch time / bytes sent per worker", *[f"P={p}" for p in workers]], rows)
+    return markdown_table(
+        ["epoch time / bytes sent per worker", *[f"P={p}" for p in workers]], rows
+    )
 
 
 def summary_table(result: dict) -> str:
@@ -287,7 +267,7 @@ def summary_table(result: dict) -> str:
     rows += [[name, "skipped (see below)", "", "", ""] for name in result.get("skipped", {})]
     header = ("workload | target accuracy | SVB p2p: time to target (final acc.) | "
               "MLlib: time to target (final acc.) | scikit-learn acc.")  # fmt: skip
-    return _table(_header(header), rows, "lrrrr")
+    return markdown_table(header, rows, "lrrrr")
 
 
 def method_text(result: dict) -> str:
@@ -357,19 +337,12 @@ def claims_table(result: dict) -> str:
                          _fmt(1000 * t["feature_major"], 3), _fmt(1000 * t["class_major"], 3),
                          f"{t['speedup']:.2f}x"])  # fmt: skip
     header = "claim | shape (float32, one thread) | library ms | alternative ms | speedup"
-    return _table(_header(header), rows, "llrrr")
+    return markdown_table(header, rows, "llrrr")
 
 
 def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
-    """The whole of ``benchmarks/README.md`` for one result.
-
-    Parameters
-    ----------
-    result : dict
-        A result as written by ``python -m benchmarks run``.
-    plots : dict
-        Plot name -> path relative to ``benchmarks/``.
-    """
+    """The whole of ``benchmarks/README.md`` for one result; ``plots``: name -> path relative
+    to ``benchmarks/``."""
     parts = [
         "# Benchmarks",
         "",
@@ -452,7 +425,7 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
     parts += [
         "## Exchange latency and the cost model",
         "",
-        _table(
+        markdown_table(
             ["mechanism (P=2)", "ms per call"],
             [
                 ["Flight p2p exchange, tiny payload", _fmt(micro.get("p2p_tiny_ms"), 3)],
