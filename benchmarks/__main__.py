@@ -29,35 +29,23 @@ def main(argv: list[str] | None = None) -> int:
         size.add_argument(f"--{mode}", action="store_const", dest="mode", const=mode, help=what)
     run.add_argument("--name", help="result name (default: the mode)")
     run.add_argument("--workloads", default="W1,W2,W3", help="comma-separated (default: all)")
-    run.add_argument(
-        "--no-readme",
-        action="store_true",
-        help="write the JSON only; leave the READMEs and plots alone",
-    )
-    run.add_argument(
-        "--results-dir",
-        type=Path,
-        default=None,
-        help="directory of the result JSON (default: benchmarks/results)",
-    )
-    again = commands.add_parser(
-        "report",
-        help="recompute the cost-model figures of a saved result and regenerate the READMEs",
-    )
+    run.add_argument("--no-readme", action="store_true",
+                     help="write the JSON only; leave the READMEs and plots alone")  # fmt: skip
+    run.add_argument("--results-dir", type=Path,
+                     help="directory of the result JSON (default: benchmarks/results)")  # fmt: skip
+    again = commands.add_parser("report", help="recompute the cost-model figures of a saved "
+                                "result and regenerate the READMEs")  # fmt: skip
     again.add_argument("result", type=Path)
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
 
     if args.command == "run":
         from benchmarks.run import RESULTS
         from benchmarks.run import run as run_benchmark
 
-        run_benchmark(
-            args.mode or "quick",
-            name=args.name,
-            names=[w.strip() for w in args.workloads.split(",") if w.strip()],
-            write_readmes=not args.no_readme,
-            results_dir=args.results_dir or RESULTS,
-        )
+        names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+        out = args.results_dir or RESULTS
+        run_benchmark(args.mode or "quick", name=args.name, names=names,
+                      write_readmes=not args.no_readme, results_dir=out)  # fmt: skip
     else:
         from benchmarks.report import targets_table
         from benchmarks.run import refresh_model, regenerate

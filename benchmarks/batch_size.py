@@ -1,16 +1,7 @@
-"""Batch-size study: what ``batchSize`` costs and buys, measured side by side in one run.
-
-Fits ``SVBLogisticRegression`` (exchange p2p, 2 workers on ``local[2]``, other params at their
-defaults) on W2 (digits) and the quick W1 shape (dense planted teacher, K=200, D=256) with
-every batch size of ``--sizes``, and reports per batch size: time to target accuracy (by
-re-fitting with maxIter = 1, 2, 4, ..., as the harness does), final held-out accuracy after
-``--epochs`` epochs, milliseconds per step of the training loop and bytes sent per step.
-
-The target is scikit-learn's held-out accuracy (lbfgs, standardized, converged) minus one
-point: a fixed reference that does not depend on the batch size under test.
-
-Run: ``python -m benchmarks.batch_size [--epochs 20] [--sizes 8,16,32,64,128]``; writes
-``benchmarks/results/batch_size.json`` and prints one table per workload.
+"""Batch-size study: ``SVBLogisticRegression`` (p2p, 2 workers on ``local[2]``, defaults
+otherwise) on W2 and the quick W1 at every ``--sizes``: time to target (scikit-learn's accuracy
+minus one point, by re-fitting as the harness does), accuracy after ``--epochs``, loop ms and
+bytes per step. Writes ``benchmarks/results/batch_size.json`` and prints one table a workload.
 """
 
 from __future__ import annotations
@@ -21,6 +12,7 @@ import json
 from pathlib import Path
 
 from benchmarks import machine, peers, workloads
+from benchmarks.report import markdown_table
 from benchmarks.run import WORKERS, cached_frame
 
 SIZES = [8, 16, 32, 64, 128]
@@ -42,23 +34,17 @@ def study(spark, workload, sizes: list[int], epochs: int) -> dict:
 
         final = fit(epochs)
         reached = peers.time_to_target(fit, final, target, peers.doubling_ladder(epochs))
-        rows.append(
-            {
-                "batch_size": size,
-                "global_batch": size * WORKERS,
-                "time_to_target_s": reached["seconds"],
-                "epochs_to_target": reached["iterations"],
-                "final_accuracy": final.accuracy,
-                "final_epochs": final.iterations,
-                "final_fit_s": final.seconds,
-                "steps_per_epoch": final.extra["steps"] // max(final.iterations, 1),
-                "loop_ms_per_step": 1000 * peers.loop_seconds_per_step(final),
-                "bytes_per_step": final.extra["bytes_per_step"],
-                "load_before": load,
-                "curve": reached["curve"],
-            }
-        )
-        print(f"  batchSize {size}: {table_row(rows[-1])}", flush=True)
+        rows.append({
+            "batch_size": size, "global_batch": size * WORKERS,
+            "time_to_target_s": reached["seconds"], "epochs_to_target": reached["iterations"],
+            "final_accuracy": final.accuracy, "final_epochs": final.iterations,
+            "final_fit_s": final.seconds,
+            "steps_per_epoch": final.extra["steps"] // max(final.iterations, 1),
+            "loop_ms_per_step": 1000 * peers.loop_seconds_per_step(final),
+            "bytes_per_step": final.extra["bytes_per_step"], "load_before": load,
+            "curve": reached["curve"],
+        })  # fmt: skip
+        print(f"  batchSize {size}: {' | '.join(cells(rows[-1]))}", flush=True)
     train_df.unpersist()
     return {
         "describe": workload.describe(),
@@ -68,27 +54,22 @@ def study(spark, workload, sizes: list[int], epochs: int) -> dict:
     }
 
 
-def table_row(row: dict) -> str:
-    """One markdown row of :func:`table`."""
+def cells(row: dict) -> list[str]:
+    """One row of :func:`table`."""
     seconds = row["time_to_target_s"]
     reached = (
-        f"{seconds:.1f} s ({row['epochs_to_target']} ep.)" if seconds is not None else "not reached"
+        "not reached" if seconds is None else f"{seconds:.1f} s ({row['epochs_to_target']} ep.)"
     )
-    return (
-        f"| {row['batch_size']} | {reached} | {row['final_accuracy']:.4f} "
-        f"({row['final_epochs']} ep.) | {row['steps_per_epoch']} | "
-        f"{row['loop_ms_per_step']:.2f} | {row['bytes_per_step'] / 1e3:,.1f} kB |"
-    )
+    return [str(row["batch_size"]), reached,
+            f"{row['final_accuracy']:.4f} ({row['final_epochs']} ep.)", str(row["steps_per_epoch"]),
+            f"{row['loop_ms_per_step']:.2f}", f"{row['bytes_per_step'] / 1e3:,.1f} kB"]  # fmt: skip
 
 
 def table(entry: dict) -> str:
     """Markdown table of one workload's rows."""
-    lines = [
-        "| batchSize | time to target | final accuracy | steps/epoch | loop ms/step | "
-        "bytes/step/worker |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    return "\n".join(lines + [table_row(row) for row in entry["rows"]])
+    header = ["batchSize", "time to target", "final accuracy", "steps/epoch", "loop ms/step",
+              "bytes/step/worker"]  # fmt: skip
+    return markdown_table(header, [cells(row) for row in entry["rows"]], "rrrrrr")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,11 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {**machine.python_machine(), "load_start": machine.load_average()},
-        "sizes": sizes,
-        "epochs": args.epochs,
-        "workers": WORKERS,
-        "workloads": {},
-    }
+        "sizes": sizes, "epochs": args.epochs, "workers": WORKERS, "workloads": {},
+    }  # fmt: skip
     try:
         for name in [w.strip() for w in args.workloads.split(",") if w.strip()]:
             workload = workloads.w1_planted("quick") if name == "W1" else workloads.w2_digits()

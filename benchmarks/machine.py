@@ -26,42 +26,28 @@ def load_average() -> list[float] | None:
         return None
 
 
-def numpy_blas() -> list[dict]:
-    """numpy's BLAS libraries as threadpoolctl reports them (library, version, threads)."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        return [
-            {k: info.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
-            for info in threadpool_info()
-            if info.get("user_api") == "blas"
-        ]
-    except ImportError:  # fall back to what numpy was built against
-        import numpy as np
-
-        return [{"internal_api": str(np.show_config(mode="dicts")["Build Dependencies"]["blas"])}]
-
-
 def python_machine() -> dict:
-    """Facts about this process's machine, before Spark starts."""
+    """Facts about this process's machine, numpy's BLAS as threadpoolctl reports it."""
     import numpy as np
+    from threadpoolctl import threadpool_info
 
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numpy_blas": numpy_blas(),
-    }
+    blas = [
+        {k: info.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "numpy_blas": blas}  # fmt: skip
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200]
 
 
 def jvm_blas(spark) -> dict:
-    """Which BLAS MLlib's JVM code uses, as dev.ludovic.netlib (MLlib's BLAS layer) loads it.
-
-    ``blas`` is what ``BLAS.getInstance()`` picked (``JNIBLAS`` means the native library, i.e.
-    libblas.so.3); ``native`` is the native instance or the reason it failed to load.
-    """
+    """The BLAS MLlib's netlib layer picked (``JNIBLAS``: the native libblas.so.3), and the
+    native instance or why it failed to load."""
     result: dict[str, str] = {}
     try:
         netlib = spark._jvm.dev.ludovic.netlib.blas
@@ -69,26 +55,23 @@ def jvm_blas(spark) -> dict:
         try:
             result["native"] = netlib.NativeBLAS.getInstance().getClass().getName()
         except Exception as error:  # Py4J wraps the JVM's exception
-            result["native"] = f"not loaded: {str(error).splitlines()[0][:200]}"
+            result["native"] = f"not loaded: {_first_line(error)}"
     except Exception as error:
-        result["blas"] = f"unknown: {str(error).splitlines()[0][:200]}"
+        result["blas"] = f"unknown: {_first_line(error)}"
     libblas = Path("/usr/lib/x86_64-linux-gnu/libblas.so.3")
     result["libblas.so.3"] = str(libblas.resolve()) if libblas.exists() else "missing"
     return result
 
 
 def executor_blas_failures(worker_dir: str) -> list[str]:
-    """Lines of the executors' logs where netlib failed to load a native BLAS.
-
-    Executors are separate JVMs; netlib logs a warning when ``JNIBLAS`` cannot be loaded, so
-    no such line (after MLlib has run) means they used the same native BLAS as the driver.
-    """
-    lines = []
-    for log in Path(worker_dir).glob("*/*/stderr"):
-        for line in log.read_text(errors="replace").splitlines():
-            if "netlib" in line.lower() and ("failed" in line.lower() or "warn" in line.lower()):
-                lines.append(line.strip()[:300])
-    return lines
+    """The executors' log lines where netlib warns or failed to load a native BLAS (none, after
+    MLlib ran, means they used the driver's native BLAS)."""
+    return [
+        line.strip()[:300]
+        for log in Path(worker_dir).glob("*/*/stderr")
+        for line in log.read_text(errors="replace").splitlines()
+        if "netlib" in line.lower() and ("failed" in line.lower() or "warn" in line.lower())
+    ]
 
 
 def spark_info(spark) -> dict:

@@ -1,7 +1,7 @@
-"""Microbenchmarks that calibrate the cost model and measure the exchange latency targets.
+"""Microbenchmarks that calibrate the cost model and back the speed claims.
 
-Everything numeric runs on one thread (``threadpoolctl``), because every worker of the
-benchmark cluster owns exactly one core. Each figure is the median of several repeats.
+Numeric work runs on one thread (each worker of the benchmark cluster owns one core); each
+figure is the median of several repeats.
 """
 
 from __future__ import annotations
@@ -29,11 +29,8 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
 
 
 def one_thread():
-    """A context manager limiting numpy's and scipy's BLAS (and OpenMP) to one thread.
-
-    scipy ships its own OpenBLAS, which the library's in-place update calls; threadpoolctl only
-    limits the libraries already loaded, so scipy's BLAS is loaded first.
-    """
+    """Limit numpy's and scipy's BLAS (and OpenMP) to one thread; scipy ships its own
+    OpenBLAS, which threadpoolctl only sees once loaded."""
     import scipy.linalg.blas  # noqa: F401
     from threadpoolctl import threadpool_limits
 
@@ -66,37 +63,23 @@ def elementwise_seconds(elements: int = 1 << 20) -> float:
     return (exp + axpy + copy) / 3.0 / elements
 
 
-def sv_message(batch_size: int, num_classes: int, num_features: int, rank: int = 0):
-    """A sufficient-vector message of the given shape, as the training loop builds it."""
+def encode_seconds_per_byte(batch_size: int, num_classes: int, num_features: int) -> float:
+    """Seconds per payload byte of the library's codec encoding a sufficient-vector message."""
     from svb_spark.exchange import codec
 
-    rng = np.random.default_rng(rank)
-    message = codec.RoundMessage(codec.SV, 0, rank, [batch_size], [float(batch_size)], [1.0])
+    rng = np.random.default_rng(0)
+    message = codec.RoundMessage(codec.SV, 0, 0, [batch_size], [float(batch_size)], [1.0])
     message.U = rng.standard_normal((batch_size, num_classes), dtype=np.float32)
     message.V = rng.standard_normal((batch_size, num_features), dtype=np.float32)
-    return message
-
-
-def codec_costs(batch_size: int, num_classes: int, num_features: int) -> tuple[float, float]:
-    """(encode seconds per payload byte, decode seconds per message) of the library's codec."""
-    from svb_spark.exchange import codec
-
-    message = sv_message(batch_size, num_classes, num_features)
-    encoded = codec.encode(message)
-    nbytes = message.U.nbytes + message.V.nbytes
     encode = median_seconds(lambda: codec.encode(message), repeats=20)
-    decode = median_seconds(lambda: codec.decode(encoded), repeats=20)
-    return encode / nbytes, decode
+    return encode / (message.U.nbytes + message.V.nbytes)
 
 
 def flight_exchange_seconds(
     workers: int, payload_bytes: int, steps: int = 200, timeout: float = 60.0
 ) -> float:
-    """Median seconds of one ``FlightMeshExchange.all_gather`` with ``workers`` threads.
-
-    Each thread is a worker with its own Flight server on 127.0.0.1, exchanging a record batch
-    of ``payload_bytes`` (float32 values) per step, as the training loop does.
-    """
+    """Median seconds of one ``FlightMeshExchange.all_gather`` of ``payload_bytes`` between
+    ``workers`` threads, each with its own Flight server on 127.0.0.1."""
     from svb_spark.exchange.flight import FlightMeshExchange
 
     secret = secrets.token_urlsafe(16)
@@ -134,17 +117,13 @@ def flight_exchange_seconds(
 
 def spark_job_seconds(spark, repeats: int = 7) -> float:
     """Median seconds of a trivial Spark job with one task per executor."""
-    sc = spark.sparkContext
-    rdd = sc.parallelize(range(2), 2)
+    rdd = spark.sparkContext.parallelize(range(2), 2)
     return median_seconds(lambda: rdd.map(lambda x: x).count(), repeats=repeats, warmup=2)
 
 
 def all_gather_seconds(spark, workers: int = 2, calls: int = 4) -> float:
-    """Median seconds of one ``BarrierTaskContext.allGather`` of a tiny message.
-
-    One barrier job with ``workers`` tasks; each task times ``calls`` allGathers after a first
-    barrier() that lines the tasks up, so stage start-up is not counted.
-    """
+    """Median seconds of one ``BarrierTaskContext.allGather`` of a tiny message, timed after a
+    first barrier() so that stage start-up is not counted."""
 
     def task(iterator):
         import time as _time
@@ -159,21 +138,15 @@ def all_gather_seconds(spark, workers: int = 2, calls: int = 4) -> float:
             yield _time.perf_counter() - started
 
     rdd = spark.sparkContext.parallelize(range(workers), workers)
-    times = rdd.barrier().mapPartitions(task).collect()
-    return statistics.median(times)
+    return statistics.median(rdd.barrier().mapPartitions(task).collect())
 
 
 def loop_overheads(
     batch_size: int = 32, repeats: int = 3, sparse: bool = False
 ) -> dict[str, float]:
-    """Fixed seconds per step of each phase of the training loop, on one worker, one thread.
-
-    Runs ``svb_spark.testing.train_in_process`` on one worker and K = D = 4 for a few hundred
-    steps: GEMMs and copies cost nothing there, so what each phase takes is the fixed cost every
-    step pays (Python bookkeeping, Arrow schema work). The minimum over ``repeats`` runs, since
-    other work on a shared machine only ever adds time. ``sparse``: CSR rows (K = 4, D = 64, 4
-    non-zeros per row), whose path pays scipy's per-call costs (column lists, CSR assembly).
-    """
+    """Fixed seconds per step of each phase of the training loop: one worker, one thread,
+    K = D = 4 (``sparse``: CSR rows, D = 64, 4 non-zeros), where GEMMs cost nothing. The
+    minimum over ``repeats`` runs: other work on a shared machine only ever adds time."""
     from scipy import sparse as sp
 
     from svb_spark.testing import train_in_process
@@ -204,31 +177,23 @@ def loop_overheads(
 
 
 def loop_latency(batch_size: int = 32) -> float:
-    """Seconds per step the training loop spends exchanging between two worker processes.
-
-    Two processes run ``svb_spark.training.train`` over a Flight mesh on K = D = 4, so the
-    exchange phase is the latency as the loop sees it: the Flight round trip plus waiting for
-    the peer, with nothing to send.
-    """
+    """Seconds per step the training loop spends exchanging nothing (K = D = 4) between two
+    worker processes over Flight: the round trip plus waiting for the peer."""
     from benchmarks.peers import train_over_flight_processes
 
     rng = np.random.default_rng(0)
     rows = 2 * 300 * batch_size
     X = rng.standard_normal((rows, 4))
-    y = rng.integers(0, 4, rows)
-    result = train_over_flight_processes(X, y, 2, batch_size=batch_size)
+    result = train_over_flight_processes(X, rng.integers(0, 4, rows), 2, batch_size=batch_size)
     return result["seconds"]["exchange"] / max(result["steps"], 1)
 
 
 def svb_step_components(
     batch_size: int, num_classes: int, num_features: int, workers: int
 ) -> dict[str, float]:
-    """Seconds of the library's own compute and apply functions at one shape, one thread.
-
-    ``compute``: :func:`svb_spark.solver.sufficient_vectors` of B rows; ``apply``:
-    :func:`svb_spark.solver.apply_sufficient_vectors` of P B rows; ``forward_gemm`` and
-    ``rebuild_gemm``: the bare sgemm of each at the same shapes.
-    """
+    """Seconds of :func:`svb_spark.solver.sufficient_vectors` of B rows (``compute``) and
+    :func:`~svb_spark.solver.apply_sufficient_vectors` of P B rows (``apply``), and of the
+    bare sgemm inside each (``forward_gemm``, ``rebuild_gemm``), on one thread."""
     from svb_spark import solver
 
     rng = np.random.default_rng(0)
@@ -255,19 +220,15 @@ def svb_step_components(
 
 
 def jvm_gemm_flops(spark, size: int = 512) -> float | None:
-    """The driver JVM's dgemm rate (flop/s) through MLlib's BLAS, or None if unreachable.
+    """The driver JVM's dgemm rate (flop/s) through MLlib's BLAS (one thread), or None.
 
-    The matrices are allocated inside the JVM (zeros: BLAS does not skip them), so Py4J only
-    carries the call; the driver JVM was started with one BLAS thread, like the executors.
+    The matrices live in the JVM (zeros: BLAS does not skip them), so Py4J only carries the call.
     """
     try:
         jvm = spark._jvm
         gateway = spark.sparkContext._gateway
         blas = jvm.dev.ludovic.netlib.blas.BLAS.getInstance()
-        n = size * size
-        a = gateway.new_array(jvm.double, n)
-        b = gateway.new_array(jvm.double, n)
-        c = gateway.new_array(jvm.double, n)
+        a, b, c = (gateway.new_array(jvm.double, size * size) for _ in range(3))
         seconds = median_seconds(
             lambda: blas.dgemm("N", "N", size, size, size, 1.0, a, size, b, size, 0.0, c, size),
             repeats=3,
@@ -278,12 +239,9 @@ def jvm_gemm_flops(spark, size: int = 512) -> float | None:
 
 
 def sparse_product_flops(batch_size: int = 64, num_classes: int = 200, seed: int = 0) -> float:
-    """Rate (flop/s) of the CSR-times-dense products a sparse step is made of, one thread.
-
-    A batch of text-like rows (``planted_sparse``, about 50 non-zeros each) times the dense
-    columns it touches, and its transpose times U: ``2 nnz K`` flops each. Calibrates the cost
-    model's sparse terms, which are not GEMMs (scipy walks the non-zeros one by one).
-    """
+    """Rate (flop/s, one thread) of a text-like CSR batch (about 50 non-zeros a row) times the
+    dense columns it touches, and of its transpose times U: ``2 nnz K`` flops each. Not GEMMs:
+    scipy walks the non-zeros one by one."""
     from svb_spark import solver
     from svb_spark.datasets import planted_sparse
 
@@ -303,13 +261,8 @@ def sparse_product_flops(batch_size: int = 64, num_classes: int = 200, seed: int
 def sparse_svb_step_components(
     X, batch_size: int, num_classes: int, workers: int, seed: int = 0
 ) -> dict[str, float]:
-    """:func:`svb_step_components` for CSR rows ``X`` (the workload's own training rows).
-
-    ``compute`` and ``apply`` are the library's sparse functions on a feature-major replica;
-    ``forward_product`` and ``rebuild_product`` are the bare CSR-times-dense products inside
-    them (batch times its gathered columns of W, and V^T U), the sparse counterpart of the
-    GEMM lower bound.
-    """
+    """:func:`svb_step_components` for CSR rows ``X`` on a feature-major replica, with the bare
+    CSR-times-dense products inside (``forward_product``, ``rebuild_product``)."""
     from svb_spark import solver
 
     rng = np.random.default_rng(seed)
@@ -325,42 +278,27 @@ def sparse_svb_step_components(
     columns, local = solver._batch_columns(Xb)
     Wc = np.ascontiguousarray(W.T[columns])
     _, local_all = solver._batch_columns(Vb)
+    apply = solver.apply_sparse_sufficient_vectors
     with one_thread():
-        compute = median_seconds(
-            lambda: solver.sparse_sufficient_vectors(W, 1.0, b, Xb, y, w), repeats=9
-        )
-        apply = median_seconds(
-            lambda: solver.apply_sparse_sufficient_vectors(
-                W, 1.0, b, U, Vb, float(Vb.shape[0]), 1e-6, 0.0
+        return {
+            "compute": median_seconds(
+                lambda: solver.sparse_sufficient_vectors(W, 1.0, b, Xb, y, w), repeats=9
             ),
-            repeats=9,
-        )
-        forward = median_seconds(lambda: local @ Wc, repeats=9)
-        rebuild = median_seconds(lambda: local_all.T @ U, repeats=9)
-    return {
-        "compute": compute,
-        "apply": apply,
-        "forward_product": forward,
-        "rebuild_product": rebuild,
-    }
+            "apply": median_seconds(
+                lambda: apply(W, 1.0, b, U, Vb, float(Vb.shape[0]), 1e-6, 0.0), repeats=9
+            ),
+            "forward_product": median_seconds(lambda: local @ Wc, repeats=9),
+            "rebuild_product": median_seconds(lambda: local_all.T @ U, repeats=9),
+        }
 
 
 def rebuild_in_place_vs_naive(
     num_classes: int, num_features: int, batch_size: int, workers: int = 2, repeats: int = 9
 ) -> dict:
-    """The rebuild update of one step: the library's in-place gemm against the naive numpy line.
-
-    ``library``: :func:`svb_spark.solver.apply_sufficient_vectors`, which accumulates
-    ``-lr U^T V`` into W with one sgemm (beta = 1). ``naive``: ``W -= lr * U.T @ V`` (and the
-    same intercept update), which allocates a K x D product and streams it through W again.
-    Both on one thread, float32, a global batch of ``workers * batch_size`` rows.
-
-    Returns
-    -------
-    dict
-        The shape, ``library_s``, ``naive_s`` (median seconds per update) and ``speedup``
-        (naive / library).
-    """
+    """The rebuild update of one step on one thread: the library's in-place sgemm (beta = 1,
+    :func:`svb_spark.solver.apply_sufficient_vectors`) against ``W -= lr * U.T @ V``, which
+    allocates a K x D product and streams it through W again. Returns the shape, the median
+    ``library_s`` and ``naive_s``, and ``speedup`` (naive / library)."""
     from svb_spark import solver
 
     rng = np.random.default_rng(0)
@@ -372,7 +310,6 @@ def rebuild_in_place_vs_naive(
     lr = np.float32(1e-3 / rows)
 
     def naive():
-        # W -= lr * U.T @ V, i.e. (lr U^T) @ V: a new K x D product, then a second pass over W.
         np.subtract(W, lr * U.T @ V, out=W)
         np.subtract(b, lr * U.sum(axis=0), out=b)
 
@@ -382,39 +319,19 @@ def rebuild_in_place_vs_naive(
             repeats=repeats,
         )
         baseline = median_seconds(naive, repeats=repeats)
-    return {
-        "num_classes": K,
-        "num_features": D,
-        "batch_size": batch_size,
-        "workers": workers,
-        "library_s": library,
-        "naive_s": baseline,
-        "speedup": baseline / library,
-    }
+    shape = {"num_classes": K, "num_features": D, "batch_size": batch_size, "workers": workers}
+    return {**shape, "library_s": library, "naive_s": baseline, "speedup": baseline / library}
 
 
 def sparse_layouts(
-    num_classes: int,
-    num_features: int,
-    batch_size: int,
-    workers: int = 2,
-    repeats: int = 9,
+    num_classes: int, num_features: int, batch_size: int, workers: int = 2, repeats: int = 9
 ) -> dict:
-    """The sparse step on a feature-major replica (the library's) against a class-major one.
+    """The sparse step on a feature-major W (the library's: each column of a batch is one
+    contiguous row of ``W.T``) against a class-major one (K reads D floats apart).
 
-    Rows are ``planted_sparse`` text-like rows (about 50 non-zeros each); every repeat takes a
-    fresh batch, as training does. ``apply``:
-    :func:`svb_spark.solver.apply_sparse_sufficient_vectors` on the global batch of
-    ``workers * batch_size`` rows; ``forward``: :func:`svb_spark.solver.sparse_sufficient_vectors`
-    on one worker's ``batch_size`` rows.
-    The same functions run on both layouts: a feature-major W makes each column of the batch
-    one contiguous row of ``W.T``; a class-major W makes it K reads ``D`` floats apart.
-
-    Returns
-    -------
-    dict
-        The shape, ``nonzeros_per_row`` and, for ``apply`` and ``forward``, the median seconds
-        with each layout and ``speedup`` (class-major / feature-major).
+    Text-like rows (about 50 non-zeros), a fresh batch every repeat as in training. ``apply``
+    and ``forward`` (the library's sparse functions on P B and B rows) each hold the median
+    seconds per layout and ``speedup`` (class-major / feature-major).
     """
     from svb_spark import solver
     from svb_spark.datasets import planted_sparse
@@ -428,36 +345,25 @@ def sparse_layouts(
     U = rng.standard_normal((P * B, K), dtype=np.float32)
     w = np.ones(B, dtype=np.float32)
     b = np.zeros(K, dtype=np.float32)
-    layouts = {
-        "feature_major": solver.feature_major_zeros(K, D, np.float32),
-        "class_major": np.zeros((K, D), dtype=np.float32),
+    calls = {
+        "apply": lambda W, X: solver.apply_sparse_sufficient_vectors(
+            W, 1.0, b, U, X, float(P * B), 1e-3, 0.0
+        ),
+        "forward": lambda W, X: solver.sparse_sufficient_vectors(W, 1.0, b, X[:B], y[:B], w),
     }
-    out: dict = {
-        "num_classes": K,
-        "num_features": D,
-        "batch_size": B,
-        "workers": P,
-        "nonzeros_per_row": float(X.nnz) / X.shape[0],
-    }
+    shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P}
+    out: dict = {**shape, "nonzeros_per_row": float(X.nnz) / X.shape[0], "apply": {}, "forward": {}}
     with one_thread():
-        for name, W in layouts.items():
-            # Touch every page once, so neither layout pays the first-write faults in a repeat.
-            W.fill(0.0)
-            cycle = iter(batches * 2)
-            out.setdefault("apply", {})[name] = median_seconds(
-                lambda W=W, cycle=cycle: solver.apply_sparse_sufficient_vectors(
-                    W, 1.0, b, U, next(cycle), float(P * B), 1e-3, 0.0
-                ),
-                repeats=repeats,
-            )
-            cycle = iter(batches * 2)
-            out.setdefault("forward", {})[name] = median_seconds(
-                lambda W=W, cycle=cycle: solver.sparse_sufficient_vectors(
-                    W, 1.0, b, next(cycle)[:B], y[:B], w
-                ),
-                repeats=repeats,
-            )
-    for part in ("apply", "forward"):
+        for name, W in (
+            ("feature_major", solver.feature_major_zeros(K, D, np.float32)),
+            ("class_major", np.zeros((K, D), dtype=np.float32)),
+        ):
+            W.fill(0.0)  # touch every page, so no repeat pays the first-write faults
+            for part, call in calls.items():
+                cycle = iter(batches * 2)
+                out[part][name] = median_seconds(
+                    lambda W=W, call=call, cycle=cycle: call(W, next(cycle)), repeats=repeats
+                )
+    for part in calls:
         out[part]["speedup"] = out[part]["class_major"] / out[part]["feature_major"]
-    del layouts
     return out

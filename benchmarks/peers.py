@@ -1,11 +1,5 @@
-"""The methods under comparison, fitted on the same cached partitions, and time to accuracy.
-
-Time to accuracy is measured by re-fitting, not estimated: a fit with ``maxIter = k`` stops at
-exactly the k-th iterate of a longer fit (L-BFGS iterations and SVB epochs are deterministic
-and neither depends on maxIter), so its wall time is the time a user waits for the k-th
-iterate, setup included, and its held-out accuracy is that iterate's. The harness fits a
-doubling ladder of k until the target is reached, then bisects between the last two rungs.
-"""
+"""The methods under comparison, fitted on the same cached partitions, and time to accuracy
+(by re-fitting: see benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -42,12 +36,14 @@ class PeerFailed(RuntimeError):
 
 
 def held_out_accuracy(W: np.ndarray, b: np.ndarray, X, y: np.ndarray) -> float:
-    """Accuracy of ``argmax(X W^T + b)``: both models' prediction without thresholds.
-
-    ``X`` may be CSR; the product is then sparse and the scores dense (rows x K).
-    """
+    """Accuracy of ``argmax(X W^T + b)`` (``X`` dense or CSR), both models' prediction."""
     scores = np.asarray(X @ W.T) + b
     return float((scores.argmax(axis=1) == y).mean())
+
+
+def _accuracy(model, X, y) -> float:
+    W, b = model.coefficientMatrix.toArray(), model.interceptVector.toArray()
+    return held_out_accuracy(W, b, X, y)
 
 
 def default_batch_size() -> int:
@@ -58,12 +54,8 @@ def default_batch_size() -> int:
 
 
 def jvm_failure_reason(error: BaseException) -> str:
-    """The JVM's own reason for a failed call (e.g. ``java.lang.OutOfMemoryError: ...``).
-
-    Py4J buries it in a long trace: the first OutOfMemoryError line wins, then the first line
-    naming an Error or Exception, then the first line.
-    """
-    # Py4J puts ": " before the JVM's own message.
+    """The JVM's own reason from a Py4J trace: its first OutOfMemoryError line, else the first
+    naming an Error or Exception, else the first line."""
     lines = [line.strip().lstrip(": ") for line in str(error).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
@@ -80,29 +72,11 @@ def time_to_target(
     ladder: list[int],
     refine: int = 2,
 ) -> dict:
-    """Wall time until held-out accuracy first reaches ``target``, by re-fitting.
-
-    Parameters
-    ----------
-    fit : callable
-        ``fit(k)`` trains with ``maxIter = k`` and returns its :class:`FitPoint`.
-    final : FitPoint
-        The full fit (its ``iterations`` are the iterations it actually ran).
-    target : float
-        Accuracy to reach.
-    ladder : list of int
-        Candidate iteration counts, ascending; those at or above ``final.iterations`` are
-        skipped (the final fit stands for them).
-    refine : int
-        Bisection steps between the last rung below the target and the first at or above it.
-
-    Returns
-    -------
-    dict
-        ``seconds`` and ``iterations`` of the first fit found at or above the target (None if
-        even the final fit is below it), ``bracket`` (the last iteration count known to be below
-        the target) and ``curve``, every fit made, ordered by iterations.
-    """
+    """Wall time until held-out accuracy first reaches ``target``: ``fit(k)`` (maxIter = k) up
+    the ascending ``ladder`` below ``final.iterations`` (the full fit stands for the rest),
+    then ``refine`` bisections. Returns ``seconds`` and ``iterations`` of the first fit at or
+    above the target (None if none), ``bracket`` (the last count below it) and ``curve``
+    (every fit, by iterations)."""
     points = {final.iterations: final}
     low, high = 0, None
     for k in ladder:
@@ -137,30 +111,24 @@ def time_to_target(
 
 def doubling_ladder(limit: int) -> list[int]:
     """1, 2, 4, ... below ``limit``."""
-    ladder, k = [], 1
-    while k < limit:
-        ladder.append(k)
-        k *= 2
-    return ladder
+    return [1 << i for i in range(max(limit - 1, 0).bit_length())]
+
+
+# FitPoint.extra of an SVB fit: key -> attribute of model.summary.
+SUMMARY_FIELDS = {
+    "epochs": "totalIterations", "steps": "steps", "converged": "converged",
+    "exchange": "exchange", "solver": "solver", "num_workers": "numWorkers",
+    "bytes_per_step": "bytesPerStep", "payload_bytes_sent": "payloadBytesSent",
+    "framing_bytes_sent": "framingBytesSent", "predicted_bytes_per_step": "predictedBytesPerStep",
+    "timings": "timings", "objective_history": "objectiveHistory",
+}  # fmt: skip
 
 
 def _summary_record(summary) -> dict:
-    peak_rss = max((w.get("peak_rss") or 0 for w in summary.workers), default=0)
-    return {
-        "epochs": summary.totalIterations,
-        "steps": summary.steps,
-        "converged": summary.converged,
-        "exchange": summary.exchange,
-        "solver": summary.solver,
-        "num_workers": summary.numWorkers,
-        "bytes_per_step": summary.bytesPerStep,
-        "payload_bytes_sent": summary.payloadBytesSent,
-        "framing_bytes_sent": summary.framingBytesSent,
-        "predicted_bytes_per_step": summary.predictedBytesPerStep,
-        "timings": summary.timings,
-        "objective_history": summary.objectiveHistory,
-        "peak_rss": peak_rss or None,  # the largest worker's, where the workers report it
-    }
+    record = {key: getattr(summary, name) for key, name in SUMMARY_FIELDS.items()}
+    # The largest worker's peak RSS, where the workers report it.
+    record["peak_rss"] = max((w.get("peak_rss") or 0 for w in summary.workers), default=0) or None
+    return record
 
 
 def per_step(timings: dict, steps: int) -> dict[str, float]:
@@ -186,19 +154,14 @@ def fit_svb(train_df, X_test, y_test, max_iter: int, **params) -> FitPoint:
         started = time.perf_counter()
         model = estimator.fit(train_df)
         seconds = time.perf_counter() - started
-    W = model.coefficientMatrix.toArray()
-    b = model.interceptVector.toArray()
     record = _summary_record(model.summary)
-    return FitPoint(record["epochs"], seconds, held_out_accuracy(W, b, X_test, y_test), record)
+    return FitPoint(record["epochs"], seconds, _accuracy(model, X_test, y_test), record)
 
 
 def fit_mllib(train_df, X_test, y_test, max_iter: int, time_limit: float | None = None) -> FitPoint:
-    """Fit MLlib's multinomial ``LogisticRegression`` (tol 1e-6, other params default).
-
-    With ``time_limit``, the fit's Spark jobs are cancelled once it has run that many seconds.
-    Raises :class:`PeerFailed` with the JVM's reason (an OutOfMemoryError, a cancellation)
-    when the fit does not finish, so the caller can record why instead of stopping.
-    """
+    """Fit MLlib's multinomial ``LogisticRegression`` (tol 1e-6, other params default); its
+    jobs are cancelled after ``time_limit`` seconds. Raises :class:`PeerFailed` with the JVM's
+    reason (an OutOfMemoryError, a cancellation) so the caller can record it."""
     from pyspark.ml.classification import LogisticRegression
 
     estimator = LogisticRegression(family="multinomial", maxIter=max_iter, tol=1e-6)
@@ -214,9 +177,8 @@ def fit_mllib(train_df, X_test, y_test, max_iter: int, time_limit: float | None 
                 sc.cancelJobGroup(group)
 
     sc.setJobGroup(group, f"MLlib LogisticRegression, maxIter={max_iter}", True)
-    watchdog = threading.Thread(target=cancel_after_limit, daemon=True)
     if time_limit is not None:
-        watchdog.start()
+        threading.Thread(target=cancel_after_limit, daemon=True).start()
     started = time.perf_counter()
     try:
         model = estimator.fit(train_df)
@@ -231,10 +193,8 @@ def fit_mllib(train_df, X_test, y_test, max_iter: int, time_limit: float | None 
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
     seconds = time.perf_counter() - started
-    W = model.coefficientMatrix.toArray()
-    b = model.interceptVector.toArray()
     iterations = int(model.summary.totalIterations)
-    accuracy = held_out_accuracy(W, b, X_test, y_test)
+    accuracy = _accuracy(model, X_test, y_test)
     return FitPoint(iterations, seconds, accuracy, {"requested_max_iter": max_iter})
 
 
@@ -256,12 +216,9 @@ def available_memory_bytes() -> int | None:
 
 
 def sklearn_memory_problem(num_classes: int, num_features: int) -> str | None:
-    """Why scikit-learn's lbfgs cannot fit K x D coefficients here, or None if it can.
-
-    Its optimizer state is about :data:`SKLEARN_LBFGS_VECTORS` vectors of K (D + 1) doubles;
-    past half the available memory the fit would swap or be killed, which would take the
-    benchmark down with it, so it is not attempted.
-    """
+    """Why scikit-learn's lbfgs cannot fit K x D coefficients here (its state would take more
+    than half the available memory, and swapping or being killed would take the benchmark
+    down with it), or None if it can."""
     needed = SKLEARN_LBFGS_VECTORS * num_classes * (num_features + 1) * 8
     available = available_memory_bytes()
     if available is None or needed <= available / 2:
@@ -273,11 +230,8 @@ def sklearn_memory_problem(num_classes: int, num_features: int) -> str | None:
 
 
 def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
-    """scikit-learn's ``LogisticRegression`` (lbfgs, standardized input), single process.
-
-    CSR input is scaled but not centered (centering would make it dense), as the library and
-    MLlib do with sparse rows.
-    """
+    """scikit-learn's ``LogisticRegression`` (lbfgs, standardized input), single process; CSR
+    input is scaled, not centered, as the library and MLlib do."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -318,19 +272,9 @@ def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, r
 
 
 def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **params) -> dict:
-    """One epoch of the library's training loop in ``workers`` processes over a Flight mesh.
-
-    No Spark: each process is a worker with its own Arrow Flight server on 127.0.0.1, running
-    ``svb_spark.training.train`` on its share of the (standardized) rows, with one BLAS thread.
-    Used to measure more workers than the cluster has task slots (oversubscribed here). ``X``
-    may be CSR (then scaled, not centered, and trained as sparse rows); the batch size is the
-    library's default unless ``params`` sets ``batch_size``.
-
-    Returns
-    -------
-    dict
-        Rank 0's ``seconds`` per phase and ``steps``.
-    """
+    """One epoch of ``svb_spark.training.train`` in ``workers`` processes over a Flight mesh on
+    127.0.0.1, no Spark (more workers than the cluster has slots); ``X`` dense or CSR,
+    ``params`` override the config. Returns rank 0's ``seconds`` per phase and ``steps``."""
     import multiprocessing
     import secrets
 

@@ -45,7 +45,9 @@ def _bytes(value) -> str:
     return f"{value:,.0f} B"
 
 
-def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+def markdown_table(header: str | list[str], rows: list[list[str]], align: str = "") -> str:
+    """A markdown table; ``header`` a list or "a | b | c", ``align`` one l or r per column."""
+    header = header.split(" | ") if isinstance(header, str) else header
     align = align or "l" + "r" * (len(header) - 1)
     marks = ["---" if a == "l" else "---:" for a in align]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
@@ -54,18 +56,12 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
 
 
 def _target(name: str, goal: str, measured: str, value, met) -> dict:
+    # met: True, False, or None when the run could not measure it
     return {"name": name, "goal": goal, "measured": measured, "value": value, "met": met}
 
 
 def evaluate_targets(result: dict) -> list[dict]:
-    """The issue's targets, each with its measured figure and whether it is met.
-
-    Returns
-    -------
-    list of dict
-        ``name``, ``goal``, ``measured`` (text), ``value`` (the number compared), ``met``
-        (True, False, or None when the run could not measure it).
-    """
+    """The issue's targets, each with its measured figure and whether it is met."""
     targets = []
     workloads = result.get("workloads", {})
     for name in ("W1", "W2"):
@@ -125,7 +121,7 @@ def _met(met) -> str:
 def targets_table(result: dict) -> str:
     """Markdown table of :func:`evaluate_targets`."""
     rows = [[t["name"], t["goal"], t["measured"], _met(t["met"])] for t in result["targets"]]
-    return _table(["target", "goal", "measured", "status"], rows, "llll")
+    return markdown_table(["target", "goal", "measured", "status"], rows, "llll")
 
 
 def machine_line(result: dict) -> str:
@@ -158,10 +154,6 @@ def machine_line(result: dict) -> str:
     )
 
 
-def _header(text: str) -> list[str]:
-    return text.split(" | ")
-
-
 def methods_table(workload: dict) -> str:
     """Markdown table: per method, accuracy, fit time, time to target and bytes per step."""
     rows = []
@@ -190,29 +182,23 @@ def methods_table(workload: dict) -> str:
             cells = [_fmt(final["accuracy"], 4), f"{final['seconds']:.1f}",
                      str(final["iterations"]), reached]  # fmt: skip
         rows.append([label, *cells, bytes_cell, rss_cell, entry.get("note", "")])
-    header = _header("method | held-out accuracy | fit (s) | iterations | time to target | "
-                     "bytes/step/worker | peak RSS/worker | note")  # fmt: skip
-    return _table(header, rows, "lrrrrrrl")
+    header = ("method | held-out accuracy | fit (s) | iterations | time to target | "
+              "bytes/step/worker | peak RSS/worker | note")  # fmt: skip
+    return markdown_table(header, rows, "lrrrrrrl")
 
 
 def bytes_table(workload: dict) -> str:
-    """Markdown table: bytes per step per worker, measured next to the formula, with each
-    fit's mode in force, training time per step and held-out accuracy."""
+    """Markdown table: bytes per step per worker, measured next to the formula."""
     rows = [
-        [
-            row["config"],
-            row.get("exchange", row["config"].split(",")[0]),
-            _bytes(row["measured"]),
-            _bytes(row["predicted"]),
-            f"{row['measured'] / row['predicted']:.3f}" if row["predicted"] else "n/a",
-            _fmt(row.get("train_ms_per_step"), 2),
-            _fmt(row.get("accuracy"), 4),
-        ]
-        for row in workload.get("bytes", [])
-    ]
-    header = _header("configuration | in force | measured (payload + framing) | formula (payload) "
-                     "| ratio | train ms/step | held-out accuracy")  # fmt: skip
-    return _table(header, rows, "llrrrrr")
+        [r["config"], r.get("exchange", r["config"].split(",")[0]), _bytes(r["measured"]),
+         _bytes(r["predicted"]),
+         f"{r['measured'] / r['predicted']:.3f}" if r["predicted"] else "n/a",
+         _fmt(r.get("train_ms_per_step"), 2), _fmt(r.get("accuracy"), 4)]
+        for r in workload.get("bytes", [])
+    ]  # fmt: skip
+    header = ("configuration | in force | measured (payload + framing) | formula (payload) "
+              "| ratio | train ms/step | held-out accuracy")  # fmt: skip
+    return markdown_table(header, rows, "llrrrrr")
 
 
 def breakdown_table(workload: dict) -> str:
@@ -226,26 +212,18 @@ def breakdown_table(workload: dict) -> str:
                 + [_fmt(1000 * phases[p], 3) for p in ROUND_PHASES]
                 + [_fmt(1000 * sum(phases[p] for p in ROUND_PHASES), 3)]
             )
-    return _table(["ms per step", *ROUND_PHASES, "total"], rows)
+    return markdown_table(["ms per step", *ROUND_PHASES, "total"], rows)
 
 
 def validation_table(result: dict) -> str:
     """Markdown table: the cost model's step time against measured runs."""
     rows = [
-        [
-            r["workload"],
-            r["method"],
-            str(r["workers"]),
-            r["how"],
-            _fmt(r["measured_ms"], 2),
-            _fmt(r["predicted_ms"], 2),
-            f"{r['error']:.0%}",
-        ]  # fmt: skip
-        for w in result["workloads"].values()
-        for r in w.get("validation", [])
-    ]
+        [r["workload"], r["method"], str(r["workers"]), r["how"], _fmt(r["measured_ms"], 2),
+         _fmt(r["predicted_ms"], 2), f"{r['error']:.0%}"]
+        for w in result["workloads"].values() for r in w.get("validation", [])
+    ]  # fmt: skip
     header = "workload | method | P | measured how | measured ms/step | model ms/step | error"
-    return _table(_header(header), rows, "lllllrr")
+    return markdown_table(header, rows, "lllllrr")
 
 
 def projection_table(result: dict, shape_key: str, gbit: float) -> str:
@@ -257,7 +235,9 @@ def projection_table(result: dict, shape_key: str, gbit: float) -> str:
         cells = {r["workers"]: r for r in rows_in if r["method"] == method}
         rows.append([method] + [f"{_fmt(cells[p]['epoch_s'], 1)} s / "
                                 f"{_bytes(cells[p]['epoch_bytes'])}" for p in workers])  # fmt: skip
-    return _table(["epoch time / bytes sent per worker", *[f"P={p}" for p in workers]], rows)
+    return markdown_table(
+        ["epoch time / bytes sent per worker", *[f"P={p}" for p in workers]], rows
+    )
 
 
 def summary_table(result: dict) -> str:
@@ -287,7 +267,7 @@ def summary_table(result: dict) -> str:
     rows += [[name, "skipped (see below)", "", "", ""] for name in result.get("skipped", {})]
     header = ("workload | target accuracy | SVB p2p: time to target (final acc.) | "
               "MLlib: time to target (final acc.) | scikit-learn acc.")  # fmt: skip
-    return _table(_header(header), rows, "lrrrr")
+    return markdown_table(header, rows, "lrrrr")
 
 
 def method_text(result: dict) -> str:
@@ -357,19 +337,12 @@ def claims_table(result: dict) -> str:
                          _fmt(1000 * t["feature_major"], 3), _fmt(1000 * t["class_major"], 3),
                          f"{t['speedup']:.2f}x"])  # fmt: skip
     header = "claim | shape (float32, one thread) | library ms | alternative ms | speedup"
-    return _table(_header(header), rows, "llrrr")
+    return markdown_table(header, rows, "llrrr")
 
 
 def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
-    """The whole of ``benchmarks/README.md`` for one result.
-
-    Parameters
-    ----------
-    result : dict
-        A result as written by ``python -m benchmarks run``.
-    plots : dict
-        Plot name -> path relative to ``benchmarks/``.
-    """
+    """The whole of ``benchmarks/README.md`` for one result; ``plots``: name -> path relative
+    to ``benchmarks/``."""
     parts = [
         "# Benchmarks",
         "",
@@ -452,7 +425,7 @@ def benchmarks_readme(result: dict, plots: dict[str, str]) -> str:
     parts += [
         "## Exchange latency and the cost model",
         "",
-        _table(
+        markdown_table(
             ["mechanism (P=2)", "ms per call"],
             [
                 ["Flight p2p exchange, tiny payload", _fmt(micro.get("p2p_tiny_ms"), 3)],
@@ -552,7 +525,11 @@ def plot_all(result: dict, directory: Path) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
 
-    def save(fig, name: str) -> None:
+    def save(fig, name: str, ax=None, legend: dict | None = None, **labels) -> None:
+        """Label ``ax`` (any ``Axes.set`` property) and its legend, write the PNG."""
+        if ax is not None:
+            ax.set(**labels)
+            ax.legend(fontsize=8, **(legend or {}))
         fig.tight_layout()
         fig.savefig(directory / f"{name}.png", dpi=90)
         plt.close(fig)
@@ -562,64 +539,42 @@ def plot_all(result: dict, directory: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for key, label in METHOD_LABELS.items():
             entry = workload["methods"].get(key) or {}
-            if entry.get("estimated"):
-                continue  # a few-step probe: no accuracy to plot
             curve = (entry.get("time_to_target") or {}).get("curve")
-            if curve:
-                ax.plot(
-                    [p["seconds"] for p in curve],
-                    [p["accuracy"] for p in curve],
-                    marker="o",
-                    label=label,
-                )
-            elif entry.get("final"):
-                ax.plot(entry["final"]["seconds"], entry["final"]["accuracy"], "s", label=label)
+            points = curve or ([entry["final"]] if entry.get("final") else [])
+            if points and not entry.get("estimated"):  # a few-step probe has no accuracy
+                ax.plot([p["seconds"] for p in points], [p["accuracy"] for p in points],
+                        "-o" if curve else "s", label=label)  # fmt: skip
         ax.axhline(workload["target_accuracy"], color="grey", linestyle="--", label="target")
-        ax.set_xscale("log")
-        ax.set_xlabel("wall time of the fit (s, log)")
-        ax.set_ylabel("held-out accuracy")
-        ax.set_title(f"{name}: {workload['describe']['title']}")
-        ax.legend(fontsize=8)
-        save(fig, f"{name}_time_to_accuracy")
-
-        breakdown = workload.get("breakdown", {})
-        if breakdown:
+        title = f"{name}: {workload['describe']['title']}"
+        save(fig, f"{name}_time_to_accuracy", ax, xscale="log", title=title,
+             xlabel="wall time of the fit (s, log)", ylabel="held-out accuracy")  # fmt: skip
+        if breakdown := workload.get("breakdown", {}):
             fig, ax = plt.subplots(figsize=(6.5, 3.5))
-            labels, bottoms = [], []
-            for key, entry in breakdown.items():
-                for source in ("measured", "model"):
-                    labels.append(f"{key}\n{source}")
-                    bottoms.append([1000 * entry[source][p] for p in ROUND_PHASES])
-            left = [0.0] * len(labels)
+            bars = {f"{key}\n{source}": [1000 * entry[source][p] for p in ROUND_PHASES]
+                    for key, entry in breakdown.items()
+                    for source in ("measured", "model")}  # fmt: skip
+            left = [0.0] * len(bars)
             for i, phase in enumerate(ROUND_PHASES):
-                values = [b[i] for b in bottoms]
-                ax.barh(labels, values, left=left, label=phase)
+                values = [ms[i] for ms in bars.values()]
+                ax.barh(list(bars), values, left=left, label=phase)
                 left = [x + v for x, v in zip(left, values)]
-            ax.set_xlabel("ms per step")
-            ax.set_title(f"{name}: step time breakdown")
-            ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.25))
-            save(fig, f"{name}_step_breakdown")
+            below = {"ncol": 5, "loc": "upper center", "bbox_to_anchor": (0.5, -0.25)}
+            save(fig, f"{name}_step_breakdown", ax, below, xlabel="ms per step",
+                 title=f"{name}: step time breakdown")  # fmt: skip
 
-    rows = [
-        (f"{name} {row['config']}", row["measured"], row["predicted"])
-        for name, w in result["workloads"].items()
-        for row in w.get("bytes", [])
-    ]
+    rows = [(f"{name} {row['config']}", row["measured"], row["predicted"])
+            for name, w in result["workloads"].items() for row in w.get("bytes", [])]  # fmt: skip
     if rows:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
         positions = list(range(len(rows)))
         ax.barh([p + 0.2 for p in positions], [r[1] for r in rows], height=0.4, label="measured")
         ax.barh([p - 0.2 for p in positions], [r[2] for r in rows], height=0.4, label="formula")
         ax.set_yticks(positions, [r[0] for r in rows], fontsize=8)
-        ax.set_xscale("log")
-        ax.set_xlabel("bytes per step per worker (log)")
-        ax.legend(fontsize=8)
-        save(fig, "bytes_per_step")
+        save(fig, "bytes_per_step", ax, xscale="log", xlabel="bytes per step per worker (log)")
 
-    projection = result.get("projection")
-    if projection:
-        shapes = list(projection["shapes"])
-        bandwidths = sorted({r["gbit_per_s"] for r in projection["rows"][shapes[0]]})
+    if projection := result.get("projection"):
+        shapes = projection["shapes"]
+        bandwidths = sorted({r["gbit_per_s"] for r in projection["rows"][next(iter(shapes))]})
         fig, axes = plt.subplots(
             len(shapes), len(bandwidths), figsize=(4 * len(bandwidths), 3.3 * len(shapes)),
             squeeze=False, sharey="row",
@@ -627,21 +582,14 @@ def plot_all(result: dict, directory: Path) -> dict[str, str]:
         for i, key in enumerate(shapes):
             for j, gbit in enumerate(bandwidths):
                 ax = axes[i][j]
-                for method in ("svb", "dense", "dense-ring", "treeAggregate"):
-                    cells = [
-                        r
-                        for r in projection["rows"][key]
-                        if r["method"] == method and r["gbit_per_s"] == gbit
-                    ]
-                    ax.plot(
-                        [r["workers"] for r in cells],
-                        [r["epoch_s"] for r in cells],
-                        marker=".",
-                        label=method,
-                    )
+                for method in METHODS:
+                    cells = [r for r in projection["rows"][key]
+                             if r["method"] == method and r["gbit_per_s"] == gbit]  # fmt: skip
+                    ax.plot([r["workers"] for r in cells], [r["epoch_s"] for r in cells],
+                            marker=".", label=method)  # fmt: skip
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
-                ax.set_title(f"{projection['shapes'][key]['title']}, {gbit:g} Gbit/s", fontsize=9)
+                ax.set_title(f"{shapes[key]['title']}, {gbit:g} Gbit/s", fontsize=9)
                 ax.set_xlabel("workers P")
                 if j == 0:
                     ax.set_ylabel("projected epoch time (s)")

@@ -38,11 +38,8 @@ DENSE_PROBE_STEPS = 4
 MLLIB_SECONDS = {"smoke": 120.0, "quick": 240.0, "full": 3600.0}
 # Per mode: MB per local-cluster worker, executor memory, driver memory. --full's W3 moves a
 # 500 x 2^18 float32 replica (0.5 GB) from an executor to the driver and decodes it there.
-CLUSTER_MEMORY = {
-    "smoke": (2048, "1g", "2g"),
-    "quick": (2048, "1g", "4g"),
-    "full": (4096, "3g", "8g"),
-}
+CLUSTER_MEMORY = {"smoke": (2048, "1g", "2g"), "quick": (2048, "1g", "4g"),
+                  "full": (4096, "3g", "8g")}  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -53,13 +50,9 @@ def log(message: str) -> None:
 def start_cluster(
     worker_memory_mb: int = 2048, executor_memory: str = "1g", driver_memory: str = "4g"
 ):
-    """A session on ``local-cluster[2,1,worker_memory_mb]`` with both executors registered.
-
-    Executors and the driver JVM get one BLAS thread (each executor owns one core); the
-    worker directories go to a temporary directory, whose path is returned with the session.
-    The driver holds MLlib's L-BFGS state (about 25 vectors of K (D + 1) doubles) and every
-    fitted model, which is why it gets more memory than an executor.
-    """
+    """A session on ``local-cluster[2,1,worker_memory_mb]``, both executors registered, and its
+    worker directory. Every JVM gets one BLAS thread; the driver, which holds MLlib's L-BFGS
+    state and every fitted model, more memory than an executor."""
     from svb_spark.session import local_session
 
     worker_dir = tempfile.mkdtemp(prefix="svb-bench-worker-")
@@ -93,11 +86,8 @@ def start_cluster(
 
 
 def wait_for_executors(spark, seconds: float = 180.0) -> None:
-    """Block until all WORKERS executors are registered.
-
-    A barrier stage needs every executor, and they take seconds to start, or to be replaced
-    after one died (e.g. MLlib running out of memory on W3).
-    """
+    """Block until all WORKERS executors are registered: a barrier stage needs every one, and
+    they take seconds to start or to replace one that died (MLlib out of memory)."""
     deadline = time.time() + seconds
     while spark.sparkContext._jsc.sc().getExecutorIds().size() < WORKERS:
         if time.time() > deadline:
@@ -112,7 +102,9 @@ def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dic
     peak = micro.peak_gemm_flops()
     sparse = micro.sparse_product_flops()
     elementwise = micro.elementwise_seconds()
-    codec_byte, _ = micro.codec_costs(shape.batch_size, shape.num_classes, shape.num_features)
+    codec_byte = micro.encode_seconds_per_byte(
+        shape.batch_size, shape.num_classes, shape.num_features
+    )
     log("microbenchmarks: the training loop on a tiny problem, 1 worker and 2 processes")
     overheads = micro.loop_overheads(shape.batch_size)
     sparse_overheads = micro.loop_overheads(shape.batch_size, sparse=True)
@@ -124,45 +116,33 @@ def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dic
     job = micro.spark_job_seconds(spark)
     all_gather = micro.all_gather_seconds(spark, WORKERS)
     jvm = micro.jvm_gemm_flops(spark)
+    fixed = ("compute", "encode", "apply")  # the phases' fixed costs; exchange is latency_s
     calibration = costmodel.Calibration(
-        gemm_flops=peak,
-        elementwise_s=elementwise,
-        overhead_s={p: overheads[p] for p in ("compute", "encode", "apply")},
+        gemm_flops=peak, elementwise_s=elementwise,
+        overhead_s={p: overheads[p] for p in fixed},
         codec_s_per_byte=codec_byte,
         decode_s=overheads["decode"],  # one message per step with one worker
-        latency_s=latency,
-        loopback_s_per_byte=max(large - tiny, 0.0) / large_bytes,
+        latency_s=latency, loopback_s_per_byte=max(large - tiny, 0.0) / large_bytes,
         spark_job_s=job,
-        # Without a reading, assume the JVM's dgemm runs at half numpy's sgemm rate.
-        jvm_gemm_flops=jvm or peak / 2,
-        cores=os.cpu_count() or 1,
-        sparse_flops=sparse,
-        sparse_overhead_s={
-            p: sparse_overheads[p] for p in ("compute", "encode", "apply", "decode")
-        },
-    )
+        jvm_gemm_flops=jvm or peak / 2,  # without a reading: half numpy's sgemm rate
+        cores=os.cpu_count() or 1, sparse_flops=sparse,
+        sparse_overhead_s={p: sparse_overheads[p] for p in (*fixed, "decode")},
+    )  # fmt: skip
     raw = {
-        "peak_gemm_gflops": peak / 1e9,
-        "sparse_product_gflops": sparse / 1e9,
-        "jvm_gemm_gflops": None if jvm is None else jvm / 1e9,
-        "p2p_tiny_ms": 1000 * tiny,
+        "peak_gemm_gflops": peak / 1e9, "sparse_product_gflops": sparse / 1e9,
+        "jvm_gemm_gflops": None if jvm is None else jvm / 1e9, "p2p_tiny_ms": 1000 * tiny,
         "loop_overheads_ms": {p: 1000 * s for p, s in overheads.items()},
         "sparse_loop_overheads_ms": {p: 1000 * s for p, s in sparse_overheads.items()},
-        "loop_latency_ms": 1000 * latency,
-        "p2p_large_ms": 1000 * large,
-        "p2p_large_bytes": large_bytes,
-        "spark_job_ms": 1000 * job,
+        "loop_latency_ms": 1000 * latency, "p2p_large_ms": 1000 * large,
+        "p2p_large_bytes": large_bytes, "spark_job_ms": 1000 * job,
         "all_gather_ms": 1000 * all_gather,
-    }
+    }  # fmt: skip
     return calibration, raw
 
 
 def claim_shapes(mode: str, w1_shape: costmodel.Shape, w3_shape: costmodel.Shape | None):
-    """The shapes of the speed-claim microbenchmarks: (K, D, B) for the rebuild, for sparse.
-
-    The issue's shapes (rebuild K=1000, D=2048, B=32; sparse K=500, D=2^18, B=16) and the
-    shapes this run trains at; ``smoke`` uses small ones, to check the harness quickly.
-    """
+    """(K, D, B) of the speed-claim microbenchmarks, rebuild and sparse: the issue's shapes and
+    this run's (``smoke``: small ones, to check the harness quickly)."""
     if mode == "smoke":
         return [(100, 256, 32)], [(50, 1 << 14, 16)]
     rebuild = [(1000, 2048, 32), (w1_shape.num_classes, w1_shape.num_features,
@@ -200,15 +180,11 @@ def cached_frame(spark, X, y):
     return frame
 
 
-def workload_shape(workload, batch_size: int) -> costmodel.Shape:
-    """The cost model's shape of a workload at the given per-worker batch size."""
-    return costmodel.Shape(
-        len(workload.y_train),
-        workload.num_classes,
-        workload.num_features,
-        batch_size,
-        workload.nonzeros_per_row,
-    )
+def workload_shape(describe: dict, batch_size: int) -> costmodel.Shape:
+    """The cost model's shape of a workload (its ``describe()``) at a per-worker batch size."""
+    d = describe
+    return costmodel.Shape(d["train_rows"], d["num_classes"], d["num_features"], batch_size,
+                           d.get("nonzeros_per_row"))  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -440,12 +416,9 @@ def record_validation(b, p2p, dense, dense_how: str, mllib_final, mllib_curve) -
     c, shape, w = b.calibration, b.shape, b.workload
 
     def validate(method: str, workers: int, how: str, measured: float) -> None:
-        predicted = model_step(c, shape, method.split()[0], workers)["step"]
-        b.out["validation"].append(
-            {"workload": b.name, "method": method, "workers": workers, "how": how,
-             "measured_ms": 1000 * measured, "predicted_ms": 1000 * predicted,
-             "error": costmodel.relative_error(predicted, measured)}
-        )  # fmt: skip
+        row = {"workload": b.name, "method": method, "workers": workers, "how": how,
+               "measured_ms": 1000 * measured}  # fmt: skip
+        b.out["validation"].append(predict(row, c, shape))
 
     validate("svb", 2, "cluster, default fit", peers.loop_seconds_per_step(p2p))
     validate("dense", 2, dense_how, peers.loop_seconds_per_step(dense))
@@ -473,9 +446,10 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
     the dense exchange is then timed on a few steps and its time extrapolated, labelled so.
     """
     train_df = cached_frame(spark, workload.X_train, workload.y_train)
-    shape = workload_shape(workload, peers.default_batch_size())
+    describe = workload.describe()
+    shape = workload_shape(describe, peers.default_batch_size())
     b = Bench(spark, workload, train_df, calibration, mode, shape)
-    b.out["describe"] = workload.describe()
+    b.out["describe"] = describe
     mllib_final = fit_mllib_final(b)
     sklearn_final = fit_sklearn(b)
     log(f"{b.name}: SVB p2p, defaults")
@@ -499,21 +473,8 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
 
 def run(mode: str, name: str | None = None, names: list[str] | None = None,
         write_readmes: bool = True, results_dir: Path = RESULTS) -> dict:  # fmt: skip
-    """Run the benchmark and write the result JSON, plots and (optionally) the READMEs.
-
-    Parameters
-    ----------
-    mode : {"quick", "full", "smoke"}
-        Workload sizes and budgets ("smoke" is tiny: it checks the harness, not the library).
-    name : str, optional
-        Result name; defaults to ``mode``. The JSON goes to ``benchmarks/results/<name>.json``.
-    names : list of str, optional
-        Workloads to run (default W1, W2, W3).
-    write_readmes : bool
-        Regenerate ``benchmarks/README.md`` and the README's benchmark section.
-    results_dir : Path
-        Where the JSON goes (default ``benchmarks/results``).
-    """
+    """Run the benchmark in ``mode`` (quick, full, smoke) on the workloads ``names``; write
+    ``results_dir/<name>.json``, the plots and, if asked, the READMEs."""
     started = time.perf_counter()
     name = name or mode
     result: dict = {
@@ -533,9 +494,9 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     try:
         result["machine"]["spark"] = machine.spark_info(spark)
         w1 = next((w for w in selected if w.name == "W1"), None) or workloads.w1_planted(mode)
-        w1_shape = workload_shape(w1, batch)
+        w1_shape = workload_shape(w1.describe(), batch)
         w3 = next((w for w in selected if w.name == "W3"), None)
-        w3_shape = workload_shape(w3, batch) if w3 is not None else None
+        w3_shape = workload_shape(w3.describe(), batch) if w3 is not None else None
         calibration, raw = calibrate(spark, w1_shape)
         result["calibration"] = calibration.to_dict()
         result["micro"] = raw
@@ -562,35 +523,32 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     return result
 
 
-def model_step(calibration, shape: costmodel.Shape, method: str, workers: int) -> dict:
-    """The cost model's per-phase prediction for one validated method."""
-    if method == "svb":
-        return costmodel.svb_step(calibration, shape, workers)
-    if method == "dense":
-        return costmodel.dense_step(calibration, shape, workers)
-    return costmodel.tree_aggregate_iteration(calibration, shape, workers)
+# The cost model of each validated method (the first word of a validation row's method).
+MODELS = {"svb": costmodel.svb_step, "dense": costmodel.dense_step,
+          "treeAggregate": costmodel.tree_aggregate_iteration}  # fmt: skip
+
+
+def predict(row: dict, calibration, shape: costmodel.Shape) -> dict:
+    """``row`` with the model's ``predicted_ms`` and its ``error`` against ``measured_ms``."""
+    model = MODELS[row["method"].split()[0]]
+    row["predicted_ms"] = 1000 * model(calibration, shape, row["workers"])["step"]
+    row["error"] = costmodel.relative_error(row["predicted_ms"], row["measured_ms"])
+    return row
 
 
 def refresh_model(result: dict) -> dict:
-    """Recompute every cost-model figure of ``result`` from its stored calibration.
-
-    The measurements stay as they are; predictions, errors, the projection and the targets are
-    derived again, so a fix to :mod:`benchmarks.costmodel` applies to a saved run.
-    """
+    """Recompute every cost-model figure of ``result`` (predictions, errors, projection,
+    targets) from its stored calibration, so a fix to the model applies to a saved run; the
+    measurements stay."""
     calibration = costmodel.Calibration.from_dict(result["calibration"])
     batch = result.get("svb_defaults", {}).get("batchSize", 32)
     for workload in result["workloads"].values():
-        d = workload["describe"]
-        shape = costmodel.Shape(d["train_rows"], d["num_classes"], d["num_features"], batch,
-                                d.get("nonzeros_per_row"))  # fmt: skip
+        shape = workload_shape(workload["describe"], batch)
         for row in workload.get("validation", []):
-            method = row["method"].split()[0]
-            predicted = model_step(calibration, shape, method, row["workers"])["step"]
-            row["predicted_ms"] = 1000 * predicted
-            row["error"] = costmodel.relative_error(row["predicted_ms"], row["measured_ms"])
+            predict(row, calibration, shape)
         for key, entry in workload.get("breakdown", {}).items():
-            method = {"svb-p2p": "svb", "svb-dense": "dense"}[key]
-            entry["model"] = model_step(calibration, shape, method, WORKERS)
+            model = MODELS[{"svb-p2p": "svb", "svb-dense": "dense"}[key]]
+            entry["model"] = model(calibration, shape, WORKERS)
     if projection := result.get("projection"):
         projection["rows"] = _project(calibration, projection)
     result["targets"] = report.evaluate_targets(result)
@@ -632,10 +590,8 @@ def regenerate(
     bench_readme: Path = HERE / "README.md",
     readme: Path = README,
 ) -> None:
-    """Draw the plots and rewrite ``benchmarks/README.md`` and the README's section.
-
-    ``plots_dir`` must sit next to ``bench_readme``: the pages link the plots relative to it.
-    """
+    """Draw the plots and rewrite ``benchmarks/README.md`` and the README's section
+    (``plots_dir`` sits next to ``bench_readme``: the pages link the plots relative to it)."""
     plots = report.plot_all(result, plots_dir)
     bench_readme.write_text(report.benchmarks_readme(result, plots))
     text = readme.read_text() if readme.exists() else ""
@@ -644,8 +600,6 @@ def regenerate(
 
 
 def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
