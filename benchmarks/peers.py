@@ -117,7 +117,8 @@ def doubling_ladder(limit: int) -> list[int]:
 # FitPoint.extra of an SVB fit: key -> attribute of model.summary.
 SUMMARY_FIELDS = {
     "epochs": "totalIterations", "steps": "steps", "converged": "converged",
-    "exchange": "exchange", "solver": "solver", "num_workers": "numWorkers",
+    "exchange": "exchange", "solver": "solver", "stop_reason": "stopReason",
+    "num_workers": "numWorkers",
     "bytes_per_step": "bytesPerStep", "payload_bytes_sent": "payloadBytesSent",
     "framing_bytes_sent": "framingBytesSent", "predicted_bytes_per_step": "predictedBytesPerStep",
     "timings": "timings", "objective_history": "objectiveHistory",
