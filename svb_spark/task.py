@@ -121,6 +121,38 @@ def _record_worker_for_tests(rank: int, task_id: int, location: str) -> None:
     os.replace(path + ".tmp", path)  # the test never reads half a file
 
 
+class PhaseClock:
+    """Seconds per phase of a barrier task, lap by lap, and the wall-clock time it started
+    (``time.time()``, comparable with the driver's on one machine or NTP-synced hosts)."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the previous lap to ``phase``."""
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def timed(self, phase: str, items: Iterator) -> Iterator:
+        """``items``, charging to ``phase`` only the time spent making them (not the time the
+        consumer holds each one)."""
+        self.phases.setdefault(phase, 0.0)
+        iterator = iter(items)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                self.phases[phase] += time.perf_counter() - start
+                break
+            self.phases[phase] += time.perf_counter() - start
+            yield item
+        self._last = time.perf_counter()
+
+
 def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
     """The (W, b) a fit starts from: None, a tuple, or a Spark Broadcast of a tuple."""
     if initial is None or isinstance(initial, tuple):
@@ -220,20 +252,25 @@ def barrier_training_task(
         from svb_spark.exchange.flight import FlightMeshExchange
         from svb_spark.progress import ProgressReporter
 
+        clock = PhaseClock()
         context = BarrierTaskContext.get()
         rank = context.partitionId()
         limit_blas_threads(context.cpus())
         # Spark's address for each barrier task: its executor's host as the driver reaches it.
         addresses = [info.address for info in context.getTaskInfos()]
+        clock.lap("setup")
         data = load_partition(batches, config)
+        clock.lap("load")
         exchange = FlightMeshExchange(
             rank, len(addresses), executor_host(addresses[rank]), secret,
             config.exchange_timeout, max_message_bytes(config), tls=config.tls,
         )  # fmt: skip
+        clock.lap("flight_start")
         reporter = None
         try:
             _record_worker_for_tests(rank, context.taskAttemptId(), exchange.location)
             met = rendezvous(context.allGather, exchange, data, config)
+            clock.lap("rendezvous")
             on_epoch = None
             if rank == 0:
                 if progress is not None:
@@ -244,6 +281,7 @@ def barrier_training_task(
                 data, exchange, config, met.plan, on_epoch=on_epoch,
                 initial=initial_weights(initial), resume=met.resume,
             )  # fmt: skip
+            clock.lap("loop")
             result.workers = [
                 {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
                 for r, (address, p) in enumerate(zip(addresses, met.peers))
@@ -252,9 +290,11 @@ def barrier_training_task(
             exchange.close()
             if reporter is not None:
                 reporter.close()
+        clock.lap("close")
         if rank == 0:
-            yield from encode_result(result)
-        yield from result_rows(f"worker{rank}", json.dumps(_memory_report(data)).encode())
+            yield from clock.timed("encode", encode_result(result))
+        report = {**_memory_report(data), "started_at": clock.started_at, "phases": clock.phases}
+        yield from result_rows(f"worker{rank}", json.dumps(report).encode())
 
     return task
 
@@ -270,5 +310,15 @@ def fit_by_barrier_stage(
     """
     task = barrier_training_task(config, secret, initial, progress)
     stage = training.mapInArrow(task, RESULT_DDL, barrier=True)
+    submitted = time.time()
+    started = time.perf_counter()
     rows = stage.repartition(1).collect()
-    return decode_result([(r.part, r.seq, r.data) for r in rows])
+    collected = time.perf_counter()
+    result = decode_result([(r.part, r.seq, r.data) for r in rows])
+    # The driver's side of the stage; "decode" and the other loop phases are the task's.
+    result.seconds["result_decode"] = time.perf_counter() - collected
+    result.seconds["stage"] = collected - started
+    starts = [w["started_at"] for w in result.workers if "started_at" in w]
+    if starts:  # from the job's submission to the last task's first line
+        result.seconds["task_start"] = max(starts) - submitted
+    return result
