@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,15 +21,19 @@ from svb_spark.contract import (
     FEATURES,
     LABEL,
     RESULT_DDL,
+    RESULT_SCHEMA,
     ROW_ID,
     WEIGHT,
     decode_result,
     encode_result,
     result_rows,
+    stored_arrays,
 )
 from svb_spark.cost import max_message_bytes
 from svb_spark.data import table_to_arrays
+from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
 from svb_spark.exchange import Exchange
+from svb_spark.session import spark_conf
 from svb_spark.training import (
     LocalPartition,
     Plan,
@@ -236,6 +241,7 @@ def barrier_training_task(
     secret: str,
     initial=None,
     progress: tuple[str, int] | None = None,
+    inbox: tuple[str, int] | None = None,
 ):
     """The function ``mapInArrow(..., barrier=True)`` runs in every task (p2p and dense).
 
@@ -243,7 +249,8 @@ def barrier_training_task(
     or a Broadcast of one) and the driver's progress listener address (None on Spark Connect).
     Each task loads its partition, starts a Flight server on its executor's own host, meets its
     peers at the :func:`rendezvous`, then trains over the mesh. Rank 0 logs every epoch,
-    reports it to the driver and yields the result; every rank yields its memory report.
+    reports it to the driver and yields the result; every rank yields its memory report. With
+    the driver's ``inbox`` address, rank 0 sends the weights there and yields only the record.
     """
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -292,11 +299,28 @@ def barrier_training_task(
                 reporter.close()
         clock.lap("close")
         if rank == 0:
-            yield from clock.timed("encode", encode_result(result))
+            delivered = None
+            if inbox is not None:
+                token = secrets.token_hex(8)  # this attempt's delivery
+                stored, _ = stored_arrays(result)
+                if send_arrays(inbox, secret, token, stored, config.exchange_timeout):
+                    delivered = token
+                clock.lap("send_model")
+            yield from clock.timed("encode", encode_result(result, delivered))
         report = {**_memory_report(data), "started_at": clock.started_at, "phases": clock.phases}
         yield from result_rows(f"worker{rank}", json.dumps(report).encode())
 
     return task
+
+
+def collect_arrow(df):
+    """``df``'s rows as a pyarrow Table, without Python row objects: ``DataFrame.toArrow``
+    (Spark 4, classic and Connect), else classic Spark 3.5's Arrow collect, else rows."""
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    if hasattr(df, "_collect_as_arrow"):
+        return pa.Table.from_batches(df._collect_as_arrow(), schema=RESULT_SCHEMA)
+    return [(r.part, r.seq, r.data) for r in df.collect()]
 
 
 def fit_by_barrier_stage(
@@ -308,13 +332,29 @@ def fit_by_barrier_stage(
     when a task fails (a failed barrier result stage is never retried); the retry resumes
     from the newest checkpoint.
     """
-    task = barrier_training_task(config, secret, initial, progress)
+    inbox = None
+    if inbox_wanted(training.sparkSession, config):
+        host = spark_conf(training.sparkSession, "spark.driver.host") or "127.0.0.1"
+        try:
+            inbox = ModelInbox(host, secret, config.exchange_timeout)
+        except OSError as error:
+            logger.warning(
+                "the model comes back as result rows: cannot listen on %s (%s)", host, error
+            )
+    task = barrier_training_task(
+        config, secret, initial, progress, None if inbox is None else inbox.address
+    )
     stage = training.mapInArrow(task, RESULT_DDL, barrier=True)
     submitted = time.time()
     started = time.perf_counter()
-    rows = stage.repartition(1).collect()
-    collected = time.perf_counter()
-    result = decode_result([(r.part, r.seq, r.data) for r in rows])
+    try:
+        rows = collect_arrow(stage.repartition(1))
+        collected = time.perf_counter()
+        result = decode_result(rows, inbox)
+    finally:
+        if inbox is not None:
+            inbox.close()
+    del rows  # W and b are views of the one buffer they were copied into
     # The driver's side of the stage; "decode" and the other loop phases are the task's.
     result.seconds["result_decode"] = time.perf_counter() - collected
     result.seconds["stage"] = collected - started
