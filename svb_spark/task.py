@@ -21,7 +21,6 @@ from svb_spark.contract import (
     FEATURES,
     LABEL,
     RESULT_DDL,
-    RESULT_SCHEMA,
     ROW_ID,
     WEIGHT,
     decode_result,
@@ -313,16 +312,6 @@ def barrier_training_task(
     return task
 
 
-def collect_arrow(df):
-    """``df``'s rows as a pyarrow Table, without Python row objects: ``DataFrame.toArrow``
-    (Spark 4, classic and Connect), else classic Spark 3.5's Arrow collect, else rows."""
-    if hasattr(df, "toArrow"):
-        return df.toArrow()
-    if hasattr(df, "_collect_as_arrow"):
-        return pa.Table.from_batches(df._collect_as_arrow(), schema=RESULT_SCHEMA)
-    return [(r.part, r.seq, r.data) for r in df.collect()]
-
-
 def fit_by_barrier_stage(
     training, config: TrainingConfig, secret: str, initial=None, progress=None
 ) -> TrainingResult:
@@ -348,7 +337,9 @@ def fit_by_barrier_stage(
     submitted = time.time()
     started = time.perf_counter()
     try:
-        rows = collect_arrow(stage.repartition(1))
+        # Rows, not toArrow(): its collect turns a Ctrl-C into a Py4J error. In classic mode
+        # the rows are only the record; the weights came through the inbox.
+        rows = [(r.part, r.seq, r.data) for r in stage.repartition(1).collect()]
         collected = time.perf_counter()
         result = decode_result(rows, inbox)
     finally:
