@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from svb_spark.contract import (
 from svb_spark.cost import max_message_bytes
 from svb_spark.data import table_to_arrays
 from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
-from svb_spark.exchange import Exchange
+from svb_spark.exchange import Exchange, codec
 from svb_spark.session import spark_conf
 from svb_spark.training import (
     LocalPartition,
@@ -166,37 +167,66 @@ def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
 
 @dataclass
 class Rendezvous:
-    """What every worker knows after the rendezvous: each rank's hello, the common plan, and
-    the checkpoint to resume from (None for a fresh start)."""
+    """What every worker knows after the rendezvous: its own rows, each rank's hello (with the
+    facts of its rows), the common plan, and the checkpoint to resume from (None for a fresh
+    start)."""
 
+    data: LocalPartition
     peers: list[dict]
     plan: Plan
     resume: ReplicaState | None
 
 
+# The exchange index of the rendezvous's facts over the mesh; replica checks use -2 and below.
+_FACTS_ROUND = -1
+
+
 def rendezvous(
     all_gather: Callable[[str], list[str]],
     exchange: Exchange,
-    data: LocalPartition,
+    load: Callable[[], LocalPartition],
     config: TrainingConfig,
+    on_loaded: Callable[[], None] | None = None,
 ) -> Rendezvous:
-    """Swap hellos with every peer once, connect the mesh, and agree on the plan.
+    """Load this worker's rows while swapping hellos with every peer, connect the mesh, and
+    agree on the plan.
 
     ``all_gather(message)`` returns every rank's message in rank order (``BarrierTaskContext
-    .allGather`` in a barrier task: about a second, paid once per fit). A hello carries the
-    worker's Flight location, row count, weight, curvature and pid, and the checkpoint steps
-    it sees, from which every worker picks the same one to resume from (a retried stage).
+    .allGather`` in a barrier task: about a second, paid once per fit). It runs in a
+    background thread while ``load()`` decodes the rows, so the hello carries only what is
+    known before: the worker's Flight location, pid and the checkpoint steps it sees, from
+    which every worker picks the same one to resume from (a retried stage). The facts of the
+    loaded rows (count, weight, curvature) then go over the connected mesh, in milliseconds.
     """
     hello = {
         "location": exchange.location,
-        "rows": data.rows,
-        "weight": data.weight,
-        "curvature": data.curvature,
         "pid": os.getpid(),
         "checkpoints": checkpoints_seen(config, exchange.rank),
     }
-    peers = [json.loads(message) for message in all_gather(json.dumps(hello))]
+    gathered: dict = {}
+
+    def swap_hellos() -> None:
+        try:
+            gathered["hellos"] = all_gather(json.dumps(hello))
+        except BaseException as error:  # raised in the task's own thread below
+            gathered["error"] = error
+
+    # A daemon thread: a task whose rows fail to load must not wait for its peers' hellos.
+    swapper = threading.Thread(target=swap_hellos, name="svb-rendezvous", daemon=True)
+    swapper.start()
+    data = load()
+    if on_loaded is not None:
+        on_loaded()
+    swapper.join()
+    if "error" in gathered:
+        raise gathered["error"]
+    peers = [json.loads(message) for message in gathered["hellos"]]
     exchange.connect([p["location"] for p in peers])
+    mine = {"rows": data.rows, "weight": data.weight, "curvature": data.curvature}
+    facts = exchange.all_gather(_FACTS_ROUND, codec.encode_checksum(json.dumps(mine)))
+    _forget_counts(exchange)  # the rendezvous's bytes are not the training's
+    for peer, message in zip(peers, facts):
+        peer.update(json.loads(codec.decode_checksum(message)))
     plan = make_plan(
         [p["rows"] for p in peers], [p["curvature"] for p in peers], config,
         [p["weight"] for p in peers],
@@ -206,7 +236,13 @@ def rendezvous(
     if step is not None:
         resume = load_checkpoint(config, data, exchange.rank, step)
         logger.info("resuming from the checkpoint at step %d", step)
-    return Rendezvous(peers, plan, resume)
+    return Rendezvous(data, peers, plan, resume)
+
+
+def _forget_counts(exchange: Exchange) -> None:
+    exchange.payload_sent = exchange.framing_sent = 0
+    exchange.payload_received = exchange.framing_received = 0
+    exchange.sent_per_exchange = []
 
 
 def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):
@@ -265,8 +301,6 @@ def barrier_training_task(
         # Spark's address for each barrier task: its executor's host as the driver reaches it.
         addresses = [info.address for info in context.getTaskInfos()]
         clock.lap("setup")
-        data = load_partition(batches, config)
-        clock.lap("load")
         exchange = FlightMeshExchange(
             rank, len(addresses), executor_host(addresses[rank]), secret,
             config.exchange_timeout, max_message_bytes(config), tls=config.tls,
@@ -275,8 +309,12 @@ def barrier_training_task(
         reporter = None
         try:
             _record_worker_for_tests(rank, context.taskAttemptId(), exchange.location)
-            met = rendezvous(context.allGather, exchange, data, config)
-            clock.lap("rendezvous")
+            met = rendezvous(
+                context.allGather, exchange, lambda: load_partition(batches, config), config,
+                on_loaded=lambda: clock.lap("load"),
+            )  # fmt: skip
+            data = met.data
+            clock.lap("rendezvous")  # what the hellos took beyond the load, and the facts
             on_epoch = None
             if rank == 0:
                 if progress is not None:

@@ -70,3 +70,59 @@ def test_a_delivered_model_is_taken_from_the_inbox_not_the_rows():
             contract.decode_result(pa.Table.from_batches(batches), inbox)  # taken once
     finally:
         inbox.close()
+
+
+def test_the_rendezvous_swaps_hellos_while_the_rows_load():
+    import threading
+    import time
+
+    from common_data import blobs, training_config
+
+    from svb_spark.exchange.local import LocalExchangeGroup
+    from svb_spark.task import rendezvous
+    from svb_spark.training import prepare_partition
+
+    group = LocalExchangeGroup(2)
+    barrier = threading.Barrier(2)
+    hellos: list = [None, None]
+    config = training_config(blobs())
+
+    def all_gather(rank):
+        def gather(message):
+            hellos[rank] = message
+            time.sleep(0.5)  # allGather's latency
+            barrier.wait()
+            return list(hellos)
+
+        return gather
+
+    def load(rank):
+        def rows():
+            time.sleep(0.5)  # decoding the rows
+            X = np.full((3 + rank, 6), float(rank + 1))
+            return prepare_partition(X, np.zeros(3 + rank, int), np.ones(3 + rank), config)
+
+        return rows
+
+    met = [None, None]
+    exchanges = [group.member(rank) for rank in (0, 1)]
+
+    def worker(rank):
+        exchange = exchanges[rank]
+        exchange.location = f"local://{rank}"
+        exchange.connect = lambda locations: None
+        met[rank] = rendezvous(all_gather(rank), exchange, load(rank), config)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.perf_counter() - start < 0.9  # overlapped, not 0.5 + 0.5
+    for rank in (0, 1):
+        assert [p["rows"] for p in met[rank].peers] == [3, 4]
+        assert [p["location"] for p in met[rank].peers] == ["local://0", "local://1"]
+        assert met[rank].plan.steps_per_epoch == met[0].plan.steps_per_epoch
+        assert met[rank].data.rows == 3 + rank
+        assert exchanges[rank].sent_per_exchange == []  # not counted as training bytes
