@@ -19,20 +19,30 @@ RESULT_DDL = "part string, seq int, data binary"
 _CHUNK_BYTES = 32 << 20
 
 
-def encode_result(result: TrainingResult) -> Iterator[pa.RecordBatch]:
+def stored_arrays(result: TrainingResult) -> tuple[dict[str, np.ndarray], dict]:
+    """W and b as the C-contiguous arrays that hold them, and their layout (dtype, shape,
+    transposed): a feature-major replica goes out as its D x K storage, not a K x D copy."""
+    stored, layout = {}, {}
+    for name, array in (("W", result.W), ("b", np.ascontiguousarray(result.b))):
+        transposed = not array.flags.c_contiguous
+        stored[name] = np.ascontiguousarray(array.T if transposed else array)
+        layout[name] = [array.dtype.str, list(array.shape), transposed]
+    return stored, layout
+
+
+def encode_result(result: TrainingResult, delivered: str | None = None) -> Iterator[pa.RecordBatch]:
     """Rank 0's output rows: W and b as raw bytes in chunks, the shapes and summary as JSON.
 
     The weights leave straight from the replica's memory, one chunk at a time, so that a
-    worker never holds a second copy of a K x D replica.
+    worker never holds a second copy of a K x D replica. With ``delivered`` (the token of a
+    delivery to the driver, see :mod:`svb_spark.delivery`) they are not in the rows at all.
     """
-    arrays = {"W": result.W, "b": np.ascontiguousarray(result.b)}
-    layout = {}
-    for name, array in arrays.items():
-        # A feature-major replica goes out as its D x K storage, not as a K x D copy.
-        transposed = not array.flags.c_contiguous
-        stored = np.ascontiguousarray(array.T if transposed else array)
-        layout[name] = [array.dtype.str, list(array.shape), transposed]
-        yield from result_rows(name, memoryview(stored).cast("B"))
+    stored, layout = stored_arrays(result)
+    if delivered is None:
+        for name, array in stored.items():
+            yield from result_rows(name, memoryview(array).cast("B"))
+    else:
+        layout["delivered"] = delivered
     yield from result_rows("layout", json.dumps(layout).encode())
     yield from result_rows("summary", json.dumps(result.summary_dict()).encode())
 
@@ -46,28 +56,63 @@ def result_rows(part: str, payload: bytes | memoryview) -> Iterator[pa.RecordBat
         )
 
 
-def collect_parts(rows) -> dict[str, bytes]:
-    """Reassemble collected ``(part, seq, data)`` rows into one payload per part."""
-    parts: dict[str, list[tuple[int, bytes]]] = {}
-    for part, seq, data in rows:
-        parts.setdefault(part, []).append((seq, bytes(data)))
-    return {name: b"".join(data for _, data in sorted(chunks)) for name, chunks in parts.items()}
+def collect_parts(rows) -> dict:
+    """Reassemble collected rows into one bytes-like payload per part.
+
+    ``rows`` is a pyarrow Table of :data:`RESULT_SCHEMA` (the stage's output collected as
+    Arrow) or ``(part, seq, data)`` tuples. A part of one chunk is that chunk, not a copy;
+    longer parts are copied once, into one uint8 array.
+    """
+    if isinstance(rows, pa.Table):
+        data = rows.column("data")
+        rows = zip(
+            rows.column("part").to_pylist(),
+            rows.column("seq").to_pylist(),
+            (data[i].as_buffer() for i in range(len(data))),
+        )
+    parts: dict[str, list] = {}
+    for part, seq, chunk in rows:
+        parts.setdefault(part, []).append((seq, chunk))
+    return {name: _concatenate([c for _, c in sorted(chunks)]) for name, chunks in parts.items()}
 
 
-def _array_from_bytes(data: bytes, dtype: str, shape: list[int], transposed: bool) -> np.ndarray:
+def _concatenate(chunks: list):
+    if len(chunks) == 1:
+        return chunks[0]
+    views = [np.frombuffer(chunk, dtype=np.uint8) for chunk in chunks]
+    out = np.empty(sum(len(v) for v in views), dtype=np.uint8)
+    start = 0
+    for view in views:
+        out[start : start + len(view)] = view
+        start += len(view)
+    return out
+
+
+def _array_from_bytes(data, dtype: str, shape: list[int], transposed: bool) -> np.ndarray:
     array = np.frombuffer(data, dtype=np.dtype(dtype))
     return array.reshape(shape[::-1]).T if transposed else array.reshape(shape)
 
 
-def decode_result(rows) -> TrainingResult:
-    """Inverse of :func:`encode_result` on the collected ``(part, seq, data)`` rows; each
-    worker's own report (its ``worker<rank>`` part) joins its entry in ``workers``."""
+def decode_result(rows, deliveries=None) -> TrainingResult:
+    """Inverse of :func:`encode_result` on the collected rows (see :func:`collect_parts`);
+    each worker's own report (its ``worker<rank>`` part) joins its entry in ``workers``.
+
+    W and b are views of the collected (or ``deliveries.take(token)``'s delivered) buffers,
+    in the replica's layout (a feature-major replica arrives as the transpose of its D x K
+    storage).
+    """
     parts = collect_parts(rows)
-    layout = json.loads(parts["layout"])
+    layout = json.loads(bytes(parts["layout"]))
+    token = layout.pop("delivered", None)
+    if token is not None:
+        delivered = deliveries.take(token) if deliveries is not None else None
+        if delivered is None:
+            raise RuntimeError(f"rank 0 reported delivering the model ({token}) but it never came")
+        parts.update(delivered)
     W, b = (_array_from_bytes(parts[name], *layout[name]) for name in ("W", "b"))
-    summary = json.loads(parts["summary"])
+    summary = json.loads(bytes(parts["summary"]))
     for worker in summary["workers"]:
-        worker.update(json.loads(parts.get(f"worker{worker['rank']}", b"{}")))
+        worker.update(json.loads(bytes(parts.get(f"worker{worker['rank']}", b"{}"))))
     return TrainingResult(W=W, b=b, **summary)
 
 

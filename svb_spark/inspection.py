@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.data import numeric_column, vector_sizes, vectors_to_csr
+from svb_spark.data import (
+    DENSE_VECTOR,
+    is_vector_struct,
+    numeric_column,
+    vector_sizes,
+    vectors_to_csr,
+    vectors_to_dense,
+)
 
 _STATS_SCHEMA = "stats binary"
 
@@ -95,22 +102,48 @@ class _PartitionStats:
         valid = sizes >= 0
         size = next(iter(self.sizes))
         column = batch.column(features)
-        # CSR, never dense: hashed text has D = 2^18 and more.
-        X = vectors_to_csr(column.filter(pa.array(valid)) if not valid.all() else column, size)
+        column = column.filter(pa.array(valid)) if not valid.all() else column
         w = w[valid]
+        if self.sum is None:
+            self.sum, self.sq_sum = np.zeros(size), np.zeros(size)
+        self.weight_sum += float(w.sum())
+        self.weight_sq_sum += float((w * w).sum())
+        if stored_densely(column):
+            self._add_dense(vectors_to_dense(column, size), w)
+            return
+        # CSR, never dense: hashed text has D = 2^18 and more.
+        X = vectors_to_csr(column, size)
         finite = np.isfinite(X.data)
         if not finite.all():
             if self.nonfinite is None:
                 first = np.flatnonzero(~finite)[0]
                 self.nonfinite = (int(X.indices[first]), float(X.data[first]))
             X.data[~finite] = 0.0
-        if self.sum is None:
-            self.sum, self.sq_sum = np.zeros(size), np.zeros(size)
         self.nonzeros += int(X.nnz)
-        self.weight_sum += float(w.sum())
-        self.weight_sq_sum += float((w * w).sum())
         self.sum += X.T @ w
         self.sq_sum += X.multiply(X).T @ w
+
+    def _add_dense(self, X: np.ndarray, w: np.ndarray) -> None:
+        """The moments of rows stored densely: two matrix-vector products, no CSR."""
+        self.nonzeros += int(np.count_nonzero(X))  # non-finite values count, as in CSR
+        finite = np.isfinite(X)
+        if not finite.all():
+            if self.nonfinite is None:
+                first = np.flatnonzero(~finite)[0]  # row-major, as CSR order
+                self.nonfinite = (int(first % X.shape[1]), float(X.flat[first]))
+            X[~finite] = 0.0
+        self.sum += w @ X
+        X *= X
+        self.sq_sum += w @ X
+
+
+def stored_densely(column: pa.Array) -> bool:
+    """Whether every row of a VectorUDT or array column stores all its values (dense
+    vectors, arrays): the batch is then a dense matrix already."""
+    if not is_vector_struct(column.type):
+        return True
+    kinds = column.field("type").to_numpy(zero_copy_only=False)
+    return bool((kinds == DENSE_VECTOR).all())
 
 
 def _statistics_task(features: str, label: str, weight: str | None):

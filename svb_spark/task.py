@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,10 +28,13 @@ from svb_spark.contract import (
     decode_result,
     encode_result,
     result_rows,
+    stored_arrays,
 )
 from svb_spark.cost import max_message_bytes
 from svb_spark.data import table_to_arrays
-from svb_spark.exchange import Exchange
+from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
+from svb_spark.exchange import Exchange, codec
+from svb_spark.session import spark_conf
 from svb_spark.training import (
     LocalPartition,
     Plan,
@@ -127,6 +132,38 @@ def _record_worker_for_tests(rank: int, task_id: int, location: str) -> None:
     os.replace(path + ".tmp", path)  # the test never reads half a file
 
 
+class PhaseClock:
+    """Seconds per phase of a barrier task, lap by lap, and the wall-clock time it started
+    (``time.time()``, comparable with the driver's on one machine or NTP-synced hosts)."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the previous lap to ``phase``."""
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def timed(self, phase: str, items: Iterator) -> Iterator:
+        """``items``, charging to ``phase`` only the time spent making them (not the time the
+        consumer holds each one)."""
+        self.phases.setdefault(phase, 0.0)
+        iterator = iter(items)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                self.phases[phase] += time.perf_counter() - start
+                break
+            self.phases[phase] += time.perf_counter() - start
+            yield item
+        self._last = time.perf_counter()
+
+
 def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
     """The (W, b) a fit starts from: None, a tuple, or a Spark Broadcast of a tuple."""
     if initial is None or isinstance(initial, tuple):
@@ -136,37 +173,66 @@ def initial_weights(initial) -> tuple[np.ndarray, np.ndarray] | None:
 
 @dataclass
 class Rendezvous:
-    """What every worker knows after the rendezvous: each rank's hello, the common plan, and
-    the checkpoint to resume from (None for a fresh start)."""
+    """What every worker knows after the rendezvous: its own rows, each rank's hello (with the
+    facts of its rows), the common plan, and the checkpoint to resume from (None for a fresh
+    start)."""
 
+    data: LocalPartition
     peers: list[dict]
     plan: Plan
     resume: ReplicaState | None
 
 
+# The exchange index of the rendezvous's facts over the mesh; replica checks use -2 and below.
+_FACTS_ROUND = -1
+
+
 def rendezvous(
     all_gather: Callable[[str], list[str]],
     exchange: Exchange,
-    data: LocalPartition,
+    load: Callable[[], LocalPartition],
     config: TrainingConfig,
+    on_loaded: Callable[[], None] | None = None,
 ) -> Rendezvous:
-    """Swap hellos with every peer once, connect the mesh, and agree on the plan.
+    """Load this worker's rows while swapping hellos with every peer, connect the mesh, and
+    agree on the plan.
 
     ``all_gather(message)`` returns every rank's message in rank order (``BarrierTaskContext
-    .allGather`` in a barrier task: about a second, paid once per fit). A hello carries the
-    worker's Flight location, row count, weight, curvature and pid, and the checkpoint steps
-    it sees, from which every worker picks the same one to resume from (a retried stage).
+    .allGather`` in a barrier task: about a second, paid once per fit). It runs in a
+    background thread while ``load()`` decodes the rows, so the hello carries only what is
+    known before: the worker's Flight location, pid and the checkpoint steps it sees, from
+    which every worker picks the same one to resume from (a retried stage). The facts of the
+    loaded rows (count, weight, curvature) then go over the connected mesh, in milliseconds.
     """
     hello = {
         "location": exchange.location,
-        "rows": data.rows,
-        "weight": data.weight,
-        "curvature": data.curvature,
         "pid": os.getpid(),
         "checkpoints": checkpoints_seen(config, exchange.rank),
     }
-    peers = [json.loads(message) for message in all_gather(json.dumps(hello))]
+    gathered: dict = {}
+
+    def swap_hellos() -> None:
+        try:
+            gathered["hellos"] = all_gather(json.dumps(hello))
+        except BaseException as error:  # raised in the task's own thread below
+            gathered["error"] = error
+
+    # A daemon thread: a task whose rows fail to load must not wait for its peers' hellos.
+    swapper = threading.Thread(target=swap_hellos, name="svb-rendezvous", daemon=True)
+    swapper.start()
+    data = load()
+    if on_loaded is not None:
+        on_loaded()
+    swapper.join()
+    if "error" in gathered:
+        raise gathered["error"]
+    peers = [json.loads(message) for message in gathered["hellos"]]
     exchange.connect([p["location"] for p in peers])
+    mine = {"rows": data.rows, "weight": data.weight, "curvature": data.curvature}
+    facts = exchange.all_gather(_FACTS_ROUND, codec.encode_checksum(json.dumps(mine)))
+    _forget_counts(exchange)  # the rendezvous's bytes are not the training's
+    for peer, message in zip(peers, facts):
+        peer.update(json.loads(codec.decode_checksum(message)))
     plan = make_plan(
         [p["rows"] for p in peers], [p["curvature"] for p in peers], config,
         [p["weight"] for p in peers],
@@ -176,7 +242,13 @@ def rendezvous(
     if step is not None:
         resume = load_checkpoint(config, data, exchange.rank, step)
         logger.info("resuming from the checkpoint at step %d", step)
-    return Rendezvous(peers, plan, resume)
+    return Rendezvous(data, peers, plan, resume)
+
+
+def _forget_counts(exchange: Exchange) -> None:
+    exchange.payload_sent = exchange.framing_sent = 0
+    exchange.payload_received = exchange.framing_received = 0
+    exchange.sent_per_exchange = []
 
 
 def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):
@@ -210,6 +282,7 @@ def barrier_training_task(
     secret: str,
     initial=None,
     progress: tuple[str, int] | None = None,
+    inbox: tuple[str, int] | None = None,
 ):
     """The function ``mapInArrow(..., barrier=True)`` runs in every task (p2p and dense).
 
@@ -217,7 +290,8 @@ def barrier_training_task(
     or a Broadcast of one) and the driver's progress listener address (None on Spark Connect).
     Each task loads its partition, starts a Flight server on its executor's own host, meets its
     peers at the :func:`rendezvous`, then trains over the mesh. Rank 0 logs every epoch,
-    reports it to the driver and yields the result; every rank yields its memory report.
+    reports it to the driver and yields the result; every rank yields its memory report. With
+    the driver's ``inbox`` address, rank 0 sends the weights there and yields only the record.
     """
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -226,20 +300,27 @@ def barrier_training_task(
         from svb_spark.exchange.flight import FlightMeshExchange
         from svb_spark.progress import ProgressReporter
 
+        clock = PhaseClock()
         context = BarrierTaskContext.get()
         rank = context.partitionId()
         limit_blas_threads(context.cpus())
         # Spark's address for each barrier task: its executor's host as the driver reaches it.
         addresses = [info.address for info in context.getTaskInfos()]
-        data = load_partition(batches, config)
+        clock.lap("setup")
         exchange = FlightMeshExchange(
             rank, len(addresses), executor_host(addresses[rank]), secret,
             config.exchange_timeout, max_message_bytes(config), tls=config.tls,
         )  # fmt: skip
+        clock.lap("flight_start")
         reporter = None
         try:
             _record_worker_for_tests(rank, context.taskAttemptId(), exchange.location)
-            met = rendezvous(context.allGather, exchange, data, config)
+            met = rendezvous(
+                context.allGather, exchange, lambda: load_partition(batches, config), config,
+                on_loaded=lambda: clock.lap("load"),
+            )  # fmt: skip
+            data = met.data
+            clock.lap("rendezvous")  # what the hellos took beyond the load, and the facts
             on_epoch = None
             if rank == 0:
                 if progress is not None:
@@ -250,6 +331,7 @@ def barrier_training_task(
                 data, exchange, config, met.plan, on_epoch=on_epoch,
                 initial=initial_weights(initial), resume=met.resume,
             )  # fmt: skip
+            clock.lap("loop")
             result.workers = [
                 {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}
                 for r, (address, p) in enumerate(zip(addresses, met.peers))
@@ -258,9 +340,18 @@ def barrier_training_task(
             exchange.close()
             if reporter is not None:
                 reporter.close()
+        clock.lap("close")
         if rank == 0:
-            yield from encode_result(result)
-        yield from result_rows(f"worker{rank}", json.dumps(_memory_report(data)).encode())
+            delivered = None
+            if inbox is not None:
+                token = secrets.token_hex(8)  # this attempt's delivery
+                stored, _ = stored_arrays(result)
+                if send_arrays(inbox, secret, token, stored, config.exchange_timeout):
+                    delivered = token
+                clock.lap("send_model")
+            yield from clock.timed("encode", encode_result(result, delivered))
+        report = {**_memory_report(data), "started_at": clock.started_at, "phases": clock.phases}
+        yield from result_rows(f"worker{rank}", json.dumps(report).encode())
 
     return task
 
@@ -274,7 +365,35 @@ def fit_by_barrier_stage(
     when a task fails (a failed barrier result stage is never retried); the retry resumes
     from the newest checkpoint.
     """
-    task = barrier_training_task(config, secret, initial, progress)
+    inbox = None
+    if inbox_wanted(training.sparkSession, config):
+        host = spark_conf(training.sparkSession, "spark.driver.host") or "127.0.0.1"
+        try:
+            inbox = ModelInbox(host, secret, config.exchange_timeout)
+        except OSError as error:
+            logger.warning(
+                "the model comes back as result rows: cannot listen on %s (%s)", host, error
+            )
+    task = barrier_training_task(
+        config, secret, initial, progress, None if inbox is None else inbox.address
+    )
     stage = training.mapInArrow(task, RESULT_DDL, barrier=True)
-    rows = stage.repartition(1).collect()
-    return decode_result([(r.part, r.seq, r.data) for r in rows])
+    submitted = time.time()
+    started = time.perf_counter()
+    try:
+        # Rows, not toArrow(): its collect turns a Ctrl-C into a Py4J error. In classic mode
+        # the rows are only the record; the weights came through the inbox.
+        rows = [(r.part, r.seq, r.data) for r in stage.repartition(1).collect()]
+        collected = time.perf_counter()
+        result = decode_result(rows, inbox)
+    finally:
+        if inbox is not None:
+            inbox.close()
+    del rows  # W and b are views of the one buffer they were copied into
+    # The driver's side of the stage; "decode" and the other loop phases are the task's.
+    result.seconds["result_decode"] = time.perf_counter() - collected
+    result.seconds["stage"] = collected - started
+    starts = [w["started_at"] for w in result.workers if "started_at" in w]
+    if starts:  # from the job's submission to the last task's first line
+        result.seconds["task_start"] = max(starts) - submitted
+    return result

@@ -655,7 +655,7 @@ def train(
         if on_exchange is not None:
             on_exchange(replica.step, replica.weights.W, replica.weights.b)
         if config.verify_interval and exchanges % config.verify_interval == 0:
-            resyncs += _verify_replicas(replica, exchange, exchanges)
+            resyncs += _verify_replicas(replica, exchange, exchanges, checks)
             checks += 1
         if on_epoch is not None:
             for epoch in range(epochs, len(replica.history)):
@@ -719,17 +719,20 @@ def _checkpoint_due(config: TrainingConfig, epochs_before: int, replica: Replica
     return len(replica.history) // interval > epochs_before // interval
 
 
-def _verify_replicas(replica: Replica, exchange: Exchange, exchanges: int) -> int:
+def _verify_replicas(replica: Replica, exchange: Exchange, exchanges: int, check: int) -> int:
     """Compare replica checksums; on a mismatch every worker takes rank 0's replica.
 
     Replicas stay equal by construction, unless something outside the algorithm differs
-    (a different BLAS on heterogeneous executors, a bit flip). Costs one small exchange, plus
-    one K x D broadcast from rank 0 when a mismatch is found. Returns 1 after a resync.
+    (a different BLAS on heterogeneous executors, a bit flip). Check number ``check`` (the
+    same on every worker) hashes one block of the replica (see ReplicaWeights.digest), so a
+    check costs a few milliseconds at any K x D and a difference anywhere is found within
+    ``weights.digest_blocks()`` checks. Costs one small exchange, plus one K x D broadcast
+    from rank 0 when a mismatch is found. Returns 1 after a resync.
     """
     weights = replica.weights
     # Negative exchange indices keep these messages apart from the training rounds.
-    check = codec.encode_checksum(weights.digest())
-    digests = [codec.decode_checksum(m) for m in exchange.all_gather(-2 * exchanges, check)]
+    message = codec.encode_checksum(weights.digest(check))
+    digests = [codec.decode_checksum(m) for m in exchange.all_gather(-2 * exchanges, message)]
     if len(set(digests)) == 1:
         return 0
     flat = weights.flat() if exchange.rank == 0 else weights.b[:0]

@@ -556,3 +556,34 @@ def test_batch_size_table_rows():
     point = peers.FitPoint(2, 1.0, 0.9, {"timings": {"compute": 0.5, "apply": 0.5, "train": 9.0},
                                          "steps": 100})  # fmt: skip
     assert peers.loop_seconds_per_step(point) == pytest.approx(0.01)
+
+
+def test_phase_clock_charges_laps_and_only_the_time_spent_making_items():
+    import time
+
+    from svb_spark.task import PhaseClock
+
+    clock = PhaseClock()
+    time.sleep(0.02)
+    clock.lap("load")
+
+    def slow_items():
+        for item in range(3):
+            time.sleep(0.01)
+            yield item
+
+    for _ in clock.timed("encode", slow_items()):
+        time.sleep(0.05)  # the consumer's time is not the producer's
+    clock.lap("after")
+    assert clock.phases["load"] >= 0.02
+    assert 0.03 <= clock.phases["encode"] < 0.1
+    assert clock.phases["after"] < 0.01
+    assert abs(clock.started_at - time.time()) < 60
+
+
+def test_profile_lists_every_shape_of_the_issue():
+    from benchmarks import profile
+
+    assert profile.SHAPES["dense784"][:3] == (60000, 784, 10)
+    rows, features, classes, sparse, epochs = profile.SHAPES["big"]
+    assert features * classes == 2**28 and sparse and epochs == 1

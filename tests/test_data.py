@@ -54,3 +54,46 @@ def test_csr_decoding_matches_dense_and_drops_explicit_zeros():
         np.testing.assert_array_equal(csr.toarray(), expected[3 - len(column) :])
         assert csr.nnz == np.count_nonzero(expected[3 - len(column) :]) and csr.dtype == np.float32
     assert vectors_to_csr(mixed.slice(0, 0), 3).shape == (0, 3)
+
+
+def _vector_batch(X, sparse_rows, label=None):
+    from svb_spark.data import DENSE_VECTOR, SPARSE_VECTOR, vector_struct_array
+
+    n, size = X.shape
+    stored = [np.flatnonzero(row) if sparse_rows else np.arange(size) for row in X]
+    offsets = pa.array(np.cumsum([0] + [len(s) for s in stored]).astype(np.int32))
+    indices = np.concatenate(stored).astype(np.int32) if sparse_rows else np.zeros(0, np.int32)
+    index_offsets = offsets if sparse_rows else pa.array(np.zeros(n + 1, np.int32))
+    vectors = vector_struct_array(
+        pa.array(np.full(n, SPARSE_VECTOR if sparse_rows else DENSE_VECTOR, np.int8)),
+        pa.array(np.full(n, size, np.int32)),
+        pa.ListArray.from_arrays(index_offsets, pa.array(indices)),
+        pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(
+            [row[s] for row, s in zip(X, stored)]))),
+    )  # fmt: skip
+    labels = pa.array(label if label is not None else np.zeros(n))
+    return pa.RecordBatch.from_arrays([vectors, labels, pa.array(np.arange(n) + 0.5)],
+                                      ["features", "label", "weight"])  # fmt: skip
+
+
+def test_the_pre_pass_reads_dense_rows_as_a_matrix_and_agrees_with_the_csr_path():
+    from svb_spark.inspection import _PartitionStats, stored_densely
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 7)) * (rng.random((50, 7)) < 0.6)
+    X[20, 3], X[31, 1] = np.nan, np.inf
+    stats = {}
+    for sparse_rows in (False, True):
+        batch = _vector_batch(X, sparse_rows)
+        assert stored_densely(batch.column("features")) == (not sparse_rows)
+        stats[sparse_rows] = _PartitionStats()
+        stats[sparse_rows].update(batch, "features", "label", "weight")
+    dense, csr = stats[False], stats[True]
+    assert dense.nonfinite[0] == csr.nonfinite[0] == 3  # the first in row order: X[20, 3]
+    assert np.isnan(dense.nonfinite[1]) and np.isnan(csr.nonfinite[1])
+    assert dense.nonzeros == csr.nonzeros == np.count_nonzero(X)
+    np.testing.assert_allclose(dense.sum, csr.sum, rtol=1e-12)
+    np.testing.assert_allclose(dense.sq_sum, csr.sq_sum, rtol=1e-12)
+    assert dense.weight_sum == csr.weight_sum
+    # An array<double> column is dense too.
+    assert stored_densely(pa.array([[1.0, 2.0], [3.0, 4.0]]))

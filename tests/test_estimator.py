@@ -104,6 +104,14 @@ def test_bytes_per_step_are_the_sufficient_vectors(spark, planted):
     ranks = summary.workers
     assert len(ranks) == 2 and sum(r["rows"] for r in ranks) == 400
     assert ranks[0]["location"] != ranks[1]["location"]
+    # Every phase of the stage, on the driver and in each task, is timed.
+    assert {"stage", "result_decode", "task_start"} <= set(summary.timings)
+    assert 0 <= summary.timings["task_start"] < summary.timings["stage"] < summary.timings["train"]
+    task_phases = {"setup", "load", "flight_start", "rendezvous", "loop", "close"}
+    assert set(ranks[1]["phases"]) == task_phases
+    # Classic mode: rank 0 sent the weights to the driver's inbox, not through the shuffle.
+    assert set(ranks[0]["phases"]) == task_phases | {"send_model", "encode"}
+    assert all(seconds >= 0 for r in ranks for seconds in r["phases"].values())
 
 
 def test_summary_metrics_agree_with_mllib_evaluator(spark, digits_frames):

@@ -87,6 +87,22 @@ def test_curvature_is_the_top_eigenvalue_of_the_second_moment():
     assert solver.curvature(X[:0], w[:0], True) == 0.0
 
 
+def test_curvature_stops_once_the_estimate_settles():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 6)) * np.array([5.0, 1, 1, 1, 1, 1])
+    w = np.ones(500)
+    passes = []
+
+    class Counted(np.ndarray):
+        def __matmul__(self, other):
+            passes.append(1)
+            return np.asarray(self) @ other
+
+    settled = solver.curvature(X.view(Counted), w, True, iterations=200)
+    assert len(passes) < 2 * 60  # two products a pass; 200 passes without the early stop
+    assert settled == pytest.approx(solver.curvature(X, w, True, 200, rtol=0.0), rel=1e-8)
+
+
 def test_learning_rate_decays_from_the_base():
     base = solver.base_learning_rate(1.0, 4.0)
     assert base == pytest.approx(0.5)

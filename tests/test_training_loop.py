@@ -160,7 +160,8 @@ def test_a_perturbed_replica_is_detected_and_resynchronised_from_rank_0(sparse_r
 
     def perturb_then_record(rank, step, W, b):
         # Right before a check (every 5th exchange), as a different BLAS or a flipped bit
-        # would: repaired before any step uses it, so the fit ends as if nothing happened.
+        # would: this replica fits in one digest block, so the check right after sees it,
+        # and it is repaired before any step uses it: the fit ends as if nothing happened.
         if rank == 1 and step == 15:
             W[0, 0] += 1e-3
         digests.setdefault(step, {})[rank] = b.tobytes()
@@ -173,6 +174,39 @@ def test_a_perturbed_replica_is_detected_and_resynchronised_from_rank_0(sparse_r
     clean = train_in_process(parts, config)
     assert all(r.resyncs == 0 for r in clean)
     np.testing.assert_array_equal(clean[0].W, results[0].W)
+
+
+@pytest.mark.parametrize("where", ["W", "b"])
+def test_a_perturbation_outside_the_checked_block_is_found_within_one_cycle(monkeypatch, where):
+    from svb_spark import training, weights
+
+    parts = blobs()
+    config = training_config(parts, verify_interval=5)
+    # 32-byte blocks: the 4 x 6 W and b (224 bytes) take 7 checks to cover.
+    monkeypatch.setattr(weights, "DIGEST_BLOCK_BYTES", 32)
+    cycle = -(-(4 * 6 + 4) * 8 // 32)
+    found = []
+    verify = training._verify_replicas
+
+    def record(replica, exchange, exchanges, check):
+        resynced = verify(replica, exchange, exchanges, check)
+        if resynced and exchange.rank == 0:
+            found.append(check)
+        return resynced
+
+    monkeypatch.setattr(training, "_verify_replicas", record)
+
+    def perturb(rank, step, W, b):
+        # W[0, 0] is in block 0 and b in every check; step 15 is check 2's exchange.
+        if rank == 1 and step == 15:
+            (W if where == "W" else b[None, :])[0, 0] += 1e-3
+
+    results = train_in_process(parts, config, on_exchange=perturb)
+    assert [r.resyncs for r in results] == [1, 1, 1]
+    assert found == ([cycle] if where == "W" else [2])  # block 0 comes round at check 7
+    assert found[0] - 2 <= cycle
+    for r in results[1:]:
+        assert (r.W == results[0].W).all() and (r.b == results[0].b).all()
 
 
 @pytest.mark.parametrize("kind", [SV, DENSE])

@@ -46,3 +46,39 @@ def test_folding_the_factor_keeps_the_model():
     weights.fold_factor()
     assert weights.factor == 1.0
     np.testing.assert_array_equal(weights.W, 0.5 * np.arange(6.0).reshape(2, 3))
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_successive_checks_cover_every_value_of_the_replica_within_one_cycle(feature_major):
+    block = 40  # bytes: the 4 x 7 float64 W, b and state take several blocks
+    weights = ReplicaWeights(4, 7, np.float64, feature_major)
+    weights.state["A"] = np.zeros((4, 7))
+    cycle = weights.digest_blocks(block)
+    assert cycle == -(-(2 * 4 * 7 + 4) * 8 // block)
+    before = [weights.digest(check, block) for check in range(cycle)]
+    for array in weights.arrays().values():
+        for index in np.ndindex(array.shape):
+            array[index] += 1.0
+            after = [weights.digest(check, block) for check in range(cycle)]
+            array[index] -= 1.0
+            # Exactly one check of the cycle sees a change of any one value (b: every check).
+            changed = sum(a != b for a, b in zip(before, after))
+            assert changed == (cycle if array is weights.b else 1)
+    weights.factor = 0.5
+    assert all(a != weights.digest(check, block) for check, a in enumerate(before))
+    # Check n and check n + cycle hash the same block.
+    assert weights.digest(cycle + 2, block) == weights.digest(2, block) != weights.digest(3, block)
+
+
+def test_one_check_hashes_at_most_one_block_of_a_large_replica():
+    import time
+
+    weights = ReplicaWeights(256, 2**18, np.float32, feature_major=True)  # 256 MiB
+    assert weights.digest_blocks() == 65  # 64 blocks of W, and b (1 KiB) starts one more
+    start = time.perf_counter()
+    weights.digest(5)
+    one_block = time.perf_counter() - start
+    start = time.perf_counter()
+    weights.digest()
+    whole = time.perf_counter() - start
+    assert one_block < whole / 8
