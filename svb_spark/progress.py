@@ -70,6 +70,10 @@ class ProgressServer:
     >>> reporter = ProgressReporter(server.address, "s3cret")
     >>> reporter.send({"epoch": 1, "objective": 0.5})
     >>> reporter.close()
+    >>> import time
+    >>> deadline = time.time() + 5  # the listener reads in its own thread
+    >>> while not seen and time.time() < deadline:
+    ...     time.sleep(0.05)
     >>> server.close()
     >>> seen
     [{'epoch': 1, 'objective': 0.5}]

@@ -56,9 +56,20 @@ def _estimator(checkpoints, timeout=120.0):
     )  # fmt: skip
 
 
+def _whole_checkpoint_steps(checkpoints) -> set[str]:
+    def steps(pattern):
+        return {path.rsplit("step-", 1)[1] for path in glob.glob(str(checkpoints / "*" / pattern))}
+
+    return steps("step-*") & steps("memory-00001-step-*")
+
+
 def _interrupt_rank_1(workers, checkpoints, sig, events):
-    """Once the first checkpoint exists, send ``sig`` to rank 1; then time the retry."""
-    while not (glob.glob(str(checkpoints / "*" / "step-*")) and _records(workers, 1)):
+    """Once the first whole checkpoint exists, send ``sig`` to rank 1; then time the retry.
+
+    Whole: the replica's file and, as the default solver is SAGA, rank 1's memory of the same
+    step (rank 0 writes its memory before the replica's file).
+    """
+    while not (_whole_checkpoint_steps(checkpoints) and _records(workers, 1)):
         time.sleep(0.02)
     victim = _records(workers, 1)[0]["pid"]
     events["pid"], events["sent"] = victim, time.perf_counter()
