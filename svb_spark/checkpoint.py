@@ -8,8 +8,8 @@ deleted. When Spark retries the barrier stage (a worker died), the workers tell 
 the rendezvous which checkpoints they see, and every worker loads the newest one and goes on.
 
 SAGA keeps per-row state that only the worker owning the rows holds, so with it every worker
-also writes its own memory file at the same steps; a step is resumed only when the replica and
-every worker's memory of that step exist (otherwise the fit starts afresh).
+also writes its own memory file at the same steps, and the two newest of each are kept; a step
+is resumed only when the replica and every worker's memory of that step exist.
 
 A checkpoint holds the replica's weights (in the layout the replica stores them), its scalar
 factor, the step, the objective history and the partial epoch sums, and the plan. Minibatches
@@ -111,13 +111,15 @@ def _steps(directory: str, prefix: str) -> list[int]:
     return sorted(steps)
 
 
-def write_checkpoint(directory: str, state: ReplicaState) -> str:
-    """Write ``state`` atomically (temporary file, then rename); delete older checkpoints.
+def write_checkpoint(directory: str, state: ReplicaState, keep: int = 1) -> str:
+    """Write ``state`` atomically (temporary file, then rename); keep the newest ``keep``
+    checkpoints and delete older ones.
 
     Returns the checkpoint's path. On any failure the temporary file is removed and the
-    previous checkpoint stays.
+    previous checkpoint stays. With SAGA, ``keep = 2``: until every worker has written its
+    memory of the new step, the step before is the newest whole checkpoint.
     """
-    return _write_newest(directory, _PREFIX, state.step, _encode(state))
+    return _write_newest(directory, _PREFIX, state.step, _encode(state), keep)
 
 
 def write_worker_memory(directory: str, rank: int, step: int, memory: np.ndarray) -> str:
@@ -125,7 +127,8 @@ def write_worker_memory(directory: str, rank: int, step: int, memory: np.ndarray
     does the replica; only that worker can write it, since only it holds its rows."""
     batch = pa.RecordBatch.from_arrays([pa.array(memory.ravel())], names=["memory"])
     batch = batch.replace_schema_metadata({b"shape": json.dumps(list(memory.shape)).encode()})
-    return _write_newest(directory, _memory_prefix(rank), step, batch)
+    # Two kept: a peer may not have written its memory of this step yet (see write_checkpoint).
+    return _write_newest(directory, _memory_prefix(rank), step, batch, keep=2)
 
 
 def read_worker_memory(directory: str, rank: int, step: int) -> np.ndarray:
@@ -143,7 +146,9 @@ def _memory_prefix(rank: int) -> str:
     return f"memory-{rank:05d}-step-"
 
 
-def _write_newest(directory: str, prefix: str, step: int, batch: pa.RecordBatch) -> str:
+def _write_newest(
+    directory: str, prefix: str, step: int, batch: pa.RecordBatch, keep: int = 1
+) -> str:
     fs, root = filesystem(directory)
     fs.create_dir(root, recursive=True)
     final = posixpath.join(root, f"{prefix}{step:012d}{_SUFFIX}")
@@ -158,10 +163,10 @@ def _write_newest(directory: str, prefix: str, step: int, batch: pa.RecordBatch)
         with contextlib.suppress(OSError):
             fs.delete_file(temporary)
         raise
-    for older in _steps(directory, prefix):
-        if older < step:
-            with contextlib.suppress(OSError):  # a reader may hold it; it goes with the dir
-                fs.delete_file(posixpath.join(root, f"{prefix}{older:012d}{_SUFFIX}"))
+    older = [s for s in _steps(directory, prefix) if s < step]
+    for stale in older[: max(len(older) - (keep - 1), 0)]:
+        with contextlib.suppress(OSError):  # a reader may hold it; it goes with the dir
+            fs.delete_file(posixpath.join(root, f"{prefix}{stale:012d}{_SUFFIX}"))
     return final
 
 

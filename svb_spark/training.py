@@ -664,7 +664,8 @@ def train(
             if config.solver == SAGA:  # every worker's own rows' memory, at the same step
                 write_worker_memory(config.checkpoint_dir, exchange.rank, replica.step, data.memory)
             if exchange.rank == 0:
-                write_checkpoint(config.checkpoint_dir, replica.state())
+                keep = 2 if config.solver == SAGA else 1  # see write_checkpoint
+                write_checkpoint(config.checkpoint_dir, replica.state(), keep)
                 checkpoints += 1
     if replica.validation_pending:  # the last epoch's held-out loss: one small exchange
         sums = codec.encode_sums(held_out_sums(replica, data))
