@@ -56,7 +56,7 @@ from svb_spark.training import SAGA, SGD, TrainingConfig
 
 
 class SVBConvergenceWarning(UserWarning):
-    """maxIter ended training before the objective changed by less than tol."""
+    """maxIter ended training before the objective settled (tol) or the held-out loss did."""
 
 
 class SVBLogisticRegression(
@@ -333,8 +333,8 @@ class SVBLogisticRegression(
         if result.stop_reason == "maxIter" and self.getMaxIter() > 0:
             warnings.warn(
                 f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} epochs before "
-                f"the objective changed by less than tol={self.getTol()}; raise maxIter or tol "
-                "if the model is not good enough.",
+                f"the objective settled within tol={self.getTol()} (see the tol param); raise "
+                "maxIter or tol if the model is not good enough.",
                 SVBConvergenceWarning,
                 stacklevel=3,  # the caller of Estimator.fit
             )
