@@ -35,9 +35,11 @@ while spark.sparkContext._jsc.sc().getExecutorIds().size() < 2 and time.time() <
     time.sleep(0.5)
 
 exchange = sys.argv[1] if len(sys.argv) > 1 else "p2p"
+# SGD: the broadcast mode trains with it, and the reference below is SGD too.
 estimator = SVBLogisticRegression(
-    weightCol="weight", numWorkers=2 * cores, maxIter=4, dtype="float64", exchange=exchange
-)
+    weightCol="weight", numWorkers=2 * cores, maxIter=4, dtype="float64", exchange=exchange,
+    solver="sgd",
+)  # fmt: skip
 if "forget" in sys.argv[2:]:  # every broadcast-mode task rebuilds its replica each round
     broadcast._round_task = functools.partial(broadcast._round_task, forget_replica=True)
 df = planted_frame(spark).cache()

@@ -16,7 +16,9 @@ def test_executor_host_parsing():
 
 
 def _local_coefficients(spark):
-    local = SVBLogisticRegression(weightCol="weight", numWorkers=2, maxIter=4, dtype="float64")
+    local = SVBLogisticRegression(
+        weightCol="weight", numWorkers=2, maxIter=4, dtype="float64", solver="sgd"
+    )
     return local.fit(planted_frame(spark)).coefficientMatrix.toArray()
 
 
