@@ -257,16 +257,18 @@ def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, r
     from svb_spark.training import prepare_partition, train
 
     limit_blas_threads(1)  # each worker owns one core, as on the cluster
-    data = prepare_partition(X, y, np.ones(len(y)), config)
     mesh = FlightMeshExchange(rank, workers, "127.0.0.1", secret, 120.0)
 
     def all_gather(hello: str) -> list[str]:  # through the parent process, in rank order
         hellos_out.put((rank, hello))
         return hellos_in.get(timeout=120)
 
+    def load():
+        return prepare_partition(X, y, np.ones(len(y)), config)
+
     try:
-        met = rendezvous(all_gather, mesh, data, config)
-        result = train(data, mesh, config, met.plan)
+        met = rendezvous(all_gather, mesh, load, config)
+        result = train(met.data, mesh, config, met.plan)
         results.put((rank, {"seconds": result.seconds, "steps": result.steps}))
     finally:
         mesh.close()
