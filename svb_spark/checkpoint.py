@@ -13,9 +13,9 @@ is resumed only when the replica and every worker's memory of that step exist.
 
 A checkpoint holds the replica's weights (in the layout the replica stores them), its scalar
 factor, the step, the objective history and the partial epoch sums, and the plan. Minibatches
-are a pure function of (seed, rank, step) (see :meth:`svb_spark.training.LocalPartition.batch`),
-so the step is the whole random state: a resumed fit takes exactly the steps an uninterrupted
-one would have taken.
+are a pure function of (seed, rank, step) (see
+:meth:`svb_spark.training.LocalPartition.batch_rows`), so the step is the whole random state:
+a resumed fit takes exactly the steps an uninterrupted one would have taken.
 """
 
 from __future__ import annotations

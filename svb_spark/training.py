@@ -190,11 +190,6 @@ class LocalPartition:
             self._order = (epoch, rng.permutation(self.rows))
         return self._order[1][position * config.batch_size : (position + 1) * config.batch_size]
 
-    def batch(self, step: int, plan: Plan, config: TrainingConfig, rank: int):
-        """(X, y, weights) this worker contributes to global step ``step``."""
-        rows = self.batch_rows(step, plan, config, rank)
-        return self.X[rows], self.y[rows], self.w[rows]
-
     def saga_memory(self, num_classes: int) -> np.ndarray:
         """SAGA's per-row memory, made (zeros) on first use."""
         if self.memory is None:
@@ -398,9 +393,10 @@ class Replica:
         """Step j of a round of SAGA messages (dU and rows, or their summed gradient)."""
         config, weights = self.config, self.weights
         A, a = weights.state["A"], weights.state["a"]
-        seen = solver.saga_seen_scale(self._weight_seen, self.plan.total_weight)
-        if self.step >= self.plan.steps_per_epoch:
-            seen = 1.0  # every row has been seen: A is the average over all of them
+        # After the first epoch every row has been seen: A is the average over all of them.
+        seen = 1.0
+        if self.step < self.plan.steps_per_epoch:
+            seen = solver.saga_seen_scale(self._weight_seen, self.plan.total_weight)
         common = (weight, self.plan.total_weight, lr, config.reg_param, self.reg_scale, seen,
                   config.fit_intercept)  # fmt: skip
         if messages[0].kind == codec.SV:
