@@ -9,7 +9,9 @@ the rendezvous which checkpoints they see, and every worker loads the newest one
 
 SAGA keeps per-row state that only the worker owning the rows holds, so with it every worker
 also writes its own memory file at the same steps, and the two newest of each are kept; a step
-is resumed only when the replica and every worker's memory of that step exist.
+is resumed only when the replica and every worker's memory of that step exist. In the
+class-sharded mode there is no replica: every worker writes its own block of classes, and a
+step is resumed only when every block of it exists.
 
 A checkpoint holds the replica's weights (in the layout the replica stores them), its scalar
 factor, the step, the objective history and the partial epoch sums, and the plan. Minibatches
@@ -144,6 +146,25 @@ def worker_memory_steps(directory: str, rank: int) -> list[int]:
 
 def _memory_prefix(rank: int) -> str:
     return f"memory-{rank:05d}-step-"
+
+
+def write_block(directory: str, rank: int, state: ReplicaState) -> str:
+    """Write one worker's block of classes (the class-sharded mode), as :func:`write_checkpoint`
+    does a replica. Two are kept: a peer may not have written its block of this step yet."""
+    return _write_newest(directory, _block_prefix(rank), state.step, _encode(state), keep=2)
+
+
+def read_block(directory: str, rank: int, step: int) -> ReplicaState:
+    return _decode(_read(directory, f"{_block_prefix(rank)}{step:012d}{_SUFFIX}"))
+
+
+def block_steps(directory: str, rank: int) -> list[int]:
+    """Steps of ``rank``'s complete block checkpoints in ``directory``, oldest first."""
+    return _steps(directory, _block_prefix(rank))
+
+
+def _block_prefix(rank: int) -> str:
+    return f"block-{rank:05d}-step-"
 
 
 def _write_newest(

@@ -26,8 +26,8 @@ from svb_spark.broadcast import fit_by_broadcast, require_spark_context
 from svb_spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.checkpoint import remove_checkpoints
 from svb_spark.contract import training_frame
-from svb_spark.cost import choose_exchange, itemsize
-from svb_spark.exchange.codec import DENSE, SV
+from svb_spark.cost import choose_exchange, itemsize, predicted_step_seconds
+from svb_spark.exchange.codec import DENSE, SHARDED, SV
 from svb_spark.exchange.tls import tls_files_from_conf
 from svb_spark.inspection import check_columns, check_validation_column, inspect_training_data
 from svb_spark.params import (
@@ -40,12 +40,16 @@ from svb_spark.progress import progress_listener
 from svb_spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
+    check_block_fits,
     check_replica_fits,
     default_parallelism,
     job_group,
+    replica_fits,
     spark_context,
     spark_or_session_conf,
+    worker_memory,
 )
+from svb_spark.sharded import class_blocks
 from svb_spark.summary import (
     FitRecord,
     SVBLogisticRegressionSummary,
@@ -269,21 +273,27 @@ class SVBLogisticRegression(
         spark = dataset.sparkSession
         if self.getExchange() == "broadcast":
             require_spark_context(spark)
-            if validation:
-                raise ValueError(
-                    "validationIndicatorCol needs exchange='p2p' or 'dense'; the broadcast "
-                    "mode's rounds do not score held-out rows. Unset validationIndicatorCol or "
-                    "choose another exchange."
-                )
+        if validation and self.getExchange() in ("broadcast", "sharded"):
+            raise ValueError(
+                "validationIndicatorCol needs exchange='p2p', 'dense' or 'auto'; the "
+                f"{self.getExchange()} mode's rounds do not score held-out rows. Unset "
+                "validationIndicatorCol or choose another exchange."
+            )
         if validation:
             check_validation_column(dataset, validation)
         num_workers = self._num_workers(spark)
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         inspected = time.perf_counter()
-        config, mode, predictions = self._plan_fit(spark, stats, num_workers)
-        # Hash partitioning gives each worker about rows / numWorkers rows; 10% of slack.
-        saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if config.solver == SAGA else 0
-        check_replica_fits(spark, config.num_classes, config.num_features, config.dtype, saga_rows)
+        config, mode, reason, predictions = self._plan_fit(spark, stats, num_workers)
+        if mode == "sharded":
+            nonzeros = stats.nonzeros_per_row if config.sparse else None
+            check_block_fits(spark, config, num_workers, nonzeros)
+        else:
+            # Hash partitioning gives each worker about rows / numWorkers rows; 10% of slack.
+            saga = config.solver == SAGA
+            saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if saga else 0
+            K, D = config.num_classes, config.num_features
+            check_replica_fits(spark, K, D, config.dtype, saga_rows)
         initial = self._initial_weights(config)
         training = training_frame(dataset, features, label, weight, num_workers, validation)
         description = (
@@ -322,6 +332,7 @@ class SVBLogisticRegression(
             result=result,
             num_workers=num_workers,
             exchange=mode,
+            exchange_reason=reason,
             predicted_bytes_per_step=predictions,
             sync_interval=config.sync_interval,
             solver=config.solver,
@@ -371,7 +382,7 @@ class SVBLogisticRegression(
             # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
             tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
         )
-        cheaper, predictions = choose_exchange(
+        shape = dict(
             num_workers=num_workers,
             batch_size=config.batch_size,
             num_classes=config.num_classes,
@@ -379,11 +390,44 @@ class SVBLogisticRegression(
             itemsize=itemsize(config.dtype),
             nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
         )
-        mode = cheaper if self.getExchange() == "auto" else self.getExchange()
-        config = dataclasses.replace(
-            config, message_kind=DENSE if mode == "dense" else SV, solver=self._solver(config, mode)
-        )
-        return config, mode, predictions
+        cheaper, predictions = choose_exchange(**shape)
+        mode, reason = self._exchange_mode(spark, config, cheaper, shape)
+        kind = {"dense": DENSE, "sharded": SHARDED}.get(mode, SV)
+        config = dataclasses.replace(config, message_kind=kind, solver=self._solver(config, mode))
+        return config, mode, reason, predictions
+
+    def _exchange_mode(self, spark, config: TrainingConfig, cheaper: str, shape: dict):
+        """The exchange mode in force and why: the param, or what ``auto`` chose.
+
+        ``auto`` shards the classes when a replica would not fit a worker, or when SGD is in
+        force (SAGA needs a replica) and the cost model predicts a faster step; otherwise it
+        takes the mesh mode that sends fewer bytes.
+        """
+        K, D, P = config.num_classes, config.num_features, shape["num_workers"]
+        if self.getExchange() == "sharded":
+            class_blocks(K, P)  # raises if a worker would own no class
+            if config.sync_interval != 1:
+                raise ValueError(
+                    f"exchange='sharded' needs syncInterval=1 (got {config.sync_interval}): "
+                    "its steps are exact synchronous SGD. Set syncInterval=1 or use "
+                    "exchange='p2p'."
+                )
+        if self.getExchange() != "auto":
+            return self.getExchange(), "set by the exchange param"
+        if K >= P and config.sync_interval == 1 and not self._validation_column():
+            if not replica_fits(spark, K, D, config.dtype):
+                key, _ = worker_memory(spark)
+                return "sharded", (
+                    f"a replica of the {K} x {D} weights does not fit {key}; a block of "
+                    f"{-(-K // P)} classes per worker does"
+                )
+            sgd = config.sparse or self.getSolver() == SGD
+            faster = predicted_step_seconds("sharded", **shape) < predicted_step_seconds(
+                cheaper, **shape
+            )
+            if P > 1 and sgd and faster:
+                return "sharded", f"the cost model predicts a faster SGD step than {cheaper}"
+        return cheaper, "the cost model predicts the fewest bytes per step"
 
     def _solver(self, config: TrainingConfig, mode: str) -> str:
         """The optimizer in force: "auto" resolved, "saga" checked against what it needs.
@@ -400,6 +444,12 @@ class SVBLogisticRegression(
             why_not = f"syncInterval is {config.sync_interval}; SAGA needs 1"
         elif mode == "broadcast":
             why_not = "exchange='broadcast' rebuilds replicas without SAGA's per-row memory"
+        elif mode == "sharded":
+            why_not = (
+                "exchange='sharded' trains with SGD (SAGA would need every worker to remember "
+                "its classes' U for the rows of all workers, rows x numClasses / numWorkers "
+                "floats, and a second block of the model)"
+            )
         if self.getSolver() == "auto":
             return SGD if why_not else SAGA
         if self.getSolver() == SAGA and why_not:

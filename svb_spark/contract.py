@@ -19,32 +19,44 @@ RESULT_DDL = "part string, seq int, data binary"
 _CHUNK_BYTES = 32 << 20
 
 
-def stored_arrays(result: TrainingResult) -> tuple[dict[str, np.ndarray], dict]:
+def stored_arrays(result: TrainingResult, suffix: str = "") -> tuple[dict[str, np.ndarray], dict]:
     """W and b as the C-contiguous arrays that hold them, and their layout (dtype, shape,
-    transposed): a feature-major replica goes out as its D x K storage, not a K x D copy."""
+    transposed): a feature-major replica goes out as its D x K storage, not a K x D copy.
+    ``suffix`` (".<rank>" for a block of the class-sharded mode) is appended to the names."""
     stored, layout = {}, {}
     for name, array in (("W", result.W), ("b", np.ascontiguousarray(result.b))):
         transposed = not array.flags.c_contiguous
-        stored[name] = np.ascontiguousarray(array.T if transposed else array)
-        layout[name] = [array.dtype.str, list(array.shape), transposed]
+        stored[name + suffix] = np.ascontiguousarray(array.T if transposed else array)
+        layout[name + suffix] = [array.dtype.str, list(array.shape), transposed]
     return stored, layout
 
 
-def encode_result(result: TrainingResult, delivered: str | None = None) -> Iterator[pa.RecordBatch]:
-    """Rank 0's output rows: W and b as raw bytes in chunks, the shapes and summary as JSON.
+def block_suffix(rank: int) -> str:
+    """The name suffix of rank ``rank``'s block of classes in the class-sharded mode."""
+    return f".{rank}"
+
+
+def encode_result(
+    result: TrainingResult, delivered: str | None = None, block: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A worker's output rows: W and b as raw bytes in chunks, the shapes and summary as JSON.
 
     The weights leave straight from the replica's memory, one chunk at a time, so that a
     worker never holds a second copy of a K x D replica. With ``delivered`` (the token of a
     delivery to the driver, see :mod:`svb_spark.delivery`) they are not in the rows at all.
+    Replicated modes: rank 0 sends everything. Class-sharded mode: every rank sends its
+    ``block`` (its rank), and rank 0 the summary too.
     """
-    stored, layout = stored_arrays(result)
+    suffix = "" if block is None else block_suffix(block)
+    stored, layout = stored_arrays(result, suffix)
     if delivered is None:
         for name, array in stored.items():
             yield from result_rows(name, memoryview(array).cast("B"))
     else:
         layout["delivered"] = delivered
-    yield from result_rows("layout", json.dumps(layout).encode())
-    yield from result_rows("summary", json.dumps(result.summary_dict()).encode())
+    yield from result_rows("layout" + suffix, json.dumps(layout).encode())
+    if not block:
+        yield from result_rows("summary", json.dumps(result.summary_dict()).encode())
 
 
 def result_rows(part: str, payload: bytes | memoryview) -> Iterator[pa.RecordBatch]:
@@ -99,21 +111,40 @@ def decode_result(rows, deliveries=None) -> TrainingResult:
 
     W and b are views of the collected (or ``deliveries.take(token)``'s delivered) buffers,
     in the replica's layout (a feature-major replica arrives as the transpose of its D x K
-    storage).
+    storage). The class-sharded mode's blocks are stacked in rank order into one K x D copy.
     """
     parts = collect_parts(rows)
-    layout = json.loads(bytes(parts["layout"]))
-    token = layout.pop("delivered", None)
-    if token is not None:
-        delivered = deliveries.take(token) if deliveries is not None else None
-        if delivered is None:
-            raise RuntimeError(f"rank 0 reported delivering the model ({token}) but it never came")
-        parts.update(delivered)
-    W, b = (_array_from_bytes(parts[name], *layout[name]) for name in ("W", "b"))
+    suffixes = [""] if "layout" in parts else _block_suffixes(parts)
+    blocks = [_weights(parts, deliveries, suffix) for suffix in suffixes]
+    if len(blocks) == 1:
+        W, b = blocks[0]
+    else:
+        W = np.concatenate([W for W, _ in blocks])
+        b = np.concatenate([b for _, b in blocks])
     summary = json.loads(bytes(parts["summary"]))
     for worker in summary["workers"]:
         worker.update(json.loads(bytes(parts.get(f"worker{worker['rank']}", b"{}"))))
     return TrainingResult(W=W, b=b, **summary)
+
+
+def _block_suffixes(parts: dict) -> list[str]:
+    ranks = sorted(int(name.split(".", 1)[1]) for name in parts if name.startswith("layout."))
+    return [block_suffix(rank) for rank in ranks]
+
+
+def _weights(parts: dict, deliveries, suffix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) of one result (``suffix`` "") or one block, from the rows or the inbox."""
+    layout = json.loads(bytes(parts["layout" + suffix]))
+    token = layout.pop("delivered", None)
+    if token is not None:
+        delivered = deliveries.take(token) if deliveries is not None else None
+        if delivered is None:
+            raise RuntimeError(
+                f"a worker reported delivering the model ({token}) but it never came"
+            )
+        parts.update(delivered)
+    return tuple(_array_from_bytes(parts[name + suffix], *layout[name + suffix])
+                 for name in ("W", "b"))  # fmt: skip
 
 
 def training_frame(

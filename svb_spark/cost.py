@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from svb_spark.exchange.codec import DENSE
+from svb_spark.exchange.codec import DENSE, SHARDED
 
 
 def itemsize(dtype: str) -> int:
@@ -31,6 +31,34 @@ def sufficient_vector_row_bytes(
     return num_classes * itemsize + nonzeros_per_row * (itemsize + 4) + 4.0
 
 
+def sharded_row_bytes(
+    num_features: int, itemsize: int, nonzeros_per_row: float | None = None
+) -> float:
+    """Bytes of one row in the class-sharded mode's message: the row (dense, or CSR as in
+    :func:`sufficient_vector_row_bytes`), an int32 label and a weight."""
+    if nonzeros_per_row is None:
+        features = num_features * itemsize
+    else:
+        features = nonzeros_per_row * (itemsize + 4) + 4.0
+    return float(features + 4 + itemsize)
+
+
+def sharded_worker_bytes(
+    num_classes: int,
+    num_features: int,
+    num_workers: int,
+    batch_size: int,
+    itemsize: int,
+    nonzeros_per_row: float | None = None,
+) -> float:
+    """What one worker of the class-sharded mode holds beyond its own rows: its block of
+    ceil(K / P) classes and one global batch of P B rows with their scores."""
+    block = -(-num_classes // num_workers)
+    rows = num_workers * batch_size
+    row = sharded_row_bytes(num_features, itemsize, nonzeros_per_row) + block * itemsize
+    return float(block * (num_features + 1) * itemsize + rows * row)
+
+
 def predicted_bytes_per_step(
     mode: str,
     num_workers: int,
@@ -44,12 +72,17 @@ def predicted_bytes_per_step(
 
     - sufficient vectors ("p2p"): (P - 1) B rows of U and V, to every peer;
     - "dense": (P - 1) K (D + 1) floats, the gradient and intercept gradient to every peer;
-    - "broadcast": the same sufficient vectors, but once, to the driver.
+    - "broadcast": the same sufficient vectors, but once, to the driver;
+    - "sharded": (P - 1) times B rows (with their labels and weights) and 2 normalizers for
+      each of the P B rows of the step before: no K term.
 
     ``nonzeros_per_row`` (the measured average) selects the CSR size of V.
     """
     peers = num_workers - 1
     row = sufficient_vector_row_bytes(num_classes, num_features, itemsize, nonzeros_per_row)
+    if mode == "sharded":
+        rows = batch_size * sharded_row_bytes(num_features, itemsize, nonzeros_per_row)
+        return float(peers * (rows + 2 * num_workers * batch_size * itemsize))
     if mode == "p2p":
         return float(peers * batch_size * row)
     if mode == "dense":
@@ -59,13 +92,51 @@ def predicted_bytes_per_step(
     raise ValueError(f"no cost model for exchange mode {mode!r}")
 
 
+# A worker's arithmetic rate on one core (float32 GEMM here runs at 25 to 30 GFLOP/s on two
+# cores) and the mesh's bandwidth per worker; only the ratio between modes matters.
+FLOPS_PER_SECOND = 12e9
+BYTES_PER_SECOND = 1e9
+
+
+def predicted_step_seconds(
+    mode: str,
+    num_workers: int,
+    batch_size: int,
+    num_classes: int,
+    num_features: int,
+    itemsize: int,
+    nonzeros_per_row: float | None = None,
+) -> float:
+    """A worker's time for one step in ``mode``: its arithmetic plus its bytes sent.
+
+    With ``F = nnz`` for CSR rows and ``D`` otherwise, a replicated worker scores its B rows
+    (2 B K F flops) and applies all P B rows of sufficient vectors (2 P B K F), or in the dense
+    mode forms its gradient (2 B K F) and sums P of them; a class-sharded worker scores and
+    updates P B rows against K / P classes (4 B K F). The latency of one exchange per step is
+    the same in every mesh mode and left out.
+    """
+    P, B, K, D = num_workers, batch_size, num_classes, num_features
+    F = D if nonzeros_per_row is None else nonzeros_per_row
+    flops = {
+        "p2p": 2 * B * K * F * (1 + P),
+        "dense": 4 * B * K * F + 2 * P * K * D,
+        "sharded": 4 * B * K * F,
+        "broadcast": 2 * B * K * F * (1 + P),
+    }[mode]
+    sent = predicted_bytes_per_step(mode, P, B, K, D, itemsize, nonzeros_per_row)
+    scale = itemsize / 4  # float64 arithmetic is about half as fast as float32
+    return flops * scale / FLOPS_PER_SECOND + sent / BYTES_PER_SECOND
+
+
 def choose_exchange(**shape) -> tuple[str, dict[str, float]]:
-    """The mesh mode ("p2p" or "dense") that sends fewer bytes, and all three predictions.
+    """The replicated mesh mode ("p2p" or "dense") that sends fewer bytes, and every mode's
+    predicted bytes per step.
 
     ``shape`` holds the keyword arguments of :func:`predicted_bytes_per_step` but ``mode``.
     """
     predictions = {
-        mode: predicted_bytes_per_step(mode, **shape) for mode in ("p2p", "dense", "broadcast")
+        mode: predicted_bytes_per_step(mode, **shape)
+        for mode in ("p2p", "dense", "broadcast", "sharded")
     }
     # Ties go to p2p: the same bytes, and the rebuild needs no K x D gradient buffer.
     mesh = ("p2p", "dense")
@@ -81,6 +152,12 @@ def max_message_bytes(config) -> int:
     """
     size = itemsize(config.dtype)
     K, D = config.num_classes, config.num_features
+    if config.message_kind == SHARDED:
+        # B rows (every feature counted as present in a CSR row) and the normalizers of the
+        # P B rows of the step before, which any number of workers up to K could send.
+        per_step = config.batch_size * (sharded_row_bytes(D, size, D if config.sparse else None)
+                                        + 8 + 2 * K * size)  # fmt: skip
+        return int(per_step) + (1 << 16)
     if config.message_kind == DENSE:
         per_step = dense_gradient_bytes(K, D, size)
     else:

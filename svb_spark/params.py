@@ -23,7 +23,7 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
-EXCHANGE_MODES = ("p2p", "dense", "broadcast", "auto")
+EXCHANGE_MODES = ("p2p", "dense", "broadcast", "sharded", "auto")
 DTYPES = ("float32", "float64")
 SOLVERS = ("auto", "sgd", "saga")
 
@@ -74,7 +74,10 @@ class _SVBLogisticRegressionParams(
         "how workers share each step: p2p (sufficient vectors over an Arrow Flight mesh), "
         "dense (the K x D gradient over the same mesh; the baseline), broadcast (sufficient "
         "vectors through Spark's TorrentBroadcast, one Spark job per exchange; classic mode "
-        "only) or auto (p2p or dense, whichever the cost model says moves fewer bytes).",
+        "only), sharded (each worker owns a block of the classes and only rows travel: for "
+        "models larger than a worker; SGD only) or auto (sharded when a replica does not fit "
+        "a worker or SGD's step is predicted faster sharded; else p2p or dense, whichever the "
+        "cost model says moves fewer bytes).",
         typeConverter=TypeConverters.toString,
     )
     dtype: Param[str] = Param(

@@ -285,15 +285,58 @@ def memory_bytes(text: str) -> int:
 def worker_memory(spark) -> tuple[str, int | None]:
     """The conf key that bounds one worker's memory and its value in bytes (None if unreadable).
 
-    Executors get ``spark.executor.memory`` (default 1g); in local mode the driver's JVM is the
-    only executor, so ``spark.driver.memory`` is what the workers share.
+    With ``spark.executor.pyspark.memory`` set, Spark caps each Python worker at that memory
+    divided by ``spark.executor.cores``. Otherwise executors get ``spark.executor.memory``
+    (default 1g); in local mode the driver's JVM is the only executor, so
+    ``spark.driver.memory`` is what the workers share.
     """
+    python = spark_conf(spark, "spark.executor.pyspark.memory")
+    if python:
+        try:
+            cores = int(spark_conf(spark, "spark.executor.cores") or 1)
+            return "spark.executor.pyspark.memory", memory_bytes(python) // max(cores, 1)
+        except ValueError:
+            return "spark.executor.pyspark.memory", None
     local = _is_local_master(spark_conf(spark, "spark.master") or "")
     key = "spark.driver.memory" if local else "spark.executor.memory"
     try:
         return key, memory_bytes(spark_conf(spark, key) or "1g")
     except ValueError:
         return key, None
+
+
+def replica_fits(spark, num_classes: int, num_features: int, dtype: str) -> bool:
+    """Whether one replica of the K x D weights fits a worker's memory (True if unreadable)."""
+    _, available = worker_memory(spark)
+    return available is None or num_classes * num_features * cost.itemsize(dtype) <= available
+
+
+def check_block_fits(spark, config, num_workers: int, nonzeros_per_row: float | None) -> None:
+    """The class-sharded mode's memory check: a worker's block of the classes plus one global
+    batch of rows, and the driver's float64 copy of the whole model (it assembles the blocks).
+    Raises ValueError with the formula when either exceeds its memory."""
+    K, D, B, P = config.num_classes, config.num_features, config.batch_size, num_workers
+    size = cost.itemsize(config.dtype)
+    needed = cost.sharded_worker_bytes(K, D, P, B, size, nonzeros_per_row)
+    key, available = worker_memory(spark)
+    if available is not None and needed > available:
+        raise ValueError(
+            "The model does not fit in a worker's memory even split by classes: a worker holds "
+            f"ceil(numClasses / numWorkers) = {-(-K // P)} classes x (numFeatures + 1) x {size} "
+            f"bytes plus numWorkers x batchSize = {P * B} rows, = {needed:.0f} bytes "
+            f"({needed / (1 << 30):.2f} GiB), but {key} is {available} bytes "
+            f"({available / (1 << 30):.2f} GiB). Raise {key}, use more workers"
+            + (", use dtype='float32'" if size == 8 else "")
+            + ", or reduce numFeatures."
+        )
+    driver = memory_bytes(spark_conf(spark, "spark.driver.memory") or "1g")
+    if K * D * 8 > driver:
+        raise ValueError(
+            "The driver assembles the model in float64: numClasses x numFeatures x 8 bytes = "
+            f"{K} x {D} x 8 = {K * D * 8} bytes ({K * D * 8 / (1 << 30):.2f} GiB), but "
+            f"spark.driver.memory is {driver} bytes ({driver / (1 << 30):.2f} GiB). Raise "
+            "spark.driver.memory, or reduce numClasses or numFeatures."
+        )
 
 
 def check_replica_fits(

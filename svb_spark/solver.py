@@ -56,6 +56,53 @@ def _vectors_from_margins(
     return probabilities, loss_sum
 
 
+def partial_normalizers(margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the max of one block of class scores and the sum of ``exp(margin - max)``.
+
+    The class-sharded mode's workers each hold a block of the classes; combined with
+    :func:`log_normalizers`, these 2 numbers a row give every worker the softmax's global
+    normalizer without any worker seeing all K scores.
+    """
+    row_max = margins.max(axis=1)
+    row_sum = np.exp(margins - row_max[:, None]).sum(axis=1)
+    return row_max, row_sum
+
+
+def log_normalizers(row_maxes: list[np.ndarray], row_sums: list[np.ndarray]) -> np.ndarray:
+    """``log sum_k exp(margin_k)`` per row from every block's :func:`partial_normalizers`,
+    combined in block order (a streaming log-sum-exp)."""
+    top = np.max(np.stack(row_maxes), axis=0)
+    total = np.zeros_like(top)
+    for row_max, row_sum in zip(row_maxes, row_sums):
+        total += row_sum * np.exp(row_max - top)
+    return top + np.log(total)
+
+
+def block_sufficient_vectors(
+    margins: np.ndarray,
+    log_normalizer: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    first_class: int,
+) -> tuple[np.ndarray, float]:
+    """One block's columns of :func:`sufficient_vectors`, given the rows' global normalizer.
+
+    ``margins`` are the scores of classes ``first_class ..`` (overwritten); rows whose label is
+    in the block contribute their loss here, so that each row's loss is counted by one block.
+    Returns ``(U_block, loss_sum of the block's rows)``.
+    """
+    rows = np.arange(margins.shape[0])
+    local = y.astype(np.int64) - first_class
+    mine = (local >= 0) & (local < margins.shape[1])
+    picked_rows, picked = rows[mine], local[mine]
+    loss_sum = float((weights[mine] * (log_normalizer[mine] - margins[picked_rows, picked])).sum())
+    margins -= log_normalizer[:, None].astype(margins.dtype, copy=False)
+    np.exp(margins, out=margins)
+    margins[picked_rows, picked] -= 1.0
+    margins *= weights[:, None].astype(margins.dtype, copy=False)
+    return margins, loss_sum
+
+
 def _decay(W: np.ndarray, learning_rate: float, reg_param: float, reg_scale) -> None:
     """The L2 part of a step: ``W <- (1 - lr * regParam * c) W``."""
     if reg_param > 0.0:

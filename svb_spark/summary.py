@@ -22,6 +22,7 @@ class FitRecord:
     result: TrainingResult
     num_workers: int
     exchange: str  # the mode in force ("auto" resolved)
+    exchange_reason: str  # why: the param, or what auto weighed
     predicted_bytes_per_step: dict[str, float]
     sync_interval: int
     solver: str  # the optimizer in force ("auto" resolved)
@@ -168,7 +169,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
     Besides MLlib's ``objectiveHistory`` and ``totalIterations`` (epochs run), it reports:
 
     - ``steps`` (SGD steps), ``exchanges``, ``syncInterval``, ``numWorkers``, ``exchange``,
-      the mode in force (what ``auto`` chose), and ``solver``, the optimizer in force;
+      the mode in force (what ``auto`` chose) with ``exchangeReason``, and ``solver``, the
+      optimizer in force;
     - bytes as rank 0 saw them: ``bytesSent``/``bytesReceived`` (payload plus framing),
       ``payloadBytesSent``, ``framingBytesSent``, ``payloadBytesReceived``,
       ``framingBytesReceived``, ``bytesSentPerExchange`` and ``bytesPerStep``;
@@ -194,6 +196,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.syncInterval: int = record.sync_interval
         self.numWorkers: int = record.num_workers
         self.exchange: str = record.exchange
+        #: Why that mode: "set by the exchange param", or the reason ``auto`` chose it.
+        self.exchangeReason: str = record.exchange_reason
         self.solver: str = record.solver
         self.payloadBytesSent: int = result.payload_sent
         self.framingBytesSent: int = result.framing_sent

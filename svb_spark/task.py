@@ -25,6 +25,7 @@ from svb_spark.contract import (
     RESULT_DDL,
     ROW_ID,
     WEIGHT,
+    block_suffix,
     decode_result,
     encode_result,
     result_rows,
@@ -35,6 +36,7 @@ from svb_spark.data import table_to_arrays
 from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
 from svb_spark.exchange import Exchange, codec
 from svb_spark.session import spark_conf
+from svb_spark.sharded import train_sharded
 from svb_spark.training import (
     LocalPartition,
     Plan,
@@ -284,14 +286,15 @@ def barrier_training_task(
     progress: tuple[str, int] | None = None,
     inbox: tuple[str, int] | None = None,
 ):
-    """The function ``mapInArrow(..., barrier=True)`` runs in every task (p2p and dense).
+    """The function ``mapInArrow(..., barrier=True)`` runs in every task (the mesh modes).
 
     It captures only ``config``, ``secret``, the warm start ``initial`` (None, a (W, b) tuple
     or a Broadcast of one) and the driver's progress listener address (None on Spark Connect).
     Each task loads its partition, starts a Flight server on its executor's own host, meets its
     peers at the :func:`rendezvous`, then trains over the mesh. Rank 0 logs every epoch,
-    reports it to the driver and yields the result; every rank yields its memory report. With
-    the driver's ``inbox`` address, rank 0 sends the weights there and yields only the record.
+    reports it to the driver and yields the result (in the class-sharded mode every rank
+    yields its block of classes); every rank yields its memory report. With the driver's
+    ``inbox`` address, the weights go there and the rows carry only the record.
     """
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -301,6 +304,7 @@ def barrier_training_task(
         from svb_spark.progress import ProgressReporter
 
         clock = PhaseClock()
+        sharded = config.message_kind == codec.SHARDED
         context = BarrierTaskContext.get()
         rank = context.partitionId()
         limit_blas_threads(context.cpus())
@@ -327,7 +331,8 @@ def barrier_training_task(
                     reporter = ProgressReporter(progress, secret)
                 epoch_rows = sum(p["rows"] for p in met.peers)
                 on_epoch = _epoch_logger(config, exchange, epoch_rows, reporter)
-            result = train(
+            fit = train_sharded if sharded else train
+            result = fit(
                 data, exchange, config, met.plan, on_epoch=on_epoch,
                 initial=initial_weights(initial), resume=met.resume,
             )  # fmt: skip
@@ -341,15 +346,16 @@ def barrier_training_task(
             if reporter is not None:
                 reporter.close()
         clock.lap("close")
-        if rank == 0:
+        if rank == 0 or sharded:  # the model: rank 0's replica, or every rank's block
+            block = rank if sharded else None
             delivered = None
             if inbox is not None:
                 token = secrets.token_hex(8)  # this attempt's delivery
-                stored, _ = stored_arrays(result)
+                stored, _ = stored_arrays(result, "" if block is None else block_suffix(block))
                 if send_arrays(inbox, secret, token, stored, config.exchange_timeout):
                     delivered = token
                 clock.lap("send_model")
-            yield from clock.timed("encode", encode_result(result, delivered))
+            yield from clock.timed("encode", encode_result(result, delivered, block))
         report = {**_memory_report(data), "started_at": clock.started_at, "phases": clock.phases}
         yield from result_rows(f"worker{rank}", json.dumps(report).encode())
 

@@ -13,7 +13,9 @@ from collections.abc import Callable
 import numpy as np
 
 from svb_spark.checkpoint import ReplicaState
+from svb_spark.exchange.codec import SHARDED
 from svb_spark.exchange.local import LocalExchangeGroup
+from svb_spark.sharded import train_sharded
 from svb_spark.training import (
     TrainingConfig,
     TrainingResult,
@@ -64,8 +66,9 @@ def train_in_process(
             def observer(step, W, b):
                 on_exchange(rank, step, W, b)
 
+        fit = train_sharded if config.message_kind == SHARDED else train
         try:
-            results[rank] = train(
+            results[rank] = fit(
                 prepared[rank],
                 group.member(rank),
                 config,

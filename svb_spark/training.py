@@ -25,7 +25,9 @@ import numpy as np
 from svb_spark import solver
 from svb_spark.checkpoint import (
     ReplicaState,
+    block_steps,
     checkpoint_steps,
+    read_block,
     read_checkpoint,
     read_worker_memory,
     worker_memory_steps,
@@ -251,7 +253,7 @@ class Replica:
         # Sparse updates touch a few features of every class: store W feature-major for them.
         self.weights = ReplicaWeights(
             config.num_classes, config.num_features, dtype,
-            feature_major=config.sparse and config.message_kind == codec.SV,
+            feature_major=config.sparse and config.message_kind != codec.DENSE,
         )  # fmt: skip
         if initial is not None:  # a warm start, already in the standardized space
             self.weights.start_from(*initial)
@@ -326,7 +328,7 @@ class Replica:
                 parts = [m.step_vectors(j) for m in messages]
                 weights.factor = solver.apply_sparse_sufficient_vectors(
                     weights.W, weights.factor, weights.b, np.concatenate([u for u, _ in parts]),
-                    _stack_rows([v for _, v in parts]), weight, lr, config.reg_param,
+                    stack_rows([v for _, v in parts]), weight, lr, config.reg_param,
                     self.reg_scale, config.fit_intercept,
                 )  # fmt: skip
             elif messages[0].kind == codec.SV:
@@ -345,11 +347,9 @@ class Replica:
                     weights.W, weights.b, G[:, :-1], G[:, -1], weight, lr, config.reg_param,
                     self.reg_scale, config.fit_intercept,
                 )  # fmt: skip
-            self._epoch_loss += sum(m.loss_sums[j] for m in messages)
-            self._epoch_weight += weight
-            self.step += 1
-            if self.step % self.plan.steps_per_epoch == 0:
-                self._close_epoch()
+            if self.count_step(sum(m.loss_sums[j] for m in messages), weight):
+                penalty = self.weights.penalty(config.reg_param, self.reg_scale)
+                self.close_epoch(self.epoch_loss / max(self.epoch_weight, 1e-300) + penalty)
 
     def state(self) -> ReplicaState:
         """A copy of everything needed to go on from this step (see :mod:`svb_spark.checkpoint`)."""
@@ -411,11 +411,30 @@ class Replica:
         solver.apply_saga(weights.W, weights.b, A, a, update, *common)
         self._weight_seen += weight
 
-    def _close_epoch(self) -> None:
-        # The epoch objective: the loss each step saw before its update, plus the penalty at
-        # the epoch's end. Every replica computes the same number from the same messages.
-        penalty = self.weights.penalty(self.config.reg_param, self.reg_scale)
-        self.history.append(self._epoch_loss / max(self._epoch_weight, 1e-300) + penalty)
+    @property
+    def epoch_loss(self) -> float:
+        """The loss sum of the current epoch's steps so far."""
+        return self._epoch_loss
+
+    @property
+    def epoch_weight(self) -> float:
+        """The row weight of the current epoch's steps so far."""
+        return self._epoch_weight
+
+    def count_step(self, loss_sum: float, weight: float) -> bool:
+        """Count one applied step with its loss and row weight; True if it closed an epoch."""
+        self._epoch_loss += loss_sum
+        self._epoch_weight += weight
+        self.step += 1
+        return self.step % self.plan.steps_per_epoch == 0
+
+    def close_epoch(self, objective: float) -> None:
+        """Record the epoch objective and take the stopping decisions.
+
+        The objective is the loss each step saw before its update, plus the penalty at the
+        epoch's end; every replica computes the same number from the same messages.
+        """
+        self.history.append(objective)
         self._epoch_loss = self._epoch_weight = 0.0
         self.converged = window_converged(self.history, self.config.tol)
         self.validation_pending = self.config.validation_tol is not None
@@ -518,13 +537,13 @@ def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.Ro
         message.validation = held_out_sums(replica, data)
     if config.message_kind == codec.SV:
         message.U = np.concatenate(Us)
-        message.V = _stack_rows(Vs)
+        message.V = stack_rows(Vs)
     else:
         message.G = np.concatenate(Gs)
     return message
 
 
-def _stack_rows(blocks: list):
+def stack_rows(blocks: list):
     """Row-wise concatenation of dense or CSR blocks."""
     if isinstance(blocks[0], np.ndarray):
         return np.concatenate(blocks)
@@ -583,9 +602,10 @@ _EXCHANGE_COUNTERS = (
 )
 
 
-def _result(
-    replica: Replica, exchange: Exchange, exchanges: int, seconds, resyncs: int
+def result_of(
+    replica: Replica, exchange: Exchange, exchanges: int, seconds, resyncs: int = 0
 ) -> TrainingResult:
+    """What a worker ends with, from its replica (or block of classes) and its exchange."""
     weights = replica.weights
     weights.fold_factor()
     W, b, best_epoch = weights.W, weights.b, None
@@ -656,7 +676,7 @@ def train(
         if on_epoch is not None:
             for epoch in range(epochs, len(replica.history)):
                 on_epoch(epoch, replica.history[epoch])
-        if _checkpoint_due(config, epochs, replica):
+        if epoch_checkpoint_due(config, epochs, replica):
             if config.solver == SAGA:  # every worker's own rows' memory, at the same step
                 write_worker_memory(config.checkpoint_dir, exchange.rank, replica.step, data.memory)
             if exchange.rank == 0:
@@ -670,7 +690,7 @@ def train(
             [codec.RoundMessage("", 0, r, [], [], [], validation=codec.decode_sums(m))
              for r, m in enumerate(gathered)]
         )  # fmt: skip
-    result = _result(replica, exchange, exchanges, seconds, resyncs)
+    result = result_of(replica, exchange, exchanges, seconds, resyncs)
     result.resumed_from_step, result.checkpoints = resumed_from, checkpoints
     result.replica_checks = checks
     return result
@@ -678,9 +698,12 @@ def train(
 
 def checkpoints_seen(config: TrainingConfig, rank: int) -> list[int]:
     """The checkpoint steps this worker could resume from: rank 0 sees the replica's, and
-    with SAGA every worker its own memory's (a step needs all of them)."""
+    with SAGA every worker its own memory's (a step needs all of them); in the class-sharded
+    mode every worker sees its own block's."""
     if config.checkpoint_dir is None:
         return []
+    if config.message_kind == codec.SHARDED:
+        return block_steps(config.checkpoint_dir, rank)
     steps = set(checkpoint_steps(config.checkpoint_dir)) if rank == 0 else None
     if config.solver == SAGA:
         mine = set(worker_memory_steps(config.checkpoint_dir, rank))
@@ -692,20 +715,23 @@ def resume_step(config: TrainingConfig, seen: list[list[int]]) -> int | None:
     """The newest step every worker can resume from, given each rank's
     :func:`checkpoints_seen`, or None for a fresh start."""
     common = set(seen[0])
-    if config.solver == SAGA:
+    if config.solver == SAGA or config.message_kind == codec.SHARDED:
         for steps in seen[1:]:
             common &= set(steps)
     return max(common) if common else None
 
 
 def load_checkpoint(config: TrainingConfig, data: LocalPartition, rank: int, step: int):
-    """The replica state of ``step``; with SAGA, this worker's memory goes into ``data``."""
+    """The replica state of ``step`` (this worker's block of it in the class-sharded mode);
+    with SAGA, this worker's memory goes into ``data``."""
+    if config.message_kind == codec.SHARDED:
+        return read_block(config.checkpoint_dir, rank, step)
     if config.solver == SAGA:
         data.memory = read_worker_memory(config.checkpoint_dir, rank, step)
     return read_checkpoint(config.checkpoint_dir, step)
 
 
-def _checkpoint_due(config: TrainingConfig, epochs_before: int, replica: Replica) -> bool:
+def epoch_checkpoint_due(config: TrainingConfig, epochs_before: int, replica: Replica) -> bool:
     """Whether the round just applied closed an epoch that is a multiple of the interval.
 
     The last state is never written: the fit is over, and its result is on its way.

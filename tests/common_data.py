@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -64,3 +65,20 @@ def training_config(parts, **overrides):
         dtype="float64",
     )  # fmt: skip
     return dataclasses.replace(config, **overrides)
+
+
+@contextlib.contextmanager
+def live_spark_conf(spark, settings):
+    """Change the running SparkContext's own conf (``spark.conf.set`` refuses core keys)."""
+    conf = spark.sparkContext._jsc.sc().conf()
+    before = {key: conf.get(key) if conf.contains(key) else None for key in settings}
+    try:
+        for key, value in settings.items():
+            conf.set(key, value)
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                conf.remove(key)
+            else:
+                conf.set(key, value)

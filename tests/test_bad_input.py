@@ -1,9 +1,9 @@
 """Bad input fails on the driver, before any barrier stage, naming the column, value and fix."""
 
-import contextlib
 import re
 
 import pytest
+from common_data import live_spark_conf
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
@@ -156,23 +156,6 @@ def test_single_class_when_num_classes_is_inferred(spark):
 def test_more_workers_than_task_slots(spark):
     with pytest.raises(ValueError, match=r"numWorkers=3 but the cluster has only 2 free task slot"):
         SVBLogisticRegression(numWorkers=3).fit(frame(spark, good_rows()))
-
-
-@contextlib.contextmanager
-def live_spark_conf(spark, settings):
-    """Change the running SparkContext's own conf (``spark.conf.set`` refuses core keys)."""
-    conf = spark.sparkContext._jsc.sc().conf()
-    before = {key: conf.get(key) if conf.contains(key) else None for key in settings}
-    try:
-        for key, value in settings.items():
-            conf.set(key, value)
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                conf.remove(key)
-            else:
-                conf.set(key, value)
 
 
 def test_dynamic_allocation(spark):

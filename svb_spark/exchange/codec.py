@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 _HEADER_KEY = b"svb.header"
-SV, DENSE = "sv", "dense"
+SV, DENSE, SHARDED = "sv", "dense", "sharded"
 
 
 @dataclass
@@ -143,6 +143,87 @@ def message_bytes(message: pa.RecordBatch | pa.Table) -> tuple[int, int]:
     payload = sum(b.nbytes for b in batches)
     wire = message.schema.serialize().size + sum(pa.ipc.get_record_batch_size(b) for b in batches)
     return payload, wire - payload
+
+
+@dataclass
+class ShardMessage:
+    """One worker's message for one exchange of the class-sharded mode (see
+    :mod:`svb_spark.sharded`): its rows of the next step and, for the rows of the step before
+    (all workers' rows), the partial softmax normalizers of its block of classes.
+
+    Columns of different lengths travel as one record batch of a single row whose every
+    column is a list, so decoding stays zero-copy.
+    """
+
+    first_step: int  # the step of ``X`` (the normalizers are of the step before)
+    rank: int
+    X: np.ndarray | None = None  # rows x D standardized rows, dense or CSR; None: no rows
+    y: np.ndarray | None = None  # int32 labels
+    w: np.ndarray | None = None  # weights, in the training dtype
+    # Per row of the step before: max over this block's margins and the sum of exp(margin -
+    # max) over them; None in the first exchange.
+    row_max: np.ndarray | None = None
+    row_sum: np.ndarray | None = None
+    num_features: int = 0
+
+
+def _one_row_list(values: np.ndarray) -> pa.ListArray:
+    values = pa.array(np.ascontiguousarray(values).reshape(-1))
+    return pa.ListArray.from_arrays(pa.array([0, len(values)], type=pa.int32()), values)
+
+
+def encode_shard(message: ShardMessage) -> pa.RecordBatch:
+    """Pack a class-sharded message into one record batch."""
+    header = {"first_step": message.first_step, "rank": message.rank,
+              "num_features": message.num_features}  # fmt: skip
+    columns = {}
+    if message.X is not None:
+        if isinstance(message.X, np.ndarray):
+            columns["x"] = message.X
+        else:
+            columns.update(
+                x_indptr=message.X.indptr.astype(np.int32),
+                x_indices=message.X.indices.astype(np.int32),
+                x_values=message.X.data,
+            )
+        columns.update(y=message.y.astype(np.int32), w=message.w)
+    if message.row_max is not None:
+        columns.update(row_max=message.row_max, row_sum=message.row_sum)
+    arrays = {name: _one_row_list(values) for name, values in columns.items()}
+    if not arrays:  # an empty message still needs one column to be a batch
+        arrays["none"] = _one_row_list(np.zeros(0, dtype=np.int32))
+    schema = pa.schema(
+        [pa.field(name, array.type) for name, array in arrays.items()],
+        metadata={_HEADER_KEY: json.dumps(header).encode()},
+    )
+    return pa.RecordBatch.from_arrays(list(arrays.values()), schema=schema)
+
+
+def decode_shard(batch: pa.RecordBatch | pa.Table) -> ShardMessage:
+    """Inverse of :func:`encode_shard`; accepts the Table a Flight reader returns as well."""
+    message = ShardMessage(**json.loads(batch.schema.metadata[_HEADER_KEY]))
+    names = batch.schema.names
+
+    def values(name: str) -> np.ndarray:
+        column = batch.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        return column.flatten().to_numpy(zero_copy_only=False)
+
+    if "y" in names:
+        message.y, message.w = values("y"), values("w")
+        if "x" in names:
+            message.X = values("x").reshape(len(message.y), message.num_features)
+        else:
+            from scipy import sparse
+
+            message.X = sparse.csr_matrix(
+                (values("x_values"), values("x_indices"), values("x_indptr")),
+                shape=(len(message.y), message.num_features),
+            )
+    if "row_max" in names:
+        message.row_max, message.row_sum = values("row_max"), values("row_sum")
+    return message
 
 
 def to_ipc(batch: pa.RecordBatch) -> bytes:

@@ -1,0 +1,220 @@
+"""The class-sharded mode: each worker owns a block of classes; rows and normalizers travel."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from common_data import blobs, training_config
+from reference import reference_sgd
+
+from svb_spark import solver
+from svb_spark.exchange.codec import SHARDED, SV
+from svb_spark.sharded import class_blocks
+from svb_spark.testing import train_in_process
+
+
+def _assembled(results):
+    return np.vstack([r.W for r in results]), np.concatenate([r.b for r in results])
+
+
+def _parts(num_workers, seed=0, K=5):
+    rows = (130, 101, 77)[:num_workers] if num_workers <= 3 else (60,) * num_workers
+    return blobs(seed=seed, rows=rows, K=K)
+
+
+def test_class_blocks_cover_every_class_once_and_refuse_empty_blocks():
+    assert class_blocks(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert class_blocks(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    with pytest.raises(ValueError, match="at least one class per worker.*3 classes and 4"):
+        class_blocks(3, 4)
+
+
+def test_partial_normalizers_combine_into_the_softmax_sufficient_vectors():
+    rng = np.random.default_rng(1)
+    margins = rng.normal(scale=30.0, size=(9, 7))  # large scores: the max must be tracked
+    y, w = rng.integers(0, 7, 9), rng.uniform(0.5, 2.0, 9)
+    U, loss = solver.sufficient_vectors(np.eye(7), np.zeros(7), margins, y, w)
+    blocks = class_blocks(7, 3)
+    partial = [solver.partial_normalizers(margins[:, a:b]) for a, b in blocks]
+    normalizer = solver.log_normalizers([m for m, _ in partial], [s for _, s in partial])
+    pieces = [solver.block_sufficient_vectors(margins[:, a:b].copy(), normalizer, y, w, a)
+              for a, b in blocks]  # fmt: skip
+    np.testing.assert_allclose(np.hstack([u for u, _ in pieces]), U, atol=1e-12)
+    assert sum(part_loss for _, part_loss in pieces) == pytest.approx(loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2, 3])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"fit_intercept": False, "mean": None}, {"reg_scale": np.linspace(0.5, 2.0, 6)}],
+)
+def test_sharded_training_equals_single_process_sgd(num_workers, overrides):
+    parts = _parts(num_workers)
+    config = training_config(parts, num_classes=5, message_kind=SHARDED, **overrides)
+    results = train_in_process(parts, config)
+    W, b, history = reference_sgd(parts, config)
+    got_W, got_b = _assembled(results)
+    np.testing.assert_allclose(got_W, W, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got_b, b, rtol=1e-6, atol=1e-9)
+    for result in results:  # every worker judged the same epochs
+        np.testing.assert_allclose(result.objective_history, history, rtol=1e-9)
+        assert result.steps == 8 * -(-max(len(p[1]) for p in parts) // 16)
+
+
+@pytest.mark.parametrize("num_workers", [2, 3])
+def test_sparse_sharded_training_equals_replicated_sgd(num_workers):
+    rng = np.random.default_rng(7)
+    parts = []
+    for n in (90, 70, 50)[:num_workers]:
+        X = sp.random(n, 200, density=0.03, format="csr", random_state=rng) * 3.0
+        y = rng.integers(0, 6, n)
+        parts.append((X, y, rng.uniform(0.5, 2.0, n)))
+    dense = np.vstack([p[0].toarray() for p in parts])
+    config = training_config(
+        [(dense, None, None)], num_classes=6, num_features=200, sparse=True, mean=None,
+        scale=np.ones(200), reg_param=0.05,
+    )  # fmt: skip
+    replicated = train_in_process(parts, dataclasses.replace(config, message_kind=SV))[0]
+    sharded = train_in_process(parts, dataclasses.replace(config, message_kind=SHARDED))
+    W, b = _assembled(sharded)
+    np.testing.assert_allclose(W, replicated.W, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b, replicated.b, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(sharded[0].objective_history, replicated.objective_history,
+                               rtol=1e-9)  # fmt: skip
+
+
+def test_sharded_payload_per_step_is_the_cost_formula_with_no_class_term():
+    from svb_spark.cost import predicted_bytes_per_step
+
+    parts = blobs(rows=(128, 128, 128), K=5, D=6)
+    config = training_config(parts, num_classes=5, message_kind=SHARDED, max_iter=2)
+    results = train_in_process(parts, config)
+    # 8 full steps an epoch, and one last exchange that carries only normalizers.
+    per_step = predicted_bytes_per_step("sharded", 3, 16, 5, 6, 8)
+    last = 2 * (2 * 3 * 16 * 8)  # to 2 peers, 2 normalizers for each of 48 rows
+    steps = results[0].steps
+    assert steps == 16
+    assert results[0].payload_sent == pytest.approx(steps * per_step + last, rel=0.05)
+    # Rows travel, not U: 100 times more classes change the normalizers only.
+    assert predicted_bytes_per_step("sharded", 3, 16, 500, 6, 8) == per_step
+
+
+def test_tol_stops_every_sharded_worker_after_the_same_epoch():
+    parts = _parts(3, seed=3)
+    config = training_config(parts, num_classes=5, message_kind=SHARDED, max_iter=200, tol=1e-3)
+    results = train_in_process(parts, config)
+    W, b, history = reference_sgd(parts, config)
+    assert {r.stop_reason for r in results} == {"tol"}
+    assert len(results[0].objective_history) == len(history) < 200
+    np.testing.assert_allclose(_assembled(results)[0], W, rtol=1e-6, atol=1e-9)
+
+
+def test_sharded_fit_resumes_from_every_block_to_the_same_model(tmp_path):
+    parts = _parts(2)
+    base = training_config(parts, num_classes=5, message_kind=SHARDED, max_iter=6)
+    whole = _assembled(train_in_process(parts, base))
+    directory = str(tmp_path / "fit")
+    interrupted = dataclasses.replace(base, max_iter=4, checkpoint_dir=directory,
+                                      checkpoint_interval=2)  # fmt: skip
+    train_in_process(parts, interrupted)
+    resumed = train_in_process(
+        parts, dataclasses.replace(base, checkpoint_dir=directory), resume_from=directory
+    )
+    assert {r.resumed_from_step for r in resumed} == {2 * 9}
+    W, b = _assembled(resumed)
+    np.testing.assert_allclose(W, whole[0], rtol=1e-12)
+    np.testing.assert_allclose(b, whole[1], rtol=1e-12)
+
+
+# --- on a real local[2] Spark ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planted(spark):
+    from common_data import planted as planted_data
+    from common_data import planted_frame
+
+    X, y, w = planted_data()
+    return X, y, w, planted_frame(spark).cache()
+
+
+def test_spark_sharded_fit_equals_single_process_sgd(planted):
+    from reference import reference_model
+
+    from svb_spark import SVBLogisticRegression
+
+    X, y, w, df = planted
+    settings = dict(batch_size=16, max_iter=6, tol=0.0, reg_param=0.01, fit_intercept=True,
+                    step_size=1.0, seed=5, dtype="float64")  # fmt: skip
+    model = SVBLogisticRegression(
+        exchange="sharded", weightCol="weight", numWorkers=2, maxIter=6, tol=0.0,
+        regParam=0.01, batchSize=16, dtype="float64", seed=5,
+    ).fit(df)  # fmt: skip
+    W, b, history = reference_model(df, X, y, w, 2, **settings)
+    np.testing.assert_allclose(model.coefficientMatrix.toArray(), W, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.interceptVector.toArray(), b, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.summary.objectiveHistory, history, rtol=1e-5)
+    summary = model.summary
+    assert (summary.exchange, summary.solver) == ("sharded", "sgd")
+    assert summary.exchangeReason == "set by the exchange param"
+
+
+def test_spark_sparse_sharded_fit_equals_the_replicated_fit(spark):
+    from svb_spark import SVBLogisticRegression, datasets
+
+    X, y = datasets.planted_sparse(rows=300, num_features=500, num_classes=5, nonzeros=12, seed=8)
+    df = datasets.to_dataframe(spark, X, y).cache()
+    common = dict(numWorkers=2, maxIter=3, batchSize=32, dtype="float64", regParam=0.01, seed=3)
+    sharded = SVBLogisticRegression(exchange="sharded", **common).fit(df)
+    replicated = SVBLogisticRegression(exchange="p2p", solver="sgd", **common).fit(df)
+    for ours, theirs in (
+        (sharded.coefficientMatrix, replicated.coefficientMatrix),
+        (sharded.interceptVector, replicated.interceptVector),
+    ):
+        np.testing.assert_allclose(ours.toArray(), theirs.toArray(), rtol=1e-6, atol=1e-9)
+    predicted = sharded.transform(df).select("prediction").collect()
+    assert len(predicted) == 300
+    # auto shards sparse SGD fits: rows alone travel and each worker does a third less work.
+    auto = SVBLogisticRegression(exchange="auto", **common).fit(df).summary
+    assert auto.exchange == "sharded" and "faster SGD step" in auto.exchangeReason
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"solver": "saga"}, r"solver.*'saga' but exchange='sharded' trains with SGD"),
+        ({"syncInterval": 2}, r"exchange='sharded' needs syncInterval=1 \(got 2\)"),
+        ({"validationIndicatorCol": "weight"}, r"validationIndicatorCol needs .*sharded mode"),
+    ],
+)
+def test_sharded_refuses_what_it_cannot_do(planted, params, message):
+    from svb_spark import SVBLogisticRegression
+
+    df = planted[3]
+    with pytest.raises(ValueError, match=message):
+        SVBLogisticRegression(exchange="sharded", numWorkers=2, maxIter=1, **params).fit(df)
+
+
+def test_auto_shards_when_a_replica_does_not_fit_a_worker_and_the_driver_checks_float64(spark):
+    from common_data import live_spark_conf
+
+    from svb_spark import SVBLogisticRegression
+    from svb_spark.session import check_block_fits
+
+    estimator = SVBLogisticRegression(exchange="auto", numWorkers=2)
+    parts = blobs(K=4)
+    config = training_config(parts, num_classes=400, num_features=1000, batch_size=8,
+                             dtype="float32", scale=np.ones(1000), mean=None)  # fmt: skip
+    shape = dict(num_workers=2, batch_size=8, num_classes=400, num_features=1000, itemsize=4)
+    # A replica is 400 x 1000 x 4 = 1.6 MB; a block of 200 classes plus 16 rows about 0.87 MB.
+    with live_spark_conf(spark, {"spark.executor.pyspark.memory": "1m"}):
+        mode, reason = estimator._exchange_mode(spark, config, "p2p", shape)
+        assert mode == "sharded"
+        assert "does not fit spark.executor.pyspark.memory; a block of 200 classes" in reason
+        check_block_fits(spark, config, 2, None)  # fits
+        with pytest.raises(ValueError, match=r"ceil\(numClasses / numWorkers\) = 100 classes"):
+            check_block_fits(spark, dataclasses.replace(config, num_features=4000), 4, None)
+    with live_spark_conf(spark, {"spark.driver.memory": "2m"}):
+        with pytest.raises(ValueError, match=r"float64: .* = 400 x 1000 x 8 = 3200000 bytes"):
+            check_block_fits(spark, config, 2, None)
