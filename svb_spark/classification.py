@@ -37,6 +37,7 @@ from svb_spark.params import (
 )
 from svb_spark.persistence import SVBModelReadable, SVBModelWritable
 from svb_spark.progress import progress_listener
+from svb_spark.scoring import ClassBlockBroadcasts, add_prediction_columns
 from svb_spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
@@ -557,6 +558,7 @@ class SVBLogisticRegressionModel(
         self._W = None if coefficients is None else np.asarray(coefficients, dtype=np.float64)
         self._b = None if intercepts is None else np.asarray(intercepts, dtype=np.float64)
         self._summary: SVBLogisticRegressionTrainingSummary | None = None
+        self._class_blocks = ClassBlockBroadcasts()
 
     @property
     def coefficientMatrix(self) -> DenseMatrix:
@@ -628,8 +630,6 @@ class SVBLogisticRegressionModel(
         return float(solver.predictions_from_probabilities(probabilities, self._thresholds())[0])
 
     def _transform(self, dataset):
-        from svb_spark.scoring import add_prediction_columns
-
         return add_prediction_columns(
             dataset,
             self._W,
@@ -639,6 +639,7 @@ class SVBLogisticRegressionModel(
             probability_col=self.getProbabilityCol(),
             prediction_col=self.getPredictionCol(),
             thresholds=self._thresholds(),
+            class_blocks=self._class_blocks,
         )
 
     def copy(self, extra: dict | None = None) -> SVBLogisticRegressionModel:

@@ -2,10 +2,18 @@
 
 ``mapInArrow`` passes every input column through untouched (vectors included) and appends the
 outputs, so sparse feature vectors are scored with sparse products and never densified.
+
+A model travels to the tasks in one of two ways. A small one rides in the task closure, so every
+task unpickles all of it. One larger than :data:`SCORE_IN_BLOCKS_ABOVE` (or than a share of
+``spark.executor.pyspark.memory``) is broadcast in class blocks of at most
+:data:`CLASS_BLOCK_BYTES`, and a task scores each batch block by block, keeping per row only a
+running max, sum of exponentials and best class (:class:`RunningSoftmax`), so its Python worker
+holds one block of the model at a time.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -19,6 +27,18 @@ from svb_spark.data import (
     vectors_to_csr,
     vectors_to_dense,
 )
+from svb_spark.session import memory_bytes, spark_conf, spark_context
+
+# Models of more float64 bytes than this are broadcast in class blocks rather than pickled into
+# every task's closure.
+SCORE_IN_BLOCKS_ABOVE = 256 << 20
+# The most bytes of one broadcast class block (its rows of W and its intercepts).
+CLASS_BLOCK_BYTES = 64 << 20
+# With spark.executor.pyspark.memory set, a model above this share of it is scored in blocks of
+# at most BLOCK_SHARE_OF_PYTHON_MEMORY of it: unpickling a value briefly holds both its pickled
+# bytes and the array, and a batch's inputs and outputs need room too.
+MODEL_SHARE_OF_PYTHON_MEMORY = 1 / 4
+BLOCK_SHARE_OF_PYTHON_MEMORY = 1 / 8
 
 
 def _dense_vectors(matrix: np.ndarray) -> pa.StructArray:
@@ -40,6 +60,249 @@ def _has_sparse_rows(column: pa.Array) -> bool:
     )
 
 
+def scoring_block_bytes(model_bytes: int, python_memory: int | None = None) -> int | None:
+    """Bytes per class block for scoring a model of ``model_bytes``, or None to ship it whole.
+
+    Parameters
+    ----------
+    model_bytes : int
+        Bytes of the float64 coefficients and intercepts.
+    python_memory : int, optional
+        ``spark.executor.pyspark.memory`` in bytes, when it is set.
+
+    Returns
+    -------
+    int or None
+        :data:`CLASS_BLOCK_BYTES` (at most :data:`BLOCK_SHARE_OF_PYTHON_MEMORY` of
+        ``python_memory``) when the model exceeds :data:`SCORE_IN_BLOCKS_ABOVE` or
+        :data:`MODEL_SHARE_OF_PYTHON_MEMORY` of ``python_memory``; None when it is small enough
+        to travel in the task closure.
+    """
+    limit, block = SCORE_IN_BLOCKS_ABOVE, CLASS_BLOCK_BYTES
+    if python_memory:
+        limit = min(limit, int(python_memory * MODEL_SHARE_OF_PYTHON_MEMORY))
+        block = min(block, int(python_memory * BLOCK_SHARE_OF_PYTHON_MEMORY))
+    return block if model_bytes > limit else None
+
+
+def _python_memory(spark) -> int | None:
+    setting = spark_conf(spark, "spark.executor.pyspark.memory")
+    try:
+        return memory_bytes(setting) if setting else None
+    except ValueError:  # Spark itself refuses such a setting at start-up
+        return None
+
+
+class RunningSoftmax:
+    """Softmax statistics of each row, accumulated over the model's class blocks in order.
+
+    Per row it keeps the running max margin, the sum of exponentials relative to that max
+    (rescaled whenever a later block raises the max: the streaming log-sum-exp) and the best
+    class so far, so the rows' full K-wide margins are never needed.
+
+    Parameters
+    ----------
+    num_rows : int
+        Rows of the batch.
+    thresholds : list of float, optional
+        MLlib's per-class ``thresholds``: the prediction maximizes ``p_k / t_k``, where a
+        threshold that is not positive counts as infinity, as in
+        :func:`svb_spark.solver.predictions_from_probabilities`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> raw = np.array([[0.0, 1.0, 3.0, 2.0]])
+    >>> running = RunningSoftmax(1)
+    >>> running.add(raw[:, :2], 0)
+    >>> running.add(raw[:, 2:], 2)
+    >>> running.predictions()
+    array([2.])
+    >>> bool(np.allclose(running.probabilities(raw), np.exp(raw) / np.exp(raw).sum()))
+    True
+    """
+
+    def __init__(self, num_rows: int, thresholds: list[float] | None = None):
+        self.max = np.full(num_rows, -np.inf)
+        self.exp_sum = np.zeros(num_rows)
+        self.best = np.zeros(num_rows, dtype=np.int64)
+        self._best_score = np.full(num_rows, -np.inf)
+        self._log_thresholds = None
+        if thresholds:
+            t = np.asarray(thresholds, dtype=np.float64)
+            # p_k / t_k ranks classes as raw_k - log t_k does (the row's log-sum-exp is common
+            # to all), and a class whose threshold counts as infinity scores +inf.
+            with np.errstate(divide="ignore"):
+                self._log_thresholds = np.where(t > 0, np.log(np.where(t > 0, t, 1.0)), -np.inf)
+            self._first_finite = int(np.argmax(t > 0)) if (t > 0).any() else 0
+
+    def add(self, raw: np.ndarray, first_class: int) -> None:
+        """Fold in the margins ``raw`` (rows x block classes) of classes ``first_class`` on."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            new_max = np.maximum(self.max, raw.max(axis=1))
+            self.exp_sum *= np.exp(self.max - new_max)
+            self.exp_sum += np.exp(raw - new_max[:, None]).sum(axis=1)
+        self.max = new_max
+        if self._log_thresholds is None:
+            score = raw
+        else:
+            log_t = self._log_thresholds[first_class : first_class + raw.shape[1]]
+            with np.errstate(invalid="ignore"):
+                score = raw - log_t
+        local = score.argmax(axis=1)
+        block_best = score[np.arange(len(local)), local]
+        # Strictly greater: on a tie the earlier class wins, as argmax over all classes does.
+        better = block_best > self._best_score
+        self.best[better] = local[better] + first_class
+        self._best_score[better] = block_best[better]
+
+    def log_sum_exp(self) -> np.ndarray:
+        """``log(sum_k exp(raw_k))`` of each row over the classes added so far."""
+        return self.max + np.log(self.exp_sum)
+
+    def probabilities(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Softmax of the full margins ``raw`` (rows x K), written to ``out`` if given."""
+        out = np.subtract(raw, self.max[:, None], out=out)
+        np.exp(out, out=out)
+        out /= self.exp_sum[:, None]
+        return out
+
+    def predictions(self) -> np.ndarray:
+        """Predicted class per row (float64), by the rule of ``thresholds``."""
+        predicted = self.best.astype(np.float64)
+        # A NaN margin makes every probability of its row NaN, and argmax over NaNs picks the
+        # first NaN: class 0, or with thresholds the first class whose p_k / t_k is not +inf.
+        undefined = np.isnan(self.exp_sum)
+        if undefined.any():
+            predicted[undefined] = 0.0 if self._log_thresholds is None else self._first_finite
+        return predicted
+
+
+class ClassBlockBroadcasts:
+    """A model's class blocks as broadcast variables, made once and reused by every ``transform``.
+
+    Each broadcast holds ``(W[start:stop], b[start:stop])``, the block's coefficients in
+    feature-major order (what :func:`svb_spark.solver.sparse_raw_margins` reads fastest).
+
+    The broadcasts cannot be destroyed when ``transform`` returns: the DataFrame it returns is
+    lazy and may be collected any number of times later. So they live as long as their holder
+    (the model) and the plans that use them; Spark's ContextCleaner removes a broadcast once
+    neither refers to it. Broadcasting afresh on every call would instead pile up one copy of
+    the model per call on the driver, and pyspark deletes a broadcast's driver-side file only on
+    ``destroy`` or when the SparkContext stops. Copies of the model share the blocks (they share
+    its arrays); a pickled or deep-copied holder starts empty.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._made: tuple | None = None
+
+    def broadcasts(self, sc, W: np.ndarray, b: np.ndarray, classes_per_block: int) -> list:
+        """The broadcast blocks of ``(W, b)`` on ``sc``, ``classes_per_block`` classes each."""
+        with self._lock:
+            made = self._made
+            if (
+                made is None
+                or made[0] is not sc
+                or made[1] is not W
+                or made[2] is not b
+                or made[3] != classes_per_block
+            ):
+                blocks = [
+                    sc.broadcast(
+                        (
+                            np.asfortranarray(W[start : start + classes_per_block]),
+                            np.array(b[start : start + classes_per_block]),
+                        )
+                    )
+                    for start in range(0, W.shape[0], classes_per_block)
+                ]
+                self._made = made = (sc, W, b, classes_per_block, blocks)
+            return made[4]
+
+    def __reduce__(self):
+        return ClassBlockBroadcasts, ()
+
+    def __deepcopy__(self, memo):
+        return ClassBlockBroadcasts()
+
+
+def _release_block(broadcast) -> None:
+    # A worker's Broadcast keeps the unpickled value for every later task of that (reused)
+    # worker. Where the value can be reloaded from the executor's local file, drop it so the
+    # worker holds one block at a time. With spark.io.encryption.enabled the worker is sent
+    # every value at task start instead, and there is no file to reload from.
+    if getattr(broadcast, "_path", None) is not None:
+        broadcast.__dict__.pop("_value", None)
+
+
+def _appended(batch: pa.RecordBatch, columns: list, names: list[str]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *columns], names=[*batch.schema.names, *names]
+    )
+
+
+def _closure_scorer(W, b, *, features, kinds, names, thresholds):
+    num_features = W.shape[1]
+
+    def score(batches):
+        for batch in batches:
+            column = batch.column(features)
+            if _has_sparse_rows(column):
+                raw = solver.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
+            else:
+                raw = solver.raw_margins(W, b, vectors_to_dense(column, num_features))
+            probability = solver.probabilities_from_raw(raw)
+            appended = []
+            for kind in kinds:
+                if kind == "prediction":
+                    predicted = solver.predictions_from_probabilities(probability, thresholds)
+                    appended.append(pa.array(predicted))
+                else:
+                    appended.append(_dense_vectors(raw if kind == "raw" else probability))
+            yield _appended(batch, appended, names)
+
+    return score
+
+
+def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds):
+    num_classes, num_features = shape
+    wide = "raw" in kinds or "probability" in kinds
+
+    def score(batches):
+        for batch in batches:
+            column = batch.column(features)
+            if _has_sparse_rows(column):
+                rows, margins_of = vectors_to_csr(column, num_features), solver.sparse_raw_margins
+            else:
+                rows, margins_of = vectors_to_dense(column, num_features), solver.raw_margins
+            running = RunningSoftmax(batch.num_rows, thresholds)
+            raw = np.empty((batch.num_rows, num_classes)) if wide else None
+            for start, block in zip(starts, blocks):
+                W_block, b_block = block.value
+                margins = margins_of(W_block, b_block, rows)
+                del W_block, b_block
+                _release_block(block)
+                running.add(margins, start)
+                if wide:
+                    raw[:, start : start + margins.shape[1]] = margins
+                del margins
+            appended = []
+            for kind in kinds:
+                if kind == "prediction":
+                    appended.append(pa.array(running.predictions()))
+                elif kind == "raw":
+                    appended.append(_dense_vectors(raw))
+                else:
+                    # The rawPrediction column shares the margins' buffer (Arrow takes numpy
+                    # arrays without a copy), so only without it may the probabilities reuse it.
+                    out = raw if "raw" not in kinds else None
+                    appended.append(_dense_vectors(running.probabilities(raw, out=out)))
+            yield _appended(batch, appended, names)
+
+    return score
+
+
 def add_prediction_columns(
     dataset,
     W: np.ndarray,
@@ -50,11 +313,42 @@ def add_prediction_columns(
     probability_col: str,
     prediction_col: str,
     thresholds: list[float] | None,
+    block_bytes: int | None = None,
+    class_blocks: ClassBlockBroadcasts | None = None,
 ):
     """Append rawPrediction / probability (vectors) and prediction (double) to ``dataset``.
 
-    An empty column name skips that output, as in MLlib. ``W`` and ``b`` travel in the task
-    closure.
+    Parameters
+    ----------
+    dataset : pyspark.sql.DataFrame
+        Rows with a vector column ``features``.
+    W, b : numpy.ndarray
+        The model: K x D coefficients and K intercepts.
+    features : str
+        Name of the feature vector column.
+    raw_col, probability_col, prediction_col : str
+        Names of the output columns; an empty name skips that output, as in MLlib.
+    thresholds : list of float or None
+        MLlib's per-class thresholds for the prediction.
+    block_bytes : int, optional
+        Broadcast the model in class blocks of at most this many bytes (at least one class
+        each). By default a model travels in the task closure unless it is larger than
+        :func:`scoring_block_bytes` allows.
+    class_blocks : ClassBlockBroadcasts, optional
+        Where the model keeps its broadcast blocks between calls; without it each call that
+        scores in blocks broadcasts the model anew.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        ``dataset`` with the requested output columns appended.
+
+    Notes
+    -----
+    Spark Connect has no broadcast variables, so there the model always travels in the task
+    closure (with a warning when it would have been scored in blocks). Block scoring predicts
+    the class of the largest margin (``raw_k - log t_k`` with thresholds), which ranks classes
+    as the probabilities do; only margins that tie to rounding can tip it another way.
     """
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql.types import DoubleType, StructField, StructType
@@ -81,31 +375,44 @@ def add_prediction_columns(
                 f"Output column '{name}' already exists in the DataFrame; drop it or set the "
                 "model's output column params to other names."
             )
+    if block_bytes is not None and block_bytes <= 0:
+        raise ValueError(f"block_bytes must be a positive number of bytes. Got {block_bytes}.")
 
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    num_features = W.shape[1]
+    num_classes, num_features = W.shape
+    names = [name for name, _ in outputs]
     kinds = [kind for _, kind in outputs]
-
-    def score(batches):
-        for batch in batches:
-            column = batch.column(features)
-            if _has_sparse_rows(column):
-                raw = solver.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
-            else:
-                raw = solver.raw_margins(W, b, vectors_to_dense(column, num_features))
-            probability = solver.probabilities_from_raw(raw)
-            appended = []
-            for kind in kinds:
-                if kind == "prediction":
-                    predicted = solver.predictions_from_probabilities(probability, thresholds)
-                    appended.append(pa.array(predicted))
-                else:
-                    appended.append(_dense_vectors(raw if kind == "raw" else probability))
-            yield pa.RecordBatch.from_arrays(
-                [*batch.columns, *appended],
-                names=[*batch.schema.names, *(name for name, _ in outputs)],
+    spark = dataset.sparkSession
+    model_bytes = W.nbytes + b.nbytes
+    if block_bytes is None:
+        block_bytes = scoring_block_bytes(model_bytes, _python_memory(spark))
+    sc = spark_context(spark) if block_bytes is not None else None
+    if block_bytes is None or sc is None:
+        if block_bytes is not None:
+            warnings.warn(
+                f"The model is {model_bytes} bytes ({num_classes} classes x {num_features} "
+                "features), large enough to score in broadcast class blocks, but Spark Connect "
+                "has no broadcast variables, so every scoring task unpickles the whole model "
+                "from its closure. Score on a classic SparkSession if the executors' Python "
+                "workers run out of memory.",
+                stacklevel=3,
             )
+        score = _closure_scorer(
+            W, b, features=features, kinds=kinds, names=names, thresholds=thresholds
+        )
+    else:
+        classes_per_block = max(1, block_bytes // ((num_features + 1) * W.itemsize))
+        blocks = (class_blocks or ClassBlockBroadcasts()).broadcasts(sc, W, b, classes_per_block)
+        score = _block_scorer(
+            blocks,
+            list(range(0, num_classes, classes_per_block)),
+            (num_classes, num_features),
+            features=features,
+            kinds=kinds,
+            names=names,
+            thresholds=thresholds,
+        )
 
     types = {"raw": VectorUDT(), "probability": VectorUDT(), "prediction": DoubleType()}
     schema = StructType(

@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -18,6 +19,7 @@ from common_data import planted, to_frame  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 from svb_spark import SVBLogisticRegression, SVBLogisticRegressionModel  # noqa: E402
+from svb_spark.scoring import add_prediction_columns  # noqa: E402
 from svb_spark.session import available_task_slots, default_parallelism, spark_context  # noqa: E402
 
 started = time.perf_counter()
@@ -43,6 +45,24 @@ out["same_coefficients"] = bool(
 again = np.array([r.prediction for r in loaded.transform(df).select("prediction").collect()])
 out["same_predictions"] = bool(np.array_equal(predicted, again))
 out["evaluate_accuracy"] = loaded.evaluate(df).accuracy
+
+# Connect has no broadcast variables: scoring in class blocks falls back to the closure.
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    blocked = add_prediction_columns(
+        df,
+        model.coefficientMatrix.toArray(),
+        model.interceptVector.toArray(),
+        features="features",
+        raw_col="",
+        probability_col="",
+        prediction_col="prediction",
+        thresholds=None,
+        block_bytes=1,
+    )
+out["block_warnings"] = [str(w.message) for w in caught]
+blocked_predictions = np.array([r.prediction for r in blocked.select("prediction").collect()])
+out["block_same_predictions"] = bool(np.array_equal(predicted, blocked_predictions))
 
 warm = SVBLogisticRegression(numWorkers=2, maxIter=1, dtype="float64", initialModel=model).fit(df)
 out["warm_first_objective"] = warm.summary.objectiveHistory[0]
