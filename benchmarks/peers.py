@@ -252,7 +252,9 @@ def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
 
 def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, results):
     """One worker process of :func:`train_over_flight_processes`."""
+    from svb_spark.exchange.codec import SHARDED
     from svb_spark.exchange.flight import FlightMeshExchange
+    from svb_spark.sharded import train_sharded
     from svb_spark.task import limit_blas_threads, rendezvous
     from svb_spark.training import prepare_partition, train
 
@@ -268,7 +270,8 @@ def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, r
 
     try:
         met = rendezvous(all_gather, mesh, load, config)
-        result = train(met.data, mesh, config, met.plan)
+        fit = train_sharded if config.message_kind == SHARDED else train
+        result = fit(met.data, mesh, config, met.plan)
         results.put((rank, {"seconds": result.seconds, "steps": result.steps}))
     finally:
         mesh.close()

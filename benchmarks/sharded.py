@@ -1,0 +1,128 @@
+"""``python -m benchmarks.sharded [--quick]``: class-sharded against replicated p2p, one run.
+
+Both modes fit the same cached rows with SGD (float32, the default batchSize, 2 epochs) on
+local[2], at P = 1 and P = 2 workers; P = 4 runs as processes outside Spark over a Flight mesh
+on 127.0.0.1, oversubscribed (4 workers on 2 cores), so its times show the trend only. Prints,
+per shape, the loop's seconds per epoch, the payload bytes of a full step against the cost
+model's formula, and the ratios the class-sharded mode is judged by:
+
+- sharded / replicated time per epoch at P = 2 (theory 2/3: 2 B K D flops against 3 B K D);
+- sharded at P = 2 / sharded at P = 1 on the dense shape (theory 1/2).
+
+Results go to ``benchmarks/results/sharded.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "sharded.json"
+EPOCHS = 2
+MODES = {"replicated": "p2p", "sharded": "sharded"}
+
+
+def shapes(quick: bool) -> dict:
+    """name: (rows, features, classes, sparse)."""
+    if quick:
+        return {"dense": (1024, 1024, 200, False), "sparse": (2048, 2**15, 200, True)}
+    return {"dense": (4096, 4096, 1000, False), "sparse": (8192, 2**18, 1000, True)}
+
+
+def epoch_seconds(summary) -> float:
+    """The training loop's seconds per epoch: its phases, without the fit's fixed costs."""
+    from svb_spark.training import ROUND_PHASES
+
+    return sum(summary.timings[phase] for phase in ROUND_PHASES) / summary.totalIterations
+
+
+def spark_point(df, mode: str, workers: int) -> dict:
+    from svb_spark import SVBLogisticRegression
+
+    model = SVBLogisticRegression(
+        exchange=mode, solver="sgd", numWorkers=workers, maxIter=EPOCHS, tol=0.0
+    ).fit(df)
+    summary = model.summary
+    full_step = float(np.median(summary.bytesSentPerExchange[:-1] or [0]))
+    return {
+        "epoch_seconds": epoch_seconds(summary),
+        "bytes_per_step": full_step,
+        "predicted_bytes_per_step": summary.predictedBytesPerStep[mode],
+        "peak_rss": [w.get("peak_rss") for w in summary.workers],
+    }
+
+
+def process_point(X, y, mode: str, workers: int) -> dict:
+    from benchmarks.peers import train_over_flight_processes
+    from svb_spark.exchange.codec import SHARDED, SV
+    from svb_spark.training import ROUND_PHASES
+
+    kind = SHARDED if mode == "sharded" else SV
+    finished = train_over_flight_processes(X, y, workers, message_kind=kind)
+    return {"epoch_seconds": sum(finished["seconds"][p] for p in ROUND_PHASES),
+            "oversubscribed": True}  # fmt: skip
+
+
+def measure(spark, name: str, shape: tuple) -> dict:
+    from svb_spark import datasets
+
+    rows, features, classes, sparse = shape
+    if sparse:
+        X, y = datasets.planted_sparse(rows, features, classes, seed=0)
+    else:
+        X, y = datasets.planted(rows, features, classes, seed=0)
+        X = X.astype(np.float32)
+    df = datasets.to_dataframe(spark, X, y, 2).cache()
+    df.count()
+    points = {}
+    for workers in (1, 2):
+        for label, mode in MODES.items():
+            points[f"{label} P={workers}"] = spark_point(df, mode, workers)
+            print(name, label, workers, points[f"{label} P={workers}"], flush=True)
+    df.unpersist()
+    for label, mode in MODES.items():
+        points[f"{label} P=4 (processes, oversubscribed)"] = process_point(X, y, mode, 4)
+    at2 = {label: points[f"{label} P=2"]["epoch_seconds"] for label in MODES}
+    return {
+        "shape": {"rows": rows, "features": features, "classes": classes, "sparse": sparse},
+        "points": points,
+        "sharded_over_replicated_at_2": at2["sharded"] / at2["replicated"],
+        "sharded_2_over_1": at2["sharded"] / points["sharded P=1"]["epoch_seconds"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sharded", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small shapes, a smoke run")
+    args = parser.parse_args(argv)
+
+    from svb_spark.session import local_session
+
+    spark = local_session("local[2]", app_name="svb_spark-sharded",
+                          **{"spark.driver.memory": "12g"})  # fmt: skip
+    started = time.perf_counter()
+    results = {name: measure(spark, name, shape) for name, shape in shapes(args.quick).items()}
+    spark.stop()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print("| shape | mode, P | s / epoch | bytes / full step (formula) |")
+    print("| --- | --- | --- | --- |")
+    for name, result in results.items():
+        for point, values in result["points"].items():
+            measured = values.get("bytes_per_step")
+            sent = f"{measured:.0f} ({values['predicted_bytes_per_step']:.0f})" if measured else "-"
+            print(f"| {name} | {point} | {values['epoch_seconds']:.2f} | {sent} |")
+    for name, result in results.items():
+        print(f"{name}: sharded / replicated at P=2 {result['sharded_over_replicated_at_2']:.2f} "
+              f"(target <= 0.75); sharded P=2 / P=1 {result['sharded_2_over_1']:.2f}")  # fmt: skip
+    print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
