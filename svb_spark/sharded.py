@@ -69,7 +69,8 @@ class _ScoredStep:
     y: np.ndarray
     w: np.ndarray
     weight: float  # the batch's total row weight, summed per worker in rank order
-    margins: np.ndarray  # G x (this block's classes)
+    labels: tuple  # see solver.label_margins
+    exponentials: np.ndarray  # G x (this block's classes): exp(margin - row_max)
     row_max: np.ndarray
     row_sum: np.ndarray
 
@@ -103,7 +104,9 @@ class ShardedWorker:
         else:
             margins = solver.raw_margins(weights.W, weights.b, X)
         weight = sum(float(m.w.sum(dtype=np.float64)) for m in messages)
-        return _ScoredStep(X, y, w, weight, margins, *solver.partial_normalizers(margins))
+        labels = solver.label_margins(margins, y, self.first)
+        row_max, row_sum = solver.partial_normalizers(margins)
+        return _ScoredStep(X, y, w, weight, labels, margins, row_max, row_sum)
 
     def update(self, step: _ScoredStep, messages: list[codec.ShardMessage]) -> float:
         """Apply the scored step with every block's normalizers; returns the loss of the rows
@@ -113,8 +116,9 @@ class ShardedWorker:
         normalizer = solver.log_normalizers(
             [m.row_max for m in messages], [m.row_sum for m in messages]
         )
-        U, loss = solver.block_sufficient_vectors(step.margins, normalizer, step.y, step.w,
-                                                  self.first)  # fmt: skip
+        U, loss = solver.block_sufficient_vectors(
+            step.exponentials, step.row_max, normalizer, step.labels, step.w
+        )
         common = (step.weight, block.learning_rate(block.step), config.reg_param,
                   block.reg_scale, config.fit_intercept)  # fmt: skip
         if config.sparse:

@@ -57,15 +57,17 @@ def _vectors_from_margins(
 
 
 def partial_normalizers(margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the max of one block of class scores and the sum of ``exp(margin - max)``.
+    """Per row, the max of one block of class scores and the sum of ``exp(margin - max)``;
+    ``margins`` is overwritten with ``exp(margin - max)``, which the update reuses.
 
     The class-sharded mode's workers each hold a block of the classes; combined with
     :func:`log_normalizers`, these 2 numbers a row give every worker the softmax's global
     normalizer without any worker seeing all K scores.
     """
     row_max = margins.max(axis=1)
-    row_sum = np.exp(margins - row_max[:, None]).sum(axis=1)
-    return row_max, row_sum
+    margins -= row_max[:, None]
+    np.exp(margins, out=margins)
+    return row_max, margins.sum(axis=1)
 
 
 def log_normalizers(row_maxes: list[np.ndarray], row_sums: list[np.ndarray]) -> np.ndarray:
@@ -78,29 +80,34 @@ def log_normalizers(row_maxes: list[np.ndarray], row_sums: list[np.ndarray]) -> 
     return top + np.log(total)
 
 
+def label_margins(margins: np.ndarray, y: np.ndarray, first_class: int):
+    """The rows whose label is one of the block's classes ``first_class ..``, those labels'
+    columns in the block, and their scores (for their loss)."""
+    local = y.astype(np.int64) - first_class
+    mine = np.flatnonzero((local >= 0) & (local < margins.shape[1]))
+    return mine, local[mine], margins[mine, local[mine]]
+
+
 def block_sufficient_vectors(
-    margins: np.ndarray,
+    exponentials: np.ndarray,
+    row_max: np.ndarray,
     log_normalizer: np.ndarray,
-    y: np.ndarray,
+    labels: tuple[np.ndarray, np.ndarray, np.ndarray],
     weights: np.ndarray,
-    first_class: int,
 ) -> tuple[np.ndarray, float]:
     """One block's columns of :func:`sufficient_vectors`, given the rows' global normalizer.
 
-    ``margins`` are the scores of classes ``first_class ..`` (overwritten); rows whose label is
-    in the block contribute their loss here, so that each row's loss is counted by one block.
+    ``exponentials`` and ``row_max`` come from :func:`partial_normalizers` (``exponentials``
+    is overwritten with U), ``labels`` from :func:`label_margins`: rows whose label is in the
+    block contribute their loss here, so that each row's loss is counted by one block.
     Returns ``(U_block, loss_sum of the block's rows)``.
     """
-    rows = np.arange(margins.shape[0])
-    local = y.astype(np.int64) - first_class
-    mine = (local >= 0) & (local < margins.shape[1])
-    picked_rows, picked = rows[mine], local[mine]
-    loss_sum = float((weights[mine] * (log_normalizer[mine] - margins[picked_rows, picked])).sum())
-    margins -= log_normalizer[:, None].astype(margins.dtype, copy=False)
-    np.exp(margins, out=margins)
-    margins[picked_rows, picked] -= 1.0
-    margins *= weights[:, None].astype(margins.dtype, copy=False)
-    return margins, loss_sum
+    rows, columns, picked = labels
+    loss_sum = float((weights[rows] * (log_normalizer[rows] - picked)).sum())
+    scale = np.exp(row_max - log_normalizer) * weights
+    exponentials *= scale[:, None].astype(exponentials.dtype, copy=False)
+    exponentials[rows, columns] -= weights[rows].astype(exponentials.dtype, copy=False)
+    return exponentials, loss_sum
 
 
 def _decay(W: np.ndarray, learning_rate: float, reg_param: float, reg_scale) -> None:

@@ -49,10 +49,11 @@ def _listening(location: str) -> bool:
         return probe.connect_ex((host, int(port))) == 0
 
 
-def _estimator(checkpoints, timeout=120.0):
+def _estimator(checkpoints, timeout=120.0, exchange="p2p"):
     return SVBLogisticRegression(
         weightCol="weight", numWorkers=2, maxIter=30, tol=0.0, dtype="float64",
         checkpointDir=str(checkpoints), checkpointInterval=2, exchangeTimeout=timeout,
+        exchange=exchange,
     )  # fmt: skip
 
 
@@ -60,14 +61,16 @@ def _whole_checkpoint_steps(checkpoints) -> set[str]:
     def steps(pattern):
         return {path.rsplit("step-", 1)[1] for path in glob.glob(str(checkpoints / "*" / pattern))}
 
-    return steps("step-*") & steps("memory-00001-step-*")
+    replicated = steps("step-*") & steps("memory-00001-step-*")
+    return replicated | (steps("block-00000-step-*") & steps("block-00001-step-*"))
 
 
 def _interrupt_rank_1(workers, checkpoints, sig, events):
     """Once the first whole checkpoint exists, send ``sig`` to rank 1; then time the retry.
 
     Whole: the replica's file and, as the default solver is SAGA, rank 1's memory of the same
-    step (rank 0 writes its memory before the replica's file).
+    step (rank 0 writes its memory before the replica's file); in the class-sharded mode, both
+    workers' blocks of one step.
     """
     while not (_whole_checkpoint_steps(checkpoints) and _records(workers, 1)):
         time.sleep(0.02)
@@ -79,13 +82,17 @@ def _interrupt_rank_1(workers, checkpoints, sig, events):
     events["retried"] = time.perf_counter()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stalled"])
+@pytest.mark.parametrize(
+    "sig, exchange",
+    [(signal.SIGKILL, "p2p"), (signal.SIGSTOP, "p2p"), (signal.SIGKILL, "sharded")],
+    ids=["killed", "stalled", "killed-sharded"],
+)
 def test_a_lost_worker_is_retried_and_the_fit_resumes_from_its_checkpoint(
-    spark, recorded_workers, tmp_path, sig
+    spark, recorded_workers, tmp_path, sig, exchange
 ):
     df = planted_frame(spark).cache()
     checkpoints = tmp_path / "checkpoints"
-    expected = _estimator(checkpoints).fit(df)
+    expected = _estimator(checkpoints, exchange=exchange).fit(df)
     for path in glob.glob(str(recorded_workers / "*")):
         os.remove(path)
 
@@ -95,7 +102,7 @@ def test_a_lost_worker_is_retried_and_the_fit_resumes_from_its_checkpoint(
     )
     interrupter.start()
     try:
-        model = _estimator(checkpoints, timeout=3.0).fit(df)
+        model = _estimator(checkpoints, timeout=3.0, exchange=exchange).fit(df)
     finally:
         if "pid" in events and sig == signal.SIGSTOP:
             try:  # Spark normally kills it with the failed stage

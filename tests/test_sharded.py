@@ -36,10 +36,14 @@ def test_partial_normalizers_combine_into_the_softmax_sufficient_vectors():
     y, w = rng.integers(0, 7, 9), rng.uniform(0.5, 2.0, 9)
     U, loss = solver.sufficient_vectors(np.eye(7), np.zeros(7), margins, y, w)
     blocks = class_blocks(7, 3)
-    partial = [solver.partial_normalizers(margins[:, a:b]) for a, b in blocks]
+    exponentials = [margins[:, a:b].copy() for a, b in blocks]
+    labels = [solver.label_margins(e, y, a) for e, (a, _) in zip(exponentials, blocks)]
+    partial = [solver.partial_normalizers(e) for e in exponentials]
     normalizer = solver.log_normalizers([m for m, _ in partial], [s for _, s in partial])
-    pieces = [solver.block_sufficient_vectors(margins[:, a:b].copy(), normalizer, y, w, a)
-              for a, b in blocks]  # fmt: skip
+    pieces = [
+        solver.block_sufficient_vectors(e, m, normalizer, picked, w)
+        for e, (m, _), picked in zip(exponentials, partial, labels)
+    ]
     np.testing.assert_allclose(np.hstack([u for u, _ in pieces]), U, atol=1e-12)
     assert sum(part_loss for _, part_loss in pieces) == pytest.approx(loss, rel=1e-12)
 
