@@ -133,31 +133,23 @@ def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dic
     return calibration, raw
 
 
-def claim_shapes(mode: str, w1_shape: costmodel.Shape, w3_shape: costmodel.Shape | None):
-    """(K, D, B) of the speed-claim microbenchmarks, rebuild and sparse: the issue's shapes and
-    this run's (``smoke``: small ones, to check the harness quickly)."""
+def speed_claims(mode: str, w1: costmodel.Shape, w3: costmodel.Shape | None) -> dict:
+    """The microbenchmarks behind the README's speed claims, at the issue's shapes and this
+    run's (``smoke``: small ones, to check the harness quickly)."""
     if mode == "smoke":
-        return [(100, 256, 32)], [(50, 1 << 14, 16)]
-    rebuild = [(1000, 2048, 32), (w1_shape.num_classes, w1_shape.num_features,
-                                  w1_shape.batch_size)]  # fmt: skip
-    sparse = [(500, 1 << 18, 16)]
-    if w3_shape is not None:
-        sparse.append((w3_shape.num_classes, w3_shape.num_features, w3_shape.batch_size))
-    return list(dict.fromkeys(rebuild)), list(dict.fromkeys(sparse))
-
-
-def speed_claims(rebuild_shapes, sparse_shapes) -> dict:
-    """Run the microbenchmarks behind the README's speed claims and log their ratios."""
-    claims: dict = {"rebuild": [], "sparse_layout": []}
-    for K, D, B in rebuild_shapes:
-        row = micro.rebuild_in_place_vs_naive(K, D, B, WORKERS)
-        claims["rebuild"].append(row)
-        log(f"rebuild K={K} D={D} B={B}: in place vs naive {row['speedup']:.2f}x")
-    for K, D, B in sparse_shapes:
-        row = micro.sparse_layouts(K, D, B, WORKERS)
-        claims["sparse_layout"].append(row)
-        log(f"sparse apply K={K} D={D} B={B}: feature- vs class-major "
-            f"{row['apply']['speedup']:.2f}x")  # fmt: skip
+        rebuild, sparse = [(100, 256, 32)], [(50, 1 << 14, 16)]
+    else:
+        rebuild = [(1000, 2048, 32), (w1.num_classes, w1.num_features, w1.batch_size)]
+        sparse = [(500, 1 << 18, 16)]
+        if w3 is not None:
+            sparse.append((w3.num_classes, w3.num_features, w3.batch_size))
+    claims = {
+        "rebuild": [micro.rebuild_in_place_vs_naive(*s, WORKERS) for s in dict.fromkeys(rebuild)],
+        "sparse_layout": [micro.sparse_layouts(*s, WORKERS) for s in dict.fromkeys(sparse)],
+    }
+    speedups = [row["speedup"] for row in claims["rebuild"]] + [
+        row["apply"]["speedup"] for row in claims["sparse_layout"]]  # fmt: skip
+    log("speedups, rebuild then sparse apply: " + ", ".join(f"{x:.2f}x" for x in speedups))
     return claims
 
 
@@ -473,7 +465,7 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
         calibration, result["micro"] = calibrate(spark, shapes["W1"])
         result["calibration"] = calibration.to_dict()
         log("microbenchmarks of the speed claims: in-place rebuild, sparse replica layout")
-        result["claims"] = speed_claims(*claim_shapes(mode, shapes["W1"], shapes.get("W3")))
+        result["claims"] = speed_claims(mode, shapes["W1"], shapes.get("W3"))
         result["workloads"] = {w.name: run_workload(spark, w, calibration, mode) for w in selected}
         result["machine"]["executor_blas_failures"] = machine.executor_blas_failures(worker_dir)
         # After MLlib's fits: netlib picks its BLAS when first used.
