@@ -126,13 +126,6 @@ SUMMARY_FIELDS = {
 }  # fmt: skip
 
 
-def _summary_record(summary) -> dict:
-    record = {key: getattr(summary, name) for key, name in SUMMARY_FIELDS.items()}
-    # The largest worker's peak RSS, where the workers report it.
-    record["peak_rss"] = max((w.get("peak_rss") or 0 for w in summary.workers), default=0) or None
-    return record
-
-
 def per_step(timings: dict, steps: int) -> dict[str, float]:
     """Seconds per step of each phase of the training loop, from a fit's total ``timings``."""
     from svb_spark.training import ROUND_PHASES
@@ -156,7 +149,10 @@ def fit_svb(train_df, X_test, y_test, max_iter: int, **params) -> FitPoint:
         started = time.perf_counter()
         model = estimator.fit(train_df)
         seconds = time.perf_counter() - started
-    record = _summary_record(model.summary)
+    record = {key: getattr(model.summary, name) for key, name in SUMMARY_FIELDS.items()}
+    # The largest worker's peak RSS, where the workers report it.
+    rss = [w.get("peak_rss") or 0 for w in model.summary.workers]
+    record["peak_rss"] = max(rss, default=0) or None
     return FitPoint(record["epochs"], seconds, _accuracy(model, X_test, y_test), record)
 
 

@@ -134,9 +134,10 @@ def machine_line(result: dict) -> str:
                      for b in m.get("numpy_blas", []))  # fmt: skip
     if failures is None:
         executors = "executor BLAS not checked"
+    elif failures:
+        executors = f"executor BLAS warnings: {failures}"
     else:
-        executors = f"executor BLAS warnings: {failures}" if failures else (
-            "no executor logged a native BLAS load failure")  # fmt: skip
+        executors = "no executor logged a native BLAS load failure"
     driver = f", driver {spark['driver_memory']}" if spark.get("driver_memory") else ""
     return (
         f"Run `{result['name']}` ({result['mode']}), {result.get('started', '')}, "
