@@ -38,22 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("result", type=Path)
     args = parser.parse_args(argv)
 
+    from benchmarks import report, run
+
     if args.command == "run":
-        from benchmarks.run import RESULTS
-        from benchmarks.run import run as run_benchmark
-
         names = [w.strip() for w in args.workloads.split(",") if w.strip()]
-        out = args.results_dir or RESULTS
-        run_benchmark(args.mode or "quick", name=args.name, names=names,
-                      write_readmes=not args.no_readme, results_dir=out)  # fmt: skip
+        out = args.results_dir or run.RESULTS
+        run.run(args.mode or "quick", name=args.name, names=names,
+                write_readmes=not args.no_readme, results_dir=out)  # fmt: skip
     else:
-        from benchmarks.report import targets_table
-        from benchmarks.run import refresh_model, regenerate
-
-        result = refresh_model(json.loads(args.result.read_text()))
+        result = run.refresh_model(json.loads(args.result.read_text()))
         args.result.write_text(json.dumps(result, indent=1))
-        regenerate(result)
-        print(targets_table(result))
+        run.regenerate(result)
+        print(report.targets_table(result))
     return 0
 
 

@@ -56,6 +56,15 @@ class Calibration:
     def sparse_rate(self) -> float:
         return self.sparse_flops or self.gemm_flops
 
+    def beta(self, gbit_per_s: float | None) -> float:
+        """Seconds per byte sent: loopback's software and copies, plus a link of ``gbit_per_s``
+        (None: loopback only)."""
+        return self.loopback_s_per_byte + (0.0 if gbit_per_s is None else 1 / (gbit_per_s * GBIT))
+
+    def stretch(self, workers: int) -> float:
+        """How much longer every phase takes when ``workers`` share this machine's cores."""
+        return max(1.0, workers / max(self.cores, 1))
+
     def overheads(self, shape: Shape) -> tuple[dict, float]:
         """Fixed costs per phase, and per decoded message, for the shape's kind of rows."""
         if shape.nonzeros is not None and self.sparse_overhead_s:
@@ -77,25 +86,22 @@ class Shape:
         return max(1, math.ceil(self.rows / (workers * self.batch_size)))
 
 
-def link_s_per_byte(gbit_per_s: float | None) -> float:
-    """Seconds per byte of a network link; None means loopback (no link term)."""
-    return 0.0 if gbit_per_s is None else 1.0 / (gbit_per_s * GBIT)
+def _with_step(phases: dict[str, float], stretch: float) -> dict[str, float]:
+    phases = {p: stretch * phases[p] for p in ROUND_PHASES}
+    phases["step"] = sum(phases.values())
+    return phases
 
 
-def _stretch(calibration: Calibration, workers: int) -> float:
-    return max(1.0, workers / max(calibration.cores, 1))
-
-
-def svb_message_bytes(shape: Shape) -> float:
-    """Payload bytes of one worker's sufficient vectors for one step."""
-    K, D, n = shape.num_classes, shape.num_features, shape.nonzeros
-    return shape.batch_size * sufficient_vector_row_bytes(K, D, ITEMSIZE, n)
-
-
-def mesh_bytes_per_step(mode: str, shape: Shape, workers: int) -> float:
-    """Payload bytes one worker sends per step in ``mode`` ("p2p" or "dense") over the mesh."""
+def bytes_per_step(mode: str, shape: Shape, workers: int) -> float:
+    """Payload bytes one worker sends per step in the library's exchange ``mode``."""
     K, D, B, n = shape.num_classes, shape.num_features, shape.batch_size, shape.nonzeros
     return predicted_bytes_per_step(mode, workers, B, K, D, ITEMSIZE, n)
+
+
+def ring_bytes_per_step(shape: Shape, workers: int) -> float:
+    """A bandwidth-optimal ring allreduce of the gradient: 2 (P - 1) / P gradients."""
+    gradient = dense_gradient_bytes(shape.num_classes, shape.num_features, ITEMSIZE)
+    return 2 * (workers - 1) / workers * gradient
 
 
 def svb_step(
@@ -104,8 +110,8 @@ def svb_step(
     """Predicted seconds of each of ``ROUND_PHASES`` and their sum ``"step"`` of one SVB (p2p)
     step on one worker; ``gbit_per_s`` None predicts this machine's loopback."""
     c, B, K, D, P = calibration, shape.batch_size, shape.num_classes, shape.num_features, workers
-    m = svb_message_bytes(shape)
-    beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
+    m = B * sufficient_vector_row_bytes(K, D, ITEMSIZE, shape.nonzeros)  # one message
+    beta = c.beta(gbit_per_s)
     (o, decode), e = c.overheads(shape), c.elementwise_s
     if shape.nonzeros is None:  # forward, softmax, gather; rebuild GEMM into W (beta = 1)
         compute = 2 * B * K * D / c.gemm_flops + (4 * B * K + B * D) * e
@@ -121,13 +127,7 @@ def svb_step(
         "decode": decode * P,
         "apply": o["apply"] + apply,
     }
-    return _with_step(phases, _stretch(c, P))
-
-
-def _with_step(phases: dict[str, float], stretch: float) -> dict[str, float]:
-    phases = {p: stretch * phases[p] for p in ROUND_PHASES}
-    phases["step"] = sum(phases.values())
-    return phases
+    return _with_step(phases, c.stretch(P))
 
 
 def dense_step(
@@ -138,15 +138,13 @@ def dense_step(
     ring: bool = False,
 ) -> dict[str, float]:
     """:func:`svb_step` for the dense baseline: each worker forms its K x (D + 1) gradient (an
-    extra GEMM) and sends it to every peer (``exchange="dense"``) or, ``ring``, through a
-    bandwidth-optimal ring allreduce (2 (P - 1) / P gradients, 2 (P - 1) latencies)."""
+    extra GEMM) and sends it to every peer (``exchange="dense"``) or, ``ring``, through a ring
+    allreduce (:func:`ring_bytes_per_step`, 2 (P - 1) latencies)."""
     c, B, K, D, P = calibration, shape.batch_size, shape.num_classes, shape.num_features, workers
     m = dense_gradient_bytes(K, D, ITEMSIZE)
-    beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
-    if P == 1:
-        exchange = 0.0
-    elif ring:
-        exchange = 2 * (P - 1) * c.latency_s + 2 * (P - 1) / P * m * beta
+    beta = c.beta(gbit_per_s)
+    if ring:
+        exchange = 2 * (P - 1) * c.latency_s + ring_bytes_per_step(shape, P) * beta
     else:
         exchange = c.latency_s + (P - 1) * m * beta
     # Only computing the gradient follows the rows' kind; the message and its use are dense.
@@ -160,11 +158,11 @@ def dense_step(
     phases = {
         "compute": c.overheads(shape)[0]["compute"] + compute,
         "encode": o["encode"] + c.codec_s_per_byte * m,
-        "exchange": exchange,
+        "exchange": exchange if P > 1 else 0.0,
         "decode": c.decode_s * P,
         "apply": o["apply"] + (P + 2) * K * D * e,
     }
-    return _with_step(phases, _stretch(c, P))
+    return _with_step(phases, c.stretch(P))
 
 
 def tree_aggregate_iteration(
@@ -176,13 +174,13 @@ def tree_aggregate_iteration(
     (one copy per receiver, pipelined) and at least one Spark job."""
     c, K, D, P = calibration, shape.num_classes, shape.num_features, workers
     g = dense_gradient_bytes(K, D, DOUBLE)
-    beta = c.loopback_s_per_byte + link_s_per_byte(gbit_per_s)
+    beta = c.beta(gbit_per_s)
     scale = max(math.ceil(math.sqrt(P)), 2)
     fan_in = P if P <= scale else max(scale, math.ceil(P / scale))
     rows = math.ceil(shape.rows / P)
     width = D if shape.nonzeros is None else shape.nonzeros
     phases = {
-        "compute": _stretch(c, P) * 4 * rows * K * width / c.jvm_gemm_flops,
+        "compute": c.stretch(P) * 4 * rows * K * width / c.jvm_gemm_flops,
         "exchange": (fan_in + 1) * g * beta,
         "job": c.spark_job_s,
     }
@@ -190,22 +188,7 @@ def tree_aggregate_iteration(
     return phases
 
 
-def svb_epoch_bytes(shape: Shape, workers: int) -> float:
-    """Payload bytes one worker sends per epoch with sufficient vectors."""
-    return shape.steps_per_epoch(workers) * mesh_bytes_per_step("p2p", shape, workers)
-
-
-def dense_epoch_bytes(shape: Shape, workers: int, ring: bool = False) -> float:
-    """Payload bytes one worker sends per epoch with dense gradients (mesh or ring)."""
-    if ring:  # 2 (P - 1) / P gradients
-        gradient = dense_gradient_bytes(shape.num_classes, shape.num_features, ITEMSIZE)
-        per_step = 2 * (workers - 1) / workers * gradient
-    else:
-        per_step = mesh_bytes_per_step("dense", shape, workers)
-    return shape.steps_per_epoch(workers) * per_step
-
-
-def tree_aggregate_epoch_bytes(shape: Shape, workers: int) -> float:
+def tree_aggregate_bytes(shape: Shape, workers: int) -> float:
     """Bytes one worker sends per MLlib iteration: its double-precision gradient, once."""
     gradient = dense_gradient_bytes(shape.num_classes, shape.num_features, DOUBLE)
     return gradient if workers > 1 else 0.0
@@ -220,23 +203,24 @@ def project(
     """One row per (method, workers, gbit_per_s): ``step_s`` (an SGD step or an MLlib
     iteration), ``epoch_s`` (one pass over the rows) and ``epoch_bytes`` sent per worker."""
     # A projected worker has a core of its own: no stretching for this machine's cores.
-    calibration = replace(calibration, cores=max(workers))
+    c = replace(calibration, cores=max(workers))
     rows = []
     for gbit in bandwidths:
         for P in workers:
             steps = shape.steps_per_epoch(P)
-            for method, step_s, epochs, epoch_bytes in (
-                ("svb", svb_step(calibration, shape, P, gbit), steps, svb_epoch_bytes(shape, P)),
-                ("dense", dense_step(calibration, shape, P, gbit), steps,
-                 dense_epoch_bytes(shape, P)),
-                ("dense-ring", dense_step(calibration, shape, P, gbit, ring=True), steps,
-                 dense_epoch_bytes(shape, P, ring=True)),
-                ("treeAggregate", tree_aggregate_iteration(calibration, shape, P, gbit), 1,
-                 tree_aggregate_epoch_bytes(shape, P)),
-            ):  # fmt: skip
+            # Per method: one step (or iteration), how many make an epoch, bytes per step.
+            methods = {
+                "svb": (svb_step(c, shape, P, gbit), steps, bytes_per_step("p2p", shape, P)),
+                "dense": (dense_step(c, shape, P, gbit), steps, bytes_per_step("dense", shape, P)),
+                "dense-ring": (dense_step(c, shape, P, gbit, ring=True), steps,
+                               ring_bytes_per_step(shape, P)),
+                "treeAggregate": (tree_aggregate_iteration(c, shape, P, gbit), 1,
+                                  tree_aggregate_bytes(shape, P)),
+            }  # fmt: skip
+            for method, (step, count, sent) in methods.items():
                 rows.append({"method": method, "workers": P, "gbit_per_s": gbit,
-                             "step_s": step_s["step"], "epoch_s": step_s["step"] * epochs,
-                             "epoch_bytes": epoch_bytes})  # fmt: skip
+                             "step_s": step["step"], "epoch_s": step["step"] * count,
+                             "epoch_bytes": sent * count})  # fmt: skip
     return rows
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks import peers, run, workloads
+from benchmarks.report import markdown_table
 
 RESULTS = Path(__file__).parent / "results" / "defaults.json"
 TARGET_MARGIN = 0.005  # SVB reaches MLlib when its accuracy >= MLlib's - 0.5 pt
@@ -26,22 +27,20 @@ TARGET_MARGIN = 0.005  # SVB reaches MLlib when its accuracy >= MLlib's - 0.5 pt
 def compare(spark, workload: workloads.Workload) -> dict:
     """MLlib and SVB, both at their defaults, on one cached frame of ``workload``."""
     frame = run.cached_frame(spark, workload.X_train, workload.y_train)
+    Xt, yt = workload.X_test, workload.y_test
+    result = {"workload": workload.describe()}
     run.log(f"{workload.title}: SVB")
-    svb = peers.fit_svb(frame, workload.X_test, workload.y_test, max_iter=100, numWorkers=2)
+    svb = peers.fit_svb(frame, Xt, yt, max_iter=100, numWorkers=2)
+    result["svb"] = svb.to_dict()
     run.log(f"{workload.title}: MLlib")
     try:
-        mllib = peers.fit_mllib(frame, workload.X_test, workload.y_test, max_iter=100)
+        mllib = peers.fit_mllib(frame, Xt, yt, max_iter=100)
+        result.update(mllib=mllib.to_dict(), mllib_over_svb_time=mllib.seconds / svb.seconds,
+                      reaches_mllib=svb.accuracy >= mllib.accuracy - TARGET_MARGIN)  # fmt: skip
     except peers.PeerFailed as failure:  # e.g. a time limit: recorded, not fatal
-        frame.unpersist()
-        return {"workload": workload.describe(), "svb": svb.to_dict(), "mllib_failed": str(failure)}
+        result["mllib_failed"] = str(failure)
     frame.unpersist()
-    return {
-        "workload": workload.describe(),
-        "mllib": mllib.to_dict(),
-        "svb": svb.to_dict(),
-        "reaches_mllib": svb.accuracy >= mllib.accuracy - TARGET_MARGIN,
-        "mllib_over_svb_time": mllib.seconds / svb.seconds,
-    }
+    return result
 
 
 def three_epochs_against_default(spark, workload: workloads.Workload) -> dict:
@@ -59,20 +58,31 @@ def three_epochs_against_default(spark, workload: workloads.Workload) -> dict:
     }
 
 
-def row(name: str, result: dict) -> str:
-    svb = result["svb"]
-    ours = (
-        f"{svb['seconds']:.1f} s, {svb['accuracy']:.4f}, {svb['extra']['epochs']} epochs "
-        f"({svb['extra']['solver']}, stopped by {svb['extra']['stop_reason']})"
-    )
+def _fit(point: dict, what: str = "") -> str:
+    return f"{what}{point['seconds']:.1f} s, {point['accuracy']:.4f}"
+
+
+def row(name: str, result: dict) -> list[str]:
+    """One table row: MLlib's fit, SVB's, the time ratio and whether SVB reaches MLlib."""
+    if "three_epochs" in result:
+        ratio = result["default_over_three_epochs_time"]
+        reached = result["reaches_three_epoch_accuracy"]
+        return [name, _fit(result["three_epochs"], "3 epochs: "),
+                _fit(result["default"], "default: "), f"{ratio:.2f}x of the 3-epoch time",
+                "yes" if reached else "no"]  # fmt: skip
+    svb, extra = result["svb"], result["svb"]["extra"]
+    ours = (f"{_fit(svb)}, {extra['epochs']} epochs ({extra['solver']}, stopped by "
+            f"{extra['stop_reason']})")  # fmt: skip
     if "mllib" not in result:
-        return f"| {name} | failed: {result['mllib_failed'][:80]} | {ours} | - | - |"
+        return [name, f"failed: {result['mllib_failed'][:80]}", ours, "-", "-"]
     mllib = result["mllib"]
-    return (
-        f"| {name} | {mllib['seconds']:.1f} s, {mllib['accuracy']:.4f}, {mllib['iterations']} it "
-        f"| {ours} | {result['mllib_over_svb_time']:.2f}x "
-        f"| {'yes' if result['reaches_mllib'] else 'no'} |"
-    )
+    return [
+        name,
+        f"{_fit(mllib)}, {mllib['iterations']} it",
+        ours,
+        f"{result['mllib_over_svb_time']:.2f}x",
+        "yes" if result["reaches_mllib"] else "no",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,20 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     spark.stop()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=run._json_default) + "\n")
-
-    print("| data | MLlib defaults | SVB defaults | MLlib / SVB time | reaches MLlib - 0.5 pt |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, result in results.items():
-        if "svb" in result:
-            print(row(name, result))
-        else:
-            print(
-                f"| {name} | 3 epochs: {result['three_epochs']['seconds']:.1f} s, "
-                f"{result['three_epochs']['accuracy']:.4f} | default: "
-                f"{result['default']['seconds']:.1f} s, {result['default']['accuracy']:.4f} | "
-                f"{result['default_over_three_epochs_time']:.2f}x of the 3-epoch time | "
-                f"{'yes' if result['reaches_three_epoch_accuracy'] else 'no'} |"
-            )
+    header = "data | MLlib defaults | SVB defaults | MLlib / SVB time | reaches MLlib - 0.5 pt"
+    print(markdown_table(header, [row(name, r) for name, r in results.items()], "lllll"))
     print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
     return 0
 

@@ -9,13 +9,10 @@ from pathlib import Path
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown"
 
 
 def load_average() -> list[float] | None:
@@ -75,7 +72,8 @@ def executor_blas_failures(worker_dir: str) -> list[str]:
 
 
 def spark_info(spark) -> dict:
-    """Spark version, master, executors and the JVM BLAS of a running session."""
+    """Spark version, master, memory, executors and Java version of a running session (the
+    JVM's BLAS is read after MLlib's fits: :func:`jvm_blas`)."""
     sc = spark.sparkContext
     return {
         "spark": spark.version,
@@ -84,5 +82,4 @@ def spark_info(spark) -> dict:
         "driver_memory": sc.getConf().get("spark.driver.memory", "1g"),
         "executors": int(sc._jsc.sc().getExecutorIds().size()),
         "java": sc._jvm.System.getProperty("java.version"),
-        "jvm_blas": jvm_blas(spark),
     }

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import secrets
 import statistics
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -37,19 +37,13 @@ def one_thread():
     return threadpool_limits(limits=1)
 
 
-def gemm_seconds(m: int, k: int, n: int, repeats: int = 5) -> float:
-    """Median seconds of one float32 ``(m x k) @ (k x n)`` product on one thread."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, n), dtype=np.float32)
-    out = np.empty((m, n), dtype=np.float32)
-    with one_thread():
-        return median_seconds(lambda: np.matmul(a, b, out=out), repeats=repeats)
-
-
 def peak_gemm_flops(size: int = 1024) -> float:
     """Single-core sgemm rate (flop/s) of a ``size`` cube, the rate large shapes reach."""
-    return 2.0 * size**3 / gemm_seconds(size, size, size, repeats=3)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    with one_thread():
+        return 2.0 * size**3 / median_seconds(lambda: np.matmul(a, b, out=out), repeats=3)
 
 
 def elementwise_seconds(elements: int = 1 << 20) -> float:
@@ -88,31 +82,23 @@ def flight_exchange_seconds(
         mesh.connect([m.location for m in meshes])
     values = np.zeros(max(1, payload_bytes // 4), dtype=np.float32)
     batch = pa.RecordBatch.from_pydict({"x": pa.array(values)})
-    per_rank: list[list[float]] = [[] for _ in range(workers)]
-    errors: list[BaseException] = []
 
-    def run(rank: int) -> None:
-        try:
-            for step in range(steps):
-                started = time.perf_counter()
-                meshes[rank].all_gather(step, batch)
-                per_rank[rank].append(time.perf_counter() - started)
-        except BaseException as error:  # re-raised in the caller below
-            errors.append(error)
+    def run(rank: int) -> list[float]:
+        times = []
+        for step in range(steps):
+            started = time.perf_counter()
+            meshes[rank].all_gather(step, batch)
+            times.append(time.perf_counter() - started)
+        # Skip the first steps: gRPC opens its channels lazily on the first call.
+        return times[min(10, steps // 4) :]
 
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(workers)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with ThreadPoolExecutor(workers) as pool:
+            per_rank = list(pool.map(run, range(workers)))
     finally:
         for mesh in meshes:
             mesh.close()
-    if errors:
-        raise errors[0]
-    # Skip the first steps: gRPC opens its channels lazily on the first call.
-    return statistics.median(t for times in per_rank for t in times[min(10, steps // 4) :])
+    return statistics.median(t for times in per_rank for t in times)
 
 
 def spark_job_seconds(spark, repeats: int = 7) -> float:
@@ -149,23 +135,18 @@ def loop_overheads(
     minimum over ``repeats`` runs: other work on a shared machine only ever adds time."""
     from scipy import sparse as sp
 
+    from benchmarks.peers import one_epoch_config
     from svb_spark.testing import train_in_process
-    from svb_spark.training import TrainingConfig
 
     rng = np.random.default_rng(0)
     rows = 300 * batch_size
-    features = 64 if sparse else 4
     y = rng.integers(0, 4, rows)
     if sparse:
-        X = sp.random(rows, features, density=4 / features, format="csr", random_state=0)
+        X = sp.random(rows, 64, density=4 / 64, format="csr", random_state=0)
         X.data[:] = 1.0
     else:
-        X = rng.standard_normal((rows, features))
-    config = TrainingConfig.from_statistics(
-        4, features, np.zeros(features), np.ones(features), 4 / features if sparse else 1.0,
-        batch_size=batch_size, max_iter=1, tol=0.0, reg_param=0.0, step_size=1.0, seed=0,
-        dtype="float32",
-    )  # fmt: skip
+        X = rng.standard_normal((rows, 4))
+    config = one_epoch_config(X, y, batch_size)
     best: dict[str, float] = {}
     with one_thread():
         for _ in range(repeats):
@@ -186,37 +167,6 @@ def loop_latency(batch_size: int = 32) -> float:
     X = rng.standard_normal((rows, 4))
     result = train_over_flight_processes(X, rng.integers(0, 4, rows), 2, batch_size=batch_size)
     return result["seconds"]["exchange"] / max(result["steps"], 1)
-
-
-def svb_step_components(
-    batch_size: int, num_classes: int, num_features: int, workers: int
-) -> dict[str, float]:
-    """Seconds of :func:`svb_spark.solver.sufficient_vectors` of B rows (``compute``) and
-    :func:`~svb_spark.solver.apply_sufficient_vectors` of P B rows (``apply``), and of the
-    bare sgemm inside each (``forward_gemm``, ``rebuild_gemm``), on one thread."""
-    from svb_spark import solver
-
-    rng = np.random.default_rng(0)
-    B, K, D, P = batch_size, num_classes, num_features, workers
-    W = np.zeros((K, D), dtype=np.float32)
-    b = np.zeros(K, dtype=np.float32)
-    X = rng.standard_normal((B, D), dtype=np.float32)
-    y = rng.integers(0, K, B)
-    w = np.ones(B, dtype=np.float32)
-    U = rng.standard_normal((P * B, K), dtype=np.float32)
-    V = rng.standard_normal((P * B, D), dtype=np.float32)
-    with one_thread():
-        compute = median_seconds(lambda: solver.sufficient_vectors(W, b, X, y, w), repeats=9)
-        apply = median_seconds(
-            lambda: solver.apply_sufficient_vectors(W, b, U, V, float(P * B), 1e-6, 0.0),
-            repeats=9,
-        )
-    return {
-        "compute": compute,
-        "apply": apply,
-        "forward_gemm": gemm_seconds(B, D, K, repeats=9),
-        "rebuild_gemm": gemm_seconds(K, P * B, D, repeats=9),
-    }
 
 
 def jvm_gemm_flops(spark, size: int = 512) -> float | None:
@@ -242,54 +192,53 @@ def sparse_product_flops(batch_size: int = 64, num_classes: int = 200, seed: int
     """Rate (flop/s, one thread) of a text-like CSR batch (about 50 non-zeros a row) times the
     dense columns it touches, and of its transpose times U: ``2 nnz K`` flops each. Not GEMMs:
     scipy walks the non-zeros one by one."""
-    from svb_spark import solver
     from svb_spark.datasets import planted_sparse
 
     X, _ = planted_sparse(rows=batch_size, num_features=1 << 16, num_classes=num_classes,
                           seed=seed)  # fmt: skip
-    X = X.astype(np.float32)
-    _, local = solver._batch_columns(X)
-    rng = np.random.default_rng(seed)
-    Wc = rng.standard_normal((local.shape[1], num_classes), dtype=np.float32)
-    U = rng.standard_normal((batch_size, num_classes), dtype=np.float32)
-    with one_thread():
-        forward = median_seconds(lambda: local @ Wc, repeats=15)
-        transpose = median_seconds(lambda: local.T @ U, repeats=15)
-    return 2.0 * 2 * X.nnz * num_classes / (forward + transpose)
+    parts = step_components(X, batch_size, num_classes, workers=1, repeats=15, seed=seed)
+    return 2.0 * 2 * X.nnz * num_classes / (parts["forward_product"] + parts["rebuild_product"])
 
 
-def sparse_svb_step_components(
-    X, batch_size: int, num_classes: int, workers: int, seed: int = 0
+def step_components(
+    X, batch_size: int, num_classes: int, workers: int, repeats: int = 9, seed: int = 0
 ) -> dict[str, float]:
-    """:func:`svb_step_components` for CSR rows ``X`` on a feature-major replica, with the bare
-    CSR-times-dense products inside (``forward_product``, ``rebuild_product``)."""
+    """Median seconds, on one thread, of the two halves of an SVB step on rows of ``X`` (dense
+    or CSR): ``compute`` (the sufficient vectors of B rows) and ``apply`` (the rebuild from P B
+    rows), and of the bare products inside them, ``forward_product`` and ``rebuild_product``
+    (sgemm for dense rows; CSR-times-dense on a feature-major replica for CSR rows)."""
     from svb_spark import solver
 
     rng = np.random.default_rng(seed)
-    B, K, P, D = batch_size, num_classes, workers, X.shape[1]
+    B, K, D = batch_size, num_classes, X.shape[1]
     X = X.astype(np.float32)
-    W = solver.feature_major_zeros(K, D, np.float32)
-    b = np.zeros(K, dtype=np.float32)
-    rows = rng.choice(X.shape[0], size=min(P * B, X.shape[0]), replace=False)
-    Xb, Vb = X[rows[:B]], X[rows]
-    y = rng.integers(0, K, B)
-    w = np.ones(B, dtype=np.float32)
-    U = rng.standard_normal((Vb.shape[0], K), dtype=np.float32)
-    columns, local = solver._batch_columns(Xb)
-    Wc = np.ascontiguousarray(W.T[columns])
-    _, local_all = solver._batch_columns(Vb)
-    apply = solver.apply_sparse_sufficient_vectors
-    with one_thread():
-        return {
-            "compute": median_seconds(
-                lambda: solver.sparse_sufficient_vectors(W, 1.0, b, Xb, y, w), repeats=9
-            ),
-            "apply": median_seconds(
-                lambda: apply(W, 1.0, b, U, Vb, float(Vb.shape[0]), 1e-6, 0.0), repeats=9
-            ),
-            "forward_product": median_seconds(lambda: local @ Wc, repeats=9),
-            "rebuild_product": median_seconds(lambda: local_all.T @ U, repeats=9),
+    rows = rng.choice(X.shape[0], size=min(workers * B, X.shape[0]), replace=False)
+    Xb, V = X[rows[:B]], X[rows]
+    y, w, b = rng.integers(0, K, B), np.ones(B, dtype=np.float32), np.zeros(K, dtype=np.float32)
+    U = rng.standard_normal((V.shape[0], K), dtype=np.float32)
+    n = float(V.shape[0])
+    if hasattr(X, "indptr"):
+        W = solver.feature_major_zeros(K, D, np.float32)
+        columns, local = solver._batch_columns(Xb)
+        W_columns = np.ascontiguousarray(W.T[columns])
+        _, local_all = solver._batch_columns(V)
+        calls = {
+            "compute": lambda: solver.sparse_sufficient_vectors(W, 1.0, b, Xb, y, w),
+            "apply": lambda: solver.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, n, 1e-6, 0.0),
+            "forward_product": lambda: local @ W_columns,
+            "rebuild_product": lambda: local_all.T @ U,
         }
+    else:
+        W = np.zeros((K, D), dtype=np.float32)
+        margins, outer = np.empty((B, K), dtype=np.float32), np.empty_like(W)
+        calls = {
+            "compute": lambda: solver.sufficient_vectors(W, b, Xb, y, w),
+            "apply": lambda: solver.apply_sufficient_vectors(W, b, U, V, n, 1e-6, 0.0),
+            "forward_product": lambda: np.matmul(Xb, W.T, out=margins),
+            "rebuild_product": lambda: np.matmul(U.T, V, out=outer),
+        }
+    with one_thread():
+        return {name: median_seconds(call, repeats=repeats) for name, call in calls.items()}
 
 
 def rebuild_in_place_vs_naive(

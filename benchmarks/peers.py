@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -125,13 +126,6 @@ SUMMARY_FIELDS = {
 }  # fmt: skip
 
 
-def _summary_record(summary) -> dict:
-    record = {key: getattr(summary, name) for key, name in SUMMARY_FIELDS.items()}
-    # The largest worker's peak RSS, where the workers report it.
-    record["peak_rss"] = max((w.get("peak_rss") or 0 for w in summary.workers), default=0) or None
-    return record
-
-
 def per_step(timings: dict, steps: int) -> dict[str, float]:
     """Seconds per step of each phase of the training loop, from a fit's total ``timings``."""
     from svb_spark.training import ROUND_PHASES
@@ -155,7 +149,10 @@ def fit_svb(train_df, X_test, y_test, max_iter: int, **params) -> FitPoint:
         started = time.perf_counter()
         model = estimator.fit(train_df)
         seconds = time.perf_counter() - started
-    record = _summary_record(model.summary)
+    record = {key: getattr(model.summary, name) for key, name in SUMMARY_FIELDS.items()}
+    # The largest worker's peak RSS, where the workers report it.
+    rss = [w.get("peak_rss") or 0 for w in model.summary.workers]
+    record["peak_rss"] = max(rss, default=0) or None
     return FitPoint(record["epochs"], seconds, _accuracy(model, X_test, y_test), record)
 
 
@@ -207,19 +204,17 @@ SKLEARN_LBFGS_VECTORS = 2 * 10 + 5 + 4
 def available_memory_bytes() -> int | None:
     """MemAvailable from /proc/meminfo, or None where there is none."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
     except OSError:
-        pass
-    return None
+        return None
+    available = [line.split()[1] for line in meminfo if line.startswith("MemAvailable:")]
+    return int(available[0]) * 1024 if available else None
 
 
 def sklearn_memory_problem(num_classes: int, num_features: int) -> str | None:
     """Why scikit-learn's lbfgs cannot fit K x D coefficients here (its state would take more
-    than half the available memory, and swapping or being killed would take the benchmark
-    down with it), or None if it can."""
+    than half the available memory: swapping or being killed would take the benchmark down
+    with it), or None if it can."""
     needed = SKLEARN_LBFGS_VECTORS * num_classes * (num_features + 1) * 8
     available = available_memory_bytes()
     if available is None or needed <= available / 2:
@@ -277,6 +272,23 @@ def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, r
         mesh.close()
 
 
+def one_epoch_config(X, y: np.ndarray, batch_size: int, **overrides):
+    """The training config of one plain SGD epoch (float32, no penalty, no tol) on rows ``X``
+    (dense, or CSR: scaled, not centered, as the library does) and labels ``y``."""
+    from svb_spark.training import TrainingConfig
+
+    sparse = hasattr(X, "indptr")
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    square_mean = np.asarray((X.multiply(X) if sparse else X * X).mean(axis=0)).ravel()
+    std = np.sqrt(np.maximum(square_mean - mean**2, 0.0))
+    config = TrainingConfig.from_statistics(
+        int(y.max()) + 1, X.shape[1], mean, std, 0.0 if sparse else 1.0,  # CSR in, CSR trained
+        batch_size=batch_size, max_iter=1, tol=0.0, reg_param=0.0, step_size=1.0, seed=0,
+        dtype="float32",
+    )  # fmt: skip
+    return dataclasses.replace(config, **overrides)
+
+
 def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **params) -> dict:
     """One epoch of ``svb_spark.training.train`` in ``workers`` processes over a Flight mesh on
     127.0.0.1, no Spark (more workers than the cluster has slots); ``X`` dense or CSR,
@@ -284,21 +296,7 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
     import multiprocessing
     import secrets
 
-    from svb_spark.training import TrainingConfig
-
-    sparse = hasattr(X, "indptr")
-    if sparse:
-        # CSR rows are scaled, not centered, as the library does with sparse data.
-        mean = np.asarray(X.mean(axis=0)).ravel()
-        std = np.sqrt(np.maximum(np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2, 0.0))
-    else:
-        mean, std = X.mean(axis=0), X.std(axis=0)
-    config = TrainingConfig.from_statistics(
-        int(y.max()) + 1, X.shape[1], mean, std, 0.0 if sparse else 1.0,  # CSR in, CSR trained
-        batch_size=default_batch_size(), max_iter=1, tol=0.0, reg_param=0.0, step_size=1.0,
-        seed=0, dtype="float32",
-    )  # fmt: skip
-    config = dataclasses.replace(config, **params)
+    config = one_epoch_config(X, y, params.pop("batch_size", default_batch_size()), **params)
     # spawn, not fork: this process runs a JVM gateway and gRPC threads that must not be forked.
     context = multiprocessing.get_context("spawn")
     hellos, results = context.Queue(), context.Queue()

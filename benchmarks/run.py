@@ -1,7 +1,6 @@
-"""One benchmark run: start the cluster, calibrate, fit every peer on every workload, report.
-
-``python -m benchmarks run --quick`` calls :func:`run`; see ``benchmarks/README.md`` for what
-each figure means.
+"""One benchmark run: start the cluster, calibrate, fit every peer on every workload and record
+the measurements; :func:`refresh_model` then adds the cost model's figures, and the pages are
+rendered from the JSON (:mod:`benchmarks.report`, :mod:`benchmarks.plots`).
 """
 
 from __future__ import annotations
@@ -13,10 +12,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
-from benchmarks import costmodel, machine, micro, peers, report, workloads
+from benchmarks import costmodel, machine, micro, peers, plots, report, workloads
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -57,10 +57,9 @@ def start_cluster(
 
     worker_dir = tempfile.mkdtemp(prefix="svb-bench-worker-")
     os.environ["SPARK_WORKER_DIR"] = worker_dir
-    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    # The JVMs read these at launch; numpy in this process has loaded its BLAS already.
-    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    try:
+    # The JVMs read these at launch; this process's BLAS libraries keep their own settings
+    # (numpy's is loaded already, scipy's may load later), so the variables are restored.
+    with mock.patch.dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"):
         spark = local_session(
             f"local-cluster[{WORKERS},1,{worker_memory_mb}]",
             app_name="svb-spark benchmarks",
@@ -75,12 +74,6 @@ def start_cluster(
                 "spark.executorEnv.OMP_NUM_THREADS": "1",
             },
         )
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     wait_for_executors(spark)
     return spark, worker_dir
 
@@ -140,34 +133,23 @@ def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dic
     return calibration, raw
 
 
-def claim_shapes(mode: str, w1_shape: costmodel.Shape, w3_shape: costmodel.Shape | None):
-    """(K, D, B) of the speed-claim microbenchmarks, rebuild and sparse: the issue's shapes and
-    this run's (``smoke``: small ones, to check the harness quickly)."""
+def speed_claims(mode: str, w1: costmodel.Shape, w3: costmodel.Shape | None) -> dict:
+    """The microbenchmarks behind the README's speed claims, at the issue's shapes and this
+    run's (``smoke``: small ones, to check the harness quickly)."""
     if mode == "smoke":
-        return [(100, 256, 32)], [(50, 1 << 14, 16)]
-    rebuild = [(1000, 2048, 32), (w1_shape.num_classes, w1_shape.num_features,
-                                  w1_shape.batch_size)]  # fmt: skip
-    sparse = [(500, 1 << 18, 16)]
-    if w3_shape is not None:
-        sparse.append((w3_shape.num_classes, w3_shape.num_features, w3_shape.batch_size))
-    return list(dict.fromkeys(rebuild)), list(dict.fromkeys(sparse))
-
-
-def speed_claims(rebuild_shapes, sparse_shapes) -> dict:
-    """Run the microbenchmarks behind the README's speed claims and log their ratios."""
-    claims: dict = {"rebuild": [], "sparse_layout": []}
-    for K, D, B in rebuild_shapes:
-        row = micro.rebuild_in_place_vs_naive(K, D, B, WORKERS)
-        claims["rebuild"].append(row)
-        log(f"rebuild K={K} D={D} B={B} P={WORKERS}: in place {1000 * row['library_s']:.3f} ms, "
-            f"naive {1000 * row['naive_s']:.3f} ms, {row['speedup']:.2f}x")  # fmt: skip
-    for K, D, B in sparse_shapes:
-        row = micro.sparse_layouts(K, D, B, WORKERS)
-        claims["sparse_layout"].append(row)
-        apply = row["apply"]
-        log(f"sparse apply K={K} D={D} B={B} P={WORKERS}: feature-major "
-            f"{1000 * apply['feature_major']:.3f} ms, class-major "
-            f"{1000 * apply['class_major']:.3f} ms, {apply['speedup']:.2f}x")  # fmt: skip
+        rebuild, sparse = [(100, 256, 32)], [(50, 1 << 14, 16)]
+    else:
+        rebuild = [(1000, 2048, 32), (w1.num_classes, w1.num_features, w1.batch_size)]
+        sparse = [(500, 1 << 18, 16)]
+        if w3 is not None:
+            sparse.append((w3.num_classes, w3.num_features, w3.batch_size))
+    claims = {
+        "rebuild": [micro.rebuild_in_place_vs_naive(*s, WORKERS) for s in dict.fromkeys(rebuild)],
+        "sparse_layout": [micro.sparse_layouts(*s, WORKERS) for s in dict.fromkeys(sparse)],
+    }
+    speedups = [row["speedup"] for row in claims["rebuild"]] + [
+        row["apply"]["speedup"] for row in claims["sparse_layout"]]  # fmt: skip
+    log("speedups, rebuild then sparse apply: " + ", ".join(f"{x:.2f}x" for x in speedups))
     return claims
 
 
@@ -380,52 +362,39 @@ def record_bytes(b: Bench, fits: dict[str, peers.FitPoint | None], dense_how: st
 
 
 def record_breakdown(b: Bench, p2p: peers.FitPoint, dense: peers.FitPoint) -> None:
-    """Step breakdown, measured (rank 0's summary.timings) next to the model."""
-    c, shape = b.calibration, b.shape
-    b.out["breakdown"] = {
-        "svb-p2p": {"measured": peers.per_step(p2p.extra["timings"], p2p.extra["steps"]),
-                    "model": costmodel.svb_step(c, shape, WORKERS)},
-        "svb-dense": {"measured": peers.per_step(dense.extra["timings"], dense.extra["steps"]),
-                      "model": costmodel.dense_step(c, shape, WORKERS)},
-    }  # fmt: skip
+    """Step breakdown as measured (rank 0's summary.timings); the model's joins it later."""
+    b.out["breakdown"] = {key: {"measured": peers.per_step(p.extra["timings"], p.extra["steps"])}
+                          for key, p in (("svb-p2p", p2p), ("svb-dense", dense))}  # fmt: skip
 
 
 def record_efficiency(b: Bench, p2p: peers.FitPoint) -> None:
     """SVB p2p's training loop per epoch against its bare products at the fit's shapes."""
-    w, shape, c = b.workload, b.shape, b.calibration
-    B, K = shape.batch_size, shape.num_classes
-    if w.sparse:
-        components = micro.sparse_svb_step_components(w.X_train, B, K, WORKERS)
-        products = components["forward_product"] + components["rebuild_product"]
-    else:
-        components = micro.svb_step_components(B, K, shape.num_features, WORKERS)
-        products = components["forward_gemm"] + components["rebuild_gemm"]
+    shape, c = b.shape, b.calibration
+    parts = micro.step_components(b.workload.X_train, shape.batch_size, shape.num_classes, WORKERS)
     epoch_s = peers.loop_seconds_per_step(p2p) * p2p.extra["steps"] / max(p2p.extra["epochs"], 1)
-    bound = shape.steps_per_epoch(WORKERS) * products
+    bound = shape.steps_per_epoch(WORKERS) * (parts["forward_product"] + parts["rebuild_product"])
     bound_peak = costmodel.gemm_lower_bound_s(shape, WORKERS, c.gemm_flops)
     b.out["efficiency"] = {
-        "kind": "sparse" if w.sparse else "dense", "epoch_s": epoch_s, "bound_s": bound,
+        "kind": "sparse" if b.workload.sparse else "dense", "epoch_s": epoch_s, "bound_s": bound,
         "ratio": epoch_s / bound, "bound_peak_s": bound_peak, "ratio_peak": epoch_s / bound_peak,
-        "peak_gflops": c.gemm_flops / 1e9, "components_s": components,
+        "peak_gflops": c.gemm_flops / 1e9, "components_s": parts,
     }  # fmt: skip
 
 
 def record_validation(b, p2p, dense, dense_how: str, mllib_final, mllib_curve) -> None:
-    """The cost model's step time against measured runs at P = 1, 2 and 4, and MLlib's
-    marginal iteration."""
-    c, shape, w = b.calibration, b.shape, b.workload
+    """Measured step times at P = 1, 2 and 4, and MLlib's marginal iteration, for the cost
+    model's validation."""
 
     def validate(method: str, workers: int, how: str, measured: float) -> None:
-        row = {"workload": b.name, "method": method, "workers": workers, "how": how,
-               "measured_ms": 1000 * measured}  # fmt: skip
-        b.out["validation"].append(predict(row, c, shape))
+        b.out["validation"].append({"workload": b.name, "method": method, "workers": workers,
+                                    "how": how, "measured_ms": 1000 * measured})  # fmt: skip
 
     validate("svb", 2, "cluster, default fit", peers.loop_seconds_per_step(p2p))
     validate("dense", 2, dense_how, peers.loop_seconds_per_step(dense))
     log(f"{b.name}: validation runs, P=1 on the cluster and P=4 in processes over Flight")
     single = b.svb(1, numWorkers=1)
     validate("svb", 1, "cluster, numWorkers=1, 1 epoch", peers.loop_seconds_per_step(single))
-    four = peers.train_over_flight_processes(w.X_train, w.y_train, 4)
+    four = peers.train_over_flight_processes(b.workload.X_train, b.workload.y_train, 4)
     validate("svb", 4, "4 processes, Flight mesh, 1 epoch (oversubscribed)",
              sum(peers.per_step(four["seconds"], four["steps"]).values()))  # fmt: skip
     # MLlib's marginal iteration: the difference of two fits cancels their common setup.
@@ -476,16 +445,13 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     """Run the benchmark in ``mode`` (quick, full, smoke) on the workloads ``names``; write
     ``results_dir/<name>.json``, the plots and, if asked, the READMEs."""
     started = time.perf_counter()
-    name = name or mode
     result: dict = {
-        "name": name,
+        "name": name or mode,
         "mode": mode,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {**machine.python_machine(), "load_start": machine.load_average()},
     }
-    selected, skipped = workloads.selected(names or ["W1", "W2", "W3"], mode)
-    for workload, reason in skipped.items():
-        log(f"{workload} skipped: {reason}")
+    selected = workloads.selected(names or ["W1", "W2", "W3"], mode)
     batch = peers.default_batch_size()
     result["svb_defaults"] = {"batchSize": batch, "maxIter": 100, "tol": 1e-6}
     worker_mb, executor_memory, driver_memory = CLUSTER_MEMORY[mode]
@@ -494,50 +460,36 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
     try:
         result["machine"]["spark"] = machine.spark_info(spark)
         w1 = next((w for w in selected if w.name == "W1"), None) or workloads.w1_planted(mode)
-        w1_shape = workload_shape(w1.describe(), batch)
         w3 = next((w for w in selected if w.name == "W3"), None)
-        w3_shape = workload_shape(w3.describe(), batch) if w3 is not None else None
-        calibration, raw = calibrate(spark, w1_shape)
+        shapes = {w.name: workload_shape(w.describe(), batch) for w in (w1, w3) if w}
+        calibration, result["micro"] = calibrate(spark, shapes["W1"])
         result["calibration"] = calibration.to_dict()
-        result["micro"] = raw
         log("microbenchmarks of the speed claims: in-place rebuild, sparse replica layout")
-        result["claims"] = speed_claims(*claim_shapes(mode, w1_shape, w3_shape))
-        result["workloads"] = {}
-        for workload in selected:
-            result["workloads"][workload.name] = run_workload(spark, workload, calibration, mode)
-        result["skipped"] = skipped
+        result["claims"] = speed_claims(mode, shapes["W1"], shapes.get("W3"))
+        result["workloads"] = {w.name: run_workload(spark, w, calibration, mode) for w in selected}
         result["machine"]["executor_blas_failures"] = machine.executor_blas_failures(worker_dir)
+        # After MLlib's fits: netlib picks its BLAS when first used.
         result["machine"]["spark"]["jvm_blas"] = machine.jvm_blas(spark)
     finally:
         spark.stop()
-    shapes = {"W1": {"title": f"W1 ({w1.describe()['title']})", **_shape_dict(w1_shape)}}
-    if w3_shape is not None:
-        shapes["W3"] = {"title": f"W3 ({w3.describe()['title']})", **_shape_dict(w3_shape)}
-    shapes["paper"] = PAPER_SHAPE
-    projection = {"workers": PROJECTED_WORKERS, "gbit_per_s": BANDWIDTHS, "shapes": shapes}
-    result["projection"] = {**projection, "rows": _project(calibration, projection)}
+    projected = {w.name: {"title": f"{w.name} ({w.describe()['title']})",
+                          **dataclasses.asdict(shapes[w.name])} for w in (w1, w3) if w}  # fmt: skip
+    result["projection"] = {"workers": PROJECTED_WORKERS, "gbit_per_s": BANDWIDTHS,
+                            "shapes": {**projected, "paper": PAPER_SHAPE}}  # fmt: skip
     result["machine"]["load_end"] = machine.load_average()
     result["duration_s"] = time.perf_counter() - started
-    result["targets"] = report.evaluate_targets(result)
-    write(result, write_readmes, results_dir)
+    write(refresh_model(result), write_readmes, results_dir)
     return result
 
 
-# The cost model of each validated method (the first word of a validation row's method).
-MODELS = {"svb": costmodel.svb_step, "dense": costmodel.dense_step,
+# The cost model of a validation row's method (its first word) and of a breakdown's key.
+MODELS = {"svb": costmodel.svb_step, "svb-p2p": costmodel.svb_step,
+          "dense": costmodel.dense_step, "svb-dense": costmodel.dense_step,
           "treeAggregate": costmodel.tree_aggregate_iteration}  # fmt: skip
 
 
-def predict(row: dict, calibration, shape: costmodel.Shape) -> dict:
-    """``row`` with the model's ``predicted_ms`` and its ``error`` against ``measured_ms``."""
-    model = MODELS[row["method"].split()[0]]
-    row["predicted_ms"] = 1000 * model(calibration, shape, row["workers"])["step"]
-    row["error"] = costmodel.relative_error(row["predicted_ms"], row["measured_ms"])
-    return row
-
-
 def refresh_model(result: dict) -> dict:
-    """Recompute every cost-model figure of ``result`` (predictions, errors, projection,
+    """Compute every cost-model figure of ``result`` (predictions, errors, projection,
     targets) from its stored calibration, so a fix to the model applies to a saved run; the
     measurements stay."""
     calibration = costmodel.Calibration.from_dict(result["calibration"])
@@ -545,31 +497,23 @@ def refresh_model(result: dict) -> dict:
     for workload in result["workloads"].values():
         shape = workload_shape(workload["describe"], batch)
         for row in workload.get("validation", []):
-            predict(row, calibration, shape)
+            model = MODELS[row["method"].split()[0]]
+            row["predicted_ms"] = 1000 * model(calibration, shape, row["workers"])["step"]
+            row["error"] = costmodel.relative_error(row["predicted_ms"], row["measured_ms"])
         for key, entry in workload.get("breakdown", {}).items():
-            model = MODELS[{"svb-p2p": "svb", "svb-dense": "dense"}[key]]
-            entry["model"] = model(calibration, shape, WORKERS)
+            entry["model"] = MODELS[key](calibration, shape, WORKERS)
     if projection := result.get("projection"):
-        projection["rows"] = _project(calibration, projection)
+        projection["rows"] = {
+            key: costmodel.project(
+                calibration,
+                costmodel.Shape(**{k: v for k, v in shape.items() if k != "title"}),
+                projection["workers"],
+                projection["gbit_per_s"],
+            )
+            for key, shape in projection["shapes"].items()
+        }
     result["targets"] = report.evaluate_targets(result)
     return result
-
-
-def _shape_dict(shape: costmodel.Shape) -> dict:
-    return {k: v for k, v in dataclasses.asdict(shape).items() if v is not None}
-
-
-def _project(calibration: costmodel.Calibration, projection: dict) -> dict:
-    """The projection's rows for each of its shapes (``_shape_dict`` plus a title)."""
-    return {
-        key: costmodel.project(
-            calibration,
-            costmodel.Shape(**{k: v for k, v in shaped.items() if k != "title"}),
-            projection["workers"],
-            projection["gbit_per_s"],
-        )
-        for key, shaped in projection["shapes"].items()
-    }
 
 
 def write(result: dict, write_readmes: bool = True, results_dir: Path = RESULTS) -> Path:
@@ -592,11 +536,11 @@ def regenerate(
 ) -> None:
     """Draw the plots and rewrite ``benchmarks/README.md`` and the README's section
     (``plots_dir`` sits next to ``bench_readme``: the pages link the plots relative to it)."""
-    plots = report.plot_all(result, plots_dir)
-    bench_readme.write_text(report.benchmarks_readme(result, plots))
+    drawn = plots.plot_all(result, plots_dir)
+    bench_readme.write_text(report.benchmarks_readme(result, drawn))
     text = readme.read_text() if readme.exists() else ""
-    readme.write_text(report.replace_section(text, report.readme_section(result, plots)))
-    log(f"regenerated {bench_readme}, {readme} and {len(plots)} plots")
+    readme.write_text(report.replace_section(text, report.readme_section(result, drawn)))
+    log(f"regenerated {bench_readme}, {readme} and {len(drawn)} plots")
 
 
 def _json_default(value):

@@ -1,11 +1,10 @@
-"""The benchmark's workloads, all generated or shipped offline.
+"""The benchmark's workloads, all generated or shipped offline; sizes per mode below.
 
-- W1: ImageNet-shaped dense features, a planted linear teacher (``svb_spark.datasets.planted``);
-  K=1000, D=512, 20k train / 5k test (``--quick``: K=200, D=256, 10k / 2k; ``--smoke``: tiny).
+- W1: ImageNet-shaped dense features, a planted linear teacher (``svb_spark.datasets.planted``).
 - W2: scikit-learn's digits (real data, 1797 rows, 64 features, 10 classes), split 75/25.
-- W3: the sparse text-like problem of the sparse issue (``svb_spark.datasets.planted_sparse``,
-  about 50 non-zeros per row held as CSR end to end): K=500, D=2^18, 20k train / 5k test
-  (``--quick``: K=100, D=2^15, 2,000 / 500; ``--smoke``: tiny).
+- W3: the sparse text-like problem (``svb_spark.datasets.planted_sparse``, about 50 non-zeros
+  per row). Its rows stay CSR everywhere (SparseVectors in Spark, CSR for scikit-learn and for
+  held-out accuracy): a dense 2^18-column copy would be a different, far larger problem.
 """
 
 from __future__ import annotations
@@ -13,6 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+W1_SIZES = {  # K, D, train rows, test rows
+    "full": (1000, 512, 20_000, 5_000),
+    "quick": (200, 256, 10_000, 2_000),
+    "smoke": (20, 32, 2_000, 500),  # checks the harness end to end; no figures worth reading
+}
+W3_SIZES = {  # K, D, train rows, test rows
+    "full": (500, 2**18, 20_000, 5_000),
+    "quick": (100, 2**15, 2_000, 500),
+    "smoke": (10, 2**12, 800, 200),
+}
 
 
 @dataclass
@@ -38,32 +48,29 @@ class Workload:
     def sparse(self) -> bool:
         return hasattr(self.X_train, "indptr")
 
-    @property
-    def nonzeros_per_row(self) -> float | None:
-        """Average stored non-zeros per training row (CSR), None for dense data."""
-        if not self.sparse:
-            return None
-        return float(self.X_train.nnz) / max(self.X_train.shape[0], 1)
-
     def describe(self) -> dict:
-        described = {
-            "name": self.name,
-            "title": self.title,
-            "train_rows": int(len(self.y_train)),
-            "test_rows": int(len(self.y_test)),
-            "num_classes": self.num_classes,
-            "num_features": self.num_features,
-        }
+        """Name, title, sizes and, for CSR rows, the average non-zeros per training row."""
+        described = {"name": self.name, "title": self.title, "train_rows": len(self.y_train),
+                     "test_rows": len(self.y_test), "num_classes": self.num_classes,
+                     "num_features": self.num_features}  # fmt: skip
         if self.sparse:
-            described["nonzeros_per_row"] = self.nonzeros_per_row
+            described["nonzeros_per_row"] = self.X_train.nnz / max(self.X_train.shape[0], 1)
         return described
 
 
-W1_SIZES = {  # K, D, train rows, test rows
-    "full": (1000, 512, 20_000, 5_000),
-    "quick": (200, 256, 10_000, 2_000),
-    "smoke": (20, 32, 2_000, 500),  # checks the harness end to end; no figures worth reading
-}
+def power_of_two(n: int) -> str:
+    """``n`` as ``2^k`` when it is a power of two."""
+    return f"2^{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
+
+
+def stratified(name: str, title: str, X: np.ndarray, y: np.ndarray) -> Workload:
+    """A real data set split 75/25, stratified, with a fixed seed."""
+    from sklearn.model_selection import train_test_split
+
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y
+    )
+    return Workload(name, title, X_train, y_train, X_test, y_test)
 
 
 def w1_planted(mode: str) -> Workload:
@@ -72,81 +79,45 @@ def w1_planted(mode: str) -> Workload:
 
     K, D, train, test = W1_SIZES[mode]
     X, y = planted(train + test, num_features=D, num_classes=K, seed=5)
-    return Workload(
-        "W1",
-        f"dense planted teacher, K={K}, D={D}",
-        X[:train],
-        y[:train],
-        X[train:],
-        y[train:],
-    )
+    title = f"dense planted teacher, K={K}, D={D}"
+    return Workload("W1", title, X[:train], y[:train], X[train:], y[train:])
 
 
 def w2_digits() -> Workload:
-    """W2: scikit-learn's digits, stratified 75/25 split with a fixed seed."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from svb_spark.datasets import digits
 
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X.astype(np.float64), y, test_size=0.25, random_state=0, stratify=y
-    )
-    return Workload("W2", "digits (scikit-learn), K=10, D=64", X_train, y_train, X_test, y_test)
+    return stratified("W2", "digits (scikit-learn), K=10, D=64", *digits())
 
 
-W3_SIZES = {  # K, D, train rows, test rows
-    "full": (500, 2**18, 20_000, 5_000),
-    "quick": (100, 2**15, 2_000, 500),
-    "smoke": (10, 2**12, 800, 200),
-}
+def sparse_text(
+    num_classes: int, num_features: int, train: int, test: int, name: str = "sparse"
+) -> Workload:
+    """The sparse text-like problem at any size (CSR rows)."""
+    from svb_spark.datasets import planted_sparse, train_test_split
 
-
-def power_of_two(n: int) -> str:
-    """``n`` as ``2^k`` when it is a power of two."""
-    return f"2^{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
+    X, y = planted_sparse(train + test, num_features, num_classes, seed=11)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test / (train + test), seed=11)
+    title = f"sparse text-like, K={num_classes}, D={power_of_two(num_features)}"
+    return Workload(name, title, X_train, y_train, X_test, y_test)
 
 
 def w3_sparse_text(mode: str) -> Workload:
-    """W3: the sparse text-like problem, CSR rows (K=500, D=2^18 or a smaller size).
-
-    The rows stay sparse everywhere: the Spark DataFrame holds SparseVectors, scikit-learn
-    gets the CSR matrix and held-out accuracy is a sparse product, since a dense 2^18-column
-    copy would be a different (and far larger) problem.
-    """
-    from svb_spark.datasets import planted_sparse, train_test_split
-
-    K, D, train, test = W3_SIZES[mode]
-    X, y = planted_sparse(rows=train + test, num_features=D, num_classes=K, seed=11)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_fraction=test / (train + test), seed=11
-    )
-    return Workload(
-        "W3",
-        f"sparse text-like, K={K}, D={power_of_two(D)}",
-        X_train,
-        y_train,
-        X_test,
-        y_test,
-    )
+    """W3: the sparse text-like problem (K=500, D=2^18 or a smaller size)."""
+    return sparse_text(*W3_SIZES[mode], name="W3")
 
 
 def mlbench(name: str, label: str, title: str) -> Workload:
     """A real data set of Debian's r-cran-mlbench (``benchmarks/setup.sh`` installs it), read
-    with the PyPI package ``rdata``, split 75/25 with a fixed seed."""
+    with the PyPI package ``rdata``."""
     import warnings
 
     import rdata
-    from sklearn.model_selection import train_test_split
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rdata warns about R attributes it does not map
         frame = rdata.read_rda(f"/usr/lib/R/site-library/mlbench/data/{name}.rda")[name]
     X = frame.drop(columns=[label]).to_numpy(dtype=np.float64)
-    y = frame[label].cat.codes.to_numpy().astype(np.int64)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, random_state=0, stratify=y
-    )
-    return Workload(name, title, X_train, y_train, X_test, y_test)
+    return stratified(name, title, X, frame[label].cat.codes.to_numpy().astype(np.int64))
 
 
 def letter() -> Workload:
@@ -159,31 +130,11 @@ def satellite() -> Workload:
     return mlbench("Satellite", "classes", "satellite (mlbench), K=6, D=36")
 
 
-def sparse_text(num_classes: int, num_features: int, train: int, test: int) -> Workload:
-    """The sparse text-like generator at any size (CSR rows)."""
-    from svb_spark.datasets import planted_sparse, train_test_split
-
-    X, y = planted_sparse(
-        rows=train + test, num_features=num_features, num_classes=num_classes, seed=11
-    )
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_fraction=test / (train + test), seed=11
-    )
-    title = f"sparse text-like, K={num_classes}, D={power_of_two(num_features)}"
-    return Workload("sparse", title, X_train, y_train, X_test, y_test)
+WORKLOADS = {"W1": w1_planted, "W2": lambda mode: w2_digits(), "W3": w3_sparse_text}
 
 
-def selected(names: list[str], mode: str) -> tuple[list[Workload], dict[str, str]]:
-    """The workloads to run, and the reasons for those skipped (none at present; the report
-    still shows a skipped workload's reason)."""
-    workloads, skipped = [], {}
-    for name in names:
-        if name == "W1":
-            workloads.append(w1_planted(mode))
-        elif name == "W2":
-            workloads.append(w2_digits())
-        elif name == "W3":
-            workloads.append(w3_sparse_text(mode))
-        else:
-            raise ValueError(f"unknown workload {name!r}; choose from W1, W2, W3")
-    return workloads, skipped
+def selected(names: list[str], mode: str) -> list[Workload]:
+    """The workloads ``names`` at the sizes of ``mode``."""
+    if unknown := set(names) - set(WORKLOADS):
+        raise ValueError(f"unknown workload(s) {sorted(unknown)}; choose from W1, W2, W3")
+    return [WORKLOADS[name](mode) for name in names]
