@@ -327,6 +327,7 @@ class SVBLogisticRegression(
         trained = time.perf_counter()
 
         W, b = solver.unstandardize(result.W, result.b, config.mean, config.scale)
+        result.W = result.b = None  # the summary keeps the record, not a second K x D copy
         model = self._copyValues(SVBLogisticRegressionModel(W, b))
         model._resetUid(model.uid)
         record = FitRecord(
@@ -564,7 +565,7 @@ class SVBLogisticRegressionModel(
     def coefficientMatrix(self) -> DenseMatrix:
         """Coefficients as a numClasses x numFeatures DenseMatrix (original feature space)."""
         K, D = self._W.shape
-        return DenseMatrix(K, D, self._W.ravel(order="F").tolist())
+        return DenseMatrix(K, D, self._W.ravel(order="F"))  # one copy, not a list of floats
 
     @property
     def interceptVector(self) -> DenseVector:

@@ -2,8 +2,8 @@
 
 ``path/metadata`` holds the params as ``DefaultParamsWriter`` writes them; ``path/data`` is a
 Parquet table with one row per class (classIndex, intercept, coefficients), so a model with
-thousands of classes and millions of features is written in parallel-friendly pieces and never
-needs one giant row. Only the DataFrame API is used, so this works without a SparkContext
+thousands of classes and millions of features is written in pieces of at most 64 MB (one
+Spark job each) and never needs one giant row or task. Only the DataFrame API is used, so this works without a SparkContext
 (on Spark Connect, ``overwrite()`` can only clear local paths).
 """
 
@@ -57,6 +57,15 @@ def _remove(spark, path: str) -> None:
         shutil.rmtree(path.removeprefix("file:"), ignore_errors=True)
 
 
+# The coefficients one write job carries: a DataFrame made from local data travels inside its
+# tasks, and a task larger than spark.rpc.message.maxSize (128 MB by default) is refused.
+_WRITE_BYTES = 64 << 20
+
+
+def _classes_per_write(num_features: int) -> int:
+    return max(1, _WRITE_BYTES // (8 * max(num_features, 1)))
+
+
 class SVBModelWriter(MLWriter):
     """Writes params as metadata and the arrays as ``path/data``."""
 
@@ -87,16 +96,19 @@ class SVBModelWriter(MLWriter):
                 _context_or_session(spark),
                 extraMetadata={"numClasses": int(W.shape[0]), "numFeatures": int(W.shape[1])},
             )
-            table = pa.table(
-                {
-                    "classIndex": pa.array(np.arange(W.shape[0], dtype=np.int32)),
-                    "intercept": pa.array(b.astype(np.float64)),
-                    "coefficients": pa.FixedSizeListArray.from_arrays(
-                        pa.array(W.astype(np.float64).ravel()), W.shape[1]
-                    ).cast(pa.list_(pa.float64())),
-                }
-            )
-            dataframe_from_arrow(spark, table).write.parquet(os.path.join(path, "data"))
+            data = os.path.join(path, "data")
+            for first in range(0, max(W.shape[0], 1), _classes_per_write(W.shape[1])):
+                rows = slice(first, first + _classes_per_write(W.shape[1]))
+                table = pa.table(
+                    {
+                        "classIndex": pa.array(np.arange(W.shape[0], dtype=np.int32)[rows]),
+                        "intercept": pa.array(b[rows].astype(np.float64)),
+                        "coefficients": pa.FixedSizeListArray.from_arrays(
+                            pa.array(W[rows].astype(np.float64).ravel()), W.shape[1]
+                        ).cast(pa.list_(pa.float64())),
+                    }
+                )
+                dataframe_from_arrow(spark, table).write.mode("append").parquet(data)
         except BaseException:
             # Never leave a half-written model behind: a later load would fail confusingly.
             _remove(spark, path)
@@ -113,19 +125,60 @@ class SVBModelReader(MLReader):
     def load(self, path: str):
         spark = _session()
         metadata = DefaultParamsReader.loadMetadata(path, _context_or_session(spark))
-        data = spark.read.parquet(os.path.join(path, "data"))
-        if hasattr(data, "toArrow"):
-            rows = data.toArrow().to_pandas()
-        else:  # pyspark 3.5
-            rows = data.toPandas()
-        rows = rows.sort_values("classIndex")
+        batches = _read_on_driver(spark, os.path.join(path, "data"))
+        if batches is None:
+            data = spark.read.parquet(os.path.join(path, "data"))
+            if hasattr(data, "toArrow"):
+                batches = data.toArrow().to_batches()
+            else:  # pyspark 3.5
+                batches = pa.Table.from_pandas(data.toPandas(), preserve_index=False).to_batches()
         K, D = metadata["numClasses"], metadata["numFeatures"]
-        W = np.stack(rows["coefficients"].to_numpy()).reshape(K, D) if K else np.zeros((0, D))
-        b = rows["intercept"].to_numpy()
-        model = self.cls._from_arrays(W.copy(), b.copy())
+        W, b = np.zeros((K, D)), np.zeros(K)
+        # Batch by batch into the model's own arrays: the model is held once, plus a batch.
+        for batch in batches:
+            classes = batch.column("classIndex").to_numpy()
+            values = batch.column("coefficients").flatten().to_numpy(zero_copy_only=False)
+            W[classes] = values.reshape(len(classes), D)
+            b[classes] = batch.column("intercept").to_numpy(zero_copy_only=False)
+        model = self.cls._from_arrays(W, b)
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         return model
+
+
+def _read_on_driver(spark, directory: str):
+    """The model's Parquet data as record batches read by the driver itself through
+    :mod:`pyarrow.fs`, or None where Spark must read it.
+
+    Read through Spark, a large model's rows pass through executors' JVM heaps and come back as
+    task results (a 1500 x 2^18 model overflowed 1 GB executors); read here, they go from the
+    files into the arrays. Only in classic mode, where the driver sees the path as Spark does
+    (an explicit URI, or a bare path on a local default filesystem), and Spark takes over on
+    any error (say, no Hadoop client library for ``hdfs://``).
+    """
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from svb_spark.session import spark_context
+
+    sc = spark_context(spark)
+    if sc is None:
+        return None
+    if "://" not in directory:
+        default = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+        if not default.startswith("file:"):
+            return None
+        directory = os.path.abspath(directory.removeprefix("file:"))
+    try:
+        fs, root = pafs.FileSystem.from_uri(directory)
+        files = pq.ParquetDataset(root, filesystem=fs).files
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    return (
+        batch
+        for name in files
+        for batch in pq.ParquetFile(fs.open_input_file(name)).iter_batches(batch_size=16)
+    )
 
 
 class SVBModelWritable(MLWritable):

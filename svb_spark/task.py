@@ -87,8 +87,22 @@ def _memory_report(data: LocalPartition) -> dict:
     rows_bytes = X.nbytes if isinstance(X, np.ndarray) else X.data.nbytes + X.indices.nbytes
     # Linux reports ru_maxrss in KiB.
     return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_address_space": _peak_address_space(),
             "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes),
             "blas_threads": _blas_threads()}  # fmt: skip
+
+
+def _peak_address_space() -> int | None:
+    """This process's peak virtual memory in bytes (what ``spark.executor.pyspark.memory``
+    caps), where /proc tells it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _blas_threads() -> list[int]:
@@ -115,6 +129,29 @@ def limit_blas_threads(threads: int) -> None:
     import scipy.linalg.blas  # noqa: F401  (load scipy's BLAS now, so that the cap reaches it)
 
     threadpool_limits(limits=threads, user_api="blas")
+
+
+def limit_malloc_arenas() -> None:
+    """Under ``spark.executor.pyspark.memory``, keep glibc to 2 malloc arenas in this process.
+
+    Spark enforces that cap as an address-space limit (RLIMIT_AS), and glibc reserves 64 MB of
+    address space for each thread's arena: the Flight server's threads alone took about 450
+    MB of a worker's cap, memory a block of the model needs. Without the cap, or off glibc,
+    nothing changes.
+    """
+    if int(os.environ.get("PYSPARK_EXECUTOR_MEMORY_MB", "-1")) <= 0:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 # Test-only: when set in the executors' environment, each barrier task writes its rank, task
@@ -308,6 +345,7 @@ def barrier_training_task(
         context = BarrierTaskContext.get()
         rank = context.partitionId()
         limit_blas_threads(context.cpus())
+        limit_malloc_arenas()
         # Spark's address for each barrier task: its executor's host as the driver reaches it.
         addresses = [info.address for info in context.getTaskInfos()]
         clock.lap("setup")

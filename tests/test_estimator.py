@@ -218,10 +218,45 @@ def test_model_estimator_and_pipeline_save_load_round_trip(spark, digits_frames,
     ]
 
 
+def test_a_model_is_saved_in_pieces_small_enough_for_a_task(spark, tmp_path, monkeypatch):
+    import svb_spark.persistence as persistence
+
+    # A cluster refuses a task above spark.rpc.message.maxSize: the coefficients go out in
+    # several write jobs (here 3 classes of 2 features each), and come back whole.
+    monkeypatch.setattr(persistence, "_WRITE_BYTES", 3 * 2 * 8)
+    W = np.arange(14.0).reshape(7, 2)
+    model = SVBLogisticRegressionModel(W, np.arange(7.0))
+    model.write().overwrite().save(str(tmp_path / "model"))
+    parts = list((tmp_path / "model" / "data").glob("part-*.parquet"))
+    loaded = SVBLogisticRegressionModel.load(str(tmp_path / "model"))
+    assert len(parts) >= 3
+    np.testing.assert_array_equal(loaded.coefficientMatrix.toArray(), W)
+    np.testing.assert_array_equal(loaded.interceptVector.toArray(), np.arange(7.0))
+    # The driver reads the files itself; where it cannot, Spark reads them, to the same model.
+    assert persistence._read_on_driver(spark, str(tmp_path / "model" / "data")) is not None
+    monkeypatch.setattr(persistence, "_read_on_driver", lambda spark, directory: None)
+    through_spark = SVBLogisticRegressionModel.load(str(tmp_path / "model"))
+    np.testing.assert_array_equal(through_spark.coefficientMatrix.toArray(), W)
+
+
 def test_stopping_at_max_iter_warns(spark, planted):
     _, _, _, df = planted
     with pytest.warns(SVBConvergenceWarning, match="maxIter=2"):
         SVBLogisticRegression(numWorkers=2, maxIter=2).fit(df)
+
+
+def test_coefficient_matrix_copies_the_model_once():
+    import tracemalloc
+
+    W = np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000)
+    model = SVBLogisticRegressionModel(W, np.zeros(1000))
+    tracemalloc.start()
+    matrix = model.coefficientMatrix
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # One float64 copy (8 MB); a Python list of the floats on the way took 4 times that.
+    assert peak < 2 * W.nbytes
+    np.testing.assert_array_equal(matrix.toArray(), W)
 
 
 def test_single_vector_api_without_spark_job():

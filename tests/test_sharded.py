@@ -222,3 +222,23 @@ def test_auto_shards_when_a_replica_does_not_fit_a_worker_and_the_driver_checks_
     with live_spark_conf(spark, {"spark.driver.memory": "2m"}):
         with pytest.raises(ValueError, match=r"float64: .* = 400 x 1000 x 8 = 3200000 bytes"):
             check_block_fits(spark, config, 2, None)
+
+
+@pytest.mark.slow
+def test_a_model_larger_than_an_executor_trains_saves_loads_and_scores_sharded():
+    from jobs import run_job
+
+    result = run_job("big_model_job.py", timeout=3000)
+    print(
+        f"1500 x 2^18 float64 model, executors capped at 2.9 GB: fit {result['fit_seconds']:.0f} s,"
+        f" workers' peak RSS {[round(r / 2**30, 2) for r in result['peak_rss']]} GiB"
+    )
+    assert result["replica_bytes"] > result["cap_bytes"]
+    assert (
+        "numClasses x numFeatures x 8 bytes (float64) = 1500 x 262144 x 8"
+        in (result["p2p_refused"])
+    )
+    assert result["exchange"] == "sharded" and "does not fit" in result["reason"]
+    assert result["shape"] == [1500, 2**18] and result["loaded_equal"]
+    assert all(rss < result["cap_bytes"] for rss in result["peak_rss"])
+    assert result["scored"] == 200 and result["predictions_agree"] == 1.0
