@@ -3,8 +3,9 @@
 ``path/metadata`` holds the params as ``DefaultParamsWriter`` writes them; ``path/data`` is a
 Parquet table with one row per class (classIndex, intercept, coefficients), so a model with
 thousands of classes and millions of features is written in pieces of at most 64 MB (one
-Spark job each) and never needs one giant row or task. Only the DataFrame API is used, so this works without a SparkContext
-(on Spark Connect, ``overwrite()`` can only clear local paths).
+Spark job each) and never needs one giant row or task. Writing uses only the DataFrame API, so
+it works without a SparkContext (on Spark Connect, ``overwrite()`` can only clear local paths);
+in classic mode the driver reads the files back itself (see :func:`_read_on_driver`).
 """
 
 from __future__ import annotations
