@@ -26,7 +26,7 @@ from svb_spark.broadcast import fit_by_broadcast, require_spark_context
 from svb_spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.checkpoint import remove_checkpoints
 from svb_spark.contract import training_frame
-from svb_spark.cost import choose_exchange, itemsize, predicted_step_seconds
+from svb_spark.cost import choose_exchange, itemsize
 from svb_spark.exchange.codec import DENSE, SHARDED, SV
 from svb_spark.exchange.tls import tls_files_from_conf
 from svb_spark.inspection import check_columns, check_validation_column, inspect_training_data
@@ -335,7 +335,8 @@ class SVBLogisticRegression(
             num_workers=num_workers,
             exchange=mode,
             exchange_reason=reason,
-            predicted_bytes_per_step=predictions,
+            predicted_bytes_per_step=predictions["bytes"],
+            predicted_seconds_per_step=predictions["seconds"],
             sync_interval=config.sync_interval,
             solver=config.solver,
             timings={"inspect": inspected - started, "train": trained - inspected},
@@ -392,18 +393,18 @@ class SVBLogisticRegression(
             itemsize=itemsize(config.dtype),
             nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
         )
-        cheaper, predictions = choose_exchange(**shape)
-        mode, reason = self._exchange_mode(spark, config, cheaper, shape)
+        mode, reason, predictions = self._exchange_mode(spark, config, shape)
         kind = {"dense": DENSE, "sharded": SHARDED}.get(mode, SV)
         config = dataclasses.replace(config, message_kind=kind, solver=self._solver(config, mode))
         return config, mode, reason, predictions
 
-    def _exchange_mode(self, spark, config: TrainingConfig, cheaper: str, shape: dict):
-        """The exchange mode in force and why: the param, or what ``auto`` chose.
+    def _exchange_mode(self, spark, config: TrainingConfig, shape: dict):
+        """The exchange mode in force, why, and the cost model's bytes and seconds per step
+        of every mode.
 
-        ``auto`` shards the classes when a replica would not fit a worker, or when SGD is in
-        force (SAGA needs a replica) and the cost model predicts a faster step; otherwise it
-        takes the mesh mode that sends fewer bytes.
+        ``auto`` shards the classes when a replica would not fit a worker. Otherwise it takes
+        the mode with the fastest predicted step among p2p, dense and, when SGD is in force
+        (SAGA needs a replica) on more than one worker, sharded.
         """
         K, D, P = config.num_classes, config.num_features, shape["num_workers"]
         if self.getExchange() == "sharded":
@@ -414,22 +415,26 @@ class SVBLogisticRegression(
                     "its steps are exact synchronous SGD. Set syncInterval=1 or use "
                     "exchange='p2p'."
                 )
+        shardable = K >= P and config.sync_interval == 1 and not self._validation_column()
+        sgd = config.sparse or self.getSolver() == SGD
+        candidates = (
+            ("p2p", "dense", "sharded") if shardable and sgd and P > 1 else ("p2p", "dense")
+        )
+        fastest, sent, seconds = choose_exchange(candidates, **shape)
+        predictions = {"bytes": sent, "seconds": seconds}
         if self.getExchange() != "auto":
-            return self.getExchange(), "set by the exchange param"
-        if K >= P and config.sync_interval == 1 and not self._validation_column():
-            if not replica_fits(spark, K, D, config.dtype):
-                key, _ = worker_memory(spark)
-                return "sharded", (
-                    f"a replica of the {K} x {D} weights does not fit {key}; a block of "
-                    f"{-(-K // P)} classes per worker does"
-                )
-            sgd = config.sparse or self.getSolver() == SGD
-            faster = predicted_step_seconds("sharded", **shape) < predicted_step_seconds(
-                cheaper, **shape
-            )
-            if P > 1 and sgd and faster:
-                return "sharded", f"the cost model predicts a faster SGD step than {cheaper}"
-        return cheaper, "the cost model predicts the fewest bytes per step"
+            return self.getExchange(), "set by the exchange param", predictions
+        if shardable and not replica_fits(spark, K, D, config.dtype):
+            key, _ = worker_memory(spark)
+            return "sharded", (
+                f"a replica of the {K} x {D} weights does not fit {key}; a block of "
+                f"{-(-K // P)} classes per worker does"
+            ), predictions  # fmt: skip
+        others = ", ".join(f"{m} {seconds[m] * 1e3:.3g} ms" for m in candidates if m != fastest)
+        return fastest, (
+            f"the cost model predicts the fastest step: {fastest} {seconds[fastest] * 1e3:.3g} "
+            f"ms against {others}"
+        ), predictions  # fmt: skip
 
     def _solver(self, config: TrainingConfig, mode: str) -> str:
         """The optimizer in force: "auto" resolved, "saga" checked against what it needs.

@@ -92,10 +92,13 @@ def predicted_bytes_per_step(
     raise ValueError(f"no cost model for exchange mode {mode!r}")
 
 
-# A worker's arithmetic rate on one core (float32 GEMM here runs at 25 to 30 GFLOP/s on two
-# cores) and the mesh's bandwidth per worker; only the ratio between modes matters.
-FLOPS_PER_SECOND = 12e9
-BYTES_PER_SECOND = 1e9
+# One worker's rates, as benchmarks/costmodel.py calibrates them on this class of machine
+# (benchmarks/results/quick.json: sgemm 66 GFLOP/s on 2 cores, 0.74 ns per streamed element,
+# 1.3 ns a byte for loopback Flight plus the Arrow codec). Only the ratios between modes decide.
+GEMM_FLOPS_PER_SECOND = 30e9
+ELEMENT_SECONDS = 0.75e-9
+BYTES_PER_SECOND = 0.75e9
+MESH_MODES = ("p2p", "dense", "sharded")
 
 
 def predicted_step_seconds(
@@ -107,40 +110,45 @@ def predicted_step_seconds(
     itemsize: int,
     nonzeros_per_row: float | None = None,
 ) -> float:
-    """A worker's time for one step in ``mode``: its arithmetic plus its bytes sent.
+    """A worker's time for one step in ``mode``: GEMM flops, streamed elements and bytes sent.
 
-    With ``F = nnz`` for CSR rows and ``D`` otherwise, a replicated worker scores its B rows
-    (2 B K F flops) and applies all P B rows of sufficient vectors (2 P B K F), or in the dense
-    mode forms its gradient (2 B K F) and sums P of them; a class-sharded worker scores and
-    updates P B rows against K / P classes (4 B K F). The latency of one exchange per step is
-    the same in every mesh mode and left out.
+    With ``F = nnz`` for CSR rows and ``D`` otherwise:
+
+    - "p2p" (and "broadcast"): score the worker's B rows (2 B K F flops) and apply all P B
+      rows of sufficient vectors (2 P B K F), after stacking them (P B (K + F) elements);
+    - "dense": score and form the gradient (4 B K F), then sum P gradients and apply them
+      ((P + 2) K D elements: memory-bound, where small K loses nothing to it);
+    - "sharded": score and update P B rows for K / P classes (4 B K F), stacking the rows and
+      the block's scores (P B F + 2 B K elements).
+
+    The latency of one exchange per step is the same in every mode and left out.
     """
     P, B, K, D = num_workers, batch_size, num_classes, num_features
     F = D if nonzeros_per_row is None else nonzeros_per_row
-    flops = {
-        "p2p": 2 * B * K * F * (1 + P),
-        "dense": 4 * B * K * F + 2 * P * K * D,
-        "sharded": 4 * B * K * F,
-        "broadcast": 2 * B * K * F * (1 + P),
+    flops, elements = {
+        "p2p": (2 * B * K * F * (1 + P), P * B * (K + F)),
+        "broadcast": (2 * B * K * F * (1 + P), P * B * (K + F)),
+        "dense": (4 * B * K * F, (P + 2) * K * D),
+        "sharded": (4 * B * K * F, P * B * F + 2 * B * K),
     }[mode]
     sent = predicted_bytes_per_step(mode, P, B, K, D, itemsize, nonzeros_per_row)
-    scale = itemsize / 4  # float64 arithmetic is about half as fast as float32
-    return flops * scale / FLOPS_PER_SECOND + sent / BYTES_PER_SECOND
+    scale = itemsize / 4  # float64 arithmetic and streams take about twice float32's time
+    compute = scale * (flops / GEMM_FLOPS_PER_SECOND + elements * ELEMENT_SECONDS)
+    return compute + sent / BYTES_PER_SECOND
 
 
-def choose_exchange(**shape) -> tuple[str, dict[str, float]]:
-    """The replicated mesh mode ("p2p" or "dense") that sends fewer bytes, and every mode's
-    predicted bytes per step.
+def choose_exchange(candidates=("p2p", "dense"), **shape) -> tuple[str, dict, dict]:
+    """The mode among ``candidates`` with the fastest predicted step, and every mode's
+    predicted bytes and seconds per step.
 
     ``shape`` holds the keyword arguments of :func:`predicted_bytes_per_step` but ``mode``.
+    Ties go to p2p, then to the mode that sends fewer bytes.
     """
-    predictions = {
-        mode: predicted_bytes_per_step(mode, **shape)
-        for mode in ("p2p", "dense", "broadcast", "sharded")
-    }
-    # Ties go to p2p: the same bytes, and the rebuild needs no K x D gradient buffer.
-    mesh = ("p2p", "dense")
-    return min(mesh, key=lambda mode: (predictions[mode], mode != "p2p")), predictions
+    modes = ("p2p", "dense", "broadcast", "sharded")
+    sent = {mode: predicted_bytes_per_step(mode, **shape) for mode in modes}
+    seconds = {mode: predicted_step_seconds(mode, **shape) for mode in modes}
+    fastest = min(candidates, key=lambda mode: (seconds[mode], mode != "p2p", sent[mode]))
+    return fastest, sent, seconds
 
 
 def max_message_bytes(config) -> int:

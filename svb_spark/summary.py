@@ -24,6 +24,7 @@ class FitRecord:
     exchange: str  # the mode in force ("auto" resolved)
     exchange_reason: str  # why: the param, or what auto weighed
     predicted_bytes_per_step: dict[str, float]
+    predicted_seconds_per_step: dict[str, float]
     sync_interval: int
     solver: str  # the optimizer in force ("auto" resolved)
     timings: dict[str, float]  # driver phases; the loop's phases come from the result
@@ -174,7 +175,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
     - bytes as rank 0 saw them: ``bytesSent``/``bytesReceived`` (payload plus framing),
       ``payloadBytesSent``, ``framingBytesSent``, ``payloadBytesReceived``,
       ``framingBytesReceived``, ``bytesSentPerExchange`` and ``bytesPerStep``;
-    - ``predictedBytesPerStep``: the cost model's payload bytes per step for each mode;
+    - ``predictedBytesPerStep`` and ``predictedSecondsPerStep``: the cost model's payload bytes
+      and seconds per step for each mode;
     - ``timings`` (seconds per phase) and ``workers`` (per rank: Spark's task address, the
       Flight location served, row count and process id, where the mode has them).
     """
@@ -208,6 +210,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.bytesSentPerExchange: list[int] = result.sent_per_exchange
         self.bytesPerStep: float = self.bytesSent / max(self.steps, 1)
         self.predictedBytesPerStep: dict[str, float] = record.predicted_bytes_per_step
+        #: The cost model's seconds per step of each mode, which ``auto`` compares.
+        self.predictedSecondsPerStep: dict[str, float] = record.predicted_seconds_per_step
         self.timings: dict[str, float] = {**record.timings, **result.seconds}
         self.workers: list[dict] = result.workers
         #: Replica checksum comparisons made, and mismatches repaired from rank 0 (see

@@ -1,15 +1,19 @@
-"""``python -m benchmarks.sharded [--quick]``: class-sharded against replicated p2p, one run.
+"""``python -m benchmarks.exchange [--quick]``: the exchange modes side by side, one run.
 
-Both modes fit the same cached rows with SGD (float32, the default batchSize, 2 epochs) on
-local[2], at P = 1 and P = 2 workers; P = 4 runs as processes outside Spark over a Flight mesh
-on 127.0.0.1, oversubscribed (4 workers on 2 cores), so its times show the trend only. Prints,
-per shape, the loop's seconds per epoch, the payload bytes of a full step against the cost
-model's formula, and the ratios the class-sharded mode is judged by:
+**Class-sharded against replicated p2p.** Both fit the same cached rows with SGD (float32, the
+default batchSize, 2 epochs) on local[2], at P = 1 and P = 2 workers; P = 4 runs as processes
+outside Spark over a Flight mesh on 127.0.0.1, oversubscribed (4 workers on 2 cores), so its
+times show the trend only. Per shape: the loop's seconds per epoch, the payload bytes per step
+against the cost model's formula, and the ratios the class-sharded mode is judged by:
 
 - sharded / replicated time per epoch at P = 2 (theory 2/3: 2 B K D flops against 3 B K D);
 - sharded at P = 2 / sharded at P = 1 on the dense shape (theory 1/2).
 
-Results go to ``benchmarks/results/sharded.json``.
+**auto's choice.** At shapes where sufficient vectors, the dense gradient or the class blocks
+should win, every mesh mode fits the same rows (SGD, P = 2) and ``exchange="auto"`` says which
+it takes: the table shows whether that is the measured fastest, and its time against p2p's.
+
+Results go to ``benchmarks/results/exchange.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results" / "sharded.json"
+RESULTS = Path(__file__).parent / "results" / "exchange.json"
+# name: (rows, classes, features, batchSize) for the auto check
+AUTO_SHAPES = {
+    "SVs win": (4096, 60, 300, 8),
+    "dense gradient wins": (16384, 4, 1000, 512),
+    "bytes and time disagree": (8192, 100, 1024, 32),
+    "large model": (2048, 1000, 4096, 32),
+}
 EPOCHS = 2
 MODES = {"replicated": "p2p", "sharded": "sharded"}
 
@@ -98,20 +109,45 @@ def measure(spark, name: str, shape: tuple) -> dict:
     }
 
 
+def auto_check(spark, name: str, shape: tuple) -> dict:
+    """Epoch seconds of every mesh mode at ``shape``, and the mode auto takes."""
+    from svb_spark import SVBLogisticRegression, datasets
+
+    rows, classes, features, batch = shape
+    X, y = datasets.planted(rows, features, classes, seed=1)
+    df = datasets.to_dataframe(spark, X.astype(np.float32), y, 2).cache()
+    df.count()
+    common = dict(solver="sgd", numWorkers=2, maxIter=EPOCHS, tol=0.0, batchSize=batch)
+    measured = {}
+    for mode in ("p2p", "dense", "sharded", "auto"):
+        summary = SVBLogisticRegression(exchange=mode, **common).fit(df).summary
+        measured[mode] = epoch_seconds(summary)
+        if mode == "auto":
+            chosen, predicted = summary.exchange, summary.predictedSecondsPerStep
+    df.unpersist()
+    fastest = min(("p2p", "dense", "sharded"), key=measured.get)
+    print(name, measured, chosen, flush=True)
+    return {"shape": dict(zip(("rows", "classes", "features", "batch_size"), shape)),
+            "epoch_seconds": measured, "auto_chose": chosen, "measured_fastest": fastest,
+            "predicted_step_seconds": predicted,
+            "auto_over_p2p": measured["auto"] / measured["p2p"]}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sharded", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.exchange", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small shapes, a smoke run")
     args = parser.parse_args(argv)
 
     from svb_spark.session import local_session
 
-    spark = local_session("local[2]", app_name="svb_spark-sharded",
+    spark = local_session("local[2]", app_name="svb_spark-exchange",
                           **{"spark.driver.memory": "12g"})  # fmt: skip
     started = time.perf_counter()
     results = {name: measure(spark, name, shape) for name, shape in shapes(args.quick).items()}
+    auto = {name: auto_check(spark, name, shape) for name, shape in AUTO_SHAPES.items()}
     spark.stop()
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({"sharded": results, "auto": auto}, indent=2) + "\n")
     print("| shape | mode, P | s / epoch | payload bytes / step (formula) | framing / exchange |")
     print("| --- | --- | --- | --- | --- |")
     for name, result in results.items():
@@ -126,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in results.items():
         print(f"{name}: sharded / replicated at P=2 {result['sharded_over_replicated_at_2']:.2f} "
               f"(target <= 0.75); sharded P=2 / P=1 {result['sharded_2_over_1']:.2f}")  # fmt: skip
+    print("| shape | p2p | dense | sharded | auto takes | measured fastest | auto / p2p |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, check in auto.items():
+        times = check["epoch_seconds"]
+        print(f"| {name} | {times['p2p']:.2f} | {times['dense']:.2f} | {times['sharded']:.2f} | "
+              f"{check['auto_chose']} | {check['measured_fastest']} | "
+              f"{check['auto_over_p2p']:.2f} |")  # fmt: skip
     print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
     return 0
 
