@@ -76,8 +76,7 @@ class _SVBLogisticRegressionParams(
         "vectors through Spark's TorrentBroadcast, one Spark job per exchange; classic mode "
         "only), sharded (each worker owns a block of the classes and only rows travel: for "
         "models larger than a worker; SGD only) or auto (sharded when a replica does not fit "
-        "a worker or SGD's step is predicted faster sharded; else p2p or dense, whichever the "
-        "cost model says moves fewer bytes).",
+        "a worker; otherwise the mode whose step the cost model predicts fastest).",
         typeConverter=TypeConverters.toString,
     )
     dtype: Param[str] = Param(

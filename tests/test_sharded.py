@@ -179,10 +179,11 @@ def test_spark_sparse_sharded_fit_equals_the_replicated_fit(spark):
         np.testing.assert_allclose(ours.toArray(), theirs.toArray(), rtol=1e-6, atol=1e-9)
     predicted = sharded.transform(df).select("prediction").collect()
     assert len(predicted) == 300
-    # auto shards sparse SGD fits: rows alone travel and each worker does a third less work.
+    # At 5 classes a sharded step's own overhead outweighs its saving: auto stays replicated
+    # and says why (benchmarks.exchange measures where it shards).
     auto = SVBLogisticRegression(exchange="auto", **common).fit(df).summary
-    assert auto.exchange == "sharded" and "fastest step: sharded" in auto.exchangeReason
-    assert auto.predictedSecondsPerStep["sharded"] < auto.predictedSecondsPerStep["p2p"]
+    assert auto.exchange == "p2p" and "fastest step: p2p" in auto.exchangeReason
+    assert auto.predictedSecondsPerStep["sharded"] > auto.predictedSecondsPerStep["p2p"]
 
 
 @pytest.mark.parametrize(
