@@ -66,7 +66,6 @@ class _ScoredStep:
     """A step whose rows every worker has scored, waiting for the peers' normalizers."""
 
     X: np.ndarray  # the global batch, rank order: dense, or CSR
-    y: np.ndarray
     w: np.ndarray
     weight: float  # the batch's total row weight, summed per worker in rank order
     labels: tuple  # see solver.label_margins
@@ -106,7 +105,7 @@ class ShardedWorker:
         weight = sum(float(m.w.sum(dtype=np.float64)) for m in messages)
         labels = solver.label_margins(margins, y, self.first)
         row_max, row_sum = solver.partial_normalizers(margins)
-        return _ScoredStep(X, y, w, weight, labels, margins, row_max, row_sum)
+        return _ScoredStep(X, w, weight, labels, margins, row_max, row_sum)
 
     def update(self, step: _ScoredStep, messages: list[codec.ShardMessage]) -> float:
         """Apply the scored step with every block's normalizers; returns the loss of the rows

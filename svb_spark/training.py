@@ -78,7 +78,7 @@ class TrainingConfig:
     mean: np.ndarray | None = None  # subtracted before scaling; None = scale only
     reg_scale: np.ndarray | None = None  # per-feature L2 multiplier; None = 1
     exchange_timeout: float = 120.0
-    message_kind: str = codec.SV  # codec.SV, or codec.DENSE for the baseline
+    message_kind: str = codec.SV  # codec.SV, codec.DENSE (the baseline) or codec.SHARDED
     sync_interval: int = 1  # local steps between exchanges
     sparse: bool = False  # rows as CSR; the replica is then kept as factor * W
     verify_interval: int = 0  # exchanges between replica checksum comparisons; 0 = never
