@@ -1,5 +1,6 @@
-"""The communication cost model of DESIGN.md: bytes each worker sends per SGD step, and the
-largest message a fit's Flight servers accept."""
+"""The cost model of DESIGN.md: per exchange mode, the bytes a worker sends per SGD step and
+the seconds its step is predicted to take (``auto`` takes the fastest), what a class-sharded
+worker holds, and the largest message a fit's Flight servers accept."""
 
 from __future__ import annotations
 
