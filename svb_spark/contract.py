@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from svb_spark.session import barrier_stage_keeps_partitions
 from svb_spark.training import TrainingResult
 
 # Column names of the DataFrame the driver hands to the barrier stage.
@@ -17,6 +18,7 @@ HELD_OUT = "held_out"  # true for the validation rows, which are scored and neve
 RESULT_SCHEMA = pa.schema([("part", pa.string()), ("seq", pa.int32()), ("data", pa.binary())])
 RESULT_DDL = "part string, seq int, data binary"
 _CHUNK_BYTES = 32 << 20
+_SHARE_SLACK = 0.1  # how far from an even share an input partition may be to keep it
 
 
 def stored_arrays(result: TrainingResult, suffix: str = "") -> tuple[dict[str, np.ndarray], dict]:
@@ -154,18 +156,40 @@ def training_frame(
     weight: str | None,
     num_workers: int,
     validation: str | None = None,
+    stats=None,
 ):
     """The columns the workers need, one partition per worker (validation rows included).
 
-    Rows are hash-partitioned on a row id so that the same input gives every worker the same
-    rows, and the workers sort by it: together with ``seed`` this makes fits repeatable.
+    Every row gets an id that grows along its partition, and the workers sort their rows by
+    it: together with ``seed`` this makes fits repeatable. The rows are hash-partitioned on
+    that id, so that the same input gives every worker the same rows; but an input whose
+    partitions the pre-pass (``stats``, a :class:`~svb_spark.inspection.DatasetSummary`) found
+    to be one per worker, each within 10% of an even share, keeps them when Spark can run the
+    barrier stage on them: the same input then gives every worker the same rows in the same
+    order without a shuffle of the whole dataset.
     """
     from pyspark.sql import functions as F
 
-    return dataset.select(
+    frame = dataset.select(
         F.col(features).alias(FEATURES),
         F.col(label).cast("double").alias(LABEL),
         (F.col(weight).cast("double") if weight else F.lit(1.0)).alias(WEIGHT),
         (F.col(validation) if validation else F.lit(False)).alias(HELD_OUT),
         F.monotonically_increasing_id().alias(ROW_ID),
-    ).repartition(num_workers, ROW_ID)
+    )
+    if (
+        stats is not None
+        and evenly_split(stats.partition_rows, num_workers)
+        and barrier_stage_keeps_partitions(frame, num_workers)
+    ):
+        return frame
+    return frame.repartition(num_workers, ROW_ID)
+
+
+def evenly_split(partition_rows, num_workers: int) -> bool:
+    """Whether rows in ``partition_rows`` (rows per partition) are one partition per worker,
+    each within 10% of an even share: what the fit's memory check assumes of a worker."""
+    if len(partition_rows) != num_workers or not sum(partition_rows):
+        return False
+    share = sum(partition_rows) / num_workers
+    return all(abs(rows - share) <= _SHARE_SLACK * share for rows in partition_rows)

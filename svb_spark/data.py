@@ -91,6 +91,19 @@ def _coordinates(column: pa.Array, num_features: int):
     return rows, columns, values
 
 
+def dense_rows(column: pa.Array | pa.ChunkedArray, num_features: int) -> np.ndarray | None:
+    """The ``rows x num_features`` matrix of a VectorUDT or array column whose every row stores
+    all its values (dense vectors, arrays), as a read-only view of the Arrow buffer; None
+    when some row is a sparse vector."""
+    column = _combined(column)
+    if is_vector_struct(column.type):
+        if not (column.field("type").to_numpy(zero_copy_only=False) == DENSE_VECTOR).all():
+            return None
+        column = column.field("values")
+    offsets, flat = _list_parts(column)
+    return flat[offsets[0] : offsets[-1]].reshape(len(column), num_features)
+
+
 def vectors_to_dense(
     column: pa.Array | pa.ChunkedArray, num_features: int, dtype: np.dtype | str = np.float64
 ) -> np.ndarray:
@@ -101,17 +114,12 @@ def vectors_to_dense(
     """
     column = _combined(column)
     n = len(column)
-    out = np.zeros((n, num_features), dtype=dtype)
     if n == 0:
-        return out
-    if (
-        not is_vector_struct(column.type)
-        or (column.field("type").to_numpy(zero_copy_only=False) == DENSE_VECTOR).all()
-    ):
-        lists = column.field("values") if is_vector_struct(column.type) else column
-        offsets, flat = _list_parts(lists)
-        out[:] = flat[offsets[0] : offsets[-1]].reshape(n, num_features)
-        return out
+        return np.zeros((0, num_features), dtype=dtype)
+    stored = dense_rows(column, num_features)
+    if stored is not None:
+        return stored.astype(dtype)
+    out = np.zeros((n, num_features), dtype=dtype)
     rows, columns, values = _coordinates(column, num_features)
     out[rows, columns] = values
     return out
@@ -155,15 +163,41 @@ def table_to_arrays(
     num_features: int,
     dtype,
     sparse: bool = False,
+    order: np.ndarray | None = None,
 ):
-    """Concatenate Arrow record batches into (X, y int64, weights); X is CSR when ``sparse``."""
+    """Concatenate Arrow record batches into (X, y int64, weights); X is CSR when ``sparse``.
+
+    ``order`` (a permutation of the rows, or None for the order they come in) is the order of
+    the rows in the result. Dense rows go from each batch straight to their place in X.
+    """
     batches = list(batches)
     decode = vectors_to_csr if sparse else vectors_to_dense
     if not batches:
         empty = pa.array([], type=pa.list_(pa.float64()))
         return decode(empty, num_features, dtype), np.zeros(0, np.int64), np.zeros(0, dtype)
-    table = pa.Table.from_batches(batches)
-    X = decode(table.column(features_col), num_features, dtype)
-    y = numeric_column(table.column(label_col)).astype(np.int64)
-    w = numeric_column(table.column(weight_col), dtype)
+    y = np.concatenate([numeric_column(b.column(label_col)) for b in batches]).astype(np.int64)
+    w = np.concatenate([numeric_column(b.column(weight_col), dtype) for b in batches])
+    if order is not None:
+        y, w = y[order], w[order]
+    if sparse:
+        X = decode(pa.Table.from_batches(batches).column(features_col), num_features, dtype)
+        return (X if order is None else X[order]), y, w
+    X = np.empty((len(y), num_features), dtype=dtype)
+    # Where each incoming row goes: the inverse of ``order``.
+    places = None
+    if order is not None:
+        places = np.empty_like(order)
+        places[order] = np.arange(len(order))
+    start = 0
+    for batch in batches:
+        column = batch.column(features_col)
+        rows = dense_rows(column, num_features)
+        if rows is None:
+            rows = vectors_to_dense(column, num_features, dtype)
+        end = start + len(rows)
+        if places is None:
+            X[start:end] = rows
+        else:
+            X[places[start:end]] = rows
+        start = end
     return X, y, w

@@ -15,13 +15,12 @@ import numpy as np
 import pyarrow as pa
 
 from svb_spark.data import (
-    DENSE_VECTOR,
-    is_vector_struct,
+    dense_rows,
     numeric_column,
     vector_sizes,
     vectors_to_csr,
-    vectors_to_dense,
 )
+from svb_spark.session import arrow_batch_bytes
 
 _STATS_SCHEMA = "stats binary"
 
@@ -37,6 +36,7 @@ class DatasetSummary:
     mean: np.ndarray
     std: np.ndarray
     nonzeros: int = 0
+    partition_rows: tuple[int, ...] = ()  # rows in each partition of the input, in order
 
     @property
     def nonzeros_per_row(self) -> float:
@@ -108,8 +108,9 @@ class _PartitionStats:
             self.sum, self.sq_sum = np.zeros(size), np.zeros(size)
         self.weight_sum += float(w.sum())
         self.weight_sq_sum += float((w * w).sum())
-        if stored_densely(column):
-            self._add_dense(vectors_to_dense(column, size), w)
+        X = dense_rows(column, size)
+        if X is not None:
+            self._add_dense(X.astype(np.float64, copy=False), w)  # array<float> rows: a copy
             return
         # CSR, never dense: hashed text has D = 2^18 and more.
         X = vectors_to_csr(column, size)
@@ -124,26 +125,17 @@ class _PartitionStats:
         self.sq_sum += X.multiply(X).T @ w
 
     def _add_dense(self, X: np.ndarray, w: np.ndarray) -> None:
-        """The moments of rows stored densely: two matrix-vector products, no CSR."""
+        """The moments of rows stored densely (``X``, read-only, a view of the batch): two
+        matrix-vector products, no CSR."""
         self.nonzeros += int(np.count_nonzero(X))  # non-finite values count, as in CSR
         finite = np.isfinite(X)
         if not finite.all():
             if self.nonfinite is None:
                 first = np.flatnonzero(~finite)[0]  # row-major, as CSR order
                 self.nonfinite = (int(first % X.shape[1]), float(X.flat[first]))
-            X[~finite] = 0.0
+            X = np.where(finite, X, 0.0)
         self.sum += w @ X
-        X *= X
-        self.sq_sum += w @ X
-
-
-def stored_densely(column: pa.Array) -> bool:
-    """Whether every row of a VectorUDT or array column stores all its values (dense
-    vectors, arrays): the batch is then a dense matrix already."""
-    if not is_vector_struct(column.type):
-        return True
-    kinds = column.field("type").to_numpy(zero_copy_only=False)
-    return bool((kinds == DENSE_VECTOR).all())
+        self.sq_sum += w @ np.square(X)
 
 
 def _statistics_task(features: str, label: str, weight: str | None):
@@ -167,7 +159,8 @@ def inspect_training_data(
 
     Raises ValueError for bad values, naming the column, the value and the fix.
     """
-    rows = df.mapInArrow(_statistics_task(features, label, weight), _STATS_SCHEMA).collect()
+    with arrow_batch_bytes(df.sparkSession):
+        rows = df.mapInArrow(_statistics_task(features, label, weight), _STATS_SCHEMA).collect()
     parts = [pickle.loads(r.stats) for r in rows]
     total_rows = sum(p.rows for p in parts)
     if total_rows == 0:
@@ -263,6 +256,7 @@ def inspect_training_data(
         mean=mean,
         std=std,
         nonzeros=sum(p.nonzeros for p in parts),
+        partition_rows=tuple(p.rows for p in parts),
     )
 
 

@@ -35,7 +35,7 @@ from svb_spark.cost import max_message_bytes
 from svb_spark.data import table_to_arrays
 from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
 from svb_spark.exchange import Exchange, codec
-from svb_spark.session import spark_conf
+from svb_spark.session import arrow_batch_bytes, spark_conf
 from svb_spark.sharded import train_sharded
 from svb_spark.training import (
     LocalPartition,
@@ -62,19 +62,24 @@ def executor_host(address: str) -> str:
 def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) -> LocalPartition:
     """A task's input batches as a standardized :class:`LocalPartition`, in row-id order."""
     batches = list(batches)
-    X, y, w = table_to_arrays(
-        batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse
-    )
-    held_out = None
+    order = held_out = None
     if batches:
+        ids = np.concatenate([b.column(ROW_ID).to_numpy() for b in batches])
         # Shuffle output arrives in no fixed order; sorting by row id makes fits repeatable.
-        table = pa.Table.from_batches(batches)
-        order = np.argsort(table.column(ROW_ID).to_numpy(), kind="stable")
-        X, y, w = X[order], y[order], w[order]
+        # Rows that kept their input partition come in id order already.
+        if (ids[1:] <= ids[:-1]).any():
+            order = np.argsort(ids, kind="stable")
         if config.validation_tol is not None:
-            held_out = table.column(HELD_OUT).to_numpy(zero_copy_only=False)[order]
+            held_out = np.concatenate(
+                [b.column(HELD_OUT).to_numpy(zero_copy_only=False) for b in batches]
+            )
+            held_out = held_out if order is None else held_out[order]
     elif config.validation_tol is not None:
         held_out = np.zeros(0, dtype=bool)
+    X, y, w = table_to_arrays(
+        batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse, order
+    )
+    del batches  # free the Arrow copy of the rows before standardizing
     return prepare_partition(X, y, w, config, held_out)
 
 
@@ -427,7 +432,8 @@ def fit_by_barrier_stage(
     try:
         # Rows, not toArrow(): its collect turns a Ctrl-C into a Py4J error. In classic mode
         # the rows are only the record; the weights came through the inbox.
-        rows = [(r.part, r.seq, r.data) for r in stage.repartition(1).collect()]
+        with arrow_batch_bytes(training.sparkSession):
+            rows = [(r.part, r.seq, r.data) for r in stage.repartition(1).collect()]
         collected = time.perf_counter()
         result = decode_result(rows, inbox)
     finally:

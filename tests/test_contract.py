@@ -126,3 +126,88 @@ def test_the_rendezvous_swaps_hellos_while_the_rows_load():
         assert met[rank].plan.steps_per_epoch == met[0].plan.steps_per_epoch
         assert met[rank].data.rows == 3 + rank
         assert exchanges[rank].sent_per_exchange == []  # not counted as training bytes
+
+
+def _rows_by_partition(frame, *columns):
+    from pyspark.sql import functions as F
+
+    rows = frame.select(F.spark_partition_id().alias("pid"), *columns).collect()
+    return [[tuple(r)[1:] for r in rows if r.pid == p] for p in range(frame.rdd.getNumPartitions())]
+
+
+def test_the_training_frame_keeps_even_input_partitions_that_a_barrier_stage_can_run_on(spark):
+    from common_data import planted_frame
+    from pyspark.sql import functions as F
+
+    from svb_spark.inspection import inspect_training_data
+
+    def frame(df, stats=None):
+        return contract.training_frame(df, "features", "label", "weight", 2, stats=stats)
+
+    df = planted_frame(spark).cache()  # the weights tell the rows apart
+    stats = inspect_training_data(df, "features", "label", "weight", 0)
+    assert stats.partition_rows == (200, 200)
+    inputs = _rows_by_partition(df, "weight")
+    # Each worker gets its input partition as it is, in order, and row ids that grow along it.
+    kept = frame(df, stats)
+    assert _rows_by_partition(kept, contract.WEIGHT) == inputs
+    assert all(ids == sorted(ids) for ids in _rows_by_partition(kept, contract.ROW_ID))
+    # Without the pre-pass's word, or with partitions too uneven, rows are hashed on the id.
+    uneven = df.filter(F.monotonically_increasing_id() < (1 << 33) + 150)  # 200 and 150 rows
+    uneven_stats = inspect_training_data(uneven, "features", "label", "weight", 0)
+    assert uneven_stats.partition_rows == (200, 150)
+    for source, hashed in ((df, frame(df)), (uneven, frame(uneven, uneven_stats))):
+        given, got = _rows_by_partition(source, "weight"), _rows_by_partition(hashed, "weight")
+        assert [sorted(part) for part in got] != [sorted(part) for part in given]
+        assert sorted(sum(got, [])) == sorted(sum(given, []))
+
+
+def test_the_barrier_check_refuses_what_spark_refuses_coalesced_and_union_inputs(spark):
+    from common_data import planted_frame
+
+    from svb_spark.session import barrier_stage_keeps_partitions
+
+    base = planted_frame(spark).cache()
+    frames = {  # name: (frame, its partitions, whether a barrier stage can run on them)
+        "cached": (base, 2, True),
+        "selected": (base.select("features", "label"), 2, True),
+        # Spark refuses a barrier stage over these (and Spark 4.3 then stops the SparkContext):
+        # their lineage holds RDDs of other sizes, 4 then 2 partitions, and 2 then 4.
+        "coalesced": (base.repartition(4).cache().coalesce(2), 2, False),
+        "union": (base.union(base).cache(), 4, False),
+    }
+    for name, (frame, partitions, runs) in frames.items():
+        frame.count()
+        assert frame.rdd.getNumPartitions() == partitions, name
+        assert barrier_stage_keeps_partitions(frame, partitions) == runs, name
+        if runs:
+            frame.mapInArrow(lambda batches: batches, frame.schema, barrier=True).count()
+        assert not barrier_stage_keeps_partitions(frame, partitions + 1)
+    # Spark Connect DataFrames have no JVM plan: the check says no, and the rows are hashed.
+    assert not barrier_stage_keeps_partitions(object(), 2)
+
+
+def test_an_even_split_is_one_partition_per_worker_within_a_tenth_of_a_share():
+    assert contract.evenly_split((100, 100), 2)
+    assert contract.evenly_split((109, 91), 2)
+    assert not contract.evenly_split((111, 89), 2)
+    assert not contract.evenly_split((100, 100, 100), 2)
+    assert not contract.evenly_split((0, 0), 2)
+
+
+def test_arrow_batches_are_capped_for_the_block_only(spark):
+    from svb_spark.session import ARROW_BATCH_BYTES, arrow_batch_bytes
+
+    key = "spark.sql.execution.arrow.maxBytesPerBatch"
+    assert spark.conf.get(key, None) is None
+    with arrow_batch_bytes(spark):
+        assert int(spark.conf.get(key)) == ARROW_BATCH_BYTES
+    assert spark.conf.get(key, None) is None
+    for before, inside in (("64m", str(ARROW_BATCH_BYTES)), ("1m", "1m")):
+        spark.conf.set(key, before)
+        try:
+            with arrow_batch_bytes(spark):
+                assert spark.conf.get(key) == inside
+            assert spark.conf.get(key) == before
+        finally:
+            spark.conf.unset(key)

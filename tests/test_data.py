@@ -77,7 +77,8 @@ def _vector_batch(X, sparse_rows, label=None):
 
 
 def test_the_pre_pass_reads_dense_rows_as_a_matrix_and_agrees_with_the_csr_path():
-    from svb_spark.inspection import _PartitionStats, stored_densely
+    from svb_spark.data import dense_rows
+    from svb_spark.inspection import _PartitionStats
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 7)) * (rng.random((50, 7)) < 0.6)
@@ -85,7 +86,7 @@ def test_the_pre_pass_reads_dense_rows_as_a_matrix_and_agrees_with_the_csr_path(
     stats = {}
     for sparse_rows in (False, True):
         batch = _vector_batch(X, sparse_rows)
-        assert stored_densely(batch.column("features")) == (not sparse_rows)
+        assert (dense_rows(batch.column("features"), 7) is None) == sparse_rows
         stats[sparse_rows] = _PartitionStats()
         stats[sparse_rows].update(batch, "features", "label", "weight")
     dense, csr = stats[False], stats[True]
@@ -96,4 +97,24 @@ def test_the_pre_pass_reads_dense_rows_as_a_matrix_and_agrees_with_the_csr_path(
     np.testing.assert_allclose(dense.sq_sum, csr.sq_sum, rtol=1e-12)
     assert dense.weight_sum == csr.weight_sum
     # An array<double> column is dense too.
-    assert stored_densely(pa.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert dense_rows(pa.array([[1.0, 2.0], [3.0, 4.0]]), 2).tolist() == [[1, 2], [3, 4]]
+
+
+def test_rows_decode_into_the_order_asked_for_from_dense_and_sparse_batches():
+    from svb_spark.data import table_to_arrays
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(9, 4)) * (rng.random((9, 4)) < 0.6)
+    labels = np.arange(9)
+    batches = [_vector_batch(X[:4], False, labels[:4]), _vector_batch(X[4:], True, labels[4:])]
+    weights = np.concatenate([np.arange(4), np.arange(5)]) + 0.5
+    order = rng.permutation(9)
+    for sparse_rows in (False, True):
+        for ask in (None, order):
+            rows, y, w = table_to_arrays(batches, "features", "label", "weight", 4, np.float32,
+                                         sparse_rows, ask)  # fmt: skip
+            picked = slice(None) if ask is None else ask
+            rows = rows.toarray() if sparse_rows else rows
+            np.testing.assert_array_equal(rows, X[picked].astype(np.float32))
+            np.testing.assert_array_equal(w, weights[picked].astype(np.float32))
+            assert rows.dtype == np.float32 and y.tolist() == labels[picked].tolist()
