@@ -290,13 +290,16 @@ class SVBLogisticRegression(
             nonzeros = stats.nonzeros_per_row if config.sparse else None
             check_block_fits(spark, config, num_workers, nonzeros)
         else:
-            # Hash partitioning gives each worker about rows / numWorkers rows; 10% of slack.
+            # Each worker gets about rows / numWorkers rows (hashed, or kept input partitions
+            # within 10% of that); 10% of slack.
             saga = config.solver == SAGA
             saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if saga else 0
             K, D = config.num_classes, config.num_features
             check_replica_fits(spark, K, D, config.dtype, saga_rows)
         initial = self._initial_weights(config)
-        training = training_frame(dataset, features, label, weight, num_workers, validation)
+        training = training_frame(
+            dataset, features, label, weight, num_workers, validation, stats=stats
+        )
         description = (
             f"{type(self).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
             f"features, {num_workers} workers"

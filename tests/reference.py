@@ -88,8 +88,10 @@ def worker_partitions(df, num_workers):
     from pyspark.sql import functions as F
 
     from svb_spark.contract import FEATURES, LABEL, ROW_ID, WEIGHT, training_frame
+    from svb_spark.inspection import inspect_training_data
 
-    frame = training_frame(df, "features", "label", "weight", num_workers)
+    stats = inspect_training_data(df, "features", "label", "weight", 0)
+    frame = training_frame(df, "features", "label", "weight", num_workers, stats=stats)
     rows = frame.withColumn("pid", F.spark_partition_id()).collect()
     parts = []
     for rank in range(num_workers):
