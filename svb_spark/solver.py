@@ -519,3 +519,88 @@ def _step_along_average(W, b, A, a, scale: float, fit_intercept: bool) -> None:
         W -= W.dtype.type(scale) * A
     if fit_intercept:
         b -= b.dtype.type(scale) * a
+
+
+class RunningSoftmax:
+    """Softmax statistics of each row, accumulated over the model's class blocks in order.
+
+    Per row it keeps the running max margin, the sum of exponentials relative to that max
+    (rescaled whenever a later block raises the max: the streaming log-sum-exp) and the best
+    class so far, so the rows' full K-wide margins are never needed.
+
+    Parameters
+    ----------
+    num_rows : int
+        Rows of the batch.
+    thresholds : list of float, optional
+        MLlib's per-class ``thresholds``: the prediction maximizes ``p_k / t_k``, where a
+        threshold that is not positive counts as infinity, as in
+        :func:`svb_spark.solver.predictions_from_probabilities`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> raw = np.array([[0.0, 1.0, 3.0, 2.0]])
+    >>> running = RunningSoftmax(1)
+    >>> running.add(raw[:, :2], 0)
+    >>> running.add(raw[:, 2:], 2)
+    >>> running.predictions()
+    array([2.])
+    >>> bool(np.allclose(running.probabilities(raw), np.exp(raw) / np.exp(raw).sum()))
+    True
+    """
+
+    def __init__(self, num_rows: int, thresholds: list[float] | None = None):
+        self.max = np.full(num_rows, -np.inf)
+        self.exp_sum = np.zeros(num_rows)
+        self.best = np.zeros(num_rows, dtype=np.int64)
+        self._best_score = np.full(num_rows, -np.inf)
+        self._log_thresholds = None
+        if thresholds:
+            t = np.asarray(thresholds, dtype=np.float64)
+            # p_k / t_k ranks classes as raw_k - log t_k does (the row's log-sum-exp is common
+            # to all), and a class whose threshold counts as infinity scores +inf.
+            with np.errstate(divide="ignore"):
+                self._log_thresholds = np.where(t > 0, np.log(np.where(t > 0, t, 1.0)), -np.inf)
+            self._first_finite = int(np.argmax(t > 0)) if (t > 0).any() else 0
+
+    def add(self, raw: np.ndarray, first_class: int) -> None:
+        """Fold in the margins ``raw`` (rows x block classes) of classes ``first_class`` on."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            new_max = np.maximum(self.max, raw.max(axis=1))
+            self.exp_sum *= np.exp(self.max - new_max)
+            self.exp_sum += np.exp(raw - new_max[:, None]).sum(axis=1)
+        self.max = new_max
+        if self._log_thresholds is None:
+            score = raw
+        else:
+            log_t = self._log_thresholds[first_class : first_class + raw.shape[1]]
+            with np.errstate(invalid="ignore"):
+                score = raw - log_t
+        local = score.argmax(axis=1)
+        block_best = score[np.arange(len(local)), local]
+        # Strictly greater: on a tie the earlier class wins, as argmax over all classes does.
+        better = block_best > self._best_score
+        self.best[better] = local[better] + first_class
+        self._best_score[better] = block_best[better]
+
+    def log_sum_exp(self) -> np.ndarray:
+        """``log(sum_k exp(raw_k))`` of each row over the classes added so far."""
+        return self.max + np.log(self.exp_sum)
+
+    def probabilities(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Softmax of the full margins ``raw`` (rows x K), written to ``out`` if given."""
+        out = np.subtract(raw, self.max[:, None], out=out)
+        np.exp(out, out=out)
+        out /= self.exp_sum[:, None]
+        return out
+
+    def predictions(self) -> np.ndarray:
+        """Predicted class per row (float64), by the rule of ``thresholds``."""
+        predicted = self.best.astype(np.float64)
+        # A NaN margin makes every probability of its row NaN, and argmax over NaNs picks the
+        # first NaN: class 0, or with thresholds the first class whose p_k / t_k is not +inf.
+        undefined = np.isnan(self.exp_sum)
+        if undefined.any():
+            predicted[undefined] = 0.0 if self._log_thresholds is None else self._first_finite
+        return predicted

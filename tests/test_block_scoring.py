@@ -7,7 +7,8 @@ import pytest
 from common_data import to_frame
 
 from svb_spark import SVBLogisticRegressionModel, scoring, solver
-from svb_spark.scoring import RunningSoftmax, add_prediction_columns, scoring_block_bytes
+from svb_spark.scoring import add_prediction_columns, scoring_block_bytes
+from svb_spark.solver import RunningSoftmax
 
 K, D = 7, 5
 CLASS_BYTES = (D + 1) * 8  # one class of the model: its coefficients and intercept
