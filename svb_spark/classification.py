@@ -21,7 +21,7 @@ from pyspark.ml.classification import ProbabilisticClassificationModel, Probabil
 from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
-from svb_spark import solver
+from svb_spark import lbfgs, solver
 from svb_spark.broadcast import fit_by_broadcast, require_spark_context
 from svb_spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.checkpoint import remove_checkpoints
@@ -294,8 +294,9 @@ class SVBLogisticRegression(
             # within 10% of that); 10% of slack.
             saga = config.solver == SAGA
             saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if saga else 0
+            lbfgs_vectors = lbfgs.VECTORS if config.solver == lbfgs.LBFGS else 0
             K, D = config.num_classes, config.num_features
-            check_replica_fits(spark, K, D, config.dtype, saga_rows)
+            check_replica_fits(spark, K, D, config.dtype, saga_rows, lbfgs_vectors)
         initial = self._initial_weights(config)
         training = training_frame(
             dataset, features, label, weight, num_workers, validation, stats=stats
@@ -399,6 +400,11 @@ class SVBLogisticRegression(
         mode, reason, predictions = self._exchange_mode(spark, config, shape)
         kind = {"dense": DENSE, "sharded": SHARDED}.get(mode, SV)
         config = dataclasses.replace(config, message_kind=kind, solver=self._solver(config, mode))
+        if config.solver == lbfgs.LBFGS:
+            reason = (
+                "solver lbfgs: every iteration each worker sends its loss and its "
+                f"{config.num_classes} x {config.num_features + 1} gradient sum, in float64"
+            )
         return config, mode, reason, predictions
 
     def _exchange_mode(self, spark, config: TrainingConfig, shape: dict):
@@ -440,13 +446,30 @@ class SVBLogisticRegression(
         ), predictions  # fmt: skip
 
     def _solver(self, config: TrainingConfig, mode: str) -> str:
-        """The optimizer in force: "auto" resolved, "saga" checked against what it needs.
+        """The optimizer in force: "auto" resolved, "saga" and "lbfgs" checked against what
+        they need.
+
+        ``auto`` takes L-BFGS for dense rows and a model of at most lbfgs.AUTO_MAX_COEFFICIENTS,
+        where a full pass is cheap and one exchange of the gradient replaces an epoch of
+        latency-bound steps; SAGA for larger dense models; SGD for sparse rows.
 
         SAGA keeps per-row state on the worker that owns the row, replayed exactly only in one
         barrier stage (not by the broadcast mode's rebuilt replicas), and applies each step's
         update at once (syncInterval 1). On sparse rows its average gradient costs a K x D pass
         per step, which plain SGD's sparse update avoids.
         """
+        lbfgs_why_not = self._lbfgs_why_not(config, mode)
+        if self.getSolver() == lbfgs.LBFGS and lbfgs_why_not:
+            raise ValueError(
+                f"The 'solver' parameter of {type(self).__name__} is 'lbfgs' but "
+                f"{lbfgs_why_not}. Use solver='saga' or 'sgd', or 'auto' to pick the solver that "
+                "applies."
+            )
+        small = config.num_classes * (config.num_features + 1) <= lbfgs.AUTO_MAX_COEFFICIENTS
+        if self.getSolver() == lbfgs.LBFGS or (
+            self.getSolver() == "auto" and not lbfgs_why_not and not config.sparse and small
+        ):
+            return lbfgs.LBFGS
         why_not = None
         if config.sparse:
             why_not = "the features are sparse (stored as CSR rows), which train with SGD"
@@ -468,6 +491,16 @@ class SVBLogisticRegression(
                 "Use solver='sgd', or 'auto' to pick the solver that applies."
             )
         return self.getSolver()
+
+    def _lbfgs_why_not(self, config: TrainingConfig, mode: str) -> str | None:
+        """Why L-BFGS cannot train this fit, or None."""
+        if mode in ("broadcast", "sharded"):
+            return f"exchange='{mode}' trains with minibatch steps"
+        if config.sync_interval != 1:
+            return f"syncInterval is {config.sync_interval}; L-BFGS exchanges every iteration"
+        if self._validation_column():
+            return "validationIndicatorCol is set; L-BFGS does not score held-out rows"
+        return None
 
     def _with_checkpoints(self, config: TrainingConfig) -> TrainingConfig:
         """``config`` with this fit's own checkpoint directory, made and checked here.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from svb_spark.exchange.codec import DENSE, SHARDED
+from svb_spark.lbfgs import LBFGS
 
 
 def itemsize(dtype: str) -> int:
@@ -171,7 +172,9 @@ def max_message_bytes(config) -> int:
         per_step = config.batch_size * (sharded_row_bytes(D, size, D if config.sparse else None)
                                         + 8 + 2 * K * size)  # fmt: skip
         return int(per_step) + (1 << 16)
-    if config.message_kind == DENSE:
+    if config.solver == LBFGS:  # the loss and the whole gradient, in float64
+        per_step = (K * (D + 1) + 1) * 8
+    elif config.message_kind == DENSE:
         per_step = dense_gradient_bytes(K, D, size)
     else:
         row = sufficient_vector_row_bytes(K, D, size, D if config.sparse else None)

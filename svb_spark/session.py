@@ -425,23 +425,36 @@ def check_block_fits(spark, config, num_workers: int, nonzeros_per_row: float | 
 
 
 def check_replica_fits(
-    spark, num_classes: int, num_features: int, dtype: str, saga_rows: int = 0
+    spark,
+    num_classes: int,
+    num_features: int,
+    dtype: str,
+    saga_rows: int = 0,
+    lbfgs_vectors: int = 0,
 ) -> None:
     """Raise ValueError if one worker's replica of the weights exceeds a worker's memory.
 
     Every worker holds the whole numClasses x numFeatures matrix, so this bound does not
     shrink with more workers. With SAGA (``saga_rows`` > 0, the rows of the largest worker)
     a worker also holds the average gradient, a second K x D matrix, and K floats per row.
+    L-BFGS (``lbfgs_vectors`` > 0) holds that many float64 vectors of K (D + 1) instead.
     It is a lower bound on what training needs (the update and the result travel in buffers
     of the same size), so passing it does not promise a fit.
     """
     itemsize = cost.itemsize(dtype)
     replicas = 2 if saga_rows else 1
     needed = (replicas * num_classes * num_features + saga_rows * num_classes) * itemsize
+    if lbfgs_vectors:
+        needed = lbfgs_vectors * num_classes * (num_features + 1) * 8
     key, available = worker_memory(spark)
     if available is None or needed <= available:
         return
-    if saga_rows:
+    if lbfgs_vectors:
+        formula = (
+            f"L-BFGS's {lbfgs_vectors} vectors of numClasses x (numFeatures + 1) x 8 bytes "
+            f"(float64) = {lbfgs_vectors} x {num_classes} x {num_features + 1} x 8"
+        )
+    elif saga_rows:
         formula = (
             f"SAGA's (2 x numClasses x numFeatures + rows x numClasses) x {itemsize} bytes "
             f"({dtype}) = (2 x {num_classes} x {num_features} + {saga_rows} x {num_classes}) x "
@@ -456,8 +469,8 @@ def check_replica_fits(
         f"The model does not fit in a worker's memory: every worker holds a replica of the "
         f"weights, {formula} = {needed} bytes ({needed / (1 << 30):.2f} GiB), but "
         f"{key} is {available} bytes ({available / (1 << 30):.2f} GiB). Raise {key}"
-        + (", use dtype='float32'" if itemsize == 8 else "")
-        + (", use solver='sgd'" if saga_rows else "")
+        + (", use dtype='float32'" if itemsize == 8 and not lbfgs_vectors else "")
+        + (", use solver='sgd'" if saga_rows or lbfgs_vectors else "")
         + ", or reduce numClasses or numFeatures (e.g. fewer buckets in "
         "pyspark.ml.feature.FeatureHasher)."
     )

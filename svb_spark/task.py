@@ -35,6 +35,7 @@ from svb_spark.cost import max_message_bytes
 from svb_spark.data import table_to_arrays
 from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
 from svb_spark.exchange import Exchange, codec
+from svb_spark.lbfgs import LBFGS, train_lbfgs
 from svb_spark.session import arrow_batch_bytes, spark_conf
 from svb_spark.sharded import train_sharded
 from svb_spark.training import (
@@ -375,6 +376,8 @@ def barrier_training_task(
                 epoch_rows = sum(p["rows"] for p in met.peers)
                 on_epoch = _epoch_logger(config, exchange, epoch_rows, reporter)
             fit = train_sharded if sharded else train
+            if config.solver == LBFGS:
+                fit = train_lbfgs
             result = fit(
                 data, exchange, config, met.plan, on_epoch=on_epoch,
                 initial=initial_weights(initial), resume=met.resume,

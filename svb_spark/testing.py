@@ -15,6 +15,7 @@ import numpy as np
 from svb_spark.checkpoint import ReplicaState
 from svb_spark.exchange.codec import SHARDED
 from svb_spark.exchange.local import LocalExchangeGroup
+from svb_spark.lbfgs import LBFGS, train_lbfgs
 from svb_spark.sharded import train_sharded
 from svb_spark.training import (
     TrainingConfig,
@@ -67,6 +68,8 @@ def train_in_process(
                 on_exchange(rank, step, W, b)
 
         fit = train_sharded if config.message_kind == SHARDED else train
+        if config.solver == LBFGS:
+            fit = train_lbfgs
         try:
             results[rank] = fit(
                 prepared[rank],

@@ -623,9 +623,14 @@ def result_of(
         best_epoch=best_epoch,
         exchanges=exchanges,
         seconds=seconds,
-        **{counter: getattr(exchange, counter) for counter in _EXCHANGE_COUNTERS},
+        **result_counters(exchange),
         resyncs=resyncs,
     )
+
+
+def result_counters(exchange: Exchange) -> dict[str, int]:
+    """The exchange's byte counters, as :class:`TrainingResult` fields."""
+    return {counter: getattr(exchange, counter) for counter in _EXCHANGE_COUNTERS}
 
 
 def train(

@@ -1,4 +1,5 @@
-"""Single-process minibatch SGD or SAGA over the global batch sequence the workers would see.
+"""Single-process minibatch SGD or SAGA over the global batch sequence the workers would see,
+and single-process L-BFGS over all rows at once.
 
 The workers each shuffle their own partition per epoch and contribute ``batchSize`` rows per
 step; this reference builds each step's global batch directly (rank order) and computes its
@@ -12,12 +13,11 @@ import math
 
 import numpy as np
 
-from svb_spark import solver
+from svb_spark import lbfgs, solver
 from svb_spark.training import SAGA, window_converged
 
 
-def reference_sgd(partitions, config):
-    """Returns (W, b, objective_history) in the standardized space."""
+def _standardized(partitions, config):
     dtype = np.dtype(config.dtype)
     data = []
     for X, y, w in partitions:
@@ -26,6 +26,39 @@ def reference_sgd(partitions, config):
             Xs = Xs - config.mean
         Xs = (Xs * config.scale).astype(dtype)
         data.append((Xs, y, w.astype(dtype)))
+    return data
+
+
+def reference_lbfgs(partitions, config):
+    """L-BFGS on all rows in one process: (W, b, objective_history), standardized space."""
+    X, y, w = (np.concatenate(parts) for parts in zip(*_standardized(partitions, config)))
+    K, D = config.num_classes, config.num_features
+    total = float(w.sum(dtype=np.float64))
+    reg_scale = 1.0 if config.reg_scale is None else config.reg_scale
+
+    def evaluate(x):
+        W, b = x[: K * D].reshape(K, D), x[K * D :]
+        loss, gradient = lbfgs.loss_and_gradient(W, b, X, y, w)
+        gradient /= total
+        if not config.fit_intercept:
+            gradient[:, D] = 0.0
+        gradient[:, :D] += config.reg_param * reg_scale * W
+        objective = loss / total + solver.regularization(W, config.reg_param, reg_scale)
+        return objective, np.concatenate([gradient[:, :D].ravel(), gradient[:, D]])
+
+    x, history, _ = lbfgs.minimize(
+        evaluate, np.zeros(K * (D + 1)), config.max_iter,
+        lambda h: lbfgs.objective_settled(h, config.tol),
+    )  # fmt: skip
+    return x[: K * D].reshape(K, D), x[K * D :], history
+
+
+def reference_sgd(partitions, config):
+    """Returns (W, b, objective_history) in the standardized space."""
+    if config.solver == lbfgs.LBFGS:
+        return reference_lbfgs(partitions, config)
+    dtype = np.dtype(config.dtype)
+    data = _standardized(partitions, config)
     steps = max(1, math.ceil(max(len(y) for _, y, _ in data) / config.batch_size))
     curvature = max(solver.curvature(X, w, config.fit_intercept) for X, _, w in data)
     base = solver.base_learning_rate(config.step_size, curvature)

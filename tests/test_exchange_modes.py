@@ -97,7 +97,11 @@ def test_measured_bytes_per_step_match_the_cost_model_and_auto_picks_the_cheaper
     for mode in ("p2p", "dense", "auto"):
         summary = (
             SVBLogisticRegression(
-                numWorkers=2, maxIter=1, batchSize=shape["batch_size"], exchange=mode
+                numWorkers=2,
+                maxIter=1,
+                batchSize=shape["batch_size"],
+                exchange=mode,
+                solver="sgd",
             )
             .fit(df)
             .summary

@@ -50,10 +50,12 @@ def _listening(location: str) -> bool:
 
 
 def _estimator(checkpoints, timeout=120.0, exchange="p2p"):
+    # SAGA on the replicated mesh: its checkpoints hold the most state (the replica and every
+    # worker's memory); the class-sharded mode trains with SGD.
     return SVBLogisticRegression(
         weightCol="weight", numWorkers=2, maxIter=30, tol=0.0, dtype="float64",
         checkpointDir=str(checkpoints), checkpointInterval=2, exchangeTimeout=timeout,
-        exchange=exchange,
+        exchange=exchange, solver="saga" if exchange == "p2p" else "sgd",
     )  # fmt: skip
 
 
@@ -68,7 +70,7 @@ def _whole_checkpoint_steps(checkpoints) -> set[str]:
 def _interrupt_rank_1(workers, checkpoints, sig, events):
     """Once the first whole checkpoint exists, send ``sig`` to rank 1; then time the retry.
 
-    Whole: the replica's file and, as the default solver is SAGA, rank 1's memory of the same
+    Whole: the replica's file and, as the fit's solver is SAGA, rank 1's memory of the same
     step (rank 0 writes its memory before the replica's file); in the class-sharded mode, both
     workers' blocks of one step.
     """

@@ -262,10 +262,20 @@ def decode_state(batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, float]:
     return np.asarray(batch.column("state").to_numpy()), float(batch.schema.metadata[b"factor"])
 
 
-def encode_sums(values: list[float]) -> pa.RecordBatch:
-    """A few float64 sums (e.g. a held-out loss and weight) as a one-column record batch."""
-    return pa.RecordBatch.from_arrays([pa.array(values, type=pa.float64())], names=["sums"])
+def encode_sums(values) -> pa.RecordBatch:
+    """Float64 sums (a held-out loss and weight, or a loss and a whole gradient) as a
+    one-column record batch; a numpy array travels without a copy."""
+    array = pa.array(np.asarray(values, dtype=np.float64), type=pa.float64())
+    return pa.RecordBatch.from_arrays([array], names=["sums"])
 
 
 def decode_sums(batch: pa.RecordBatch | pa.Table) -> list[float]:
     return batch.column("sums").to_pylist()
+
+
+def sums_array(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """:func:`encode_sums`'s values as a read-only float64 array, without a copy."""
+    column = batch.column("sums")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.to_numpy(zero_copy_only=False)

@@ -1,0 +1,185 @@
+"""Full-batch L-BFGS over the mesh (solver="lbfgs"): the iteration, its stopping rule, the
+in-process loop against the single-process reference, and fits on Spark."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from common_data import blobs, live_spark_conf, planted_frame, training_config
+from common_data import planted as _planted
+from reference import reference_lbfgs, reference_model, worker_partitions
+
+from svb_spark import SVBLogisticRegression, lbfgs, solver
+from svb_spark.cost import max_message_bytes
+from svb_spark.session import check_replica_fits
+from svb_spark.testing import train_in_process
+
+
+def test_minimize_finds_the_minimum_of_a_quadratic():
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(8, 8))
+    A, c = M @ M.T + np.eye(8), rng.normal(size=8)
+
+    def evaluate(x):
+        return 0.5 * x @ A @ x - c @ x, A @ x - c
+
+    x, history, converged = lbfgs.minimize(evaluate, np.zeros(8), 100, lambda h: False)
+    np.testing.assert_allclose(x, np.linalg.solve(A, c), rtol=1e-6, atol=1e-8)
+    assert converged  # no step could decrease the objective any more: its precision limit
+    assert all(later <= earlier for earlier, later in zip(history, history[1:]))
+
+
+def test_objective_settled_is_relative_to_the_current_objective_over_two_iterations():
+    assert not lbfgs.objective_settled([4.0, 3.0, 2.0], 0.1)  # too short
+    assert not lbfgs.objective_settled([4.0, 3.0, 2.0, 1.0], 0.1)
+    assert lbfgs.objective_settled([1.0, 1.0, 0.999, 0.999], 0.01)
+    # 0.01 of the current objective, not of the first: a small optimum still has to settle.
+    assert not lbfgs.objective_settled([1e-3, 9e-4, 8e-4, 7e-4], 0.01)
+    assert not lbfgs.objective_settled([1.0, 1.0, 1.0, 1.0], 0.0)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2, 3])
+def test_in_process_fit_has_identical_replicas_and_equals_the_reference(num_workers):
+    parts = blobs()
+    X, y, w = (np.concatenate(columns) for columns in zip(*parts))
+    split = np.array_split(np.arange(len(y)), num_workers)
+    partitions = [(X[i], y[i], w[i]) for i in split]
+    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=30, tol=1e-6)
+    results = train_in_process(partitions, config)
+
+    for other in results[1:]:  # every worker ran the same iterations on the same sums
+        assert (other.W == results[0].W).all() and (other.b == results[0].b).all()
+        assert other.objective_history == results[0].objective_history
+    W, b, history = reference_lbfgs(partitions, config)
+    # The workers sum per partition, the reference over all rows: rounding apart, equal.
+    np.testing.assert_allclose(results[0].W, W, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(results[0].b, b, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(results[0].objective_history, history, rtol=1e-9)
+    assert results[0].stop_reason == "tol" and len(history) < 30
+
+
+def test_csr_rows_train_the_model_of_dense_rows():
+    from scipy import sparse
+
+    parts = blobs()
+    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=10, tol=0.0)
+    config = dataclasses.replace(config, mean=None)  # CSR rows are scaled, never centered
+    dense = train_in_process(parts, config)[0]
+    csr = [(sparse.csr_matrix(X), y, w) for X, y, w in parts]
+    ours = train_in_process(csr, dataclasses.replace(config, sparse=True))[0]
+    np.testing.assert_allclose(ours.W, dense.W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.objective_history, dense.objective_history, rtol=1e-12)
+
+
+def test_lbfgs_reaches_the_optimum_of_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    parts = blobs(rows=(300, 250))
+    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=200, tol=1e-12, reg_param=0.01)
+    result = train_in_process(parts, config)[0]
+
+    X = np.concatenate([(p[0] - config.mean) * config.scale for p in parts])
+    y, w = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+    # scikit-learn's objective is sum_i w_i CE + ||W||^2 / (2C); ours divides it by sum w.
+    reference = LogisticRegression(C=1.0 / (0.01 * w.sum()), tol=1e-12, max_iter=10_000)
+    reference.fit(X, y, sample_weight=w)
+    optimum = solver.objective(reference.coef_, reference.intercept_, X, y, w, 0.01)
+    ours = solver.objective(result.W, result.b, X, y, w, 0.01)
+    assert ours <= optimum * (1 + 1e-4)
+    assert result.objective_history[-1] == pytest.approx(ours, rel=1e-9)
+
+
+def test_bytes_per_iteration_are_the_loss_and_the_gradient():
+    parts = blobs()
+    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=5, tol=0.0)
+    result = train_in_process(parts, config)[0]
+    K, D, peers = 4, 6, 2
+    assert result.payload_sent == result.exchanges * peers * (K * (D + 1) + 1) * 8
+    # The biggest message a worker accepts is that one, plus slack for Arrow's padding.
+    assert (K * (D + 1) + 1) * 8 < max_message_bytes(config) <= (K * (D + 1) + 1) * 8 + (1 << 16)
+
+
+def test_a_checkpoint_directory_does_not_resume_lbfgs(tmp_path):
+    parts = blobs()
+    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=5, tol=0.0)
+    config = dataclasses.replace(config, checkpoint_dir=str(tmp_path), checkpoint_interval=1)
+    first = train_in_process(parts, config)[0]
+    # Nothing was written, so a retried stage starts afresh and ends at the same model.
+    again = train_in_process(parts, config, resume_from=str(tmp_path))[0]
+    assert (first.W == again.W).all() and again.resumed_from_step == 0
+
+
+def test_the_memory_check_counts_lbfgs_vectors(spark):
+    key = "spark.executor.pyspark.memory"
+    with live_spark_conf(spark, {key: "64m", "spark.executor.cores": "1"}):
+        check_replica_fits(spark, 10, 1000, "float32", lbfgs_vectors=0)  # 40 kB: fits
+        with pytest.raises(ValueError) as error:
+            check_replica_fits(spark, 400, 1000, "float32", lbfgs_vectors=lbfgs.VECTORS)
+    message = str(error.value)
+    assert "L-BFGS's 26 vectors of numClasses x (numFeatures + 1) x 8 bytes" in message
+    assert "26 x 400 x 1001 x 8" in message and "solver='sgd'" in message
+    assert "dtype='float32'" not in message
+
+
+@pytest.fixture(scope="module")
+def planted(spark):
+    X, y, w = _planted()
+    return X, y, w, planted_frame(spark).cache()
+
+
+def test_spark_fit_equals_the_single_process_reference(spark, planted):
+    X, y, w, df = planted
+    settings = dict(max_iter=40, tol=1e-6, reg_param=0.01, fit_intercept=True, step_size=1.0,
+                    seed=5, dtype="float64", batch_size=16, solver=lbfgs.LBFGS)  # fmt: skip
+    model = SVBLogisticRegression(
+        solver="lbfgs", weightCol="weight", numWorkers=2, maxIter=40, tol=1e-6, regParam=0.01,
+        dtype="float64",
+    ).fit(df)  # fmt: skip
+    assert min(len(p[1]) for p in worker_partitions(df, 2)) > 0
+    W, b, history = reference_model(df, X, y, w, 2, **settings)
+    summary = model.summary
+    assert summary.solver == "lbfgs" and summary.stopReason == "tol"
+    np.testing.assert_allclose(model.coefficientMatrix.toArray(), W, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(model.interceptVector.toArray(), b, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(summary.objectiveHistory, history, rtol=1e-9)
+    assert summary.totalIterations == len(history) < 40
+    assert "lbfgs" in summary.exchangeReason
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        (dict(exchange="sharded"), "exchange='sharded' trains with minibatch steps"),
+        (dict(syncInterval=2), "syncInterval is 2"),
+        (dict(validationIndicatorCol="held"), "validationIndicatorCol is set"),
+    ],
+)
+def test_lbfgs_where_it_does_not_apply_is_refused(spark, planted, params, reason):
+    from pyspark.sql import functions as F
+
+    df = planted[3].withColumn("held", F.rand(seed=1) < 0.2)
+    with pytest.raises(ValueError, match="'lbfgs' but " + reason.replace("(", r"\(")):
+        SVBLogisticRegression(solver="lbfgs", numWorkers=2, **params).fit(df)
+
+
+def test_auto_takes_lbfgs_for_small_dense_models_only(spark, planted):
+    df = planted[3]
+    estimator = SVBLogisticRegression(numWorkers=2, maxIter=2)
+    assert estimator._solver(_config(4, 6), "p2p") == "lbfgs"
+    assert estimator._solver(_config(4, 6, sparse=True), "p2p") == "sgd"
+    too_big = lbfgs.AUTO_MAX_COEFFICIENTS // 100
+    assert estimator._solver(_config(100, too_big), "p2p") == "saga"
+    assert estimator._solver(_config(4, 6), "broadcast") == "sgd"
+    assert estimator.fit(df).summary.solver == "lbfgs"
+
+
+def _config(K, D, sparse=False):
+    from svb_spark.training import TrainingConfig
+
+    return TrainingConfig.from_statistics(
+        K, D, np.zeros(D), np.ones(D), 0.01 if sparse else 1.0,
+        batch_size=16, max_iter=2, tol=0.0, reg_param=0.0, step_size=1.0, seed=1,
+        dtype="float32",
+    )  # fmt: skip
