@@ -44,8 +44,10 @@ SGD, SAGA = "sgd", "saga"
 
 # The stopping rule compares the mean epoch objective of the last TOL_WINDOW epochs with that of
 # the TOL_WINDOW before: a window averages out SGD's epoch-to-epoch noise, which made a
-# comparison of single epochs never fire.
-TOL_WINDOW = 5
+# comparison of single epochs never fire. Three, not five: replayed on the solver study's
+# histories, SAGA stopped within 0.5 pt of the optimum's accuracy on the same sets with either,
+# and a sparse SGD fit that settles in 3 epochs stops after 7 instead of 11.
+TOL_WINDOW = 3
 
 # Epochs without a validationTol improvement of the held-out loss before a fit stops. One
 # epoch (MLlib's GBTs) would stop SGD on noise; a few let a real plateau show.
