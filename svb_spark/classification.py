@@ -348,7 +348,7 @@ class SVBLogisticRegression(
         model._summary = SVBLogisticRegressionTrainingSummary(
             lambda: model.transform(dataset), record, **model._summary_columns()
         )
-        if result.stop_reason == "maxIter" and self.getMaxIter() > 0:
+        if result.stop_reason == "maxIter" and self.getMaxIter() > 0 and self.getTol() > 0:
             warnings.warn(
                 f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} epochs before "
                 f"the objective settled within tol={self.getTol()} (see the tol param); raise "

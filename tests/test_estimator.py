@@ -1,5 +1,7 @@
 """SVBLogisticRegression on a real local[2] Spark: correctness, MLlib interop, persistence."""
 
+import warnings
+
 import numpy as np
 import pytest
 from common_data import planted as _planted
@@ -246,6 +248,10 @@ def test_stopping_at_max_iter_warns(spark, planted):
     _, _, _, df = planted
     with pytest.warns(SVBConvergenceWarning, match="maxIter=2"):
         SVBLogisticRegression(numWorkers=2, maxIter=2).fit(df)
+    # tol=0 asks for maxIter epochs exactly: nothing to warn about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SVBConvergenceWarning)
+        SVBLogisticRegression(numWorkers=2, maxIter=2, tol=0.0).fit(df)
 
 
 def test_coefficient_matrix_copies_the_model_once():
