@@ -18,7 +18,7 @@ X, y = datasets.planted_sparse(rows=25000, seed=11)
 X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, test_fraction=0.2, seed=11)
 train = datasets.to_dataframe(spark, X_train, y_train).cache()
 test = datasets.to_dataframe(spark, X_test, y_test).cache()
-model = SVBLogisticRegression(numWorkers=2, maxIter=5, tol=0.0).fit(train)
+model = SVBLogisticRegression(numWorkers=2, maxIter=5, tol=0.0, exchange="p2p").fit(train)
 summary = model.summary
 print(
     "RESULT "

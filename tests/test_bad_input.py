@@ -195,15 +195,21 @@ def test_replica_larger_than_worker_memory(spark, dtype, itemsize):
         match=rf"numClasses x numFeatures x {itemsize} bytes \({dtype}\) = {num_classes} x "
         rf"{num_features} x {itemsize} = {needed} bytes .* but {re.escape(key)} is {memory} bytes",
     ):
-        fit(spark.createDataFrame(rows, schema), numClasses=num_classes, dtype=dtype, solver="sgd")
-    # SAGA also keeps the average gradient and K floats per row of the largest worker.
+        fit(
+            spark.createDataFrame(rows, schema), numClasses=num_classes, dtype=dtype,
+            solver="sgd", exchange="p2p",
+        )  # fmt: skip
+    # (exchange="auto" would shard the classes instead: see test_sharded.) SAGA also keeps the
+    # average gradient and K floats per row of the largest worker.
     with pytest.raises(
         ValueError,
         match=rf"SAGA's \(2 x numClasses x numFeatures \+ rows x numClasses\) x {itemsize} bytes "
         rf".* = \(2 x {num_classes} x {num_features} \+ 3 x {num_classes}\) x {itemsize}.*"
         "use solver='sgd'",
     ):
-        fit(spark.createDataFrame(rows, schema), numClasses=num_classes, dtype=dtype)
+        fit(
+            spark.createDataFrame(rows, schema), numClasses=num_classes, dtype=dtype, exchange="p2p"
+        )
 
 
 @pytest.mark.parametrize(
