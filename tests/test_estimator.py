@@ -82,7 +82,7 @@ def test_digits_accuracy_matches_scikit_learn(spark, digits, digits_frames):
     )
     # Every param at its default: tol stops the fit well before maxIter, within 0.5 pt.
     assert summary.solver == "lbfgs" and summary.converged and summary.stopReason == "tol"
-    assert summary.totalIterations < model.getMaxIter() / 2
+    assert summary.totalIterations < model.getMaxIter() / 3
     assert ours >= sk_std - 0.005
 
     assert summary.totalIterations == len(summary.objectiveHistory) > 1

@@ -35,8 +35,13 @@ def test_objective_settled_is_relative_to_the_current_objective_over_two_iterati
     assert not lbfgs.objective_settled([4.0, 3.0, 2.0], 0.1)  # too short
     assert not lbfgs.objective_settled([4.0, 3.0, 2.0, 1.0], 0.1)
     assert lbfgs.objective_settled([1.0, 1.0, 0.999, 0.999], 0.01)
-    # 0.01 of the current objective, not of the first: a small optimum still has to settle.
-    assert not lbfgs.objective_settled([1e-3, 9e-4, 8e-4, 7e-4], 0.01)
+    # tol of the current objective, not of the start, while the objective is not small...
+    assert not lbfgs.objective_settled([2.0, 0.5, 0.5, 0.45, 0.4], 0.15)
+    assert lbfgs.objective_settled([20.0, 0.5, 0.5, 0.45, 0.4], 0.15)  # 0.03 x 20 > 0.425
+    # ... and separable data, whose objective falls for ever, stop once it is small.
+    falling = [2.0 * 0.7**t for t in range(100)]
+    stop = next(t for t in range(1, 101) if lbfgs.objective_settled(falling[:t], 3e-3))
+    assert falling[stop - 1] < lbfgs.SEPARABLE_FLOOR * 2.0 and stop <= 30
     assert not lbfgs.objective_settled([1.0, 1.0, 1.0, 1.0], 0.0)
 
 
