@@ -49,9 +49,11 @@ AUTO_MAX_COEFFICIENTS = 1 << 18
 TOL_WINDOW = 2
 SEPARABLE_FLOOR = 0.03
 
-# Armijo's sufficient-decrease constant and the most halvings of a step before giving up.
+# Armijo's sufficient-decrease constant and the most halvings of a step before giving up:
+# every halving is a full pass, and a step cut below 1/1024 of L-BFGS's scaled unit step means
+# the objective is at the limit of its precision.
 ARMIJO = 1e-4
-MAX_HALVINGS = 20
+MAX_HALVINGS = 10
 
 # Rows per block when scoring a partition, so that its B x K scores stay small.
 BLOCK_ROWS = 65536
