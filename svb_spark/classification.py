@@ -27,6 +27,7 @@ from svb_spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.checkpoint import remove_checkpoints
 from svb_spark.contract import training_frame
 from svb_spark.cost import choose_exchange, itemsize
+from svb_spark.delivery import PREPARED_COEFFICIENTS, ModelBuffer
 from svb_spark.exchange.codec import DENSE, SHARDED, SV
 from svb_spark.exchange.tls import tls_files_from_conf
 from svb_spark.inspection import check_columns, check_validation_column, inspect_training_data
@@ -312,6 +313,8 @@ class SVBLogisticRegression(
         # inside every task's closure. Spark Connect has no SparkContext: closure it is.
         shipped = sc.broadcast(initial) if sc is not None and initial is not None else initial
         secret = secrets.token_urlsafe(32)
+        coefficients = config.num_classes * config.num_features
+        buffer = ModelBuffer(coefficients) if coefficients >= PREPARED_COEFFICIENTS else None
         try:
             with (
                 job_group(spark, description),
@@ -330,7 +333,8 @@ class SVBLogisticRegression(
                 remove_checkpoints(config.checkpoint_dir)
         trained = time.perf_counter()
 
-        W, b = solver.unstandardize(result.W, result.b, config.mean, config.scale)
+        model_buffer = None if buffer is None else buffer.take()
+        W, b = solver.unstandardize(result.W, result.b, config.mean, config.scale, model_buffer)
         result.W = result.b = None  # the summary keeps the record, not a second K x D copy
         model = self._copyValues(SVBLogisticRegressionModel(W, b))
         model._resetUid(model.uid)

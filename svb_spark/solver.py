@@ -293,20 +293,27 @@ def curvature(
 
 
 def unstandardize(
-    W: np.ndarray, b: np.ndarray, mean: np.ndarray | None, scale: np.ndarray
+    W: np.ndarray,
+    b: np.ndarray,
+    mean: np.ndarray | None,
+    scale: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Map weights learned on ``(x - mean) * scale`` back to the original features.
 
     One float64 K x D array, written in ``W``'s own memory order (a feature-major replica
     arrives as the transpose of a D x K array): at 2^28 coefficients the other order is
-    several times slower.
+    several times slower. ``out``, a flat float64 buffer of K D elements, receives it.
     """
+    K, D = W.shape
+    out = np.empty(K * D, dtype=np.float64) if out is None else out
     if W.flags.f_contiguous and not W.flags.c_contiguous:
-        storage = np.empty(W.shape[::-1], dtype=np.float64)
+        storage = out.reshape(D, K)
         np.multiply(W.T, np.asarray(scale, dtype=np.float64)[:, None], out=storage)
         W_original = storage.T
     else:
-        W_original = np.multiply(W, scale, dtype=np.float64)
+        W_original = out.reshape(K, D)
+        np.multiply(W, scale, out=W_original, dtype=np.float64)
     b_original = b.astype(np.float64)
     if mean is not None:
         b_original = b_original - W_original @ mean
