@@ -52,7 +52,18 @@ def test_in_process_fit_has_identical_replicas_and_equals_the_reference(num_work
     split = np.array_split(np.arange(len(y)), num_workers)
     partitions = [(X[i], y[i], w[i]) for i in split]
     config = training_config(parts, solver=lbfgs.LBFGS, max_iter=30, tol=1e-6)
-    results = train_in_process(partitions, config)
+    seen = {}  # (iteration, rank): the replica after it
+
+    def observe(rank, iteration, W, b):
+        seen[iteration, rank] = (W.copy(), b.copy())
+
+    results = train_in_process(partitions, config, on_exchange=observe)
+    iterations = {iteration for iteration, _ in seen}
+    assert len(iterations) == len(results[0].objective_history)
+    for iteration in iterations:  # bit-identical replicas after every iteration
+        W0, b0 = seen[iteration, 0]
+        for rank in range(1, num_workers):
+            assert (seen[iteration, rank][0] == W0).all() and (seen[iteration, rank][1] == b0).all()
 
     for other in results[1:]:  # every worker ran the same iterations on the same sums
         assert (other.W == results[0].W).all() and (other.b == results[0].b).all()
