@@ -58,7 +58,7 @@ from svb_spark.summary import (
     SVBLogisticRegressionTrainingSummary,
 )
 from svb_spark.task import fit_by_barrier_stage
-from svb_spark.training import SAGA, SGD, TrainingConfig
+from svb_spark.training import ASGD, SAGA, SGD, TrainingConfig
 
 
 class SVBConvergenceWarning(UserWarning):
@@ -297,7 +297,9 @@ class SVBLogisticRegression(
             saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if saga else 0
             lbfgs_vectors = lbfgs.VECTORS if config.solver == lbfgs.LBFGS else 0
             K, D = config.num_classes, config.num_features
-            check_replica_fits(spark, K, D, config.dtype, saga_rows, lbfgs_vectors)
+            check_replica_fits(
+                spark, K, D, config.dtype, saga_rows, lbfgs_vectors, config.solver == ASGD
+            )
         initial = self._initial_weights(config)
         training = training_frame(
             dataset, features, label, weight, num_workers, validation, stats=stats
@@ -489,12 +491,32 @@ class SVBLogisticRegression(
             )
         if self.getSolver() == "auto":
             return SGD if why_not else SAGA
+        if self.getSolver() == ASGD:
+            if asgd_why_not := self._asgd_why_not(config, mode):
+                raise ValueError(
+                    f"The 'solver' parameter of {type(self).__name__} is 'asgd' but "
+                    f"{asgd_why_not}. Use solver='sgd', or 'auto' to pick the solver that "
+                    "applies."
+                )
+            return ASGD
         if self.getSolver() == SAGA and why_not:
             raise ValueError(
                 f"The 'solver' parameter of {type(self).__name__} is 'saga' but {why_not}. "
                 "Use solver='sgd', or 'auto' to pick the solver that applies."
             )
         return self.getSolver()
+
+    def _asgd_why_not(self, config: TrainingConfig, mode: str) -> str | None:
+        """Why averaged SGD cannot train this fit, or None. Its mean of the iterates is a
+        second K x D array updated every step: dense rows only (a sparse step touches a few
+        columns, the mean would cost a K x D pass), and one replica per worker."""
+        if config.sparse:
+            return "the features are sparse (stored as CSR rows), which train with SGD"
+        if mode in ("broadcast", "sharded"):
+            return f"exchange='{mode}' keeps no mean of the iterates"
+        if self._validation_column():
+            return "validationIndicatorCol is set; it would score SGD's iterate, not the mean"
+        return None
 
     def _lbfgs_why_not(self, config: TrainingConfig, mode: str) -> str | None:
         """Why L-BFGS cannot train this fit, or None."""

@@ -25,7 +25,7 @@ from pyspark.ml.param.shared import (
 
 EXCHANGE_MODES = ("p2p", "dense", "broadcast", "sharded", "auto")
 DTYPES = ("float32", "float64")
-SOLVERS = ("auto", "lbfgs", "sgd", "saga")
+SOLVERS = ("auto", "lbfgs", "sgd", "saga", "asgd")
 
 
 class _SVBLogisticRegressionParams(
@@ -108,8 +108,10 @@ class _SVBLogisticRegressionParams(
         "paper's method), saga (SAGA on sufficient vectors: the wire carries U differences, a "
         "constant step converges to the optimum; dense rows and syncInterval 1), lbfgs "
         "(full-batch L-BFGS, MLlib's method, inside the one stage: every iteration exchanges "
-        "the K x (D + 1) gradient; maxIter counts its iterations) or auto (lbfgs for dense rows "
-        "and at most 2^18 coefficients, saga for larger dense models, sgd otherwise).",
+        "the K x (D + 1) gradient; maxIter counts its iterations), asgd (sgd whose model is "
+        "the mean of its iterates from the second epoch on; dense rows) or auto (lbfgs for "
+        "dense rows and at most 2^18 coefficients, saga for larger dense models, sgd "
+        "otherwise).",
         typeConverter=TypeConverters.toString,
     )
     exchangeTimeout: Param[float] = Param(

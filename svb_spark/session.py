@@ -431,18 +431,20 @@ def check_replica_fits(
     dtype: str,
     saga_rows: int = 0,
     lbfgs_vectors: int = 0,
+    averaged: bool = False,
 ) -> None:
     """Raise ValueError if one worker's replica of the weights exceeds a worker's memory.
 
     Every worker holds the whole numClasses x numFeatures matrix, so this bound does not
     shrink with more workers. With SAGA (``saga_rows`` > 0, the rows of the largest worker)
     a worker also holds the average gradient, a second K x D matrix, and K floats per row.
-    L-BFGS (``lbfgs_vectors`` > 0) holds that many float64 vectors of K (D + 1) instead.
+    L-BFGS (``lbfgs_vectors`` > 0) holds that many float64 vectors of K (D + 1) instead, and
+    averaged SGD (``averaged``) a second K x D matrix, the mean of the iterates.
     It is a lower bound on what training needs (the update and the result travel in buffers
     of the same size), so passing it does not promise a fit.
     """
     itemsize = cost.itemsize(dtype)
-    replicas = 2 if saga_rows else 1
+    replicas = 2 if saga_rows or averaged else 1
     needed = (replicas * num_classes * num_features + saga_rows * num_classes) * itemsize
     if lbfgs_vectors:
         needed = lbfgs_vectors * num_classes * (num_features + 1) * 8
@@ -453,6 +455,11 @@ def check_replica_fits(
         formula = (
             f"L-BFGS's {lbfgs_vectors} vectors of numClasses x (numFeatures + 1) x 8 bytes "
             f"(float64) = {lbfgs_vectors} x {num_classes} x {num_features + 1} x 8"
+        )
+    elif averaged:
+        formula = (
+            f"averaged SGD's 2 x numClasses x numFeatures x {itemsize} bytes ({dtype}) = 2 x "
+            f"{num_classes} x {num_features} x {itemsize}"
         )
     elif saga_rows:
         formula = (
@@ -470,7 +477,7 @@ def check_replica_fits(
         f"weights, {formula} = {needed} bytes ({needed / (1 << 30):.2f} GiB), but "
         f"{key} is {available} bytes ({available / (1 << 30):.2f} GiB). Raise {key}"
         + (", use dtype='float32'" if itemsize == 8 and not lbfgs_vectors else "")
-        + (", use solver='sgd'" if saga_rows or lbfgs_vectors else "")
+        + (", use solver='sgd'" if saga_rows or lbfgs_vectors or averaged else "")
         + ", or reduce numClasses or numFeatures (e.g. fewer buckets in "
         "pyspark.ml.feature.FeatureHasher)."
     )

@@ -38,9 +38,11 @@ from svb_spark.exchange import Exchange, codec
 from svb_spark.exchange.tls import TlsFiles
 from svb_spark.weights import ReplicaWeights
 
-# The optimizers (the ``solver`` param): minibatch SGD with a decaying step, the paper's method,
-# and SAGA on sufficient vectors with a constant step (see solver.apply_saga).
-SGD, SAGA = "sgd", "saga"
+# The optimizers (the ``solver`` param): minibatch SGD with a decaying step, the paper's method;
+# SAGA on sufficient vectors with a constant step (see solver.apply_saga); and averaged SGD
+# (Polyak-Ruppert tail averaging: the model is the mean of SGD's iterates after every step from
+# the second epoch on, kept on every replica). L-BFGS lives in svb_spark.lbfgs.
+SGD, SAGA, ASGD = "sgd", "saga", "asgd"
 
 # The stopping rule compares the mean epoch objective of the last TOL_WINDOW epochs with that of
 # the TOL_WINDOW before: a window averages out SGD's epoch-to-epoch noise, which made a
@@ -262,6 +264,9 @@ class Replica:
         if config.solver == SAGA:  # the average gradient, the same on every replica
             self.weights.state["A"] = np.zeros_like(self.weights.W)
             self.weights.state["a"] = np.zeros_like(self.weights.b)
+        if config.solver == ASGD:  # the mean of the iterates since the first epoch
+            self.weights.state["mean_W"] = np.zeros_like(self.weights.W)
+            self.weights.state["mean_b"] = np.zeros_like(self.weights.b)
         self._weight_seen = 0.0  # SAGA, first epoch: the weight of the rows seen so far
         self.validation_history: list[float] = []  # held-out loss after each epoch
         self.validation_pending = False  # an epoch closed and its held-out loss is not in
@@ -349,7 +354,10 @@ class Replica:
                     weights.W, weights.b, G[:, :-1], G[:, -1], weight, lr, config.reg_param,
                     self.reg_scale, config.fit_intercept,
                 )  # fmt: skip
-            if self.count_step(sum(m.loss_sums[j] for m in messages), weight):
+            closed = self.count_step(sum(m.loss_sums[j] for m in messages), weight)
+            if config.solver == ASGD:
+                self._average_iterates()
+            if closed:
                 penalty = self.weights.penalty(config.reg_param, self.reg_scale)
                 self.close_epoch(self.epoch_loss / max(self.epoch_weight, 1e-300) + penalty)
 
@@ -412,6 +420,22 @@ class Replica:
             update = ("gradient", G[:, :-1], G[:, -1])
         solver.apply_saga(weights.W, weights.b, A, a, update, *common)
         self._weight_seen += weight
+
+    @property
+    def averaged_steps(self) -> int:
+        """Averaged SGD: how many iterates the mean holds (those after the first epoch)."""
+        return max(0, self.step - self.plan.steps_per_epoch)
+
+    def _average_iterates(self) -> None:
+        """Fold the iterate of the step just counted into the running mean, in place: ``mean =
+        (1 - 1/n) mean + W / n`` (dense rows: the replica has no L2 factor)."""
+        n = self.averaged_steps
+        if n == 0:
+            return
+        state, weights = self.weights.state, self.weights
+        for mean, current in ((state["mean_W"], weights.W), (state["mean_b"], weights.b)):
+            mean *= mean.dtype.type(1.0 - 1.0 / n)
+            mean += current * mean.dtype.type(1.0 / n)
 
     @property
     def epoch_loss(self) -> float:
@@ -614,6 +638,8 @@ def result_of(
     if replica.validation_history:  # the model returned is the best one seen
         W, b = weights.state["best_W"], weights.state["best_b"]
         best_epoch = best_validation_epoch(replica.validation_history)
+    elif replica.config.solver == ASGD and replica.averaged_steps:  # the mean of the iterates
+        W, b = weights.state["mean_W"], weights.state["mean_b"]
     return TrainingResult(
         W=W,
         b=b,

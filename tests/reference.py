@@ -1,4 +1,5 @@
-"""Single-process minibatch SGD or SAGA over the global batch sequence the workers would see,
+"""Single-process minibatch SGD, SAGA or averaged SGD over the global batch sequence the
+workers would see,
 and single-process L-BFGS over all rows at once.
 
 The workers each shuffle their own partition per epoch and contribute ``batchSize`` rows per
@@ -14,7 +15,7 @@ import math
 import numpy as np
 
 from svb_spark import lbfgs, solver
-from svb_spark.training import SAGA, window_converged
+from svb_spark.training import ASGD, SAGA, window_converged
 
 
 def _standardized(partitions, config):
@@ -71,6 +72,7 @@ def reference_sgd(partitions, config):
     memory = [np.zeros((len(y), config.num_classes), dtype) for _, y, _ in data]
     total_weight = float(sum(w.sum(dtype=np.float64) for _, _, w in data))
     seen = 0.0
+    sums = (0.0, 0.0, 0)  # averaged SGD: the sums of W and b after each step, and their count
     history = []
     for epoch in range(config.max_iter):
         orders = [
@@ -100,6 +102,8 @@ def reference_sgd(partitions, config):
                 solver.apply_sufficient_vectors(
                     W, b, U, Xg, total, lr, config.reg_param, reg_scale, config.fit_intercept
                 )
+                if config.solver == ASGD and epoch > 0:  # the iterates after the first epoch
+                    sums = (sums[0] + W, sums[1] + b, sums[2] + 1)
             loss_sum += loss
             weight_sum += total
         history.append(
@@ -107,6 +111,8 @@ def reference_sgd(partitions, config):
         )
         if window_converged(history, config.tol):
             break
+    if config.solver == ASGD and sums[2]:  # averaged SGD returns the mean of the iterates
+        return sums[0] / sums[2], sums[1] / sums[2], history
     return W, b, history
 
 

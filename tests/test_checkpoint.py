@@ -16,7 +16,7 @@ from svb_spark.checkpoint import (
     write_checkpoint,
 )
 from svb_spark.testing import train_in_process
-from svb_spark.training import SAGA, Replica, make_plan, prepare_partition
+from svb_spark.training import ASGD, SAGA, Replica, make_plan, prepare_partition
 
 
 def _sparse_blobs():
@@ -46,6 +46,10 @@ CASES = {
     "validation column, with its best model": (
         lambda: [(X, y, w, np.arange(len(y)) % 4 == 0) for X, y, w in blobs()],
         lambda p, **o: training_config(p, validation_tol=0.01, **o),
+    ),
+    "averaged SGD, with its mean of the iterates": (
+        lambda: blobs(),
+        lambda p, **o: training_config(p, solver=ASGD, **o),
     ),
     "SAGA, with every worker's memory": (
         lambda: blobs(),

@@ -26,7 +26,7 @@ def planted(spark):
     return X, y, w, planted_frame(spark).cache()
 
 
-@pytest.mark.parametrize("solver", ["sgd", "saga"])
+@pytest.mark.parametrize("solver", ["sgd", "saga", "asgd"])
 def test_distributed_fit_equals_single_process_reference(spark, planted, solver):
     X, y, w, df = planted
     estimator = SVBLogisticRegression(

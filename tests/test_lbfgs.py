@@ -137,6 +137,10 @@ def test_the_memory_check_counts_lbfgs_vectors(spark):
     assert "L-BFGS's 26 vectors of numClasses x (numFeatures + 1) x 8 bytes" in message
     assert "26 x 400 x 1001 x 8" in message and "solver='sgd'" in message
     assert "dtype='float32'" not in message
+    with live_spark_conf(spark, {key: "64m", "spark.executor.cores": "1"}):
+        check_replica_fits(spark, 1000, 9000, "float32")  # one replica, 36 MB: fits
+        with pytest.raises(ValueError, match=r"averaged SGD's 2 x numClasses x numFeatures"):
+            check_replica_fits(spark, 1000, 9000, "float32", averaged=True)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +193,23 @@ def test_auto_takes_lbfgs_for_small_dense_models_only(spark, planted):
     assert estimator._solver(_config(100, too_big), "p2p") == "saga"
     assert estimator._solver(_config(4, 6), "broadcast") == "sgd"
     assert estimator.fit(df).summary.solver == "lbfgs"
+
+
+@pytest.mark.parametrize(
+    ("sparse", "mode", "validation", "reason"),
+    [
+        (True, "p2p", None, "the features are sparse"),
+        (False, "sharded", None, "exchange='sharded' keeps no mean of the iterates"),
+        (False, "p2p", "held", "validationIndicatorCol is set"),
+    ],
+)
+def test_averaged_sgd_where_it_does_not_apply_is_refused(sparse, mode, validation, reason):
+    estimator = SVBLogisticRegression(solver="asgd")
+    if validation:
+        estimator.setValidationIndicatorCol(validation)
+    assert SVBLogisticRegression(solver="asgd")._solver(_config(4, 6), "p2p") == "asgd"
+    with pytest.raises(ValueError, match="is 'asgd' but " + reason):
+        estimator._solver(_config(4, 6, sparse=sparse), mode)
 
 
 def _config(K, D, sparse=False):

@@ -11,7 +11,13 @@ from reference import reference_sgd
 from svb_spark import solver
 from svb_spark.exchange.codec import DENSE, SV
 from svb_spark.testing import train_in_process
-from svb_spark.training import SAGA, TrainingConfig, validation_stalled, window_converged
+from svb_spark.training import (
+    ASGD,
+    SAGA,
+    TrainingConfig,
+    validation_stalled,
+    window_converged,
+)
 
 
 @pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 1), (DENSE, 4)])
@@ -239,6 +245,30 @@ def test_saga_loop_equals_single_process_saga_on_the_global_batches(overrides):
     np.testing.assert_allclose(results[0].W, W, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(results[0].b, b, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(results[0].objective_history, history, rtol=1e-9)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"sync_interval": 2}, {"reg_param": 0.0}])
+def test_averaged_sgd_equals_the_mean_of_the_reference_iterates(overrides):
+    parts = blobs()
+    config = training_config(parts, solver=ASGD, **overrides)
+    digests = {}
+
+    def record(rank, step, W, b):
+        digests.setdefault(step, set()).add((W.tobytes(), b.tobytes()))
+
+    results = train_in_process(parts, config, on_exchange=record)
+    assert all(len(replicas) == 1 for replicas in digests.values())  # bit-identical
+    for other in results[1:]:
+        assert (other.W == results[0].W).all() and (other.b == results[0].b).all()
+    if config.sync_interval == 1:
+        W, b, history = reference_sgd(parts, config)
+        np.testing.assert_allclose(results[0].W, W, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(results[0].b, b, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(results[0].objective_history, history, rtol=1e-9)
+    # The same steps as SGD: only the model returned differs (the mean, not the last iterate).
+    sgd = train_in_process(parts, dataclasses.replace(config, solver="sgd"))[0]
+    assert sgd.objective_history == results[0].objective_history
+    assert not np.allclose(sgd.W, results[0].W)
 
 
 def test_saga_sends_the_bytes_of_sgd_and_reaches_the_optimum_sgd_does_not():
