@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 
+from svb_spark.listener import ConnectionListener
 from svb_spark.progress import sign, verify
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ _CONNECT_SECONDS = 10.0
 _POLL_SECONDS = 0.05  # how often waiting posters check that the others are still there
 
 
-class HelloBoard:
+class HelloBoard(ConnectionListener):
     """Collects one signed hello per rank of a stage on ``(host, port)`` and answers every
     poster with all of them, once the last has arrived.
 
@@ -48,20 +49,7 @@ class HelloBoard:
         self._hellos: dict[int, tuple[str, socket.socket]] = {}  # rank: (hello, its poster)
         self._answered: dict[socket.socket, list[str]] = {}  # a whole round, for each poster
         self._all_in = threading.Condition()
-        self._socket = socket.create_server((host, 0))
-        self.address = (host, self._socket.getsockname()[1])
-        self._thread = threading.Thread(target=self._accept, name="svb-board", daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(
-                target=self._serve, args=(connection,), name="svb-board-conn", daemon=True
-            ).start()
+        super().__init__(host, "svb-board")
 
     def _serve(self, connection: socket.socket) -> None:
         try:
@@ -104,14 +92,6 @@ class HelloBoard:
                     self._all_in.notify_all()
                     continue
                 self._all_in.wait(_POLL_SECONDS)
-
-    def close(self) -> None:
-        try:
-            self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._socket.close()
-        self._thread.join(1.0)
 
 
 def _connected(connection: socket.socket) -> bool:

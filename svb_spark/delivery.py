@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from svb_spark.listener import ConnectionListener
 from svb_spark.progress import sign, verify
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 _MAX_HEADER = 1 << 16
 
 
-class ModelInbox:
+class ModelInbox(ConnectionListener):
     """Receives signed deliveries of named arrays on ``(host, port)``; :meth:`take` them by
     token.
 
@@ -43,24 +44,11 @@ class ModelInbox:
     def __init__(self, host: str, secret: str, timeout: float = 120.0) -> None:
         self._secret = secret
         self._timeout = timeout
-        self._socket = socket.create_server((host, 0))
-        self.address = (host, self._socket.getsockname()[1])
         self._received: dict[str, dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept, name="svb-inbox", daemon=True)
-        self._thread.start()
+        super().__init__(host, "svb-inbox")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(
-                target=self._receive, args=(connection,), name="svb-inbox-conn", daemon=True
-            ).start()
-
-    def _receive(self, connection: socket.socket) -> None:
+    def _serve(self, connection: socket.socket) -> None:
         try:
             with connection:
                 connection.settimeout(self._timeout)
@@ -90,14 +78,6 @@ class ModelInbox:
         """The arrays delivered under ``token`` (once), or None."""
         with self._lock:
             return self._received.pop(token, None)
-
-    def close(self) -> None:
-        try:
-            self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._socket.close()
-        self._thread.join(1.0)
 
 
 def send_arrays(
