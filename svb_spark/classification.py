@@ -58,7 +58,7 @@ from svb_spark.summary import (
     SVBLogisticRegressionTrainingSummary,
 )
 from svb_spark.task import fit_by_barrier_stage
-from svb_spark.training import ASGD, SAGA, SGD, TrainingConfig
+from svb_spark.training import ASGD, LBFGS, SAGA, SGD, TrainingConfig
 
 
 class SVBConvergenceWarning(UserWarning):
@@ -295,7 +295,7 @@ class SVBLogisticRegression(
             # within 10% of that); 10% of slack.
             saga = config.solver == SAGA
             saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if saga else 0
-            lbfgs_vectors = lbfgs.VECTORS if config.solver == lbfgs.LBFGS else 0
+            lbfgs_vectors = lbfgs.VECTORS if config.solver == LBFGS else 0
             K, D = config.num_classes, config.num_features
             check_replica_fits(
                 spark, K, D, config.dtype, saga_rows, lbfgs_vectors, config.solver == ASGD
@@ -406,7 +406,7 @@ class SVBLogisticRegression(
         mode, reason, predictions = self._exchange_mode(spark, config, shape)
         kind = {"dense": DENSE, "sharded": SHARDED}.get(mode, SV)
         config = dataclasses.replace(config, message_kind=kind, solver=self._solver(config, mode))
-        if config.solver == lbfgs.LBFGS:
+        if config.solver == LBFGS:
             reason = (
                 "solver lbfgs: every iteration each worker sends its loss and its "
                 f"{config.num_classes} x {config.num_features + 1} gradient sum, in float64"
@@ -465,17 +465,17 @@ class SVBLogisticRegression(
         per step, which plain SGD's sparse update avoids.
         """
         lbfgs_why_not = self._lbfgs_why_not(config, mode)
-        if self.getSolver() == lbfgs.LBFGS and lbfgs_why_not:
+        if self.getSolver() == LBFGS and lbfgs_why_not:
             raise ValueError(
                 f"The 'solver' parameter of {type(self).__name__} is 'lbfgs' but "
                 f"{lbfgs_why_not}. Use solver='saga' or 'sgd', or 'auto' to pick the solver that "
                 "applies."
             )
         small = config.num_classes * (config.num_features + 1) <= lbfgs.AUTO_MAX_COEFFICIENTS
-        if self.getSolver() == lbfgs.LBFGS or (
+        if self.getSolver() == LBFGS or (
             self.getSolver() == "auto" and not lbfgs_why_not and not config.sparse and small
         ):
-            return lbfgs.LBFGS
+            return LBFGS
         why_not = None
         if config.sparse:
             why_not = "the features are sparse (stored as CSR rows), which train with SGD"

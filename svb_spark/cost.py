@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from svb_spark.exchange.codec import DENSE, SHARDED
-from svb_spark.lbfgs import LBFGS
+from svb_spark.training import LBFGS
 
 
 def itemsize(dtype: str) -> int:

@@ -24,8 +24,6 @@ from svb_spark.checkpoint import ReplicaState
 from svb_spark.exchange import Exchange, codec
 from svb_spark.training import ROUND_PHASES, TrainingResult, result_counters
 
-LBFGS = "lbfgs"
-
 # Correction pairs kept: MLlib's LogisticRegression keeps 10.
 HISTORY = 10
 

@@ -36,10 +36,11 @@ from svb_spark.cost import max_message_bytes
 from svb_spark.data import table_to_arrays
 from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
 from svb_spark.exchange import Exchange, codec
-from svb_spark.lbfgs import LBFGS, train_lbfgs
+from svb_spark.lbfgs import train_lbfgs
 from svb_spark.session import arrow_batch_bytes, spark_conf
 from svb_spark.sharded import train_sharded
 from svb_spark.training import (
+    LBFGS,
     LocalPartition,
     Plan,
     TrainingConfig,

@@ -15,9 +15,10 @@ import numpy as np
 from svb_spark.checkpoint import ReplicaState
 from svb_spark.exchange.codec import SHARDED
 from svb_spark.exchange.local import LocalExchangeGroup
-from svb_spark.lbfgs import LBFGS, train_lbfgs
+from svb_spark.lbfgs import train_lbfgs
 from svb_spark.sharded import train_sharded
 from svb_spark.training import (
+    LBFGS,
     TrainingConfig,
     TrainingResult,
     checkpoints_seen,

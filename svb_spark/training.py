@@ -41,8 +41,8 @@ from svb_spark.weights import ReplicaWeights
 # The optimizers (the ``solver`` param): minibatch SGD with a decaying step, the paper's method;
 # SAGA on sufficient vectors with a constant step (see solver.apply_saga); and averaged SGD
 # (Polyak-Ruppert tail averaging: the model is the mean of SGD's iterates after every step from
-# the second epoch on, kept on every replica). L-BFGS lives in svb_spark.lbfgs.
-SGD, SAGA, ASGD = "sgd", "saga", "asgd"
+# the second epoch on, kept on every replica); and full-batch L-BFGS (svb_spark.lbfgs).
+SGD, SAGA, ASGD, LBFGS = "sgd", "saga", "asgd", "lbfgs"
 
 # The stopping rule compares the mean epoch objective of the last TOL_WINDOW epochs with that of
 # the TOL_WINDOW before: a window averages out SGD's epoch-to-epoch noise, which made a
@@ -222,7 +222,8 @@ def prepare_partition(
     if held_out is not None:
         kept = (X[held_out], y[held_out], w[held_out])
         X, y, w = X[~held_out], y[~held_out], w[~held_out]
-    curvature = solver.curvature(X, w, config.fit_intercept)
+    # L-BFGS takes no step from the curvature: skip its passes over the rows.
+    curvature = 0.0 if config.solver == LBFGS else solver.curvature(X, w, config.fit_intercept)
     return LocalPartition(X, y, w, curvature, held_out=kept)
 
 

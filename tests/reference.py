@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from svb_spark import lbfgs, solver
-from svb_spark.training import ASGD, SAGA, window_converged
+from svb_spark.training import ASGD, LBFGS, SAGA, window_converged
 
 
 def _standardized(partitions, config):
@@ -56,7 +56,7 @@ def reference_lbfgs(partitions, config):
 
 def reference_sgd(partitions, config):
     """Returns (W, b, objective_history) in the standardized space."""
-    if config.solver == lbfgs.LBFGS:
+    if config.solver == LBFGS:
         return reference_lbfgs(partitions, config)
     dtype = np.dtype(config.dtype)
     data = _standardized(partitions, config)

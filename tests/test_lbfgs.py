@@ -15,6 +15,7 @@ from svb_spark import SVBLogisticRegression, lbfgs, solver
 from svb_spark.cost import max_message_bytes
 from svb_spark.session import check_replica_fits
 from svb_spark.testing import train_in_process
+from svb_spark.training import LBFGS
 
 
 def test_minimize_finds_the_minimum_of_a_quadratic():
@@ -51,7 +52,7 @@ def test_in_process_fit_has_identical_replicas_and_equals_the_reference(num_work
     X, y, w = (np.concatenate(columns) for columns in zip(*parts))
     split = np.array_split(np.arange(len(y)), num_workers)
     partitions = [(X[i], y[i], w[i]) for i in split]
-    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=30, tol=1e-6)
+    config = training_config(parts, solver=LBFGS, max_iter=30, tol=1e-6)
     seen = {}  # (iteration, rank): the replica after it
 
     def observe(rank, iteration, W, b):
@@ -80,7 +81,7 @@ def test_csr_rows_train_the_model_of_dense_rows():
     from scipy import sparse
 
     parts = blobs()
-    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=10, tol=0.0)
+    config = training_config(parts, solver=LBFGS, max_iter=10, tol=0.0)
     config = dataclasses.replace(config, mean=None)  # CSR rows are scaled, never centered
     dense = train_in_process(parts, config)[0]
     csr = [(sparse.csr_matrix(X), y, w) for X, y, w in parts]
@@ -93,7 +94,7 @@ def test_lbfgs_reaches_the_optimum_of_scikit_learn():
     from sklearn.linear_model import LogisticRegression
 
     parts = blobs(rows=(300, 250))
-    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=200, tol=1e-12, reg_param=0.01)
+    config = training_config(parts, solver=LBFGS, max_iter=200, tol=1e-12, reg_param=0.01)
     result = train_in_process(parts, config)[0]
 
     X = np.concatenate([(p[0] - config.mean) * config.scale for p in parts])
@@ -109,7 +110,7 @@ def test_lbfgs_reaches_the_optimum_of_scikit_learn():
 
 def test_bytes_per_iteration_are_the_loss_and_the_gradient():
     parts = blobs()
-    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=5, tol=0.0)
+    config = training_config(parts, solver=LBFGS, max_iter=5, tol=0.0)
     result = train_in_process(parts, config)[0]
     K, D, peers = 4, 6, 2
     assert result.payload_sent == result.exchanges * peers * (K * (D + 1) + 1) * 8
@@ -119,7 +120,7 @@ def test_bytes_per_iteration_are_the_loss_and_the_gradient():
 
 def test_a_checkpoint_directory_does_not_resume_lbfgs(tmp_path):
     parts = blobs()
-    config = training_config(parts, solver=lbfgs.LBFGS, max_iter=5, tol=0.0)
+    config = training_config(parts, solver=LBFGS, max_iter=5, tol=0.0)
     config = dataclasses.replace(config, checkpoint_dir=str(tmp_path), checkpoint_interval=1)
     first = train_in_process(parts, config)[0]
     # Nothing was written, so a retried stage starts afresh and ends at the same model.
@@ -152,7 +153,7 @@ def planted(spark):
 def test_spark_fit_equals_the_single_process_reference(spark, planted):
     X, y, w, df = planted
     settings = dict(max_iter=40, tol=1e-6, reg_param=0.01, fit_intercept=True, step_size=1.0,
-                    seed=5, dtype="float64", batch_size=16, solver=lbfgs.LBFGS)  # fmt: skip
+                    seed=5, dtype="float64", batch_size=16, solver=LBFGS)  # fmt: skip
     model = SVBLogisticRegression(
         solver="lbfgs", weightCol="weight", numWorkers=2, maxIter=40, tol=1e-6, regParam=0.01,
         dtype="float64",
