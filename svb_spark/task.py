@@ -244,8 +244,8 @@ def rendezvous(
     """Load this worker's rows while swapping hellos with every peer, connect the mesh, and
     agree on the plan.
 
-    ``all_gather(message)`` returns every rank's message in rank order (``BarrierTaskContext
-    .allGather`` in a barrier task: about a second, paid once per fit). It runs in a
+    ``all_gather(message)`` returns every rank's message in rank order (the driver's hello
+    board, milliseconds, or ``BarrierTaskContext.allGather``, about a second). It runs in a
     background thread while ``load()`` decodes the rows, so the hello carries only what is
     known before: the worker's Flight location, pid and the checkpoint steps it sees, from
     which every worker picks the same one to resume from (a retried stage). The facts of the
