@@ -132,12 +132,14 @@ def test_hundred_fits_leak_nothing():
         assert snapshot["driver"]["threads"] == before["driver"]["threads"]
         assert snapshot["driver"]["python_thread_names"] == before["driver"]["python_thread_names"]
     # The JVM's thread count follows the job rate: Spark's cached pools start a thread per
-    # task up to their caps, and each exits after 60 s idle. The Java threads that stay must
-    # be the same ones, and once the pools have expired they are all there is. The VM's own
-    # threads (GC workers, JIT compilers) come and go on demand and are only reported.
-    assert end["jvm"]["lasting"] == base["jvm"]["lasting"]
+    # task up to their caps, and each exits after 60 s idle. Once the pools have expired, every
+    # Java thread that stays must have been there after fit 5: none is new. (At about 0.5 s a
+    # fit, the snapshots right after fit 5 and fit 100 also catch the last fit's asynchronous
+    # tail, task monitors and shuffle location dispatchers, so they hold a few more threads
+    # than the idle one; they are only reported.) The VM's own threads (GC workers, JIT
+    # compilers) come and go on demand and are only reported.
     assert idle["jvm"]["expiring_threads"] == {}
-    assert idle["jvm"]["lasting"] == base["jvm"]["lasting"]
+    assert set(idle["jvm"]["lasting"]) <= set(base["jvm"]["lasting"])
 
     # Listening sockets: no Flight server is left in a worker, no progress listener in the
     # driver; every process listens on exactly what it listened on before (the driver's
