@@ -55,25 +55,6 @@ SEPARABLE_FLOOR = 0.03
 ARMIJO = 1e-4
 MAX_HALVINGS = 10
 
-# Rows per block when scoring a partition, so that its B x K scores stay small.
-BLOCK_ROWS = 65536
-
-
-def loss_and_gradient(W: np.ndarray, b: np.ndarray, X, y: np.ndarray, w: np.ndarray):
-    """The weighted loss sum and the ``K x (D + 1)`` gradient sum (``[U^T X | colsum U]``,
-    float64) of rows ``X`` (dense or CSR) at ``(W, b)``, block by block."""
-    K, D = W.shape
-    total = np.zeros((K, D + 1))
-    loss = 0.0
-    Wd, bd = W.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False)
-    for start in range(0, X.shape[0], BLOCK_ROWS):
-        rows = slice(start, start + BLOCK_ROWS)
-        margins = np.asarray(X[rows] @ Wd.T) + bd
-        U, block_loss = solver._vectors_from_margins(margins, y[rows], w[rows])
-        total += solver.batch_gradient(U, X[rows])
-        loss += block_loss
-    return loss, total
-
 
 def minimize(
     evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]],
@@ -180,7 +161,7 @@ def train_lbfgs(
         nonlocal evaluations
         t0 = time.perf_counter()
         W, b = point[: K * D].reshape(K, D), point[K * D :]
-        loss, gradient = loss_and_gradient(W.astype(dtype), b.astype(dtype), data.X, data.y, data.w)
+        loss, gradient = solver.loss_and_gradient_sums(W, b, data.X, data.y, data.w)
         t1 = time.perf_counter()
         message = codec.encode_sums(np.concatenate([[loss], gradient.ravel()]))
         t2 = time.perf_counter()
@@ -190,17 +171,14 @@ def train_lbfgs(
         for batch in gathered[1:]:  # in rank order: the same sum on every worker
             total += codec.sums_array(batch)
         evaluations += 1
-        objective = total[0] / plan.total_weight
-        grad = total[1:].reshape(K, D + 1) / plan.total_weight
-        if not config.fit_intercept:
-            grad[:, D] = 0.0
-        if config.reg_param > 0.0:
-            objective += solver.regularization(W, config.reg_param, reg_scale)
-            grad[:, :D] += config.reg_param * reg_scale * W
+        objective, grad = solver.objective_and_gradient(
+            total[0], total[1:].reshape(K, D + 1), W, plan.total_weight, config.reg_param,
+            reg_scale, config.fit_intercept,
+        )  # fmt: skip
         seconds["compute"] += t1 - t0 + time.perf_counter() - t3
         seconds["encode"] += t2 - t1
         seconds["exchange"] += t3 - t2
-        return float(objective), np.concatenate([grad[:, :D].ravel(), grad[:, D]])
+        return objective, as_vector(grad)
 
     def after_iteration(iteration: int, point: np.ndarray, objective: float) -> None:
         if on_exchange is not None:
@@ -241,6 +219,11 @@ def objective_settled(history: list[float], tol: float, window: int = TOL_WINDOW
     current = sum(history[-window:]) / window
     previous = sum(history[-2 * window : -window]) / window
     return previous - current <= tol * max(abs(current), SEPARABLE_FLOOR * abs(history[0]))
+
+
+def as_vector(gradient: np.ndarray) -> np.ndarray:
+    """A K x (D + 1) gradient in the iteration's layout: W's rows, then b."""
+    return np.concatenate([gradient[:, :-1].ravel(), gradient[:, -1]])
 
 
 def _split(x: np.ndarray, K: int, D: int, dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -349,6 +349,58 @@ def apply_gradient(
 _MIN_FACTOR = 1e-6
 
 
+# Rows per block when a whole partition is scored at once (L-BFGS), so that its B x K scores
+# stay small.
+FULL_BATCH_BLOCK_ROWS = 65536
+
+
+def loss_and_gradient_sums(
+    W: np.ndarray, b: np.ndarray, X, y: np.ndarray, weights: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The weighted loss sum and the K x (D + 1) gradient sum ``[U^T X | colsum U]`` (float64)
+    of all rows ``X`` (dense or CSR) at ``(W, b)``, scored block by block in ``X``'s dtype."""
+    K, D = W.shape
+    total = np.zeros((K, D + 1))
+    loss = 0.0
+    W, b = W.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False)
+    for start in range(0, X.shape[0], FULL_BATCH_BLOCK_ROWS):
+        rows = slice(start, start + FULL_BATCH_BLOCK_ROWS)
+        U, block_loss = _vectors_from_margins(np.asarray(X[rows] @ W.T) + b, y[rows], weights[rows])
+        total += batch_gradient(U, X[rows])
+        loss += block_loss
+    return loss, total
+
+
+def objective_and_gradient(
+    loss_sum: float,
+    gradient_sum: np.ndarray,
+    W: np.ndarray,
+    total_weight: float,
+    reg_param: float,
+    reg_scale: np.ndarray | float = 1.0,
+    fit_intercept: bool = True,
+) -> tuple[float, np.ndarray]:
+    """The objective of the module docstring and its K x (D + 1) gradient, from the loss and
+    gradient sums of all rows (see :func:`loss_and_gradient_sums`) at ``W``. ``gradient_sum``
+    is divided in place."""
+    gradient_sum /= total_weight
+    if not fit_intercept:
+        gradient_sum[:, -1] = 0.0
+    objective = loss_sum / total_weight
+    if reg_param > 0.0:
+        objective += regularization(W, reg_param, reg_scale)
+        gradient_sum[:, :-1] += reg_param * reg_scale * W
+    return float(objective), gradient_sum
+
+
+def fold_into_mean(mean: np.ndarray, current: np.ndarray, count: int) -> None:
+    """``mean = (1 - 1/count) mean + current / count``, in place and without a temporary:
+    the running mean of ``count`` iterates (averaged SGD)."""
+    mean -= current
+    mean *= mean.dtype.type(1.0 - 1.0 / count)
+    mean += current
+
+
 def feature_major_zeros(num_classes: int, num_features: int, dtype) -> np.ndarray:
     """A K x D zero matrix stored feature-major, the layout sparse updates want."""
     return np.zeros((num_features, num_classes), dtype=dtype).T

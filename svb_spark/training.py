@@ -428,15 +428,14 @@ class Replica:
         return max(0, self.step - self.plan.steps_per_epoch)
 
     def _average_iterates(self) -> None:
-        """Fold the iterate of the step just counted into the running mean, in place: ``mean =
-        (1 - 1/n) mean + W / n`` (dense rows: the replica has no L2 factor)."""
+        """Fold the iterate of the step just counted into the running mean (dense rows: the
+        replica has no L2 factor)."""
         n = self.averaged_steps
         if n == 0:
             return
         state, weights = self.weights.state, self.weights
-        for mean, current in ((state["mean_W"], weights.W), (state["mean_b"], weights.b)):
-            mean *= mean.dtype.type(1.0 - 1.0 / n)
-            mean += current * mean.dtype.type(1.0 / n)
+        solver.fold_into_mean(state["mean_W"], weights.W, n)
+        solver.fold_into_mean(state["mean_b"], weights.b, n)
 
     @property
     def epoch_loss(self) -> float:

@@ -39,13 +39,11 @@ def reference_lbfgs(partitions, config):
 
     def evaluate(x):
         W, b = x[: K * D].reshape(K, D), x[K * D :]
-        loss, gradient = lbfgs.loss_and_gradient(W, b, X, y, w)
-        gradient /= total
-        if not config.fit_intercept:
-            gradient[:, D] = 0.0
-        gradient[:, :D] += config.reg_param * reg_scale * W
-        objective = loss / total + solver.regularization(W, config.reg_param, reg_scale)
-        return objective, np.concatenate([gradient[:, :D].ravel(), gradient[:, D]])
+        loss, gradient = solver.loss_and_gradient_sums(W, b, X, y, w)
+        objective, gradient = solver.objective_and_gradient(
+            loss, gradient, W, total, config.reg_param, reg_scale, config.fit_intercept
+        )
+        return objective, lbfgs.as_vector(gradient)
 
     x, history, _ = lbfgs.minimize(
         evaluate, np.zeros(K * (D + 1)), config.max_iter,
