@@ -270,7 +270,7 @@ def encode_sums(values) -> pa.RecordBatch:
 
 
 def decode_sums(batch: pa.RecordBatch | pa.Table) -> list[float]:
-    return batch.column("sums").to_pylist()
+    return sums_array(batch).tolist()
 
 
 def sums_array(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
