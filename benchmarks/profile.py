@@ -44,7 +44,7 @@ def shape_data(name: str):
 @contextmanager
 def driver_phases(marks: dict):
     """Time the driver's steps of ``fit`` by wrapping the functions ``_fit`` calls."""
-    from svb_spark import classification, solver
+    from svb_spark import classification, delivery
 
     wrapped = {
         (classification, "inspect_training_data"): "inspect",
@@ -52,7 +52,7 @@ def driver_phases(marks: dict):
         (classification, "check_replica_fits"): "replica_memory_check",
         (classification, "training_frame"): "training_frame",
         (classification, "fit_by_barrier_stage"): "barrier_stage",
-        (solver, "unstandardize"): "unstandardize",
+        (delivery.ModelBuild, "finish"): "finish_model",
     }
     originals = {key: getattr(*key) for key in wrapped}
 
@@ -98,7 +98,7 @@ def profile_fit(df, max_iter: int, **params) -> dict:
         "stage: collect (whole stage)": timings.get("stage", float("nan")),
         "decode result": timings.get("result_decode", float("nan")),
         "model build (after the stage)": ended - marks["barrier_stage_end"],
-        "  of which unstandardize": marks.get("unstandardize", 0.0),
+        "  of which finishing the model": marks.get("finish_model", 0.0),
     }
     workers = {w["rank"]: w.get("phases", {}) for w in summary.workers}
     loop = workers[0].get("loop", 0.0)

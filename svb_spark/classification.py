@@ -27,7 +27,7 @@ from svb_spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.checkpoint import remove_checkpoints
 from svb_spark.contract import training_frame
 from svb_spark.cost import choose_exchange, itemsize
-from svb_spark.delivery import PREPARED_COEFFICIENTS, ModelBuffer
+from svb_spark.delivery import ModelBuild
 from svb_spark.exchange.codec import DENSE, SHARDED, SV
 from svb_spark.exchange.tls import tls_files_from_conf
 from svb_spark.inspection import check_columns, check_validation_column, inspect_training_data
@@ -315,8 +315,7 @@ class SVBLogisticRegression(
         # inside every task's closure. Spark Connect has no SparkContext: closure it is.
         shipped = sc.broadcast(initial) if sc is not None and initial is not None else initial
         secret = secrets.token_urlsafe(32)
-        coefficients = config.num_classes * config.num_features
-        buffer = ModelBuffer(coefficients) if coefficients >= PREPARED_COEFFICIENTS else None
+        build = ModelBuild(config.num_classes, config.num_features, config.scale, config.mean)
         try:
             with (
                 job_group(spark, description),
@@ -327,7 +326,9 @@ class SVBLogisticRegression(
                         spark, training, config, secrets.token_hex(8), initial=shipped
                     )
                 else:
-                    result = fit_by_barrier_stage(training, config, secret, shipped, progress)
+                    result = fit_by_barrier_stage(
+                        training, config, secret, shipped, progress, build
+                    )
         finally:
             if shipped is not initial:
                 shipped.destroy()
@@ -335,8 +336,7 @@ class SVBLogisticRegression(
                 remove_checkpoints(config.checkpoint_dir)
         trained = time.perf_counter()
 
-        model_buffer = None if buffer is None else buffer.take()
-        W, b = solver.unstandardize(result.W, result.b, config.mean, config.scale, model_buffer)
+        W, b = build.finish(result.W, result.b)
         result.W = result.b = None  # the summary keeps the record, not a second K x D copy
         model = self._copyValues(SVBLogisticRegressionModel(W, b))
         model._resetUid(model.uid)

@@ -111,9 +111,10 @@ def decode_result(rows, deliveries=None) -> TrainingResult:
     """Inverse of :func:`encode_result` on the collected rows (see :func:`collect_parts`);
     each worker's own report (its ``worker<rank>`` part) joins its entry in ``workers``.
 
-    W and b are views of the collected (or ``deliveries.take(token)``'s delivered) buffers,
-    in the replica's layout (a feature-major replica arrives as the transpose of its D x K
-    storage). The class-sharded mode's blocks are stacked in rank order into one K x D copy.
+    W and b are views of the collected buffers, in the replica's layout (a feature-major
+    replica arrives as the transpose of its D x K storage), or the arrays delivered to
+    ``deliveries`` (a :class:`~svb_spark.delivery.ModelInbox`), as it made them. The
+    class-sharded mode's blocks are stacked in rank order into one K x D copy.
     """
     parts = collect_parts(rows)
     suffixes = [""] if "layout" in parts else _block_suffixes(parts)
@@ -144,7 +145,7 @@ def _weights(parts: dict, deliveries, suffix: str) -> tuple[np.ndarray, np.ndarr
             raise RuntimeError(
                 f"a worker reported delivering the model ({token}) but it never came"
             )
-        parts.update(delivered)
+        return delivered["W" + suffix], delivered["b" + suffix]  # as the inbox made them
     return tuple(_array_from_bytes(parts[name + suffix], *layout[name + suffix])
                  for name in ("W", "b"))  # fmt: skip
 

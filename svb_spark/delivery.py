@@ -3,9 +3,13 @@
 Result rows would carry K x D floats through the barrier stage's shuffle (written, read back
 and collected: three passes through the JVM). Instead, in classic mode the driver listens on
 a :class:`ModelInbox` and rank 0 sends each array once over a TCP connection, from the
-replica's memory into the buffer the driver keeps; the shuffle then carries only the small
-record of the fit, which names the delivery by a token. The header is signed with the fit's
-secret (as progress lines are), so the inbox takes weights only from a task of this fit.
+replica's memory to the driver; the shuffle then carries only the small record of the fit,
+which names the delivery by a token. The header is signed with the fit's secret (as progress
+lines are), so the inbox takes weights only from a task of this fit.
+
+The driver builds the float64 model in original feature units (a :class:`ModelBuild`) as the
+weights arrive, a few megabytes at a time: the float32 replica is never held whole on the
+driver, and at 2^28 coefficients the build costs no pass of its own after the stage.
 
 Where the inbox cannot be used (Spark Connect, mutual TLS between the workers, Spark's network
 encryption, or a driver the executors cannot reach) the weights travel as result rows.
@@ -19,6 +23,7 @@ import threading
 
 import numpy as np
 
+from svb_spark import solver
 from svb_spark.listener import ConnectionListener
 from svb_spark.progress import sign, verify
 
@@ -29,7 +34,8 @@ _MAX_HEADER = 1 << 16
 
 class ModelInbox(ConnectionListener):
     """Receives signed deliveries of named arrays on ``(host, port)``; :meth:`take` them by
-    token.
+    token, each in its logical shape (a transposed array is a view of the storage it came in).
+    With a ``build``, the array named ``W`` is built into it as it arrives.
 
     Examples
     --------
@@ -41,9 +47,12 @@ class ModelInbox(ConnectionListener):
     >>> inbox.close()
     """
 
-    def __init__(self, host: str, secret: str, timeout: float = 120.0) -> None:
+    def __init__(
+        self, host: str, secret: str, timeout: float = 120.0, build: ModelBuild | None = None
+    ) -> None:
         self._secret = secret
         self._timeout = timeout
+        self._build = build
         self._received: dict[str, dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()
         super().__init__(host, "svb-inbox")
@@ -57,17 +66,18 @@ class ModelInbox(ConnectionListener):
                 if header is None:
                     logger.warning("refused a model delivery with a bad signature")
                     return
+                transposed = set(header.get("transposed", ()))
                 arrays = {}
                 for name, dtype, shape in header["arrays"]:
-                    array = np.empty(shape, dtype=np.dtype(dtype))
-                    view = memoryview(array).cast("B")
-                    got = 0
-                    while got < len(view):
-                        n = reader.readinto(view[got:])
-                        if not n:
-                            return  # the sender went away: no delivery
-                        got += n
-                    arrays[name] = array
+                    dtype, flipped = np.dtype(dtype), name in transposed
+                    built = None
+                    if name == "W" and self._build is not None:
+                        built = self._build.receive(reader, dtype, shape, flipped)
+                    if built is None:
+                        built = _receive(reader, dtype, shape, flipped)
+                    if built is _GONE:
+                        return  # the sender went away: no delivery
+                    arrays[name] = built
                 with self._lock:
                     self._received[header["token"]] = arrays
                 connection.sendall(b"ok\n")
@@ -86,12 +96,15 @@ def send_arrays(
     token: str,
     arrays: dict[str, np.ndarray],
     timeout: float = 120.0,
+    transposed: tuple[str, ...] = (),
 ) -> bool:
     """Send C-contiguous ``arrays`` to the inbox at ``address``; True once it acknowledged
-    them, False (logged) if it could not be reached or did not confirm."""
+    them, False (logged) if it could not be reached or did not confirm. The arrays named in
+    ``transposed`` are the storage of their transpose (a feature-major replica's D x K)."""
     header = {
         "token": token,
         "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()],
+        "transposed": list(transposed),
     }
     try:
         with socket.create_connection(tuple(address), timeout=timeout) as connection:
@@ -103,6 +116,29 @@ def send_arrays(
         logger.warning("could not send the model to the driver (%s); sending result rows", error)
         return False
     return reply == b"ok\n"
+
+
+_GONE = object()  # what a receive returns when the sender went away mid-array
+
+
+def _read_into(reader, array: np.ndarray) -> bool:
+    """Fill ``array``'s memory from ``reader``; False if the stream ended first."""
+    view = memoryview(array).cast("B")
+    got = 0
+    while got < len(view):
+        n = reader.readinto(view[got:])
+        if not n:
+            return False
+        got += n
+    return True
+
+
+def _receive(reader, dtype: np.dtype, shape: list[int], transposed: bool):
+    """One array as sent, in its logical shape, or ``_GONE``."""
+    array = np.empty(shape, dtype=dtype)
+    if not _read_into(reader, array):
+        return _GONE
+    return array.T if transposed else array
 
 
 # Models of at least this many coefficients get their float64 buffer made while the stage
@@ -150,3 +186,82 @@ def inbox_wanted(spark, config) -> bool:
         return False
     encrypted = ("spark.network.crypto.enabled", "spark.io.encryption.enabled")
     return not any(str(spark_conf(spark, key)).lower() == "true" for key in encrypted)
+
+
+# How much of W the inbox reads at a time before widening and scaling it into the model.
+_BUILD_CHUNK_BYTES = 8 << 20
+
+
+class ModelBuild:
+    """The float64 K x D model in original feature units, built from the trained weights (on
+    standardized features, float32 or float64): as they arrive in the inbox, a chunk of
+    storage rows at a time (:meth:`receive`), or after the stage from the arrays the result
+    carried (:meth:`finish`). Models of at least :data:`PREPARED_COEFFICIENTS` are built in
+    a :class:`ModelBuffer` made while the stage runs.
+
+    The buffer takes one delivery: a later one (from a retried stage) is received as it was
+    sent and built by :meth:`finish`, so two attempts never write into the same memory.
+
+    Examples
+    --------
+    >>> build = ModelBuild(2, 3, scale=np.array([1.0, 2.0, 4.0]), mean=None)
+    >>> W, b = build.finish(np.ones((2, 3), dtype=np.float32), np.zeros(2, dtype=np.float32))
+    >>> W
+    array([[1., 2., 4.],
+           [1., 2., 4.]])
+    """
+
+    def __init__(
+        self, num_classes: int, num_features: int, scale: np.ndarray, mean: np.ndarray | None
+    ) -> None:
+        self._size = num_classes * num_features
+        self._scale = np.asarray(scale, dtype=np.float64)
+        self._mean = mean
+        self._buffer = ModelBuffer(self._size) if self._size >= PREPARED_COEFFICIENTS else None
+        self._claimed = False
+        self._built: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def _take_buffer(self) -> np.ndarray:
+        if self._buffer is not None:
+            return self._buffer.take()
+        return np.empty(self._size, dtype=np.float64)
+
+    def receive(self, reader, dtype: np.dtype, shape: list[int], transposed: bool):
+        """Read W's storage (``shape``, the transpose of W's if ``transposed``) from
+        ``reader``, building the model from it chunk by chunk; the built W, ``_GONE`` if the
+        stream ended early, or None when the buffer already took a delivery (read it as
+        sent)."""
+        with self._lock:
+            if self._claimed:
+                return None
+            self._claimed = True
+        out = self._take_buffer()
+        rows, columns = shape
+        per_chunk = max(1, _BUILD_CHUNK_BYTES // max(1, columns * dtype.itemsize))
+        staging = np.empty(min(per_chunk, rows) * columns, dtype=dtype)
+        for start in range(0, rows, per_chunk):
+            n = min(per_chunk, rows - start)
+            piece = staging[: n * columns].reshape(n, columns)
+            if not _read_into(reader, piece):
+                return _GONE
+            chunk = out[start * columns : (start + n) * columns]
+            if transposed:  # a storage row is one feature's: it takes that feature's factor
+                solver.unstandardize_weights(piece.T, self._scale[start : start + n], chunk)
+            else:
+                solver.unstandardize_weights(piece, self._scale, chunk)
+        storage = out.reshape(rows, columns)
+        self._built = storage.T if transposed else storage
+        return self._built
+
+    def finish(self, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 model ``(W, b)`` in original feature units, from the result's
+        arrays: ``W`` is either what :meth:`receive` built or the trained weights."""
+        if W is not self._built:
+            W = solver.unstandardize_weights(W, self._scale, self._unclaimed_buffer())
+        return W, solver.unstandardize_intercept(W, b, self._mean)
+
+    def _unclaimed_buffer(self) -> np.ndarray:
+        with self._lock:
+            claimed, self._claimed = self._claimed, True
+        return np.empty(self._size, dtype=np.float64) if claimed else self._take_buffer()

@@ -307,17 +307,31 @@ def unstandardize(
     """
     K, D = W.shape
     out = np.empty(K * D, dtype=np.float64) if out is None else out
+    W_original = unstandardize_weights(W, scale, out)
+    return W_original, unstandardize_intercept(W_original, b, mean)
+
+
+def unstandardize_weights(W: np.ndarray, scale: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``W * scale`` in float64, written into the flat buffer ``out`` in ``W``'s memory order
+    (see :func:`unstandardize`); also for a run of W's storage rows as they arrive."""
+    K, D = W.shape
     if W.flags.f_contiguous and not W.flags.c_contiguous:
         storage = out.reshape(D, K)
         np.multiply(W.T, np.asarray(scale, dtype=np.float64)[:, None], out=storage)
-        W_original = storage.T
-    else:
-        W_original = out.reshape(K, D)
-        np.multiply(W, scale, out=W_original, dtype=np.float64)
+        return storage.T
+    W_original = out.reshape(K, D)
+    np.multiply(W, scale, out=W_original, dtype=np.float64)
+    return W_original
+
+
+def unstandardize_intercept(
+    W_original: np.ndarray, b: np.ndarray, mean: np.ndarray | None
+) -> np.ndarray:
+    """The float64 intercepts in original units, from the unstandardized weights."""
     b_original = b.astype(np.float64)
     if mean is not None:
         b_original = b_original - W_original @ mean
-    return W_original, b_original
+    return b_original
 
 
 def apply_gradient(

@@ -414,8 +414,9 @@ def barrier_training_task(
             delivered = None
             if inbox is not None:
                 token = secrets.token_hex(8)  # this attempt's delivery
-                stored, _ = stored_arrays(result, "" if block is None else block_suffix(block))
-                if send_arrays(inbox, secret, token, stored, config.exchange_timeout):
+                stored, layout = stored_arrays(result, "" if block is None else block_suffix(block))
+                transposed = tuple(name for name, (*_, flipped) in layout.items() if flipped)
+                if send_arrays(inbox, secret, token, stored, config.exchange_timeout, transposed):
                     delivered = token
                 clock.lap("send_model")
             yield from clock.timed("encode", encode_result(result, delivered, block))
@@ -427,9 +428,11 @@ def barrier_training_task(
 
 
 def fit_by_barrier_stage(
-    training, config: TrainingConfig, secret: str, initial=None, progress=None
+    training, config: TrainingConfig, secret: str, initial=None, progress=None, build=None
 ) -> TrainingResult:
     """Train over ``training`` (one partition per worker) in one barrier stage (p2p, dense).
+    A delivered model is built into ``build`` (a :class:`~svb_spark.delivery.ModelBuild`) as
+    it arrives.
 
     The shuffle after the barrier stage makes it a map stage, which Spark retries as a whole
     when a task fails (a failed barrier result stage is never retried); the retry resumes
@@ -439,7 +442,7 @@ def fit_by_barrier_stage(
     if inbox_wanted(training.sparkSession, config):
         host = spark_conf(training.sparkSession, "spark.driver.host") or "127.0.0.1"
         try:
-            inbox = ModelInbox(host, secret, config.exchange_timeout)
+            inbox = ModelInbox(host, secret, config.exchange_timeout, build)
             board = HelloBoard(host, secret, config.exchange_timeout)
         except OSError as error:
             logger.warning(

@@ -61,7 +61,7 @@ def test_a_delivered_model_is_taken_from_the_inbox_not_the_rows():
     assert layout["W"][2] and stored["W"].shape == (4, 3)
     inbox = ModelInbox("127.0.0.1", "s")
     try:
-        assert send_arrays(inbox.address, "s", "tok", stored)
+        assert send_arrays(inbox.address, "s", "tok", stored, transposed=("W",))
         batches = list(contract.encode_result(result, delivered="tok"))
         assert {b.column("part")[0].as_py() for b in batches} == {"layout", "summary"}
         decoded = contract.decode_result(pa.Table.from_batches(batches), inbox)

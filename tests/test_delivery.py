@@ -1,8 +1,11 @@
 """The model's way home: rank 0's arrays straight into the driver's inbox."""
 
-import numpy as np
+import time
 
-from svb_spark.delivery import ModelInbox, send_arrays
+import numpy as np
+import pytest
+
+from svb_spark.delivery import ModelBuild, ModelInbox, send_arrays
 
 
 def test_arrays_arrive_whole_under_their_token_once():
@@ -33,3 +36,64 @@ def test_an_unreachable_inbox_means_result_rows():
     address = inbox.address
     inbox.close()
     assert not send_arrays(address, "s3cret", "t", {"b": np.ones(3)}, timeout=5)
+
+
+def _deliver(build, stored, transposed, token="t"):
+    inbox = ModelInbox("127.0.0.1", "s3cret", build=build)
+    try:
+        assert send_arrays(inbox.address, "s3cret", token, stored, transposed=transposed)
+        return inbox.take(token)
+    finally:
+        inbox.close()
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_the_model_is_built_as_it_arrives_chunk_by_chunk(monkeypatch, feature_major):
+    from svb_spark import delivery, solver
+
+    monkeypatch.setattr(delivery, "_BUILD_CHUNK_BYTES", 3 * 7 * 4)  # 3 storage rows at a time
+    rng = np.random.default_rng(0)
+    storage = rng.normal(size=(10, 7)).astype(np.float32)  # 10 rows: the last chunk is short
+    W = storage.T if feature_major else storage
+    K, D = W.shape
+    b = rng.normal(size=K).astype(np.float32)
+    scale, mean = rng.uniform(0.5, 2, D), rng.normal(size=D)
+    build = ModelBuild(K, D, scale, mean)
+    got = _deliver(build, {"W": storage, "b": b}, ("W",) if feature_major else ())
+    assert got["W"].shape == (K, D) and got["W"].dtype == np.float64
+    W_built, b_built = build.finish(got["W"], got["b"])
+    W_expected, b_expected = solver.unstandardize(W, b, mean, scale)
+    np.testing.assert_array_equal(W_built, W_expected)  # bit for bit: the same float64 multiply
+    np.testing.assert_array_equal(b_built, b_expected)
+    assert W_built.flags.f_contiguous == feature_major and W_built is got["W"]
+
+
+def test_the_build_takes_one_delivery_and_a_later_one_arrives_as_sent():
+    from svb_spark import solver
+
+    W1, W2 = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
+    b, scale = np.zeros(2, np.float32), np.array([1.0, 2.0, 3.0])
+    build = ModelBuild(2, 3, scale, None)
+    first = _deliver(build, {"W": W1, "b": b}, (), "first")
+    second = _deliver(build, {"W": W2, "b": b}, (), "second")  # a retried stage's
+    assert second["W"].dtype == np.float32  # as sent: the buffer already holds the first
+    W, _ = build.finish(second["W"], second["b"])
+    np.testing.assert_array_equal(W, solver.unstandardize(W2, b, None, scale)[0])
+    assert not np.shares_memory(W, first["W"])
+
+
+def test_a_sender_gone_mid_array_delivers_nothing():
+    import socket
+
+    from svb_spark.progress import sign
+
+    build = ModelBuild(2, 3, np.ones(3), None)
+    inbox = ModelInbox("127.0.0.1", "s3cret", build=build)
+    try:
+        header = {"token": "cut", "arrays": [["W", "<f4", [2, 3]]], "transposed": []}
+        with socket.create_connection(inbox.address) as connection:
+            connection.sendall(sign("s3cret", header) + np.ones(4, np.float32).tobytes())
+        time.sleep(0.5)
+        assert inbox.take("cut") is None
+    finally:
+        inbox.close()

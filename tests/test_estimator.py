@@ -254,23 +254,34 @@ def test_stopping_at_max_iter_warns(spark, planted):
         SVBLogisticRegression(numWorkers=2, maxIter=2, tol=0.0).fit(df)
 
 
-def test_a_large_model_is_built_in_the_buffer_made_while_the_stage_ran(spark, planted, monkeypatch):
-    from svb_spark import classification, delivery
+def test_a_large_model_is_built_as_it_arrives_in_a_buffer_made_while_the_stage_ran(
+    spark, planted, monkeypatch
+):
+    from svb_spark import delivery
 
-    made = []
+    made, built = [], []
 
     class Recorded(delivery.ModelBuffer):
         def take(self):
             made.append(super().take())
             return made[-1]
 
-    monkeypatch.setattr(classification, "PREPARED_COEFFICIENTS", 4 * 6)  # this model's size
-    monkeypatch.setattr(classification, "ModelBuffer", Recorded)
+    receive = delivery.ModelBuild.receive
+
+    def recorded_receive(self, *args):
+        built.append(receive(self, *args))
+        return built[-1]
+
+    monkeypatch.setattr(delivery, "PREPARED_COEFFICIENTS", 4 * 6)  # this model's size
+    monkeypatch.setattr(delivery, "ModelBuffer", Recorded)
+    monkeypatch.setattr(delivery.ModelBuild, "receive", recorded_receive)
     model = SVBLogisticRegression(numWorkers=2, maxIter=2).fit(planted[3])
     assert len(made) == 1 and np.shares_memory(model._W, made[0])
-    monkeypatch.setattr(classification, "PREPARED_COEFFICIENTS", 4 * 6 + 1)
+    assert len(built) == 1 and np.shares_memory(model._W, built[0])  # built on arrival
+    monkeypatch.setattr(delivery, "PREPARED_COEFFICIENTS", 4 * 6 + 1)
     SVBLogisticRegression(numWorkers=2, maxIter=2).fit(planted[3])
     assert len(made) == 1  # a smaller model than the threshold: no buffer made beforehand
+    assert len(built) == 2  # but built on arrival all the same
 
 
 def test_coefficient_matrix_copies_the_model_once():
