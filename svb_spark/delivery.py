@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -177,17 +178,6 @@ class ModelBuffer:
         return self._buffer
 
 
-def inbox_wanted(spark, config) -> bool:
-    """Whether the weights may travel outside Spark's own channels: classic mode, no TLS
-    between the workers and none of Spark's network or I/O encryption."""
-    from svb_spark.session import spark_conf, spark_context
-
-    if spark_context(spark) is None or config.tls is not None:
-        return False
-    encrypted = ("spark.network.crypto.enabled", "spark.io.encryption.enabled")
-    return not any(str(spark_conf(spark, key)).lower() == "true" for key in encrypted)
-
-
 # How much of W the inbox reads at a time before widening and scaling it into the model.
 _BUILD_CHUNK_BYTES = 8 << 20
 
@@ -231,7 +221,11 @@ class ModelBuild:
         """Read W's storage (``shape``, the transpose of W's if ``transposed``) from
         ``reader``, building the model from it chunk by chunk; the built W, ``_GONE`` if the
         stream ended early, or None when the buffer already took a delivery (read it as
-        sent)."""
+        sent).
+
+        Two staging chunks take turns: one thread widens and scales a chunk into the model
+        while the next one is read (both release the GIL), so the build hides behind the
+        transfer instead of following it."""
         with self._lock:
             if self._claimed:
                 return None
@@ -239,17 +233,28 @@ class ModelBuild:
         out = self._take_buffer()
         rows, columns = shape
         per_chunk = max(1, _BUILD_CHUNK_BYTES // max(1, columns * dtype.itemsize))
-        staging = np.empty(min(per_chunk, rows) * columns, dtype=dtype)
-        for start in range(0, rows, per_chunk):
-            n = min(per_chunk, rows - start)
-            piece = staging[: n * columns].reshape(n, columns)
-            if not _read_into(reader, piece):
-                return _GONE
+        staging = [np.empty(min(per_chunk, rows) * columns, dtype=dtype) for _ in range(2)]
+
+        def build(piece: np.ndarray, start: int) -> None:
+            n = len(piece)
             chunk = out[start * columns : (start + n) * columns]
             if transposed:  # a storage row is one feature's: it takes that feature's factor
                 solver.unstandardize_weights(piece.T, self._scale[start : start + n], chunk)
             else:
                 solver.unstandardize_weights(piece, self._scale, chunk)
+
+        building = None
+        with ThreadPoolExecutor(1, thread_name_prefix="svb-model-build") as builder:
+            for turn, start in enumerate(range(0, rows, per_chunk)):
+                n = min(per_chunk, rows - start)
+                piece = staging[turn % 2][: n * columns].reshape(n, columns)
+                if not _read_into(reader, piece):  # the other chunk may still be building
+                    return _GONE
+                if building is not None:
+                    building.result()  # the chunk before: its staging is read into next
+                building = builder.submit(build, piece, start)
+            if building is not None:
+                building.result()
         storage = out.reshape(rows, columns)
         self._built = storage.T if transposed else storage
         return self._built
@@ -265,3 +270,14 @@ class ModelBuild:
         with self._lock:
             claimed, self._claimed = self._claimed, True
         return np.empty(self._size, dtype=np.float64) if claimed else self._take_buffer()
+
+
+def inbox_wanted(spark, config) -> bool:
+    """Whether the weights may travel outside Spark's own channels: classic mode, no TLS
+    between the workers and none of Spark's network or I/O encryption."""
+    from svb_spark.session import spark_conf, spark_context
+
+    if spark_context(spark) is None or config.tls is not None:
+        return False
+    encrypted = ("spark.network.crypto.enabled", "spark.io.encryption.enabled")
+    return not any(str(spark_conf(spark, key)).lower() == "true" for key in encrypted)
