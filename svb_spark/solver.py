@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from svb_spark import hugepages
+
 
 def softmax(margins: np.ndarray) -> np.ndarray:
     """Row-wise softmax, computed in place and returned."""
@@ -417,7 +419,7 @@ def fold_into_mean(mean: np.ndarray, current: np.ndarray, count: int) -> None:
 
 def feature_major_zeros(num_classes: int, num_features: int, dtype) -> np.ndarray:
     """A K x D zero matrix stored feature-major, the layout sparse updates want."""
-    return np.zeros((num_features, num_classes), dtype=dtype).T
+    return hugepages.zeros((num_features, num_classes), dtype).T
 
 
 def _batch_columns(X):
