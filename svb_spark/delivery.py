@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from svb_spark import hugepages, solver
+from svb_spark import solver
 from svb_spark.listener import ConnectionListener
 from svb_spark.progress import sign, verify
 
@@ -143,9 +143,8 @@ def _receive(reader, dtype: np.dtype, shape: list[int], transposed: bool):
 
 
 # Models of at least this many coefficients get their float64 buffer made while the stage
-# runs: the first touch of a fresh 2 GB buffer, page by page, took 5 to 13 s on the test
-# machines, and 1.5 to 2 s on huge pages (see :mod:`svb_spark.hugepages`), still more than all
-# the rest of the fit's fixed cost.
+# runs: the first touch of a fresh 2 GB buffer took 3 to 10 s on the test machines (the pages
+# are faulted in one by one), more than all the rest of the fit's fixed cost.
 PREPARED_COEFFICIENTS = 1 << 24
 
 
@@ -168,14 +167,14 @@ class ModelBuffer:
         self._thread.start()
 
     def _make(self) -> None:
-        buffer = hugepages.zeros(self._size, np.float64)
+        buffer = np.empty(self._size, dtype=np.float64)
         buffer[::512] = 0.0  # one write per 4 KiB page faults every page in
         self._buffer = buffer
 
     def take(self) -> np.ndarray:
         self._thread.join()
         if self._buffer is None:  # the thread failed (e.g. no memory): make it here
-            self._buffer = hugepages.zeros(self._size, np.float64)
+            self._buffer = np.empty(self._size, dtype=np.float64)
         return self._buffer
 
 
@@ -216,7 +215,7 @@ class ModelBuild:
     def _take_buffer(self) -> np.ndarray:
         if self._buffer is not None:
             return self._buffer.take()
-        return hugepages.zeros(self._size, np.float64)
+        return np.empty(self._size, dtype=np.float64)
 
     def receive(self, reader, dtype: np.dtype, shape: list[int], transposed: bool):
         """Read W's storage (``shape``, the transpose of W's if ``transposed``) from
@@ -270,7 +269,7 @@ class ModelBuild:
     def _unclaimed_buffer(self) -> np.ndarray:
         with self._lock:
             claimed, self._claimed = self._claimed, True
-        return hugepages.zeros(self._size, np.float64) if claimed else self._take_buffer()
+        return np.empty(self._size, dtype=np.float64) if claimed else self._take_buffer()
 
 
 def inbox_wanted(spark, config) -> bool:

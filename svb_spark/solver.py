@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from svb_spark import hugepages
-
 
 def softmax(margins: np.ndarray) -> np.ndarray:
     """Row-wise softmax, computed in place and returned."""
@@ -419,7 +417,7 @@ def fold_into_mean(mean: np.ndarray, current: np.ndarray, count: int) -> None:
 
 def feature_major_zeros(num_classes: int, num_features: int, dtype) -> np.ndarray:
     """A K x D zero matrix stored feature-major, the layout sparse updates want."""
-    return hugepages.zeros((num_features, num_classes), dtype).T
+    return np.zeros((num_features, num_classes), dtype=dtype).T
 
 
 def _batch_columns(X):

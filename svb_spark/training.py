@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svb_spark import hugepages, solver
+from svb_spark import solver
 from svb_spark.checkpoint import (
     ReplicaState,
     block_steps,
@@ -263,16 +263,16 @@ class Replica:
         if initial is not None:  # a warm start, already in the standardized space
             self.weights.start_from(*initial)
         if config.solver == SAGA:  # the average gradient, the same on every replica
-            self.weights.state["A"] = hugepages.zeros_like(self.weights.W)
+            self.weights.state["A"] = np.zeros_like(self.weights.W)
             self.weights.state["a"] = np.zeros_like(self.weights.b)
         if config.solver == ASGD:  # the mean of the iterates since the first epoch
-            self.weights.state["mean_W"] = hugepages.zeros_like(self.weights.W)
+            self.weights.state["mean_W"] = np.zeros_like(self.weights.W)
             self.weights.state["mean_b"] = np.zeros_like(self.weights.b)
         self._weight_seen = 0.0  # SAGA, first epoch: the weight of the rows seen so far
         self.validation_history: list[float] = []  # held-out loss after each epoch
         self.validation_pending = False  # an epoch closed and its held-out loss is not in
         if config.validation_tol is not None:  # the best model yet, folded (factor 1)
-            self.weights.state["best_W"] = hugepages.zeros_like(self.weights.W)
+            self.weights.state["best_W"] = np.zeros_like(self.weights.W)
             self.weights.state["best_b"] = np.zeros_like(self.weights.b)
         self.stopped_by_validation = False
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)

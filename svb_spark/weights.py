@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from svb_spark import hugepages, solver
+from svb_spark import solver
 
 # Bytes of the replica one check hashes (about 2 ms of CRC-32): a check every verifyInterval
 # exchanges then costs a bounded sliver of the loop at any K x D, and successive checks cycle
@@ -38,7 +38,7 @@ class ReplicaWeights:
         if feature_major:
             self.W = solver.feature_major_zeros(*shape, dtype)
         else:
-            self.W = hugepages.zeros(shape, dtype)
+            self.W = np.zeros(shape, dtype=dtype)
         self.b = np.zeros(num_classes, dtype=dtype)
         self.factor = 1.0
         self.state: dict[str, np.ndarray] = {}  # the optimizer's arrays, by name
