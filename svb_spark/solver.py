@@ -293,21 +293,16 @@ def curvature(
 
 
 def unstandardize(
-    W: np.ndarray,
-    b: np.ndarray,
-    mean: np.ndarray | None,
-    scale: np.ndarray,
-    out: np.ndarray | None = None,
+    W: np.ndarray, b: np.ndarray, mean: np.ndarray | None, scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Map weights learned on ``(x - mean) * scale`` back to the original features.
 
     One float64 K x D array, written in ``W``'s own memory order (a feature-major replica
     arrives as the transpose of a D x K array): at 2^28 coefficients the other order is
-    several times slower. ``out``, a flat float64 buffer of K D elements, receives it.
+    several times slower. The driver builds it in parts, into a buffer of its own (see
+    :class:`svb_spark.delivery.ModelBuild`).
     """
-    K, D = W.shape
-    out = np.empty(K * D, dtype=np.float64) if out is None else out
-    W_original = unstandardize_weights(W, scale, out)
+    W_original = unstandardize_weights(W, scale, np.empty(W.size, dtype=np.float64))
     return W_original, unstandardize_intercept(W_original, b, mean)
 
 

@@ -122,14 +122,15 @@ def test_unstandardize_reproduces_the_same_margins():
 
 
 @pytest.mark.parametrize("feature_major", [False, True])
-def test_unstandardize_writes_into_a_given_buffer(feature_major):
+def test_unstandardize_weights_writes_into_a_given_buffer(feature_major):
     rng = np.random.default_rng(2)
     W = rng.normal(size=(3, 5)).astype(np.float32)
     if feature_major:
         W = np.ascontiguousarray(W.T).T
     b, mean, scale = rng.normal(size=3), rng.normal(size=5), rng.uniform(0.5, 2.0, size=5)
     buffer = np.full(15, np.nan)
-    W_out, b_out = solver.unstandardize(W, b, mean, scale, out=buffer)
+    W_out = solver.unstandardize_weights(W, scale, out=buffer)
+    b_out = solver.unstandardize_intercept(W_out, b, mean)
     W_new, b_new = solver.unstandardize(W, b, mean, scale)
     assert np.shares_memory(W_out, buffer) and not np.isnan(buffer).any()
     np.testing.assert_array_equal(W_out, W_new)
