@@ -289,10 +289,9 @@ def _train(args: argparse.Namespace) -> int:
     (writer.overwrite() if args.overwrite else writer).save(args.output)
 
     summary = model.summary
-    stop = "objective converged (tol)" if summary.converged else "stopped at maxIter"
     print(f"model                {args.output}")
     print(f"classes x features   {model.numClasses} x {model.numFeatures}")
-    print(f"epochs               {summary.totalIterations} ({summary.steps} SGD steps, {stop})")
+    print(_epochs_line(summary))
     print(f"final objective      {summary.objectiveHistory[-1]:.6f}")
     print(f"training accuracy    {summary.accuracy:.4f}")
     print(f"workers              {summary.numWorkers} (exchange: {summary.exchange})")
@@ -421,8 +420,7 @@ def _demo(args: argparse.Namespace) -> int:
     summary = model.summary
     accuracy = model.evaluate(test).accuracy
     print(f"test accuracy        {accuracy:.4f}")
-    stop = "objective converged (tol)" if summary.converged else "stopped at maxIter"
-    print(f"epochs               {summary.totalIterations} ({summary.steps} SGD steps, {stop})")
+    print(_epochs_line(summary))
     print(f"workers              {summary.numWorkers} (exchange: {summary.exchange})")
     print(
         f"bytes exchanged      {summary.bytesSent:,} sent by rank 0, "
@@ -552,6 +550,16 @@ def _show_progress() -> None:
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         library.addHandler(handler)
     library.setLevel(logging.INFO)
+
+
+def _epochs_line(summary) -> str:
+    """A fit's epochs, its solver's steps (L-BFGS: iterations) and why it stopped."""
+    stop = "objective converged (tol)" if summary.converged else "stopped at maxIter"
+    unit = "iterations" if summary.solver == "lbfgs" else "steps"
+    return (
+        f"epochs               {summary.totalIterations} "
+        f"({summary.solver}: {summary.steps} {unit}, {stop})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

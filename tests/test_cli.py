@@ -21,6 +21,7 @@ def test_demo_trains_and_reports(spark, capsys):
     assert accuracy > 0.9
     for label in ("epochs", "bytes exchanged", "fit time"):
         assert label in out
+    assert "(lbfgs: " in out and " iterations, " in out  # digits' default solver, named
 
 
 def _without_java():
