@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
-    from svb_spark.session import local_session
+    from svb_spark.spark.session import local_session
 
-    # Each barrier task pins its BLAS to its one core (svb_spark.task.limit_blas_threads).
+    # Each barrier task pins its BLAS to its one core (svb_spark.spark.task.limit_blas_threads).
     spark = local_session(f"local[{WORKERS}]", app_name="svb-spark batch size")
     result: dict = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -1,6 +1,6 @@
 """An alpha-beta-gamma cost model of one training step, calibrated from one benchmark run.
 
-Pure arithmetic on the library's byte formulas (:mod:`svb_spark.cost`); :mod:`benchmarks.micro`
+Pure arithmetic on the library's byte formulas (:mod:`svb_spark.core.cost`); :mod:`benchmarks.micro`
 measures the rates. Per worker and step: P workers, batch B, K classes, D features (n non-zeros
 per CSR row, which replace D where the work follows the non-zeros), sgemm rate R (S for
 CSR-times-dense), e seconds per streamed element, latency alpha, beta seconds per byte, and
@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from svb_spark.cost import (
+from svb_spark.core.cost import (
     dense_gradient_bytes,
     itemsize,
     predicted_bytes_per_step,
     sufficient_vector_row_bytes,
 )
-from svb_spark.training import ROUND_PHASES
+from svb_spark.core.training import ROUND_PHASES
 
 ITEMSIZE = itemsize("float32")  # the library's default dtype
 DOUBLE = itemsize("float64")  # MLlib's gradient

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wide", action="store_true", help="also the 500 x 2^18 sparse check")
     args = parser.parse_args(argv)
 
-    from svb_spark.session import local_session
+    from svb_spark.spark.session import local_session
 
     # MLlib's L-BFGS keeps several dense copies of K x D doubles on the driver (OOM at 1g for
     # 500 x 2^15); both peers get the same generous driver.

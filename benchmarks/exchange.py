@@ -53,7 +53,7 @@ def shapes(quick: bool) -> dict:
 
 def epoch_seconds(summary) -> float:
     """The training loop's seconds per epoch: its phases, without the fit's fixed costs."""
-    from svb_spark.training import ROUND_PHASES
+    from svb_spark.core.training import ROUND_PHASES
 
     return sum(summary.timings[phase] for phase in ROUND_PHASES) / summary.totalIterations
 
@@ -78,8 +78,8 @@ def spark_point(df, mode: str, workers: int) -> dict:
 
 def process_point(X, y, mode: str, workers: int) -> dict:
     from benchmarks.peers import train_over_flight_processes
-    from svb_spark.exchange.codec import SHARDED, SV
-    from svb_spark.training import ROUND_PHASES
+    from svb_spark.core.training import ROUND_PHASES
+    from svb_spark.transport.codec import SHARDED, SV
 
     kind = SHARDED if mode == "sharded" else SV
     finished = train_over_flight_processes(X, y, workers, message_kind=kind)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auto-only", action="store_true", help="only auto's check")
     args = parser.parse_args(argv)
 
-    from svb_spark.session import local_session
+    from svb_spark.spark.session import local_session
 
     spark = local_session("local[2]", app_name="svb_spark-exchange",
                           **{"spark.driver.memory": "12g"})  # fmt: skip

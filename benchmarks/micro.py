@@ -59,7 +59,7 @@ def elementwise_seconds(elements: int = 1 << 20) -> float:
 
 def encode_seconds_per_byte(batch_size: int, num_classes: int, num_features: int) -> float:
     """Seconds per payload byte of the library's codec encoding a sufficient-vector message."""
-    from svb_spark.exchange import codec
+    from svb_spark.transport import codec
 
     rng = np.random.default_rng(0)
     message = codec.RoundMessage(codec.SV, 0, 0, [batch_size], [float(batch_size)], [1.0])
@@ -74,7 +74,7 @@ def flight_exchange_seconds(
 ) -> float:
     """Median seconds of one ``FlightMeshExchange.all_gather`` of ``payload_bytes`` between
     ``workers`` threads, each with its own Flight server on 127.0.0.1."""
-    from svb_spark.exchange.flight import FlightMeshExchange
+    from svb_spark.transport.flight import FlightMeshExchange
 
     secret = secrets.token_urlsafe(16)
     meshes = [FlightMeshExchange(r, workers, "127.0.0.1", secret, timeout) for r in range(workers)]
@@ -207,7 +207,7 @@ def step_components(
     or CSR): ``compute`` (the sufficient vectors of B rows) and ``apply`` (the rebuild from P B
     rows), and of the bare products inside them, ``forward_product`` and ``rebuild_product``
     (sgemm for dense rows; CSR-times-dense on a feature-major replica for CSR rows)."""
-    from svb_spark import solver
+    from svb_spark.core import numerics
 
     rng = np.random.default_rng(seed)
     B, K, D = batch_size, num_classes, X.shape[1]
@@ -218,13 +218,15 @@ def step_components(
     U = rng.standard_normal((V.shape[0], K), dtype=np.float32)
     n = float(V.shape[0])
     if hasattr(X, "indptr"):
-        W = solver.feature_major_zeros(K, D, np.float32)
-        columns, local = solver._batch_columns(Xb)
+        W = numerics.feature_major_zeros(K, D, np.float32)
+        columns, local = numerics._batch_columns(Xb)
         W_columns = np.ascontiguousarray(W.T[columns])
-        _, local_all = solver._batch_columns(V)
+        _, local_all = numerics._batch_columns(V)
         calls = {
-            "compute": lambda: solver.sparse_sufficient_vectors(W, 1.0, b, Xb, y, w),
-            "apply": lambda: solver.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, n, 1e-6, 0.0),
+            "compute": lambda: numerics.sparse_sufficient_vectors(W, 1.0, b, Xb, y, w),
+            "apply": lambda: numerics.apply_sparse_sufficient_vectors(
+                W, 1.0, b, U, V, n, 1e-6, 0.0
+            ),
             "forward_product": lambda: local @ W_columns,
             "rebuild_product": lambda: local_all.T @ U,
         }
@@ -232,8 +234,8 @@ def step_components(
         W = np.zeros((K, D), dtype=np.float32)
         margins, outer = np.empty((B, K), dtype=np.float32), np.empty_like(W)
         calls = {
-            "compute": lambda: solver.sufficient_vectors(W, b, Xb, y, w),
-            "apply": lambda: solver.apply_sufficient_vectors(W, b, U, V, n, 1e-6, 0.0),
+            "compute": lambda: numerics.sufficient_vectors(W, b, Xb, y, w),
+            "apply": lambda: numerics.apply_sufficient_vectors(W, b, U, V, n, 1e-6, 0.0),
             "forward_product": lambda: np.matmul(Xb, W.T, out=margins),
             "rebuild_product": lambda: np.matmul(U.T, V, out=outer),
         }
@@ -245,10 +247,10 @@ def rebuild_in_place_vs_naive(
     num_classes: int, num_features: int, batch_size: int, workers: int = 2, repeats: int = 9
 ) -> dict:
     """The rebuild update of one step on one thread: the library's in-place sgemm (beta = 1,
-    :func:`svb_spark.solver.apply_sufficient_vectors`) against ``W -= lr * U.T @ V``, which
+    :func:`svb_spark.core.numerics.apply_sufficient_vectors`) against ``W -= lr * U.T @ V``, which
     allocates a K x D product and streams it through W again. Returns the shape, the median
     ``library_s`` and ``naive_s``, and ``speedup`` (naive / library)."""
-    from svb_spark import solver
+    from svb_spark.core import numerics
 
     rng = np.random.default_rng(0)
     K, D, rows = num_classes, num_features, workers * batch_size
@@ -264,7 +266,7 @@ def rebuild_in_place_vs_naive(
 
     with one_thread():
         library = median_seconds(
-            lambda: solver.apply_sufficient_vectors(W, b, U, V, float(rows), 1e-3, 0.0),
+            lambda: numerics.apply_sufficient_vectors(W, b, U, V, float(rows), 1e-3, 0.0),
             repeats=repeats,
         )
         baseline = median_seconds(naive, repeats=repeats)
@@ -282,7 +284,7 @@ def sparse_layouts(
     and ``forward`` (the library's sparse functions on P B and B rows) each hold the median
     seconds per layout and ``speedup`` (class-major / feature-major).
     """
-    from svb_spark import solver
+    from svb_spark.core import numerics
     from svb_spark.datasets import planted_sparse
 
     K, D, B, P = num_classes, num_features, batch_size, workers
@@ -295,16 +297,16 @@ def sparse_layouts(
     w = np.ones(B, dtype=np.float32)
     b = np.zeros(K, dtype=np.float32)
     calls = {
-        "apply": lambda W, X: solver.apply_sparse_sufficient_vectors(
+        "apply": lambda W, X: numerics.apply_sparse_sufficient_vectors(
             W, 1.0, b, U, X, float(P * B), 1e-3, 0.0
         ),
-        "forward": lambda W, X: solver.sparse_sufficient_vectors(W, 1.0, b, X[:B], y[:B], w),
+        "forward": lambda W, X: numerics.sparse_sufficient_vectors(W, 1.0, b, X[:B], y[:B], w),
     }
     shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P}
     out: dict = {**shape, "nonzeros_per_row": float(X.nnz) / X.shape[0], "apply": {}, "forward": {}}
     with one_thread():
         for name, W in (
-            ("feature_major", solver.feature_major_zeros(K, D, np.float32)),
+            ("feature_major", numerics.feature_major_zeros(K, D, np.float32)),
             ("class_major", np.zeros((K, D), dtype=np.float32)),
         ):
             W.fill(0.0)  # touch every page, so no repeat pays the first-write faults

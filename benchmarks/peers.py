@@ -128,7 +128,7 @@ SUMMARY_FIELDS = {
 
 def per_step(timings: dict, steps: int) -> dict[str, float]:
     """Seconds per step of each phase of the training loop, from a fit's total ``timings``."""
-    from svb_spark.training import ROUND_PHASES
+    from svb_spark.core.training import ROUND_PHASES
 
     return {p: timings.get(p, 0.0) / max(steps, 1) for p in ROUND_PHASES}
 
@@ -247,11 +247,11 @@ def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
 
 def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, results):
     """One worker process of :func:`train_over_flight_processes`."""
-    from svb_spark.exchange.codec import SHARDED
-    from svb_spark.exchange.flight import FlightMeshExchange
-    from svb_spark.sharded import train_sharded
-    from svb_spark.task import limit_blas_threads, rendezvous
-    from svb_spark.training import prepare_partition, train
+    from svb_spark.core.solvers.sharded import train_sharded
+    from svb_spark.core.training import prepare_partition, train
+    from svb_spark.spark.task import limit_blas_threads, rendezvous
+    from svb_spark.transport.codec import SHARDED
+    from svb_spark.transport.flight import FlightMeshExchange
 
     limit_blas_threads(1)  # each worker owns one core, as on the cluster
     mesh = FlightMeshExchange(rank, workers, "127.0.0.1", secret, 120.0)
@@ -275,7 +275,7 @@ def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, r
 def one_epoch_config(X, y: np.ndarray, batch_size: int, **overrides):
     """The training config of one plain SGD epoch (float32, no penalty, no tol) on rows ``X``
     (dense, or CSR: scaled, not centered, as the library does) and labels ``y``."""
-    from svb_spark.training import TrainingConfig
+    from svb_spark.core.training import TrainingConfig
 
     sparse = hasattr(X, "indptr")
     mean = np.asarray(X.mean(axis=0)).ravel()
@@ -290,7 +290,7 @@ def one_epoch_config(X, y: np.ndarray, batch_size: int, **overrides):
 
 
 def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **params) -> dict:
-    """One epoch of ``svb_spark.training.train`` in ``workers`` processes over a Flight mesh on
+    """One epoch of ``svb_spark.core.training.train`` in ``workers`` processes over a Flight mesh on
     127.0.0.1, no Spark (more workers than the cluster has slots); ``X`` dense or CSR,
     ``params`` override the config. Returns rank 0's ``seconds`` per phase and ``steps``."""
     import multiprocessing

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from benchmarks.costmodel import METHODS
 from benchmarks.report import METHOD_LABELS
-from svb_spark.training import ROUND_PHASES
+from svb_spark.core.training import ROUND_PHASES
 
 
 def plot_all(result: dict, directory: Path) -> dict[str, str]:

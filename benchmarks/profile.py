@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from svb_spark.training import ROUND_PHASES
+from svb_spark.core.training import ROUND_PHASES
 
 SHAPES = {
     # name: (rows, features, classes, sparse, maxIter)
@@ -44,7 +44,8 @@ def shape_data(name: str):
 @contextmanager
 def driver_phases(marks: dict):
     """Time the driver's steps of ``fit`` by wrapping the functions ``_fit`` calls."""
-    from svb_spark import classification, delivery
+    from svb_spark import classification
+    from svb_spark.control import delivery
 
     wrapped = {
         (classification, "inspect_training_data"): "inspect",
@@ -117,12 +118,12 @@ def profile_fit(df, max_iter: int, **params) -> dict:
 
 def curvature_seconds(X, y, num_workers: int) -> float:
     """The curvature estimate on one worker's share of the rows, standardized as in a task."""
-    from svb_spark import solver
+    from svb_spark.core import numerics
 
     rows = X[: X.shape[0] // num_workers].astype(np.float32)  # dense or CSR
     weights = np.ones(rows.shape[0], dtype=np.float32)
     start = time.perf_counter()
-    solver.curvature(rows, weights, True)
+    numerics.curvature(rows, weights, True)
     return time.perf_counter() - start
 
 
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = args.shape or ["dense784", "sparse500"]
 
     from svb_spark.datasets import planted, to_dataframe
-    from svb_spark.session import local_session
+    from svb_spark.spark.session import local_session
 
     spark = local_session(
         "local[2]",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.costmodel import METHODS
 from benchmarks.workloads import power_of_two
-from svb_spark.training import ROUND_PHASES
+from svb_spark.core.training import ROUND_PHASES
 
 TEMPLATE = Path(__file__).parent / "template.md"
 START_MARKER = "<!-- benchmarks:start -->"

@@ -53,7 +53,7 @@ def start_cluster(
     """A session on ``local-cluster[2,1,worker_memory_mb]``, both executors registered, and its
     worker directory. Every JVM gets one BLAS thread; the driver, which holds MLlib's L-BFGS
     state and every fitted model, more memory than an executor."""
-    from svb_spark.session import local_session
+    from svb_spark.spark.session import local_session
 
     worker_dir = tempfile.mkdtemp(prefix="svb-bench-worker-")
     os.environ["SPARK_WORKER_DIR"] = worker_dir

@@ -1,8 +1,7 @@
 """SVBLogisticRegression (the driver side of ``fit``) and SVBLogisticRegressionModel.
 
-The numerics live in :mod:`svb_spark.solver`, the training loop in :mod:`svb_spark.training`
-and the barrier task in :mod:`svb_spark.task`; this module validates, plans the fit and
-assembles the model.
+The numerics and the training loop live in :mod:`svb_spark.core`, the barrier task in
+:mod:`svb_spark.spark.task`; this module validates, plans the fit and assembles the model.
 """
 
 from __future__ import annotations
@@ -21,25 +20,26 @@ from pyspark.ml.classification import ProbabilisticClassificationModel, Probabil
 from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
-from svb_spark import lbfgs, solver
-from svb_spark.broadcast import fit_by_broadcast, require_spark_context
-from svb_spark.checkpoint import filesystem as checkpoint_filesystem
-from svb_spark.checkpoint import remove_checkpoints
-from svb_spark.contract import training_frame
-from svb_spark.cost import choose_exchange, itemsize
-from svb_spark.delivery import ModelBuild
-from svb_spark.exchange.codec import DENSE, SHARDED, SV
-from svb_spark.exchange.tls import tls_files_from_conf
-from svb_spark.inspection import check_columns, check_validation_column, inspect_training_data
+from svb_spark.control.delivery import ModelBuild
+from svb_spark.control.progress import progress_listener
+from svb_spark.core import numerics
+from svb_spark.core.cost import choose_exchange, itemsize
+from svb_spark.core.solvers import lbfgs
+from svb_spark.core.solvers.sharded import class_blocks
+from svb_spark.core.training import ASGD, LBFGS, SAGA, SGD, TrainingConfig
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
     validate_param_values,
 )
-from svb_spark.persistence import SVBModelReadable, SVBModelWritable
-from svb_spark.progress import progress_listener
-from svb_spark.scoring import ClassBlockBroadcasts, add_prediction_columns
-from svb_spark.session import (
+from svb_spark.spark.broadcast import fit_by_broadcast, require_spark_context
+from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
+from svb_spark.spark.checkpoint import remove_checkpoints
+from svb_spark.spark.contract import training_frame
+from svb_spark.spark.inspection import check_columns, check_validation_column, inspect_training_data
+from svb_spark.spark.persistence import SVBModelReadable, SVBModelWritable
+from svb_spark.spark.scoring import ClassBlockBroadcasts, add_prediction_columns
+from svb_spark.spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
     check_block_fits,
@@ -51,14 +51,14 @@ from svb_spark.session import (
     spark_or_session_conf,
     worker_memory,
 )
-from svb_spark.sharded import class_blocks
+from svb_spark.spark.task import fit_by_barrier_stage
 from svb_spark.summary import (
     FitRecord,
     SVBLogisticRegressionSummary,
     SVBLogisticRegressionTrainingSummary,
 )
-from svb_spark.task import fit_by_barrier_stage
-from svb_spark.training import ASGD, LBFGS, SAGA, SGD, TrainingConfig
+from svb_spark.transport.codec import DENSE, SHARDED, SV
+from svb_spark.transport.tls import tls_files_from_conf
 
 
 class SVBConvergenceWarning(UserWarning):
@@ -556,7 +556,7 @@ class SVBLogisticRegression(
     def _initial_weights(self, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray] | None:
         """initialModel's (W, b) mapped into the standardized space training runs in, or None.
 
-        See :func:`svb_spark.solver.standardize_weights`.
+        See :func:`svb_spark.core.numerics.standardize_weights`.
         """
         if not self.isDefined(self.initialModel) or self.getInitialModel() is None:
             return None
@@ -569,7 +569,7 @@ class SVBLogisticRegression(
                 f"{expected[1]} features; give a model trained on data of the same shape (set "
                 "numClasses if the labels do not reach the model's largest class)."
             )
-        return solver.standardize_weights(W, b, config.mean, config.scale, config.fit_intercept)
+        return numerics.standardize_weights(W, b, config.mean, config.scale, config.fit_intercept)
 
 
 class _EstimatorWriter(DefaultParamsWriter):
@@ -686,16 +686,18 @@ class SVBLogisticRegressionModel(
     def predictRaw(self, value: Vector) -> DenseVector:
         """Margins ``W x + b`` of one feature vector."""
         x = value.toArray().reshape(1, -1)
-        return DenseVector(solver.raw_margins(self._W, self._b, x)[0])
+        return DenseVector(numerics.raw_margins(self._W, self._b, x)[0])
 
     def predictProbability(self, value: Vector) -> DenseVector:
         """Class probabilities of one feature vector."""
-        return DenseVector(solver.probabilities_from_raw(self.predictRaw(value).toArray()[None])[0])
+        return DenseVector(
+            numerics.probabilities_from_raw(self.predictRaw(value).toArray()[None])[0]
+        )
 
     def predict(self, value: Vector) -> float:
         """Predicted class index of one feature vector (honours ``thresholds``)."""
         probabilities = self.predictProbability(value).toArray()[None]
-        return float(solver.predictions_from_probabilities(probabilities, self._thresholds())[0])
+        return float(numerics.predictions_from_probabilities(probabilities, self._thresholds())[0])
 
     def _transform(self, dataset):
         return add_prediction_columns(

@@ -17,7 +17,7 @@ import time
 import warnings
 from urllib.parse import urlparse
 
-from svb_spark.session import JavaNotFoundError, require_java
+from svb_spark.spark.session import JavaNotFoundError, require_java
 
 DEFAULT_MASTER = "local[2]"
 FORMATS = ("parquet", "libsvm")
@@ -197,7 +197,7 @@ def spark_session(master: str | None, app_name: str):
     master and conf are kept unless ``--master`` was given; otherwise a local session on
     ``master`` (default ``local[2]``) is started.
     """
-    from svb_spark.session import local_session
+    from svb_spark.spark.session import local_session
 
     if master is None and _under_spark_submit():
         from pyspark.sql import SparkSession
@@ -389,7 +389,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from svb_spark import SVBConvergenceWarning, SVBLogisticRegression, datasets
-    from svb_spark.session import local_session
+    from svb_spark.spark.session import local_session
 
     try:
         X, y = datasets.digits()

@@ -105,7 +105,7 @@ def _sparse_dataframe(spark, X, y):
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    from svb_spark.session import dataframe_from_arrow
+    from svb_spark.spark.session import dataframe_from_arrow
 
     offsets = pa.array(X.indptr.astype(np.int32))
     table = pa.table(
@@ -115,7 +115,7 @@ def _sparse_dataframe(spark, X, y):
             "label": pa.array(y.astype(np.float64)),
         }
     )
-    from svb_spark.data import SPARSE_VECTOR, vector_struct_array
+    from svb_spark.spark.data import SPARSE_VECTOR, vector_struct_array
 
     size = X.shape[1]
 

@@ -12,7 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
-from svb_spark.training import TrainingResult
+from svb_spark.core.training import TrainingResult
 
 
 @dataclass

@@ -12,12 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from svb_spark.checkpoint import ReplicaState
-from svb_spark.exchange.codec import SHARDED
-from svb_spark.exchange.local import LocalExchangeGroup
-from svb_spark.lbfgs import train_lbfgs
-from svb_spark.sharded import train_sharded
-from svb_spark.training import (
+from svb_spark.core.solvers.lbfgs import train_lbfgs
+from svb_spark.core.solvers.sharded import train_sharded
+from svb_spark.core.training import (
     LBFGS,
     TrainingConfig,
     TrainingResult,
@@ -28,6 +25,9 @@ from svb_spark.training import (
     resume_step,
     train,
 )
+from svb_spark.spark.checkpoint import ReplicaState
+from svb_spark.transport.codec import SHARDED
+from svb_spark.transport.local import LocalExchangeGroup
 
 
 def train_in_process(

@@ -19,7 +19,7 @@ import numpy as np
 os.environ["SPARK_WORKER_DIR"] = tempfile.mkdtemp(prefix="svb-worker-")
 
 from svb_spark import SVBLogisticRegression, SVBLogisticRegressionModel, datasets  # noqa: E402
-from svb_spark.session import local_session  # noqa: E402
+from svb_spark.spark.session import local_session  # noqa: E402
 
 
 def stage(name: str) -> None:

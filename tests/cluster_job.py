@@ -19,8 +19,9 @@ os.environ["SPARK_WORKER_DIR"] = tempfile.mkdtemp(prefix="svb-worker-")
 
 from common_data import planted_frame  # noqa: E402
 
-from svb_spark import SVBLogisticRegression, broadcast  # noqa: E402
-from svb_spark.session import local_session  # noqa: E402
+from svb_spark import SVBLogisticRegression  # noqa: E402
+from svb_spark.spark import broadcast  # noqa: E402
+from svb_spark.spark.session import local_session  # noqa: E402
 
 four = "four" in sys.argv[2:]
 cores = 2 if four else 1

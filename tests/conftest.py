@@ -12,7 +12,7 @@ import os
 import pytest
 from common_data import to_frame
 
-from svb_spark.session import JavaNotFoundError, local_session, require_java
+from svb_spark.spark.session import JavaNotFoundError, local_session, require_java
 
 
 def pytest_configure(config):
@@ -92,7 +92,7 @@ def digits_frames(spark, digits):
 def on_progress(monkeypatch):
     """``on_progress(callback)`` has the driver call ``callback(message)`` with every progress
     message it shows, so that a test can watch (or interrupt) a running fit."""
-    from svb_spark.progress import ProgressDisplay
+    from svb_spark.control.progress import ProgressDisplay
 
     callbacks = []
     show = ProgressDisplay.__call__

@@ -19,8 +19,8 @@ from common_data import planted, to_frame  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 from svb_spark import SVBLogisticRegression, SVBLogisticRegressionModel  # noqa: E402
-from svb_spark.scoring import add_prediction_columns  # noqa: E402
-from svb_spark.session import available_task_slots, default_parallelism, spark_context  # noqa: E402
+from svb_spark.spark.scoring import add_prediction_columns  # noqa: E402
+from svb_spark.spark.session import available_task_slots, default_parallelism, spark_context  # noqa: E402
 
 started = time.perf_counter()
 spark = SparkSession.builder.remote("local[2]").getOrCreate()

@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
-from svb_spark import lbfgs, solver
-from svb_spark.training import ASGD, LBFGS, SAGA, window_converged
+from svb_spark.core import numerics
+from svb_spark.core.solvers import lbfgs
+from svb_spark.core.training import ASGD, LBFGS, SAGA, window_converged
 
 
 def _standardized(partitions, config):
@@ -39,8 +40,8 @@ def reference_lbfgs(partitions, config):
 
     def evaluate(x):
         W, b = x[: K * D].reshape(K, D), x[K * D :]
-        loss, gradient = solver.loss_and_gradient_sums(W, b, X, y, w)
-        objective, gradient = solver.objective_and_gradient(
+        loss, gradient = numerics.loss_and_gradient_sums(W, b, X, y, w)
+        objective, gradient = numerics.objective_and_gradient(
             loss, gradient, W, total, config.reg_param, reg_scale, config.fit_intercept
         )
         return objective, lbfgs.as_vector(gradient)
@@ -59,8 +60,8 @@ def reference_sgd(partitions, config):
     dtype = np.dtype(config.dtype)
     data = _standardized(partitions, config)
     steps = max(1, math.ceil(max(len(y) for _, y, _ in data) / config.batch_size))
-    curvature = max(solver.curvature(X, w, config.fit_intercept) for X, _, w in data)
-    base = solver.base_learning_rate(config.step_size, curvature)
+    curvature = max(numerics.curvature(X, w, config.fit_intercept) for X, _, w in data)
+    base = numerics.base_learning_rate(config.step_size, curvature)
     reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
 
     W = np.zeros((config.num_classes, config.num_features), dtype)
@@ -77,27 +78,30 @@ def reference_sgd(partitions, config):
             np.random.default_rng([config.seed & 0xFFFFFFFF, rank, epoch]).permutation(len(y))
             for rank, (_, y, _) in enumerate(data)
         ]
-        lr = base if saga else solver.learning_rate(base, epoch)
+        lr = base if saga else numerics.learning_rate(base, epoch)
         loss_sum = weight_sum = 0.0
         for s in range(steps):
             picks = [o[s * config.batch_size : (s + 1) * config.batch_size] for o in orders]
             Xg = np.concatenate([X[p] for (X, _, _), p in zip(data, picks)])
             yg = np.concatenate([y[p] for (_, y, _), p in zip(data, picks)])
             wg = np.concatenate([w[p] for (_, _, w), p in zip(data, picks)])
-            U, loss = solver.sufficient_vectors(W, b, Xg, yg, wg)
+            U, loss = numerics.sufficient_vectors(W, b, Xg, yg, wg)
             total = float(wg.sum(dtype=np.float64))
             if saga:
                 dU = np.concatenate(
-                    [solver.saga_delta(m, p, u) for m, p, u in zip(memory, picks, _split(U, picks))]
+                    [
+                        numerics.saga_delta(m, p, u)
+                        for m, p, u in zip(memory, picks, _split(U, picks))
+                    ]
                 )
-                scale = 1.0 if epoch else solver.saga_seen_scale(seen, total_weight)
-                solver.apply_saga(
+                scale = 1.0 if epoch else numerics.saga_seen_scale(seen, total_weight)
+                numerics.apply_saga(
                     W, b, A, a, ("vectors", dU, Xg), total, total_weight, lr, config.reg_param,
                     reg_scale, scale, config.fit_intercept,
                 )  # fmt: skip
                 seen += total
             else:
-                solver.apply_sufficient_vectors(
+                numerics.apply_sufficient_vectors(
                     W, b, U, Xg, total, lr, config.reg_param, reg_scale, config.fit_intercept
                 )
                 if config.solver == ASGD and epoch > 0:  # the iterates after the first epoch
@@ -105,7 +109,7 @@ def reference_sgd(partitions, config):
             loss_sum += loss
             weight_sum += total
         history.append(
-            loss_sum / weight_sum + solver.regularization(W, config.reg_param, reg_scale)
+            loss_sum / weight_sum + numerics.regularization(W, config.reg_param, reg_scale)
         )
         if window_converged(history, config.tol):
             break
@@ -124,8 +128,8 @@ def worker_partitions(df, num_workers):
     """The (X, y, weights) each worker of a fit on ``df`` receives, in its training order."""
     from pyspark.sql import functions as F
 
-    from svb_spark.contract import FEATURES, LABEL, ROW_ID, WEIGHT, training_frame
-    from svb_spark.inspection import inspect_training_data
+    from svb_spark.spark.contract import FEATURES, LABEL, ROW_ID, WEIGHT, training_frame
+    from svb_spark.spark.inspection import inspect_training_data
 
     stats = inspect_training_data(df, "features", "label", "weight", 0)
     frame = training_frame(df, "features", "label", "weight", num_workers, stats=stats)
@@ -143,7 +147,7 @@ def worker_partitions(df, num_workers):
 def reference_model(df, X, y, w, num_workers, **settings):
     """(W, b, objective history) in the original space, from numpy statistics of (X, w), the
     rows each worker of ``df`` would get and one global batch per step."""
-    from svb_spark.training import TrainingConfig
+    from svb_spark.core.training import TrainingConfig
 
     mean = (w @ X) / w.sum()
     variance = (w @ (X - mean) ** 2) / (w.sum() - (w * w).sum() / w.sum())
@@ -152,5 +156,5 @@ def reference_model(df, X, y, w, num_workers, **settings):
     )
     scale = config.scale
     W_std, b_std, history = reference_sgd(worker_partitions(df, num_workers), config)
-    W, b = solver.unstandardize(W_std, b_std, mean, scale)
+    W, b = numerics.unstandardize(W_std, b_std, mean, scale)
     return W, b, history

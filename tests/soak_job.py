@@ -22,7 +22,7 @@ from collections import Counter
 from common_data import planted
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.session import local_session
+from svb_spark.spark.session import local_session
 
 BASELINE_FIT = 5
 MAX_ITER = 2

@@ -7,7 +7,7 @@ than the suite's shared session has.
 import json
 
 from svb_spark import SVBLogisticRegression, datasets
-from svb_spark.session import local_session
+from svb_spark.spark.session import local_session
 
 spark = local_session(
     "local[2]",

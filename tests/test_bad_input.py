@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 import svb_spark.classification as classification
 from svb_spark import SVBLogisticRegression
 from svb_spark.params import _VALUE_RULES
-from svb_spark.session import check_barrier_mode_supported, worker_memory
+from svb_spark.spark.session import check_barrier_mode_supported, worker_memory
 
 
 @pytest.fixture(autouse=True)

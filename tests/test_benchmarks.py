@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import costmodel, machine, peers, report  # noqa: E402
 from benchmarks.run import refresh_model, regenerate  # noqa: E402
-from svb_spark.training import ROUND_PHASES  # noqa: E402
+from svb_spark.core.training import ROUND_PHASES  # noqa: E402
 
 CALIBRATION = costmodel.Calibration(
     gemm_flops=50e9,
@@ -564,7 +564,7 @@ def test_batch_size_table_rows():
 def test_phase_clock_charges_laps_and_only_the_time_spent_making_items():
     import time
 
-    from svb_spark.task import PhaseClock
+    from svb_spark.spark.task import PhaseClock
 
     clock = PhaseClock()
     time.sleep(0.02)

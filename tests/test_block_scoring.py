@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from common_data import to_frame
 
-from svb_spark import SVBLogisticRegressionModel, scoring, solver
-from svb_spark.scoring import add_prediction_columns, scoring_block_bytes
-from svb_spark.solver import RunningSoftmax
+from svb_spark import SVBLogisticRegressionModel
+from svb_spark.core import numerics
+from svb_spark.core.numerics import RunningSoftmax
+from svb_spark.spark import scoring
+from svb_spark.spark.scoring import add_prediction_columns, scoring_block_bytes
 
 K, D = 7, 5
 CLASS_BYTES = (D + 1) * 8  # one class of the model: its coefficients and intercept
@@ -44,9 +46,9 @@ def test_running_softmax_matches_the_one_shot_softmax(thresholds):
     shifted = raw - raw.max(axis=1, keepdims=True)
     expected_lse = raw.max(axis=1) + np.log(np.exp(shifted).sum(axis=1))
     np.testing.assert_allclose(running.log_sum_exp(), expected_lse, rtol=1e-12)
-    probability = solver.probabilities_from_raw(raw)
+    probability = numerics.probabilities_from_raw(raw)
     np.testing.assert_allclose(running.probabilities(raw), probability, rtol=1e-12, atol=1e-15)
-    expected = solver.predictions_from_probabilities(probability, thresholds)
+    expected = numerics.predictions_from_probabilities(probability, thresholds)
     np.testing.assert_array_equal(running.predictions(), expected)
     if thresholds is None:
         assert running.predictions()[20] == 0.0
@@ -61,8 +63,8 @@ def test_running_softmax_zero_threshold_and_nan_rows_follow_mllibs_rule():
         running.add(raw[:, 1:3], 1)
         running.add(raw[:, 3:], 3)
         with np.errstate(invalid="ignore"):
-            expected = solver.predictions_from_probabilities(
-                solver.probabilities_from_raw(raw), thresholds
+            expected = numerics.predictions_from_probabilities(
+                numerics.probabilities_from_raw(raw), thresholds
             )
         np.testing.assert_array_equal(running.predictions(), expected)
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from svb_spark.board import HelloBoard, swap_hellos
-from svb_spark.progress import sign
+from svb_spark.control.board import HelloBoard, swap_hellos
+from svb_spark.control.signing import sign
 
 
 @pytest.fixture

@@ -8,15 +8,15 @@ import pytest
 from common_data import blobs, training_config
 from scipy import sparse
 
-from svb_spark import checkpoint
-from svb_spark.checkpoint import (
+from svb_spark.core.training import ASGD, SAGA, Replica, make_plan, prepare_partition
+from svb_spark.spark import checkpoint
+from svb_spark.spark.checkpoint import (
     checkpoint_steps,
     read_checkpoint,
     worker_memory_steps,
     write_checkpoint,
 )
 from svb_spark.testing import train_in_process
-from svb_spark.training import ASGD, SAGA, Replica, make_plan, prepare_partition
 
 
 def _sparse_blobs():

@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from svb_spark import contract, solver
-from svb_spark.training import TrainingResult
+from svb_spark.core import numerics
+from svb_spark.core.training import TrainingResult
+from svb_spark.spark import contract
 
 
 @pytest.mark.parametrize("feature_major", [False, True])
@@ -43,7 +44,7 @@ def test_unstandardize_in_either_layout_matches_the_float64_formula():
     storage = rng.normal(size=(50, 4)).astype(np.float32)
     scale, mean, b = rng.uniform(0.5, 2, 50), rng.normal(size=50), rng.normal(size=4)
     for W in (storage.T, np.ascontiguousarray(storage.T)):
-        W0, b0 = solver.unstandardize(W, b, mean, scale)
+        W0, b0 = numerics.unstandardize(W, b, mean, scale)
         expected = W.astype(np.float64) * scale
         np.testing.assert_array_equal(W0, expected)
         np.testing.assert_allclose(b0, b - expected @ mean)
@@ -51,7 +52,7 @@ def test_unstandardize_in_either_layout_matches_the_float64_formula():
 
 
 def test_a_delivered_model_is_taken_from_the_inbox_not_the_rows():
-    from svb_spark.delivery import ModelInbox, send_arrays
+    from svb_spark.control.delivery import ModelInbox, send_arrays
 
     W = np.arange(12, dtype=np.float32).reshape(4, 3).T  # feature-major: 3 x 4 of 4 x 3 storage
     result = TrainingResult(
@@ -78,9 +79,9 @@ def test_the_rendezvous_swaps_hellos_while_the_rows_load():
 
     from common_data import blobs, training_config
 
-    from svb_spark.exchange.local import LocalExchangeGroup
-    from svb_spark.task import rendezvous
-    from svb_spark.training import prepare_partition
+    from svb_spark.core.training import prepare_partition
+    from svb_spark.spark.task import rendezvous
+    from svb_spark.transport.local import LocalExchangeGroup
 
     group = LocalExchangeGroup(2)
     barrier = threading.Barrier(2)
@@ -139,7 +140,7 @@ def test_the_training_frame_keeps_even_input_partitions_that_a_barrier_stage_can
     from common_data import planted_frame
     from pyspark.sql import functions as F
 
-    from svb_spark.inspection import inspect_training_data
+    from svb_spark.spark.inspection import inspect_training_data
 
     def frame(df, stats=None):
         return contract.training_frame(df, "features", "label", "weight", 2, stats=stats)
@@ -165,7 +166,7 @@ def test_the_training_frame_keeps_even_input_partitions_that_a_barrier_stage_can
 def test_the_barrier_check_refuses_what_spark_refuses_coalesced_and_union_inputs(spark):
     from common_data import planted_frame
 
-    from svb_spark.session import barrier_stage_keeps_partitions
+    from svb_spark.spark.session import barrier_stage_keeps_partitions
 
     base = planted_frame(spark).cache()
     frames = {  # name: (frame, its partitions, whether a barrier stage can run on them)
@@ -196,7 +197,7 @@ def test_an_even_split_is_one_partition_per_worker_within_a_tenth_of_a_share():
 
 
 def test_arrow_batches_are_capped_for_the_block_only(spark):
-    from svb_spark.session import ARROW_BATCH_BYTES, arrow_batch_bytes
+    from svb_spark.spark.session import ARROW_BATCH_BYTES, arrow_batch_bytes
 
     key = "spark.sql.execution.arrow.maxBytesPerBatch"
     assert spark.conf.get(key, None) is None

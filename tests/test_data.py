@@ -3,8 +3,8 @@
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.data import VECTOR_STRUCT as VECTOR
-from svb_spark.data import is_vector_struct, vector_sizes, vectors_to_dense
+from svb_spark.spark.data import VECTOR_STRUCT as VECTOR
+from svb_spark.spark.data import is_vector_struct, vector_sizes, vectors_to_dense
 
 
 def dense(values):
@@ -42,7 +42,7 @@ def test_vector_sizes_of_dense_sparse_and_null_rows():
 
 
 def test_csr_decoding_matches_dense_and_drops_explicit_zeros():
-    from svb_spark.data import vectors_to_csr
+    from svb_spark.spark.data import vectors_to_csr
 
     expected = np.array([[1.0, 0.0, 3.0], [0.0, 0.0, 5.0], [7.0, 8.0, 0.0]])
     mixed = pa.array(
@@ -57,7 +57,7 @@ def test_csr_decoding_matches_dense_and_drops_explicit_zeros():
 
 
 def _vector_batch(X, sparse_rows, label=None):
-    from svb_spark.data import DENSE_VECTOR, SPARSE_VECTOR, vector_struct_array
+    from svb_spark.spark.data import DENSE_VECTOR, SPARSE_VECTOR, vector_struct_array
 
     n, size = X.shape
     stored = [np.flatnonzero(row) if sparse_rows else np.arange(size) for row in X]
@@ -77,8 +77,8 @@ def _vector_batch(X, sparse_rows, label=None):
 
 
 def test_the_pre_pass_reads_dense_rows_as_a_matrix_and_agrees_with_the_csr_path():
-    from svb_spark.data import dense_rows
-    from svb_spark.inspection import _PartitionStats
+    from svb_spark.spark.data import dense_rows
+    from svb_spark.spark.inspection import _PartitionStats
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 7)) * (rng.random((50, 7)) < 0.6)
@@ -101,7 +101,7 @@ def test_the_pre_pass_reads_dense_rows_as_a_matrix_and_agrees_with_the_csr_path(
 
 
 def test_rows_decode_into_the_order_asked_for_from_dense_and_sparse_batches():
-    from svb_spark.data import table_to_arrays
+    from svb_spark.spark.data import table_to_arrays
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(9, 4)) * (rng.random((9, 4)) < 0.6)

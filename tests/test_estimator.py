@@ -224,7 +224,7 @@ def test_model_estimator_and_pipeline_save_load_round_trip(spark, digits_frames,
 
 
 def test_a_model_is_saved_in_pieces_small_enough_for_a_task(spark, tmp_path, monkeypatch):
-    import svb_spark.persistence as persistence
+    import svb_spark.spark.persistence as persistence
 
     # A cluster refuses a task above spark.rpc.message.maxSize: the coefficients go out in
     # several write jobs (here 3 classes of 2 features each), and come back whole.
@@ -257,7 +257,7 @@ def test_stopping_at_max_iter_warns(spark, planted):
 def test_a_large_model_is_built_as_it_arrives_in_a_buffer_made_while_the_stage_ran(
     spark, planted, monkeypatch
 ):
-    from svb_spark import delivery
+    from svb_spark.control import delivery
 
     made, built = [], []
 

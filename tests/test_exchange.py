@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from svb_spark.exchange import ExchangeError, ExchangeTimeoutError, codec
-from svb_spark.exchange.flight import FlightMeshExchange
-from svb_spark.exchange.local import LocalExchangeGroup
+from svb_spark.transport import ExchangeError, ExchangeTimeoutError, codec
+from svb_spark.transport.flight import FlightMeshExchange
+from svb_spark.transport.local import LocalExchangeGroup
 
 
 def test_codec_round_trip_is_exact():

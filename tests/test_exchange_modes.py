@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from common_data import planted_frame
 
-import svb_spark.broadcast as broadcast
+import svb_spark.spark.broadcast as broadcast
 from svb_spark import SVBLogisticRegression, datasets
 
 

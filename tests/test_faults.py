@@ -20,7 +20,7 @@ from common_data import planted_frame
 from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.task import _RECORD_WORKERS_ENV
+from svb_spark.spark.task import _RECORD_WORKERS_ENV
 
 
 @pytest.fixture

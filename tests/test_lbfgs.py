@@ -11,11 +11,13 @@ from common_data import blobs, live_spark_conf, planted_frame, training_config
 from common_data import planted as _planted
 from reference import reference_lbfgs, reference_model, worker_partitions
 
-from svb_spark import SVBLogisticRegression, lbfgs, solver
-from svb_spark.cost import max_message_bytes
-from svb_spark.session import check_replica_fits
+from svb_spark import SVBLogisticRegression
+from svb_spark.core import numerics
+from svb_spark.core.cost import max_message_bytes
+from svb_spark.core.solvers import lbfgs
+from svb_spark.core.training import LBFGS
+from svb_spark.spark.session import check_replica_fits
 from svb_spark.testing import train_in_process
-from svb_spark.training import LBFGS
 
 
 def test_minimize_finds_the_minimum_of_a_quadratic():
@@ -102,8 +104,8 @@ def test_lbfgs_reaches_the_optimum_of_scikit_learn():
     # scikit-learn's objective is sum_i w_i CE + ||W||^2 / (2C); ours divides it by sum w.
     reference = LogisticRegression(C=1.0 / (0.01 * w.sum()), tol=1e-12, max_iter=10_000)
     reference.fit(X, y, sample_weight=w)
-    optimum = solver.objective(reference.coef_, reference.intercept_, X, y, w, 0.01)
-    ours = solver.objective(result.W, result.b, X, y, w, 0.01)
+    optimum = numerics.objective(reference.coef_, reference.intercept_, X, y, w, 0.01)
+    ours = numerics.objective(result.W, result.b, X, y, w, 0.01)
     assert ours <= optimum * (1 + 1e-4)
     assert result.objective_history[-1] == pytest.approx(ours, rel=1e-9)
 
@@ -214,7 +216,7 @@ def test_averaged_sgd_where_it_does_not_apply_is_refused(sparse, mode, validatio
 
 
 def _config(K, D, sparse=False):
-    from svb_spark.training import TrainingConfig
+    from svb_spark.core.training import TrainingConfig
 
     return TrainingConfig.from_statistics(
         K, D, np.zeros(D), np.ones(D), 0.01 if sparse else 1.0,

@@ -6,7 +6,7 @@ from common_data import planted_frame
 from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.task import executor_host
+from svb_spark.spark.task import executor_host
 
 
 def test_executor_host_parsing():

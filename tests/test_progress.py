@@ -36,7 +36,7 @@ def test_progress_reaches_the_driver_under_a_described_job_group(
 
 
 def test_progress_listener_refuses_a_wrong_secret():
-    from svb_spark.progress import ProgressReporter, ProgressServer
+    from svb_spark.control.progress import ProgressReporter, ProgressServer
 
     seen = []
     server = ProgressServer("127.0.0.1", "right", seen.append)
@@ -60,7 +60,7 @@ def test_progress_listener_refuses_a_wrong_secret():
 def test_notebook_progress_updates_one_display_in_place(monkeypatch):
     import IPython.display
 
-    from svb_spark import progress
+    from svb_spark.control import progress
 
     class Handle:
         def __init__(self, text):
@@ -104,7 +104,7 @@ def test_the_library_adds_no_logging_handler_but_the_command_line_does(monkeypat
 
     # A fresh process: what importing the library and showing progress leave behind.
     code = (
-        "import logging, svb_spark.progress as p; p.ProgressDisplay('a fit'); "
+        "import logging, svb_spark.control.progress as p; p.ProgressDisplay('a fit'); "
         "print([type(h).__name__ for h in logging.getLogger('svb_spark').handlers], "
         "logging.getLogger().handlers)"
     )

@@ -8,10 +8,10 @@ import scipy.sparse as sp
 from common_data import blobs, training_config
 from reference import reference_sgd
 
-from svb_spark import solver
-from svb_spark.exchange.codec import SHARDED, SV
-from svb_spark.sharded import class_blocks
+from svb_spark.core import numerics
+from svb_spark.core.solvers.sharded import class_blocks
 from svb_spark.testing import train_in_process
+from svb_spark.transport.codec import SHARDED, SV
 
 
 def _assembled(results):
@@ -34,14 +34,14 @@ def test_partial_normalizers_combine_into_the_softmax_sufficient_vectors():
     rng = np.random.default_rng(1)
     margins = rng.normal(scale=30.0, size=(9, 7))  # large scores: the max must be tracked
     y, w = rng.integers(0, 7, 9), rng.uniform(0.5, 2.0, 9)
-    U, loss = solver.sufficient_vectors(np.eye(7), np.zeros(7), margins, y, w)
+    U, loss = numerics.sufficient_vectors(np.eye(7), np.zeros(7), margins, y, w)
     blocks = class_blocks(7, 3)
     exponentials = [margins[:, a:b].copy() for a, b in blocks]
-    labels = [solver.label_margins(e, y, a) for e, (a, _) in zip(exponentials, blocks)]
-    partial = [solver.partial_normalizers(e) for e in exponentials]
-    normalizer = solver.log_normalizers([m for m, _ in partial], [s for _, s in partial])
+    labels = [numerics.label_margins(e, y, a) for e, (a, _) in zip(exponentials, blocks)]
+    partial = [numerics.partial_normalizers(e) for e in exponentials]
+    normalizer = numerics.log_normalizers([m for m, _ in partial], [s for _, s in partial])
     pieces = [
-        solver.block_sufficient_vectors(e, m, normalizer, picked, w)
+        numerics.block_sufficient_vectors(e, m, normalizer, picked, w)
         for e, (m, _), picked in zip(exponentials, partial, labels)
     ]
     np.testing.assert_allclose(np.hstack([u for u, _ in pieces]), U, atol=1e-12)
@@ -89,7 +89,7 @@ def test_sparse_sharded_training_equals_replicated_sgd(num_workers):
 
 
 def test_sharded_payload_per_step_is_the_cost_formula_with_no_class_term():
-    from svb_spark.cost import predicted_bytes_per_step
+    from svb_spark.core.cost import predicted_bytes_per_step
 
     parts = blobs(rows=(128, 128, 128), K=5, D=6)
     config = training_config(parts, num_classes=5, message_kind=SHARDED, max_iter=2)
@@ -206,7 +206,7 @@ def test_auto_shards_when_a_replica_does_not_fit_a_worker_and_the_driver_checks_
     from common_data import live_spark_conf
 
     from svb_spark import SVBLogisticRegression
-    from svb_spark.session import check_block_fits
+    from svb_spark.spark.session import check_block_fits
 
     estimator = SVBLogisticRegression(exchange="auto", numWorkers=2)
     parts = blobs(K=4)

@@ -14,9 +14,9 @@ from cryptography.x509.oid import NameOID
 from test_exchange import _expected, _run_workers
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.exchange import ExchangeError, codec
-from svb_spark.exchange.flight import FlightMeshExchange
-from svb_spark.exchange.tls import TLS_CONF_KEYS, TlsFiles, tls_files_from_conf
+from svb_spark.transport import ExchangeError, codec
+from svb_spark.transport.flight import FlightMeshExchange
+from svb_spark.transport.tls import TLS_CONF_KEYS, TlsFiles, tls_files_from_conf
 
 SECRET = "s3cret-token-that-must-not-leak"
 

@@ -8,16 +8,16 @@ import pytest
 from common_data import blobs, training_config
 from reference import reference_sgd
 
-from svb_spark import solver
-from svb_spark.exchange.codec import DENSE, SV
-from svb_spark.testing import train_in_process
-from svb_spark.training import (
+from svb_spark.core import numerics
+from svb_spark.core.training import (
     ASGD,
     SAGA,
     TrainingConfig,
     validation_stalled,
     window_converged,
 )
+from svb_spark.testing import train_in_process
+from svb_spark.transport.codec import DENSE, SV
 
 
 @pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 1), (DENSE, 4)])
@@ -97,8 +97,8 @@ def test_training_learns_the_planted_teacher():
     result = train_in_process(parts, config)[0]
     X = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    W, b = solver.unstandardize(result.W, result.b, config.mean, config.scale)
-    accuracy = (solver.raw_margins(W, b, X).argmax(axis=1) == y).mean()
+    W, b = numerics.unstandardize(result.W, result.b, config.mean, config.scale)
+    accuracy = (numerics.raw_margins(W, b, X).argmax(axis=1) == y).mean()
     # The teacher's own accuracy under its Gumbel noise is the ceiling.
     assert accuracy > 0.75
     assert result.objective_history[-1] < result.objective_history[0]
@@ -143,7 +143,7 @@ def test_sparse_rows_train_the_same_model_as_dense_rows(kind, sync_interval):
 
 @pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 2)])
 def test_every_real_message_fits_the_fits_size_bound(kind, sync_interval):
-    from svb_spark.cost import max_message_bytes
+    from svb_spark.core.cost import max_message_bytes
 
     parts = blobs()
     config = training_config(parts, message_kind=kind, sync_interval=sync_interval)
@@ -184,7 +184,7 @@ def test_a_perturbed_replica_is_detected_and_resynchronised_from_rank_0(sparse_r
 
 @pytest.mark.parametrize("where", ["W", "b"])
 def test_a_perturbation_outside_the_checked_block_is_found_within_one_cycle(monkeypatch, where):
-    from svb_spark import training, weights
+    from svb_spark.core import training, weights
 
     parts = blobs()
     config = training_config(parts, verify_interval=5)
@@ -288,10 +288,10 @@ def test_saga_sends_the_bytes_of_sgd_and_reaches_the_optimum_sgd_does_not():
     Xs = (X - config.mean) * config.scale
     C = 1.0 / (0.01 * w.sum())
     optimum = LogisticRegression(C=C, tol=1e-12, max_iter=10_000).fit(Xs, y, sample_weight=w)
-    best = solver.objective(optimum.coef_, optimum.intercept_, Xs, y, w, 0.01)
+    best = numerics.objective(optimum.coef_, optimum.intercept_, Xs, y, w, 0.01)
 
     def gap(result):
-        return solver.objective(result.W, result.b, Xs, y, w, 0.01) / best - 1.0
+        return numerics.objective(result.W, result.b, Xs, y, w, 0.01) / best - 1.0
 
     print(f"relative objective gap after 60 epochs: SGD {gap(sgd):.2e}, SAGA {gap(saga):.2e}")
     assert gap(saga) < 1e-4 < gap(sgd)
@@ -354,7 +354,7 @@ def test_validation_stops_a_fit_that_overfits_and_returns_the_best_model():
     Xh = np.concatenate([(X - config.mean) * config.scale for X, _, _ in held])
     yh = np.concatenate([y for _, y, _ in held])
     wh = np.concatenate([w for _, _, w in held])
-    loss = solver.objective(result.W, result.b, Xh, yh, wh, 0.0)
+    loss = numerics.objective(result.W, result.b, Xh, yh, wh, 0.0)
     assert loss == pytest.approx(min(history), rel=1e-9)
 
 

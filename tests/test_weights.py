@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from svb_spark.weights import ReplicaWeights
+from svb_spark.core.weights import ReplicaWeights
 
 
 @pytest.mark.parametrize("feature_major", [False, True])

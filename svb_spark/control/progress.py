@@ -13,9 +13,6 @@ it cannot send within a short timeout, and stops trying once the listener is gon
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import queue
 import socket
@@ -23,32 +20,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from svb_spark.control.signing import sign, verify
+
 logger = logging.getLogger("svb_spark")
 
 # A line longer than this is not a progress message; refuse it rather than buffer it.
 _MAX_LINE = 1 << 16
 _SEND_TIMEOUT = 2.0
-
-
-def _signature(secret: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def sign(secret: str, message: dict) -> bytes:
-    """One wire line: ``<hex HMAC> <JSON>\\n``."""
-    body = json.dumps(message, separators=(",", ":")).encode()
-    return _signature(secret, body).encode() + b" " + body + b"\n"
-
-
-def verify(secret: str, line: bytes) -> dict | None:
-    """The message of a signed line, or None if the signature does not match."""
-    signature, _, body = line.strip().partition(b" ")
-    if not hmac.compare_digest(signature, _signature(secret, body).encode()):
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 class ProgressServer:
@@ -228,7 +206,7 @@ def progress_listener(
     Only classic mode has one (Spark Connect's tasks cannot be assumed to reach the client,
     and their lines stay in the executor logs). A listener that cannot bind is not an error.
     """
-    from svb_spark.session import spark_conf, spark_context
+    from svb_spark.spark.session import spark_conf, spark_context
 
     server = None
     if wanted and spark_context(spark) is not None:

@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from svb_spark import solver
-from svb_spark.listener import ConnectionListener
-from svb_spark.progress import sign, verify
+from svb_spark.control.listener import ConnectionListener
+from svb_spark.control.signing import sign, verify
+from svb_spark.core import numerics
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ PREPARED_COEFFICIENTS = 1 << 24
 
 class ModelBuffer:
     """The flat float64 buffer of ``size`` elements that the model is built in (see
-    :func:`svb_spark.solver.unstandardize`), allocated and touched page by page in a
+    :func:`svb_spark.core.numerics.unstandardize`), allocated and touched page by page in a
     background thread while the driver waits for the stage.
 
     Examples
@@ -239,9 +239,9 @@ class ModelBuild:
             n = len(piece)
             chunk = out[start * columns : (start + n) * columns]
             if transposed:  # a storage row is one feature's: it takes that feature's factor
-                solver.unstandardize_weights(piece.T, self._scale[start : start + n], chunk)
+                numerics.unstandardize_weights(piece.T, self._scale[start : start + n], chunk)
             else:
-                solver.unstandardize_weights(piece, self._scale, chunk)
+                numerics.unstandardize_weights(piece, self._scale, chunk)
 
         building = None
         with ThreadPoolExecutor(1, thread_name_prefix="svb-model-build") as builder:
@@ -263,8 +263,8 @@ class ModelBuild:
         """The float64 model ``(W, b)`` in original feature units, from the result's
         arrays: ``W`` is either what :meth:`receive` built or the trained weights."""
         if W is not self._built:
-            W = solver.unstandardize_weights(W, self._scale, self._unclaimed_buffer())
-        return W, solver.unstandardize_intercept(W, b, self._mean)
+            W = numerics.unstandardize_weights(W, self._scale, self._unclaimed_buffer())
+        return W, numerics.unstandardize_intercept(W, b, self._mean)
 
     def _unclaimed_buffer(self) -> np.ndarray:
         with self._lock:
@@ -275,7 +275,7 @@ class ModelBuild:
 def inbox_wanted(spark, config) -> bool:
     """Whether the weights may travel outside Spark's own channels: classic mode, no TLS
     between the workers and none of Spark's network or I/O encryption."""
-    from svb_spark.session import spark_conf, spark_context
+    from svb_spark.spark.session import spark_conf, spark_context
 
     if spark_context(spark) is None or config.tls is not None:
         return False

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.session import barrier_stage_keeps_partitions
-from svb_spark.training import TrainingResult
+from svb_spark.core.training import TrainingResult
+from svb_spark.spark.session import barrier_stage_keeps_partitions
 
 # Column names of the DataFrame the driver hands to the barrier stage.
 FEATURES, LABEL, WEIGHT, ROW_ID = "features", "label", "weight", "row_id"
@@ -45,7 +45,7 @@ def encode_result(
 
     The weights leave straight from the replica's memory, one chunk at a time, so that a
     worker never holds a second copy of a K x D replica. With ``delivered`` (the token of a
-    delivery to the driver, see :mod:`svb_spark.delivery`) they are not in the rows at all.
+    delivery to the driver, see :mod:`svb_spark.control.delivery`) they are not in the rows at all.
     Replicated modes: rank 0 sends everything. Class-sharded mode: every rank sends its
     ``block`` (its rank), and rank 0 the summary too.
     """
@@ -113,7 +113,7 @@ def decode_result(rows, deliveries=None) -> TrainingResult:
 
     W and b are views of the collected buffers, in the replica's layout (a feature-major
     replica arrives as the transpose of its D x K storage), or the arrays delivered to
-    ``deliveries`` (a :class:`~svb_spark.delivery.ModelInbox`), as it made them. The
+    ``deliveries`` (a :class:`~svb_spark.control.delivery.ModelInbox`), as it made them. The
     class-sharded mode's blocks are stacked in rank order into one K x D copy.
     """
     parts = collect_parts(rows)
@@ -164,7 +164,7 @@ def training_frame(
     Every row gets an id that grows along its partition, and the workers sort their rows by
     it: together with ``seed`` this makes fits repeatable. The rows are hash-partitioned on
     that id, so that the same input gives every worker the same rows; but an input whose
-    partitions the pre-pass (``stats``, a :class:`~svb_spark.inspection.DatasetSummary`) found
+    partitions the pre-pass (``stats``, a :class:`~svb_spark.spark.inspection.DatasetSummary`) found
     to be one per worker, each within 10% of an even share, keeps them when Spark can run the
     barrier stage on them: the same input then gives every worker the same rows in the same
     order without a shuffle of the whole dataset.

@@ -30,7 +30,7 @@ keyed by its descriptor path (step, rank), complete when its stream ends.
 This module knows nothing of Spark: the caller swaps ``location`` strings once (the barrier
 task does it with ``allGather``) and passes them to :meth:`FlightMeshExchange.connect`.
 
-With :class:`~svb_spark.exchange.tls.TlsFiles` the mesh runs over ``grpc+tls`` with mutual
+With :class:`~svb_spark.transport.tls.TlsFiles` the mesh runs over ``grpc+tls`` with mutual
 authentication: each server asks every caller for a certificate signed by the configured CA,
 and each client checks the server's certificate the same way. The secret is checked either
 way, once per stream: TLS says a peer is some worker of the cluster, the secret says it is a
@@ -49,13 +49,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from svb_spark.exchange.base import (
+from svb_spark.transport.base import (
     Exchange,
     ExchangeError,
     ExchangeTimeoutError,
     wait_for_messages,
 )
-from svb_spark.exchange.tls import TLS_CONF_KEYS, TlsFiles, TlsMaterial, read_tls_files
+from svb_spark.transport.tls import TLS_CONF_KEYS, TlsFiles, TlsMaterial, read_tls_files
 
 logger = logging.getLogger(__name__)
 

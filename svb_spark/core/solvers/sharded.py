@@ -30,10 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svb_spark import solver
-from svb_spark.checkpoint import ReplicaState, write_block
-from svb_spark.exchange import Exchange, codec
-from svb_spark.training import (
+from svb_spark.core import numerics
+from svb_spark.core.training import (
     ROUND_PHASES,
     LocalPartition,
     Plan,
@@ -44,6 +42,8 @@ from svb_spark.training import (
     result_of,
     stack_rows,
 )
+from svb_spark.spark.checkpoint import ReplicaState, write_block
+from svb_spark.transport import Exchange, codec
 
 
 def class_blocks(num_classes: int, num_workers: int) -> list[tuple[int, int]]:
@@ -68,7 +68,7 @@ class _ScoredStep:
     X: np.ndarray  # the global batch, rank order: dense, or CSR
     w: np.ndarray
     weight: float  # the batch's total row weight, summed per worker in rank order
-    labels: tuple  # see solver.label_margins
+    labels: tuple  # see numerics.label_margins
     exponentials: np.ndarray  # G x (this block's classes): exp(margin - row_max)
     row_max: np.ndarray
     row_sum: np.ndarray
@@ -98,13 +98,13 @@ class ShardedWorker:
         y = np.concatenate([m.y for m in messages])
         w = np.concatenate([m.w for m in messages])
         if self.block.config.sparse:
-            margins = solver.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
+            margins = numerics.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
             margins = margins.astype(weights.W.dtype, copy=False)
         else:
-            margins = solver.raw_margins(weights.W, weights.b, X)
+            margins = numerics.raw_margins(weights.W, weights.b, X)
         weight = sum(float(m.w.sum(dtype=np.float64)) for m in messages)
-        labels = solver.label_margins(margins, y, self.first)
-        row_max, row_sum = solver.partial_normalizers(margins)
+        labels = numerics.label_margins(margins, y, self.first)
+        row_max, row_sum = numerics.partial_normalizers(margins)
         return _ScoredStep(X, w, weight, labels, margins, row_max, row_sum)
 
     def update(self, step: _ScoredStep, messages: list[codec.ShardMessage]) -> float:
@@ -112,20 +112,20 @@ class ShardedWorker:
         whose label this block owns."""
         block, config = self.block, self.block.config
         weights = block.weights
-        normalizer = solver.log_normalizers(
+        normalizer = numerics.log_normalizers(
             [m.row_max for m in messages], [m.row_sum for m in messages]
         )
-        U, loss = solver.block_sufficient_vectors(
+        U, loss = numerics.block_sufficient_vectors(
             step.exponentials, step.row_max, normalizer, step.labels, step.w
         )
         common = (step.weight, block.learning_rate(block.step), config.reg_param,
                   block.reg_scale, config.fit_intercept)  # fmt: skip
         if config.sparse:
-            weights.factor = solver.apply_sparse_sufficient_vectors(
+            weights.factor = numerics.apply_sparse_sufficient_vectors(
                 weights.W, weights.factor, weights.b, U, step.X, *common
             )
         else:
-            solver.apply_sufficient_vectors(weights.W, weights.b, U, step.X, *common)
+            numerics.apply_sufficient_vectors(weights.W, weights.b, U, step.X, *common)
         return loss
 
 
@@ -139,7 +139,7 @@ def train_sharded(
     initial: tuple[np.ndarray, np.ndarray] | None = None,
     resume: ReplicaState | None = None,
 ) -> TrainingResult:
-    """:func:`svb_spark.training.train` for the class-sharded mode: the same arguments, with
+    """:func:`svb_spark.core.training.train` for the class-sharded mode: the same arguments, with
     ``resume`` this worker's own block checkpoint; the result holds this worker's block of
     ``W`` and ``b`` (see :func:`class_blocks`)."""
     rank = exchange.rank

@@ -16,7 +16,7 @@ step is resumed only when every block of it exists.
 A checkpoint holds the replica's weights (in the layout the replica stores them), its scalar
 factor, the step, the objective history and the partial epoch sums, and the plan. Minibatches
 are a pure function of (seed, rank, step) (see
-:meth:`svb_spark.training.LocalPartition.batch_rows`), so the step is the whole random state:
+:meth:`svb_spark.core.training.LocalPartition.batch_rows`), so the step is the whole random state:
 a resumed fit takes exactly the steps an uninterrupted one would have taken.
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from svb_spark.exchange import codec
+from svb_spark.transport import codec
 
 _PREFIX, _SUFFIX = "step-", ".arrow"
 _HEADER = b"svb_checkpoint"

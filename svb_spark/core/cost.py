@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from svb_spark.exchange.codec import DENSE, SHARDED
-from svb_spark.training import LBFGS
+from svb_spark.core.training import LBFGS
+from svb_spark.transport.codec import DENSE, SHARDED
 
 
 def itemsize(dtype: str) -> int:
@@ -159,7 +159,7 @@ def choose_exchange(candidates=("p2p", "dense"), **shape) -> tuple[str, dict, di
 
 def max_message_bytes(config) -> int:
     """The largest payload a peer's message can have in the fit of ``config`` (a
-    :class:`~svb_spark.training.TrainingConfig`): anything bigger is refused.
+    :class:`~svb_spark.core.training.TrainingConfig`): anything bigger is refused.
 
     Per step: the dense mode's gradient; otherwise B rows of sufficient vectors, counting
     every feature as present in a CSR row, plus 8 bytes a row of Arrow list offsets.

@@ -1,5 +1,5 @@
 """The training core: a worker's rows, its replica, one exchange round, the loop and its
-stopping rules. Pure numpy plus an injected :class:`~svb_spark.exchange.Exchange`: no Spark.
+stopping rules. Pure numpy plus an injected :class:`~svb_spark.transport.Exchange`: no Spark.
 
 One worker holds its partition in memory and a full replica of ``W`` and ``b``. Every exchange
 it sends its message for the last ``syncInterval`` steps (sufficient vectors, or the dense
@@ -7,9 +7,9 @@ gradient in the baseline mode) to all peers, and applies everyone's messages ste
 rank order. Every replica starts equal and applies the same update, so the replicas stay equal:
 with ``syncInterval = 1`` the fit equals synchronous minibatch SGD on the global batch.
 
-The barrier task (:mod:`svb_spark.task`) runs :func:`train` over the Flight mesh;
+The barrier task (:mod:`svb_spark.spark.task`) runs :func:`train` over the Flight mesh;
 :func:`svb_spark.testing.train_in_process` runs it in threads; the Spark-native broadcast mode
-(:mod:`svb_spark.broadcast`) drives the same :class:`Replica` from the driver.
+(:mod:`svb_spark.spark.broadcast`) drives the same :class:`Replica` from the driver.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svb_spark import solver
-from svb_spark.checkpoint import (
+from svb_spark.core import numerics
+from svb_spark.core.weights import ReplicaWeights
+from svb_spark.spark.checkpoint import (
     ReplicaState,
     block_steps,
     checkpoint_steps,
@@ -34,14 +35,13 @@ from svb_spark.checkpoint import (
     write_checkpoint,
     write_worker_memory,
 )
-from svb_spark.exchange import Exchange, codec
-from svb_spark.exchange.tls import TlsFiles
-from svb_spark.weights import ReplicaWeights
+from svb_spark.transport import Exchange, codec
+from svb_spark.transport.tls import TlsFiles
 
 # The optimizers (the ``solver`` param): minibatch SGD with a decaying step, the paper's method;
-# SAGA on sufficient vectors with a constant step (see solver.apply_saga); and averaged SGD
+# SAGA on sufficient vectors with a constant step (see numerics.apply_saga); and averaged SGD
 # (Polyak-Ruppert tail averaging: the model is the mean of SGD's iterates after every step from
-# the second epoch on, kept on every replica); and full-batch L-BFGS (svb_spark.lbfgs).
+# the second epoch on, kept on every replica); and full-batch L-BFGS (svb_spark.core.solvers.lbfgs).
 SGD, SAGA, ASGD, LBFGS = "sgd", "saga", "asgd", "lbfgs"
 
 # The stopping rule compares the mean epoch objective of the last TOL_WINDOW epochs with that of
@@ -154,7 +154,7 @@ def make_plan(
     """
     return Plan(
         steps_per_epoch=max(1, math.ceil(max(row_counts) / config.batch_size)),
-        base_learning_rate=solver.base_learning_rate(config.step_size, max(curvatures)),
+        base_learning_rate=numerics.base_learning_rate(config.step_size, max(curvatures)),
         num_workers=len(row_counts),
         total_weight=float(sum(row_counts if weight_sums is None else weight_sums)),
     )
@@ -223,7 +223,7 @@ def prepare_partition(
         kept = (X[held_out], y[held_out], w[held_out])
         X, y, w = X[~held_out], y[~held_out], w[~held_out]
     # L-BFGS takes no step from the curvature: skip its passes over the rows.
-    curvature = 0.0 if config.solver == LBFGS else solver.curvature(X, w, config.fit_intercept)
+    curvature = 0.0 if config.solver == LBFGS else numerics.curvature(X, w, config.fit_intercept)
     return LocalPartition(X, y, w, curvature, held_out=kept)
 
 
@@ -318,7 +318,9 @@ class Replica:
         """SGD's decaying step, or SAGA's constant one (variance reduction lets it converge)."""
         if self.config.solver == SAGA:
             return self.plan.base_learning_rate
-        return solver.learning_rate(self.plan.base_learning_rate, step // self.plan.steps_per_epoch)
+        return numerics.learning_rate(
+            self.plan.base_learning_rate, step // self.plan.steps_per_epoch
+        )
 
     def apply_round(self, messages: list[codec.RoundMessage]) -> None:
         """Apply one exchange's messages (indexed by rank) in (step, rank) order."""
@@ -334,7 +336,7 @@ class Replica:
                 self._apply_saga(messages, j, weight, lr)
             elif messages[0].kind == codec.SV and config.sparse:
                 parts = [m.step_vectors(j) for m in messages]
-                weights.factor = solver.apply_sparse_sufficient_vectors(
+                weights.factor = numerics.apply_sparse_sufficient_vectors(
                     weights.W, weights.factor, weights.b, np.concatenate([u for u, _ in parts]),
                     stack_rows([v for _, v in parts]), weight, lr, config.reg_param,
                     self.reg_scale, config.fit_intercept,
@@ -343,7 +345,7 @@ class Replica:
                 parts = [m.step_vectors(j) for m in messages]
                 U = np.concatenate([u for u, _ in parts])
                 V = np.concatenate([v for _, v in parts])
-                solver.apply_sufficient_vectors(
+                numerics.apply_sufficient_vectors(
                     weights.W, weights.b, U, V, weight, lr, config.reg_param, self.reg_scale,
                     config.fit_intercept,
                 )  # fmt: skip
@@ -351,7 +353,7 @@ class Replica:
                 G = messages[0].step_gradient(j).copy()
                 for m in messages[1:]:
                     G += m.step_gradient(j)
-                solver.apply_gradient(
+                numerics.apply_gradient(
                     weights.W, weights.b, G[:, :-1], G[:, -1], weight, lr, config.reg_param,
                     self.reg_scale, config.fit_intercept,
                 )  # fmt: skip
@@ -363,7 +365,7 @@ class Replica:
                 self.close_epoch(self.epoch_loss / max(self.epoch_weight, 1e-300) + penalty)
 
     def state(self) -> ReplicaState:
-        """A copy of everything needed to go on from this step (see :mod:`svb_spark.checkpoint`)."""
+        """A copy of everything needed to go on from this step (see :mod:`svb_spark.spark.checkpoint`)."""
         return ReplicaState(
             values=self.weights.flat(),
             feature_major=self.weights.feature_major,
@@ -407,7 +409,7 @@ class Replica:
         # After the first epoch every row has been seen: A is the average over all of them.
         seen = 1.0
         if self.step < self.plan.steps_per_epoch:
-            seen = solver.saga_seen_scale(self._weight_seen, self.plan.total_weight)
+            seen = numerics.saga_seen_scale(self._weight_seen, self.plan.total_weight)
         common = (weight, self.plan.total_weight, lr, config.reg_param, self.reg_scale, seen,
                   config.fit_intercept)  # fmt: skip
         if messages[0].kind == codec.SV:
@@ -419,7 +421,7 @@ class Replica:
             for m in messages[1:]:
                 G += m.step_gradient(j)
             update = ("gradient", G[:, :-1], G[:, -1])
-        solver.apply_saga(weights.W, weights.b, A, a, update, *common)
+        numerics.apply_saga(weights.W, weights.b, A, a, update, *common)
         self._weight_seen += weight
 
     @property
@@ -434,8 +436,8 @@ class Replica:
         if n == 0:
             return
         state, weights = self.weights.state, self.weights
-        solver.fold_into_mean(state["mean_W"], weights.W, n)
-        solver.fold_into_mean(state["mean_b"], weights.b, n)
+        numerics.fold_into_mean(state["mean_W"], weights.W, n)
+        numerics.fold_into_mean(state["mean_b"], weights.b, n)
 
     @property
     def epoch_loss(self) -> float:
@@ -504,9 +506,9 @@ def held_out_sums(replica: Replica, data: LocalPartition) -> list[float]:
     X, y, w = data.held_out
     weights = replica.weights
     if replica.config.sparse:
-        _, loss = solver.sparse_sufficient_vectors(weights.W, weights.factor, weights.b, X, y, w)
+        _, loss = numerics.sparse_sufficient_vectors(weights.W, weights.factor, weights.b, X, y, w)
     else:
-        _, loss = solver.sufficient_vectors(weights.W, weights.b, X, y, w)
+        _, loss = numerics.sufficient_vectors(weights.W, weights.b, X, y, w)
     return [float(loss), float(w.sum(dtype=np.float64))]
 
 
@@ -530,11 +532,11 @@ def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.Ro
         batch_rows = data.batch_rows(step, plan, config, rank)
         Xb, yb, wb = data.X[batch_rows], data.y[batch_rows], data.w[batch_rows]
         if config.sparse:
-            U, loss = solver.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
+            U, loss = numerics.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
         else:
-            U, loss = solver.sufficient_vectors(W, b, Xb, yb, wb)
+            U, loss = numerics.sufficient_vectors(W, b, Xb, yb, wb)
         if config.solver == SAGA:  # syncInterval is 1: no local steps follow
-            U = solver.saga_delta(data.saga_memory(config.num_classes), batch_rows, U)
+            U = numerics.saga_delta(data.saga_memory(config.num_classes), batch_rows, U)
         weight = float(wb.sum(dtype=np.float64))
         rows.append(int(Xb.shape[0]))
         weights.append(weight)
@@ -543,18 +545,18 @@ def compute_round(replica: Replica, data: LocalPartition, rank: int) -> codec.Ro
             Us.append(U)
             Vs.append(Xb)
         else:
-            Gs.append(solver.batch_gradient(U, Xb))
+            Gs.append(numerics.batch_gradient(U, Xb))
         if j < steps - 1:
             own = (weight * plan.num_workers, replica.learning_rate(step), config.reg_param)
             if sparse_sv:
-                factor = solver.apply_sparse_sufficient_vectors(
+                factor = numerics.apply_sparse_sufficient_vectors(
                     W, factor, b, U, Xb, *own, replica.reg_scale, config.fit_intercept
                 )
             elif config.sparse:
-                solver.apply_gradient(W, b, Gs[-1][:, :-1], Gs[-1][:, -1], *own,
+                numerics.apply_gradient(W, b, Gs[-1][:, :-1], Gs[-1][:, -1], *own,
                                       replica.reg_scale, config.fit_intercept)  # fmt: skip
             else:
-                solver.apply_sufficient_vectors(
+                numerics.apply_sufficient_vectors(
                     W, b, U, Xb, *own, replica.reg_scale, config.fit_intercept
                 )
     message = codec.RoundMessage(config.message_kind, replica.step, rank, rows, weights, losses)

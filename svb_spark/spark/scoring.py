@@ -7,8 +7,9 @@ A model travels to the tasks in one of two ways. A small one rides in the task c
 task unpickles all of it. One larger than :data:`SCORE_IN_BLOCKS_ABOVE` (or than a share of
 ``spark.executor.pyspark.memory``) is broadcast in class blocks of at most
 :data:`CLASS_BLOCK_BYTES`, and a task scores each batch block by block, keeping per row only a
-running max, sum of exponentials and best class (:class:`svb_spark.solver.RunningSoftmax`), so
-its Python worker holds one block of the model at a time.
+running max, sum of exponentials and best class
+(:class:`svb_spark.core.numerics.RunningSoftmax`), so its Python worker holds one block of the
+model at a time.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import warnings
 import numpy as np
 import pyarrow as pa
 
-from svb_spark import solver
-from svb_spark.data import (
+from svb_spark.core import numerics
+from svb_spark.spark.data import (
     DENSE_VECTOR,
     is_vector_struct,
     vector_struct_array,
     vectors_to_csr,
     vectors_to_dense,
 )
-from svb_spark.session import memory_bytes, spark_conf, spark_context
+from svb_spark.spark.session import memory_bytes, spark_conf, spark_context
 
 # Models of more float64 bytes than this are broadcast in class blocks rather than pickled into
 # every task's closure.
@@ -97,7 +98,7 @@ class ClassBlockBroadcasts:
     """A model's class blocks as broadcast variables, made once and reused by every ``transform``.
 
     Each broadcast holds ``(W[start:stop], b[start:stop])``, the block's coefficients in
-    feature-major order (what :func:`svb_spark.solver.sparse_raw_margins` reads fastest).
+    feature-major order (what :func:`svb_spark.core.numerics.sparse_raw_margins` reads fastest).
 
     The broadcasts cannot be destroyed when ``transform`` returns: the DataFrame it returns is
     lazy and may be collected any number of times later. So they live as long as their holder
@@ -164,14 +165,14 @@ def _closure_scorer(W, b, *, features, kinds, names, thresholds):
         for batch in batches:
             column = batch.column(features)
             if _has_sparse_rows(column):
-                raw = solver.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
+                raw = numerics.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
             else:
-                raw = solver.raw_margins(W, b, vectors_to_dense(column, num_features))
-            probability = solver.probabilities_from_raw(raw)
+                raw = numerics.raw_margins(W, b, vectors_to_dense(column, num_features))
+            probability = numerics.probabilities_from_raw(raw)
             appended = []
             for kind in kinds:
                 if kind == "prediction":
-                    predicted = solver.predictions_from_probabilities(probability, thresholds)
+                    predicted = numerics.predictions_from_probabilities(probability, thresholds)
                     appended.append(pa.array(predicted))
                 else:
                     appended.append(_dense_vectors(raw if kind == "raw" else probability))
@@ -188,10 +189,10 @@ def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds):
         for batch in batches:
             column = batch.column(features)
             if _has_sparse_rows(column):
-                rows, margins_of = vectors_to_csr(column, num_features), solver.sparse_raw_margins
+                rows, margins_of = vectors_to_csr(column, num_features), numerics.sparse_raw_margins
             else:
-                rows, margins_of = vectors_to_dense(column, num_features), solver.raw_margins
-            running = solver.RunningSoftmax(batch.num_rows, thresholds)
+                rows, margins_of = vectors_to_dense(column, num_features), numerics.raw_margins
+            running = numerics.RunningSoftmax(batch.num_rows, thresholds)
             raw = np.empty((batch.num_rows, num_classes)) if wide else None
             for start, block in zip(starts, blocks):
                 W_block, b_block = block.value

@@ -38,7 +38,7 @@ def _session():
 def _context_or_session(spark):
     """What ``DefaultParams{Writer,Reader}`` take: Spark 3.5's want the SparkContext, Spark 4's
     take either and get the session on Spark Connect, which has no SparkContext."""
-    from svb_spark.session import spark_context
+    from svb_spark.spark.session import spark_context
 
     sc = spark_context(spark)
     return spark if sc is None else sc
@@ -77,7 +77,7 @@ class SVBModelWriter(MLWriter):
     def _handleOverwrite(self, path: str) -> None:
         # MLWriter's own overwrite calls into the JVM, which Spark Connect clients cannot;
         # there the directory is removed through the filesystem instead (local paths only).
-        from svb_spark.session import spark_context
+        from svb_spark.spark.session import spark_context
 
         spark = _session()
         if spark_context(spark) is not None:
@@ -86,7 +86,7 @@ class SVBModelWriter(MLWriter):
             _remove(spark, path)
 
     def saveImpl(self, path: str) -> None:
-        from svb_spark.session import dataframe_from_arrow
+        from svb_spark.spark.session import dataframe_from_arrow
 
         spark = _session()
         W, b = self.instance._model_arrays()
@@ -160,7 +160,7 @@ def _read_on_driver(spark, directory: str):
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from svb_spark.session import spark_context
+    from svb_spark.spark.session import spark_context
 
     sc = spark_context(spark)
     if sc is None:

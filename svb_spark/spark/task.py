@@ -17,29 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.board import HelloBoard, swap_hellos
-from svb_spark.checkpoint import ReplicaState
-from svb_spark.contract import (
-    FEATURES,
-    HELD_OUT,
-    LABEL,
-    RESULT_DDL,
-    ROW_ID,
-    WEIGHT,
-    block_suffix,
-    decode_result,
-    encode_result,
-    result_rows,
-    stored_arrays,
-)
-from svb_spark.cost import max_message_bytes
-from svb_spark.data import table_to_arrays
-from svb_spark.delivery import ModelInbox, inbox_wanted, send_arrays
-from svb_spark.exchange import Exchange, codec
-from svb_spark.lbfgs import train_lbfgs
-from svb_spark.session import arrow_batch_bytes, spark_conf
-from svb_spark.sharded import train_sharded
-from svb_spark.training import (
+from svb_spark.control.board import HelloBoard, swap_hellos
+from svb_spark.control.delivery import ModelInbox, inbox_wanted, send_arrays
+from svb_spark.core.cost import max_message_bytes
+from svb_spark.core.solvers.lbfgs import train_lbfgs
+from svb_spark.core.solvers.sharded import train_sharded
+from svb_spark.core.training import (
     LBFGS,
     LocalPartition,
     Plan,
@@ -52,6 +35,23 @@ from svb_spark.training import (
     resume_step,
     train,
 )
+from svb_spark.spark.checkpoint import ReplicaState
+from svb_spark.spark.contract import (
+    FEATURES,
+    HELD_OUT,
+    LABEL,
+    RESULT_DDL,
+    ROW_ID,
+    WEIGHT,
+    block_suffix,
+    decode_result,
+    encode_result,
+    result_rows,
+    stored_arrays,
+)
+from svb_spark.spark.data import table_to_arrays
+from svb_spark.spark.session import arrow_batch_bytes, spark_conf
+from svb_spark.transport import Exchange, codec
 
 logger = logging.getLogger(__name__)
 
@@ -342,14 +342,14 @@ def barrier_training_task(
     yields its block of classes); every rank yields its memory report. With the driver's
     ``inbox`` address, the weights go there and the rows carry only the record. With the
     driver's hello ``board``, the tasks swap hellos there (milliseconds) rather than with
-    ``allGather`` (about a second); see :mod:`svb_spark.board`.
+    ``allGather`` (about a second); see :mod:`svb_spark.control.board`.
     """
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
 
-        from svb_spark.exchange.flight import FlightMeshExchange
-        from svb_spark.progress import ProgressReporter
+        from svb_spark.control.progress import ProgressReporter
+        from svb_spark.transport.flight import FlightMeshExchange
 
         clock = PhaseClock()
         sharded = config.message_kind == codec.SHARDED
@@ -431,7 +431,7 @@ def fit_by_barrier_stage(
     training, config: TrainingConfig, secret: str, initial=None, progress=None, build=None
 ) -> TrainingResult:
     """Train over ``training`` (one partition per worker) in one barrier stage (p2p, dense).
-    A delivered model is built into ``build`` (a :class:`~svb_spark.delivery.ModelBuild`) as
+    A delivered model is built into ``build`` (a :class:`~svb_spark.control.delivery.ModelBuild`) as
     it arrives.
 
     The shuffle after the barrier stage makes it a map stage, which Spark retries as a whole

@@ -6,7 +6,7 @@ import threading
 
 import pyarrow as pa
 
-from svb_spark.exchange.base import Exchange, wait_for_messages
+from svb_spark.transport.base import Exchange, wait_for_messages
 
 
 class LocalExchangeGroup:

@@ -2,8 +2,9 @@
 
 ``BarrierTaskContext.allGather`` takes about a second (Spark's barrier coordinator answers on a
 one-second poll), which is most of a small fit's fixed cost. In classic mode the driver already
-listens for the model (:mod:`svb_spark.delivery`); it also keeps a :class:`HelloBoard`, where
-every task posts its signed hello and waits for all of them, in rank order.
+listens for the model (:mod:`svb_spark.control.delivery`); it also keeps a
+:class:`HelloBoard`, where every task posts its signed hello and waits for all of them, in rank
+order.
 
 The board answers only while every rank's poster is still connected: a hello whose task has
 died (a failed attempt of the stage) is dropped when its connection closes, so a retried
@@ -19,8 +20,8 @@ import socket
 import threading
 import time
 
-from svb_spark.listener import ConnectionListener
-from svb_spark.progress import sign, verify
+from svb_spark.control.listener import ConnectionListener
+from svb_spark.control.signing import sign, verify
 
 logger = logging.getLogger(__name__)
 

@@ -148,8 +148,8 @@ def message_bytes(message: pa.RecordBatch | pa.Table) -> tuple[int, int]:
 @dataclass
 class ShardMessage:
     """One worker's message for one exchange of the class-sharded mode (see
-    :mod:`svb_spark.sharded`): its rows of the next step and, for the rows of the step before
-    (all workers' rows), the partial softmax normalizers of its block of classes.
+    :mod:`svb_spark.core.solvers.sharded`): its rows of the next step and, for the rows of the
+    step before (all workers' rows), the partial softmax normalizers of its block of classes.
 
     Columns of different lengths travel as one record batch of a single row whose every
     column is a list, so decoding stays zero-copy.

@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from svb_spark import solver
+from svb_spark.core import numerics
 
 # Bytes of the replica one check hashes (about 2 ms of CRC-32): a check every verifyInterval
 # exchanges then costs a bounded sliver of the loop at any K x D, and successive checks cycle
@@ -36,7 +36,7 @@ class ReplicaWeights:
     def __init__(self, num_classes: int, num_features: int, dtype, feature_major: bool = False):
         shape = (num_classes, num_features)
         if feature_major:
-            self.W = solver.feature_major_zeros(*shape, dtype)
+            self.W = numerics.feature_major_zeros(*shape, dtype)
         else:
             self.W = np.zeros(shape, dtype=dtype)
         self.b = np.zeros(num_classes, dtype=dtype)
@@ -66,7 +66,7 @@ class ReplicaWeights:
 
     def penalty(self, reg_param: float, reg_scale) -> float:
         """The L2 penalty of the model ``factor * W``."""
-        return solver.regularization(self.W, reg_param, reg_scale, self.factor)
+        return numerics.regularization(self.W, reg_param, reg_scale, self.factor)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array replicas must agree on, by name, in a fixed order."""

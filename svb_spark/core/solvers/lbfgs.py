@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from svb_spark import solver
-from svb_spark.checkpoint import ReplicaState
-from svb_spark.exchange import Exchange, codec
-from svb_spark.training import ROUND_PHASES, TrainingResult, result_counters
+from svb_spark.core import numerics
+from svb_spark.core.training import ROUND_PHASES, TrainingResult, result_counters
+from svb_spark.spark.checkpoint import ReplicaState
+from svb_spark.transport import Exchange, codec
 
 # Correction pairs kept: MLlib's LogisticRegression keeps 10.
 HISTORY = 10
@@ -142,7 +142,7 @@ def train_lbfgs(
     initial: tuple[np.ndarray, np.ndarray] | None = None,
     resume: ReplicaState | None = None,
 ):
-    """Run full-batch L-BFGS on every worker's rows; takes :func:`svb_spark.training.train`'s
+    """Run full-batch L-BFGS on every worker's rows; takes :func:`svb_spark.core.training.train`'s
     arguments. An iteration counts as an epoch (it reads every row once, or a few times when
     the line search halves a step): ``maxIter`` bounds them and ``tol`` judges them."""
     if resume is not None:
@@ -161,7 +161,7 @@ def train_lbfgs(
         nonlocal evaluations
         t0 = time.perf_counter()
         W, b = point[: K * D].reshape(K, D), point[K * D :]
-        loss, gradient = solver.loss_and_gradient_sums(W, b, data.X, data.y, data.w)
+        loss, gradient = numerics.loss_and_gradient_sums(W, b, data.X, data.y, data.w)
         t1 = time.perf_counter()
         message = codec.encode_sums(np.concatenate([[loss], gradient.ravel()]))
         t2 = time.perf_counter()
@@ -171,7 +171,7 @@ def train_lbfgs(
         for batch in gathered[1:]:  # in rank order: the same sum on every worker
             total += codec.sums_array(batch)
         evaluations += 1
-        objective, grad = solver.objective_and_gradient(
+        objective, grad = numerics.objective_and_gradient(
             total[0], total[1:].reshape(K, D + 1), W, plan.total_weight, config.reg_param,
             reg_scale, config.fit_intercept,
         )  # fmt: skip

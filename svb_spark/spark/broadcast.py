@@ -24,19 +24,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from svb_spark.contract import (
-    RESULT_DDL,
-    RESULT_SCHEMA,
-    collect_parts,
-    decode_result,
-    encode_result,
-    result_rows,
-)
-from svb_spark.exchange import codec
-from svb_spark.exchange.codec import message_bytes
-from svb_spark.session import spark_context
-from svb_spark.task import initial_weights, load_partition
-from svb_spark.training import (
+from svb_spark.core.training import (
     LocalPartition,
     Plan,
     Replica,
@@ -45,6 +33,18 @@ from svb_spark.training import (
     compute_round,
     make_plan,
 )
+from svb_spark.spark.contract import (
+    RESULT_DDL,
+    RESULT_SCHEMA,
+    collect_parts,
+    decode_result,
+    encode_result,
+    result_rows,
+)
+from svb_spark.spark.session import spark_context
+from svb_spark.spark.task import initial_weights, load_partition
+from svb_spark.transport import codec
+from svb_spark.transport.codec import message_bytes
 
 _SETUP_SCHEMA = pa.schema([("rank", pa.int32()), ("rows", pa.int64()), ("curvature", pa.float64())])
 _SETUP_DDL = "rank int, rows long, curvature double"

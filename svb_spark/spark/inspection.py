@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.data import (
+from svb_spark.spark.data import (
     dense_rows,
     numeric_column,
     vector_sizes,
     vectors_to_csr,
 )
-from svb_spark.session import arrow_batch_bytes
+from svb_spark.spark.session import arrow_batch_bytes
 
 _STATS_SCHEMA = "stats binary"
 

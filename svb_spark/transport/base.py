@@ -6,7 +6,7 @@ import abc
 
 import pyarrow as pa
 
-from svb_spark.exchange.codec import message_bytes
+from svb_spark.transport.codec import message_bytes
 
 
 class ExchangeError(RuntimeError):

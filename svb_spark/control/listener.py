@@ -1,5 +1,6 @@
 """A TCP listener on the driver that serves every connection in a thread of its own: the base
-of the model inbox (:mod:`svb_spark.delivery`) and the hello board (:mod:`svb_spark.board`)."""
+of the model inbox (:mod:`svb_spark.control.delivery`) and the hello board
+(:mod:`svb_spark.control.board`)."""
 
 from __future__ import annotations
 

@@ -300,7 +300,7 @@ def unstandardize(
     One float64 K x D array, written in ``W``'s own memory order (a feature-major replica
     arrives as the transpose of a D x K array): at 2^28 coefficients the other order is
     several times slower. The driver builds it in parts, into a buffer of its own (see
-    :class:`svb_spark.delivery.ModelBuild`).
+    :class:`svb_spark.control.delivery.ModelBuild`).
     """
     W_original = unstandardize_weights(W, scale, np.empty(W.size, dtype=np.float64))
     return W_original, unstandardize_intercept(W_original, b, mean)
@@ -603,7 +603,7 @@ class RunningSoftmax:
     thresholds : list of float, optional
         MLlib's per-class ``thresholds``: the prediction maximizes ``p_k / t_k``, where a
         threshold that is not positive counts as infinity, as in
-        :func:`svb_spark.solver.predictions_from_probabilities`.
+        :func:`svb_spark.core.numerics.predictions_from_probabilities`.
 
     Examples
     --------

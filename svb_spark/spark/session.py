@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from svb_spark import cost
+from svb_spark.core import cost
 
 MIN_JAVA = 17
 
