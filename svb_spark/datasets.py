@@ -1,8 +1,11 @@
-"""Embedded data for the demo and examples: no download needed.
+"""Example data for the demo, the examples and the benchmarks, as numpy arrays or DataFrames.
 
-``digits`` is scikit-learn's bundled 8x8 handwritten digits (1797 rows, 64 features, 10
-classes) when scikit-learn is installed; ``planted`` is a generated problem whose labels come
-from a random linear teacher plus Gumbel noise, so its achievable accuracy is known to be high.
+Nothing is downloaded, but nothing is embedded either: ``digits`` loads scikit-learn's bundled
+8x8 handwritten digits (1797 rows, 64 features, 10 classes), so it needs scikit-learn (the
+``test`` extra; ``svb-spark demo`` falls back to ``planted`` without it). ``planted`` (dense)
+and ``planted_sparse`` (CSR) generate labels from a random linear teacher, so their achievable
+accuracy is known to be high. ``to_dataframe`` turns any of them into a Spark DataFrame of
+(features, label).
 """
 
 from __future__ import annotations
