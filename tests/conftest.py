@@ -10,9 +10,9 @@ import glob
 import os
 
 import pytest
-from common_data import to_frame
 
 from svb_spark.spark.session import JavaNotFoundError, local_session, require_java
+from tests.support.data import to_frame
 
 
 def pytest_configure(config):

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-from common_data import live_spark_conf
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
@@ -11,6 +10,7 @@ import svb_spark.classification as classification
 from svb_spark import SVBLogisticRegression
 from svb_spark.params import _VALUE_RULES
 from svb_spark.spark.session import check_barrier_mode_supported, worker_memory
+from tests.support.data import live_spark_conf
 
 
 @pytest.fixture(autouse=True)

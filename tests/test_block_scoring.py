@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from common_data import to_frame
 
 from svb_spark import SVBLogisticRegressionModel
 from svb_spark.core import numerics
 from svb_spark.core.numerics import RunningSoftmax
 from svb_spark.spark import scoring
 from svb_spark.spark.scoring import add_prediction_columns, scoring_block_bytes
+from tests.support.data import to_frame
 
 K, D = 7, 5
 CLASS_BYTES = (D + 1) * 8  # one class of the model: its coefficients and intercept

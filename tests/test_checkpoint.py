@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
-from common_data import blobs, training_config
 from scipy import sparse
 
 from svb_spark.core.training import ASGD, SAGA, Replica, make_plan, prepare_partition
@@ -17,6 +16,7 @@ from svb_spark.spark.checkpoint import (
     write_checkpoint,
 )
 from svb_spark.testing import train_in_process
+from tests.support.data import blobs, training_config
 
 
 def _sparse_blobs():

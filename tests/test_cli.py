@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from common_data import planted
 
 from svb_spark import SVBLogisticRegression, cli
+from tests.support.data import planted
 
 
 def test_demo_trains_and_reports(spark, capsys):

@@ -1,12 +1,13 @@
 """Spark Connect parity: the p2p fit, transform, save and load need no SparkContext."""
 
 import pytest
-from jobs import run_job
+
+from tests.support.jobs import run_job
 
 
 @pytest.mark.spark_connect
 def test_fit_transform_save_load_over_spark_connect():
-    out = run_job("connect_job.py", timeout=240)
+    out = run_job("connect", timeout=240)
     assert out["task_slots"] is None and out["default_parallelism"] == 2
     history = out["history"]
     assert len(history) == 3 and history[-1] < history[0]

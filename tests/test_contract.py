@@ -77,11 +77,10 @@ def test_the_rendezvous_swaps_hellos_while_the_rows_load():
     import threading
     import time
 
-    from common_data import blobs, training_config
-
     from svb_spark.core.training import prepare_partition
     from svb_spark.spark.task import rendezvous
     from svb_spark.transport.local import LocalExchangeGroup
+    from tests.support.data import blobs, training_config
 
     group = LocalExchangeGroup(2)
     barrier = threading.Barrier(2)
@@ -137,10 +136,10 @@ def _rows_by_partition(frame, *columns):
 
 
 def test_the_training_frame_keeps_even_input_partitions_that_a_barrier_stage_can_run_on(spark):
-    from common_data import planted_frame
     from pyspark.sql import functions as F
 
     from svb_spark.spark.inspection import inspect_training_data
+    from tests.support.data import planted_frame
 
     def frame(df, stats=None):
         return contract.training_frame(df, "features", "label", "weight", 2, stats=stats)
@@ -164,9 +163,8 @@ def test_the_training_frame_keeps_even_input_partitions_that_a_barrier_stage_can
 
 
 def test_the_barrier_check_refuses_what_spark_refuses_coalesced_and_union_inputs(spark):
-    from common_data import planted_frame
-
     from svb_spark.spark.session import barrier_stage_keeps_partitions
+    from tests.support.data import planted_frame
 
     base = planted_frame(spark).cache()
     frames = {  # name: (frame, its partitions, whether a barrier stage can run on them)

@@ -4,20 +4,20 @@ import warnings
 
 import numpy as np
 import pytest
-from common_data import planted as _planted
-from common_data import planted_frame, to_frame
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import Vectors
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
-from reference import reference_model, worker_partitions
 
 from svb_spark import (
     SVBConvergenceWarning,
     SVBLogisticRegression,
     SVBLogisticRegressionModel,
 )
+from tests.support.data import planted as _planted
+from tests.support.data import planted_frame, to_frame
+from tests.support.reference import reference_model, worker_partitions
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ import functools
 
 import numpy as np
 import pytest
-from common_data import planted_frame
 
 import svb_spark.spark.broadcast as broadcast
 from svb_spark import SVBLogisticRegression, datasets
+from tests.support.data import planted_frame
 
 
 @pytest.fixture(scope="module")

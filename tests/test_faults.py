@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 import pytest
-from common_data import planted_frame
-from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.spark.task import _RECORD_WORKERS_ENV
+from tests.support.data import planted_frame
+from tests.support.jobs import run_job
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_a_checkpoint_dir_that_cannot_be_made_fails_before_training(spark, tmp_p
 
 @pytest.mark.slow
 def test_a_killed_worker_on_a_two_executor_cluster_is_retried_and_resumed():
-    result = run_job("fault_job.py", "kill")
+    result = run_job("fault", "kill")
     print(f"SIGKILL on local-cluster: retry started {result['retry_after_seconds']:.1f} s later")
     assert result["resumed_from_step"] > 0 and result["retry_after_seconds"] < 30
     np.testing.assert_allclose(result["coefficients"], result["expected"], rtol=1e-6)
@@ -151,7 +151,7 @@ def test_a_killed_worker_on_a_two_executor_cluster_is_retried_and_resumed():
 
 @pytest.mark.slow
 def test_a_stalled_worker_without_retries_fails_the_fit_with_a_clear_error_in_time():
-    result = run_job("fault_job.py", "stall")
+    result = run_job("fault", "stall")
     print(f"SIGSTOP on local-cluster: the fit failed {result['failed_after_seconds']:.1f} s later")
     assert "could not deliver step" in result["error"] and "within 3 s" in result["error"]
     assert result["failed_after_seconds"] < 30

@@ -7,9 +7,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from common_data import blobs, live_spark_conf, planted_frame, training_config
-from common_data import planted as _planted
-from reference import reference_lbfgs, reference_model, worker_partitions
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.core import numerics
@@ -18,6 +15,9 @@ from svb_spark.core.solvers import lbfgs
 from svb_spark.core.training import LBFGS
 from svb_spark.spark.session import check_replica_fits
 from svb_spark.testing import train_in_process
+from tests.support.data import blobs, live_spark_conf, planted_frame, training_config
+from tests.support.data import planted as _planted
+from tests.support.reference import reference_lbfgs, reference_model, worker_partitions
 
 
 def test_minimize_finds_the_minimum_of_a_quadratic():

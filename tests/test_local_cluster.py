@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from common_data import planted_frame
-from jobs import run_job
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.spark.task import executor_host
+from tests.support.data import planted_frame
+from tests.support.jobs import run_job
 
 
 def test_executor_host_parsing():
@@ -23,7 +23,7 @@ def _local_coefficients(spark):
 
 
 def test_fit_on_two_executor_jvms_matches_local_mode(spark):
-    result = run_job("cluster_job.py", "p2p")
+    result = run_job("cluster", "p2p")
 
     workers = result["workers"]
     assert len(workers) == 2
@@ -43,7 +43,7 @@ def test_fit_on_two_executor_jvms_matches_local_mode(spark):
 @pytest.mark.parametrize("cache", ["keep", "forget"])
 def test_broadcast_mode_on_two_executor_jvms_matches_local_p2p(spark, cache):
     # "forget" drops every cached replica each round: executors rebuild from checkpoint + log.
-    result = run_job("cluster_job.py", "broadcast", cache)
+    result = run_job("cluster", "broadcast", cache)
     np.testing.assert_allclose(
         np.array(result["coefficients"]), _local_coefficients(spark), rtol=1e-9, atol=1e-12
     )
@@ -53,7 +53,7 @@ def test_broadcast_mode_on_two_executor_jvms_matches_local_p2p(spark, cache):
 
 @pytest.mark.slow
 def test_four_workers_on_two_executors_match_the_single_process_reference():
-    result = run_job("cluster_job.py", "p2p", "four")
+    result = run_job("cluster", "p2p", "four")
     assert len(result["workers"]) == 4 and len({w["pid"] for w in result["workers"]}) == 4
     np.testing.assert_allclose(
         np.array(result["coefficients"]), np.array(result["reference"]), rtol=1e-5, atol=1e-8

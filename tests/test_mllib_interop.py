@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from common_data import to_frame
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.functions import vector_to_array
 
 from svb_spark import SVBLogisticRegression, SVBLogisticRegressionModel
+from tests.support.data import to_frame
 
 
 @pytest.fixture(scope="module")

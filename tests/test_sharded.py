@@ -5,13 +5,13 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from common_data import blobs, training_config
-from reference import reference_sgd
 
 from svb_spark.core import numerics
 from svb_spark.core.solvers.sharded import class_blocks
 from svb_spark.testing import train_in_process
 from svb_spark.transport.codec import SHARDED, SV
+from tests.support.data import blobs, training_config
+from tests.support.reference import reference_sgd
 
 
 def _assembled(results):
@@ -136,17 +136,16 @@ def test_sharded_fit_resumes_from_every_block_to_the_same_model(tmp_path):
 
 @pytest.fixture(scope="module")
 def planted(spark):
-    from common_data import planted as planted_data
-    from common_data import planted_frame
+    from tests.support.data import planted as planted_data
+    from tests.support.data import planted_frame
 
     X, y, w = planted_data()
     return X, y, w, planted_frame(spark).cache()
 
 
 def test_spark_sharded_fit_equals_single_process_sgd(planted):
-    from reference import reference_model
-
     from svb_spark import SVBLogisticRegression
+    from tests.support.reference import reference_model
 
     X, y, w, df = planted
     settings = dict(batch_size=16, max_iter=6, tol=0.0, reg_param=0.01, fit_intercept=True,
@@ -203,10 +202,9 @@ def test_sharded_refuses_what_it_cannot_do(planted, params, message):
 
 
 def test_auto_shards_when_a_replica_does_not_fit_a_worker_and_the_driver_checks_float64(spark):
-    from common_data import live_spark_conf
-
     from svb_spark import SVBLogisticRegression
     from svb_spark.spark.session import check_block_fits
+    from tests.support.data import live_spark_conf
 
     estimator = SVBLogisticRegression(exchange="auto", numWorkers=2)
     parts = blobs(K=4)
@@ -228,9 +226,9 @@ def test_auto_shards_when_a_replica_does_not_fit_a_worker_and_the_driver_checks_
 
 @pytest.mark.slow
 def test_a_model_larger_than_an_executor_trains_saves_loads_and_scores_sharded():
-    from jobs import run_job
+    from tests.support.jobs import run_job
 
-    result = run_job("big_model_job.py", timeout=3000)
+    result = run_job("big_model", timeout=3000)
     print(
         f"1500 x 2^18 float64 model, executors capped at 2.9 GB: fit {result['fit_seconds']:.0f} s,"
         f" workers' peak RSS {[round(r / 2**30, 2) for r in result['peak_rss']]} GiB"

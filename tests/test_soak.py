@@ -1,14 +1,15 @@
 """Soak: 100 consecutive small fits in one session leak no memory, descriptors, threads or
 listening sockets in any process of the session.
 
-The fits run in a process of their own (soak_job.py), with a local[2] session of their own, so
-that the figures are those of the fits alone. Run with ``python -m pytest -m slow -s
+The fits run in a process of their own (tests/jobs/soak.py), with a local[2] session of their
+own, so that the figures are those of the fits alone. Run with ``python -m pytest -m slow -s
 tests/test_soak.py`` to see them. It takes about five minutes: the fits, then one minute for
 the JVM's idle pool threads to expire.
 """
 
 import pytest
-from jobs import run_job
+
+from tests.support.jobs import run_job
 
 FITS = 100
 MAX_GROWTH = 0.10  # resident memory after the last fit over that after fit 5
@@ -96,7 +97,7 @@ def _python_processes(first: dict, last: dict) -> list[tuple[str, dict, dict]]:
 
 @pytest.mark.slow
 def test_hundred_fits_leak_nothing():
-    result = run_job("soak_job.py", str(FITS), timeout=1800)
+    result = run_job("soak", str(FITS), timeout=1800)
     print("\n" + _report(result))
     before, base, end, idle = (result[k] for k in ("before", "baseline", "end", "idle"))
 

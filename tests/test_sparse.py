@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from jobs import run_job
 from pyspark.ml import Pipeline
 from pyspark.ml.feature import StringIndexer
 from pyspark.ml.functions import array_to_vector, vector_to_array
 
 from svb_spark import SVBLogisticRegression, datasets
+from tests.support.jobs import run_job
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_libsvm_file_with_one_based_labels_in_a_pipeline(spark, tmp_path):
 @pytest.mark.slow
 def test_hashed_text_scale_problem_fits_without_densifying():
     """K=500, D=2^18, ~50 non-zeros per row, 20k training rows, two workers on local[2]."""
-    result = run_job("sparse_job.py", timeout=3000)
+    result = run_job("sparse", timeout=3000)
     assert result["accuracy"] >= 0.9
 
     replica = 500 * 2**18 * 4

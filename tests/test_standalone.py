@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from common_data import planted
 
 from svb_spark import cli
+from tests.support.data import planted
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "conf" / "standalone.sh"

@@ -11,12 +11,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_exchange import _expected, _run_workers
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.transport import ExchangeError, codec
 from svb_spark.transport.flight import FlightMeshExchange
 from svb_spark.transport.tls import TLS_CONF_KEYS, TlsFiles, tls_files_from_conf
+from tests.test_exchange import _expected, _run_workers
 
 SECRET = "s3cret-token-that-must-not-leak"
 

@@ -5,8 +5,6 @@ import hashlib
 
 import numpy as np
 import pytest
-from common_data import blobs, training_config
-from reference import reference_sgd
 
 from svb_spark.core import numerics
 from svb_spark.core.training import (
@@ -18,6 +16,8 @@ from svb_spark.core.training import (
 )
 from svb_spark.testing import train_in_process
 from svb_spark.transport.codec import DENSE, SV
+from tests.support.data import blobs, training_config
+from tests.support.reference import reference_sgd
 
 
 @pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 1), (DENSE, 4)])

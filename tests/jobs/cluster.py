@@ -17,11 +17,10 @@ import time
 # Worker and executor scratch space, instead of the pyspark package directory.
 os.environ["SPARK_WORKER_DIR"] = tempfile.mkdtemp(prefix="svb-worker-")
 
-from common_data import planted_frame  # noqa: E402
-
 from svb_spark import SVBLogisticRegression  # noqa: E402
 from svb_spark.spark import broadcast  # noqa: E402
 from svb_spark.spark.session import local_session  # noqa: E402
+from tests.support.data import planted_frame  # noqa: E402
 
 four = "four" in sys.argv[2:]
 cores = 2 if four else 1
@@ -53,8 +52,8 @@ result = {
     "driver_pid": os.getpid(),
 }
 if four:
-    from common_data import planted
-    from reference import reference_model
+    from tests.support.data import planted
+    from tests.support.reference import reference_model
 
     W, _, _ = reference_model(
         df, *planted(), 4, batch_size=32, max_iter=4, tol=1e-6, reg_param=0.0,

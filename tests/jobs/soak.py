@@ -19,10 +19,9 @@ import threading
 import time
 from collections import Counter
 
-from common_data import planted
-
 from svb_spark import SVBLogisticRegression
 from svb_spark.spark.session import local_session
+from tests.support.data import planted
 
 BASELINE_FIT = 5
 MAX_ITER = 2

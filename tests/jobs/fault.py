@@ -18,11 +18,10 @@ os.environ["SPARK_WORKER_DIR"] = tempfile.mkdtemp(prefix="svb-worker-")
 
 import signal  # noqa: E402
 
-from common_data import planted_frame  # noqa: E402
-from test_faults import _estimator, _interrupt_rank_1, _listening, _records  # noqa: E402
-
 from svb_spark.spark.session import local_session  # noqa: E402
 from svb_spark.spark.task import _RECORD_WORKERS_ENV  # noqa: E402
+from tests.support.data import planted_frame  # noqa: E402
+from tests.test_faults import _estimator, _interrupt_rank_1, _listening, _records  # noqa: E402
 
 scenario = sys.argv[1]
 conf = {"spark.executor.memory": "512m", "spark.default.parallelism": "2"}

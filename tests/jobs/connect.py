@@ -15,12 +15,12 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 import numpy as np  # noqa: E402
-from common_data import planted, to_frame  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 from svb_spark import SVBLogisticRegression, SVBLogisticRegressionModel  # noqa: E402
 from svb_spark.spark.scoring import add_prediction_columns  # noqa: E402
 from svb_spark.spark.session import available_task_slots, default_parallelism, spark_context  # noqa: E402
+from tests.support.data import planted, to_frame  # noqa: E402
 
 started = time.perf_counter()
 spark = SparkSession.builder.remote("local[2]").getOrCreate()
