@@ -57,6 +57,7 @@ from svb_spark.summary import (
     SVBLogisticRegressionSummary,
     SVBLogisticRegressionTrainingSummary,
 )
+from svb_spark.tracking import fit_tracker
 from svb_spark.transport.codec import DENSE, SHARDED, SV
 from svb_spark.transport.tls import tls_files_from_conf
 
@@ -316,10 +317,13 @@ class SVBLogisticRegression(
         shipped = sc.broadcast(initial) if sc is not None and initial is not None else initial
         secret = secrets.token_urlsafe(32)
         build = ModelBuild(config.num_classes, config.num_features, config.scale, config.mean)
+        tracker = fit_tracker(spark)  # None unless an MLflow run is active: see tracking.py
         try:
             with (
                 job_group(spark, description),
-                progress_listener(spark, secret, description, mode != "broadcast") as progress,
+                progress_listener(
+                    spark, secret, description, mode != "broadcast", tracker and tracker.on_progress
+                ) as progress,
             ):
                 if mode == "broadcast":
                     result, _ = fit_by_broadcast(
@@ -354,6 +358,8 @@ class SVBLogisticRegression(
         model._summary = SVBLogisticRegressionTrainingSummary(
             lambda: model.transform(dataset), record, **model._summary_columns()
         )
+        if tracker is not None:
+            tracker.finish(model.summary)
         if result.stop_reason == "maxIter" and self.getMaxIter() > 0 and self.getTol() > 0:
             warnings.warn(
                 f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} epochs before "

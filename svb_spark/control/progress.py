@@ -199,20 +199,27 @@ class ProgressDisplay:
 
 @contextmanager
 def progress_listener(
-    spark, secret: str, description: str, wanted: bool = True
+    spark,
+    secret: str,
+    description: str,
+    wanted: bool = True,
+    also: Callable[[dict], None] | None = None,
 ) -> Iterator[tuple[str, int] | None]:
     """The driver's progress listener for one fit: yields its ``(host, port)``, or None.
 
     Only classic mode has one (Spark Connect's tasks cannot be assumed to reach the client,
     and their lines stay in the executor logs). A listener that cannot bind is not an error.
+    Each message is shown, then handed to ``also`` (the fit's MLflow tracker) when given.
     """
     from svb_spark.spark.session import spark_conf, spark_context
 
     server = None
     if wanted and spark_context(spark) is not None:
         host = spark_conf(spark, "spark.driver.host") or "127.0.0.1"
+        display = ProgressDisplay(description)
+        handler = display if also is None else _and_then(display, also)
         try:
-            server = ProgressServer(host, secret, ProgressDisplay(description))
+            server = ProgressServer(host, secret, handler)
         except OSError as error:
             logger.warning("no live progress: cannot listen on %s (%s)", host, error)
     try:
@@ -220,3 +227,13 @@ def progress_listener(
     finally:
         if server is not None:
             server.close()
+
+
+def _and_then(first: Callable[[dict], None], second: Callable[[dict], None]):
+    def both(message: dict) -> None:
+        try:
+            first(message)
+        finally:  # a display that fails does not cost the tracker its message
+            second(message)
+
+    return both
