@@ -128,7 +128,7 @@ SUMMARY_FIELDS = {
 
 def per_step(timings: dict, steps: int) -> dict[str, float]:
     """Seconds per step of each phase of the training loop, from a fit's total ``timings``."""
-    from svb_spark.core.training import ROUND_PHASES
+    from svb_spark.core.loop import ROUND_PHASES
 
     return {p: timings.get(p, 0.0) / max(steps, 1) for p in ROUND_PHASES}
 
@@ -247,10 +247,10 @@ def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
 
 def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, results):
     """One worker process of :func:`train_over_flight_processes`."""
-    from svb_spark.core.solvers.sharded import train_sharded
-    from svb_spark.core.training import prepare_partition, train
+    from svb_spark.core.loop import train
+    from svb_spark.core.partition import prepare_partition
+    from svb_spark.core.solvers import solver_for
     from svb_spark.spark.task import limit_blas_threads, rendezvous
-    from svb_spark.transport.codec import SHARDED
     from svb_spark.transport.flight import FlightMeshExchange
 
     limit_blas_threads(1)  # each worker owns one core, as on the cluster
@@ -265,8 +265,7 @@ def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, r
 
     try:
         met = rendezvous(all_gather, mesh, load, config)
-        fit = train_sharded if config.message_kind == SHARDED else train
-        result = fit(met.data, mesh, config, met.plan)
+        result = train(met.data, mesh, solver_for(config, met.plan, rank))
         results.put((rank, {"seconds": result.seconds, "steps": result.steps}))
     finally:
         mesh.close()
@@ -275,7 +274,7 @@ def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, r
 def one_epoch_config(X, y: np.ndarray, batch_size: int, **overrides):
     """The training config of one plain SGD epoch (float32, no penalty, no tol) on rows ``X``
     (dense, or CSR: scaled, not centered, as the library does) and labels ``y``."""
-    from svb_spark.core.training import TrainingConfig
+    from svb_spark.core.config import TrainingConfig
 
     sparse = hasattr(X, "indptr")
     mean = np.asarray(X.mean(axis=0)).ravel()
@@ -290,7 +289,7 @@ def one_epoch_config(X, y: np.ndarray, batch_size: int, **overrides):
 
 
 def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **params) -> dict:
-    """One epoch of ``svb_spark.core.training.train`` in ``workers`` processes over a Flight mesh on
+    """One epoch of ``svb_spark.core.loop.train`` in ``workers`` processes over a Flight mesh on
     127.0.0.1, no Spark (more workers than the cluster has slots); ``X`` dense or CSR,
     ``params`` override the config. Returns rank 0's ``seconds`` per phase and ``steps``."""
     import multiprocessing

@@ -7,7 +7,6 @@ The numerics and the training loop live in :mod:`svb_spark.core`, the barrier ta
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import posixpath
 import secrets
@@ -23,10 +22,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, Defaul
 from svb_spark.control.delivery import ModelBuild
 from svb_spark.control.progress import progress_listener
 from svb_spark.core import numerics
-from svb_spark.core.cost import choose_exchange, itemsize
-from svb_spark.core.solvers import lbfgs
-from svb_spark.core.solvers.sharded import class_blocks
-from svb_spark.core.training import ASGD, LBFGS, SAGA, SGD, TrainingConfig
+from svb_spark.core.config import TrainingConfig
+from svb_spark.core.solvers import FitFacts, check_memory, choose, solver_type
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
@@ -42,11 +39,9 @@ from svb_spark.spark.scoring import ClassBlockBroadcasts, add_prediction_columns
 from svb_spark.spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
-    check_block_fits,
-    check_replica_fits,
     default_parallelism,
+    driver_memory,
     job_group,
-    replica_fits,
     spark_context,
     spark_or_session_conf,
     worker_memory,
@@ -287,20 +282,9 @@ class SVBLogisticRegression(
         num_workers = self._num_workers(spark)
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         inspected = time.perf_counter()
-        config, mode, reason, predictions = self._plan_fit(spark, stats, num_workers)
-        if mode == "sharded":
-            nonzeros = stats.nonzeros_per_row if config.sparse else None
-            check_block_fits(spark, config, num_workers, nonzeros)
-        else:
-            # Each worker gets about rows / numWorkers rows (hashed, or kept input partitions
-            # within 10% of that); 10% of slack.
-            saga = config.solver == SAGA
-            saga_rows = math.ceil(1.1 * stats.num_rows / num_workers) if saga else 0
-            lbfgs_vectors = lbfgs.VECTORS if config.solver == LBFGS else 0
-            K, D = config.num_classes, config.num_features
-            check_replica_fits(
-                spark, K, D, config.dtype, saga_rows, lbfgs_vectors, config.solver == ASGD
-            )
+        config, facts, choice = self._plan_fit(spark, stats, num_workers)
+        mode, reason = choice.mode, choice.reason
+        check_memory(facts, config.solver, mode)
         initial = self._initial_weights(config)
         training = training_frame(
             dataset, features, label, weight, num_workers, validation, stats=stats
@@ -349,8 +333,8 @@ class SVBLogisticRegression(
             num_workers=num_workers,
             exchange=mode,
             exchange_reason=reason,
-            predicted_bytes_per_step=predictions["bytes"],
-            predicted_seconds_per_step=predictions["seconds"],
+            predicted_bytes_per_step=choice.predicted_bytes,
+            predicted_seconds_per_step=choice.predicted_seconds,
             sync_interval=config.sync_interval,
             solver=config.solver,
             timings={"inspect": inspected - started, "train": trained - inspected},
@@ -361,8 +345,9 @@ class SVBLogisticRegression(
         if tracker is not None:
             tracker.finish(model.summary)
         if result.stop_reason == "maxIter" and self.getMaxIter() > 0 and self.getTol() > 0:
+            unit = solver_type(config).unit
             warnings.warn(
-                f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} epochs before "
+                f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} {unit} before "
                 f"the objective settled within tol={self.getTol()} (see the tol param); raise "
                 "maxIter or tol if the model is not good enough.",
                 SVBConvergenceWarning,
@@ -370,9 +355,9 @@ class SVBLogisticRegression(
             )
         return model
 
-    def _plan_fit(self, spark, stats, num_workers: int) -> tuple[TrainingConfig, str, dict]:
-        """The config every worker trains with, the exchange mode in force ("auto" resolved)
-        and each mode's predicted bytes per step."""
+    def _plan_fit(self, spark, stats, num_workers: int):
+        """The config every worker trains with, the facts the solver and exchange mode were
+        chosen from, and the :class:`~svb_spark.core.solvers.Choice` ("auto" resolved)."""
         thresholds = self._thresholds()
         if thresholds and len(thresholds) != stats.num_classes:
             raise ValueError(
@@ -401,138 +386,28 @@ class SVBLogisticRegression(
             # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
             tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
         )
-        shape = dict(
-            num_workers=num_workers,
-            batch_size=config.batch_size,
+        key, available = worker_memory(spark)
+        facts = FitFacts(
             num_classes=config.num_classes,
             num_features=config.num_features,
-            itemsize=itemsize(config.dtype),
+            num_workers=num_workers,
+            num_rows=stats.num_rows,
+            sparse=config.sparse,
             nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
+            batch_size=config.batch_size,
+            dtype=config.dtype,
+            sync_interval=config.sync_interval,
+            validation=bool(self._validation_column()),
+            solver=self.getSolver(),
+            exchange=self.getExchange(),
+            worker_memory=available,
+            worker_memory_key=key,
+            driver_memory=driver_memory(spark),
         )
-        mode, reason, predictions = self._exchange_mode(spark, config, shape)
-        kind = {"dense": DENSE, "sharded": SHARDED}.get(mode, SV)
-        config = dataclasses.replace(config, message_kind=kind, solver=self._solver(config, mode))
-        if config.solver == LBFGS:
-            reason = (
-                "solver lbfgs: every iteration each worker sends its loss and its "
-                f"{config.num_classes} x {config.num_features + 1} gradient sum, in float64"
-            )
-        return config, mode, reason, predictions
-
-    def _exchange_mode(self, spark, config: TrainingConfig, shape: dict):
-        """The exchange mode in force, why, and the cost model's bytes and seconds per step
-        of every mode.
-
-        ``auto`` shards the classes when a replica would not fit a worker. Otherwise it takes
-        the mode with the fastest predicted step among p2p, dense and, when SGD is in force
-        (SAGA needs a replica) on more than one worker, sharded.
-        """
-        K, D, P = config.num_classes, config.num_features, shape["num_workers"]
-        if self.getExchange() == "sharded":
-            class_blocks(K, P)  # raises if a worker would own no class
-            if config.sync_interval != 1:
-                raise ValueError(
-                    f"exchange='sharded' needs syncInterval=1 (got {config.sync_interval}): "
-                    "its steps are exact synchronous SGD. Set syncInterval=1 or use "
-                    "exchange='p2p'."
-                )
-        shardable = K >= P and config.sync_interval == 1 and not self._validation_column()
-        sgd = config.sparse or self.getSolver() == SGD
-        candidates = (
-            ("p2p", "dense", "sharded") if shardable and sgd and P > 1 else ("p2p", "dense")
-        )
-        fastest, sent, seconds = choose_exchange(candidates, **shape)
-        predictions = {"bytes": sent, "seconds": seconds}
-        if self.getExchange() != "auto":
-            return self.getExchange(), "set by the exchange param", predictions
-        if shardable and not replica_fits(spark, K, D, config.dtype):
-            key, _ = worker_memory(spark)
-            return "sharded", (
-                f"a replica of the {K} x {D} weights does not fit {key}; a block of "
-                f"{-(-K // P)} classes per worker does"
-            ), predictions  # fmt: skip
-        others = ", ".join(f"{m} {seconds[m] * 1e3:.3g} ms" for m in candidates if m != fastest)
-        return fastest, (
-            f"the cost model predicts the fastest step: {fastest} {seconds[fastest] * 1e3:.3g} "
-            f"ms against {others}"
-        ), predictions  # fmt: skip
-
-    def _solver(self, config: TrainingConfig, mode: str) -> str:
-        """The optimizer in force: "auto" resolved, "saga" and "lbfgs" checked against what
-        they need.
-
-        ``auto`` takes L-BFGS for dense rows and a model of at most lbfgs.AUTO_MAX_COEFFICIENTS,
-        where a full pass is cheap and one exchange of the gradient replaces an epoch of
-        latency-bound steps; SAGA for larger dense models; SGD for sparse rows.
-
-        SAGA keeps per-row state on the worker that owns the row, replayed exactly only in one
-        barrier stage (not by the broadcast mode's rebuilt replicas), and applies each step's
-        update at once (syncInterval 1). On sparse rows its average gradient costs a K x D pass
-        per step, which plain SGD's sparse update avoids.
-        """
-        lbfgs_why_not = self._lbfgs_why_not(config, mode)
-        if self.getSolver() == LBFGS and lbfgs_why_not:
-            raise ValueError(
-                f"The 'solver' parameter of {type(self).__name__} is 'lbfgs' but "
-                f"{lbfgs_why_not}. Use solver='saga' or 'sgd', or 'auto' to pick the solver that "
-                "applies."
-            )
-        small = config.num_classes * (config.num_features + 1) <= lbfgs.AUTO_MAX_COEFFICIENTS
-        if self.getSolver() == LBFGS or (
-            self.getSolver() == "auto" and not lbfgs_why_not and not config.sparse and small
-        ):
-            return LBFGS
-        why_not = None
-        if config.sparse:
-            why_not = "the features are sparse (stored as CSR rows), which train with SGD"
-        elif config.sync_interval != 1:
-            why_not = f"syncInterval is {config.sync_interval}; SAGA needs 1"
-        elif mode == "broadcast":
-            why_not = "exchange='broadcast' rebuilds replicas without SAGA's per-row memory"
-        elif mode == "sharded":
-            why_not = (
-                "exchange='sharded' trains with SGD (SAGA would need every worker to remember "
-                "its classes' U for the rows of all workers, rows x numClasses / numWorkers "
-                "floats, and a second block of the model)"
-            )
-        if self.getSolver() == "auto":
-            return SGD if why_not else SAGA
-        if self.getSolver() == ASGD:
-            if asgd_why_not := self._asgd_why_not(config, mode):
-                raise ValueError(
-                    f"The 'solver' parameter of {type(self).__name__} is 'asgd' but "
-                    f"{asgd_why_not}. Use solver='sgd', or 'auto' to pick the solver that "
-                    "applies."
-                )
-            return ASGD
-        if self.getSolver() == SAGA and why_not:
-            raise ValueError(
-                f"The 'solver' parameter of {type(self).__name__} is 'saga' but {why_not}. "
-                "Use solver='sgd', or 'auto' to pick the solver that applies."
-            )
-        return self.getSolver()
-
-    def _asgd_why_not(self, config: TrainingConfig, mode: str) -> str | None:
-        """Why averaged SGD cannot train this fit, or None. Its mean of the iterates is a
-        second K x D array updated every step: dense rows only (a sparse step touches a few
-        columns, the mean would cost a K x D pass), and one replica per worker."""
-        if config.sparse:
-            return "the features are sparse (stored as CSR rows), which train with SGD"
-        if mode in ("broadcast", "sharded"):
-            return f"exchange='{mode}' keeps no mean of the iterates"
-        if self._validation_column():
-            return "validationIndicatorCol is set; it would score SGD's iterate, not the mean"
-        return None
-
-    def _lbfgs_why_not(self, config: TrainingConfig, mode: str) -> str | None:
-        """Why L-BFGS cannot train this fit, or None."""
-        if mode in ("broadcast", "sharded"):
-            return f"exchange='{mode}' trains with minibatch steps"
-        if config.sync_interval != 1:
-            return f"syncInterval is {config.sync_interval}; L-BFGS exchanges every iteration"
-        if self._validation_column():
-            return "validationIndicatorCol is set; L-BFGS does not score held-out rows"
-        return None
+        choice = choose(facts, type(self).__name__)
+        kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
+        config = dataclasses.replace(config, message_kind=kind, solver=choice.solver)
+        return config, facts, choice
 
     def _with_checkpoints(self, config: TrainingConfig) -> TrainingConfig:
         """``config`` with this fit's own checkpoint directory, made and checked here.

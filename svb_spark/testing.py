@@ -6,27 +6,16 @@ the loop's fixed costs with it. The library itself never imports this module.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable
 
 import numpy as np
 
-from svb_spark.core.solvers.lbfgs import train_lbfgs
-from svb_spark.core.solvers.sharded import train_sharded
-from svb_spark.core.training import (
-    LBFGS,
-    TrainingConfig,
-    TrainingResult,
-    checkpoints_seen,
-    load_checkpoint,
-    make_plan,
-    prepare_partition,
-    resume_step,
-    train,
-)
-from svb_spark.spark.checkpoint import ReplicaState
-from svb_spark.transport.codec import SHARDED
+from svb_spark.core.config import TrainingConfig, make_plan
+from svb_spark.core.loop import TrainingResult, train
+from svb_spark.core.partition import prepare_partition
+from svb_spark.core.solvers import solver_for, solver_type
+from svb_spark.spark.checkpoint import CheckpointStore
 from svb_spark.transport.local import LocalExchangeGroup
 
 
@@ -50,13 +39,17 @@ def train_in_process(
         [p.rows for p in prepared], [p.curvature for p in prepared], config,
         [p.weight for p in prepared],
     )  # fmt: skip
-    resumes: list[ReplicaState | None] = [None] * len(prepared)
+    solvers = [solver_for(config, plan, rank, initial) for rank in range(len(prepared))]
     if resume_from is not None:
-        stored = dataclasses.replace(config, checkpoint_dir=resume_from)
-        step = resume_step(stored, [checkpoints_seen(stored, r) for r in range(len(prepared))])
-        for rank, data in enumerate(prepared):
-            if step is not None:
-                resumes[rank] = load_checkpoint(stored, data, rank, step)
+        store = CheckpointStore(resume_from)
+        kind = solver_type(config)
+        step = kind.common_step([kind.steps_seen(store, r) for r in range(len(prepared))])
+        if step is not None:
+            for rank, (data, solver) in enumerate(zip(prepared, solvers)):
+                solver.restore(kind.load(store, data, rank, step))
+    stores = [None] * len(prepared)
+    if config.checkpoint_dir is not None:
+        stores = [CheckpointStore(config.checkpoint_dir) for _ in prepared]
     group = LocalExchangeGroup(len(prepared), timeout=config.exchange_timeout)
     results: list[TrainingResult | None] = [None] * len(prepared)
     errors: list[BaseException] = []
@@ -68,19 +61,9 @@ def train_in_process(
             def observer(step, W, b):
                 on_exchange(rank, step, W, b)
 
-        fit = train_sharded if config.message_kind == SHARDED else train
-        if config.solver == LBFGS:
-            fit = train_lbfgs
         try:
-            results[rank] = fit(
-                prepared[rank],
-                group.member(rank),
-                config,
-                plan,
-                observer,
-                None,
-                initial,
-                resumes[rank],
+            results[rank] = train(
+                prepared[rank], group.member(rank), solvers[rank], observer, store=stores[rank]
             )
         except BaseException as error:  # surfaced in the caller's thread below
             errors.append(error)

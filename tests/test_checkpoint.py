@@ -7,7 +7,9 @@ import pyarrow as pa
 import pytest
 from scipy import sparse
 
-from svb_spark.core.training import ASGD, SAGA, Replica, make_plan, prepare_partition
+from svb_spark.core.config import make_plan
+from svb_spark.core.partition import prepare_partition
+from svb_spark.core.solvers.stochastic import SgdSolver
 from svb_spark.spark import checkpoint
 from svb_spark.spark.checkpoint import (
     checkpoint_steps,
@@ -49,11 +51,11 @@ CASES = {
     ),
     "averaged SGD, with its mean of the iterates": (
         lambda: blobs(),
-        lambda p, **o: training_config(p, solver=ASGD, **o),
+        lambda p, **o: training_config(p, solver="asgd", **o),
     ),
     "SAGA, with every worker's memory": (
         lambda: blobs(),
-        lambda p, **o: training_config(p, solver=SAGA, **o),
+        lambda p, **o: training_config(p, solver="saga", **o),
     ),
 }
 
@@ -92,7 +94,7 @@ def test_a_fit_resumed_from_a_checkpoint_ends_where_the_uninterrupted_fit_ends(c
 def _replica(parts, config):
     prepared = [prepare_partition(X.copy(), y, w, config) for X, y, w in parts]
     plan = make_plan([p.rows for p in prepared], [p.curvature for p in prepared], config)
-    replica = Replica(config, plan)
+    replica = SgdSolver(config, plan)
     rng = np.random.default_rng(0)
     replica.weights.W[...] = rng.normal(size=replica.weights.W.shape)
     replica.weights.b[...] = rng.normal(size=replica.weights.b.shape)
@@ -107,7 +109,7 @@ def test_a_checkpoint_restores_every_field_of_the_replica(tmp_path):
     replica.weights.factor = 0.75
     write_checkpoint(str(tmp_path), replica.state())
 
-    restored = Replica(config, replica.plan)
+    restored = SgdSolver(config, replica.plan)
     restored.restore(read_checkpoint(str(tmp_path), 17))
     assert restored.weights.feature_major
     np.testing.assert_array_equal(restored.weights.W, replica.weights.W)
@@ -150,7 +152,7 @@ def test_a_checkpoint_of_another_plan_is_refused(tmp_path):
     replica = _replica(parts, config)
     write_checkpoint(str(tmp_path), replica.state())
     other = training_config(parts, batch_size=8)
-    fresh = Replica(other, make_plan([130, 101, 77], [1.0, 1.0, 1.0], other))
+    fresh = SgdSolver(other, make_plan([130, 101, 77], [1.0, 1.0, 1.0], other))
     with pytest.raises(ValueError, match="remove it or use another checkpointDir"):
         fresh.restore(read_checkpoint(str(tmp_path), 17))
 
@@ -160,12 +162,12 @@ def test_saga_resumes_from_the_older_checkpoint_when_a_worker_memory_of_the_newe
 ):
     parts = blobs()
     directory = str(tmp_path / "fit")
-    config = training_config(parts, solver=SAGA, checkpoint_dir=directory, checkpoint_interval=3)
+    config = training_config(parts, solver="saga", checkpoint_dir=directory, checkpoint_interval=3)
     uninterrupted = train_in_process(parts, config)
     older, newest = checkpoint_steps(directory)
     # What a worker killed between the replica's write and its own leaves behind.
     os.remove(os.path.join(directory, f"memory-00001-step-{newest:012d}.arrow"))
-    resumed = train_in_process(parts, training_config(parts, solver=SAGA), resume_from=directory)
+    resumed = train_in_process(parts, training_config(parts, solver="saga"), resume_from=directory)
     assert resumed[0].resumed_from_step == older
     np.testing.assert_array_equal(resumed[0].W, uninterrupted[0].W)
     assert resumed[0].objective_history == uninterrupted[0].objective_history

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from svb_spark.core import numerics
-from svb_spark.core.training import TrainingResult
+from svb_spark.core.loop import TrainingResult
 from svb_spark.spark import contract
 
 
@@ -77,7 +77,7 @@ def test_the_rendezvous_swaps_hellos_while_the_rows_load():
     import threading
     import time
 
-    from svb_spark.core.training import prepare_partition
+    from svb_spark.core.partition import prepare_partition
     from svb_spark.spark.task import rendezvous
     from svb_spark.transport.local import LocalExchangeGroup
     from tests.support.data import blobs, training_config

@@ -11,11 +11,10 @@ import pytest
 from svb_spark import SVBLogisticRegression
 from svb_spark.core import numerics
 from svb_spark.core.cost import max_message_bytes
-from svb_spark.core.solvers import lbfgs
-from svb_spark.core.training import LBFGS
-from svb_spark.spark.session import check_replica_fits
+from svb_spark.core.solvers import FitFacts, check_memory, choose, lbfgs
+from svb_spark.core.stopping import ITERATION_FLOOR, ITERATION_WINDOW, objective_settled
 from svb_spark.testing import train_in_process
-from tests.support.data import blobs, live_spark_conf, planted_frame, training_config
+from tests.support.data import blobs, planted_frame, training_config
 from tests.support.data import planted as _planted
 from tests.support.reference import reference_lbfgs, reference_model, worker_partitions
 
@@ -35,17 +34,20 @@ def test_minimize_finds_the_minimum_of_a_quadratic():
 
 
 def test_objective_settled_is_relative_to_the_current_objective_over_two_iterations():
-    assert not lbfgs.objective_settled([4.0, 3.0, 2.0], 0.1)  # too short
-    assert not lbfgs.objective_settled([4.0, 3.0, 2.0, 1.0], 0.1)
-    assert lbfgs.objective_settled([1.0, 1.0, 0.999, 0.999], 0.01)
+    def settled(history, tol):
+        return objective_settled(history, tol, ITERATION_WINDOW, ITERATION_FLOOR)
+
+    assert not settled([4.0, 3.0, 2.0], 0.1)  # too short
+    assert not settled([4.0, 3.0, 2.0, 1.0], 0.1)
+    assert settled([1.0, 1.0, 0.999, 0.999], 0.01)
     # tol of the current objective, not of the start, while the objective is not small...
-    assert not lbfgs.objective_settled([2.0, 0.5, 0.5, 0.45, 0.4], 0.15)
-    assert lbfgs.objective_settled([20.0, 0.5, 0.5, 0.45, 0.4], 0.15)  # 0.03 x 20 > 0.425
+    assert not settled([2.0, 0.5, 0.5, 0.45, 0.4], 0.15)
+    assert settled([20.0, 0.5, 0.5, 0.45, 0.4], 0.15)  # 0.03 x 20 > 0.425
     # ... and separable data, whose objective falls for ever, stop once it is small.
     falling = [2.0 * 0.7**t for t in range(100)]
-    stop = next(t for t in range(1, 101) if lbfgs.objective_settled(falling[:t], 3e-3))
-    assert falling[stop - 1] < lbfgs.SEPARABLE_FLOOR * 2.0 and stop <= 30
-    assert not lbfgs.objective_settled([1.0, 1.0, 1.0, 1.0], 0.0)
+    stop = next(t for t in range(1, 101) if settled(falling[:t], 3e-3))
+    assert falling[stop - 1] < ITERATION_FLOOR * 2.0 and stop <= 30
+    assert not settled([1.0, 1.0, 1.0, 1.0], 0.0)
 
 
 @pytest.mark.parametrize("num_workers", [1, 2, 3])
@@ -54,16 +56,16 @@ def test_in_process_fit_has_identical_replicas_and_equals_the_reference(num_work
     X, y, w = (np.concatenate(columns) for columns in zip(*parts))
     split = np.array_split(np.arange(len(y)), num_workers)
     partitions = [(X[i], y[i], w[i]) for i in split]
-    config = training_config(parts, solver=LBFGS, max_iter=30, tol=1e-6)
-    seen = {}  # (iteration, rank): the replica after it
+    config = training_config(parts, solver="lbfgs", max_iter=30, tol=1e-6)
+    seen = {}  # (iterations done, rank): the point each exchange left to evaluate next
 
     def observe(rank, iteration, W, b):
         seen[iteration, rank] = (W.copy(), b.copy())
 
     results = train_in_process(partitions, config, on_exchange=observe)
     iterations = {iteration for iteration, _ in seen}
-    assert len(iterations) == len(results[0].objective_history)
-    for iteration in iterations:  # bit-identical replicas after every iteration
+    assert iterations == set(range(len(results[0].objective_history) + 1))
+    for iteration in iterations:  # bit-identical replicas after every exchange
         W0, b0 = seen[iteration, 0]
         for rank in range(1, num_workers):
             assert (seen[iteration, rank][0] == W0).all() and (seen[iteration, rank][1] == b0).all()
@@ -83,7 +85,7 @@ def test_csr_rows_train_the_model_of_dense_rows():
     from scipy import sparse
 
     parts = blobs()
-    config = training_config(parts, solver=LBFGS, max_iter=10, tol=0.0)
+    config = training_config(parts, solver="lbfgs", max_iter=10, tol=0.0)
     config = dataclasses.replace(config, mean=None)  # CSR rows are scaled, never centered
     dense = train_in_process(parts, config)[0]
     csr = [(sparse.csr_matrix(X), y, w) for X, y, w in parts]
@@ -96,7 +98,7 @@ def test_lbfgs_reaches_the_optimum_of_scikit_learn():
     from sklearn.linear_model import LogisticRegression
 
     parts = blobs(rows=(300, 250))
-    config = training_config(parts, solver=LBFGS, max_iter=200, tol=1e-12, reg_param=0.01)
+    config = training_config(parts, solver="lbfgs", max_iter=200, tol=1e-12, reg_param=0.01)
     result = train_in_process(parts, config)[0]
 
     X = np.concatenate([(p[0] - config.mean) * config.scale for p in parts])
@@ -112,7 +114,7 @@ def test_lbfgs_reaches_the_optimum_of_scikit_learn():
 
 def test_bytes_per_iteration_are_the_loss_and_the_gradient():
     parts = blobs()
-    config = training_config(parts, solver=LBFGS, max_iter=5, tol=0.0)
+    config = training_config(parts, solver="lbfgs", max_iter=5, tol=0.0)
     result = train_in_process(parts, config)[0]
     K, D, peers = 4, 6, 2
     assert result.payload_sent == result.exchanges * peers * (K * (D + 1) + 1) * 8
@@ -122,7 +124,7 @@ def test_bytes_per_iteration_are_the_loss_and_the_gradient():
 
 def test_a_checkpoint_directory_does_not_resume_lbfgs(tmp_path):
     parts = blobs()
-    config = training_config(parts, solver=LBFGS, max_iter=5, tol=0.0)
+    config = training_config(parts, solver="lbfgs", max_iter=5, tol=0.0)
     config = dataclasses.replace(config, checkpoint_dir=str(tmp_path), checkpoint_interval=1)
     first = train_in_process(parts, config)[0]
     # Nothing was written, so a retried stage starts afresh and ends at the same model.
@@ -130,20 +132,21 @@ def test_a_checkpoint_directory_does_not_resume_lbfgs(tmp_path):
     assert (first.W == again.W).all() and again.resumed_from_step == 0
 
 
-def test_the_memory_check_counts_lbfgs_vectors(spark):
-    key = "spark.executor.pyspark.memory"
-    with live_spark_conf(spark, {key: "64m", "spark.executor.cores": "1"}):
-        check_replica_fits(spark, 10, 1000, "float32", lbfgs_vectors=0)  # 40 kB: fits
-        with pytest.raises(ValueError) as error:
-            check_replica_fits(spark, 400, 1000, "float32", lbfgs_vectors=lbfgs.VECTORS)
+def test_the_memory_check_counts_lbfgs_vectors():
+    def facts(K, D):
+        return FitFacts(K, D, 2, 1000, False, None, 64, "float32", worker_memory=64 << 20,
+                        worker_memory_key="spark.executor.pyspark.memory")  # fmt: skip
+
+    check_memory(facts(10, 1000), "lbfgs", "p2p")  # 26 x 10 x 1001 x 8 = 2 MB: fits
+    with pytest.raises(ValueError) as error:
+        check_memory(facts(400, 1000), "lbfgs", "p2p")
     message = str(error.value)
     assert "L-BFGS's 26 vectors of numClasses x (numFeatures + 1) x 8 bytes" in message
     assert "26 x 400 x 1001 x 8" in message and "solver='sgd'" in message
     assert "dtype='float32'" not in message
-    with live_spark_conf(spark, {key: "64m", "spark.executor.cores": "1"}):
-        check_replica_fits(spark, 1000, 9000, "float32")  # one replica, 36 MB: fits
-        with pytest.raises(ValueError, match=r"averaged SGD's 2 x numClasses x numFeatures"):
-            check_replica_fits(spark, 1000, 9000, "float32", averaged=True)
+    check_memory(facts(1000, 9000), "sgd", "p2p")  # one replica, 36 MB: fits
+    with pytest.raises(ValueError, match=r"averaged SGD's 2 x numClasses x numFeatures"):
+        check_memory(facts(1000, 9000), "asgd", "p2p")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +158,7 @@ def planted(spark):
 def test_spark_fit_equals_the_single_process_reference(spark, planted):
     X, y, w, df = planted
     settings = dict(max_iter=40, tol=1e-6, reg_param=0.01, fit_intercept=True, step_size=1.0,
-                    seed=5, dtype="float64", batch_size=16, solver=LBFGS)  # fmt: skip
+                    seed=5, dtype="float64", batch_size=16, solver="lbfgs")  # fmt: skip
     model = SVBLogisticRegression(
         solver="lbfgs", weightCol="weight", numWorkers=2, maxIter=40, tol=1e-6, regParam=0.01,
         dtype="float64",
@@ -188,38 +191,29 @@ def test_lbfgs_where_it_does_not_apply_is_refused(spark, planted, params, reason
 
 
 def test_auto_takes_lbfgs_for_small_dense_models_only(spark, planted):
-    df = planted[3]
-    estimator = SVBLogisticRegression(numWorkers=2, maxIter=2)
-    assert estimator._solver(_config(4, 6), "p2p") == "lbfgs"
-    assert estimator._solver(_config(4, 6, sparse=True), "p2p") == "sgd"
+    assert choose(_facts(4, 6)).solver == "lbfgs"
+    assert choose(_facts(4, 6, sparse=True)).solver == "sgd"
     too_big = lbfgs.AUTO_MAX_COEFFICIENTS // 100
-    assert estimator._solver(_config(100, too_big), "p2p") == "saga"
-    assert estimator._solver(_config(4, 6), "broadcast") == "sgd"
-    assert estimator.fit(df).summary.solver == "lbfgs"
+    assert choose(_facts(100, too_big)).solver == "saga"
+    assert choose(_facts(4, 6, exchange="broadcast")).solver == "sgd"
+    estimator = SVBLogisticRegression(numWorkers=2, maxIter=2)
+    assert estimator.fit(planted[3]).summary.solver == "lbfgs"
 
 
 @pytest.mark.parametrize(
-    ("sparse", "mode", "validation", "reason"),
+    ("sparse", "exchange", "validation", "reason"),
     [
-        (True, "p2p", None, "the features are sparse"),
-        (False, "sharded", None, "exchange='sharded' keeps no mean of the iterates"),
-        (False, "p2p", "held", "validationIndicatorCol is set"),
+        (True, "p2p", False, "the features are sparse"),
+        (False, "sharded", False, "exchange='sharded' keeps no mean of the iterates"),
+        (False, "p2p", True, "validationIndicatorCol is set"),
     ],
 )
-def test_averaged_sgd_where_it_does_not_apply_is_refused(sparse, mode, validation, reason):
-    estimator = SVBLogisticRegression(solver="asgd")
-    if validation:
-        estimator.setValidationIndicatorCol(validation)
-    assert SVBLogisticRegression(solver="asgd")._solver(_config(4, 6), "p2p") == "asgd"
+def test_averaged_sgd_where_it_does_not_apply_is_refused(sparse, exchange, validation, reason):
+    assert choose(_facts(4, 6, solver="asgd")).solver == "asgd"
+    facts = _facts(4, 6, sparse, solver="asgd", exchange=exchange, validation=validation)
     with pytest.raises(ValueError, match="is 'asgd' but " + reason):
-        estimator._solver(_config(4, 6, sparse=sparse), mode)
+        choose(facts)
 
 
-def _config(K, D, sparse=False):
-    from svb_spark.core.training import TrainingConfig
-
-    return TrainingConfig.from_statistics(
-        K, D, np.zeros(D), np.ones(D), 0.01 if sparse else 1.0,
-        batch_size=16, max_iter=2, tol=0.0, reg_param=0.0, step_size=1.0, seed=1,
-        dtype="float32",
-    )  # fmt: skip
+def _facts(K, D, sparse=False, **params):
+    return FitFacts(K, D, 2, 1000, sparse, 5.0 if sparse else None, 16, "float32", **params)

@@ -201,27 +201,32 @@ def test_sharded_refuses_what_it_cannot_do(planted, params, message):
         SVBLogisticRegression(exchange="sharded", numWorkers=2, maxIter=1, **params).fit(df)
 
 
-def test_auto_shards_when_a_replica_does_not_fit_a_worker_and_the_driver_checks_float64(spark):
-    from svb_spark import SVBLogisticRegression
-    from svb_spark.spark.session import check_block_fits
-    from tests.support.data import live_spark_conf
+def test_auto_shards_when_a_replica_does_not_fit_a_worker_and_the_driver_checks_float64():
+    from svb_spark.core.solvers import FitFacts, check_memory, choose
 
-    estimator = SVBLogisticRegression(exchange="auto", numWorkers=2)
-    parts = blobs(K=4)
-    config = training_config(parts, num_classes=400, num_features=1000, batch_size=8,
-                             dtype="float32", scale=np.ones(1000), mean=None)  # fmt: skip
-    shape = dict(num_workers=2, batch_size=8, num_classes=400, num_features=1000, itemsize=4)
     # A replica is 400 x 1000 x 4 = 1.6 MB; a block of 200 classes plus 16 rows about 0.87 MB.
-    with live_spark_conf(spark, {"spark.executor.pyspark.memory": "1m"}):
-        mode, reason, _ = estimator._exchange_mode(spark, config, shape)
-        assert mode == "sharded"
-        assert "does not fit spark.executor.pyspark.memory; a block of 200 classes" in reason
-        check_block_fits(spark, config, 2, None)  # fits
-        with pytest.raises(ValueError, match=r"ceil\(numClasses / numWorkers\) = 100 classes"):
-            check_block_fits(spark, dataclasses.replace(config, num_features=4000), 4, None)
-    with live_spark_conf(spark, {"spark.driver.memory": "2m"}):
-        with pytest.raises(ValueError, match=r"float64: .* = 400 x 1000 x 8 = 3200000 bytes"):
-            check_block_fits(spark, config, 2, None)
+    facts = FitFacts(
+        400,
+        1000,
+        2,
+        10_000,
+        False,
+        None,
+        8,
+        "float32",
+        exchange="auto",
+        worker_memory=1 << 20,
+        worker_memory_key="spark.executor.pyspark.memory",
+    )
+    choice = choose(facts)
+    assert (choice.mode, choice.solver) == ("sharded", "sgd")
+    assert "does not fit spark.executor.pyspark.memory; a block of 200 classes" in choice.reason
+    check_memory(facts, "sgd", "sharded")  # fits
+    with pytest.raises(ValueError, match=r"ceil\(numClasses / numWorkers\) = 100 classes"):
+        check_memory(dataclasses.replace(facts, num_features=4000, num_workers=4), "sgd",
+                     "sharded")  # fmt: skip
+    with pytest.raises(ValueError, match=r"float64: .* = 400 x 1000 x 8 = 3200000 bytes"):
+        check_memory(dataclasses.replace(facts, driver_memory=2 << 20), "sgd", "sharded")
 
 
 @pytest.mark.slow

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from svb_spark.core import numerics
-from svb_spark.core.training import (
-    ASGD,
-    SAGA,
-    TrainingConfig,
+from svb_spark.core.config import TrainingConfig
+from svb_spark.core.stopping import (
+    EPOCH_FLOOR,
+    EPOCH_WINDOW,
+    objective_settled,
     validation_stalled,
-    window_converged,
 )
 from svb_spark.testing import train_in_process
 from svb_spark.transport.codec import DENSE, SV
@@ -184,7 +184,7 @@ def test_a_perturbed_replica_is_detected_and_resynchronised_from_rank_0(sparse_r
 
 @pytest.mark.parametrize("where", ["W", "b"])
 def test_a_perturbation_outside_the_checked_block_is_found_within_one_cycle(monkeypatch, where):
-    from svb_spark.core import training, weights
+    from svb_spark.core import loop, weights
 
     parts = blobs()
     config = training_config(parts, verify_interval=5)
@@ -192,15 +192,15 @@ def test_a_perturbation_outside_the_checked_block_is_found_within_one_cycle(monk
     monkeypatch.setattr(weights, "DIGEST_BLOCK_BYTES", 32)
     cycle = -(-(4 * 6 + 4) * 8 // 32)
     found = []
-    verify = training._verify_replicas
+    verify = loop.verify_replicas
 
-    def record(replica, exchange, exchanges, check):
-        resynced = verify(replica, exchange, exchanges, check)
-        if resynced and exchange.rank == 0:
+    def record(replica, rounds, check):
+        resynced = verify(replica, rounds, check)
+        if resynced and rounds.rank == 0:
             found.append(check)
         return resynced
 
-    monkeypatch.setattr(training, "_verify_replicas", record)
+    monkeypatch.setattr(loop, "verify_replicas", record)
 
     def perturb(rank, step, W, b):
         # W[0, 0] is in block 0 and b in every check; step 15 is check 2's exchange.
@@ -225,7 +225,7 @@ def test_saga_replicas_agree_after_every_exchange_including_the_average_gradient
 
     # verify_interval=1 compares the checksum of W, b, A and a after every exchange.
     config = training_config(
-        parts, dtype="float32", message_kind=kind, solver=SAGA, verify_interval=1
+        parts, dtype="float32", message_kind=kind, solver="saga", verify_interval=1
     )
     results = train_in_process(parts, config, on_exchange=record)
     assert len(digests) == 8 * 9
@@ -239,7 +239,7 @@ def test_saga_replicas_agree_after_every_exchange_including_the_average_gradient
 )
 def test_saga_loop_equals_single_process_saga_on_the_global_batches(overrides):
     parts = blobs()
-    config = training_config(parts, solver=SAGA, **overrides)
+    config = training_config(parts, solver="saga", **overrides)
     results = train_in_process(parts, config)
     W, b, history = reference_sgd(parts, config)
     np.testing.assert_allclose(results[0].W, W, rtol=1e-6, atol=1e-9)
@@ -250,7 +250,7 @@ def test_saga_loop_equals_single_process_saga_on_the_global_batches(overrides):
 @pytest.mark.parametrize("overrides", [{}, {"sync_interval": 2}, {"reg_param": 0.0}])
 def test_averaged_sgd_equals_the_mean_of_the_reference_iterates(overrides):
     parts = blobs()
-    config = training_config(parts, solver=ASGD, **overrides)
+    config = training_config(parts, solver="asgd", **overrides)
     digests = {}
 
     def record(rank, step, W, b):
@@ -280,7 +280,7 @@ def test_saga_sends_the_bytes_of_sgd_and_reaches_the_optimum_sgd_does_not():
     w = np.concatenate([p[2] for p in parts])
     settings = dict(max_iter=60, tol=0.0, reg_param=0.01)
     sgd = train_in_process(parts, training_config(parts, **settings))[0]
-    saga = train_in_process(parts, training_config(parts, solver=SAGA, **settings))[0]
+    saga = train_in_process(parts, training_config(parts, solver="saga", **settings))[0]
     assert saga.payload_sent == sgd.payload_sent  # dU travels instead of U: same shape
 
     # The optimum, from scikit-learn on the same standardized rows and objective.
@@ -297,15 +297,18 @@ def test_saga_sends_the_bytes_of_sgd_and_reaches_the_optimum_sgd_does_not():
     assert gap(saga) < 1e-4 < gap(sgd)
 
 
-def test_the_window_rule_fires_on_a_plateau_scaled_by_the_first_epoch():
+def test_the_tol_rule_fires_on_a_plateau_of_epochs_scaled_by_the_first():
+    def settled(history, tol):
+        return objective_settled(history, tol, EPOCH_WINDOW, EPOCH_FLOOR)
+
     falling = [2.0 / (1 + e) for e in range(80)]  # separable data: towards zero for ever
-    assert not window_converged(falling[:8], tol=1e-3)
+    assert not settled(falling[:8], 1e-3)
     # Windows 3 epochs apart differ by about 6 / e^2: below 3e-3 x 2 from about epoch 32.
-    fired = next(t for t in range(1, 81) if window_converged(falling[:t], tol=3e-3))
+    fired = next(t for t in range(1, 81) if settled(falling[:t], 3e-3))
     assert 28 < fired < 40
-    assert not window_converged([1.0] * 5, tol=1.0)  # fewer than two windows
-    assert window_converged([1.0] * 6, tol=1e-9)
-    assert not window_converged([1.0] * 6, tol=0.0)  # tol 0: only maxIter stops
+    assert not settled([1.0] * 5, 1.0)  # fewer than two windows
+    assert settled([1.0] * 6, 1e-9)
+    assert not settled([1.0] * 6, 0.0)  # tol 0: only maxIter stops
 
 
 def _overfitting_parts(held_out_fraction=0.5):

@@ -154,9 +154,10 @@ class ProgressReporter:
 
 
 def format_progress(message: dict) -> str:
-    """One human line for a progress message."""
+    """One human line for a progress message (an epoch's, or an L-BFGS iteration's)."""
+    unit = message.get("unit", "epochs")[:-1]
     return (
-        f"epoch {message['epoch']}/{message['epochs']}  "
+        f"{unit} {message['epoch']}/{message['epochs']}  "
         f"objective {message['objective']:.6f}  "
         f"{message['rows_per_second']:,.0f} rows/s  "
         f"{message['bytes_sent']:,} bytes sent"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from svb_spark.core.training import LBFGS
 from svb_spark.transport.codec import DENSE, SHARDED
 
 
@@ -159,7 +158,7 @@ def choose_exchange(candidates=("p2p", "dense"), **shape) -> tuple[str, dict, di
 
 def max_message_bytes(config) -> int:
     """The largest payload a peer's message can have in the fit of ``config`` (a
-    :class:`~svb_spark.core.training.TrainingConfig`): anything bigger is refused.
+    :class:`~svb_spark.core.config.TrainingConfig`): anything bigger is refused.
 
     Per step: the dense mode's gradient; otherwise B rows of sufficient vectors, counting
     every feature as present in a CSR row, plus 8 bytes a row of Arrow list offsets.
@@ -172,7 +171,7 @@ def max_message_bytes(config) -> int:
         per_step = config.batch_size * (sharded_row_bytes(D, size, D if config.sparse else None)
                                         + 8 + 2 * K * size)  # fmt: skip
         return int(per_step) + (1 << 16)
-    if config.solver == LBFGS:  # the loss and the whole gradient, in float64
+    if config.solver == "lbfgs":  # the loss and the whole gradient, in float64
         per_step = (K * (D + 1) + 1) * 8
     elif config.message_kind == DENSE:
         per_step = dense_gradient_bytes(K, D, size)

@@ -18,21 +18,16 @@ It needs a SparkContext, so it runs in classic mode only.
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import time
 from collections.abc import Iterator
 
 import pyarrow as pa
 
-from svb_spark.core.training import (
-    LocalPartition,
-    Plan,
-    Replica,
-    TrainingConfig,
-    TrainingResult,
-    compute_round,
-    make_plan,
-)
+from svb_spark.core.config import Plan, TrainingConfig, make_plan
+from svb_spark.core.loop import TrainingResult, result_of
+from svb_spark.core.partition import LocalPartition
+from svb_spark.core.solvers import Solver, solver_for
+from svb_spark.spark.checkpoint import state_from_bytes, state_to_bytes
 from svb_spark.spark.contract import (
     RESULT_DDL,
     RESULT_SCHEMA,
@@ -50,7 +45,7 @@ _SETUP_SCHEMA = pa.schema([("rank", pa.int32()), ("rows", pa.int64()), ("curvatu
 _SETUP_DDL = "rank int, rows long, curvature double"
 
 # Per Python worker process: fit id -> (rounds applied, replica); (fit id, rank) -> partition.
-_REPLICAS: dict[str, tuple[int, Replica]] = {}
+_REPLICAS: dict[str, tuple[int, Solver]] = {}
 _PARTITIONS: dict[tuple[str, int], LocalPartition] = {}
 
 
@@ -91,7 +86,7 @@ def _round_task(
     plan: Plan,
     fit_id: str,
     round_index: int,
-    checkpoint,  # Broadcast of (rounds applied, pickled replica) or None for the start
+    checkpoint,  # Broadcast of (rounds applied, the replica's state as Arrow) or None
     log: list,  # Broadcasts of each round's messages since the checkpoint, in round order
     emit_checkpoint: bool,
     initial=None,  # warm start (W, b): None, a tuple or a Broadcast of one
@@ -113,31 +108,22 @@ def _round_task(
                     {"part": ["rebuilt"], "seq": [rank], "data": [b""]}, schema=RESULT_SCHEMA
                 )
             applied = base
-            if state is None:
-                replica = Replica(config, plan, initial_weights(initial))
-            else:
-                replica = pickle.loads(state)
+            replica = solver_for(config, plan, rank, initial_weights(initial))
+            if state is not None:
+                replica.restore(state_from_bytes(state))
         for round_messages in log[applied - base :]:
-            replica.apply_round([codec.decode(codec.from_ipc(m)) for m in round_messages.value])
+            replica.apply([replica.decode(codec.from_ipc(m)) for m in round_messages.value])
         _REPLICAS[fit_id] = (round_index, replica)
 
         if replica.done:
             _REPLICAS.pop(fit_id, None)
             _PARTITIONS.pop((fit_id, rank), None)
             if rank == 0:
-                replica.weights.fold_factor()
-                result = TrainingResult(
-                    replica.weights.W,
-                    replica.weights.b,
-                    replica.history,
-                    replica.step,
-                    replica.converged,
-                )
-                yield from encode_result(result)
+                yield from encode_result(result_of(replica))
             return
         if emit_checkpoint and rank == 0:
-            yield from result_rows("checkpoint", pickle.dumps(replica))
-        message = codec.to_ipc(codec.encode(compute_round(replica, data, rank)))
+            yield from result_rows("checkpoint", state_to_bytes(replica.state()))
+        message = codec.to_ipc(replica.encode(replica.compute(data)))
         yield pa.RecordBatch.from_pydict(
             {"part": ["message"], "seq": [rank], "data": [message]}, schema=RESULT_SCHEMA
         )
@@ -157,7 +143,10 @@ def require_spark_context(spark):
 
 
 def checkpoint_due(log_bytes: int, replica_bytes: int) -> bool:
-    """Checkpoint once replaying the log would cost as much as shipping the weights."""
+    """Start the log afresh from the replica's state (the checkpoint format, in memory) once
+    replaying the log would cost as much as shipping the weights. This bounds what a rebuilt
+    replica replays, so it follows bytes, not the epochs of :meth:`Solver.checkpoint_due`,
+    which bound the work a retried stage repeats."""
     return log_bytes >= replica_bytes
 
 

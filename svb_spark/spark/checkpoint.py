@@ -16,7 +16,7 @@ step is resumed only when every block of it exists.
 A checkpoint holds the replica's weights (in the layout the replica stores them), its scalar
 factor, the step, the objective history and the partial epoch sums, and the plan. Minibatches
 are a pure function of (seed, rank, step) (see
-:meth:`svb_spark.core.training.LocalPartition.batch_rows`), so the step is the whole random state:
+:meth:`svb_spark.core.partition.LocalPartition.batch_rows`), so the step is the whole random state:
 a resumed fit takes exactly the steps an uninterrupted one would have taken.
 """
 
@@ -26,33 +26,16 @@ import contextlib
 import json
 import posixpath
 import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from svb_spark.core.state import ReplicaState
 from svb_spark.transport import codec
 
 _PREFIX, _SUFFIX = "step-", ".arrow"
 _HEADER = b"svb_checkpoint"
-
-
-@dataclass
-class ReplicaState:
-    """Everything a replica needs to go on from ``step`` as if it had never stopped."""
-
-    values: np.ndarray  # the replica's arrays, flattened (see ReplicaWeights.flat)
-    feature_major: bool
-    factor: float
-    step: int
-    history: list[float]
-    converged: bool
-    epoch_loss: float
-    epoch_weight: float
-    plan: dict
-    validation_history: list[float] = field(default_factory=list)
-    validation_pending: bool = False
 
 
 def filesystem(directory: str) -> tuple[pafs.FileSystem, str]:
@@ -207,3 +190,48 @@ def remove_checkpoints(directory: str) -> None:
     fs, root = filesystem(directory)
     with contextlib.suppress(FileNotFoundError):
         fs.delete_dir(root)
+
+
+class CheckpointStore:
+    """A fit's checkpoint directory, as the solvers write and read it (see
+    :meth:`svb_spark.core.solvers.Solver.save`): the replica, each worker's per-row state,
+    and each worker's block of classes."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def write_replica(self, state: ReplicaState, keep: int = 1) -> str:
+        return write_checkpoint(self.directory, state, keep)
+
+    def replica_steps(self) -> list[int]:
+        return checkpoint_steps(self.directory)
+
+    def read_replica(self, step: int) -> ReplicaState:
+        return read_checkpoint(self.directory, step)
+
+    def write_rows(self, rank: int, step: int, memory: np.ndarray) -> str:
+        return write_worker_memory(self.directory, rank, step, memory)
+
+    def rows_steps(self, rank: int) -> list[int]:
+        return worker_memory_steps(self.directory, rank)
+
+    def read_rows(self, rank: int, step: int) -> np.ndarray:
+        return read_worker_memory(self.directory, rank, step)
+
+    def write_block(self, rank: int, state: ReplicaState) -> str:
+        return write_block(self.directory, rank, state)
+
+    def block_steps(self, rank: int) -> list[int]:
+        return block_steps(self.directory, rank)
+
+    def read_block(self, rank: int, step: int) -> ReplicaState:
+        return read_block(self.directory, rank, step)
+
+
+def state_to_bytes(state: ReplicaState) -> bytes:
+    """A replica state as one Arrow IPC stream: the checkpoint format, in memory."""
+    return codec.to_ipc(_encode(state))
+
+
+def state_from_bytes(data: bytes) -> ReplicaState:
+    return _decode(codec.from_ipc(data))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.core.training import TrainingResult
+from svb_spark.core.loop import TrainingResult
 from svb_spark.spark.session import barrier_stage_keeps_partitions
 
 # Column names of the DataFrame the driver hands to the barrier stage.

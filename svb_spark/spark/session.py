@@ -14,8 +14,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from svb_spark.core import cost
-
 MIN_JAVA = 17
 
 # What a local run needs; conf/spark-defaults.conf carries the same for spark-submit.
@@ -390,94 +388,9 @@ def worker_memory(spark) -> tuple[str, int | None]:
         return key, None
 
 
-def replica_fits(spark, num_classes: int, num_features: int, dtype: str) -> bool:
-    """Whether one replica of the K x D weights fits a worker's memory (True if unreadable)."""
-    _, available = worker_memory(spark)
-    return available is None or num_classes * num_features * cost.itemsize(dtype) <= available
-
-
-def check_block_fits(spark, config, num_workers: int, nonzeros_per_row: float | None) -> None:
-    """The class-sharded mode's memory check: a worker's block of the classes plus one global
-    batch of rows, and the driver's float64 copy of the whole model (it assembles the blocks).
-    Raises ValueError with the formula when either exceeds its memory."""
-    K, D, B, P = config.num_classes, config.num_features, config.batch_size, num_workers
-    size = cost.itemsize(config.dtype)
-    needed = cost.sharded_worker_bytes(K, D, P, B, size, nonzeros_per_row)
-    key, available = worker_memory(spark)
-    if available is not None and needed > available:
-        raise ValueError(
-            "The model does not fit in a worker's memory even split by classes: a worker holds "
-            f"ceil(numClasses / numWorkers) = {-(-K // P)} classes x (numFeatures + 1) x {size} "
-            f"bytes plus numWorkers x batchSize = {P * B} rows, = {needed:.0f} bytes "
-            f"({needed / (1 << 30):.2f} GiB), but {key} is {available} bytes "
-            f"({available / (1 << 30):.2f} GiB). Raise {key}, use more workers"
-            + (", use dtype='float32'" if size == 8 else "")
-            + ", or reduce numFeatures."
-        )
-    driver = memory_bytes(spark_conf(spark, "spark.driver.memory") or "1g")
-    if K * D * 8 > driver:
-        raise ValueError(
-            "The driver assembles the model in float64: numClasses x numFeatures x 8 bytes = "
-            f"{K} x {D} x 8 = {K * D * 8} bytes ({K * D * 8 / (1 << 30):.2f} GiB), but "
-            f"spark.driver.memory is {driver} bytes ({driver / (1 << 30):.2f} GiB). Raise "
-            "spark.driver.memory, or reduce numClasses or numFeatures."
-        )
-
-
-def check_replica_fits(
-    spark,
-    num_classes: int,
-    num_features: int,
-    dtype: str,
-    saga_rows: int = 0,
-    lbfgs_vectors: int = 0,
-    averaged: bool = False,
-) -> None:
-    """Raise ValueError if one worker's replica of the weights exceeds a worker's memory.
-
-    Every worker holds the whole numClasses x numFeatures matrix, so this bound does not
-    shrink with more workers. With SAGA (``saga_rows`` > 0, the rows of the largest worker)
-    a worker also holds the average gradient, a second K x D matrix, and K floats per row.
-    L-BFGS (``lbfgs_vectors`` > 0) holds that many float64 vectors of K (D + 1) instead, and
-    averaged SGD (``averaged``) a second K x D matrix, the mean of the iterates.
-    It is a lower bound on what training needs (the update and the result travel in buffers
-    of the same size), so passing it does not promise a fit.
-    """
-    itemsize = cost.itemsize(dtype)
-    replicas = 2 if saga_rows or averaged else 1
-    needed = (replicas * num_classes * num_features + saga_rows * num_classes) * itemsize
-    if lbfgs_vectors:
-        needed = lbfgs_vectors * num_classes * (num_features + 1) * 8
-    key, available = worker_memory(spark)
-    if available is None or needed <= available:
-        return
-    if lbfgs_vectors:
-        formula = (
-            f"L-BFGS's {lbfgs_vectors} vectors of numClasses x (numFeatures + 1) x 8 bytes "
-            f"(float64) = {lbfgs_vectors} x {num_classes} x {num_features + 1} x 8"
-        )
-    elif averaged:
-        formula = (
-            f"averaged SGD's 2 x numClasses x numFeatures x {itemsize} bytes ({dtype}) = 2 x "
-            f"{num_classes} x {num_features} x {itemsize}"
-        )
-    elif saga_rows:
-        formula = (
-            f"SAGA's (2 x numClasses x numFeatures + rows x numClasses) x {itemsize} bytes "
-            f"({dtype}) = (2 x {num_classes} x {num_features} + {saga_rows} x {num_classes}) x "
-            f"{itemsize}"
-        )
-    else:
-        formula = (
-            f"numClasses x numFeatures x {itemsize} bytes ({dtype}) = {num_classes} x "
-            f"{num_features} x {itemsize}"
-        )
-    raise ValueError(
-        f"The model does not fit in a worker's memory: every worker holds a replica of the "
-        f"weights, {formula} = {needed} bytes ({needed / (1 << 30):.2f} GiB), but "
-        f"{key} is {available} bytes ({available / (1 << 30):.2f} GiB). Raise {key}"
-        + (", use dtype='float32'" if itemsize == 8 and not lbfgs_vectors else "")
-        + (", use solver='sgd'" if saga_rows or lbfgs_vectors or averaged else "")
-        + ", or reduce numClasses or numFeatures (e.g. fewer buckets in "
-        "pyspark.ml.feature.FeatureHasher)."
-    )
+def driver_memory(spark) -> int | None:
+    """The driver's memory in bytes (``spark.driver.memory``, 1g unset), None if unreadable."""
+    try:
+        return memory_bytes(spark_conf(spark, "spark.driver.memory") or "1g")
+    except ValueError:
+        return None

@@ -19,23 +19,13 @@ import pyarrow as pa
 
 from svb_spark.control.board import HelloBoard, swap_hellos
 from svb_spark.control.delivery import ModelInbox, inbox_wanted, send_arrays
+from svb_spark.core.config import Plan, TrainingConfig, make_plan
 from svb_spark.core.cost import max_message_bytes
-from svb_spark.core.solvers.lbfgs import train_lbfgs
-from svb_spark.core.solvers.sharded import train_sharded
-from svb_spark.core.training import (
-    LBFGS,
-    LocalPartition,
-    Plan,
-    TrainingConfig,
-    TrainingResult,
-    checkpoints_seen,
-    load_checkpoint,
-    make_plan,
-    prepare_partition,
-    resume_step,
-    train,
-)
-from svb_spark.spark.checkpoint import ReplicaState
+from svb_spark.core.loop import TrainingResult, train
+from svb_spark.core.partition import LocalPartition, prepare_partition
+from svb_spark.core.solvers import solver_for, solver_type
+from svb_spark.core.state import ReplicaState
+from svb_spark.spark.checkpoint import CheckpointStore
 from svb_spark.spark.contract import (
     FEATURES,
     HELD_OUT,
@@ -251,10 +241,12 @@ def rendezvous(
     which every worker picks the same one to resume from (a retried stage). The facts of the
     loaded rows (count, weight, curvature) then go over the connected mesh, in milliseconds.
     """
+    kind = solver_type(config)
+    store = None if config.checkpoint_dir is None else CheckpointStore(config.checkpoint_dir)
     hello = {
         "location": exchange.location,
         "pid": os.getpid(),
-        "checkpoints": checkpoints_seen(config, exchange.rank),
+        "checkpoints": [] if store is None else kind.steps_seen(store, exchange.rank),
     }
     gathered: dict = {}
 
@@ -284,10 +276,10 @@ def rendezvous(
         [p["rows"] for p in peers], [p["curvature"] for p in peers], config,
         [p["weight"] for p in peers],
     )  # fmt: skip
-    step = resume_step(config, [p["checkpoints"] for p in peers])
+    step = kind.common_step([p["checkpoints"] for p in peers])
     resume = None
     if step is not None:
-        resume = load_checkpoint(config, data, exchange.rank, step)
+        resume = kind.load(store, data, exchange.rank, step)
         logger.info("resuming from the checkpoint at step %d", step)
     return Rendezvous(data, peers, plan, resume)
 
@@ -299,8 +291,10 @@ def _forget_counts(exchange: Exchange) -> None:
 
 
 def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):
-    """``on_epoch`` for rank 0: a log line and a progress message per epoch."""
+    """``on_epoch`` for rank 0: a log line and a progress message per epoch (L-BFGS: per
+    iteration; the message's ``unit`` says which)."""
     clock = [time.perf_counter()]
+    unit = solver_type(config).unit
 
     def log_epoch(epoch: int, objective: float) -> None:
         now = time.perf_counter()
@@ -312,10 +306,11 @@ def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):
             "rows_per_second": epoch_rows / max(elapsed, 1e-9),
             "bytes_sent": exchange.payload_sent + exchange.framing_sent,
             "bytes_received": exchange.payload_received + exchange.framing_received,
+            "unit": unit,
         }
         logger.info(
-            "epoch %d/%d objective %.6f %.0f rows/s %d bytes sent",
-            message["epoch"], config.max_iter, objective,
+            "%s %d/%d objective %.6f %.0f rows/s %d bytes sent",
+            unit[:-1], message["epoch"], config.max_iter, objective,
             message["rows_per_second"], message["bytes_sent"],
         )  # fmt: skip
         if reporter is not None:
@@ -392,13 +387,13 @@ def barrier_training_task(
                     reporter = ProgressReporter(progress, secret)
                 epoch_rows = sum(p["rows"] for p in met.peers)
                 on_epoch = _epoch_logger(config, exchange, epoch_rows, reporter)
-            fit = train_sharded if sharded else train
-            if config.solver == LBFGS:
-                fit = train_lbfgs
-            result = fit(
-                data, exchange, config, met.plan, on_epoch=on_epoch,
-                initial=initial_weights(initial), resume=met.resume,
-            )  # fmt: skip
+            solver = solver_for(config, met.plan, rank, initial_weights(initial))
+            if met.resume is not None:
+                solver.restore(met.resume)
+            store = None
+            if config.checkpoint_dir is not None:
+                store = CheckpointStore(config.checkpoint_dir)
+            result = train(data, exchange, solver, on_epoch=on_epoch, store=store)
             clock.lap("loop")
             result.workers = [
                 {"rank": r, "address": address, **{k: p[k] for k in ("location", "rows", "pid")}}

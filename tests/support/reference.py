@@ -16,7 +16,13 @@ import numpy as np
 
 from svb_spark.core import numerics
 from svb_spark.core.solvers import lbfgs
-from svb_spark.core.training import ASGD, LBFGS, SAGA, window_converged
+from svb_spark.core.stopping import (
+    EPOCH_FLOOR,
+    EPOCH_WINDOW,
+    ITERATION_FLOOR,
+    ITERATION_WINDOW,
+    objective_settled,
+)
 
 
 def _standardized(partitions, config):
@@ -48,14 +54,14 @@ def reference_lbfgs(partitions, config):
 
     x, history, _ = lbfgs.minimize(
         evaluate, np.zeros(K * (D + 1)), config.max_iter,
-        lambda h: lbfgs.objective_settled(h, config.tol),
+        lambda h: objective_settled(h, config.tol, ITERATION_WINDOW, ITERATION_FLOOR),
     )  # fmt: skip
     return x[: K * D].reshape(K, D), x[K * D :], history
 
 
 def reference_sgd(partitions, config):
     """Returns (W, b, objective_history) in the standardized space."""
-    if config.solver == LBFGS:
+    if config.solver == "lbfgs":
         return reference_lbfgs(partitions, config)
     dtype = np.dtype(config.dtype)
     data = _standardized(partitions, config)
@@ -66,7 +72,7 @@ def reference_sgd(partitions, config):
 
     W = np.zeros((config.num_classes, config.num_features), dtype)
     b = np.zeros(config.num_classes, dtype)
-    saga = config.solver == SAGA
+    saga = config.solver == "saga"
     A, a = np.zeros_like(W), np.zeros_like(b)
     memory = [np.zeros((len(y), config.num_classes), dtype) for _, y, _ in data]
     total_weight = float(sum(w.sum(dtype=np.float64) for _, _, w in data))
@@ -104,16 +110,16 @@ def reference_sgd(partitions, config):
                 numerics.apply_sufficient_vectors(
                     W, b, U, Xg, total, lr, config.reg_param, reg_scale, config.fit_intercept
                 )
-                if config.solver == ASGD and epoch > 0:  # the iterates after the first epoch
+                if config.solver == "asgd" and epoch > 0:  # the iterates after the first epoch
                     sums = (sums[0] + W, sums[1] + b, sums[2] + 1)
             loss_sum += loss
             weight_sum += total
         history.append(
             loss_sum / weight_sum + numerics.regularization(W, config.reg_param, reg_scale)
         )
-        if window_converged(history, config.tol):
+        if objective_settled(history, config.tol, EPOCH_WINDOW, EPOCH_FLOOR):
             break
-    if config.solver == ASGD and sums[2]:  # averaged SGD returns the mean of the iterates
+    if config.solver == "asgd" and sums[2]:  # averaged SGD returns the mean of the iterates
         return sums[0] / sums[2], sums[1] / sums[2], history
     return W, b, history
 
@@ -147,7 +153,7 @@ def worker_partitions(df, num_workers):
 def reference_model(df, X, y, w, num_workers, **settings):
     """(W, b, objective history) in the original space, from numpy statistics of (X, w), the
     rows each worker of ``df`` would get and one global batch per step."""
-    from svb_spark.core.training import TrainingConfig
+    from svb_spark.core.config import TrainingConfig
 
     mean = (w @ X) / w.sum()
     variance = (w @ (X - mean) ** 2) / (w.sum() - (w * w).sum() / w.sum())

@@ -24,26 +24,17 @@ replicated); bytes (P - 1) (B (D or 2 nnz) + 2 G), with no K term.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from svb_spark.core import numerics
-from svb_spark.core.training import (
-    ROUND_PHASES,
-    LocalPartition,
-    Plan,
-    Replica,
-    TrainingConfig,
-    TrainingResult,
-    epoch_checkpoint_due,
-    result_of,
-    stack_rows,
-)
-from svb_spark.spark.checkpoint import ReplicaState, write_block
-from svb_spark.transport import Exchange, codec
+from svb_spark.core import cost, numerics
+from svb_spark.core.config import Plan, TrainingConfig
+from svb_spark.core.partition import LocalPartition, stack_rows
+from svb_spark.core.solvers.base import FitFacts, Outcome, Solver
+from svb_spark.core.solvers.stochastic import SgdSolver
+from svb_spark.core.state import ReplicaState
+from svb_spark.transport import codec
 
 
 def class_blocks(num_classes: int, num_workers: int) -> list[tuple[int, int]]:
@@ -74,22 +65,117 @@ class _ScoredStep:
     row_sum: np.ndarray
 
 
-class ShardedWorker:
-    """One worker's block of classes (a :class:`Replica` of K / P classes, for its weights,
-    step, objective history and stopping rules) and the two halves of its steps."""
+class ShardedSolver(Solver):
+    """One worker's block of classes, trained by SGD: a :class:`SgdSolver` of K / P classes
+    (for its weights, step, objective history and stopping rules) and the two halves of its
+    steps. The rows of step t + 1 travel with the normalizers of step t, so a step is one
+    exchange; the rows a round brings are scored in the next round's compute phase."""
+
+    name = "sgd"
+    replicated = False
 
     def __init__(
         self,
         config: TrainingConfig,
         plan: Plan,
-        rank: int,
+        rank: int = 0,
         initial: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        # No Solver.__init__: the block keeps the history and the step.
+        self.config, self.plan, self.rank = config, plan, rank
         self.first, stop = class_blocks(config.num_classes, plan.num_workers)[rank]
         if initial is not None:
             initial = (initial[0][self.first : stop], initial[1][self.first : stop])
-        self.block = Replica(dataclasses.replace(config, num_classes=stop - self.first),
-                             plan, initial)  # fmt: skip
+        block_config = dataclasses.replace(config, num_classes=stop - self.first)
+        self.block = SgdSolver(block_config, plan, rank, initial)
+        self._scored: _ScoredStep | None = None  # the step whose normalizers go out next
+        self._received: list[codec.ShardMessage] | None = None  # rows to score next
+
+    @classmethod
+    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
+        if facts.num_classes < facts.num_workers:
+            return (
+                f"the class-sharded mode needs at least one class per worker, but there are "
+                f"{facts.num_classes} classes and {facts.num_workers} workers"
+            )
+        if facts.sync_interval != 1:
+            return f"syncInterval is {facts.sync_interval}; its steps are exact synchronous SGD"
+        if facts.validation:
+            return "validationIndicatorCol is set; its rounds do not score held-out rows"
+        return None
+
+    @classmethod
+    def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
+        K, D, B, P = facts.num_classes, facts.num_features, facts.batch_size, facts.num_workers
+        size = np.dtype(facts.dtype).itemsize
+        nonzeros = facts.nonzeros_per_row if facts.sparse else None
+        formula = (
+            f"ceil(numClasses / numWorkers) = {-(-K // P)} classes x (numFeatures + 1) x "
+            f"{size} bytes plus numWorkers x batchSize = {P * B} rows"
+        )
+        return cost.sharded_worker_bytes(K, D, P, B, size, nonzeros), formula
+
+    @property
+    def history(self) -> list[float]:
+        return self.block.history
+
+    @property
+    def validation_history(self) -> list[float]:
+        return self.block.validation_history
+
+    @property
+    def step(self) -> int:
+        return self.block.step
+
+    @property
+    def done(self) -> bool:
+        return self.block.done
+
+    @property
+    def stop_reason(self) -> str:
+        return self.block.stop_reason
+
+    def compute(self, data: LocalPartition) -> codec.ShardMessage:
+        """Score the rows the last round brought, then send their normalizers with this
+        worker's rows of the next step."""
+        block, config = self.block, self.config
+        if self._received is not None:
+            self._scored, self._received = self.score(self._received), None
+        next_step = block.step + (self._scored is not None)
+        message = codec.ShardMessage(next_step, self.rank, num_features=config.num_features)
+        if self._scored is not None:
+            message.row_max, message.row_sum = self._scored.row_max, self._scored.row_sum
+        if next_step < block.total_steps:
+            rows = data.batch_rows(next_step, self.plan, config, self.rank)
+            message.X, message.y, message.w = data.X[rows], data.y[rows], data.w[rows]
+        return message
+
+    def encode(self, message: codec.ShardMessage):
+        return codec.encode_shard(message)
+
+    def decode(self, batch) -> codec.ShardMessage:
+        return codec.decode_shard(batch)
+
+    def apply(self, messages: list[codec.ShardMessage], rounds) -> None:
+        """Update this block with the scored step and every block's normalizers; keep the
+        rows of the next step for scoring."""
+        block = self.block
+        if self._scored is not None:
+            loss = self.update(self._scored, messages)
+            if block.count_step(loss, self._scored.weight):
+                self._close_epoch(rounds)
+            self._scored = None
+        if not block.done:
+            self._received = messages
+
+    def _close_epoch(self, rounds) -> None:
+        """Sum every worker's share of the epoch's loss and of the L2 penalty (one small
+        exchange) and close the epoch on every worker alike."""
+        block = self.block
+        penalty = block.weights.penalty(block.config.reg_param, block.reg_scale)
+        sums = rounds.sum_up([block.epoch_loss, penalty])
+        loss, penalty = (float(sum(values)) for values in zip(*sums))
+        block.close_epoch(loss / max(block.epoch_weight, 1e-300) + penalty)
 
     def score(self, messages: list[codec.ShardMessage]) -> _ScoredStep:
         """Stack every worker's rows of the next step and score them against this block."""
@@ -128,78 +214,32 @@ class ShardedWorker:
             numerics.apply_sufficient_vectors(weights.W, weights.b, U, step.X, *common)
         return loss
 
+    def current(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.block.current()
 
-def train_sharded(
-    data: LocalPartition,
-    exchange: Exchange,
-    config: TrainingConfig,
-    plan: Plan,
-    on_exchange: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
-    initial: tuple[np.ndarray, np.ndarray] | None = None,
-    resume: ReplicaState | None = None,
-) -> TrainingResult:
-    """:func:`svb_spark.core.training.train` for the class-sharded mode: the same arguments, with
-    ``resume`` this worker's own block checkpoint; the result holds this worker's block of
-    ``W`` and ``b`` (see :func:`class_blocks`)."""
-    rank = exchange.rank
-    worker = ShardedWorker(config, plan, rank, initial)
-    block = worker.block
-    if resume is not None:
-        block.restore(resume)
-    resumed_from = block.step
-    seconds = dict.fromkeys(ROUND_PHASES, 0.0)
-    exchanges = checkpoints = 0
-    scored: _ScoredStep | None = None
-    while not block.done:
-        t0 = time.perf_counter()
-        next_step = block.step + (scored is not None)
-        message = codec.ShardMessage(next_step, rank, num_features=config.num_features)
-        if scored is not None:
-            message.row_max, message.row_sum = scored.row_max, scored.row_sum
-        if next_step < block.total_steps:
-            rows = data.batch_rows(next_step, plan, config, rank)
-            message.X, message.y, message.w = data.X[rows], data.y[rows], data.w[rows]
-        t1 = time.perf_counter()
-        batch = codec.encode_shard(message)
-        t2 = time.perf_counter()
-        received = exchange.all_gather(exchanges, batch)
-        t3 = time.perf_counter()
-        messages = [codec.decode_shard(m) for m in received]
-        t4 = time.perf_counter()
-        exchanges += 1
-        if scored is not None:
-            epochs = len(block.history)
-            loss = worker.update(scored, messages)
-            if block.count_step(loss, scored.weight):
-                _close_epoch(block, exchange, exchanges)
-            scored = None
-            if on_exchange is not None:
-                on_exchange(block.step, block.weights.W, block.weights.b)
-            if on_epoch is not None:
-                for epoch in range(epochs, len(block.history)):
-                    on_epoch(epoch, block.history[epoch])
-            if epoch_checkpoint_due(config, epochs, block):
-                write_block(config.checkpoint_dir, rank, block.state())
-                checkpoints += 1
-        t5 = time.perf_counter()
-        if not block.done:  # the rows of the next step came with this exchange: score them
-            scored = worker.score(messages)
-        t6 = time.perf_counter()
-        for name, elapsed in zip(
-            ROUND_PHASES, (t1 - t0 + t6 - t5, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
-        ):
-            seconds[name] += elapsed
-    result = result_of(block, exchange, exchanges, seconds)
-    result.resumed_from_step, result.checkpoints = resumed_from, checkpoints
-    return result
+    def outcome(self) -> Outcome:
+        return self.block.outcome()
 
+    def state(self) -> ReplicaState:
+        return self.block.state()
 
-def _close_epoch(block: Replica, exchange: Exchange, exchanges: int) -> None:
-    """Sum every worker's share of the epoch's loss and of the L2 penalty (one small exchange,
-    at a negative index apart from the steps') and close the epoch on every worker alike."""
-    penalty = block.weights.penalty(block.config.reg_param, block.reg_scale)
-    mine = codec.encode_sums([block.epoch_loss, penalty])
-    sums = [codec.decode_sums(m) for m in exchange.all_gather(-2 * exchanges, mine)]
-    loss, penalty = (float(sum(values)) for values in zip(*sums))
-    block.close_epoch(loss / max(block.epoch_weight, 1e-300) + penalty)
+    def restore(self, state: ReplicaState) -> None:
+        self.block.restore(state)
+
+    def save(self, store, data: LocalPartition) -> int:
+        """Every worker writes its own block; there is no replica."""
+        store.write_block(self.rank, self.state())
+        return 1
+
+    @classmethod
+    def steps_seen(cls, store, rank: int) -> list[int]:
+        return store.block_steps(rank)
+
+    @classmethod
+    def common_step(cls, seen: list[list[int]]) -> int | None:
+        common = set(seen[0]).intersection(*map(set, seen[1:]))
+        return max(common) if common else None
+
+    @classmethod
+    def load(cls, store, data: LocalPartition, rank: int, step: int) -> ReplicaState:
+        return store.read_block(rank, step)

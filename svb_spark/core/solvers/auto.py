@@ -1,0 +1,159 @@
+"""``solver="auto"`` and ``exchange="auto"``: from the facts of a fit to the solver and the
+exchange mode in force, and the check that a worker can hold what they need. Pure functions of
+:class:`~svb_spark.core.solvers.base.FitFacts`, so the whole choice is testable without Spark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from svb_spark.core import cost
+from svb_spark.core.solvers.base import FitFacts, Solver
+from svb_spark.core.solvers.lbfgs import AUTO_MAX_COEFFICIENTS, LbfgsSolver
+from svb_spark.core.solvers.sharded import ShardedSolver, class_blocks
+from svb_spark.core.solvers.stochastic import AsgdSolver, SagaSolver, SgdSolver
+
+# The solvers by the name the ``solver`` param gives them.
+SOLVERS: dict[str, type[Solver]] = {
+    cls.name: cls for cls in (SgdSolver, SagaSolver, AsgdSolver, LbfgsSolver)
+}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The solver and exchange mode in force, why that mode, and the cost model's predicted
+    bytes and seconds per step of every mode."""
+
+    solver: str
+    mode: str
+    reason: str
+    predicted_bytes: dict
+    predicted_seconds: dict
+
+
+def solver_class(solver: str, mode: str) -> type[Solver]:
+    """The implementation that trains ``solver`` in exchange ``mode``: the class-sharded mode
+    trains SGD on blocks of classes, every other mode on replicas."""
+    return ShardedSolver if mode == "sharded" else SOLVERS[solver]
+
+
+def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
+    """The solver and the exchange mode for ``facts``: ``auto`` resolved, explicit choices
+    checked against what they need (a ValueError that says why and what to do).
+
+    The mode: ``auto`` shards the classes when a replica would not fit a worker; otherwise it
+    takes the mode with the fastest predicted step among p2p, dense and, when SGD is in force
+    on more than one worker, sharded.
+
+    The solver: ``auto`` takes L-BFGS for dense rows and a model of at most
+    AUTO_MAX_COEFFICIENTS, where a full pass is cheap and one exchange of the gradient
+    replaces an epoch of latency-bound steps; SAGA for larger dense models; SGD for sparse
+    rows.
+    """
+    mode, reason, sent, seconds = _exchange_mode(facts, name)
+    solver = _solver(facts, mode, name)
+    if solver == LbfgsSolver.name:
+        reason = (
+            "solver lbfgs: every iteration each worker sends its loss and its "
+            f"{facts.num_classes} x {facts.num_features + 1} gradient sum, in float64"
+        )
+    return Choice(solver, mode, reason, sent, seconds)
+
+
+def _exchange_mode(facts: FitFacts, name: str):
+    K, D, P = facts.num_classes, facts.num_features, facts.num_workers
+    if facts.exchange == "sharded":
+        class_blocks(K, P)  # raises if a worker would own no class
+        if facts.sync_interval != 1:
+            raise ValueError(
+                f"exchange='sharded' needs syncInterval=1 (got {facts.sync_interval}): its "
+                "steps are exact synchronous SGD. Set syncInterval=1 or use exchange='p2p'."
+            )
+    shardable = ShardedSolver.why_not(facts, "sharded") is None
+    sgd = facts.sparse or facts.solver == SgdSolver.name
+    candidates = ("p2p", "dense", "sharded") if shardable and sgd and P > 1 else ("p2p", "dense")
+    shape = dict(
+        num_workers=P,
+        batch_size=facts.batch_size,
+        num_classes=K,
+        num_features=D,
+        itemsize=np.dtype(facts.dtype).itemsize,
+        nonzeros_per_row=facts.nonzeros_per_row if facts.sparse else None,
+    )
+    fastest, sent, seconds = cost.choose_exchange(candidates, **shape)
+    if facts.exchange != "auto":
+        return facts.exchange, "set by the exchange param", sent, seconds
+    if shardable and not replica_fits(facts):
+        return "sharded", (
+            f"a replica of the {K} x {D} weights does not fit {facts.worker_memory_key}; a "
+            f"block of {-(-K // P)} classes per worker does"
+        ), sent, seconds  # fmt: skip
+    others = ", ".join(f"{m} {seconds[m] * 1e3:.3g} ms" for m in candidates if m != fastest)
+    return fastest, (
+        f"the cost model predicts the fastest step: {fastest} {seconds[fastest] * 1e3:.3g} "
+        f"ms against {others}"
+    ), sent, seconds  # fmt: skip
+
+
+def _solver(facts: FitFacts, mode: str, name: str) -> str:
+    requested = facts.solver
+    if requested != "auto":
+        if why := SOLVERS[requested].why_not(facts, mode):
+            others = "'saga' or 'sgd'" if requested == LbfgsSolver.name else "'sgd'"
+            raise ValueError(
+                f"The 'solver' parameter of {name} is '{requested}' but {why}. Use "
+                f"solver={others}, or 'auto' to pick the solver that applies."
+            )
+        return requested
+    small = facts.num_classes * (facts.num_features + 1) <= AUTO_MAX_COEFFICIENTS
+    if not facts.sparse and small and LbfgsSolver.why_not(facts, mode) is None:
+        return LbfgsSolver.name
+    return SgdSolver.name if SagaSolver.why_not(facts, mode) else SagaSolver.name
+
+
+def replica_fits(facts: FitFacts) -> bool:
+    """Whether one replica of the K x D weights fits a worker (True where unknown)."""
+    size = np.dtype(facts.dtype).itemsize
+    available = facts.worker_memory
+    return available is None or facts.num_classes * facts.num_features * size <= available
+
+
+def check_memory(facts: FitFacts, solver: str, mode: str) -> None:
+    """Raise ValueError, with the formula, when a worker cannot hold what ``solver`` in
+    ``mode`` keeps (a lower bound: the update and the result travel in buffers of the same
+    size, so passing it does not promise a fit); in the class-sharded mode also when the
+    driver cannot assemble the float64 model."""
+    cls = solver_class(solver, mode)
+    needed, formula = cls.memory_bytes(facts)
+    key, available = facts.worker_memory_key, facts.worker_memory
+    size = np.dtype(facts.dtype).itemsize
+    K, D = facts.num_classes, facts.num_features
+    if available is not None and needed > available:
+        if cls is ShardedSolver:
+            raise ValueError(
+                "The model does not fit in a worker's memory even split by classes: a worker "
+                f"holds {formula}, = {needed:.0f} bytes ({needed / (1 << 30):.2f} GiB), but "
+                f"{key} is {available} bytes ({available / (1 << 30):.2f} GiB). Raise {key}, "
+                "use more workers"
+                + (", use dtype='float32'" if size == 8 else "")
+                + ", or reduce numFeatures."
+            )
+        raise ValueError(
+            f"The model does not fit in a worker's memory: every worker holds a replica of the "
+            f"weights, {formula} = {needed} bytes ({needed / (1 << 30):.2f} GiB), but "
+            f"{key} is {available} bytes ({available / (1 << 30):.2f} GiB). Raise {key}"
+            + (", use dtype='float32'" if size == 8 and cls is not LbfgsSolver else "")
+            + (", use solver='sgd'" if cls is not SgdSolver else "")
+            + ", or reduce numClasses or numFeatures (e.g. fewer buckets in "
+            "pyspark.ml.feature.FeatureHasher)."
+        )
+    driver = facts.driver_memory
+    if cls is ShardedSolver and driver is not None and K * D * 8 > driver:
+        raise ValueError(
+            "The driver assembles the model in float64: numClasses x numFeatures x 8 bytes = "
+            f"{K} x {D} x 8 = {K * D * 8} bytes ({K * D * 8 / (1 << 30):.2f} GiB), but "
+            f"spark.driver.memory is {driver} bytes ({driver / (1 << 30):.2f} GiB). Raise "
+            "spark.driver.memory, or reduce numClasses or numFeatures."
+        )

@@ -1,0 +1,500 @@
+"""The replicated minibatch solvers: SGD (the paper's method), SAGA and averaged SGD.
+
+Every worker holds a full replica of ``W`` and ``b``. Every exchange it sends its message for
+the last ``syncInterval`` steps (sufficient vectors, or the dense gradient in the baseline
+mode) to all peers, and applies everyone's messages step by step in rank order. Every replica
+starts equal and applies the same update, so the replicas stay equal: with ``syncInterval = 1``
+the fit equals synchronous minibatch SGD on the global batch.
+
+- :class:`SgdSolver`: a step of ``stepSize / L`` decaying as ``1 / sqrt(1 + epoch)``.
+- :class:`SagaSolver`: SAGA on sufficient vectors with a constant step; the average gradient
+  is kept on every replica, each row's last U only by the worker that owns the row.
+- :class:`AsgdSolver`: Polyak-Ruppert tail averaging: the model is the mean of SGD's iterates
+  after every step from the second epoch on, kept on every replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from svb_spark.core import numerics
+from svb_spark.core.config import Plan, TrainingConfig
+from svb_spark.core.partition import LocalPartition, stack_rows
+from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, best_of
+from svb_spark.core.state import ReplicaState
+from svb_spark.core.stopping import (
+    EPOCH_FLOOR,
+    EPOCH_WINDOW,
+    best_validation_epoch,
+    objective_settled,
+    validation_stalled,
+)
+from svb_spark.core.weights import ReplicaWeights
+from svb_spark.transport import codec
+
+
+class SgdSolver(Solver):
+    """Minibatch SGD on a replica; the base of the other replicated solvers.
+
+    :meth:`apply` applies all workers' messages of one exchange step by step, in rank order,
+    and keeps the epoch objective and the stopping decision (tol, validation or maxIter), so
+    that every replica stops after the same step without further communication.
+    """
+
+    name = "sgd"
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        plan: Plan,
+        rank: int = 0,
+        initial: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(config, plan, rank)
+        dtype = np.dtype(config.dtype)
+        # Sparse updates touch a few features of every class: store W feature-major for them.
+        self.weights = ReplicaWeights(
+            config.num_classes, config.num_features, dtype,
+            feature_major=config.sparse and config.message_kind != codec.DENSE,
+        )  # fmt: skip
+        if initial is not None:  # a warm start, already in the standardized space
+            self.weights.start_from(*initial)
+        self._add_state()
+        self.validation_pending = False  # an epoch closed and its held-out loss is not in
+        if config.validation_tol is not None:  # the best model yet, folded (factor 1)
+            self.weights.state["best_W"] = np.zeros_like(self.weights.W)
+            self.weights.state["best_b"] = np.zeros_like(self.weights.b)
+        self.stopped_by_validation = False
+        self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
+        self.converged = False
+        self.epoch_loss = 0.0  # the loss sum of the current epoch's steps so far
+        self.epoch_weight = 0.0  # and their row weight
+
+    def _add_state(self) -> None:
+        """Make the optimizer's state arrays, the same on every replica (none for SGD)."""
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.max_iter * self.plan.steps_per_epoch
+
+    @property
+    def done(self) -> bool:
+        return self.converged or self.stopped_by_validation or self.step >= self.total_steps
+
+    @property
+    def stop_reason(self) -> str:
+        if self.stopped_by_validation:
+            return "validation"
+        return "tol" if self.converged else "maxIter"
+
+    def count_step(self, loss_sum: float, weight: float) -> bool:
+        """Count one applied step with its loss and row weight; True if it closed an epoch."""
+        self.epoch_loss += loss_sum
+        self.epoch_weight += weight
+        self.step += 1
+        return self.step % self.plan.steps_per_epoch == 0
+
+    def close_epoch(self, objective: float) -> None:
+        """Record the epoch objective and take the stopping decisions.
+
+        The objective is the loss each step saw before its update, plus the penalty at the
+        epoch's end; every replica computes the same number from the same messages.
+        """
+        self.history.append(objective)
+        self.epoch_loss = self.epoch_weight = 0.0
+        self.converged = objective_settled(self.history, self.config.tol, EPOCH_WINDOW, EPOCH_FLOOR)
+        self.validation_pending = self.config.validation_tol is not None
+
+    def epoch_objective(self, loss: float, weight: float) -> float:
+        """The mean loss of an epoch's steps plus the penalty at its end."""
+        penalty = self.weights.penalty(self.config.reg_param, self.reg_scale)
+        return loss / max(weight, 1e-300) + penalty
+
+    def record_validation(self, sums: list[list[float]]) -> None:
+        """Take every worker's held-out (loss, weight) sums of the epoch closed last.
+
+        The weights have not moved since they were scored, so a new best is copied now; after
+        VALIDATION_PATIENCE epochs without a validationTol improvement the fit stops.
+        """
+        loss = sum(s[0] for s in sums)
+        weight = sum(s[1] for s in sums)
+        self.validation_history.append(loss / max(weight, 1e-300))
+        self.validation_pending = False
+        if best_validation_epoch(self.validation_history) == len(self.validation_history) - 1:
+            state, weights = self.weights.state, self.weights
+            np.multiply(weights.W, weights.W.dtype.type(weights.factor), out=state["best_W"])
+            state["best_b"][...] = weights.b
+        if validation_stalled(self.validation_history, self.config.validation_tol):
+            self.stopped_by_validation = True
+
+    # -- one exchange -------------------------------------------------------------------------
+
+    def learning_rate(self, step: int) -> float:
+        """SGD's decaying step."""
+        epoch = step // self.plan.steps_per_epoch
+        return numerics.learning_rate(self.plan.base_learning_rate, epoch)
+
+    def own_vectors(self, data: LocalPartition, rows: np.ndarray, U: np.ndarray) -> np.ndarray:
+        """What this worker sends for its batch ``rows`` whose U it just computed."""
+        return U
+
+    def compute(self, data: LocalPartition) -> codec.RoundMessage:
+        """This worker's message for the next exchange: up to ``syncInterval`` steps.
+
+        With more than one step per exchange (bounded staleness), the worker applies its own
+        vectors to a scratch copy at once, scaled as if every worker had contributed as many
+        rows, so that its later steps see fresher weights; the replica itself is only changed
+        by :meth:`apply`.
+        """
+        config, plan, rank = self.config, self.plan, self.rank
+        steps = min(config.sync_interval, self.total_steps - self.step)
+        W, b, factor = self.weights.W, self.weights.b, self.weights.factor
+        if steps > 1:
+            W, b = W.copy(order="A"), b.copy()
+        sparse_sv = config.sparse and config.message_kind == codec.SV
+        rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
+        for j in range(steps):
+            step = self.step + j
+            batch_rows = data.batch_rows(step, plan, config, rank)
+            Xb, yb, wb = data.X[batch_rows], data.y[batch_rows], data.w[batch_rows]
+            if config.sparse:
+                U, loss = numerics.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
+            else:
+                U, loss = numerics.sufficient_vectors(W, b, Xb, yb, wb)
+            U = self.own_vectors(data, batch_rows, U)
+            weight = float(wb.sum(dtype=np.float64))
+            rows.append(int(Xb.shape[0]))
+            weights.append(weight)
+            losses.append(loss)
+            if config.message_kind == codec.SV:
+                Us.append(U)
+                Vs.append(Xb)
+            else:
+                Gs.append(numerics.batch_gradient(U, Xb))
+            if j < steps - 1:
+                own = (weight * plan.num_workers, self.learning_rate(step), config.reg_param)
+                if sparse_sv:
+                    factor = numerics.apply_sparse_sufficient_vectors(
+                        W, factor, b, U, Xb, *own, self.reg_scale, config.fit_intercept
+                    )
+                elif config.sparse:
+                    numerics.apply_gradient(W, b, Gs[-1][:, :-1], Gs[-1][:, -1], *own,
+                                            self.reg_scale, config.fit_intercept)  # fmt: skip
+                else:
+                    numerics.apply_sufficient_vectors(
+                        W, b, U, Xb, *own, self.reg_scale, config.fit_intercept
+                    )
+        message = codec.RoundMessage(config.message_kind, self.step, rank, rows, weights, losses)
+        message.num_features = config.num_features
+        if self.validation_pending:  # the weights are still those the last epoch ended with
+            message.validation = self.held_out_sums(data)
+        if config.message_kind == codec.SV:
+            message.U = np.concatenate(Us)
+            message.V = stack_rows(Vs)
+        else:
+            message.G = np.concatenate(Gs)
+        return message
+
+    def encode(self, message: codec.RoundMessage):
+        return codec.encode(message)
+
+    def decode(self, batch) -> codec.RoundMessage:
+        return codec.decode(batch)
+
+    def apply(self, messages: list[codec.RoundMessage], rounds=None) -> None:
+        """Apply one exchange's messages (indexed by rank) in (step, rank) order."""
+        if messages[0].validation is not None:
+            self.record_validation([m.validation for m in messages])
+        for j in range(messages[0].steps):
+            if self.done:
+                return  # an earlier step of this round met tol: the rest is discarded
+            lr = self.learning_rate(self.step)
+            weight = sum(m.weight_sums[j] for m in messages)
+            self.apply_step(messages, j, weight, lr)
+            closed = self.count_step(sum(m.loss_sums[j] for m in messages), weight)
+            self.after_step()
+            if closed:
+                self.close_epoch(self.epoch_objective(self.epoch_loss, self.epoch_weight))
+
+    def apply_step(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
+        """Step ``j`` of a round: everyone's sufficient vectors, or their summed gradient."""
+        config, weights = self.config, self.weights
+        common = (weight, lr, config.reg_param, self.reg_scale, config.fit_intercept)
+        if messages[0].kind == codec.SV:
+            U, V = step_vectors(messages, j)
+            if config.sparse:
+                weights.factor = numerics.apply_sparse_sufficient_vectors(
+                    weights.W, weights.factor, weights.b, U, V, *common
+                )
+            else:
+                numerics.apply_sufficient_vectors(weights.W, weights.b, U, V, *common)
+        else:
+            G = step_gradient(messages, j)
+            numerics.apply_gradient(weights.W, weights.b, G[:, :-1], G[:, -1], *common)
+
+    def after_step(self) -> None:
+        """Anything every replica does after each applied step (none for SGD)."""
+
+    def held_out_sums(self, data: LocalPartition) -> list[float]:
+        """This worker's held-out (loss sum, weight sum) at the replica's current weights."""
+        if data.held_out is None or len(data.held_out[1]) == 0:
+            return [0.0, 0.0]
+        X, y, w = data.held_out
+        weights = self.weights
+        if self.config.sparse:
+            _, loss = numerics.sparse_sufficient_vectors(
+                weights.W, weights.factor, weights.b, X, y, w
+            )
+        else:
+            _, loss = numerics.sufficient_vectors(weights.W, weights.b, X, y, w)
+        return [float(loss), float(w.sum(dtype=np.float64))]
+
+    def finish(self, data: LocalPartition, rounds) -> None:
+        """The last epoch's held-out loss, when a validation column asks for it: one small
+        exchange."""
+        if self.validation_pending:
+            self.record_validation(rounds.sum_up(self.held_out_sums(data)))
+
+    def current(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.weights.W, self.weights.b
+
+    def replica_weights(self) -> ReplicaWeights:
+        return self.weights
+
+    def outcome(self) -> Outcome:
+        weights = self.weights
+        weights.fold_factor()
+        if self.validation_history:  # the model returned is the best one seen
+            state = weights.state
+            return Outcome(state["best_W"], state["best_b"], self.stop_reason,
+                           best_of(self.validation_history))  # fmt: skip
+        return Outcome(weights.W, weights.b, self.stop_reason)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state(self) -> ReplicaState:
+        return ReplicaState(
+            values=self.weights.flat(),
+            feature_major=self.weights.feature_major,
+            factor=self.weights.factor,
+            step=self.step,
+            history=list(self.history),
+            converged=self.converged,
+            epoch_loss=self.epoch_loss,
+            epoch_weight=self.epoch_weight,
+            plan=dataclasses.asdict(self.plan),
+            validation_history=list(self.validation_history),
+            validation_pending=self.validation_pending,
+        )
+
+    def restore(self, state: ReplicaState) -> None:
+        """Go on from a checkpointed ``state`` of a fit with the same plan."""
+        if state.plan != dataclasses.asdict(self.plan):
+            raise ValueError(
+                f"the checkpoint at step {state.step} was written by a fit planned as "
+                f"{state.plan}, not {dataclasses.asdict(self.plan)}; remove it or use another "
+                "checkpointDir"
+            )
+        if state.feature_major != self.weights.feature_major:
+            raise ValueError(f"the checkpoint at step {state.step} has another weights layout")
+        self.weights.load_flat(state.values, state.factor)
+        self.step = state.step
+        self.history = list(state.history)
+        self.converged = state.converged
+        self.epoch_loss, self.epoch_weight = state.epoch_loss, state.epoch_weight
+        self.validation_history = list(state.validation_history)
+        self.validation_pending = state.validation_pending
+        if self.validation_history and self.config.validation_tol is not None:
+            self.stopped_by_validation = validation_stalled(
+                self.validation_history, self.config.validation_tol
+            )
+
+    def save(self, store, data: LocalPartition) -> int:
+        """Rank 0 writes the replica; the others hold the same one."""
+        if self.rank != 0:
+            return 0
+        store.write_replica(self.state())
+        return 1
+
+    @classmethod
+    def steps_seen(cls, store, rank: int) -> list[int]:
+        return store.replica_steps() if rank == 0 else []
+
+    @classmethod
+    def common_step(cls, seen: list[list[int]]) -> int | None:
+        return max(seen[0]) if seen[0] else None
+
+    @classmethod
+    def load(cls, store, data: LocalPartition, rank: int, step: int) -> ReplicaState:
+        return store.read_replica(step)
+
+
+class SagaSolver(SgdSolver):
+    """SAGA on sufficient vectors with a constant step (see :func:`numerics.apply_saga`).
+
+    A worker sends ``dU = U - memory[rows]`` for its batch and keeps each of its rows' last
+    ``U``; every replica keeps the average gradient ``A``, updated from the rebuilt update.
+    """
+
+    name = "saga"
+
+    def _add_state(self) -> None:
+        self.weights.state["A"] = np.zeros_like(self.weights.W)
+        self.weights.state["a"] = np.zeros_like(self.weights.b)
+        self._weight_seen = 0.0  # first epoch: the weight of the rows seen so far
+
+    @classmethod
+    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
+        """SAGA keeps per-row state on the worker that owns the row, replayed exactly only in
+        one barrier stage (not by the broadcast mode's rebuilt replicas), and applies each
+        step's update at once (syncInterval 1). On sparse rows its average gradient costs a
+        K x D pass per step, which plain SGD's sparse update avoids."""
+        if facts.sparse:
+            return "the features are sparse (stored as CSR rows), which train with SGD"
+        if facts.sync_interval != 1:
+            return f"syncInterval is {facts.sync_interval}; SAGA needs 1"
+        if mode == "broadcast":
+            return "exchange='broadcast' rebuilds replicas without SAGA's per-row memory"
+        if mode == "sharded":
+            return (
+                "exchange='sharded' trains with SGD (SAGA would need every worker to remember "
+                "its classes' U for the rows of all workers, rows x numClasses / numWorkers "
+                "floats, and a second block of the model)"
+            )
+        return None
+
+    @classmethod
+    def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
+        # Each worker gets about rows / numWorkers rows (hashed, or kept input partitions
+        # within 10% of that); 10% of slack.
+        K, D, size = facts.num_classes, facts.num_features, np.dtype(facts.dtype).itemsize
+        rows = math.ceil(1.1 * facts.num_rows / facts.num_workers)
+        formula = (
+            f"SAGA's (2 x numClasses x numFeatures + rows x numClasses) x {size} bytes "
+            f"({facts.dtype}) = (2 x {K} x {D} + {rows} x {K}) x {size}"
+        )
+        return (2 * K * D + rows * K) * size, formula
+
+    def learning_rate(self, step: int) -> float:
+        """Constant: variance reduction lets SAGA converge without a decay."""
+        return self.plan.base_learning_rate
+
+    def own_vectors(self, data: LocalPartition, rows: np.ndarray, U: np.ndarray) -> np.ndarray:
+        return numerics.saga_delta(data.saga_memory(self.config.num_classes), rows, U)
+
+    def apply_step(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
+        config, weights = self.config, self.weights
+        # After the first epoch every row has been seen: A is the average over all of them.
+        seen = 1.0
+        if self.step < self.plan.steps_per_epoch:
+            seen = numerics.saga_seen_scale(self._weight_seen, self.plan.total_weight)
+        if messages[0].kind == codec.SV:
+            update = ("vectors", *step_vectors(messages, j))
+        else:
+            G = step_gradient(messages, j)
+            update = ("gradient", G[:, :-1], G[:, -1])
+        numerics.apply_saga(
+            weights.W, weights.b, weights.state["A"], weights.state["a"], update, weight,
+            self.plan.total_weight, lr, config.reg_param, self.reg_scale, seen,
+            config.fit_intercept,
+        )  # fmt: skip
+        self._weight_seen += weight
+
+    def save(self, store, data: LocalPartition) -> int:
+        """Every worker writes its own rows' memory of this step; rank 0 also the replica,
+        keeping two, since until every worker has written its memory of the new step the
+        step before is the newest whole checkpoint."""
+        store.write_rows(self.rank, self.step, data.memory)
+        if self.rank != 0:
+            return 0
+        store.write_replica(self.state(), keep=2)
+        return 1
+
+    @classmethod
+    def steps_seen(cls, store, rank: int) -> list[int]:
+        mine = set(store.rows_steps(rank))
+        if rank == 0:
+            mine &= set(store.replica_steps())
+        return sorted(mine)
+
+    @classmethod
+    def common_step(cls, seen: list[list[int]]) -> int | None:
+        common = set(seen[0]).intersection(*map(set, seen[1:]))
+        return max(common) if common else None
+
+    @classmethod
+    def load(cls, store, data: LocalPartition, rank: int, step: int) -> ReplicaState:
+        data.memory = store.read_rows(rank, step)
+        return store.read_replica(step)
+
+
+class AsgdSolver(SgdSolver):
+    """Averaged SGD: SGD's steps, and the model is the running mean of the iterates after
+    every step from the second epoch on (dense rows: the replica has no L2 factor)."""
+
+    name = "asgd"
+
+    def _add_state(self) -> None:
+        self.weights.state["mean_W"] = np.zeros_like(self.weights.W)
+        self.weights.state["mean_b"] = np.zeros_like(self.weights.b)
+
+    @classmethod
+    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
+        """Its mean of the iterates is a second K x D array updated every step: dense rows
+        only (a sparse step touches a few columns, the mean would cost a K x D pass), and one
+        replica per worker."""
+        if facts.sparse:
+            return "the features are sparse (stored as CSR rows), which train with SGD"
+        if mode in ("broadcast", "sharded"):
+            return f"exchange='{mode}' keeps no mean of the iterates"
+        if facts.validation:
+            return "validationIndicatorCol is set; it would score SGD's iterate, not the mean"
+        return None
+
+    @classmethod
+    def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
+        K, D, size = facts.num_classes, facts.num_features, np.dtype(facts.dtype).itemsize
+        formula = (
+            f"averaged SGD's 2 x numClasses x numFeatures x {size} bytes ({facts.dtype}) = "
+            f"2 x {K} x {D} x {size}"
+        )
+        return 2 * K * D * size, formula
+
+    @property
+    def averaged_steps(self) -> int:
+        """How many iterates the mean holds (those after the first epoch)."""
+        return max(0, self.step - self.plan.steps_per_epoch)
+
+    def after_step(self) -> None:
+        n = self.averaged_steps
+        if n == 0:
+            return
+        state, weights = self.weights.state, self.weights
+        numerics.fold_into_mean(state["mean_W"], weights.W, n)
+        numerics.fold_into_mean(state["mean_b"], weights.b, n)
+
+    def outcome(self) -> Outcome:
+        if not self.averaged_steps:
+            return super().outcome()
+        self.weights.fold_factor()
+        state = self.weights.state
+        return Outcome(state["mean_W"], state["mean_b"], self.stop_reason)
+
+
+def step_vectors(messages: list[codec.RoundMessage], j: int):
+    """Every worker's (U, V) of step ``j``, stacked in rank order."""
+    parts = [m.step_vectors(j) for m in messages]
+    return np.concatenate([u for u, _ in parts]), stack_rows([v for _, v in parts])
+
+
+def step_gradient(messages: list[codec.RoundMessage], j: int) -> np.ndarray:
+    """The sum of every worker's dense gradient of step ``j``, in rank order."""
+    G = messages[0].step_gradient(j).copy()
+    for m in messages[1:]:
+        G += m.step_gradient(j)
+    return G
