@@ -1,8 +1,8 @@
-"""``python -m benchmarks run [--quick | --full]`` and ``python -m benchmarks report RESULT``.
+"""``python -m benchmarks run [--quick | --full | --smoke]``, ``python -m benchmarks show RESULT``.
 
-``run`` measures everything and regenerates ``benchmarks/README.md``, the README's benchmark
-section and ``benchmarks/plots/``; ``report`` recomputes the cost model's predictions of a saved
-result JSON from its stored calibration (the measurements stay) and regenerates them.
+``run`` measures SVB against MLlib and scikit-learn on a two-executor local cluster, writes
+``benchmarks/results/NAME.json`` and prints its tables; ``show`` prints the tables of a saved
+result. Nothing here edits a README: quote the figures from the result files.
 """
 
 from __future__ import annotations
@@ -15,9 +15,13 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen subcommand; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="measure and regenerate the READMEs")
+    run = commands.add_parser("run", help="measure, write the result JSON, print its tables")
     size = run.add_mutually_exclusive_group()
     for mode, what in (
         ("quick", "smaller W1 (K=200, D=256, 10k/2k rows) and W3 (K=100, D=2^15, 2k/500 rows), "
@@ -29,27 +33,20 @@ def main(argv: list[str] | None = None) -> int:
         size.add_argument(f"--{mode}", action="store_const", dest="mode", const=mode, help=what)
     run.add_argument("--name", help="result name (default: the mode)")
     run.add_argument("--workloads", default="W1,W2,W3", help="comma-separated (default: all)")
-    run.add_argument("--no-readme", action="store_true",
-                     help="write the JSON only; leave the READMEs and plots alone")  # fmt: skip
     run.add_argument("--results-dir", type=Path,
                      help="directory of the result JSON (default: benchmarks/results)")  # fmt: skip
-    again = commands.add_parser("report", help="recompute the cost-model figures of a saved "
-                                "result and regenerate the READMEs")  # fmt: skip
-    again.add_argument("result", type=Path)
+    show = commands.add_parser("show", help="print the tables of a saved result")
+    show.add_argument("result", type=Path)
     args = parser.parse_args(argv)
 
     from benchmarks import report, run
 
     if args.command == "run":
         names = [w.strip() for w in args.workloads.split(",") if w.strip()]
-        out = args.results_dir or run.RESULTS
         run.run(args.mode or "quick", name=args.name, names=names,
-                write_readmes=not args.no_readme, results_dir=out)  # fmt: skip
+                results_dir=args.results_dir or run.RESULTS)  # fmt: skip
     else:
-        result = run.refresh_model(json.loads(args.result.read_text()))
-        args.result.write_text(json.dumps(result, indent=1))
-        run.regenerate(result)
-        print(report.targets_table(result))
+        print(report.tables(json.loads(args.result.read_text())))
     return 0
 
 

@@ -53,7 +53,7 @@ def shapes(quick: bool) -> dict:
 
 def epoch_seconds(summary) -> float:
     """The training loop's seconds per epoch: its phases, without the fit's fixed costs."""
-    from svb_spark.core.training import ROUND_PHASES
+    from svb_spark.core.loop import ROUND_PHASES
 
     return sum(summary.timings[phase] for phase in ROUND_PHASES) / summary.totalIterations
 
@@ -78,7 +78,7 @@ def spark_point(df, mode: str, workers: int) -> dict:
 
 def process_point(X, y, mode: str, workers: int) -> dict:
     from benchmarks.peers import train_over_flight_processes
-    from svb_spark.core.training import ROUND_PHASES
+    from svb_spark.core.loop import ROUND_PHASES
     from svb_spark.transport.codec import SHARDED, SV
 
     kind = SHARDED if mode == "sharded" else SV

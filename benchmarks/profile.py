@@ -1,10 +1,9 @@
 """``python -m benchmarks.profile [--shape dense784|sparse500|big] [--json FILE]``: where a warm
 ``SVBLogisticRegression.fit`` on local[2] spends its time, in seconds: on the driver (pre-pass,
-planning, replica memory check, training frame, barrier stage, result decoding, model build),
+planning and memory checks, training frame, barrier stage, result decoding, model build),
 from the stage's submission to its last task's start, in each barrier task (setup, Arrow decode
 and standardization, Flight server start, rendezvous, loop, mesh close, result encoding), in the
-loop's phases (rank 0's summary), and the curvature estimate (part of a task's ``load``),
-re-measured on the driver on one worker's share of the rows.
+loop's phases (rank 0's summary).
 
 Shapes (:mod:`svb_spark.datasets`): ``dense784``, 60k x 784 dense rows, 10 classes;
 ``sparse500``, 20k rows, 500 classes x 2^18 hashed features; ``big``, a 2^28 coefficient model
@@ -19,9 +18,7 @@ import time
 import warnings
 from contextlib import contextmanager
 
-import numpy as np
-
-from svb_spark.core.training import ROUND_PHASES
+from svb_spark.core.loop import ROUND_PHASES
 
 SHAPES = {
     # name: (rows, features, classes, sparse, maxIter)
@@ -41,20 +38,24 @@ def shape_data(name: str):
     return datasets.planted(rows, features, classes, seed=0)
 
 
-@contextmanager
-def driver_phases(marks: dict):
-    """Time the driver's steps of ``fit`` by wrapping the functions ``_fit`` calls."""
+def driver_steps() -> dict:
+    """The functions ``fit`` calls on the driver, as (owner, name), and the phase of each."""
     from svb_spark import classification
     from svb_spark.control import delivery
 
-    wrapped = {
+    return {
         (classification, "inspect_training_data"): "inspect",
         (classification.SVBLogisticRegression, "_plan_fit"): "plan",
-        (classification, "check_replica_fits"): "replica_memory_check",
         (classification, "training_frame"): "training_frame",
         (classification, "fit_by_barrier_stage"): "barrier_stage",
         (delivery.ModelBuild, "finish"): "finish_model",
     }
+
+
+@contextmanager
+def driver_phases(marks: dict):
+    """Time the driver's steps of ``fit`` by wrapping the functions of :func:`driver_steps`."""
+    wrapped = driver_steps()
     originals = {key: getattr(*key) for key in wrapped}
 
     def timed(function, phase):
@@ -93,7 +94,6 @@ def profile_fit(df, max_iter: int, **params) -> dict:
     driver = {
         "inspect": marks["inspect"],
         "plan": marks["plan"],
-        "replica_memory_check": marks.get("replica_memory_check", 0.0),
         "training_frame": marks["training_frame"],
         "stage: submit to last task start": timings.get("task_start", float("nan")),
         "stage: collect (whole stage)": timings.get("stage", float("nan")),
@@ -116,17 +116,6 @@ def profile_fit(df, max_iter: int, **params) -> dict:
     }
 
 
-def curvature_seconds(X, y, num_workers: int) -> float:
-    """The curvature estimate on one worker's share of the rows, standardized as in a task."""
-    from svb_spark.core import numerics
-
-    rows = X[: X.shape[0] // num_workers].astype(np.float32)  # dense or CSR
-    weights = np.ones(rows.shape[0], dtype=np.float32)
-    start = time.perf_counter()
-    numerics.curvature(rows, weights, True)
-    return time.perf_counter() - start
-
-
 def print_profile(name: str, profile: dict) -> None:
     print(f"\n== {name}: {profile['epochs']} epoch(s), exchange {profile['exchange']}, "
           f"{profile['replica_checks']} replica check(s)")  # fmt: skip
@@ -136,7 +125,6 @@ def print_profile(name: str, profile: dict) -> None:
     sections = {
         "driver": profile["driver"],
         **{f"task rank {rank}": phases for rank, phases in sorted(profile["workers"].items())},
-        "curvature (driver re-measure, one share)": {"curvature": profile["curvature"]},
         "loop phases (rank 0)": profile["round_phases"],
     }
     for section, phases in sections.items():
@@ -171,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         _, _, _, _, max_iter = SHAPES[name]
         profile_fit(df, 1)  # a first fit warms this shape's code paths
         profiles[name] = profile_fit(df, max_iter)
-        profiles[name]["curvature"] = curvature_seconds(X, y, 2)
         print_profile(name, profiles[name])
         df.unpersist()
     if args.json:

@@ -1,6 +1,6 @@
-"""One benchmark run: start the cluster, calibrate, fit every peer on every workload and record
-the measurements; :func:`refresh_model` then adds the cost model's figures, and the pages are
-rendered from the JSON (:mod:`benchmarks.report`, :mod:`benchmarks.plots`).
+"""One benchmark run: start the cluster, time the exchange and Spark's own costs, fit every peer
+on every workload, record the measurements in ``benchmarks/results/NAME.json`` and print them
+as tables (:mod:`benchmarks.report`).
 """
 
 from __future__ import annotations
@@ -16,21 +16,15 @@ from unittest import mock
 
 import numpy as np
 
-from benchmarks import costmodel, machine, micro, peers, plots, report, workloads
+from benchmarks import machine, micro, peers, report, workloads
+from svb_spark.core.cost import itemsize, predicted_step_seconds
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-PLOTS = HERE / "plots"
-README = HERE.parent / "README.md"
-BANDWIDTHS = [1.0, 10.0, 100.0]
-PROJECTED_WORKERS = [2, 4, 8, 16, 32, 64]
-# The paper's ImageNet setting: 1.27M rows, 1000 classes, 21504 dense features.
-PAPER_SHAPE = {"title": "paper scale (ImageNet-like)", "rows": 1_270_000, "num_classes": 1000,
-               "num_features": 21504, "batch_size": 32}  # fmt: skip
 WORKERS = 2
 # broadcast mode runs one Spark job per step; beyond this many it is timed for one epoch only.
 BROADCAST_ROUNDS = {"smoke": 40, "quick": 120, "full": 1000}
-# The dense exchange runs for real when the cost model puts it under this many seconds;
+# The dense exchange runs for real when the library's cost model puts it under this many seconds;
 # otherwise a few steps are timed and the rest extrapolated (W3's gradient is K x 2^18).
 DENSE_SECONDS = {"smoke": 30.0, "quick": 90.0, "full": 300.0}
 DENSE_PROBE_STEPS = 4
@@ -89,68 +83,30 @@ def wait_for_executors(spark, seconds: float = 180.0) -> None:
         time.sleep(0.5)
 
 
-def calibrate(spark, shape: costmodel.Shape) -> tuple[costmodel.Calibration, dict]:
-    """Measure the primitive costs; returns the calibration and the raw microbenchmarks."""
-    log("microbenchmarks: sgemm, sparse products, numpy streaming, codec, loop overhead")
-    peak = micro.peak_gemm_flops()
-    sparse = micro.sparse_product_flops()
-    elementwise = micro.elementwise_seconds()
-    codec_byte = micro.encode_seconds_per_byte(
-        shape.batch_size, shape.num_classes, shape.num_features
-    )
-    log("microbenchmarks: the training loop on a tiny problem, 1 worker and 2 processes")
-    overheads = micro.loop_overheads(shape.batch_size)
-    sparse_overheads = micro.loop_overheads(shape.batch_size, sparse=True)
-    latency = micro.loop_latency(shape.batch_size)
-    log("microbenchmarks: Flight p2p (tiny and 4 MB), Spark job, allGather, JVM dgemm")
-    tiny = micro.flight_exchange_seconds(2, 64, steps=400)
+def exchange_latencies(spark) -> dict:
+    """The costs a step must stay clear of, in milliseconds: a Flight exchange between two
+    threads (tiny and 4 MB payloads), a trivial Spark job and a barrier ``allGather``."""
+    log("microbenchmarks: Flight p2p (tiny and 4 MB), Spark job, allGather")
     large_bytes = 4 << 20
-    large = micro.flight_exchange_seconds(2, large_bytes, steps=30)
-    job = micro.spark_job_seconds(spark)
-    all_gather = micro.all_gather_seconds(spark, WORKERS)
-    jvm = micro.jvm_gemm_flops(spark)
-    fixed = ("compute", "encode", "apply")  # the phases' fixed costs; exchange is latency_s
-    calibration = costmodel.Calibration(
-        gemm_flops=peak, elementwise_s=elementwise,
-        overhead_s={p: overheads[p] for p in fixed},
-        codec_s_per_byte=codec_byte,
-        decode_s=overheads["decode"],  # one message per step with one worker
-        latency_s=latency, loopback_s_per_byte=max(large - tiny, 0.0) / large_bytes,
-        spark_job_s=job,
-        jvm_gemm_flops=jvm or peak / 2,  # without a reading: half numpy's sgemm rate
-        cores=os.cpu_count() or 1, sparse_flops=sparse,
-        sparse_overhead_s={p: sparse_overheads[p] for p in (*fixed, "decode")},
-    )  # fmt: skip
-    raw = {
-        "peak_gemm_gflops": peak / 1e9, "sparse_product_gflops": sparse / 1e9,
-        "jvm_gemm_gflops": None if jvm is None else jvm / 1e9, "p2p_tiny_ms": 1000 * tiny,
-        "loop_overheads_ms": {p: 1000 * s for p, s in overheads.items()},
-        "sparse_loop_overheads_ms": {p: 1000 * s for p, s in sparse_overheads.items()},
-        "loop_latency_ms": 1000 * latency, "p2p_large_ms": 1000 * large,
-        "p2p_large_bytes": large_bytes, "spark_job_ms": 1000 * job,
-        "all_gather_ms": 1000 * all_gather,
-    }  # fmt: skip
-    return calibration, raw
+    return {
+        "p2p_tiny_ms": 1000 * micro.flight_exchange_seconds(2, 64, steps=400),
+        "p2p_large_ms": 1000 * micro.flight_exchange_seconds(2, large_bytes, steps=30),
+        "p2p_large_bytes": large_bytes,
+        "spark_job_ms": 1000 * micro.spark_job_seconds(spark),
+        "all_gather_ms": 1000 * micro.all_gather_seconds(spark, WORKERS),
+    }
 
 
-def speed_claims(mode: str, w1: costmodel.Shape, w3: costmodel.Shape | None) -> dict:
+def speed_claims(mode: str, w1: Shape, w3: Shape | None) -> dict:
     """The microbenchmarks behind the README's speed claims, at the issue's shapes and this
     run's (``smoke``: small ones, to check the harness quickly)."""
     if mode == "smoke":
-        rebuild, sparse = [(100, 256, 32)], [(50, 1 << 14, 16)]
-    else:
-        rebuild = [(1000, 2048, 32), (w1.num_classes, w1.num_features, w1.batch_size)]
-        sparse = [(500, 1 << 18, 16)]
-        if w3 is not None:
-            sparse.append((w3.num_classes, w3.num_features, w3.batch_size))
-    claims = {
-        "rebuild": [micro.rebuild_in_place_vs_naive(*s, WORKERS) for s in dict.fromkeys(rebuild)],
-        "sparse_layout": [micro.sparse_layouts(*s, WORKERS) for s in dict.fromkeys(sparse)],
-    }
-    speedups = [row["speedup"] for row in claims["rebuild"]] + [
-        row["apply"]["speedup"] for row in claims["sparse_layout"]]  # fmt: skip
-    log("speedups, rebuild then sparse apply: " + ", ".join(f"{x:.2f}x" for x in speedups))
-    return claims
+        return micro.speed_claims([(100, 256, 32)], [(50, 1 << 14, 16)], (64, 1 << 14))
+    rebuild = [(1000, 2048, 32), (w1.num_classes, w1.num_features, w1.batch_size)]
+    sparse = [(500, 1 << 18, 16)]
+    if w3 is not None:
+        sparse.append((w3.num_classes, w3.num_features, w3.batch_size))
+    return micro.speed_claims(rebuild, sparse, (256, 1 << 18))
 
 
 def cached_frame(spark, X, y):
@@ -162,11 +118,31 @@ def cached_frame(spark, X, y):
     return frame
 
 
-def workload_shape(describe: dict, batch_size: int) -> costmodel.Shape:
-    """The cost model's shape of a workload (its ``describe()``) at a per-worker batch size."""
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """A problem and the per-worker batch size; ``nonzeros`` per CSR row (None: dense rows)."""
+
+    rows: int
+    num_classes: int
+    num_features: int
+    batch_size: int = 32
+    nonzeros: float | None = None
+
+    def steps_per_epoch(self, workers: int) -> int:
+        return max(1, -(-self.rows // (workers * self.batch_size)))
+
+    def predicted_step_s(self, mode: str, workers: int) -> float:
+        """The library's cost model of one float32 step in ``mode`` (auto consults it)."""
+        return predicted_step_seconds(mode, workers, self.batch_size, self.num_classes,
+                                      self.num_features, itemsize("float32"),
+                                      self.nonzeros)  # fmt: skip
+
+
+def workload_shape(describe: dict, batch_size: int) -> Shape:
+    """The shape of a workload (its ``describe()``) at a per-worker batch size."""
     d = describe
-    return costmodel.Shape(d["train_rows"], d["num_classes"], d["num_features"], batch_size,
-                           d.get("nonzeros_per_row"))  # fmt: skip
+    return Shape(d["train_rows"], d["num_classes"], d["num_features"], batch_size,
+                 d.get("nonzeros_per_row"))  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -176,12 +152,9 @@ class Bench:
     spark: object
     workload: workloads.Workload
     train_df: object
-    calibration: costmodel.Calibration
     mode: str
-    shape: costmodel.Shape
-    out: dict = dataclasses.field(
-        default_factory=lambda: {"methods": {}, "bytes": [], "validation": []}
-    )
+    shape: Shape
+    out: dict = dataclasses.field(default_factory=lambda: {"methods": {}, "bytes": []})
 
     @property
     def name(self) -> str:
@@ -270,7 +243,7 @@ def fit_svb_dense(b: Bench, epochs: int, target: float) -> tuple[peers.FitPoint,
     """The dense exchange at the epochs p2p needed, or, when the cost model puts that past the
     mode's budget, a few steps of it with the rest extrapolated; returns the fit and how."""
     steps = b.shape.steps_per_epoch(WORKERS) * epochs
-    predicted = costmodel.dense_step(b.calibration, b.shape, WORKERS)["step"] * steps
+    predicted = b.shape.predicted_step_s("dense", WORKERS) * steps
     if predicted <= DENSE_SECONDS[b.mode]:
         log(f"{b.name}: SVB dense, {epochs} epoch(s)")
         dense = b.svb(epochs, exchange="dense")
@@ -362,53 +335,13 @@ def record_bytes(b: Bench, fits: dict[str, peers.FitPoint | None], dense_how: st
 
 
 def record_breakdown(b: Bench, p2p: peers.FitPoint, dense: peers.FitPoint) -> None:
-    """Step breakdown as measured (rank 0's summary.timings); the model's joins it later."""
-    b.out["breakdown"] = {key: {"measured": peers.per_step(p.extra["timings"], p.extra["steps"])}
+    """Seconds per step of each phase of the loop, as measured (rank 0's summary.timings)."""
+    b.out["breakdown"] = {key: peers.per_step(p.extra["timings"], p.extra["steps"])
                           for key, p in (("svb-p2p", p2p), ("svb-dense", dense))}  # fmt: skip
 
 
-def record_efficiency(b: Bench, p2p: peers.FitPoint) -> None:
-    """SVB p2p's training loop per epoch against its bare products at the fit's shapes."""
-    shape, c = b.shape, b.calibration
-    parts = micro.step_components(b.workload.X_train, shape.batch_size, shape.num_classes, WORKERS)
-    epoch_s = peers.loop_seconds_per_step(p2p) * p2p.extra["steps"] / max(p2p.extra["epochs"], 1)
-    bound = shape.steps_per_epoch(WORKERS) * (parts["forward_product"] + parts["rebuild_product"])
-    bound_peak = costmodel.gemm_lower_bound_s(shape, WORKERS, c.gemm_flops)
-    b.out["efficiency"] = {
-        "kind": "sparse" if b.workload.sparse else "dense", "epoch_s": epoch_s, "bound_s": bound,
-        "ratio": epoch_s / bound, "bound_peak_s": bound_peak, "ratio_peak": epoch_s / bound_peak,
-        "peak_gflops": c.gemm_flops / 1e9, "components_s": parts,
-    }  # fmt: skip
-
-
-def record_validation(b, p2p, dense, dense_how: str, mllib_final, mllib_curve) -> None:
-    """Measured step times at P = 1, 2 and 4, and MLlib's marginal iteration, for the cost
-    model's validation."""
-
-    def validate(method: str, workers: int, how: str, measured: float) -> None:
-        b.out["validation"].append({"workload": b.name, "method": method, "workers": workers,
-                                    "how": how, "measured_ms": 1000 * measured})  # fmt: skip
-
-    validate("svb", 2, "cluster, default fit", peers.loop_seconds_per_step(p2p))
-    validate("dense", 2, dense_how, peers.loop_seconds_per_step(dense))
-    log(f"{b.name}: validation runs, P=1 on the cluster and P=4 in processes over Flight")
-    single = b.svb(1, numWorkers=1)
-    validate("svb", 1, "cluster, numWorkers=1, 1 epoch", peers.loop_seconds_per_step(single))
-    four = peers.train_over_flight_processes(b.workload.X_train, b.workload.y_train, 4)
-    validate("svb", 4, "4 processes, Flight mesh, 1 epoch (oversubscribed)",
-             sum(peers.per_step(four["seconds"], four["steps"]).values()))  # fmt: skip
-    # MLlib's marginal iteration: the difference of two fits cancels their common setup.
-    curve = [p for p in mllib_curve if p["iterations"] < mllib_final.iterations]
-    if curve:
-        shorter = max(curve, key=lambda p: p["iterations"])
-        iterations = mllib_final.iterations - shorter["iterations"]
-        marginal = (mllib_final.seconds - shorter["seconds"]) / iterations
-        if marginal > 0:
-            validate("treeAggregate (MLlib)", 2, "cluster, marginal iteration", marginal)
-
-
-def run_workload(spark, workload, calibration, mode: str) -> dict:
-    """Every peer on one workload: time to accuracy, bytes, breakdown, efficiency, validation.
+def run_workload(spark, workload, mode: str) -> dict:
+    """Every peer on one workload: time to accuracy, bytes per step and the step breakdown.
 
     A peer that cannot run here (MLlib out of memory or past its time limit, scikit-learn's
     optimizer larger than the machine, the dense exchange too slow) gets a row saying why;
@@ -417,7 +350,7 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
     train_df = cached_frame(spark, workload.X_train, workload.y_train)
     describe = workload.describe()
     shape = workload_shape(describe, peers.default_batch_size())
-    b = Bench(spark, workload, train_df, calibration, mode, shape)
+    b = Bench(spark, workload, train_df, mode, shape)
     b.out["describe"] = describe
     mllib_final = fit_mllib_final(b)
     sklearn_final = fit_sklearn(b)
@@ -426,24 +359,21 @@ def run_workload(spark, workload, calibration, mode: str) -> dict:
     log(f"{b.name}: SVB accuracy {p2p.accuracy:.4f} in {p2p.seconds:.1f} s")
     target, b.out["target_source"] = _target(mllib_final, sklearn_final, p2p)
     b.out["target_accuracy"] = target
-    mllib_curve = []
     if mllib_final is not None:
-        mllib_curve = b.ladder("mllib", b.mllib, mllib_final, target)["curve"]
+        b.ladder("mllib", b.mllib, mllib_final, target)
     epochs = b.ladder("svb-p2p", b.svb, p2p, target)["iterations"] or p2p.iterations
     dense, dense_how = fit_svb_dense(b, epochs, target)
     broadcast = fit_svb_broadcast(b, epochs, target)
     record_bytes(b, {"p2p": p2p, "dense": dense, "broadcast": broadcast}, dense_how)
     record_breakdown(b, p2p, dense)
-    record_efficiency(b, p2p)
-    record_validation(b, p2p, dense, dense_how, mllib_final, mllib_curve)
     train_df.unpersist()
     return b.out
 
 
 def run(mode: str, name: str | None = None, names: list[str] | None = None,
-        write_readmes: bool = True, results_dir: Path = RESULTS) -> dict:  # fmt: skip
+        results_dir: Path = RESULTS) -> dict:  # fmt: skip
     """Run the benchmark in ``mode`` (quick, full, smoke) on the workloads ``names``; write
-    ``results_dir/<name>.json``, the plots and, if asked, the READMEs."""
+    ``results_dir/<name>.json`` and print its tables."""
     started = time.perf_counter()
     result: dict = {
         "name": name or mode,
@@ -462,85 +392,29 @@ def run(mode: str, name: str | None = None, names: list[str] | None = None,
         w1 = next((w for w in selected if w.name == "W1"), None) or workloads.w1_planted(mode)
         w3 = next((w for w in selected if w.name == "W3"), None)
         shapes = {w.name: workload_shape(w.describe(), batch) for w in (w1, w3) if w}
-        calibration, result["micro"] = calibrate(spark, shapes["W1"])
-        result["calibration"] = calibration.to_dict()
-        log("microbenchmarks of the speed claims: in-place rebuild, sparse replica layout")
+        result["micro"] = exchange_latencies(spark)
+        log("microbenchmarks of the speed claims: in-place rebuild, sparse layout, digest")
         result["claims"] = speed_claims(mode, shapes["W1"], shapes.get("W3"))
-        result["workloads"] = {w.name: run_workload(spark, w, calibration, mode) for w in selected}
+        result["workloads"] = {w.name: run_workload(spark, w, mode) for w in selected}
         result["machine"]["executor_blas_failures"] = machine.executor_blas_failures(worker_dir)
         # After MLlib's fits: netlib picks its BLAS when first used.
         result["machine"]["spark"]["jvm_blas"] = machine.jvm_blas(spark)
     finally:
         spark.stop()
-    projected = {w.name: {"title": f"{w.name} ({w.describe()['title']})",
-                          **dataclasses.asdict(shapes[w.name])} for w in (w1, w3) if w}  # fmt: skip
-    result["projection"] = {"workers": PROJECTED_WORKERS, "gbit_per_s": BANDWIDTHS,
-                            "shapes": {**projected, "paper": PAPER_SHAPE}}  # fmt: skip
     result["machine"]["load_end"] = machine.load_average()
     result["duration_s"] = time.perf_counter() - started
-    write(refresh_model(result), write_readmes, results_dir)
+    write(result, results_dir)
+    print(report.tables(result))
     return result
 
 
-# The cost model of a validation row's method (its first word) and of a breakdown's key.
-MODELS = {"svb": costmodel.svb_step, "svb-p2p": costmodel.svb_step,
-          "dense": costmodel.dense_step, "svb-dense": costmodel.dense_step,
-          "treeAggregate": costmodel.tree_aggregate_iteration}  # fmt: skip
-
-
-def refresh_model(result: dict) -> dict:
-    """Compute every cost-model figure of ``result`` (predictions, errors, projection,
-    targets) from its stored calibration, so a fix to the model applies to a saved run; the
-    measurements stay."""
-    calibration = costmodel.Calibration.from_dict(result["calibration"])
-    batch = result.get("svb_defaults", {}).get("batchSize", 32)
-    for workload in result["workloads"].values():
-        shape = workload_shape(workload["describe"], batch)
-        for row in workload.get("validation", []):
-            model = MODELS[row["method"].split()[0]]
-            row["predicted_ms"] = 1000 * model(calibration, shape, row["workers"])["step"]
-            row["error"] = costmodel.relative_error(row["predicted_ms"], row["measured_ms"])
-        for key, entry in workload.get("breakdown", {}).items():
-            entry["model"] = MODELS[key](calibration, shape, WORKERS)
-    if projection := result.get("projection"):
-        projection["rows"] = {
-            key: costmodel.project(
-                calibration,
-                costmodel.Shape(**{k: v for k, v in shape.items() if k != "title"}),
-                projection["workers"],
-                projection["gbit_per_s"],
-            )
-            for key, shape in projection["shapes"].items()
-        }
-    result["targets"] = report.evaluate_targets(result)
-    return result
-
-
-def write(result: dict, write_readmes: bool = True, results_dir: Path = RESULTS) -> Path:
-    """Write the JSON and plots of ``result``; regenerate the READMEs if asked."""
+def write(result: dict, results_dir: Path = RESULTS) -> Path:
+    """Write ``result`` to ``results_dir/<name>.json``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{result['name']}.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     log(f"wrote {path}")
-    if write_readmes:
-        regenerate(result)
-    print(report.targets_table(result))
     return path
-
-
-def regenerate(
-    result: dict,
-    plots_dir: Path = PLOTS,
-    bench_readme: Path = HERE / "README.md",
-    readme: Path = README,
-) -> None:
-    """Draw the plots and rewrite ``benchmarks/README.md`` and the README's section
-    (``plots_dir`` sits next to ``bench_readme``: the pages link the plots relative to it)."""
-    drawn = plots.plot_all(result, plots_dir)
-    bench_readme.write_text(report.benchmarks_readme(result, drawn))
-    text = readme.read_text() if readme.exists() else ""
-    readme.write_text(report.replace_section(text, report.readme_section(result, drawn)))
-    log(f"regenerated {bench_readme}, {readme} and {len(drawn)} plots")
 
 
 def _json_default(value):
