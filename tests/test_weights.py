@@ -70,15 +70,30 @@ def test_successive_checks_cover_every_value_of_the_replica_within_one_cycle(fea
     assert weights.digest(cycle + 2, block) == weights.digest(2, block) != weights.digest(3, block)
 
 
-def test_one_check_hashes_at_most_one_block_of_a_large_replica():
-    import time
+def test_one_check_hashes_one_block_of_the_replica_and_no_more(monkeypatch):
+    import zlib
 
-    weights = ReplicaWeights(256, 2**18, np.float32, feature_major=True)  # 256 MiB
-    assert weights.digest_blocks() == 65  # 64 blocks of W, and b (1 KiB) starts one more
-    start = time.perf_counter()
-    weights.digest(5)
-    one_block = time.perf_counter() - start
-    start = time.perf_counter()
+    from svb_spark.core import weights as module
+
+    hashed = []
+
+    class CountingZlib:
+        @staticmethod
+        def crc32(data, value=0):
+            hashed.append(memoryview(data).nbytes)
+            return zlib.crc32(data, value)
+
+    monkeypatch.setattr(module, "zlib", CountingZlib)
+    block = 16 << 10
+    weights = ReplicaWeights(64, 1024, np.float32, feature_major=True)  # 256 KiB of W
+    total = sum(array.nbytes for array in weights.arrays().values())
+    assert weights.digest_blocks(block) == -(-total // block) == 17
+    weights.digest(5, block)
+    # The factor, b, and one block of the arrays' bytes.
+    assert sum(hashed) == 8 + weights.b.nbytes + block
+    hashed.clear()
     weights.digest()
-    whole = time.perf_counter() - start
-    assert one_block < whole / 8
+    assert sum(hashed) == 8 + weights.b.nbytes + total
+    # The default block: a 256 MiB replica is checked 4 MiB at a time.
+    large = ReplicaWeights(256, 2**18, np.float32, feature_major=True)
+    assert large.digest_blocks() == 65  # 64 blocks of W, and b (1 KiB) starts one more
