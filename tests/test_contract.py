@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from svb_spark.core import numerics
+from svb_spark.core import standardization
 from svb_spark.core.loop import TrainingResult
 from svb_spark.spark import contract
 
@@ -44,7 +44,7 @@ def test_unstandardize_in_either_layout_matches_the_float64_formula():
     storage = rng.normal(size=(50, 4)).astype(np.float32)
     scale, mean, b = rng.uniform(0.5, 2, 50), rng.normal(size=50), rng.normal(size=4)
     for W in (storage.T, np.ascontiguousarray(storage.T)):
-        W0, b0 = numerics.unstandardize(W, b, mean, scale)
+        W0, b0 = standardization.unstandardize(W, b, mean, scale)
         expected = W.astype(np.float64) * scale
         np.testing.assert_array_equal(W0, expected)
         np.testing.assert_allclose(b0, b - expected @ mean)

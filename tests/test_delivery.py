@@ -50,7 +50,7 @@ def _deliver(build, stored, transposed, token="t"):
 @pytest.mark.parametrize("feature_major", [False, True])
 def test_the_model_is_built_as_it_arrives_chunk_by_chunk(monkeypatch, feature_major):
     from svb_spark.control import delivery
-    from svb_spark.core import numerics
+    from svb_spark.core import standardization
 
     monkeypatch.setattr(delivery, "_BUILD_CHUNK_BYTES", 3 * 7 * 4)  # 3 storage rows at a time
     rng = np.random.default_rng(0)
@@ -63,14 +63,14 @@ def test_the_model_is_built_as_it_arrives_chunk_by_chunk(monkeypatch, feature_ma
     got = _deliver(build, {"W": storage, "b": b}, ("W",) if feature_major else ())
     assert got["W"].shape == (K, D) and got["W"].dtype == np.float64
     W_built, b_built = build.finish(got["W"], got["b"])
-    W_expected, b_expected = numerics.unstandardize(W, b, mean, scale)
+    W_expected, b_expected = standardization.unstandardize(W, b, mean, scale)
     np.testing.assert_array_equal(W_built, W_expected)  # bit for bit: the same float64 multiply
     np.testing.assert_array_equal(b_built, b_expected)
     assert W_built.flags.f_contiguous == feature_major and W_built is got["W"]
 
 
 def test_the_build_takes_one_delivery_and_a_later_one_arrives_as_sent():
-    from svb_spark.core import numerics
+    from svb_spark.core import standardization
 
     W1, W2 = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
     b, scale = np.zeros(2, np.float32), np.array([1.0, 2.0, 3.0])
@@ -79,7 +79,7 @@ def test_the_build_takes_one_delivery_and_a_later_one_arrives_as_sent():
     second = _deliver(build, {"W": W2, "b": b}, (), "second")  # a retried stage's
     assert second["W"].dtype == np.float32  # as sent: the buffer already holds the first
     W, _ = build.finish(second["W"], second["b"])
-    np.testing.assert_array_equal(W, numerics.unstandardize(W2, b, None, scale)[0])
+    np.testing.assert_array_equal(W, standardization.unstandardize(W2, b, None, scale)[0])
     assert not np.shares_memory(W, first["W"])
 
 

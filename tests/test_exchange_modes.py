@@ -137,3 +137,22 @@ def test_replica_checks_over_the_flight_mesh_find_equal_replicas(planted_df, p2p
     assert checked.summary.replicaChecks == checked.summary.exchanges > 0
     assert checked.summary.replicaResyncs == 0
     assert (checked.coefficientMatrix.toArray() == p2p_model.coefficientMatrix.toArray()).all()
+
+
+def test_tol_stops_a_broadcast_fit_as_it_stops_a_p2p_fit(planted_df):
+    import warnings
+
+    from svb_spark.classification import SVBConvergenceWarning
+
+    # tol = 1: the rule fires as soon as there are two windows of 3 epochs to compare.
+    settings = dict(maxIter=20, tol=1.0, batchSize=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SVBConvergenceWarning)
+        broadcast_fit = _fit(planted_df, exchange="broadcast", **settings)
+        p2p_fit = _fit(planted_df, exchange="p2p", **settings)
+    for model in (broadcast_fit, p2p_fit):
+        assert model.summary.stopReason == "tol"
+        assert model.summary.totalIterations == 6
+    np.testing.assert_allclose(
+        broadcast_fit.coefficientMatrix.toArray(), p2p_fit.coefficientMatrix.toArray(), rtol=1e-5
+    )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from svb_spark.core import numerics
+from svb_spark.core import numerics, standardization
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_unstandardize_reproduces_the_same_margins():
     X = rng.normal(3.0, 2.0, size=(20, 4))
     mean, scale = X.mean(0), 1 / X.std(0)
     W, b = rng.normal(size=(3, 4)), rng.normal(size=3)
-    W0, b0 = numerics.unstandardize(W, b, mean, scale)
+    W0, b0 = standardization.unstandardize(W, b, mean, scale)
     np.testing.assert_allclose(
         numerics.raw_margins(W0, b0, X), numerics.raw_margins(W, b, (X - mean) * scale), atol=1e-10
     )
@@ -129,9 +129,9 @@ def test_unstandardize_weights_writes_into_a_given_buffer(feature_major):
         W = np.ascontiguousarray(W.T).T
     b, mean, scale = rng.normal(size=3), rng.normal(size=5), rng.uniform(0.5, 2.0, size=5)
     buffer = np.full(15, np.nan)
-    W_out = numerics.unstandardize_weights(W, scale, out=buffer)
-    b_out = numerics.unstandardize_intercept(W_out, b, mean)
-    W_new, b_new = numerics.unstandardize(W, b, mean, scale)
+    W_out = standardization.unstandardize_weights(W, scale, out=buffer)
+    b_out = standardization.unstandardize_intercept(W_out, b, mean)
+    W_new, b_new = standardization.unstandardize(W, b, mean, scale)
     assert np.shares_memory(W_out, buffer) and not np.isnan(buffer).any()
     np.testing.assert_array_equal(W_out, W_new)
     np.testing.assert_array_equal(b_out, b_new)

@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from svb_spark.core import numerics
+from svb_spark.core import numerics, standardization
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.stopping import (
     EPOCH_FLOOR,
@@ -97,7 +97,7 @@ def test_training_learns_the_planted_teacher():
     result = train_in_process(parts, config)[0]
     X = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    W, b = numerics.unstandardize(result.W, result.b, config.mean, config.scale)
+    W, b = standardization.unstandardize(result.W, result.b, config.mean, config.scale)
     accuracy = (numerics.raw_margins(W, b, X).argmax(axis=1) == y).mean()
     # The teacher's own accuracy under its Gumbel noise is the ceiling.
     assert accuracy > 0.75

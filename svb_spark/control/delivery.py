@@ -26,7 +26,7 @@ import numpy as np
 
 from svb_spark.control.listener import ConnectionListener
 from svb_spark.control.signing import sign, verify
-from svb_spark.core import numerics
+from svb_spark.core import standardization
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ PREPARED_COEFFICIENTS = 1 << 24
 
 class ModelBuffer:
     """The flat float64 buffer of ``size`` elements that the model is built in (see
-    :func:`svb_spark.core.numerics.unstandardize`), allocated and touched page by page in a
+    :func:`svb_spark.core.standardization.unstandardize`), allocated and touched page by page in a
     background thread while the driver waits for the stage.
 
     Examples
@@ -239,9 +239,9 @@ class ModelBuild:
             n = len(piece)
             chunk = out[start * columns : (start + n) * columns]
             if transposed:  # a storage row is one feature's: it takes that feature's factor
-                numerics.unstandardize_weights(piece.T, self._scale[start : start + n], chunk)
+                standardization.unstandardize_weights(piece.T, self._scale[start : start + n], chunk)
             else:
-                numerics.unstandardize_weights(piece, self._scale, chunk)
+                standardization.unstandardize_weights(piece, self._scale, chunk)
 
         building = None
         with ThreadPoolExecutor(1, thread_name_prefix="svb-model-build") as builder:
@@ -263,8 +263,8 @@ class ModelBuild:
         """The float64 model ``(W, b)`` in original feature units, from the result's
         arrays: ``W`` is either what :meth:`receive` built or the trained weights."""
         if W is not self._built:
-            W = numerics.unstandardize_weights(W, self._scale, self._unclaimed_buffer())
-        return W, numerics.unstandardize_intercept(W, b, self._mean)
+            W = standardization.unstandardize_weights(W, self._scale, self._unclaimed_buffer())
+        return W, standardization.unstandardize_intercept(W, b, self._mean)
 
     def _unclaimed_buffer(self) -> np.ndarray:
         with self._lock:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from svb_spark.core import numerics
+from svb_spark.core import numerics, standardization
 from svb_spark.core.solvers import lbfgs
 from svb_spark.core.stopping import (
     EPOCH_FLOOR,
@@ -162,5 +162,5 @@ def reference_model(df, X, y, w, num_workers, **settings):
     )
     scale = config.scale
     W_std, b_std, history = reference_sgd(worker_partitions(df, num_workers), config)
-    W, b = numerics.unstandardize(W_std, b_std, mean, scale)
+    W, b = standardization.unstandardize(W_std, b_std, mean, scale)
     return W, b, history

@@ -1,0 +1,75 @@
+"""The package's layout holds: the core imports no Spark, no sockets and no filesystem, and
+every module says what it holds and stays readable in one sitting."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "svb_spark"
+CORE = PACKAGE / "core"
+
+# What the pure core must not import: Spark, sockets, filesystems, and the packages that use
+# them (the Spark side, the driver's control plane, the Flight transport).
+FORBIDDEN_IN_CORE = (
+    "pyspark",
+    "socket",
+    "pyarrow.fs",
+    "pyarrow.flight",
+    "svb_spark.spark",
+    "svb_spark.control",
+    "svb_spark.transport.flight",
+    "svb_spark.classification",
+)
+
+# About 600 lines: a module one can read in one sitting.
+MAX_LINES = 650
+
+
+def _imports(path: pathlib.Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: p.name)
+def test_the_core_imports_no_spark_socket_or_filesystem(path):
+    bad = [
+        name
+        for name in _imports(path)
+        for forbidden in FORBIDDEN_IN_CORE
+        if name == forbidden or name.startswith(forbidden + ".")
+    ]
+    assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_importing_the_core_loads_no_spark_and_no_filesystem():
+    modules = sorted(
+        "svb_spark." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+        for p in CORE.rglob("*.py")
+        if p.name != "__init__.py"
+    )
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyspark'"
+        " or m.startswith(('pyarrow.fs', 'pyarrow._fs', 'svb_spark.spark', 'svb_spark.control'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.name))
+def test_every_module_says_what_it_holds_and_stays_short(path):
+    source = path.read_text()
+    docstring = ast.get_docstring(ast.parse(source))
+    assert docstring and docstring.split("\n")[0].strip(), f"{path.name} has no docstring"
+    assert len(source.splitlines()) <= MAX_LINES, f"{path.name} is over {MAX_LINES} lines"
