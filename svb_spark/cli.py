@@ -25,6 +25,12 @@ FORMATS = ("parquet", "libsvm")
 LOG_LOSS_EPS = 1e-15
 # Keys a --config file may hold besides the [params] table, with their types.
 CONFIG_INPUT_KEYS = {"format": str, "numFeatures": int}
+# summary.stopReason in the words of the train and demo reports.
+STOP_REASONS = {
+    "tol": "objective converged (tol)",
+    "validation": "held-out loss stopped improving (validationTol)",
+    "maxIter": "stopped at maxIter",
+}
 
 
 class UsageError(ValueError):
@@ -510,7 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train on embedded data with local Spark and report")
     demo.add_argument("--master", default=DEFAULT_MASTER, help="Spark master (default: local[2])")
     demo.add_argument("--workers", type=int, default=2, help="barrier tasks (default: 2)")
-    demo.add_argument("--max-iter", type=int, default=100, help="epochs (default: 100)")
+    demo.add_argument(
+        "--max-iter",
+        type=int,
+        default=100,
+        help="maxIter: epochs, or iterations with lbfgs (default: 100)",
+    )
     demo.add_argument("--batch-size", type=int, default=32, help="rows per worker per step")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
@@ -553,12 +564,16 @@ def _show_progress() -> None:
 
 
 def _epochs_line(summary) -> str:
-    """A fit's epochs, its solver's steps (L-BFGS: iterations) and why it stopped."""
-    stop = "objective converged (tol)" if summary.converged else "stopped at maxIter"
-    unit = "iterations" if summary.solver == "lbfgs" else "steps"
+    """How long a fit ran, in its solver's unit, and why it stopped.
+
+    L-BFGS counts iterations (each one full pass and one exchange), the minibatch solvers count
+    epochs and the SGD steps within them.
+    """
+    stop = STOP_REASONS.get(summary.stopReason, f"stopped by {summary.stopReason}")
+    if summary.solver == "lbfgs":
+        return f"{'iterations':<21}{summary.totalIterations} (lbfgs, {stop})"
     return (
-        f"epochs               {summary.totalIterations} "
-        f"({summary.solver}: {summary.steps} {unit}, {stop})"
+        f"{'epochs':<21}{summary.totalIterations} ({summary.solver}: {summary.steps} steps, {stop})"
     )
 
 

@@ -19,9 +19,27 @@ def test_demo_trains_and_reports(spark, capsys):
     out = capsys.readouterr().out
     accuracy = float(out.split("test accuracy")[1].split()[0])
     assert accuracy > 0.9
-    for label in ("epochs", "bytes exchanged", "fit time"):
+    for label in ("bytes exchanged", "fit time"):
         assert label in out
-    assert "(lbfgs: " in out and " iterations, " in out  # digits' default solver, named
+    # digits' default solver is L-BFGS, whose unit is the iteration, not the epoch
+    assert re.search(r"(?m)^iterations +\d+ \(lbfgs, ", out) and "\nepochs " not in out
+
+
+@pytest.mark.parametrize(
+    "solver, stop_reason, expected",
+    [
+        ("lbfgs", "tol", "iterations           7 (lbfgs, objective converged (tol))"),
+        ("sgd", "maxIter", "epochs               7 (sgd: 300 steps, stopped at maxIter)"),
+        ("saga", "validation", "epochs               7 (saga: 300 steps, held-out loss"),
+    ],
+)
+def test_report_counts_lbfgs_in_iterations_and_the_minibatch_solvers_in_epochs(
+    solver, stop_reason, expected
+):
+    from types import SimpleNamespace
+
+    summary = SimpleNamespace(solver=solver, stopReason=stop_reason, totalIterations=7, steps=300)
+    assert cli._epochs_line(summary).startswith(expected)
 
 
 def _without_java():
@@ -120,7 +138,7 @@ def test_train_predict_evaluate_on_libsvm(spark, libsvm_file, tmp_path, capsys):
     args = _train_args(libsvm_file, model_dir, "--param", "maxIter=8", "--param", "dtype=float64")
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "epochs               8" in out and "training accuracy" in out
+    assert "iterations           8 (lbfgs, " in out and "training accuracy" in out
     model = SVBLogisticRegressionModel.load(str(model_dir))
     assert (model.numClasses, model.numFeatures, model.getDtype()) == (3, 5, "float64")
 
@@ -351,5 +369,5 @@ def test_spark_submit_runs_train(libsvm_file, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "spark master         local[1]" in completed.stdout
-    assert "epochs               3" in completed.stdout
+    assert "iterations           3 (lbfgs, " in completed.stdout
     assert (model_dir / "metadata").is_dir() and (model_dir / "data").is_dir()
