@@ -1,4 +1,4 @@
-"""The cost model of DESIGN.md: per exchange mode, the bytes a worker sends per SGD step and
+"""The step-time cost model: per exchange mode, the bytes a worker sends per SGD step and
 the seconds its step is predicted to take (``auto`` takes the fastest), what a class-sharded
 worker holds, and the largest message a fit's Flight servers accept."""
 

@@ -67,8 +67,21 @@ class Solver(abc.ABC):
     replicated: ClassVar[bool] = True  # every worker holds the whole model (replica checks)
     checkpoints: ClassVar[bool] = True  # writes checkpoints that a retried stage resumes from
 
-    def __init__(self, config: TrainingConfig, plan: Plan, rank: int) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        plan: Plan,
+        rank: int = 0,
+        initial: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Worker ``rank``'s solver for the fit of ``config`` and ``plan``, starting from zero
+        weights or from ``initial`` (W, b in the standardized space)."""
         self.config, self.plan, self.rank = config, plan, rank
+        self.start(initial)
+
+    def start(self, initial: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Make this worker's state: the weights (from ``initial`` when given) and the
+        optimizer's own."""
         self.history: list[float] = []
         self.validation_history: list[float] = []
         self.step = 0
@@ -182,3 +195,9 @@ class Solver(abc.ABC):
 def best_of(history: list[float]) -> int | None:
     """The epoch of the model returned with a validation column (None without one)."""
     return best_validation_epoch(history) if history else None
+
+
+def newest_common(seen: list[list[int]]) -> int | None:
+    """The newest step in every worker's list of checkpoint steps, or None."""
+    common = set(seen[0]).intersection(*map(set, seen[1:]))
+    return max(common) if common else None

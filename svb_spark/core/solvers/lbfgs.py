@@ -19,7 +19,6 @@ from collections.abc import Callable, Generator
 import numpy as np
 
 from svb_spark.core import numerics
-from svb_spark.core.config import Plan, TrainingConfig
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver
 from svb_spark.core.stopping import ITERATION_FLOOR, ITERATION_WINDOW, objective_settled
@@ -151,14 +150,9 @@ class LbfgsSolver(Solver):
     # Its state is a few vectors, but a retried stage would repeat at most a few full passes.
     checkpoints = False
 
-    def __init__(
-        self,
-        config: TrainingConfig,
-        plan: Plan,
-        rank: int = 0,
-        initial: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> None:
-        super().__init__(config, plan, rank)
+    def start(self, initial: tuple[np.ndarray, np.ndarray] | None) -> None:
+        super().start(initial)
+        config = self.config
         K, D = config.num_classes, config.num_features
         self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale
         x = np.zeros(K * (D + 1))

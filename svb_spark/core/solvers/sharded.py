@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from svb_spark.core import cost, numerics
-from svb_spark.core.config import Plan, TrainingConfig
 from svb_spark.core.partition import LocalPartition, stack_rows
-from svb_spark.core.solvers.base import FitFacts, Outcome, Solver
+from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, newest_common
 from svb_spark.core.solvers.stochastic import SgdSolver
 from svb_spark.core.state import ReplicaState
 from svb_spark.transport import codec
@@ -74,15 +73,9 @@ class ShardedSolver(Solver):
     name = "sgd"
     replicated = False
 
-    def __init__(
-        self,
-        config: TrainingConfig,
-        plan: Plan,
-        rank: int = 0,
-        initial: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> None:
-        # No Solver.__init__: the block keeps the history and the step.
-        self.config, self.plan, self.rank = config, plan, rank
+    def start(self, initial: tuple[np.ndarray, np.ndarray] | None) -> None:
+        # Not Solver.start: the block keeps the history and the step.
+        config, plan, rank = self.config, self.plan, self.rank
         self.first, stop = class_blocks(config.num_classes, plan.num_workers)[rank]
         if initial is not None:
             initial = (initial[0][self.first : stop], initial[1][self.first : stop])
@@ -237,8 +230,7 @@ class ShardedSolver(Solver):
 
     @classmethod
     def common_step(cls, seen: list[list[int]]) -> int | None:
-        common = set(seen[0]).intersection(*map(set, seen[1:]))
-        return max(common) if common else None
+        return newest_common(seen)
 
     @classmethod
     def load(cls, store, data: LocalPartition, rank: int, step: int) -> ReplicaState:

@@ -21,9 +21,8 @@ import math
 import numpy as np
 
 from svb_spark.core import numerics
-from svb_spark.core.config import Plan, TrainingConfig
 from svb_spark.core.partition import LocalPartition, stack_rows
-from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, best_of
+from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, best_of, newest_common
 from svb_spark.core.state import ReplicaState
 from svb_spark.core.stopping import (
     EPOCH_FLOOR,
@@ -46,14 +45,9 @@ class SgdSolver(Solver):
 
     name = "sgd"
 
-    def __init__(
-        self,
-        config: TrainingConfig,
-        plan: Plan,
-        rank: int = 0,
-        initial: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> None:
-        super().__init__(config, plan, rank)
+    def start(self, initial: tuple[np.ndarray, np.ndarray] | None) -> None:
+        super().start(initial)
+        config = self.config
         dtype = np.dtype(config.dtype)
         # Sparse updates touch a few features of every class: store W feature-major for them.
         self.weights = ReplicaWeights(
@@ -424,8 +418,7 @@ class SagaSolver(SgdSolver):
 
     @classmethod
     def common_step(cls, seen: list[list[int]]) -> int | None:
-        common = set(seen[0]).intersection(*map(set, seen[1:]))
-        return max(common) if common else None
+        return newest_common(seen)
 
     @classmethod
     def load(cls, store, data: LocalPartition, rank: int, step: int) -> ReplicaState:
