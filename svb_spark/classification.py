@@ -35,7 +35,11 @@ from svb_spark.spark.checkpoint import remove_checkpoints
 from svb_spark.spark.contract import training_frame
 from svb_spark.spark.inspection import check_columns, check_validation_column, inspect_training_data
 from svb_spark.spark.persistence import SVBModelReadable, SVBModelWritable
-from svb_spark.spark.scoring import ClassBlockBroadcasts, add_prediction_columns
+from svb_spark.spark.scoring import (
+    ClassBlockBroadcasts,
+    add_prediction_columns,
+    outputs_from_margins,
+)
 from svb_spark.spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
@@ -49,6 +53,8 @@ from svb_spark.spark.session import (
 from svb_spark.spark.task import fit_by_barrier_stage
 from svb_spark.summary import (
     FitRecord,
+    SVBBinaryLogisticRegressionSummary,
+    SVBBinaryLogisticRegressionTrainingSummary,
     SVBLogisticRegressionSummary,
     SVBLogisticRegressionTrainingSummary,
 )
@@ -113,6 +119,7 @@ class SVBLogisticRegression(
         probabilityCol: str = "probability",
         rawPredictionCol: str = "rawPrediction",
         weightCol: str | None = None,
+        threshold: float = 0.5,
         thresholds: list[float] | None = None,
         maxIter: int = 100,
         tol: float = 3e-3,
@@ -135,6 +142,8 @@ class SVBLogisticRegression(
         solver: str = "auto",
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
+        aggregationDepth: int = 2,
+        maxBlockSizeInMB: float = 0.0,
     ) -> None:
         super().__init__()
         kwargs = self._input_kwargs
@@ -150,6 +159,7 @@ class SVBLogisticRegression(
         probabilityCol: str = "probability",
         rawPredictionCol: str = "rawPrediction",
         weightCol: str | None = None,
+        threshold: float = 0.5,
         thresholds: list[float] | None = None,
         maxIter: int = 100,
         tol: float = 3e-3,
@@ -172,13 +182,34 @@ class SVBLogisticRegression(
         solver: str = "auto",
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
+        aggregationDepth: int = 2,
+        maxBlockSizeInMB: float = 0.0,
     ) -> SVBLogisticRegression:
-        """Sets params for this estimator; see the class docstring."""
+        """Sets params for this estimator; see the class docstring. If threshold and
+        thresholds are both set, they must be equivalent."""
         kwargs = self._input_kwargs
-        return self._set(**kwargs)
+        self._set(**kwargs)
+        self._checkThresholdConsistency()
+        return self
 
     def setWeightCol(self, value: str) -> SVBLogisticRegression:
         return self._set(weightCol=value)
+
+    def setThreshold(self, value: float) -> SVBLogisticRegression:
+        """Sets :py:attr:`threshold` (in [0, 1]) and clears :py:attr:`thresholds`."""
+        return _SVBLogisticRegressionParams.setThreshold(self, value)
+
+    def setThresholds(self, value: list[float]) -> SVBLogisticRegression:
+        """Sets :py:attr:`thresholds` and clears :py:attr:`threshold`."""
+        return _SVBLogisticRegressionParams.setThresholds(self, value)
+
+    def setAggregationDepth(self, value: int) -> SVBLogisticRegression:
+        """Sets :py:attr:`aggregationDepth`, accepted for MLlib's sake: it has no effect."""
+        return self._set(aggregationDepth=value)
+
+    def setMaxBlockSizeInMB(self, value: float) -> SVBLogisticRegression:
+        """Sets :py:attr:`maxBlockSizeInMB`, accepted for MLlib's sake: it has no effect."""
+        return self._set(maxBlockSizeInMB=value)
 
     def setMaxIter(self, value: int) -> SVBLogisticRegression:
         return self._set(maxIter=value)
@@ -327,7 +358,7 @@ class SVBLogisticRegression(
         W, b = build.finish(result.W, result.b)
         result.W = result.b = None  # the summary keeps the record, not a second K x D copy
         model = self._copyValues(SVBLogisticRegressionModel(W, b))
-        model._resetUid(model.uid)
+        model._resetUid(self.uid)  # as MLlib's: the model keeps its estimator's uid
         record = FitRecord(
             result=result,
             num_workers=num_workers,
@@ -339,9 +370,7 @@ class SVBLogisticRegression(
             solver=config.solver,
             timings={"inspect": inspected - started, "train": trained - inspected},
         )
-        model._summary = SVBLogisticRegressionTrainingSummary(
-            lambda: model.transform(dataset), record, **model._summary_columns()
-        )
+        model._summary = model._training_summary(dataset, record)
         if tracker is not None:
             tracker.finish(model.summary)
         if result.stop_reason == "maxIter" and self.getMaxIter() > 0 and self.getTol() > 0:
@@ -484,10 +513,15 @@ class SVBLogisticRegressionModel(
     SVBModelWritable,
     SVBModelReadable,
 ):
-    """A multinomial logistic regression model fitted by :class:`SVBLogisticRegression`.
+    """A logistic regression model fitted by :class:`SVBLogisticRegression`.
 
     ``transform`` appends ``rawPredictionCol`` (margins), ``probabilityCol`` (softmax) and
-    ``predictionCol`` (honouring ``thresholds``) using vectorized Arrow UDFs.
+    ``predictionCol`` using vectorized Arrow UDFs. Predictions follow MLlib's rules: a model of
+    two classes predicts class 1 when its probability exceeds ``threshold`` (default 0.5, or the
+    equivalent of ``thresholds``); a model of more classes honours ``thresholds``. A model of one
+    row of coefficients is MLlib's binomial model: ``coefficients`` and ``intercept`` give that
+    row, its rawPrediction is [-m, m] and its probability [1 - sigmoid(m), sigmoid(m)] for the
+    margin m.
 
     Examples
     --------
@@ -498,6 +532,13 @@ class SVBLogisticRegressionModel(
     1.0
     >>> model.coefficientMatrix.numRows, model.interceptVector.size
     (2, 2)
+    >>> model.setThreshold(1.0).predict(Vectors.dense([0.0, 3.0]))
+    0.0
+    >>> binomial = SVBLogisticRegressionModel(np.array([[2.0, -1.0]]), np.array([0.5]))
+    >>> binomial.numClasses, binomial.coefficients, binomial.intercept
+    (2, DenseVector([2.0, -1.0]), 0.5)
+    >>> binomial.predictRaw(Vectors.dense([1.0, 0.0]))
+    DenseVector([-2.5, 2.5])
     """
 
     def __init__(
@@ -510,8 +551,42 @@ class SVBLogisticRegressionModel(
         self._class_blocks = ClassBlockBroadcasts()
 
     @property
+    def _is_binomial(self) -> bool:
+        """One row of coefficients: MLlib's binomial model of two classes, whose margin m of
+        class 1 gives P(1) = sigmoid(m)."""
+        return self._W.shape[0] == 1
+
+    @property
+    def _is_binary(self) -> bool:
+        """Whether predictions follow MLlib's binary rule, P(1) > threshold. MLlib applies it
+        to its binomial models; here every model of two classes follows it (a 2-row softmax is
+        the sigmoid of its margins' difference), as the binomial model a 2-class fit stands
+        for would."""
+        return self.numClasses == 2
+
+    @property
+    def coefficients(self) -> DenseVector:
+        """The binomial model's coefficients; a multinomial model raises, as MLlib's does."""
+        if not self._is_binomial:
+            raise RuntimeError(
+                "Multinomial models contain a matrix of coefficients, use coefficientMatrix "
+                "instead."
+            )
+        return DenseVector(self._W[0])
+
+    @property
+    def intercept(self) -> float:
+        """The binomial model's intercept; a multinomial model raises, as MLlib's does."""
+        if not self._is_binomial:
+            raise RuntimeError(
+                "Multinomial models contain a vector of intercepts, use interceptVector instead."
+            )
+        return float(self._b[0])
+
+    @property
     def coefficientMatrix(self) -> DenseMatrix:
-        """Coefficients as a numClasses x numFeatures DenseMatrix (original feature space)."""
+        """Coefficients as a DenseMatrix (original feature space): numClasses x numFeatures,
+        or 1 x numFeatures for a binomial model."""
         K, D = self._W.shape
         return DenseMatrix(K, D, self._W.ravel(order="F"))  # one copy, not a list of floats
 
@@ -521,11 +596,24 @@ class SVBLogisticRegressionModel(
 
     @property
     def numClasses(self) -> int:
-        return int(self._W.shape[0])
+        return 2 if self._is_binomial else int(self._W.shape[0])
 
     @property
     def numFeatures(self) -> int:
         return int(self._W.shape[1])
+
+    def setThreshold(self, value: float) -> SVBLogisticRegressionModel:
+        """Sets :py:attr:`threshold` (in [0, 1]) and clears :py:attr:`thresholds`: a row is
+        predicted 1 when its probability of class 1 exceeds it."""
+        return _SVBLogisticRegressionParams.setThreshold(self, value)
+
+    def setThresholds(self, value: list[float]) -> SVBLogisticRegressionModel:
+        """Sets :py:attr:`thresholds` and clears :py:attr:`threshold`."""
+        return _SVBLogisticRegressionParams.setThresholds(self, value)
+
+    def _prediction_threshold(self) -> float | None:
+        """The binary threshold the predictions use (see ``_is_binary``), or None."""
+        return self.getThreshold() if self._is_binary else None
 
     @property
     def hasSummary(self) -> bool:
@@ -533,7 +621,8 @@ class SVBLogisticRegressionModel(
 
     @property
     def summary(self) -> SVBLogisticRegressionTrainingSummary:
-        """The training summary; raises if the model was not produced by ``fit``."""
+        """The training summary (a binary one for two classes); raises if the model was not
+        produced by ``fit``."""
         if self._summary is None:
             raise RuntimeError(
                 f"No training summary available for this {type(self).__name__}: it was loaded "
@@ -550,8 +639,19 @@ class SVBLogisticRegressionModel(
             "featuresCol": self.getFeaturesCol(),
         }
 
+    def _training_summary(self, dataset, record: FitRecord) -> SVBLogisticRegressionTrainingSummary:
+        """The summary of the fit that made this model from ``dataset``: binary for two
+        classes, as MLlib's; its predictions are scored on first use."""
+        summary = (
+            SVBBinaryLogisticRegressionTrainingSummary
+            if self.numClasses <= 2
+            else SVBLogisticRegressionTrainingSummary
+        )
+        return summary(lambda: self.transform(dataset), record, **self._summary_columns())
+
     def evaluate(self, dataset) -> SVBLogisticRegressionSummary:
-        """Metrics of this model on ``dataset`` (which needs the label column)."""
+        """Metrics of this model on ``dataset`` (which needs the label column): an
+        :class:`~svb_spark.summary.SVBBinaryLogisticRegressionSummary` for two classes."""
         check_columns(dataset.schema, self.getFeaturesCol(), self.getLabelCol(), None)
         model = self.copy()
         # The summary needs every output column, even if the user switched some off.
@@ -562,25 +662,35 @@ class SVBLogisticRegressionModel(
         ):
             if not model.getOrDefault(param):
                 model._set(**{param.name: f"_svb_{name}"})
-        return SVBLogisticRegressionSummary(model.transform(dataset), **model._summary_columns())
+        summary = (
+            SVBBinaryLogisticRegressionSummary
+            if self.numClasses <= 2
+            else SVBLogisticRegressionSummary
+        )
+        return summary(model.transform(dataset), **model._summary_columns())
+
+    def _outputs(self, value: Vector) -> tuple[np.ndarray, np.ndarray, float]:
+        margins = numerics.raw_margins(self._W, self._b, value.toArray().reshape(1, -1))
+        raw, probability, prediction = outputs_from_margins(
+            margins, self._thresholds(), self._prediction_threshold()
+        )
+        return raw[0], probability[0], float(prediction[0])
 
     def predictRaw(self, value: Vector) -> DenseVector:
-        """Margins ``W x + b`` of one feature vector."""
-        x = value.toArray().reshape(1, -1)
-        return DenseVector(numerics.raw_margins(self._W, self._b, x)[0])
+        """Margins ``W x + b`` of one feature vector ([-m, m] for a binomial model)."""
+        return DenseVector(self._outputs(value)[0])
 
     def predictProbability(self, value: Vector) -> DenseVector:
         """Class probabilities of one feature vector."""
-        return DenseVector(
-            numerics.probabilities_from_raw(self.predictRaw(value).toArray()[None])[0]
-        )
+        return DenseVector(self._outputs(value)[1])
 
     def predict(self, value: Vector) -> float:
-        """Predicted class index of one feature vector (honours ``thresholds``)."""
-        probabilities = self.predictProbability(value).toArray()[None]
-        return float(numerics.predictions_from_probabilities(probabilities, self._thresholds())[0])
+        """Predicted class index of one feature vector (honours ``threshold`` or
+        ``thresholds``)."""
+        return self._outputs(value)[2]
 
     def _transform(self, dataset):
+        validate_param_values(self)
         return add_prediction_columns(
             dataset,
             self._W,
@@ -590,6 +700,7 @@ class SVBLogisticRegressionModel(
             probability_col=self.getProbabilityCol(),
             prediction_col=self.getPredictionCol(),
             thresholds=self._thresholds(),
+            threshold=self._prediction_threshold(),
             class_blocks=self._class_blocks,
         )
 
@@ -604,9 +715,11 @@ class SVBLogisticRegressionModel(
     def toMLlib(self):
         """This model as a native ``pyspark.ml.classification.LogisticRegressionModel``.
 
-        The MLlib model is multinomial with the same coefficients, intercepts and column
-        params, so it predicts the same classes and probabilities and can be saved for JVM
-        pipelines and serving. Classic mode only: it is built in the driver's JVM.
+        The MLlib model has the same coefficients, intercepts and column params: binomial for a
+        binomial model, multinomial otherwise, so it predicts the same classes and
+        probabilities and can be saved for JVM pipelines and serving. A 2-class model's
+        ``threshold`` travels as its equivalent ``thresholds``, which MLlib's multinomial
+        models honour. Classic mode only: it is built in the driver's JVM.
 
         Examples
         --------
@@ -633,18 +746,35 @@ class SVBLogisticRegressionModel(
             )
         java_class = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel
         # The Scala constructor is private[spark], but public in the bytecode py4j calls.
+        coefficients = self.coefficientMatrix
+        if self._is_binomial:  # MLlib reads a binomial model's one row as row major
+            coefficients = DenseMatrix(1, self.numFeatures, self._W[0], isTransposed=True)
         java_model = java_class(
             self.uid,
-            _py2java(sc, self.coefficientMatrix),
+            _py2java(sc, coefficients),
             _py2java(sc, self.interceptVector),
             self.numClasses,
-            True,  # isMultinomial: softmax over all K rows, as this model predicts
+            not self._is_binomial,  # isMultinomial: softmax over all K rows
         )
         mllib = LogisticRegressionModel(java_model)
         mllib._resetUid(self.uid)
-        for name in ("featuresCol", "predictionCol", "probabilityCol", "rawPredictionCol"):
+        for name in (
+            "featuresCol",
+            "labelCol",
+            "predictionCol",
+            "probabilityCol",
+            "rawPredictionCol",
+        ):
             mllib._set(**{name: self.getOrDefault(name)})
-        if self._thresholds():
+        if self._weight_column():  # MLlib's evaluate weighs rows by it
+            mllib._set(weightCol=self._weight_column())
+        if self._is_binary:
+            t = self.getThreshold()
+            if self._is_binomial:
+                mllib._set(threshold=t)
+            elif t != 0.5:  # at 0.5 MLlib's argmax predicts the same
+                mllib._set(thresholds=[1.0 - t, t])
+        elif self._thresholds():
             mllib._set(thresholds=self._thresholds())
         mllib._transfer_params_to_java()
         return mllib

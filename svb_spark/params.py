@@ -11,13 +11,16 @@ import zlib
 from pyspark.ml.classification import _ProbabilisticClassifierParams
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
+    HasAggregationDepth,
     HasCheckpointInterval,
     HasFitIntercept,
+    HasMaxBlockSizeInMB,
     HasMaxIter,
     HasRegParam,
     HasSeed,
     HasStandardization,
     HasStepSize,
+    HasThreshold,
     HasTol,
     HasValidationIndicatorCol,
     HasWeightCol,
@@ -38,6 +41,9 @@ class _SVBLogisticRegressionParams(
     HasStepSize,
     HasSeed,
     HasWeightCol,
+    HasThreshold,
+    HasAggregationDepth,
+    HasMaxBlockSizeInMB,
 ):
     """Params shared by :class:`SVBLogisticRegression` and its model."""
 
@@ -48,6 +54,100 @@ class _SVBLogisticRegressionParams(
     def _thresholds(self) -> list[float] | None:
         """The per-class thresholds, or None when unset."""
         return self.getThresholds() if self.isDefined(self.thresholds) else None
+
+    # MLlib's binary threshold, with its rules: threshold t stands for thresholds [1 - t, t];
+    # each setter clears the other param; both set with different values is an error.
+    threshold: Param[float] = Param(
+        Params._dummy(),
+        "threshold",
+        "Threshold in binary classification prediction, in range [0, 1]. If threshold and "
+        "thresholds are both set, they must match: a threshold of p means thresholds "
+        "[1-p, p].",
+        typeConverter=TypeConverters.toFloat,
+    )
+    aggregationDepth: Param[int] = Param(
+        Params._dummy(),
+        "aggregationDepth",
+        "suggested depth for treeAggregate (>= 2). Accepted so that MLlib param maps carry "
+        "over, but it has no effect: workers exchange directly and run no treeAggregate.",
+        typeConverter=TypeConverters.toInt,
+    )
+    maxBlockSizeInMB: Param[float] = Param(
+        Params._dummy(),
+        "maxBlockSizeInMB",
+        "maximum memory in MB for stacking input data into blocks (>= 0). Accepted so that "
+        "MLlib param maps carry over, but it has no effect: each worker holds its rows as one "
+        "matrix and batchSize sets the rows of a step.",
+        typeConverter=TypeConverters.toFloat,
+    )
+
+    def setThreshold(self, value: float):
+        """Sets the value of :py:attr:`threshold` and clears :py:attr:`thresholds`.
+
+        A row is predicted 1 when its probability of class 1 exceeds ``value``: 0 predicts
+        every row 1 and 1 predicts every row 0. Binary models only; a model of more classes
+        ignores it, as MLlib's do.
+        """
+        value = TypeConverters.toFloat(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"The 'threshold' parameter of {type(self).__name__} must be a float in "
+                f"[0, 1]. Got {value!r} instead."
+            )
+        self._set(threshold=value)
+        self.clear(self.thresholds)
+        return self
+
+    def getThreshold(self) -> float:
+        """The binary threshold: from :py:attr:`thresholds` [t0, t1] when it is set,
+        ``1 / (1 + t0 / t1)``, otherwise :py:attr:`threshold` or its default (0.5)."""
+        self._checkThresholdConsistency()
+        if self.isSet(self.thresholds):
+            thresholds = self.getOrDefault(self.thresholds)
+            if len(thresholds) != 2:
+                raise ValueError(
+                    "getThreshold applies to binary classification only, but 'thresholds' "
+                    f"has {len(thresholds)} values: {thresholds!r}. Use getThresholds instead."
+                )
+            return _binary_threshold(thresholds)
+        return self.getOrDefault(self.threshold)
+
+    def setThresholds(self, value: list[float]):
+        """Sets the value of :py:attr:`thresholds` and clears :py:attr:`threshold`."""
+        self._set(thresholds=value)
+        self.clear(self.threshold)
+        return self
+
+    def getThresholds(self) -> list[float]:
+        """:py:attr:`thresholds` when it is set; otherwise, when :py:attr:`threshold` is set,
+        its binary equivalent ``[1 - threshold, threshold]``."""
+        self._checkThresholdConsistency()
+        if not self.isSet(self.thresholds) and self.isSet(self.threshold):
+            t = self.getOrDefault(self.threshold)
+            return [1.0 - t, t]
+        return self.getOrDefault(self.thresholds)
+
+    def _checkThresholdConsistency(self) -> None:
+        """Raise ValueError when both threshold and thresholds are set and disagree."""
+        if not (self.isSet(self.threshold) and self.isSet(self.thresholds)):
+            return
+        threshold = self.getOrDefault(self.threshold)
+        thresholds = self.getOrDefault(self.thresholds)
+        owner = type(self).__name__
+        if len(thresholds) != 2:
+            raise ValueError(
+                f"The 'threshold' parameter of {owner} is set ({threshold:g}), which applies to "
+                f"binary classification, but 'thresholds' is set with {len(thresholds)} values "
+                f"({thresholds!r}). Clear one of them."
+            )
+        equivalent = _binary_threshold(thresholds)
+        if abs(threshold - equivalent) >= 1e-5:  # MLlib's tolerance
+            raise ValueError(
+                f"The 'threshold' ({threshold:g}) and 'thresholds' ({thresholds!r}, equivalent to "
+                f"a threshold of {equivalent:g}) parameters of {owner} are both set and "
+                "disagree. Set only one: setThreshold clears thresholds and setThresholds "
+                "clears threshold."
+            )
 
     # Default 32, measured by benchmarks/batch_size.py (2 workers, batchSize 8 to 128, 20 epochs,
     # target scikit-learn's accuracy minus 0.01): smaller batches reach the digits target sooner
@@ -148,6 +248,9 @@ class _SVBLogisticRegressionParams(
             syncInterval=1,
             verifyInterval=100,
             solver="auto",
+            threshold=0.5,
+            aggregationDepth=2,
+            maxBlockSizeInMB=0.0,
         )
 
     def getSolver(self) -> str:
@@ -181,6 +284,13 @@ class _SVBLogisticRegressionParams(
     def getExchangeTimeout(self) -> float:
         """Gets the value of exchangeTimeout or its default value."""
         return self.getOrDefault(self.exchangeTimeout)
+
+
+def _binary_threshold(thresholds: list[float]) -> float:
+    """The threshold equivalent to binary ``thresholds`` [t0, t1]: ``1 / (1 + t0 / t1)``,
+    with t1 = 0 giving 0 as in MLlib's floating point (class 1 always wins)."""
+    t0, t1 = thresholds
+    return 0.0 if t1 == 0 else 1.0 / (1.0 + t0 / t1)
 
 
 def _to_initial_model(value):
@@ -281,6 +391,9 @@ _VALUE_RULES = (
     ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
     ("syncInterval", lambda v: v >= 1, "an int >= 1"),
     ("verifyInterval", lambda v: v >= 0, "an int >= 0 (0 = never)"),
+    ("threshold", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
+    ("aggregationDepth", lambda v: v >= 2, "an int >= 2"),
+    ("maxBlockSizeInMB", lambda v: v >= 0, "a float >= 0"),
     # MLlib's convention: -1 disables checkpoints.
     ("checkpointInterval", lambda v: v >= 1 or v == -1, "an int >= 1, or -1 (no checkpoints)"),
 )
@@ -305,3 +418,4 @@ def validate_param_values(instance: _SVBLogisticRegressionParams) -> None:
                 f"The 'thresholds' parameter of {owner} must be non-negative with at most one "
                 f"zero. Got {thresholds!r} instead."
             )
+    instance._checkThresholdConsistency()

@@ -1,8 +1,11 @@
 """Evaluation and training summaries with the metrics of MLlib's LogisticRegressionSummary.
 
-Metrics come from one weighted confusion matrix, aggregated by Spark (label, prediction) and
-finished on the driver, with the definitions of ``org.apache.spark.mllib.evaluation
-.MulticlassMetrics``.
+Multiclass metrics come from one weighted confusion matrix, aggregated by Spark (label,
+prediction) and finished on the driver, with the definitions of
+``org.apache.spark.mllib.evaluation.MulticlassMetrics``. The binary summary's curves come from
+the weighted label counts of each distinct score, aggregated by Spark and finished on the driver
+with the definitions of ``org.apache.spark.mllib.evaluation.BinaryClassificationMetrics``; only
+DataFrame operations are used, so both work on Spark Connect.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from svb_spark.core.training import TrainingResult
+from svb_spark.core.loop import TrainingResult
 
 
 @dataclass
@@ -225,3 +228,211 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.resumedFromStep: int = result.resumed_from_step
         #: Checkpoints the final attempt wrote (see checkpointDir).
         self.checkpointsWritten: int = result.checkpoints
+
+
+# The bins of MLlib's binary summary on Spark 4 (its BinaryClassificationMetrics' numBins):
+# there 2,500 distinct scores give a ROC curve of 1,252 points and 450 give 452 (unbinned).
+BINARY_SUMMARY_BINS = 1000
+
+
+def binary_confusions(
+    scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray, num_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thresholds and the cumulative weights of true and false positives at each, descending,
+    as ``BinaryClassificationMetrics`` computes them.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        Distinct scores (the probability of class 1), in any order.
+    positives, negatives : numpy.ndarray
+        Weight of the rows with each score whose label is above 0.5 (positives), or not.
+    num_bins : int
+        With more than ``2 * num_bins`` distinct scores, runs of ``len(scores) // num_bins``
+        consecutive scores (in descending order) merge into one point named by their highest
+        score. MLlib forms these runs within each partition of its sorted scores; here they run
+        over all of them, which is what MLlib does on one partition.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (thresholds, true positive weights, false positive weights), one entry per point.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t, tp, fp = binary_confusions(np.array([0.2, 0.9, 0.6]), np.array([0.0, 1.0, 1.0]),
+    ...                               np.array([1.0, 0.0, 1.0]), num_bins=1000)
+    >>> t.tolist(), tp.tolist(), fp.tolist()
+    ([0.9, 0.6, 0.2], [1.0, 2.0, 2.0], [0.0, 1.0, 2.0])
+    """
+    order = np.argsort(-scores, kind="stable")
+    scores, positives, negatives = scores[order], positives[order], negatives[order]
+    grouping = len(scores) // num_bins if num_bins > 0 else 0
+    if grouping >= 2:
+        starts = np.arange(0, len(scores), grouping)
+        scores = scores[starts]
+        positives = np.add.reduceat(positives, starts)
+        negatives = np.add.reduceat(negatives, starts)
+    return scores, np.cumsum(positives), np.cumsum(negatives)
+
+
+def _area_under(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoidal area under the curve through the points (x, y), in their order (MLlib's
+    ``AreaUnderCurve``)."""
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+def _score_rows(probability: str, label: str, weight: str):
+    """A mapInArrow function: each row's probability of class 1 and its weight as a positive
+    or a negative (MLlib counts a label above 0.5 as positive)."""
+
+    def rows(batches):
+        import pyarrow as pa
+
+        from svb_spark.spark.data import numeric_column, vectors_to_dense
+
+        for batch in batches:
+            score = vectors_to_dense(batch.column(probability), 2)[:, 1]
+            labels = numeric_column(batch.column(label))
+            weights = numeric_column(batch.column(weight)) if weight else np.ones(len(labels))
+            positive = labels > 0.5
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(score),
+                    pa.array(np.where(positive, weights, 0.0)),
+                    pa.array(np.where(positive, 0.0, weights)),
+                ],
+                names=["score", "positive", "negative"],
+            )
+
+    return rows
+
+
+class SVBBinaryLogisticRegressionSummary(SVBLogisticRegressionSummary):
+    """Metrics of a binary model on a DataFrame, like MLlib's
+    ``BinaryLogisticRegressionSummary``: the multiclass metrics plus ``roc``, ``pr``,
+    ``areaUnderROC``, ``fMeasureByThreshold``, ``precisionByThreshold`` and
+    ``recallByThreshold``.
+
+    The curves are those of ``BinaryClassificationMetrics`` with MLlib's bins (see
+    :func:`binary_confusions` and :data:`BINARY_SUMMARY_BINS`) on the probability of class 1.
+    Spark aggregates the label weights of each distinct score, and the driver receives one
+    (score, positives, negatives) triple per distinct score, so one Spark job computes them all.
+    """
+
+    num_bins: int = BINARY_SUMMARY_BINS
+
+    @property
+    def scoreCol(self) -> str:
+        """The column of ``predictions`` whose second entry is the score: the probability."""
+        return self.probabilityCol
+
+    @cached_property
+    def _confusions(self) -> dict[str, np.ndarray]:
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, StructField, StructType
+
+        columns = [self.probabilityCol, self.labelCol]
+        weight = self.weightCol if self.weightCol in self.predictions.columns else ""
+        columns += [weight] if weight else []
+        schema = StructType(
+            [StructField(name, DoubleType()) for name in ("score", "positive", "negative")]
+        )
+        counts = (
+            self.predictions.select(*columns)
+            .mapInArrow(_score_rows(self.probabilityCol, self.labelCol, weight), schema)
+            .groupBy("score")
+            .agg(F.sum("positive").alias("positive"), F.sum("negative").alias("negative"))
+        )
+        table = _collect_arrow(counts)
+        thresholds, tp, fp = binary_confusions(
+            *(table.column(name).to_numpy() for name in ("score", "positive", "negative")),
+            self.num_bins,
+        )
+        positives = tp[-1] if len(tp) else 0.0
+        negatives = fp[-1] if len(fp) else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            recall = tp / positives if positives > 0 else np.zeros_like(tp)
+            fpr = fp / negatives if negatives > 0 else np.zeros_like(fp)
+            precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
+        return {"threshold": thresholds, "recall": recall, "fpr": fpr, "precision": precision}
+
+    def _frame(self, **columns: np.ndarray):
+        import pyarrow as pa
+
+        from svb_spark.spark.session import dataframe_from_arrow
+
+        table = pa.table({name: pa.array(values, pa.float64()) for name, values in columns.items()})
+        return dataframe_from_arrow(self.predictions.sparkSession, table)
+
+    def _roc_points(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self._confusions
+        return np.concatenate([[0.0], c["fpr"], [1.0]]), np.concatenate([[0.0], c["recall"], [1.0]])
+
+    @cached_property
+    def roc(self):
+        """The ROC curve: a DataFrame of (FPR, TPR) with (0, 0) prepended and (1, 1) appended."""
+        fpr, tpr = self._roc_points()
+        return self._frame(FPR=fpr, TPR=tpr)
+
+    @cached_property
+    def areaUnderROC(self) -> float:
+        """Area under the ROC curve (trapezoidal, through the points of ``roc``)."""
+        return _area_under(*self._roc_points())
+
+    @cached_property
+    def pr(self):
+        """The precision-recall curve: a DataFrame of (recall, precision), starting at recall 0
+        with the precision of the highest threshold."""
+        c = self._confusions
+        first = c["precision"][:1] if len(c["precision"]) else np.array([1.0])
+        return self._frame(
+            recall=np.concatenate([[0.0], c["recall"]]),
+            precision=np.concatenate([first, c["precision"]]),
+        )
+
+    def _f_measure_curve(self, beta: float) -> np.ndarray:
+        c = self._confusions
+        p, r, b2 = c["precision"], c["recall"], beta * beta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(p + r == 0, 0.0, (1 + b2) * p * r / (b2 * p + r))
+
+    @cached_property
+    def fMeasureByThreshold(self):
+        """A DataFrame of (threshold, F-Measure) with beta = 1, one row per threshold."""
+        return self._frame(
+            **{"threshold": self._confusions["threshold"], "F-Measure": self._f_measure_curve(1.0)}
+        )
+
+    @cached_property
+    def precisionByThreshold(self):
+        """A DataFrame of (threshold, precision): every distinct probability of class 1 (or
+        bin) is a threshold."""
+        c = self._confusions
+        return self._frame(threshold=c["threshold"], precision=c["precision"])
+
+    @cached_property
+    def recallByThreshold(self):
+        """A DataFrame of (threshold, recall): every distinct probability of class 1 (or bin)
+        is a threshold."""
+        c = self._confusions
+        return self._frame(threshold=c["threshold"], recall=c["recall"])
+
+
+class SVBBinaryLogisticRegressionTrainingSummary(
+    SVBBinaryLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
+):
+    """The summary of a fit on two classes: the training record of
+    :class:`SVBLogisticRegressionTrainingSummary` and the curves of
+    :class:`SVBBinaryLogisticRegressionSummary`, like MLlib's
+    ``BinaryLogisticRegressionTrainingSummary``."""
+
+
+def _collect_arrow(frame):
+    """``frame`` on the driver as a pyarrow Table (``toArrow`` came in Spark 4.0)."""
+    import pyarrow as pa
+
+    if hasattr(frame, "toArrow"):
+        return frame.toArrow()
+    return pa.Table.from_pandas(frame.toPandas(), preserve_index=False)

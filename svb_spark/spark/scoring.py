@@ -14,6 +14,7 @@ model at a time.
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 
@@ -158,32 +159,102 @@ def _appended(batch: pa.RecordBatch, columns: list, names: list[str]) -> pa.Reco
     )
 
 
-def _closure_scorer(W, b, *, features, kinds, names, thresholds):
+def binary_raw_threshold(threshold: float) -> float:
+    """The margin of class 1 above which a row is predicted 1 under MLlib's binary
+    ``threshold``: ``log(t / (1 - t))``, -inf at 0 (every row is 1) and +inf at 1 (none is)."""
+    if threshold <= 0.0:
+        return -math.inf
+    if threshold >= 1.0:
+        return math.inf
+    return math.log(threshold / (1.0 - threshold))
+
+
+def outputs_from_margins(
+    margins: np.ndarray,
+    thresholds: list[float] | None = None,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rawPrediction, probability and prediction of rows from their margins ``X W^T + b``.
+
+    Parameters
+    ----------
+    margins : numpy.ndarray
+        Rows x K margins. One column is MLlib's binomial model, margin m: its rawPrediction
+        is [-m, m] and its probability [1 - sigmoid(m), sigmoid(m)] (computed as MLlib does).
+        Otherwise the probability is the softmax of the margins.
+    thresholds : list of float, optional
+        MLlib's per-class thresholds: the class maximizing ``p_k / t_k``.
+    threshold : float, optional
+        MLlib's binary threshold, for models of two classes: a row is 1 when its probability
+        of class 1 exceeds it, decided on the margin of class 1 against class 0 as MLlib's
+        binomial model does. It takes the place of ``thresholds``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (rows x 2-or-K raw margins, the same shape of probabilities, rows predictions).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> raw, probability, prediction = outputs_from_margins(np.array([[2.0], [-1.0]]),
+    ...                                                     threshold=0.9)
+    >>> raw[0].tolist(), prediction.tolist()
+    ([-2.0, 2.0], [0.0, 0.0])
+    >>> outputs_from_margins(np.array([[2.0], [-1.0]]), threshold=0.0)[2].tolist()
+    [1.0, 1.0]
+    """
+    class_one = None
+    if margins.shape[1] == 1:
+        m = margins[:, 0]
+        raw = np.column_stack([-m, m])
+        with np.errstate(over="ignore"):
+            p0 = 1.0 / (1.0 + np.exp(m))
+        probability = np.column_stack([p0, 1.0 - p0])
+        class_one = m
+    else:
+        raw = margins
+        probability = numerics.probabilities_from_raw(raw)
+        if raw.shape[1] == 2:
+            # A 2-class softmax is the sigmoid of the margins' difference.
+            class_one = raw[:, 1] - raw[:, 0]
+    if threshold is not None and class_one is not None:
+        with np.errstate(invalid="ignore"):
+            prediction = (class_one > binary_raw_threshold(threshold)).astype(np.float64)
+    else:
+        prediction = numerics.predictions_from_probabilities(probability, thresholds)
+    return raw, probability, prediction
+
+
+def _output_columns(kinds, raw, probability, prediction) -> list:
+    by_kind = {"raw": raw, "probability": probability}
+    return [
+        pa.array(prediction) if kind == "prediction" else _dense_vectors(by_kind[kind])
+        for kind in kinds
+    ]
+
+
+def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold):
     num_features = W.shape[1]
 
     def score(batches):
         for batch in batches:
             column = batch.column(features)
             if _has_sparse_rows(column):
-                raw = numerics.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
+                margins = numerics.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
             else:
-                raw = numerics.raw_margins(W, b, vectors_to_dense(column, num_features))
-            probability = numerics.probabilities_from_raw(raw)
-            appended = []
-            for kind in kinds:
-                if kind == "prediction":
-                    predicted = numerics.predictions_from_probabilities(probability, thresholds)
-                    appended.append(pa.array(predicted))
-                else:
-                    appended.append(_dense_vectors(raw if kind == "raw" else probability))
-            yield _appended(batch, appended, names)
+                margins = numerics.raw_margins(W, b, vectors_to_dense(column, num_features))
+            outputs = outputs_from_margins(margins, thresholds, threshold)
+            yield _appended(batch, _output_columns(kinds, *outputs), names)
 
     return score
 
 
-def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds):
+def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds, threshold):
     num_classes, num_features = shape
-    wide = "raw" in kinds or "probability" in kinds
+    # A model of one or two rows is finished from its whole margins, which are only as wide.
+    few = num_classes <= 2
+    wide = "raw" in kinds or "probability" in kinds or few
 
     def score(batches):
         for batch in batches:
@@ -192,17 +263,22 @@ def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds):
                 rows, margins_of = vectors_to_csr(column, num_features), numerics.sparse_raw_margins
             else:
                 rows, margins_of = vectors_to_dense(column, num_features), numerics.raw_margins
-            running = numerics.RunningSoftmax(batch.num_rows, thresholds)
+            running = None if few else numerics.RunningSoftmax(batch.num_rows, thresholds)
             raw = np.empty((batch.num_rows, num_classes)) if wide else None
             for start, block in zip(starts, blocks):
                 W_block, b_block = block.value
                 margins = margins_of(W_block, b_block, rows)
                 del W_block, b_block
                 _release_block(block)
-                running.add(margins, start)
+                if running is not None:
+                    running.add(margins, start)
                 if wide:
                     raw[:, start : start + margins.shape[1]] = margins
                 del margins
+            if few:
+                outputs = outputs_from_margins(raw, thresholds, threshold)
+                yield _appended(batch, _output_columns(kinds, *outputs), names)
+                continue
             appended = []
             for kind in kinds:
                 if kind == "prediction":
@@ -229,6 +305,7 @@ def add_prediction_columns(
     probability_col: str,
     prediction_col: str,
     thresholds: list[float] | None,
+    threshold: float | None = None,
     block_bytes: int | None = None,
     class_blocks: ClassBlockBroadcasts | None = None,
 ):
@@ -239,13 +316,17 @@ def add_prediction_columns(
     dataset : pyspark.sql.DataFrame
         Rows with a vector column ``features``.
     W, b : numpy.ndarray
-        The model: K x D coefficients and K intercepts.
+        The model: K x D coefficients and K intercepts; one row is MLlib's binomial model
+        (see :func:`outputs_from_margins`).
     features : str
         Name of the feature vector column.
     raw_col, probability_col, prediction_col : str
         Names of the output columns; an empty name skips that output, as in MLlib.
     thresholds : list of float or None
         MLlib's per-class thresholds for the prediction.
+    threshold : float, optional
+        MLlib's binary threshold, for models of two classes (it takes the place of
+        ``thresholds``): a row is 1 when its probability of class 1 exceeds it.
     block_bytes : int, optional
         Broadcast the model in class blocks of at most this many bytes (at least one class
         each). By default a model travels in the task closure unless it is larger than
@@ -315,7 +396,13 @@ def add_prediction_columns(
                 stacklevel=3,
             )
         score = _closure_scorer(
-            W, b, features=features, kinds=kinds, names=names, thresholds=thresholds
+            W,
+            b,
+            features=features,
+            kinds=kinds,
+            names=names,
+            thresholds=thresholds,
+            threshold=threshold,
         )
     else:
         classes_per_block = max(1, block_bytes // ((num_features + 1) * W.itemsize))
@@ -328,6 +415,7 @@ def add_prediction_columns(
             kinds=kinds,
             names=names,
             thresholds=thresholds,
+            threshold=threshold,
         )
 
     types = {"raw": VectorUDT(), "probability": VectorUDT(), "prediction": DoubleType()}
