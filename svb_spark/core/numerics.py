@@ -8,6 +8,11 @@ The objective is MLlib's::
 
     sum_i w_i * CE(softmax(W x_i + b), y_i) / sum_i w_i  +  0.5 * regParam * sum_kj c_j W_kj^2
 
+The loss family follows from the rows of ``W``, as in MLlib's models: K >= 2 rows are the
+multinomial family (softmax); one row is the binomial family, whose margin ``m = w x + b``
+gives class 1 the probability ``sigmoid(m)`` (labels 0 and 1). Every loss and sufficient
+vector goes through :func:`_vectors_from_margins`, the one place the family is decided.
+
 where ``c_j`` (``reg_scale``) is 1 when training in the standardized space, or 1 / std_j^2 when
 the penalty applies to the coefficients of the original features (``standardization=False``).
 """
@@ -47,6 +52,8 @@ def _vectors_from_margins(
     margins: np.ndarray, y: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """``(U, loss_sum)`` from the class scores of a batch; ``margins`` is overwritten."""
+    if margins.shape[1] == 1:
+        return _binomial_vectors(margins, y, weights)
     rows = np.arange(margins.shape[0])
     probabilities = softmax(margins)
     picked = np.maximum(probabilities[rows, y], np.finfo(probabilities.dtype).tiny)
@@ -54,6 +61,27 @@ def _vectors_from_margins(
     probabilities[rows, y] -= 1.0
     probabilities *= weights[:, None].astype(probabilities.dtype, copy=False)
     return probabilities, loss_sum
+
+
+def _binomial_vectors(
+    margins: np.ndarray, y: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The binomial family's ``(U, loss_sum)``: ``U = w (sigmoid(m) - y)`` (B x 1) and the
+    loss ``w (log(1 + e^m) - y m)``, both stable for margins of any size."""
+    m = margins[:, 0]
+    label = y.astype(m.dtype)
+    softplus = np.logaddexp(0.0, m)
+    loss_sum = float((weights * (softplus - label * m)).sum(dtype=np.float64))
+    # sigmoid(m) = exp(m - log(1 + e^m)): no overflow for large |m|.
+    np.exp(m - softplus, out=m)
+    m -= label
+    m *= weights.astype(m.dtype, copy=False)
+    return margins, loss_sum
+
+
+def sigmoid(margins: np.ndarray) -> np.ndarray:
+    """``1 / (1 + e^-m)``, without overflow."""
+    return np.exp(margins - np.logaddexp(0.0, margins))
 
 
 def partial_normalizers(margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
