@@ -21,3 +21,40 @@ def test_signature_defaults_equal_the_param_defaults(method):
             assert default is None and isinstance(expected, int)
             continue
         assert default == expected, param.name
+
+
+def test_mllib_params_have_mllib_defaults():
+    from pyspark.ml.classification import _LogisticRegressionParams
+
+    mllib = _LogisticRegressionParams()
+    estimator = SVBLogisticRegression()
+    for name in ("threshold", "aggregationDepth", "maxBlockSizeInMB"):
+        assert estimator.getOrDefault(name) == mllib.getOrDefault(name), name
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("threshold", 1.5), ("threshold", -0.5), ("aggregationDepth", 1), ("maxBlockSizeInMB", -1.0)],
+)
+def test_out_of_range_mllib_params_are_refused_before_any_job(name, value):
+    from svb_spark.params import validate_param_values
+
+    estimator = SVBLogisticRegression()
+    estimator._set(**{name: value})  # as a param map would, past the setter's own check
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of SVBLogisticRegression"):
+        validate_param_values(estimator)
+
+
+def test_threshold_and_thresholds_clear_each_other():
+    estimator = SVBLogisticRegression(threshold=0.2)
+    assert estimator.getThresholds() == [0.8, 0.2]
+    estimator.setThresholds([0.3, 0.1])
+    assert not estimator.isSet("threshold")
+    assert estimator.getThreshold() == pytest.approx(0.25)
+    estimator.setThreshold(0.6)
+    assert not estimator.isSet("thresholds") and estimator.getThreshold() == 0.6
+    estimator._set(thresholds=[0.5, 0.5])  # both set, as a param map can leave them
+    with pytest.raises(ValueError, match="'threshold' .* and 'thresholds' .* disagree"):
+        estimator.getThreshold()
+    with pytest.raises(ValueError, match="'threshold' .* 3 values"):
+        SVBLogisticRegression(threshold=0.5, thresholds=[0.2, 0.3, 0.5])
