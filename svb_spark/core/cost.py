@@ -93,9 +93,9 @@ def predicted_bytes_per_step(
     raise ValueError(f"no cost model for exchange mode {mode!r}")
 
 
-# One worker's rates, as benchmarks/costmodel.py calibrates them on this class of machine
-# (benchmarks/results/quick.json: sgemm 66 GFLOP/s on 2 cores, 0.74 ns per streamed element,
-# 1.3 ns a byte for loopback Flight plus the Arrow codec). Only the ratios between modes decide.
+# One worker's rates, as measured on this class of machine (benchmarks/results/quick.json:
+# sgemm 66 GFLOP/s on 2 cores, 0.74 ns per streamed element, 1.3 ns a byte for loopback Flight
+# plus the Arrow codec). Only the ratios between modes decide.
 GEMM_FLOPS_PER_SECOND = 30e9
 ELEMENT_SECONDS = 0.75e-9
 BYTES_PER_SECOND = 0.75e9
