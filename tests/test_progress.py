@@ -24,7 +24,9 @@ def test_progress_reaches_the_driver_under_a_described_job_group(
     assert [m["objective"] for m in messages] == pytest.approx(history, rel=1e-12)
     assert all(m["rows_per_second"] > 0 and m["bytes_sent"] > 0 for m in messages)
     assert messages[-1]["bytes_sent"] == model.summary.bytesSent
-    assert "epoch 3/3  objective" in caplog.text and "rows/s" in caplog.text
+    # digits train with L-BFGS at the defaults: its progress counts iterations.
+    assert model.summary.solver == "lbfgs" and {m["unit"] for m in messages} == {"iterations"}
+    assert "iteration 3/3  objective" in caplog.text and "rows/s" in caplog.text
 
     (group, description, interrupt) = job_groups[-1]
     assert description == "SVBLogisticRegression.fit: 10 classes x 64 features, 2 workers"
