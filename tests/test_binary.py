@@ -47,7 +47,8 @@ def _noisy_binary(spark, rows: int, seed: int, partitions: int):
     y = (X @ np.array([1.5, -1.0, 0.5]) + rng.normal(size=rows) > 0.3).astype(float)
     w = rng.uniform(0.5, 2.0, size=rows)
     data = [(Vectors.dense(x), float(label), float(weight)) for x, label, weight in zip(X, y, w)]
-    return spark.createDataFrame(data, ["features", "label", "weight"]).repartition(partitions)
+    # a local list arrives in the default parallelism's partitions (two); coalesce only merges
+    return spark.createDataFrame(data, ["features", "label", "weight"]).coalesce(partitions)
 
 
 @pytest.fixture(scope="module")
