@@ -21,7 +21,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, Defaul
 
 from svb_spark.control.delivery import ModelBuild
 from svb_spark.control.progress import progress_listener
-from svb_spark.core import numerics
+from svb_spark.core import numerics, standardization
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.solvers import FitFacts, check_memory, choose, solver_type
 from svb_spark.params import (
@@ -466,7 +466,7 @@ class SVBLogisticRegression(
     def _initial_weights(self, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray] | None:
         """initialModel's (W, b) mapped into the standardized space training runs in, or None.
 
-        See :func:`svb_spark.core.numerics.standardize_weights`.
+        See :func:`svb_spark.core.standardization.standardize_weights`.
         """
         if not self.isDefined(self.initialModel) or self.getInitialModel() is None:
             return None
@@ -479,7 +479,9 @@ class SVBLogisticRegression(
                 f"{expected[1]} features; give a model trained on data of the same shape (set "
                 "numClasses if the labels do not reach the model's largest class)."
             )
-        return numerics.standardize_weights(W, b, config.mean, config.scale, config.fit_intercept)
+        return standardization.standardize_weights(
+            W, b, config.mean, config.scale, config.fit_intercept
+        )
 
 
 class _EstimatorWriter(DefaultParamsWriter):
