@@ -3,6 +3,7 @@ closure) and the plan the workers agree on at the rendezvous."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -46,6 +47,15 @@ class TrainingConfig:
     solver: str = "sgd"  # a name in svb_spark.core.solvers.SOLVERS: "sgd", "saga", "asgd", "lbfgs"
     # With a validation column: MLlib's validationTol, relative; None without one.
     validation_tol: float | None = None
+    # MLlib's elasticNetParam alpha: the L2 weight is reg_param * (1 - alpha), the L1 weight
+    # reg_param * alpha * l1_scale_j (see svb_spark.core.penalty).
+    elastic_net: float = 0.0
+    l1_scale: np.ndarray | None = None  # per-feature L1 multiplier; None = 1
+    # Bounds in the standardized space: K x D on W, K on b; None = unbounded. Not with L1.
+    lower_W: np.ndarray | None = None
+    upper_W: np.ndarray | None = None
+    lower_b: np.ndarray | None = None
+    upper_b: np.ndarray | None = None
 
     @classmethod
     def from_statistics(
@@ -58,29 +68,71 @@ class TrainingConfig:
         *,
         fit_intercept: bool = True,
         standardization: bool = True,
+        coefficient_bounds: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+        intercept_bounds: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
         **settings,
     ) -> TrainingConfig:
         """The config of a fit on data with these per-feature ``mean`` and ``std``.
 
         Training always runs on standardized features (SGD's conditioning); with
-        ``standardization`` off, the penalty acts on the original coefficients, as in MLlib.
-        Rows sparser than :data:`SPARSE_DENSITY` train as CSR, scaled but never centered
-        (centering would densify them); centering also needs an intercept to absorb the shift.
-        ``settings`` are the remaining fields.
+        ``standardization`` off, the penalty acts on the original coefficients, as in MLlib
+        (the L2 term of feature j scaled by 1 / std_j^2, the L1 term by 1 / std_j, constant
+        features unpenalized). Rows sparser than :data:`SPARSE_DENSITY` train as CSR, scaled
+        but never centered (centering would densify them); centering also needs an intercept
+        to absorb the shift.
+
+        ``coefficient_bounds`` (lower, upper: K x D or None) are in the original space and
+        become ``bound * std_j`` in the standardized one, as MLlib's; ``intercept_bounds``
+        (K each, or None) are kept, and a finite one turns centering off, since centering
+        moves the intercept (MLlib's ``fitWithMean`` rule). ``settings`` are the remaining
+        fields.
         """
         std = np.asarray(std, dtype=np.float64)
         scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
         sparse = density < SPARSE_DENSITY
+        lower_b, upper_b = (_bound(b, 1.0) for b in intercept_bounds)
+        intercept_bounded = any(b is not None and np.isfinite(b).any() for b in (lower_b, upper_b))
+        centered = fit_intercept and not sparse and not intercept_bounded
         return cls(
             num_classes=num_classes,
             num_features=num_features,
             fit_intercept=fit_intercept,
             scale=scale,
-            mean=np.asarray(mean, dtype=np.float64) if fit_intercept and not sparse else None,
+            mean=np.asarray(mean, dtype=np.float64) if centered else None,
             reg_scale=None if standardization else scale * scale,
+            l1_scale=None if standardization else scale,
+            lower_W=_bound(coefficient_bounds[0], std),
+            upper_W=_bound(coefficient_bounds[1], std),
+            lower_b=lower_b,
+            upper_b=upper_b,
             sparse=sparse,
             **settings,
         )
+
+    def for_classes(self, first: int, stop: int) -> TrainingConfig:
+        """The config of the classes ``first .. stop - 1`` alone (a class-sharded block)."""
+
+        def rows(array):
+            return None if array is None else array[first:stop]
+
+        return dataclasses.replace(
+            self,
+            num_classes=stop - first,
+            lower_W=rows(self.lower_W),
+            upper_W=rows(self.upper_W),
+            lower_b=rows(self.lower_b),
+            upper_b=rows(self.upper_b),
+        )
+
+
+def _bound(bound, std) -> np.ndarray | None:
+    """An original-space bound in the standardized space (``bound * std``; a constant
+    feature's coefficient is bound to 0, as in MLlib), or None."""
+    if bound is None:
+        return None
+    std = np.broadcast_to(np.asarray(std, dtype=np.float64), np.shape(bound)[-1:])
+    with np.errstate(invalid="ignore"):  # an infinite bound on a constant feature
+        return np.where(std > 0, np.asarray(bound, dtype=np.float64) * std, 0.0)
 
 
 @dataclass(frozen=True)
