@@ -5,7 +5,8 @@ and single-process L-BFGS over all rows at once.
 The workers each shuffle their own partition per epoch and contribute ``batchSize`` rows per
 step; this reference builds each step's global batch directly (rank order) and computes its
 sufficient vectors in one call, with no exchange at all. SAGA's per-row memory is one table
-for all rows here, where each worker keeps its own rows' part.
+for all rows here, where each worker keeps its own rows' part. The penalty (L2, L1, bounds) is
+applied eagerly to the whole of W after every step, where sparse replicas pay it lazily.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import numpy as np
 
 from svb_spark.core import numerics, standardization
+from svb_spark.core.penalty import Penalty
 from svb_spark.core.solvers import lbfgs
 from svb_spark.core.stopping import (
     EPOCH_FLOOR,
@@ -42,19 +44,20 @@ def reference_lbfgs(partitions, config):
     X, y, w = (np.concatenate(parts) for parts in zip(*_standardized(partitions, config)))
     K, D = config.num_classes, config.num_features
     total = float(w.sum(dtype=np.float64))
-    reg_scale = 1.0 if config.reg_scale is None else config.reg_scale
+    penalty = Penalty.of(config)
 
     def evaluate(x):
         W, b = x[: K * D].reshape(K, D), x[K * D :]
         loss, gradient = numerics.loss_and_gradient_sums(W, b, X, y, w)
         objective, gradient = numerics.objective_and_gradient(
-            loss, gradient, W, total, config.reg_param, reg_scale, config.fit_intercept
+            loss, gradient, W, total, penalty.l2, penalty.l2_scale, config.fit_intercept
         )
         return objective, lbfgs.as_vector(gradient)
 
     x, history, _ = lbfgs.minimize(
         evaluate, np.zeros(K * (D + 1)), config.max_iter,
         lambda h: objective_settled(h, config.tol, ITERATION_WINDOW, ITERATION_FLOOR),
+        penalty.coordinate_l1(K, D), penalty.coordinate_bounds(K, D),
     )  # fmt: skip
     return x[: K * D].reshape(K, D), x[K * D :], history
 
@@ -68,10 +71,13 @@ def reference_sgd(partitions, config):
     steps = max(1, math.ceil(max(len(y) for _, y, _ in data) / config.batch_size))
     curvature = max(numerics.curvature(X, w, config.fit_intercept) for X, _, w in data)
     base = numerics.base_learning_rate(config.step_size, curvature)
-    reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
+    penalty = Penalty.of(config, dtype)
+    reg_scale = penalty.l2_scale
 
     W = np.zeros((config.num_classes, config.num_features), dtype)
     b = np.zeros(config.num_classes, dtype)
+    if penalty.bounded:
+        penalty.project(W, b)
     saga = config.solver == "saga"
     A, a = np.zeros_like(W), np.zeros_like(b)
     memory = [np.zeros((len(y), config.num_classes), dtype) for _, y, _ in data]
@@ -102,25 +108,30 @@ def reference_sgd(partitions, config):
                 )
                 scale = 1.0 if epoch else numerics.saga_seen_scale(seen, total_weight)
                 numerics.apply_saga(
-                    W, b, A, a, ("vectors", dU, Xg), total, total_weight, lr, config.reg_param,
+                    W, b, A, a, ("vectors", dU, Xg), total, total_weight, lr, penalty.l2,
                     reg_scale, scale, config.fit_intercept,
                 )  # fmt: skip
+                if penalty.active:
+                    penalty.prox(W, b, lr)
                 seen += total
             else:
                 numerics.apply_sufficient_vectors(
-                    W, b, U, Xg, total, lr, config.reg_param, reg_scale, config.fit_intercept
+                    W, b, U, Xg, total, lr, penalty.l2, reg_scale, config.fit_intercept
                 )
+                if penalty.active:
+                    penalty.prox(W, b, lr)
                 if config.solver == "asgd" and epoch > 0:  # the iterates after the first epoch
                     sums = (sums[0] + W, sums[1] + b, sums[2] + 1)
             loss_sum += loss
             weight_sum += total
-        history.append(
-            loss_sum / weight_sum + numerics.regularization(W, config.reg_param, reg_scale)
-        )
+        history.append(loss_sum / weight_sum + penalty.value(W))
         if objective_settled(history, config.tol, EPOCH_WINDOW, EPOCH_FLOOR):
             break
     if config.solver == "asgd" and sums[2]:  # averaged SGD returns the mean of the iterates
-        return sums[0] / sums[2], sums[1] / sums[2], history
+        W, b = sums[0] / sums[2], sums[1] / sums[2]
+        if penalty.bounded:
+            penalty.project(W, b)
+        return W, b, history
     return W, b, history
 
 

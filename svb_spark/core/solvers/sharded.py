@@ -23,7 +23,6 @@ replicated); bytes (P - 1) (B (D or 2 nnz) + 2 G), with no K term.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +78,7 @@ class ShardedSolver(Solver):
         self.first, stop = class_blocks(config.num_classes, plan.num_workers)[rank]
         if initial is not None:
             initial = (initial[0][self.first : stop], initial[1][self.first : stop])
-        block_config = dataclasses.replace(config, num_classes=stop - self.first)
+        block_config = config.for_classes(self.first, stop)
         self.block = SgdSolver(block_config, plan, rank, initial)
         self._scored: _ScoredStep | None = None  # the step whose normalizers go out next
         self._received: list[codec.ShardMessage] | None = None  # rows to score next
@@ -165,8 +164,7 @@ class ShardedSolver(Solver):
         """Sum every worker's share of the epoch's loss and of the L2 penalty (one small
         exchange) and close the epoch on every worker alike."""
         block = self.block
-        penalty = block.weights.penalty(block.config.reg_param, block.reg_scale)
-        sums = rounds.sum_up([block.epoch_loss, penalty])
+        sums = rounds.sum_up([block.epoch_loss, block.penalty_value()])
         loss, penalty = (float(sum(values)) for values in zip(*sums))
         block.close_epoch(loss / max(block.epoch_weight, 1e-300) + penalty)
 
@@ -176,7 +174,10 @@ class ShardedSolver(Solver):
         X = stack_rows([m.X for m in messages])
         y = np.concatenate([m.y for m in messages])
         w = np.concatenate([m.w for m in messages])
-        if self.block.config.sparse:
+        if self.block.lazy is not None:
+            margins = self.block.lazy.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
+            margins = margins.astype(weights.W.dtype, copy=False)
+        elif self.block.config.sparse:
             margins = numerics.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
             margins = margins.astype(weights.W.dtype, copy=False)
         else:
@@ -197,14 +198,17 @@ class ShardedSolver(Solver):
         U, loss = numerics.block_sufficient_vectors(
             step.exponentials, step.row_max, normalizer, step.labels, step.w
         )
-        common = (step.weight, block.learning_rate(block.step), config.reg_param,
-                  block.reg_scale, config.fit_intercept)  # fmt: skip
+        lr = block.learning_rate(block.step)
         if config.sparse:
-            weights.factor = numerics.apply_sparse_sufficient_vectors(
-                weights.W, weights.factor, weights.b, U, step.X, *common
+            weights.factor = block.sparse_step(
+                weights.W, weights.factor, weights.b, U, step.X, step.weight, lr, block.lazy
             )
         else:
-            numerics.apply_sufficient_vectors(weights.W, weights.b, U, step.X, *common)
+            numerics.apply_sufficient_vectors(
+                weights.W, weights.b, U, step.X, step.weight, lr, block.penalty.l2,
+                block.penalty.l2_scale, config.fit_intercept,
+            )  # fmt: skip
+            block.penalize(weights.W, weights.b, lr)
         return loss
 
     def current(self) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from svb_spark.core import numerics
 from svb_spark.core.partition import LocalPartition, stack_rows
+from svb_spark.core.penalty import LazyPenalty, Penalty
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, best_of, newest_common
 from svb_spark.core.state import ReplicaState
 from svb_spark.core.stopping import (
@@ -62,13 +63,48 @@ class SgdSolver(Solver):
             self.weights.state["best_W"] = np.zeros_like(self.weights.W)
             self.weights.state["best_b"] = np.zeros_like(self.weights.b)
         self.stopped_by_validation = False
-        self.reg_scale = 1.0 if config.reg_scale is None else config.reg_scale.astype(dtype)
+        self.penalty = Penalty.of(config, dtype)
+        # Sparse steps touch a few columns: their L1 thresholds and bounds are paid lazily.
+        self.lazy = None
+        if self.penalty.active and self.penalty.lazy_ok and self.sparse_steps:
+            self.lazy = LazyPenalty(self.penalty, self.weights.state, config.num_features)
+        if self.penalty.bounded:  # start within the box, as MLlib does
+            self.penalty.project(self.weights.W, self.weights.b)
         self.converged = False
         self.epoch_loss = 0.0  # the loss sum of the current epoch's steps so far
         self.epoch_weight = 0.0  # and their row weight
 
     def _add_state(self) -> None:
         """Make the optimizer's state arrays, the same on every replica (none for SGD)."""
+
+    @property
+    def sparse_steps(self) -> bool:
+        """Whether steps touch only their batch's columns (CSR rows, sufficient vectors)."""
+        return self.config.sparse and self.config.message_kind != codec.DENSE
+
+    def penalize(self, W: np.ndarray, b: np.ndarray, learning_rate: float, factor: float = 1.0):
+        """The proximal part of a step on all of ``W`` (unless the penalty is lazy)."""
+        if self.penalty.active and self.lazy is None:
+            self.penalty.prox(W, b, learning_rate, factor)
+
+    def sparse_step(self, W, factor, b, U, V, weight, learning_rate, lazy) -> float:
+        """One step of CSR rows on the scaled replica ``factor * W``; the new factor."""
+        config = self.config
+        if lazy is not None:
+            return lazy.step(W, factor, b, U, V, weight, learning_rate, config.fit_intercept)
+        factor = numerics.apply_sparse_sufficient_vectors(
+            W, factor, b, U, V, weight, learning_rate, self.penalty.l2, self.penalty.l2_scale,
+            config.fit_intercept,
+        )  # fmt: skip
+        self.penalize(W, b, learning_rate, factor)
+        return factor
+
+    def penalty_value(self) -> float:
+        """The penalty of the replica's model, its lazy debts paid first."""
+        weights = self.weights
+        if self.lazy is not None:
+            self.lazy.settle(weights.W, weights.factor)
+        return self.penalty.value(weights.W, weights.factor)
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -106,8 +142,7 @@ class SgdSolver(Solver):
 
     def epoch_objective(self, loss: float, weight: float) -> float:
         """The mean loss of an epoch's steps plus the penalty at its end."""
-        penalty = self.weights.penalty(self.config.reg_param, self.reg_scale)
-        return loss / max(weight, 1e-300) + penalty
+        return loss / max(weight, 1e-300) + self.penalty_value()
 
     def record_validation(self, sums: list[list[float]]) -> None:
         """Take every worker's held-out (loss, weight) sums of the epoch closed last.
@@ -121,6 +156,8 @@ class SgdSolver(Solver):
         self.validation_pending = False
         if best_validation_epoch(self.validation_history) == len(self.validation_history) - 1:
             state, weights = self.weights.state, self.weights
+            if self.lazy is not None:
+                self.lazy.settle(weights.W, weights.factor)
             np.multiply(weights.W, weights.W.dtype.type(weights.factor), out=state["best_W"])
             state["best_b"][...] = weights.b
         if validation_stalled(self.validation_history, self.config.validation_tol):
@@ -148,15 +185,19 @@ class SgdSolver(Solver):
         config, plan, rank = self.config, self.plan, self.rank
         steps = min(config.sync_interval, self.total_steps - self.step)
         W, b, factor = self.weights.W, self.weights.b, self.weights.factor
+        lazy = self.lazy
         if steps > 1:
             W, b = W.copy(order="A"), b.copy()
+            lazy = None if lazy is None else lazy.copy()
         sparse_sv = config.sparse and config.message_kind == codec.SV
         rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
         for j in range(steps):
             step = self.step + j
             batch_rows = data.batch_rows(step, plan, config, rank)
             Xb, yb, wb = data.X[batch_rows], data.y[batch_rows], data.w[batch_rows]
-            if config.sparse:
+            if lazy is not None:
+                U, loss = lazy.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
+            elif config.sparse:
                 U, loss = numerics.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
             else:
                 U, loss = numerics.sufficient_vectors(W, b, Xb, yb, wb)
@@ -171,18 +212,18 @@ class SgdSolver(Solver):
             else:
                 Gs.append(numerics.batch_gradient(U, Xb))
             if j < steps - 1:
-                own = (weight * plan.num_workers, self.learning_rate(step), config.reg_param)
+                lr = self.learning_rate(step)
                 if sparse_sv:
-                    factor = numerics.apply_sparse_sufficient_vectors(
-                        W, factor, b, U, Xb, *own, self.reg_scale, config.fit_intercept
-                    )
-                elif config.sparse:
-                    numerics.apply_gradient(W, b, Gs[-1][:, :-1], Gs[-1][:, -1], *own,
-                                            self.reg_scale, config.fit_intercept)  # fmt: skip
+                    own_weight = weight * plan.num_workers
+                    factor = self.sparse_step(W, factor, b, U, Xb, own_weight, lr, lazy)
+                    continue
+                own = (weight * plan.num_workers, lr, self.penalty.l2, self.penalty.l2_scale,
+                       config.fit_intercept)  # fmt: skip
+                if config.sparse:
+                    numerics.apply_gradient(W, b, Gs[-1][:, :-1], Gs[-1][:, -1], *own)
                 else:
-                    numerics.apply_sufficient_vectors(
-                        W, b, U, Xb, *own, self.reg_scale, config.fit_intercept
-                    )
+                    numerics.apply_sufficient_vectors(W, b, U, Xb, *own)
+                self.penalize(W, b, lr)
         message = codec.RoundMessage(config.message_kind, self.step, rank, rows, weights, losses)
         message.num_features = config.num_features
         if self.validation_pending:  # the weights are still those the last epoch ended with
@@ -217,19 +258,20 @@ class SgdSolver(Solver):
 
     def apply_step(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
         """Step ``j`` of a round: everyone's sufficient vectors, or their summed gradient."""
-        config, weights = self.config, self.weights
-        common = (weight, lr, config.reg_param, self.reg_scale, config.fit_intercept)
+        config, weights, penalty = self.config, self.weights, self.penalty
+        common = (weight, lr, penalty.l2, penalty.l2_scale, config.fit_intercept)
         if messages[0].kind == codec.SV:
             U, V = step_vectors(messages, j)
             if config.sparse:
-                weights.factor = numerics.apply_sparse_sufficient_vectors(
-                    weights.W, weights.factor, weights.b, U, V, *common
+                weights.factor = self.sparse_step(
+                    weights.W, weights.factor, weights.b, U, V, weight, lr, self.lazy
                 )
-            else:
-                numerics.apply_sufficient_vectors(weights.W, weights.b, U, V, *common)
+                return
+            numerics.apply_sufficient_vectors(weights.W, weights.b, U, V, *common)
         else:
             G = step_gradient(messages, j)
             numerics.apply_gradient(weights.W, weights.b, G[:, :-1], G[:, -1], *common)
+        self.penalize(weights.W, weights.b, lr)
 
     def after_step(self) -> None:
         """Anything every replica does after each applied step (none for SGD)."""
@@ -240,7 +282,11 @@ class SgdSolver(Solver):
             return [0.0, 0.0]
         X, y, w = data.held_out
         weights = self.weights
-        if self.config.sparse:
+        if self.lazy is not None:
+            _, loss = self.lazy.sparse_sufficient_vectors(
+                weights.W, weights.factor, weights.b, X, y, w
+            )
+        elif self.config.sparse:
             _, loss = numerics.sparse_sufficient_vectors(
                 weights.W, weights.factor, weights.b, X, y, w
             )
@@ -262,7 +308,11 @@ class SgdSolver(Solver):
 
     def outcome(self) -> Outcome:
         weights = self.weights
+        if self.lazy is not None:
+            self.lazy.settle(weights.W, weights.factor)
         weights.fold_factor()
+        if self.penalty.bounded:  # exact after the fold's rounding
+            self.penalty.project(weights.W, weights.b)
         if self.validation_history:  # the model returned is the best one seen
             state = weights.state
             return Outcome(state["best_W"], state["best_b"], self.stop_reason,
@@ -394,9 +444,10 @@ class SagaSolver(SgdSolver):
             update = ("gradient", G[:, :-1], G[:, -1])
         numerics.apply_saga(
             weights.W, weights.b, weights.state["A"], weights.state["a"], update, weight,
-            self.plan.total_weight, lr, config.reg_param, self.reg_scale, seen,
+            self.plan.total_weight, lr, self.penalty.l2, self.penalty.l2_scale, seen,
             config.fit_intercept,
         )  # fmt: skip
+        self.penalize(weights.W, weights.b, lr)
         self._weight_seen += weight
 
     def save(self, store, data: LocalPartition) -> int:
@@ -476,6 +527,8 @@ class AsgdSolver(SgdSolver):
             return super().outcome()
         self.weights.fold_factor()
         state = self.weights.state
+        if self.penalty.bounded:  # a mean of points in the box, exact after its rounding
+            self.penalty.project(state["mean_W"], state["mean_b"])
         return Outcome(state["mean_W"], state["mean_b"], self.stop_reason)
 
 
