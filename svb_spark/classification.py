@@ -6,9 +6,6 @@ The numerics and the training loop live in :mod:`svb_spark.core`, the barrier ta
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import posixpath
 import secrets
 import time
 import warnings
@@ -19,21 +16,22 @@ from pyspark.ml.classification import ProbabilisticClassificationModel, Probabil
 from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
+from svb_spark import planning
 from svb_spark.control.delivery import ModelBuild
 from svb_spark.control.progress import progress_listener
-from svb_spark.core import numerics, standardization
+from svb_spark.core import numerics
 from svb_spark.core.config import TrainingConfig
-from svb_spark.core.solvers import FitFacts, check_memory, choose, solver_type
+from svb_spark.core.solvers import check_memory, solver_type
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
     validate_param_values,
 )
 from svb_spark.spark.broadcast import fit_by_broadcast, require_spark_context
-from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.spark.checkpoint import remove_checkpoints
 from svb_spark.spark.contract import training_frame
 from svb_spark.spark.inspection import check_columns, check_validation_column, inspect_training_data
+from svb_spark.spark.mllib_interop import to_mllib
 from svb_spark.spark.persistence import SVBModelReadable, SVBModelWritable
 from svb_spark.spark.scoring import (
     ClassBlockBroadcasts,
@@ -41,14 +39,8 @@ from svb_spark.spark.scoring import (
     outputs_from_margins,
 )
 from svb_spark.spark.session import (
-    available_task_slots,
-    check_barrier_mode_supported,
-    default_parallelism,
-    driver_memory,
     job_group,
     spark_context,
-    spark_or_session_conf,
-    worker_memory,
 )
 from svb_spark.spark.task import fit_by_barrier_stage
 from svb_spark.summary import (
@@ -59,8 +51,7 @@ from svb_spark.summary import (
     SVBLogisticRegressionTrainingSummary,
 )
 from svb_spark.tracking import fit_tracker
-from svb_spark.transport.codec import DENSE, SHARDED, SV
-from svb_spark.transport.tls import tls_files_from_conf
+from svb_spark.warm_start import initial_weights
 
 
 class SVBConvergenceWarning(UserWarning):
@@ -140,6 +131,7 @@ class SVBLogisticRegression(
         checkpointDir: str | None = None,
         checkpointInterval: int = 10,
         solver: str = "auto",
+        family: str = "auto",
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
         aggregationDepth: int = 2,
@@ -180,6 +172,7 @@ class SVBLogisticRegression(
         checkpointDir: str | None = None,
         checkpointInterval: int = 10,
         solver: str = "auto",
+        family: str = "auto",
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
         aggregationDepth: int = 2,
@@ -194,6 +187,9 @@ class SVBLogisticRegression(
 
     def setWeightCol(self, value: str) -> SVBLogisticRegression:
         return self._set(weightCol=value)
+
+    def setFamily(self, value: str) -> SVBLogisticRegression:
+        return self._set(family=value)
 
     def setThreshold(self, value: float) -> SVBLogisticRegression:
         """Sets :py:attr:`threshold` (in [0, 1]) and clears :py:attr:`thresholds`."""
@@ -281,18 +277,6 @@ class SVBLogisticRegression(
         path can be written as JSON metadata)."""
         return _EstimatorWriter(self)
 
-    def _num_workers(self, spark) -> int:
-        check_barrier_mode_supported(spark)
-        requested = self.getNumWorkers() or default_parallelism(spark)
-        slots = available_task_slots(spark)
-        if slots is not None and requested > slots:
-            raise ValueError(
-                f"numWorkers={requested} but the cluster has only {slots} free task slot(s); a "
-                "barrier stage needs one slot per worker at the same time. Set numWorkers to at "
-                f"most {slots} or add executors/cores."
-            )
-        return requested
-
     def _fit(self, dataset) -> SVBLogisticRegressionModel:
         started = time.perf_counter()
         validate_param_values(self)
@@ -310,10 +294,10 @@ class SVBLogisticRegression(
             )
         if validation:
             check_validation_column(dataset, validation)
-        num_workers = self._num_workers(spark)
+        num_workers = planning.num_workers(self, spark)
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         inspected = time.perf_counter()
-        config, facts, choice = self._plan_fit(spark, stats, num_workers)
+        config, facts, choice = planning.plan_fit(self, spark, stats, num_workers)
         mode, reason = choice.mode, choice.reason
         check_memory(facts, config.solver, mode)
         initial = self._initial_weights(config)
@@ -325,7 +309,8 @@ class SVBLogisticRegression(
             f"features, {num_workers} workers"
         )
         if mode != "broadcast":  # the broadcast mode's driver holds the state between rounds
-            config = self._with_checkpoints(config)  # made last: removed in the finally below
+            # Made last: removed in the finally below.
+            config = planning.with_checkpoints(self, config)
         sc = spark_context(spark)
         # Classic mode: the warm start travels once per executor by TorrentBroadcast instead of
         # inside every task's closure. Spark Connect has no SparkContext: closure it is.
@@ -384,104 +369,11 @@ class SVBLogisticRegression(
             )
         return model
 
-    def _plan_fit(self, spark, stats, num_workers: int):
-        """The config every worker trains with, the facts the solver and exchange mode were
-        chosen from, and the :class:`~svb_spark.core.solvers.Choice` ("auto" resolved)."""
-        thresholds = self._thresholds()
-        if thresholds and len(thresholds) != stats.num_classes:
-            raise ValueError(
-                f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
-                f"{stats.num_classes} classes; give one threshold per class."
-            )
-        config = TrainingConfig.from_statistics(
-            stats.num_classes,
-            stats.num_features,
-            stats.mean,
-            stats.std,
-            stats.density,
-            fit_intercept=self.getFitIntercept(),
-            standardization=self.getStandardization(),
-            batch_size=self.getBatchSize(),
-            max_iter=self.getMaxIter(),
-            tol=self.getTol(),
-            reg_param=self.getRegParam(),
-            step_size=self.getStepSize(),
-            seed=self.getSeed(),
-            dtype=self.getDtype(),
-            exchange_timeout=self.getExchangeTimeout(),
-            sync_interval=self.getSyncInterval(),
-            verify_interval=self.getVerifyInterval(),
-            validation_tol=self.getValidationTol() if self._validation_column() else None,
-            # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
-            tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
-        )
-        key, available = worker_memory(spark)
-        facts = FitFacts(
-            num_classes=config.num_classes,
-            num_features=config.num_features,
-            num_workers=num_workers,
-            num_rows=stats.num_rows,
-            sparse=config.sparse,
-            nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
-            batch_size=config.batch_size,
-            dtype=config.dtype,
-            sync_interval=config.sync_interval,
-            validation=bool(self._validation_column()),
-            solver=self.getSolver(),
-            exchange=self.getExchange(),
-            worker_memory=available,
-            worker_memory_key=key,
-            driver_memory=driver_memory(spark),
-        )
-        choice = choose(facts, type(self).__name__)
-        kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
-        config = dataclasses.replace(config, message_kind=kind, solver=choice.solver)
-        return config, facts, choice
-
-    def _with_checkpoints(self, config: TrainingConfig) -> TrainingConfig:
-        """``config`` with this fit's own checkpoint directory, made and checked here.
-
-        A directory that cannot be made fails now, on the driver, not in rank 0 mid-fit.
-        """
-        base = self.getCheckpointDir()
-        if not base or self.getCheckpointInterval() == -1:
-            return config
-        if "://" not in base:
-            base = os.path.abspath(base)  # pyarrow.fs takes absolute paths or URIs
-        fit = f"{self.uid}-{secrets.token_hex(8)}"  # one directory per fit
-        directory = posixpath.join(base.rstrip("/"), fit)
-        try:
-            fs, path = checkpoint_filesystem(directory)
-            fs.create_dir(path, recursive=True)
-        except Exception as error:
-            raise ValueError(
-                f"The 'checkpointDir' parameter of {type(self).__name__} is {base!r}, where no "
-                f"directory can be made ({error}). Give a writable path or Hadoop-compatible URI "
-                "that every executor can reach, or leave checkpointDir unset."
-            ) from None
-        return dataclasses.replace(
-            config, checkpoint_dir=directory, checkpoint_interval=self.getCheckpointInterval()
-        )
-
     def _initial_weights(self, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray] | None:
-        """initialModel's (W, b) mapped into the standardized space training runs in, or None.
-
-        See :func:`svb_spark.core.standardization.standardize_weights`.
-        """
+        """initialModel's (W, b) in the standardized space training runs in, or None."""
         if not self.isDefined(self.initialModel) or self.getInitialModel() is None:
             return None
-        W, b = _model_weights(self.getInitialModel())
-        expected = (config.num_classes, config.num_features)
-        if W.shape != expected:
-            raise ValueError(
-                f"The 'initialModel' parameter of {type(self).__name__} has {W.shape[0]} classes "
-                f"x {W.shape[1]} features but the data has {expected[0]} classes x "
-                f"{expected[1]} features; give a model trained on data of the same shape (set "
-                "numClasses if the labels do not reach the model's largest class)."
-            )
-        return standardization.standardize_weights(
-            W, b, config.mean, config.scale, config.fit_intercept
-        )
+        return initial_weights(self.getInitialModel(), config, type(self).__name__)
 
 
 class _EstimatorWriter(DefaultParamsWriter):
@@ -492,21 +384,6 @@ class _EstimatorWriter(DefaultParamsWriter):
             if param.name != "initialModel" or isinstance(value, str)
         }
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, paramMap=params)
-
-
-def _model_weights(model) -> tuple[np.ndarray, np.ndarray]:
-    """(W, b) as float64 K x D and K arrays of an SVB model, an MLlib model or a saved path."""
-    if isinstance(model, str):
-        model = SVBLogisticRegressionModel.load(model)
-    if isinstance(model, SVBLogisticRegressionModel):
-        return model._W.copy(), model._b.copy()
-    W = model.coefficientMatrix.toArray().astype(np.float64)
-    b = model.interceptVector.toArray().astype(np.float64)
-    if model.numClasses == 2 and W.shape[0] == 1:
-        # MLlib's binomial model, sigmoid(w x + c), is the softmax of margins (0, w x + c).
-        W = np.vstack([np.zeros_like(W), W])
-        b = np.array([0.0, b[0]])
-    return W, b
 
 
 class SVBLogisticRegressionModel(
@@ -561,10 +438,10 @@ class SVBLogisticRegressionModel(
     @property
     def _is_binary(self) -> bool:
         """Whether predictions follow MLlib's binary rule, P(1) > threshold. MLlib applies it
-        to its binomial models; here every model of two classes follows it (a 2-row softmax is
-        the sigmoid of its margins' difference), as the binomial model a 2-class fit stands
-        for would."""
-        return self.numClasses == 2
+        to its binomial models and ignores threshold on multinomial ones; a 2-row model of
+        family "auto" (saved before the binomial family) follows it too, as the sigmoid of its
+        margins' difference."""
+        return self.numClasses == 2 and self.getFamily() != "multinomial"
 
     @property
     def coefficients(self) -> DenseVector:
@@ -732,54 +609,7 @@ class SVBLogisticRegressionModel(
         >>> mllib.numClasses, mllib.predict(Vectors.dense([0.0, 3.0]))
         (2, 1.0)
         """
-        from pyspark import SparkContext
-        from pyspark.ml.classification import LogisticRegressionModel
-        from pyspark.ml.common import _py2java
-        from pyspark.sql.utils import is_remote
-
-        # A local Spark Connect server runs a SparkContext in this very process, but the
-        # client session cannot use it: check for Connect first.
-        sc = None if is_remote() else SparkContext._active_spark_context
-        if sc is None:
-            raise RuntimeError(
-                "toMLlib() builds the model in the driver's JVM and needs a classic "
-                "SparkSession (with a SparkContext); Spark Connect has none. Save this model "
-                "and rebuild it where a classic session runs."
-            )
-        java_class = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel
-        # The Scala constructor is private[spark], but public in the bytecode py4j calls.
-        coefficients = self.coefficientMatrix
-        if self._is_binomial:  # MLlib reads a binomial model's one row as row major
-            coefficients = DenseMatrix(1, self.numFeatures, self._W[0], isTransposed=True)
-        java_model = java_class(
-            self.uid,
-            _py2java(sc, coefficients),
-            _py2java(sc, self.interceptVector),
-            self.numClasses,
-            not self._is_binomial,  # isMultinomial: softmax over all K rows
-        )
-        mllib = LogisticRegressionModel(java_model)
-        mllib._resetUid(self.uid)
-        for name in (
-            "featuresCol",
-            "labelCol",
-            "predictionCol",
-            "probabilityCol",
-            "rawPredictionCol",
-        ):
-            mllib._set(**{name: self.getOrDefault(name)})
-        if self._weight_column():  # MLlib's evaluate weighs rows by it
-            mllib._set(weightCol=self._weight_column())
-        if self._is_binary:
-            t = self.getThreshold()
-            if self._is_binomial:
-                mllib._set(threshold=t)
-            elif t != 0.5:  # at 0.5 MLlib's argmax predicts the same
-                mllib._set(thresholds=[1.0 - t, t])
-        elif self._thresholds():
-            mllib._set(thresholds=self._thresholds())
-        mllib._transfer_params_to_java()
-        return mllib
+        return to_mllib(self)
 
     @classmethod
     def _from_arrays(cls, W: np.ndarray, b: np.ndarray) -> SVBLogisticRegressionModel:

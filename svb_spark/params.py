@@ -29,6 +29,7 @@ from pyspark.ml.param.shared import (
 EXCHANGE_MODES = ("p2p", "dense", "broadcast", "sharded", "auto")
 DTYPES = ("float32", "float64")
 SOLVERS = ("auto", "lbfgs", "sgd", "saga", "asgd")
+FAMILIES = ("auto", "binomial", "multinomial")
 
 
 class _SVBLogisticRegressionParams(
@@ -149,11 +150,12 @@ class _SVBLogisticRegressionParams(
                 "clears threshold."
             )
 
-    # Default 32, measured by benchmarks/batch_size.py (2 workers, batchSize 8 to 128, 20 epochs,
-    # target scikit-learn's accuracy minus 0.01): smaller batches reach the digits target sooner
-    # (8: 3 epochs, 32: 14) but stall below the quick W1 one (16: 0.2805 < 0.2835), larger ones
-    # the reverse (64 stops at 0.9578 < 0.9589 on digits); 32 is the only size that reaches
-    # both, each in 2 to 3 s of wall time, most of it the fit's setup.
+    # Default 32, measured by the batch-size study (benchmarks/results/batch_size.json: 2
+    # workers, batchSize 8 to 128, 20 epochs, target scikit-learn's accuracy minus 0.01):
+    # smaller batches reach the digits target sooner (8: 3 epochs, 32: 14) but stall below the
+    # quick W1 one (16: 0.2805 < 0.2835), larger ones the reverse (64 stops at 0.9578 < 0.9589
+    # on digits); 32 is the only size that reaches both, each in 2 to 3 s of wall time, most
+    # of it the fit's setup.
     batchSize: Param[int] = Param(
         Params._dummy(),
         "batchSize",
@@ -214,6 +216,15 @@ class _SVBLogisticRegressionParams(
         "otherwise).",
         typeConverter=TypeConverters.toString,
     )
+    family: Param[str] = Param(
+        Params._dummy(),
+        "family",
+        "The name of family which is a description of the label distribution to be used in "
+        "the model. Supported options: auto (binomial for at most 2 classes, else "
+        "multinomial), binomial (one row of coefficients: the sigmoid of one margin), "
+        "multinomial (one row per class: the softmax).",
+        typeConverter=TypeConverters.toString,
+    )
     exchangeTimeout: Param[float] = Param(
         Params._dummy(),
         "exchangeTimeout",
@@ -226,11 +237,11 @@ class _SVBLogisticRegressionParams(
         self._setDefault(
             maxIter=100,
             # Measured on the solver study's real and generated sets (letter, satellite, shuttle,
-            # digits, DNA, vehicle, vowel, planted dense and sparse). sgd, saga: the window rule
-            # (see training.window_converged) at 3e-3 stopped SAGA within 0.5 pt of the optimum's
-            # held-out accuracy on letter, satellite, digits and DNA; MLlib's 1e-6 would never
-            # fire for SGD. lbfgs: the relative rule (see lbfgs.objective_settled) at 3e-3
-            # stopped within 0.5 pt on all seven real sets, 18 to 50 iterations in.
+            # digits, DNA, vehicle, vowel, planted dense and sparse), with the rule of
+            # core.stopping.objective_settled. sgd, saga: at 3e-3 it stopped SAGA within 0.5 pt
+            # of the optimum's held-out accuracy on letter, satellite, digits and DNA; MLlib's
+            # 1e-6 would never fire for SGD. lbfgs: at 3e-3 it stopped within 0.5 pt on all
+            # seven real sets, 18 to 50 iterations in.
             tol=3e-3,
             regParam=0.0,
             fitIntercept=True,
@@ -248,6 +259,7 @@ class _SVBLogisticRegressionParams(
             syncInterval=1,
             verifyInterval=100,
             solver="auto",
+            family="auto",
             threshold=0.5,
             aggregationDepth=2,
             maxBlockSizeInMB=0.0,
@@ -256,6 +268,10 @@ class _SVBLogisticRegressionParams(
     def getSolver(self) -> str:
         """Gets the value of solver or its default value."""
         return self.getOrDefault(self.solver)
+
+    def getFamily(self) -> str:
+        """Gets the value of family or its default value."""
+        return self.getOrDefault(self.family)
 
     def getBatchSize(self) -> int:
         """Gets the value of batchSize or its default value."""
@@ -388,6 +404,7 @@ _VALUE_RULES = (
     ("exchange", lambda v: v in EXCHANGE_MODES, "one of " + ", ".join(EXCHANGE_MODES)),
     ("dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
     ("solver", lambda v: v in SOLVERS, "one of " + ", ".join(SOLVERS)),
+    ("family", lambda v: v in FAMILIES, "one of " + ", ".join(FAMILIES)),
     ("exchangeTimeout", lambda v: v > 0, "a float > 0"),
     ("syncInterval", lambda v: v >= 1, "an int >= 1"),
     ("verifyInterval", lambda v: v >= 0, "an int >= 0 (0 = never)"),

@@ -239,7 +239,8 @@ class ModelBuild:
             n = len(piece)
             chunk = out[start * columns : (start + n) * columns]
             if transposed:  # a storage row is one feature's: it takes that feature's factor
-                standardization.unstandardize_weights(piece.T, self._scale[start : start + n], chunk)
+                scale = self._scale[start : start + n]
+                standardization.unstandardize_weights(piece.T, scale, chunk)
             else:
                 standardization.unstandardize_weights(piece, self._scale, chunk)
 

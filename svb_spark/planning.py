@@ -1,0 +1,137 @@
+"""The driver's plan of a fit: how many workers, the config every worker trains with (the
+family, the solver and exchange mode in force), and the fit's own checkpoint directory. Each
+function takes the :class:`~svb_spark.classification.SVBLogisticRegression` whose params it
+reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import secrets
+
+from svb_spark.core.config import TrainingConfig
+from svb_spark.core.solvers import FitFacts, choose
+from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
+from svb_spark.spark.session import (
+    available_task_slots,
+    check_barrier_mode_supported,
+    default_parallelism,
+    driver_memory,
+    spark_or_session_conf,
+    worker_memory,
+)
+from svb_spark.transport.codec import DENSE, SHARDED, SV
+from svb_spark.transport.tls import tls_files_from_conf
+
+
+def num_workers(estimator, spark) -> int:
+    check_barrier_mode_supported(spark)
+    requested = estimator.getNumWorkers() or default_parallelism(spark)
+    slots = available_task_slots(spark)
+    if slots is not None and requested > slots:
+        raise ValueError(
+            f"numWorkers={requested} but the cluster has only {slots} free task slot(s); a "
+            "barrier stage needs one slot per worker at the same time. Set numWorkers to at "
+            f"most {slots} or add executors/cores."
+        )
+    return requested
+
+
+def plan_fit(estimator, spark, stats, num_workers: int):
+    """The config every worker trains with, the facts the solver and exchange mode were
+    chosen from, and the :class:`~svb_spark.core.solvers.Choice` ("auto" resolved)."""
+    thresholds = estimator._thresholds()
+    if thresholds and len(thresholds) != stats.num_classes:
+        raise ValueError(
+            f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
+            f"{stats.num_classes} classes; give one threshold per class."
+        )
+    config = TrainingConfig.from_statistics(
+        1 if binomial(estimator, stats.num_classes) else stats.num_classes,
+        stats.num_features,
+        stats.mean,
+        stats.std,
+        stats.density,
+        fit_intercept=estimator.getFitIntercept(),
+        standardization=estimator.getStandardization(),
+        batch_size=estimator.getBatchSize(),
+        max_iter=estimator.getMaxIter(),
+        tol=estimator.getTol(),
+        reg_param=estimator.getRegParam(),
+        step_size=estimator.getStepSize(),
+        seed=estimator.getSeed(),
+        dtype=estimator.getDtype(),
+        exchange_timeout=estimator.getExchangeTimeout(),
+        sync_interval=estimator.getSyncInterval(),
+        verify_interval=estimator.getVerifyInterval(),
+        validation_tol=estimator.getValidationTol() if estimator._validation_column() else None,
+        # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
+        tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
+    )
+    key, available = worker_memory(spark)
+    facts = FitFacts(
+        num_classes=config.num_classes,
+        num_features=config.num_features,
+        num_workers=num_workers,
+        num_rows=stats.num_rows,
+        sparse=config.sparse,
+        nonzeros_per_row=stats.nonzeros_per_row if config.sparse else None,
+        batch_size=config.batch_size,
+        dtype=config.dtype,
+        sync_interval=config.sync_interval,
+        validation=bool(estimator._validation_column()),
+        solver=estimator.getSolver(),
+        exchange=estimator.getExchange(),
+        worker_memory=available,
+        worker_memory_key=key,
+        driver_memory=driver_memory(spark),
+    )
+    choice = choose(facts, type(estimator).__name__)
+    kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
+    config = dataclasses.replace(config, message_kind=kind, solver=choice.solver)
+    return config, facts, choice
+
+
+def binomial(estimator, num_classes: int) -> bool:
+    """Whether the fit is of the binomial family (one row of coefficients), as MLlib
+    decides: "auto" takes it for at most 2 classes."""
+    family = estimator.getFamily()
+    if family == "binomial" and num_classes > 2:
+        raise ValueError(
+            f"Binomial family only supports 1 or 2 outcome classes but found {num_classes}. "
+            "Set family='multinomial' or 'auto'."
+        )
+    binomial = family == "binomial" or (family == "auto" and num_classes <= 2)
+    if binomial and estimator.getExchange() == "sharded":
+        raise ValueError(
+            "exchange='sharded' splits the rows of the coefficients by class, but the "
+            "binomial family has one row. Set family='multinomial' or use another exchange."
+        )
+    return binomial
+
+
+def with_checkpoints(estimator, config: TrainingConfig) -> TrainingConfig:
+    """``config`` with this fit's own checkpoint directory, made and checked here.
+
+    A directory that cannot be made fails now, on the driver, not in rank 0 mid-fit.
+    """
+    base = estimator.getCheckpointDir()
+    if not base or estimator.getCheckpointInterval() == -1:
+        return config
+    if "://" not in base:
+        base = os.path.abspath(base)  # pyarrow.fs takes absolute paths or URIs
+    fit = f"{estimator.uid}-{secrets.token_hex(8)}"  # one directory per fit
+    directory = posixpath.join(base.rstrip("/"), fit)
+    try:
+        fs, path = checkpoint_filesystem(directory)
+        fs.create_dir(path, recursive=True)
+    except Exception as error:
+        raise ValueError(
+            f"The 'checkpointDir' parameter of {type(estimator).__name__} is {base!r}, where no "
+            f"directory can be made ({error}). Give a writable path or Hadoop-compatible URI "
+            "that every executor can reach, or leave checkpointDir unset."
+        ) from None
+    return dataclasses.replace(
+        config, checkpoint_dir=directory, checkpoint_interval=estimator.getCheckpointInterval()
+    )

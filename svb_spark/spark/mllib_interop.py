@@ -1,0 +1,59 @@
+"""SVB models as MLlib's own: a native ``LogisticRegressionModel`` built in the driver's JVM
+with the same coefficients, intercepts, family and column params."""
+
+from __future__ import annotations
+
+from pyspark.ml.linalg import DenseMatrix
+
+
+def to_mllib(model):
+    """``model`` (an SVBLogisticRegressionModel) as a native
+    ``pyspark.ml.classification.LogisticRegressionModel``; see its ``toMLlib``."""
+    from pyspark import SparkContext
+    from pyspark.ml.classification import LogisticRegressionModel
+    from pyspark.ml.common import _py2java
+    from pyspark.sql.utils import is_remote
+
+    # A local Spark Connect server runs a SparkContext in this very process, but the
+    # client session cannot use it: check for Connect first.
+    sc = None if is_remote() else SparkContext._active_spark_context
+    if sc is None:
+        raise RuntimeError(
+            "toMLlib() builds the model in the driver's JVM and needs a classic "
+            "SparkSession (with a SparkContext); Spark Connect has none. Save this model "
+            "and rebuild it where a classic session runs."
+        )
+    java_class = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel
+    # The Scala constructor is private[spark], but public in the bytecode py4j calls.
+    coefficients = model.coefficientMatrix
+    if model._is_binomial:  # MLlib reads a binomial model's one row as row major
+        coefficients = DenseMatrix(1, model.numFeatures, model._W[0], isTransposed=True)
+    java_model = java_class(
+        model.uid,
+        _py2java(sc, coefficients),
+        _py2java(sc, model.interceptVector),
+        model.numClasses,
+        not model._is_binomial,  # isMultinomial: softmax over all K rows
+    )
+    mllib = LogisticRegressionModel(java_model)
+    mllib._resetUid(model.uid)
+    for name in (
+        "featuresCol",
+        "labelCol",
+        "predictionCol",
+        "probabilityCol",
+        "rawPredictionCol",
+    ):
+        mllib._set(**{name: model.getOrDefault(name)})
+    if model._weight_column():  # MLlib's evaluate weighs rows by it
+        mllib._set(weightCol=model._weight_column())
+    if model._is_binary:
+        t = model.getThreshold()
+        if model._is_binomial:
+            mllib._set(threshold=t)
+        elif t != 0.5:  # at 0.5 MLlib's argmax predicts the same
+            mllib._set(thresholds=[1.0 - t, t])
+    elif model._thresholds():
+        mllib._set(thresholds=model._thresholds())
+    mllib._transfer_params_to_java()
+    return mllib
