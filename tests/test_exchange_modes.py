@@ -45,13 +45,13 @@ def test_every_mode_trains_the_same_model(planted_df, p2p_model, mode):
     assert model.summary.steps == p2p_model.summary.steps == 2 * 2
 
 
-@pytest.mark.parametrize("checkpoint_every_round", [True, False])
+@pytest.mark.parametrize("snapshot_every_round", [True, False])
 def test_broadcast_rebuilds_a_lost_replica_exactly(
-    planted_df, p2p_model, monkeypatch, checkpoint_every_round
+    planted_df, p2p_model, monkeypatch, snapshot_every_round
 ):
-    # With checkpoints every round a rebuild starts from the newest; without, it replays the
+    # With snapshots every round a rebuild starts from the newest; without, it replays the
     # whole log of sufficient-vector broadcasts from zero weights.
-    monkeypatch.setattr(broadcast, "checkpoint_due", lambda *_: checkpoint_every_round)
+    monkeypatch.setattr(broadcast, "snapshot_due", lambda *_: snapshot_every_round)
     estimator = SVBLogisticRegression(
         weightCol="weight",
         numWorkers=2,

@@ -7,10 +7,10 @@ in rank order, with ``sc.broadcast``, so executors fetch the pieces from each ot
 
 Each Python worker process caches its replica (keyed by fit id, with the number of rounds it
 has applied) and its partition. On a miss (another worker process, a retried task, a lost
-executor) it rebuilds from the newest weights checkpoint plus the log of vector broadcasts
-since, replaying exactly the operations every other replica performed. Rank 0 checkpoints its
+executor) it rebuilds from the newest weights snapshot plus the log of vector broadcasts
+since, replaying exactly the operations every other replica performed. Rank 0 snapshots its
 replica whenever the log has grown as large as the weights, and the driver destroys the
-broadcasts that the new checkpoint makes unnecessary, so memory does not grow with the rounds.
+broadcasts that the new snapshot makes unnecessary, so memory does not grow with the rounds.
 
 It needs a SparkContext, so it runs in classic mode only.
 """
@@ -86,9 +86,9 @@ def _round_task(
     plan: Plan,
     fit_id: str,
     round_index: int,
-    checkpoint,  # Broadcast of (rounds applied, the replica's state as Arrow) or None
-    log: list,  # Broadcasts of each round's messages since the checkpoint, in round order
-    emit_checkpoint: bool,
+    snapshot,  # Broadcast of (rounds applied, the replica's state as Arrow) or None
+    log: list,  # Broadcasts of each round's messages since the snapshot, in round order
+    emit_snapshot: bool,
     initial=None,  # warm start (W, b): None, a tuple or a Broadcast of one
     forget_replica: bool = False,  # for tests: drop the cached replica, so the task rebuilds
 ):
@@ -100,9 +100,9 @@ def _round_task(
         if forget_replica:
             _REPLICAS.pop(fit_id, None)
         applied, replica = _REPLICAS.get(fit_id, (-1, None))
-        base, state = (0, None) if checkpoint is None else checkpoint.value
+        base, state = (0, None) if snapshot is None else snapshot.value
         if replica is None or applied < base:
-            # A miss: start from the checkpoint and replay the log like every other replica.
+            # A miss: start from the snapshot and replay the log like every other replica.
             if round_index > 0:  # after round 0 a miss means a lost or replaced replica
                 yield pa.RecordBatch.from_pydict(
                     {"part": ["rebuilt"], "seq": [rank], "data": [b""]}, schema=RESULT_SCHEMA
@@ -121,8 +121,8 @@ def _round_task(
             if rank == 0:
                 yield from encode_result(result_of(replica))
             return
-        if emit_checkpoint and rank == 0:
-            yield from result_rows("checkpoint", state_to_bytes(replica.state()))
+        if emit_snapshot and rank == 0:
+            yield from result_rows("snapshot", state_to_bytes(replica.state()))
         message = codec.to_ipc(replica.encode(replica.compute(data)))
         yield pa.RecordBatch.from_pydict(
             {"part": ["message"], "seq": [rank], "data": [message]}, schema=RESULT_SCHEMA
@@ -142,7 +142,7 @@ def require_spark_context(spark):
     return sc
 
 
-def checkpoint_due(log_bytes: int, replica_bytes: int) -> bool:
+def snapshot_due(log_bytes: int, replica_bytes: int) -> bool:
     """Start the log afresh from the replica's state (the checkpoint format, in memory) once
     replaying the log would cost as much as shipping the weights. This bounds what a rebuilt
     replica replays, so it follows bytes, not the epochs of :meth:`Solver.checkpoint_due`,
@@ -168,7 +168,7 @@ def fit_by_broadcast(
     plan = make_plan([r.rows for r in hello], [r.curvature for r in hello], config)
 
     replica_bytes = config.num_classes * (config.num_features + 1) * 8
-    checkpoint = None
+    snapshot = None
     log: list = []
     log_bytes = 0
     sent = received = framing_sent = framing_received = 0
@@ -177,10 +177,10 @@ def fit_by_broadcast(
     round_index = rebuilds = 0
     try:
         while True:
-            emit_checkpoint = checkpoint_due(log_bytes, replica_bytes)
+            emit_snapshot = snapshot_due(log_bytes, replica_bytes)
             started = time.perf_counter()
             task = _round_task(
-                config, plan, fit_id, round_index, checkpoint, list(log), emit_checkpoint,
+                config, plan, fit_id, round_index, snapshot, list(log), emit_snapshot,
                 initial=initial,
             )  # fmt: skip
             rows = training.mapInArrow(task, RESULT_DDL, barrier=True).collect()
@@ -190,13 +190,11 @@ def fit_by_broadcast(
             if not messages:  # every replica is done: rank 0 sent the model instead
                 parts_rows = [(r.part, r.seq, r.data) for r in rows]
                 break
-            if emit_checkpoint:
-                state = collect_parts(
-                    (r.part, r.seq, r.data) for r in rows if r.part == "checkpoint"
-                )
-                for stale in [*log, *([checkpoint] if checkpoint else [])]:
+            if emit_snapshot:
+                state = collect_parts((r.part, r.seq, r.data) for r in rows if r.part == "snapshot")
+                for stale in [*log, *([snapshot] if snapshot else [])]:
                     stale.destroy()
-                checkpoint = sc.broadcast((round_index, state["checkpoint"]))
+                snapshot = sc.broadcast((round_index, state["snapshot"]))
                 log, log_bytes = [], 0
             payloads = [m for _, m in messages]
             log.append(sc.broadcast(payloads))
@@ -211,7 +209,7 @@ def fit_by_broadcast(
             framing_received += sum(f for _, f in round_bytes[1:])
             round_index += 1
     finally:
-        for stale in [*log, *([checkpoint] if checkpoint else [])]:
+        for stale in [*log, *([snapshot] if snapshot else [])]:
             stale.destroy()
         training.unpersist()
 
