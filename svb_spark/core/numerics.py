@@ -8,13 +8,13 @@ The objective is MLlib's::
 
     sum_i w_i * CE(softmax(W x_i + b), y_i) / sum_i w_i  +  0.5 * regParam * sum_kj c_j W_kj^2
 
+where ``c_j`` (``reg_scale``) is 1 in the standardized space, or 1 / std_j^2 on the original
+coefficients (``standardization=False``); L1 and bounds: :mod:`svb_spark.core.penalty`.
+
 The loss family follows from the rows of ``W``, as in MLlib's models: K >= 2 rows are the
 multinomial family (softmax); one row is the binomial family, whose margin ``m = w x + b``
 gives class 1 the probability ``sigmoid(m)`` (labels 0 and 1). Every loss and sufficient
 vector goes through :func:`_vectors_from_margins`, the one place the family is decided.
-
-where ``c_j`` (``reg_scale``) is 1 when training in the standardized space, or 1 / std_j^2 when
-the penalty applies to the coefficients of the original features (``standardization=False``).
 """
 
 from __future__ import annotations
@@ -347,7 +347,6 @@ def apply_gradient(
 # Below this, the scalar of a scaled sparse replica is folded back into W (an O(K D) pass that
 # happens about once per log(1e-6) / log(1 - lr * regParam) steps).
 _MIN_FACTOR = 1e-6
-
 
 # Rows per block when a whole partition is scored at once (L-BFGS), so that its B x K scores
 # stay small.
