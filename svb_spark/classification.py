@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.classification import ProbabilisticClassificationModel, ProbabilisticClassifier
-from pyspark.ml.linalg import DenseMatrix, DenseVector, Vector
+from pyspark.ml.linalg import DenseVector, Matrix, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
 from svb_spark import planning
@@ -25,13 +25,14 @@ from svb_spark.core.solvers import check_memory, solver_type
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
+    json_params,
     validate_param_values,
 )
 from svb_spark.spark.broadcast import fit_by_broadcast, require_spark_context
 from svb_spark.spark.checkpoint import remove_checkpoints
 from svb_spark.spark.contract import training_frame
 from svb_spark.spark.inspection import check_columns, check_validation_column, inspect_training_data
-from svb_spark.spark.mllib_interop import to_mllib
+from svb_spark.spark.mllib_interop import compressed_matrix, compressed_vector, to_mllib
 from svb_spark.spark.persistence import SVBModelReadable, SVBModelWritable
 from svb_spark.spark.scoring import (
     ClassBlockBroadcasts,
@@ -61,27 +62,20 @@ class SVBConvergenceWarning(UserWarning):
 class SVBLogisticRegression(
     ProbabilisticClassifier, _SVBEstimatorParams, DefaultParamsWritable, DefaultParamsReadable
 ):
-    """Multinomial logistic regression trained by synchronous minibatch SGD with the
+    """Logistic regression, binomial or multinomial as MLlib's, trained on Spark with the
     Sufficient Vector Broadcaster.
 
-    Every step, each of ``numWorkers`` barrier tasks computes the sufficient vectors of its
-    ``batchSize`` rows (``U = P - Y`` and the rows ``V``), sends them to every peer over Arrow
-    Flight, and applies everyone's ``U^T V`` to its replica of the weights. Communication is
-    linear in classes plus features instead of their product, and the result is exactly that of
-    SGD on the global minibatch.
+    The ``numWorkers`` barrier tasks each hold their rows and a replica of the model; every
+    step (L-BFGS: every iteration) they exchange sufficient vectors (``U = P - Y`` and the
+    rows) or gradient sums over an Arrow Flight mesh, so communication grows with classes plus
+    features, not their product, and every replica applies the same update.
 
-    Params follow :class:`pyspark.ml.classification.LogisticRegression` (``maxIter`` counts
-    epochs, ``regParam`` is the L2 strength, ``standardization`` is on by default and the
-    coefficients are returned for the original features) plus ``batchSize``, ``numWorkers``,
-    ``numClasses``, ``exchange``, ``dtype``, ``exchangeTimeout``, ``syncInterval``,
-    ``verifyInterval``, ``initialModel`` (a warm start), and ``checkpointDir`` with
-    ``checkpointInterval`` (a retried stage resumes from the newest checkpoint). ``stepSize``
-    is relative to the data's curvature, so the default 1.0 needs no tuning.
-
-    During ``fit`` rank 0 reports every epoch (objective, rows/s, bytes) to the driver, which
-    shows it as log lines of the ``svb_spark`` logger, or as one display updated in place in a
-    notebook; the Spark jobs run under a job group whose description names the fit, and a
-    KeyboardInterrupt cancels them.
+    Params are those of :class:`pyspark.ml.classification.LogisticRegression` (``family``,
+    ``regParam``, ``elasticNetParam``, the bounds, ``threshold(s)``, ``standardization``,
+    ``weightCol``, ...) plus SVB's own: ``solver``, ``batchSize``, ``numWorkers``,
+    ``numClasses``, ``exchange``, ``dtype``, ``syncInterval``, ``verifyInterval``,
+    ``exchangeTimeout``, ``initialModel``, ``checkpointDir`` and the validation column.
+    Progress goes to the ``svb_spark`` logger, or to a display updated in place in a notebook.
 
     Examples
     --------
@@ -132,6 +126,11 @@ class SVBLogisticRegression(
         checkpointInterval: int = 10,
         solver: str = "auto",
         family: str = "auto",
+        elasticNetParam: float = 0.0,
+        lowerBoundsOnCoefficients=None,
+        upperBoundsOnCoefficients=None,
+        lowerBoundsOnIntercepts=None,
+        upperBoundsOnIntercepts=None,
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
         aggregationDepth: int = 2,
@@ -173,6 +172,11 @@ class SVBLogisticRegression(
         checkpointInterval: int = 10,
         solver: str = "auto",
         family: str = "auto",
+        elasticNetParam: float = 0.0,
+        lowerBoundsOnCoefficients=None,
+        upperBoundsOnCoefficients=None,
+        lowerBoundsOnIntercepts=None,
+        upperBoundsOnIntercepts=None,
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
         aggregationDepth: int = 2,
@@ -190,6 +194,21 @@ class SVBLogisticRegression(
 
     def setFamily(self, value: str) -> SVBLogisticRegression:
         return self._set(family=value)
+
+    def setElasticNetParam(self, value: float) -> SVBLogisticRegression:
+        return self._set(elasticNetParam=value)
+
+    def setLowerBoundsOnCoefficients(self, value) -> SVBLogisticRegression:
+        return self._set(lowerBoundsOnCoefficients=value)
+
+    def setUpperBoundsOnCoefficients(self, value) -> SVBLogisticRegression:
+        return self._set(upperBoundsOnCoefficients=value)
+
+    def setLowerBoundsOnIntercepts(self, value) -> SVBLogisticRegression:
+        return self._set(lowerBoundsOnIntercepts=value)
+
+    def setUpperBoundsOnIntercepts(self, value) -> SVBLogisticRegression:
+        return self._set(upperBoundsOnIntercepts=value)
 
     def setThreshold(self, value: float) -> SVBLogisticRegression:
         """Sets :py:attr:`threshold` (in [0, 1]) and clears :py:attr:`thresholds`."""
@@ -342,6 +361,11 @@ class SVBLogisticRegression(
 
         W, b = build.finish(result.W, result.b)
         result.W = result.b = None  # the summary keeps the record, not a second K x D copy
+        if config.elastic_net > 0 and config.num_classes > 1 and config.fit_intercept:
+            # The softmax is the same for intercepts shifted alike; MLlib returns them
+            # centered. An L2 fit's already are (its updates sum to zero over the classes);
+            # L1's thresholds break that symmetry. (Bounds, which pin intercepts, refuse L1.)
+            b -= b.mean()
         model = self._copyValues(SVBLogisticRegressionModel(W, b))
         model._resetUid(self.uid)  # as MLlib's: the model keeps its estimator's uid
         record = FitRecord(
@@ -383,7 +407,7 @@ class _EstimatorWriter(DefaultParamsWriter):
             for param, value in self.instance._paramMap.items()
             if param.name != "initialModel" or isinstance(value, str)
         }
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, paramMap=params)
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, paramMap=json_params(params))
 
 
 class SVBLogisticRegressionModel(
@@ -463,15 +487,15 @@ class SVBLogisticRegressionModel(
         return float(self._b[0])
 
     @property
-    def coefficientMatrix(self) -> DenseMatrix:
-        """Coefficients as a DenseMatrix (original feature space): numClasses x numFeatures,
-        or 1 x numFeatures for a binomial model."""
-        K, D = self._W.shape
-        return DenseMatrix(K, D, self._W.ravel(order="F"))  # one copy, not a list of floats
+    def coefficientMatrix(self) -> Matrix:
+        """Coefficients in the original feature space, numClasses x numFeatures (1 x
+        numFeatures for a binomial model), compressed as MLlib's: a DenseMatrix, or a
+        SparseMatrix when most are zero (L1)."""
+        return compressed_matrix(self._W)
 
     @property
-    def interceptVector(self) -> DenseVector:
-        return DenseVector(self._b)
+    def interceptVector(self) -> Vector:
+        return compressed_vector(self._b)
 
     @property
     def numClasses(self) -> int:

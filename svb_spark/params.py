@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import zlib
 
+import numpy as np
 from pyspark.ml.classification import _ProbabilisticClassifierParams
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasAggregationDepth,
     HasCheckpointInterval,
+    HasElasticNetParam,
     HasFitIntercept,
     HasMaxBlockSizeInMB,
     HasMaxIter,
@@ -32,11 +34,27 @@ SOLVERS = ("auto", "lbfgs", "sgd", "saga", "asgd")
 FAMILIES = ("auto", "binomial", "multinomial")
 
 
+def _to_matrix(value):
+    """A Matrix, or rows of numbers (a config file's or saved metadata's), as a Matrix."""
+    from pyspark.ml.linalg import DenseMatrix, Matrix
+
+    if isinstance(value, Matrix):
+        return value
+    try:
+        rows = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        rows = None
+    if rows is None or rows.ndim != 2:
+        raise TypeError(f"Could not convert {value!r} to a Matrix: give a Matrix or a list of rows")
+    return DenseMatrix(rows.shape[0], rows.shape[1], rows.ravel().tolist(), isTransposed=True)
+
+
 class _SVBLogisticRegressionParams(
     _ProbabilisticClassifierParams,
     HasMaxIter,
     HasTol,
     HasRegParam,
+    HasElasticNetParam,
     HasFitIntercept,
     HasStandardization,
     HasStepSize,
@@ -216,6 +234,39 @@ class _SVBLogisticRegressionParams(
         "otherwise).",
         typeConverter=TypeConverters.toString,
     )
+    # MLlib's bounds, in the original feature space: K x D (1 x D binomial) and K (1).
+    lowerBoundsOnCoefficients: Param = Param(
+        Params._dummy(),
+        "lowerBoundsOnCoefficients",
+        "The lower bounds on coefficients if fitting under bound constrained optimization. The "
+        "bound matrix must be compatible with the shape (1, number of features) for binomial "
+        "regression, or (number of classes, number of features) for multinomial regression.",
+        typeConverter=_to_matrix,
+    )
+    upperBoundsOnCoefficients: Param = Param(
+        Params._dummy(),
+        "upperBoundsOnCoefficients",
+        "The upper bounds on coefficients if fitting under bound constrained optimization. The "
+        "bound matrix must be compatible with the shape (1, number of features) for binomial "
+        "regression, or (number of classes, number of features) for multinomial regression.",
+        typeConverter=_to_matrix,
+    )
+    lowerBoundsOnIntercepts: Param = Param(
+        Params._dummy(),
+        "lowerBoundsOnIntercepts",
+        "The lower bounds on intercepts if fitting under bound constrained optimization. The "
+        "bounds vector size must be equal to 1 for binomial regression, or the number of "
+        "classes for multinomial regression.",
+        typeConverter=TypeConverters.toVector,
+    )
+    upperBoundsOnIntercepts: Param = Param(
+        Params._dummy(),
+        "upperBoundsOnIntercepts",
+        "The upper bounds on intercepts if fitting under bound constrained optimization. The "
+        "bound vector size must be equal to 1 for binomial regression, or the number of "
+        "classes for multinomial regression.",
+        typeConverter=TypeConverters.toVector,
+    )
     family: Param[str] = Param(
         Params._dummy(),
         "family",
@@ -260,6 +311,7 @@ class _SVBLogisticRegressionParams(
             verifyInterval=100,
             solver="auto",
             family="auto",
+            elasticNetParam=0.0,
             threshold=0.5,
             aggregationDepth=2,
             maxBlockSizeInMB=0.0,
@@ -272,6 +324,22 @@ class _SVBLogisticRegressionParams(
     def getFamily(self) -> str:
         """Gets the value of family or its default value."""
         return self.getOrDefault(self.family)
+
+    def getLowerBoundsOnCoefficients(self):
+        """Gets the value of lowerBoundsOnCoefficients (unset by default)."""
+        return self.getOrDefault(self.lowerBoundsOnCoefficients)
+
+    def getUpperBoundsOnCoefficients(self):
+        """Gets the value of upperBoundsOnCoefficients (unset by default)."""
+        return self.getOrDefault(self.upperBoundsOnCoefficients)
+
+    def getLowerBoundsOnIntercepts(self):
+        """Gets the value of lowerBoundsOnIntercepts (unset by default)."""
+        return self.getOrDefault(self.lowerBoundsOnIntercepts)
+
+    def getUpperBoundsOnIntercepts(self):
+        """Gets the value of upperBoundsOnIntercepts (unset by default)."""
+        return self.getOrDefault(self.upperBoundsOnIntercepts)
 
     def getBatchSize(self) -> int:
         """Gets the value of batchSize or its default value."""
@@ -300,6 +368,21 @@ class _SVBLogisticRegressionParams(
     def getExchangeTimeout(self) -> float:
         """Gets the value of exchangeTimeout or its default value."""
         return self.getOrDefault(self.exchangeTimeout)
+
+
+def json_params(values: dict) -> dict:
+    """Param values as JSON can hold them: a Matrix as its rows, a Vector as a list (read back
+    through the params' type converters)."""
+    from pyspark.ml.linalg import Matrix, Vector
+
+    def plain(value):
+        if isinstance(value, Matrix):
+            return value.toArray().tolist()
+        if isinstance(value, Vector):
+            return value.toArray().tolist()
+        return value
+
+    return {name: plain(value) for name, value in values.items()}
 
 
 def _binary_threshold(thresholds: list[float]) -> float:
@@ -396,6 +479,7 @@ _VALUE_RULES = (
     ("tol", lambda v: v >= 0, "a float >= 0"),
     ("validationTol", lambda v: v >= 0, "a float >= 0"),
     ("regParam", lambda v: v >= 0, "a float >= 0"),
+    ("elasticNetParam", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
     ("stepSize", lambda v: v > 0, "a float > 0"),
     ("batchSize", lambda v: v > 0, "an int > 0"),
     ("numWorkers", lambda v: v >= 0, "an int >= 0 (0 = default parallelism)"),

@@ -10,6 +10,8 @@ import os
 import posixpath
 import secrets
 
+import numpy as np
+
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.solvers import FitFacts, choose
 from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
@@ -47,14 +49,19 @@ def plan_fit(estimator, spark, stats, num_workers: int):
             f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
             f"{stats.num_classes} classes; give one threshold per class."
         )
+    rows = 1 if binomial(estimator, stats.num_classes) else stats.num_classes
+    coefficient_bounds, intercept_bounds = bounds(estimator, rows, stats.num_features)
     config = TrainingConfig.from_statistics(
-        1 if binomial(estimator, stats.num_classes) else stats.num_classes,
+        rows,
         stats.num_features,
         stats.mean,
         stats.std,
         stats.density,
         fit_intercept=estimator.getFitIntercept(),
         standardization=estimator.getStandardization(),
+        coefficient_bounds=coefficient_bounds,
+        intercept_bounds=intercept_bounds,
+        elastic_net=estimator.getElasticNetParam(),
         batch_size=estimator.getBatchSize(),
         max_iter=estimator.getMaxIter(),
         tol=estimator.getTol(),
@@ -91,6 +98,69 @@ def plan_fit(estimator, spark, stats, num_workers: int):
     kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
     config = dataclasses.replace(config, message_kind=kind, solver=choice.solver)
     return config, facts, choice
+
+
+def bounds(estimator, rows: int, num_features: int):
+    """The bounds params as ((lower, upper) coefficients, (lower, upper) intercepts), each a
+    float64 array or None, checked as MLlib checks them: ``rows`` x numFeatures and ``rows``
+    values (1 for the binomial family), lower <= upper, L2 only, intercept bounds only with
+    an intercept."""
+
+    def value(name: str):
+        param = estimator.getParam(name)
+        return estimator.getOrDefault(param) if estimator.isSet(param) else None
+
+    names = ("lowerBoundsOnCoefficients", "upperBoundsOnCoefficients",
+             "lowerBoundsOnIntercepts", "upperBoundsOnIntercepts")  # fmt: skip
+    given = {name: value(name) for name in names}
+    if all(v is None for v in given.values()):
+        return (None, None), (None, None)
+    owner = type(estimator).__name__
+    if estimator.getElasticNetParam() != 0.0:
+        raise ValueError(
+            f"{owner}: fitting under bound constrained optimization only supports L2 "
+            f"regularization, but got elasticNetParam = {estimator.getElasticNetParam()}. Set "
+            "elasticNetParam=0 or unset the bounds."
+        )
+    if not estimator.getFitIntercept() and (
+        given["lowerBoundsOnIntercepts"] is not None or given["upperBoundsOnIntercepts"] is not None
+    ):
+        raise ValueError(
+            f"{owner}: please don't set bounds on intercepts if fitting without intercept "
+            "(fitIntercept=False)."
+        )
+    arrays = {}
+    for name, bound in given.items():
+        if bound is None:
+            arrays[name] = None
+            continue
+        array = bound.toArray().astype(np.float64)
+        shape = (rows, num_features) if "Coefficients" in name else (rows,)
+        if array.shape != shape:
+            expected = (
+                "(1, number of features) for binomial regression, or (number of classes, "
+                "number of features) for multinomial regression"
+                if "Coefficients" in name
+                else "1 for binomial regression, or the number of classes for multinomial "
+                "regression"
+            )
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must be compatible with {expected}, i.e. "
+                f"{shape} here, but found: {array.shape}."
+            )
+        arrays[name] = array
+    for kind in ("Coefficients", "Intercepts"):
+        lower, upper = arrays[f"lowerBoundsOn{kind}"], arrays[f"upperBoundsOn{kind}"]
+        if lower is not None and upper is not None and (lower > upper).any():
+            raise ValueError(
+                f"lowerBoundsOn{kind} should always be less than or equal to "
+                f"upperBoundsOn{kind}, but found: lowerBoundsOn{kind} = {lower.tolist()}, "
+                f"upperBoundsOn{kind} = {upper.tolist()}."
+            )
+    return (
+        (arrays["lowerBoundsOnCoefficients"], arrays["upperBoundsOnCoefficients"]),
+        (arrays["lowerBoundsOnIntercepts"], arrays["upperBoundsOnIntercepts"]),
+    )
 
 
 def binomial(estimator, num_classes: int) -> bool:

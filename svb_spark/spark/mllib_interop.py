@@ -1,9 +1,12 @@
 """SVB models as MLlib's own: a native ``LogisticRegressionModel`` built in the driver's JVM
-with the same coefficients, intercepts, family and column params."""
+with the same coefficients, intercepts, family and column params, and the compressed matrix and
+vector formats MLlib returns them in."""
 
 from __future__ import annotations
 
-from pyspark.ml.linalg import DenseMatrix
+import numpy as np
+from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseMatrix, SparseVector
+from scipy import sparse
 
 
 def to_mllib(model):
@@ -57,3 +60,27 @@ def to_mllib(model):
         mllib._set(thresholds=model._thresholds())
     mllib._transfer_params_to_java()
     return mllib
+
+
+def compressed_matrix(W: np.ndarray):
+    """``W`` as MLlib's ``Matrix.compressed`` returns it: dense, or sparse column- or row-major
+    (CSR), whichever takes fewer bytes in the JVM (an L1 model's zeros come out sparse)."""
+    K, D = W.shape
+    nonzeros = int(np.count_nonzero(W))
+    dense = 8 * K * D + 21  # a double array, its header, two ints and a boolean
+    csc, csr = (12 * nonzeros + 4 * (pointers + 1) + 45 for pointers in (D, K))
+    if dense <= min(csc, csr):
+        return DenseMatrix(K, D, W.ravel(order="F"))  # one copy, not a list of floats
+    if csc <= csr:
+        columns = sparse.csc_matrix(W)
+        return SparseMatrix(K, D, columns.indptr, columns.indices, columns.data)
+    rows = sparse.csr_matrix(W)
+    return SparseMatrix(K, D, rows.indptr, rows.indices, rows.data, isTransposed=True)
+
+
+def compressed_vector(b: np.ndarray):
+    """``b`` as MLlib's ``Vector.compressed`` returns it: sparse when that is smaller."""
+    nonzero = np.flatnonzero(b)
+    if 1.5 * (len(nonzero) + 1.0) < len(b):
+        return SparseVector(len(b), nonzero, b[nonzero])
+    return DenseVector(b)

@@ -23,6 +23,8 @@ from pyspark.ml.util import (
     MLWriter,
 )
 
+from svb_spark.params import json_params
+
 
 def _session():
     from pyspark.sql import SparkSession
@@ -91,11 +93,13 @@ class SVBModelWriter(MLWriter):
         spark = _session()
         W, b = self.instance._model_arrays()
         try:
+            params = {p.name: v for p, v in self.instance._paramMap.items()}
             DefaultParamsWriter.saveMetadata(
                 self.instance,
                 path,
                 _context_or_session(spark),
                 extraMetadata={"numClasses": int(W.shape[0]), "numFeatures": int(W.shape[1])},
+                paramMap=json_params(params),
             )
             data = os.path.join(path, "data")
             for first in range(0, max(W.shape[0], 1), _classes_per_write(W.shape[1])):

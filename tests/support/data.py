@@ -56,7 +56,7 @@ def blobs(seed=0, rows=(130, 101, 77), K=4, D=6):
 def training_config(parts, **overrides):
     """The in-process tests' config for :func:`blobs` partitions: float64, 8 epochs, a little
     L2; ``overrides`` replace any field."""
-    from svb_spark.core.training import TrainingConfig
+    from svb_spark.core.config import TrainingConfig
 
     X = np.concatenate([p[0] for p in parts])
     config = TrainingConfig.from_statistics(
