@@ -40,12 +40,12 @@ def shape_data(name: str):
 
 def driver_steps() -> dict:
     """The functions ``fit`` calls on the driver, as (owner, name), and the phase of each."""
-    from svb_spark import classification
+    from svb_spark import classification, planning
     from svb_spark.control import delivery
 
     return {
         (classification, "inspect_training_data"): "inspect",
-        (classification.SVBLogisticRegression, "_plan_fit"): "plan",
+        (planning, "plan_fit"): "plan",
         (classification, "training_frame"): "training_frame",
         (classification, "fit_by_barrier_stage"): "barrier_stage",
         (delivery.ModelBuild, "finish"): "finish_model",
