@@ -196,6 +196,11 @@ def test_auto_takes_lbfgs_for_small_dense_models_only(spark, planted):
     too_big = lbfgs.AUTO_MAX_COEFFICIENTS // 100
     assert choose(_facts(100, too_big)).solver == "saga"
     assert choose(_facts(4, 6, exchange="broadcast")).solver == "sgd"
+    # The binomial family: one row of gradient, L-BFGS even for 2^20 sparse features...
+    assert choose(_facts(1, 1 << 20, sparse=True)).solver == "lbfgs"
+    # ... unless a worker cannot hold L-BFGS's vectors (26 x 2^20 x 8 bytes = 218 MB).
+    tight = dataclasses.replace(_facts(1, 1 << 20, sparse=True), worker_memory=100 << 20)
+    assert choose(tight).solver == "sgd"
     estimator = SVBLogisticRegression(numWorkers=2, maxIter=2)
     assert estimator.fit(planted[3]).summary.solver == "lbfgs"
 
