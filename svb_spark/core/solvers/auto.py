@@ -110,8 +110,8 @@ def _solver(facts: FitFacts, mode: str, name: str) -> str:
     small = facts.num_classes * (facts.num_features + 1) <= AUTO_MAX_COEFFICIENTS
     # The binomial family's gradient is one row: even at 2^20 hashed features an iteration's
     # exchange (8 MB) costs less than the thousands of latency-bound steps of an SGD epoch
-    # (benchmarks/results/binary.json: 200k sparse rows, L-BFGS 12 to 33 s against SGD's
-    # 200 to 215 s and MLlib's 38 to 62 s, with the best held-out AUC and log loss).
+    # (benchmarks/results/binary.json: 200k sparse rows, L-BFGS 5.9 to 10.5 s against SGD's
+    # 139 to 149 s and MLlib's 19.6 to 32.1 s, with the best held-out AUC and log loss).
     wanted = small and not facts.sparse or facts.num_classes == 1
     if wanted and LbfgsSolver.why_not(facts, mode) is None and _fits(LbfgsSolver, facts):
         return LbfgsSolver.name
