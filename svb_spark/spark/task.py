@@ -347,7 +347,8 @@ def barrier_training_task(
         from svb_spark.transport.flight import FlightMeshExchange
 
         clock = PhaseClock()
-        sharded = config.message_kind == codec.SHARDED
+        # Without a common replica (the class-sharded mode) every rank holds a block of the model.
+        blocks = not solver_type(config).replicated
         context = BarrierTaskContext.get()
         rank = context.partitionId()
         limit_blas_threads(context.cpus())
@@ -404,8 +405,8 @@ def barrier_training_task(
             if reporter is not None:
                 reporter.close()
         clock.lap("close")
-        if rank == 0 or sharded:  # the model: rank 0's replica, or every rank's block
-            block = rank if sharded else None
+        if rank == 0 or blocks:  # the model: rank 0's replica, or every rank's block
+            block = rank if blocks else None
             delivered = None
             if inbox is not None:
                 token = secrets.token_hex(8)  # this attempt's delivery
