@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 
-from benchmarks import machine, run
+from benchmarks import machine, run, workloads
 from benchmarks.report import markdown_table
 from svb_spark.core.loop import ROUND_PHASES
 
@@ -44,14 +44,8 @@ def ctr_rows(rows: int, seed: int, fields: int = 32):
     rng = np.random.default_rng(seed)
     values = rng.zipf(1.15, (rows, fields)).astype(np.uint64) - np.uint64(1)
     values %= np.geomspace(4, 200_000, fields).astype(np.uint64)
-    h = (np.arange(fields, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
-        values * np.uint64(0xC2B2AE3D27D4EB4F)
-    )
-    h ^= h >> np.uint64(31)  # splitmix64's finalizer: the low bits of a product are poor
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(29)
     present = rng.random((rows, fields)) < 0.8
-    columns = (h & np.uint64(D_SPARSE - 1)).astype(np.int64)[present]
+    columns = workloads.hashed_columns(values, D_SPARSE, np.arange(fields))[present]
     indptr = np.r_[0, np.cumsum(present.sum(axis=1))]
     X = sp.csr_matrix((np.ones(len(columns)), columns, indptr), shape=(rows, D_SPARSE))
     X.sum_duplicates()

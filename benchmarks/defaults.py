@@ -2,32 +2,39 @@
 MLlib's LogisticRegression with its defaults, in one session, on the same cached rows.
 
     python -m benchmarks.defaults [--sparse-features 32768] [--wide]
+    python -m benchmarks.defaults --text [--text-features 16384] [--driver-memory 8g]
 
 After one untimed short fit of each peer (the session's first jobs pay for JIT compilation
 and starting Python workers), for each data set it prints and writes
 (``benchmarks/results/defaults.json``) the fit's wall time, held-out accuracy, epochs or
 iterations and why SVB stopped, and the ratio of MLlib's time to SVB's. SVB counts as
 reaching MLlib when its accuracy is at least MLlib's minus 0.5 pt. ``--wide`` adds the
-sparse 500 x 2^18 check: a default fit against a 3-epoch fit.
+sparse 500 x 2^18 check: a default fit against a 3-epoch fit. ``--text`` runs only the
+many-class text-like set (``workloads.text_like``) and adds its row, keyed by its number of
+features, to ``benchmarks/results/text.json``; MLlib's failure (out of memory, past
+``--mllib-seconds``) is recorded as its result.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
 from pathlib import Path
 
-from benchmarks import peers, run, workloads
+from benchmarks import machine, peers, run, workloads
 from benchmarks.report import markdown_table
 
 RESULTS = Path(__file__).parent / "results" / "defaults.json"
+TEXT_RESULTS = RESULTS.parent / "text.json"
 TARGET_MARGIN = 0.005  # SVB reaches MLlib when its accuracy >= MLlib's - 0.5 pt
 
 
-def compare(spark, workload: workloads.Workload) -> dict:
-    """MLlib and SVB, both at their defaults, on one cached frame of ``workload``."""
+def compare(spark, workload: workloads.Workload, mllib_seconds: float | None = None) -> dict:
+    """MLlib and SVB, both at their defaults, on one cached frame of ``workload``; MLlib's
+    jobs are cancelled after ``mllib_seconds``."""
     frame = run.cached_frame(spark, workload.X_train, workload.y_train)
     Xt, yt = workload.X_test, workload.y_test
     result = {"workload": workload.describe()}
@@ -36,11 +43,11 @@ def compare(spark, workload: workloads.Workload) -> dict:
     result["svb"] = svb.to_dict()
     run.log(f"{workload.title}: MLlib")
     try:
-        mllib = peers.fit_mllib(frame, Xt, yt, max_iter=100)
+        mllib = peers.fit_mllib(frame, Xt, yt, max_iter=100, time_limit=mllib_seconds)
         result.update(mllib=mllib.to_dict(), mllib_over_svb_time=mllib.seconds / svb.seconds,
                       reaches_mllib=svb.accuracy >= mllib.accuracy - TARGET_MARGIN)  # fmt: skip
     except peers.PeerFailed as failure:  # e.g. a time limit: recorded, not fatal
-        result["mllib_failed"] = str(failure)
+        result.update(mllib_failed=str(failure), mllib_failed_after_s=failure.seconds)
     frame.unpersist()
     return result
 
@@ -102,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     # 500 classes x 40 signature features each need at least 20,000 hashed features.
     parser.add_argument("--sparse-features", type=int, default=2**15)
     parser.add_argument("--wide", action="store_true", help="also the 500 x 2^18 sparse check")
+    parser.add_argument("--text", action="store_true", help="only the many-class text-like set")
+    parser.add_argument("--text-features", type=int, default=2**14, choices=(2**14, 2**18))
+    parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--mllib-seconds", type=float, default=None, help="MLlib's time limit")
     args = parser.parse_args(argv)
 
     from svb_spark.spark.session import local_session
@@ -109,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     # MLlib's L-BFGS keeps several dense copies of K x D doubles on the driver (OOM at 1g for
     # 500 x 2^15); both peers get the same generous driver.
     spark = local_session(
-        "local[2]", app_name="svb_spark-defaults", **{"spark.driver.memory": "12g"}
+        "local[2]", app_name="svb_spark-defaults", **{"spark.driver.memory": args.driver_memory}
     )
+    if args.text:
+        return text(spark, args)
     sets = {
         "digits": workloads.w2_digits(),
         "letter": workloads.letter(),
@@ -132,6 +145,24 @@ def main(argv: list[str] | None = None) -> int:
     header = "data | MLlib defaults | SVB defaults | MLlib / SVB time | reaches MLlib - 0.5 pt"
     print(markdown_table(header, [row(name, r) for name, r in results.items()], "lllll"))
     print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
+    return 0
+
+
+def text(spark, args) -> int:
+    """The ``--text`` run: one row, added to the rows of TEXT_RESULTS."""
+    workload = workloads.text_like(args.text_features)
+    started, load = time.perf_counter(), machine.load_average()
+    warm_up(spark)
+    result = compare(spark, workload, args.mllib_seconds)
+    result.update(date=f"{datetime.date.today()}", driver_memory=args.driver_memory,
+                  load_average_at_start_and_end=[load, machine.load_average()])  # fmt: skip
+    spark.stop()
+    results = json.loads(TEXT_RESULTS.read_text()) if TEXT_RESULTS.exists() else {}
+    results[workload.title] = result
+    TEXT_RESULTS.write_text(json.dumps(results, indent=2, default=run._json_default) + "\n")
+    header = "data | MLlib defaults | SVB defaults | MLlib / SVB time | reaches MLlib - 0.5 pt"
+    print(markdown_table(header, [row(name, r) for name, r in results.items()], "lllll"))
+    print(f"({time.perf_counter() - started:.0f} s in all; written to {TEXT_RESULTS})")
     return 0
 
 

@@ -5,6 +5,8 @@
 - W3: the sparse text-like problem (``svb_spark.datasets.planted_sparse``, about 50 non-zeros
   per row). Its rows stay CSR everywhere (SparseVectors in Spark, CSR for scikit-learn and for
   held-out accuracy): a dense 2^18-column copy would be a different, far larger problem.
+- ``text_like``: hashed term counts of generated short documents, many classes, not separable
+  (below).
 """
 
 from __future__ import annotations
@@ -104,6 +106,88 @@ def sparse_text(
 def w3_sparse_text(mode: str) -> Workload:
     """W3: the sparse text-like problem (K=500, D=2^18 or a smaller size)."""
     return sparse_text(*W3_SIZES[mode], name="W3")
+
+
+def hashed_columns(keys: np.ndarray, num_features: int, salt=0) -> np.ndarray:
+    """Columns in ``[0, num_features)`` (a power of two) of integer ``keys``, by a fixed hash:
+    colliding keys share a column, as HashingTF's words do."""
+    h = (np.asarray(salt, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
+        keys.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    )
+    h ^= h >> np.uint64(31)  # splitmix64's finalizer: the low bits of a product are poor
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(29)
+    return (h & np.uint64(num_features - 1)).astype(np.int64)
+
+
+def _zipf_cdf(n: int, offset: float = 0.0) -> np.ndarray:
+    """Cumulative probabilities of ranks 1..n with weights 1 / (rank + offset)."""
+    cumulative = np.cumsum(1.0 / (np.arange(1, n + 1) + offset))
+    return cumulative / cumulative[-1]
+
+
+# The knobs of text_like, calibrated (docs/benchmarks.md) so that MLlib's default fit of 1,000
+# classes x 50k rows at 2^14 features reaches a held-out accuracy between 0.70 and 0.85.
+TEXT_KNOBS = {
+    "vocabulary": 50_000,  # words, Zipf (exponent 1) frequencies in the background
+    "topics": 50,  # shared topics; each class draws from one or two of them
+    "topic_words": 400,  # words of a topic, Zipf within it
+    "class_words": 30,  # words of a class's own, Zipf within them
+    "mix": (0.6, 0.3, 0.1),  # share of a document's tokens: background, topics, class words
+    "class_offset": 50.0,  # class priors 1 / (rank + 50): 1,000 classes span 330 to 16 rows in 50k
+    "label_noise": 0.03,  # share of labels replaced by a uniformly drawn class
+    "lengths": (10, 100),  # tokens of a document, uniform
+}
+
+
+def text_like_rows(rows: int, num_classes: int, num_features: int, seed: int, **knobs):
+    """Term counts (CSR, ``num_features`` hashed columns) of ``rows`` generated documents and
+    their labels; ``knobs`` override :data:`TEXT_KNOBS`. Every class mixes the same Zipf
+    background, one or two of the shared topics and its own few words, so most of a class's
+    mass is shared; the classes' sizes have a long tail and some labels are noise."""
+    import scipy.sparse as sp
+
+    k = {**TEXT_KNOBS, **knobs}
+    rng = np.random.default_rng(seed)
+    vocabulary, (background, topical, _) = k["vocabulary"], k["mix"]
+    # Topic and class words skip the commonest ranks, which every class uses anyway.
+    topic_vocab = rng.integers(100, vocabulary, (k["topics"], k["topic_words"]))
+    class_topics = rng.integers(0, k["topics"], (num_classes, 2))
+    single = rng.random(num_classes) < 0.5
+    class_topics[single, 1] = class_topics[single, 0]
+    class_vocab = rng.integers(1000, vocabulary, (num_classes, k["class_words"]))
+    # Shuffled so that a class's id does not give its size away.
+    classes = rng.permutation(num_classes)
+    y = classes[np.searchsorted(_zipf_cdf(num_classes, k["class_offset"]), rng.random(rows))]
+    lengths = rng.integers(k["lengths"][0], k["lengths"][1] + 1, rows)
+    document = np.repeat(np.arange(rows), lengths)
+    tokens, labels, source = len(document), y[document], rng.random(len(document))
+
+    def zipf_ranks(n: int, offset: float = 0.0) -> np.ndarray:  # one rank in [0, n) a token
+        return np.searchsorted(_zipf_cdf(n, offset), rng.random(tokens))
+
+    background_word = zipf_ranks(vocabulary)
+    topic = class_topics[labels, rng.integers(0, 2, tokens)]
+    topic_word = topic_vocab[topic, zipf_ranks(k["topic_words"], 5.0)]
+    class_word = class_vocab[labels, zipf_ranks(k["class_words"], 2.0)]
+    shares = [source < background, source < background + topical]
+    words = np.select(shares, [background_word, topic_word], class_word)
+    X = sp.csr_matrix(
+        (np.ones(tokens), (document, hashed_columns(words, num_features))),
+        shape=(rows, num_features),
+    )
+    noisy = rng.random(rows) < k["label_noise"]
+    return X, np.where(noisy, rng.integers(0, num_classes, rows), y)
+
+
+def text_like(
+    num_features: int = 2**14, num_classes: int = 1000, train: int = 50_000, test: int = 10_000
+) -> Workload:
+    """Generated short texts, hashed term counts (:func:`text_like_rows`); held-out rows are
+    the last ``test`` of one draw."""
+    X, y = text_like_rows(train + test, num_classes, num_features, seed=24)
+    title = f"text-like, K={num_classes}, D={power_of_two(num_features)}, {train // 1000}k rows"
+    return Workload("text", title, X[:train], y[:train], X[train:], y[train:])
 
 
 def mlbench(name: str, label: str, title: str) -> Workload:

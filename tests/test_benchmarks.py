@@ -376,3 +376,43 @@ def test_dense_probe_times_a_few_steps_of_the_dense_exchange(spark):
     predicted = point.extra["predicted_bytes_per_step"]["dense"]
     assert predicted == (run.WORKERS - 1) * w3.num_classes * (w3.num_features + 1) * 4
     assert point.extra["bytes_per_step"] == pytest.approx(predicted, rel=0.05)
+
+
+def test_text_like_rows_are_hashed_counts_of_generated_documents():
+    from benchmarks import workloads
+
+    X, y = workloads.text_like_rows(4000, 200, 1 << 10, seed=3)
+    again, other = (workloads.text_like_rows(4000, 200, 1 << 10, seed=s) for s in (3, 4))
+    assert (X != again[0]).nnz == 0 and (y == again[1]).all()  # deterministic for a seed
+    assert (X != other[0]).nnz > 0
+    assert hasattr(X, "indptr") and X.has_canonical_format and X.shape == (4000, 1 << 10)
+    tokens = np.asarray(X.sum(axis=1)).ravel()
+    assert tokens.min() >= 10 and tokens.max() <= 100 and (X.data == np.round(X.data)).all()
+    sizes = np.sort(np.bincount(y, minlength=200))
+    assert sizes[-1] > 4 * sizes[0]  # a long tail of class sizes
+    words = np.arange(50_000)
+    columns = workloads.hashed_columns(words, 1 << 10)
+    np.testing.assert_array_equal(columns, workloads.hashed_columns(words, 1 << 10))
+    assert np.bincount(columns).min() > 0 and columns.max() < 1 << 10  # every column is used
+
+
+def test_text_like_rows_are_not_separable_until_the_class_words_say_everything():
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from benchmarks import workloads
+
+    def accuracies(**knobs):
+        X, y = workloads.text_like_rows(2000, 50, 1 << 12, seed=5, **knobs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no convergence within max_iter: not the point
+            model = LogisticRegression(C=1e4, max_iter=50).fit(X[:1500], y[:1500])
+        return model.score(X[:1500], y[:1500]), model.score(X[1500:], y[1500:])
+
+    train, test = accuracies()
+    assert train > test + 0.1  # it fits its training rows far better than new ones
+    _, words_only = accuracies(mix=(0.0, 0.0, 1.0), label_noise=0.0)
+    assert words_only > test + 0.1
+    _, background_only = accuracies(mix=(1.0, 0.0, 0.0))
+    assert background_only < test - 0.3
