@@ -200,6 +200,152 @@ def sparse_layouts(
     return out
 
 
+def text_rows(rows: int, num_features: int, tokens: int = 70, vocabulary: int = 50_000, seed=0):
+    """Text-like CSR rows (float32): ``tokens`` words a row drawn by a Zipf law (exponent 1.1)
+    from ``vocabulary`` words hashed into ``num_features`` columns, with counts as values;
+    70 tokens give about 50 distinct non-zeros a row."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    law = np.arange(1, vocabulary + 1, dtype=np.float64) ** -1.1
+    words = rng.choice(vocabulary, size=(rows, tokens), p=law / law.sum())
+    hashed = rng.integers(0, num_features, size=vocabulary)[words].ravel()
+    X = sparse.csr_matrix(
+        (np.ones(hashed.size, np.float32), hashed, np.arange(0, hashed.size + 1, tokens)),
+        shape=(rows, num_features),
+    )
+    X.sum_duplicates()
+    return X
+
+
+def _gathered(X):
+    """The distinct columns of CSR ``X`` and ``X`` renumbered to them (the alternative's)."""
+    from scipy import sparse
+
+    columns = np.unique(X.indices)
+    local = sparse.csr_matrix(
+        (X.data, np.searchsorted(columns, X.indices).astype(np.int32), X.indptr),
+        shape=(X.shape[0], len(columns)),
+    )
+    return columns, local
+
+
+def sparse_step_calls(
+    num_classes: int, num_features: int, batch_size: int, workers: int = 2, batches: int = 10
+) -> tuple[dict, dict, dict]:
+    """The sparse step of a feature-major replica two ways: the library's compiled loops
+    (:mod:`svb_spark.core.sparse`: one axpy of K floats per non-zero, in place) and the
+    formulation they replaced, which renumbers the batch's C distinct columns, multiplies with
+    scipy's ``@`` and gathers, updates and scatters the C x K rows of ``W.T``.
+
+    Text-like rows (:func:`text_rows`), a fresh batch every call. Returns ``calls`` (part ->
+    way -> a call: ``apply``, the update by P B rows; ``forward``, the class scores of B rows,
+    which the call returns), ``replicas`` (way -> the K x D replica its apply updates) and the
+    shape, with the mean non-zeros and distinct columns of a step's P B rows.
+    """
+    from svb_spark.core import numerics
+
+    K, D, B, P = num_classes, num_features, batch_size, workers
+    X = text_rows(batches * P * B, D, seed=3)
+    rows = [X[i * P * B : (i + 1) * P * B] for i in range(batches)]
+    U = np.random.default_rng(0).standard_normal((P * B, K), dtype=np.float32)
+    b = np.zeros(K, dtype=np.float32)
+    step = 1e-3 / (P * B)
+    replicas = {way: numerics.feature_major_zeros(K, D, np.float32) for way in WAYS}
+    for W in replicas.values():
+        W.fill(0.0)  # touch every page, so no call pays the first-write faults
+
+    def cycling(call, W):
+        batch = iter(rows * 1000)
+        return lambda: call(W, next(batch))
+
+    def library_apply(W, V):
+        numerics.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, float(P * B), 1e-3, 0.0)
+
+    def alternative_apply(W, V):
+        columns, local = _gathered(V)
+        W.T[columns] -= W.dtype.type(step) * np.asarray(local.T @ U)
+        b[...] -= W.dtype.type(step) * U.sum(axis=0)
+
+    def library_forward(W, V):
+        return numerics.sparse_raw_margins(W, b, V[:B])
+
+    def alternative_forward(W, V):
+        columns, local = _gathered(V[:B])
+        return np.asarray(local @ W.T[columns]) + b
+
+    ways = {"apply": (library_apply, alternative_apply),
+            "forward": (library_forward, alternative_forward)}  # fmt: skip
+    calls = {part: {way: cycling(call, replicas[way]) for way, call in zip(WAYS, pair)}
+             for part, pair in ways.items()}  # fmt: skip
+    shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P,
+             "nonzeros_per_row": X.nnz / X.shape[0],
+             "nonzeros_per_step": float(np.mean([r.nnz for r in rows])),
+             "forward_nonzeros": float(np.mean([r[:B].nnz for r in rows])),
+             "columns_per_step": float(np.mean([np.unique(r.indices).size for r in rows])),
+             }  # fmt: skip
+    return calls, replicas, shape
+
+
+WAYS = ("library", "alternative")
+
+
+def sparse_step_rates(
+    num_classes: int, num_features: int, batch_size: int, workers: int = 2, repeats: int = 21
+) -> dict:
+    """:func:`sparse_step_calls` timed on one thread, against BLAS's sgemm.
+
+    For ``apply`` and ``forward``: the median seconds of each way, ``speedup`` (alternative /
+    library) and each way's GFLOP/s (2 K nnz flops). ``gemm_gflops``: the rate of sgemm on
+    ``U^T`` (K x P B) times a dense P B x C block, C the distinct columns of a step (what the
+    update would cost were the rows dense on their columns); ``gemm_same_gflops``: on a P B x
+    (nnz / P B) block, the sparse step's own multiply-adds. ``*_ratio``: a GEMM rate over the
+    library's rate (1 = as fast as BLAS).
+    """
+    from scipy.linalg import blas
+
+    calls, _, shape = sparse_step_calls(num_classes, num_features, batch_size, workers)
+    K, rows = num_classes, batch_size * workers
+    rng = np.random.default_rng(1)
+    U = rng.standard_normal((rows, K), dtype=np.float32)
+    dense = rng.standard_normal((rows, round(shape["columns_per_step"])), dtype=np.float32)
+    same = rng.standard_normal((rows, round(shape["nonzeros_per_step"] / rows)), dtype=np.float32)
+    out: dict = dict(shape)
+    with one_thread():
+        for name, block in (("gemm_gflops", dense), ("gemm_same_gflops", same)):
+            seconds = median_seconds(lambda b=block: blas.sgemm(1.0, U.T, b), repeats=repeats)
+            out[name] = 2.0 * K * block.size / seconds / 1e9
+        for part, by_way in calls.items():
+            nonzeros = shape["nonzeros_per_step" if part == "apply" else "forward_nonzeros"]
+            timed = {way: median_seconds(call, repeats=repeats) for way, call in by_way.items()}
+            out[part] = {**{f"{way}_s": t for way, t in timed.items()},
+                         **{f"{way}_gflops": 2.0 * K * nonzeros / t / 1e9
+                            for way, t in timed.items()},
+                         "speedup": timed["alternative"] / timed["library"]}  # fmt: skip
+            for gemm in ("gemm", "gemm_same"):
+                out[part][f"{gemm}_ratio"] = out[f"{gemm}_gflops"] / out[part]["library_gflops"]
+    return out
+
+
+def sparse_step_table(results: list[dict]) -> str:
+    """:func:`sparse_step_rates` as a markdown table, one row per shape and part."""
+    lines = ["part | shape (float32, one thread) | library ms | alternative ms | speedup | "
+             "library GFLOP/s | sgemm GFLOP/s (P B x C / same flops) | sgemm / library",
+             "--- | --- | ---: | ---: | ---: | ---: | ---: | ---:"]  # fmt: skip
+    for r in results:
+        shape = (f"K={r['num_classes']}, D=2^{r['num_features'].bit_length() - 1}, "
+                 f"{r['nonzeros_per_row']:.0f} nnz/row, C={r['columns_per_step']:.0f}")  # fmt: skip
+        for part, rows in (("apply", r["workers"] * r["batch_size"]), ("forward", r["batch_size"])):
+            t = r[part]
+            lines.append(
+                f"{part} ({rows} rows) | {shape} | {t['library_s'] * 1e3:.3f} | "
+                f"{t['alternative_s'] * 1e3:.3f} | {t['speedup']:.1f}x | "
+                f"{t['library_gflops']:.1f} | {r['gemm_gflops']:.0f} / {r['gemm_same_gflops']:.0f} "
+                f"| {t['gemm_ratio']:.1f}x / {t['gemm_same_ratio']:.1f}x"
+            )
+    return "\n".join(lines)
+
+
 def digest_one_check_vs_whole(
     num_classes: int = 256, num_features: int = 2**18, repeats: int = 5
 ) -> dict:
@@ -235,6 +381,12 @@ def main() -> int:
     claims = speed_claims([(1000, 2048, 32), (200, 256, 32)],
                           [(500, 1 << 18, 16), (100, 1 << 15, 32)], (256, 1 << 18))  # fmt: skip
     print(claims_table({"claims": claims}))
+    print()
+    print(
+        sparse_step_table(
+            [sparse_step_rates(1000, 1 << 14, 32), sparse_step_rates(1000, 1 << 18, 32)]
+        )
+    )
     return 0
 
 

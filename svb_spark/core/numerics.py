@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from svb_spark.core.sparse import sparse_product, subtract_sparse_product
+
 
 def softmax(margins: np.ndarray) -> np.ndarray:
     """Row-wise softmax, computed in place and returned."""
@@ -405,26 +407,13 @@ def feature_major_zeros(num_classes: int, num_features: int, dtype) -> np.ndarra
     return np.zeros((num_features, num_classes), dtype=dtype).T
 
 
-def _batch_columns(X):
-    """The distinct columns of a CSR batch and the batch with its columns renumbered to them."""
-    from scipy import sparse
-
-    columns = np.unique(X.indices)
-    local = sparse.csr_matrix(
-        (X.data, np.searchsorted(columns, X.indices).astype(np.int32), X.indptr),
-        shape=(X.shape[0], len(columns)),
-    )
-    return columns, local
-
-
 def sparse_raw_margins(W: np.ndarray, b: np.ndarray, X, factor: float = 1.0) -> np.ndarray:
     """Class scores ``X (factor W)^T + b`` of CSR rows, reading only the columns they use.
 
     Fastest when W is a view of a feature-major (D x K) array, see :func:`feature_major_zeros`:
     the columns of a batch are then contiguous rows of ``W.T``, not K scattered reads each.
     """
-    columns, local = _batch_columns(X)
-    return np.asarray(local @ W.T[columns]) * W.dtype.type(factor) + b
+    return sparse_product(X, W.T) * W.dtype.type(factor) + b
 
 
 def sparse_sufficient_vectors(
@@ -454,7 +443,9 @@ def apply_sparse_sufficient_vectors(
 
     The L2 decay multiplies the scalar ``factor`` (O(1) instead of O(K D)), and ``U^T V`` only
     touches the columns present in the batch. Returns the new factor. A per-feature penalty
-    (``reg_scale`` an array) cannot be a scalar, so it decays ``W`` itself.
+    (``reg_scale`` an array) cannot be a scalar, so it decays ``W`` itself. ``V`` may be a list
+    of CSR blocks of consecutive rows (every worker's, in rank order): that takes the same
+    floating-point operations as the stacked rows, without stacking them.
     """
     if reg_param > 0.0:
         if isinstance(reg_scale, np.ndarray):
@@ -467,10 +458,12 @@ def apply_sparse_sufficient_vectors(
     if total_weight <= 0.0 or U.shape[0] == 0:
         return factor
     step = learning_rate / total_weight
-    if V.nnz:
-        columns, local = _batch_columns(V)
-        gradient = np.asarray(local.T @ U)  # (columns in the batch) x K
-        W.T[columns] -= W.dtype.type(step / factor) * gradient
+    start = 0
+    for block in V if isinstance(V, (list, tuple)) else [V]:
+        stop = start + block.shape[0]
+        if block.nnz:
+            subtract_sparse_product(W.T, W.dtype.type(step / factor), U[start:stop], block)
+        start = stop
     if fit_intercept:
         b -= W.dtype.type(step) * U.sum(axis=0)
     return factor

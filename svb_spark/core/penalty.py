@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svb_spark.core import numerics
+from svb_spark.core import numerics, sparse
 
 # Elements of W one vectorized pass handles at a time: bounds the temporaries of a K x D
 # pass to a few MB whatever the model's size.
@@ -304,6 +304,17 @@ class LazyPenalty:
             buffer = self._buffer = np.empty(max(size, 1), dtype=block.dtype)
         return buffer[:size].reshape(block.shape)
 
+    def _gathered(self, W: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``W.T[columns]`` (C x K, contiguous) in a buffer kept for the next step, as
+        :meth:`_scratch` is; ``W`` feature-major."""
+        buffer = getattr(self, "_gather", None)
+        size = len(columns) * W.shape[0]
+        if buffer is None or buffer.size < size or buffer.dtype != W.dtype:
+            buffer = self._gather = np.empty(max(size, 1), dtype=W.dtype)
+        block = buffer[:size].reshape(len(columns), W.shape[0])
+        # mode="raise" would copy through a buffer of its own; columns are W's already.
+        return np.take(W.T, columns, axis=0, out=block, mode="clip")
+
     def copy(self) -> LazyPenalty:
         """An independent copy (for a worker's scratch steps)."""
         twin = copy.copy(self)
@@ -348,10 +359,10 @@ class LazyPenalty:
 
     def sparse_raw_margins(self, W, b, X, factor: float = 1.0) -> np.ndarray:
         """:func:`numerics.sparse_raw_margins` of the replica with its debts paid."""
-        columns, local = numerics._batch_columns(X)
-        block = W.T[columns]
+        columns, local = sparse.batch_columns(X)
+        block = self._gathered(W, columns)
         self.owed(block, columns, factor)
-        return np.asarray(local @ block) * W.dtype.type(factor) + b
+        return sparse.sparse_product(local, block) * W.dtype.type(factor) + b
 
     def step(
         self,
@@ -367,10 +378,15 @@ class LazyPenalty:
         """:func:`numerics.apply_sparse_sufficient_vectors` with this penalty, on a
         feature-major ``W``: the batch's columns are gathered once, pay their debts, take the
         step (the L2 decay into ``factor``) and are clipped, then written back; the step's
-        threshold is owed by every column. Returns the new factor."""
+        threshold is owed by every column. Returns the new factor. ``V`` may be a list of
+        CSR blocks of consecutive rows, as there."""
         penalty = self.penalty
-        columns, local = numerics._batch_columns(V) if V.nnz else (np.empty(0, np.int64), None)
-        block = W.T[columns]
+        if isinstance(V, (list, tuple)):
+            from scipy.sparse import vstack
+
+            V = vstack(V, format="csr")
+        columns, local = sparse.batch_columns(V) if V.nnz else (np.empty(0, np.int64), None)
+        block = self._gathered(W, columns)
         # The debts, unless L1's threshold is folded into the update below.
         fused = self.paid is not None and self.drifting is None and len(columns)
         if fused:
@@ -398,15 +414,10 @@ class LazyPenalty:
         if total_weight > 0.0 and U.shape[0]:
             step = learning_rate / total_weight
             if V.nnz:
-                update = np.asarray(local.T @ (U * W.dtype.type(step / factor)))
-                if fused:  # block <- S(block) - update as block - (clip(block) + update)
-                    clipped = np.minimum(block, threshold, out=self._scratch(block))
-                    np.maximum(clipped, -threshold, out=clipped)
-                    clipped += update
-                    block -= clipped
+                if fused:  # the debts first: the soft threshold's zeros stay exact
+                    _subtract_clipped(block, threshold, self._scratch(block))
                     fused = False
-                else:
-                    block -= update
+                sparse.subtract_sparse_product(block, W.dtype.type(step / factor), U, local)
             if fit_intercept:
                 b -= W.dtype.type(step) * U.sum(axis=0)
         if fused:  # no update to fold the debts into

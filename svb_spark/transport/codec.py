@@ -51,6 +51,8 @@ class RoundMessage:
 
     def step_vectors(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """(U, V) of the j-th step of this message (kind "sv")."""
+        if self.steps == 1:  # the whole message: slicing CSR rows would copy them
+            return self.U, self.V
         start = sum(self.rows[:j])
         stop = start + self.rows[j]
         return self.U[start:stop], self.V[start:stop]
@@ -83,10 +85,11 @@ def encode(message: RoundMessage) -> pa.RecordBatch:
         columns = {"u": _fixed_size_list(message.U), "v": _fixed_size_list(message.V)}
     elif message.kind == SV:
         V = message.V
-        offsets = pa.array(V.indptr.astype(np.int32))
+        offsets = pa.array(V.indptr.astype(np.int32, copy=False))
+        indices = pa.array(V.indices.astype(np.int32, copy=False))
         columns = {
             "u": _fixed_size_list(message.U),
-            "v_indices": pa.ListArray.from_arrays(offsets, pa.array(V.indices.astype(np.int32))),
+            "v_indices": pa.ListArray.from_arrays(offsets, indices),
             "v_values": pa.ListArray.from_arrays(offsets, pa.array(V.data)),
         }
     else:
@@ -102,7 +105,10 @@ def _matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     width = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    # The child array itself (messages hold no nulls): flatten() runs a compute kernel, which
+    # costs more than the rest of a small message's decoding.
+    values = column.values.slice(column.offset * width, len(column) * width)
+    return values.to_numpy(zero_copy_only=False).reshape(-1, width)
 
 
 def _csr(indices: pa.Array | pa.ChunkedArray, values: pa.Array | pa.ChunkedArray, header):
