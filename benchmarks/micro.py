@@ -278,6 +278,11 @@ def sparse_step_calls(
             "forward": (library_forward, alternative_forward)}  # fmt: skip
     calls = {part: {way: cycling(call, replicas[way]) for way, call in zip(WAYS, pair)}
              for part, pair in ways.items()}  # fmt: skip
+    # The floor of any update of those rows: each of a step's C rows read and written once
+    # (the library's apply of one non-zero per distinct column).
+    once = [_one_per_column(r) for r in rows]
+    touch = iter(once * 1000)
+    calls["touch"] = {"library": lambda: library_apply(replicas["library"], next(touch))}
     shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P,
              "nonzeros_per_row": X.nnz / X.shape[0],
              "nonzeros_per_step": float(np.mean([r.nnz for r in rows])),
@@ -290,6 +295,15 @@ def sparse_step_calls(
 WAYS = ("library", "alternative")
 
 
+def _one_per_column(V):
+    """CSR rows with V's shape and one non-zero in each of V's distinct columns."""
+    from scipy import sparse
+
+    columns = np.unique(V.indices).astype(np.int32)
+    indptr = np.linspace(0, len(columns), V.shape[0] + 1).astype(np.int32)
+    return sparse.csr_matrix((np.ones(len(columns), V.dtype), columns, indptr), shape=V.shape)
+
+
 def sparse_step_rates(
     num_classes: int, num_features: int, batch_size: int, workers: int = 2, repeats: int = 21
 ) -> dict:
@@ -300,7 +314,9 @@ def sparse_step_rates(
     ``U^T`` (K x P B) times a dense P B x C block, C the distinct columns of a step (what the
     update would cost were the rows dense on their columns); ``gemm_same_gflops``: on a P B x
     (nnz / P B) block, the sparse step's own multiply-adds. ``*_ratio``: a GEMM rate over the
-    library's rate (1 = as fast as BLAS).
+    library's rate (1 = as fast as BLAS). ``apply.touch_s``: the floor of any update of the
+    step's rows, the library's apply of one non-zero per distinct column (each of the C rows
+    of ``W.T`` read and written once), and ``touch_gb_s`` the bytes it moves per second.
     """
     from scipy.linalg import blas
 
@@ -315,6 +331,7 @@ def sparse_step_rates(
         for name, block in (("gemm_gflops", dense), ("gemm_same_gflops", same)):
             seconds = median_seconds(lambda b=block: blas.sgemm(1.0, U.T, b), repeats=repeats)
             out[name] = 2.0 * K * block.size / seconds / 1e9
+        touch = median_seconds(calls.pop("touch")["library"], repeats=repeats)
         for part, by_way in calls.items():
             nonzeros = shape["nonzeros_per_step" if part == "apply" else "forward_nonzeros"]
             timed = {way: median_seconds(call, repeats=repeats) for way, call in by_way.items()}
@@ -324,22 +341,26 @@ def sparse_step_rates(
                          "speedup": timed["alternative"] / timed["library"]}  # fmt: skip
             for gemm in ("gemm", "gemm_same"):
                 out[part][f"{gemm}_ratio"] = out[f"{gemm}_gflops"] / out[part]["library_gflops"]
+    out["apply"]["touch_s"] = touch
+    out["apply"]["touch_gb_s"] = 8.0 * K * shape["columns_per_step"] / touch / 1e9
     return out
 
 
 def sparse_step_table(results: list[dict]) -> str:
     """:func:`sparse_step_rates` as a markdown table, one row per shape and part."""
     lines = ["part | shape (float32, one thread) | library ms | alternative ms | speedup | "
-             "library GFLOP/s | sgemm GFLOP/s (P B x C / same flops) | sgemm / library",
-             "--- | --- | ---: | ---: | ---: | ---: | ---: | ---:"]  # fmt: skip
+             "rows touched once ms | library GFLOP/s | sgemm GFLOP/s (P B x C / same flops) | "
+             "sgemm / library",
+             "--- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---:"]  # fmt: skip
     for r in results:
         shape = (f"K={r['num_classes']}, D=2^{r['num_features'].bit_length() - 1}, "
                  f"{r['nonzeros_per_row']:.0f} nnz/row, C={r['columns_per_step']:.0f}")  # fmt: skip
         for part, rows in (("apply", r["workers"] * r["batch_size"]), ("forward", r["batch_size"])):
             t = r[part]
+            touch = f"{t['touch_s'] * 1e3:.3f}" if "touch_s" in t else "-"
             lines.append(
                 f"{part} ({rows} rows) | {shape} | {t['library_s'] * 1e3:.3f} | "
-                f"{t['alternative_s'] * 1e3:.3f} | {t['speedup']:.1f}x | "
+                f"{t['alternative_s'] * 1e3:.3f} | {t['speedup']:.1f}x | {touch} | "
                 f"{t['library_gflops']:.1f} | {r['gemm_gflops']:.0f} / {r['gemm_same_gflops']:.0f} "
                 f"| {t['gemm_ratio']:.1f}x / {t['gemm_same_ratio']:.1f}x"
             )

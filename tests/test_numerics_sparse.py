@@ -127,3 +127,27 @@ def test_a_sparse_message_decodes_to_its_step_without_copies_and_from_sliced_col
     assert np.array_equal(codec._matrix(column.slice(2, 3)), U[2:5])
     chunked = pa.chunked_array([column.slice(0, 2), column.slice(2, 4)])
     assert np.array_equal(codec._matrix(chunked), U)
+
+
+def test_the_sparse_step_benchmark_compares_the_same_step_two_ways():
+    from benchmarks import micro
+
+    calls, replicas, shape = micro.sparse_step_calls(20, 1 << 12, 8, batches=3)
+    assert 40 < shape["nonzeros_per_row"] < 60
+    assert shape["columns_per_step"] <= shape["nonzeros_per_step"]
+    forward = {way: call() for way, call in calls["forward"].items()}
+    assert np.array_equal(forward["library"], forward["alternative"])
+    for _ in range(4):  # more calls than batches: the calls cycle through them
+        for call in calls["apply"].values():
+            call()
+    library, alternative = replicas["library"], replicas["alternative"]
+    assert library.T.flags.c_contiguous and np.abs(library).max() > 0
+    np.testing.assert_allclose(library, alternative, rtol=1e-5, atol=1e-8)
+
+    rates = micro.sparse_step_rates(20, 1 << 12, 8, repeats=3)
+    for part in ("apply", "forward"):
+        times = rates[part]
+        assert times["speedup"] == pytest.approx(times["alternative_s"] / times["library_s"])
+        assert times["gemm_ratio"] == pytest.approx(rates["gemm_gflops"] / times["library_gflops"])
+    assert rates["apply"]["touch_s"] > 0
+    assert "apply (16 rows)" in micro.sparse_step_table([rates])
