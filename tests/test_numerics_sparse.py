@@ -151,3 +151,16 @@ def test_the_sparse_step_benchmark_compares_the_same_step_two_ways():
         assert times["gemm_ratio"] == pytest.approx(rates["gemm_gflops"] / times["library_gflops"])
     assert rates["apply"]["touch_s"] > 0
     assert "apply (16 rows)" in micro.sparse_step_table([rates])
+
+
+def test_without_scipys_private_loops_the_products_fall_back_to_its_public_ones(monkeypatch):
+    V, W = _rows(9, seed=8), _replica("feature_major", np.float32)
+    U = np.random.default_rng(9).standard_normal((9, K)).astype(np.float32)
+    compiled = W.copy(order="A")
+    sparse.subtract_sparse_product(compiled.T, 0.5, U, V)
+    margins = sparse.sparse_product(V, compiled.T)
+    monkeypatch.setattr(sparse, "_loops", lambda: None)
+    fallback = W.copy(order="A")
+    sparse.subtract_sparse_product(fallback.T, 0.5, U, V)
+    np.testing.assert_allclose(fallback, compiled, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(sparse.sparse_product(V, compiled.T), margins)

@@ -27,6 +27,17 @@ def batch_columns(X):
     return columns, local
 
 
+def _loops():
+    """scipy's compiled loops, or None: ``_sparsetools`` is private (it has held these two
+    loops, with these arguments, since scipy's first releases), so without it the products
+    fall back to scipy's public ``@``."""
+    try:
+        from scipy.sparse import _sparsetools
+    except ImportError:
+        return None
+    return _sparsetools if hasattr(_sparsetools, "csc_matvecs") else None
+
+
 def _compiled(rows: np.ndarray, X, dense: np.ndarray | None = None) -> bool:
     """Whether the compiled loops can take CSR ``X`` against the D x K ``rows`` in place (and
     ``dense``, X's rows x K): C-contiguous, one dtype, matching shapes."""
@@ -34,7 +45,8 @@ def _compiled(rows: np.ndarray, X, dense: np.ndarray | None = None) -> bool:
         dense.dtype != rows.dtype or dense.shape != (X.shape[0], rows.shape[1])
     ):
         return False
-    return rows.flags.c_contiguous and X.dtype == rows.dtype and X.shape[1] == rows.shape[0]
+    same = rows.flags.c_contiguous and X.dtype == rows.dtype and X.shape[1] == rows.shape[0]
+    return same and _loops() is not None
 
 
 def sparse_product(X, rows: np.ndarray) -> np.ndarray:
@@ -43,10 +55,8 @@ def sparse_product(X, rows: np.ndarray) -> np.ndarray:
     if not _compiled(rows, X):
         columns, local = batch_columns(X)
         return np.asarray(local @ rows[columns])
-    from scipy.sparse import _sparsetools
-
     out = np.zeros((X.shape[0], rows.shape[1]), dtype=rows.dtype)
-    _sparsetools.csr_matvecs(
+    _loops().csr_matvecs(
         *X.shape, rows.shape[1], X.indptr, X.indices, X.data, rows.reshape(-1), out.reshape(-1)
     )
     return out
@@ -74,11 +84,9 @@ def subtract_sparse_product(rows: np.ndarray, scale, U: np.ndarray, V) -> None:
 
 
 def _subtract(rows: np.ndarray, scale, U: np.ndarray, V) -> None:
-    from scipy.sparse import _sparsetools
-
     data = V.data * -rows.dtype.type(scale)
     # V's CSR arrays read as CSC are V^T: the loop runs over V's rows.
-    _sparsetools.csc_matvecs(
+    _loops().csc_matvecs(
         *V.shape[::-1], rows.shape[1], V.indptr, V.indices, data, np.ascontiguousarray(U),
         rows.reshape(-1),
     )  # fmt: skip
