@@ -123,6 +123,8 @@ SUMMARY_FIELDS = {
     "bytes_per_step": "bytesPerStep", "payload_bytes_sent": "payloadBytesSent",
     "framing_bytes_sent": "framingBytesSent", "predicted_bytes_per_step": "predictedBytesPerStep",
     "timings": "timings", "objective_history": "objectiveHistory",
+    "validation_history": "validationHistory", "validation_accuracy": "validationAccuracy",
+    "best_epoch": "bestEpoch",
 }  # fmt: skip
 
 

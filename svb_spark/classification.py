@@ -31,7 +31,7 @@ from svb_spark.params import (
 from svb_spark.spark.broadcast import fit_by_broadcast, require_spark_context
 from svb_spark.spark.checkpoint import remove_checkpoints
 from svb_spark.spark.contract import training_frame
-from svb_spark.spark.inspection import check_columns, check_validation_column, inspect_training_data
+from svb_spark.spark.inspection import check_columns, inspect_training_data
 from svb_spark.spark.mllib_interop import compressed_matrix, compressed_vector, to_mllib
 from svb_spark.spark.persistence import SVBModelReadable, SVBModelWritable
 from svb_spark.spark.scoring import (
@@ -133,6 +133,7 @@ class SVBLogisticRegression(
         upperBoundsOnIntercepts=None,
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
+        validationFraction: float = 0.1,
         aggregationDepth: int = 2,
         maxBlockSizeInMB: float = 0.0,
     ) -> None:
@@ -179,6 +180,7 @@ class SVBLogisticRegression(
         upperBoundsOnIntercepts=None,
         validationIndicatorCol: str | None = None,
         validationTol: float = 0.01,
+        validationFraction: float = 0.1,
         aggregationDepth: int = 2,
         maxBlockSizeInMB: float = 0.0,
     ) -> SVBLogisticRegression:
@@ -253,6 +255,9 @@ class SVBLogisticRegression(
     def setValidationTol(self, value: float) -> SVBLogisticRegression:
         return self._set(validationTol=value)
 
+    def setValidationFraction(self, value: float) -> SVBLogisticRegression:
+        return self._set(validationFraction=value)
+
     def setSolver(self, value: str) -> SVBLogisticRegression:
         return self._set(solver=value)
 
@@ -300,19 +305,11 @@ class SVBLogisticRegression(
         started = time.perf_counter()
         validate_param_values(self)
         features, label, weight = self.getFeaturesCol(), self.getLabelCol(), self._weight_column()
-        validation = self._validation_column()
         check_columns(dataset.schema, features, label, weight)
         spark = dataset.sparkSession
         if self.getExchange() == "broadcast":
             require_spark_context(spark)
-        if validation and self.getExchange() in ("broadcast", "sharded"):
-            raise ValueError(
-                "validationIndicatorCol needs exchange='p2p', 'dense' or 'auto'; the "
-                f"{self.getExchange()} mode's rounds do not score held-out rows. Unset "
-                "validationIndicatorCol or choose another exchange."
-            )
-        if validation:
-            check_validation_column(dataset, validation)
+        validation = planning.validation_column(self, dataset)
         num_workers = planning.num_workers(self, spark)
         stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
         inspected = time.perf_counter()
@@ -321,8 +318,9 @@ class SVBLogisticRegression(
         check_memory(facts, config.solver, mode)
         initial = self._initial_weights(config)
         training = training_frame(
-            dataset, features, label, weight, num_workers, validation, stats=stats
-        )
+            dataset, features, label, weight, num_workers, validation, stats=stats,
+            holdout=config.holdout_fraction, seed=config.seed,
+        )  # fmt: skip
         description = (
             f"{type(self).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
             f"features, {num_workers} workers"

@@ -230,8 +230,8 @@ class _SVBLogisticRegressionParams(
         "(full-batch L-BFGS, MLlib's method, inside the one stage: every iteration exchanges "
         "the K x (D + 1) gradient; maxIter counts its iterations), asgd (sgd whose model is "
         "the mean of its iterates from the second epoch on; dense rows) or auto (lbfgs for "
-        "dense rows and at most 2^18 coefficients, saga for larger dense models, sgd "
-        "otherwise).",
+        "dense rows and at most 2^18 coefficients; for larger dense models sgd when it "
+        "holds rows out to stop on (validationFraction), saga when not; sgd otherwise).",
         typeConverter=TypeConverters.toString,
     )
     # MLlib's bounds, in the original feature space: K x D (1 x D binomial) and K (1).
@@ -420,6 +420,16 @@ class _SVBEstimatorParams(
         typeConverter=TypeConverters.toFloat,
     )
 
+    validationFraction: Param[float] = Param(
+        Params._dummy(),
+        "validationFraction",
+        "without validationIndicatorCol: the fraction of rows (chosen by seed) that an SGD, "
+        "SAGA or ASGD fit of at least 10,000 rows with tol > 0 holds out, stopping when neither "
+        "their loss nor their error improved by validationTol for 3 epochs and returning the "
+        "most accurate model (stopReason 'holdout'); 0 trains on every row (in [0, 1)).",
+        typeConverter=TypeConverters.toFloat,
+    )
+
     checkpointDir: Param[str] = Param(
         Params._dummy(),
         "checkpointDir",
@@ -448,11 +458,17 @@ class _SVBEstimatorParams(
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._setDefault(numClasses=0, checkpointInterval=10, validationTol=0.01)
+        self._setDefault(
+            numClasses=0, checkpointInterval=10, validationTol=0.01, validationFraction=0.1
+        )
 
     def getValidationTol(self) -> float:
         """Gets the value of validationTol or its default value."""
         return self.getOrDefault(self.validationTol)
+
+    def getValidationFraction(self) -> float:
+        """Gets the value of validationFraction or its default value."""
+        return self.getOrDefault(self.validationFraction)
 
     def _validation_column(self) -> str | None:
         """The validation indicator column's name, or None when unset or empty."""
@@ -478,6 +494,7 @@ _VALUE_RULES = (
     ("maxIter", lambda v: v >= 0, "an int >= 0"),
     ("tol", lambda v: v >= 0, "a float >= 0"),
     ("validationTol", lambda v: v >= 0, "a float >= 0"),
+    ("validationFraction", lambda v: 0 <= v < 1, "a float in [0, 1)"),
     ("regParam", lambda v: v >= 0, "a float >= 0"),
     ("elasticNetParam", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
     ("stepSize", lambda v: v > 0, "a float > 0"),

@@ -1,7 +1,7 @@
-"""The driver's plan of a fit: how many workers, the config every worker trains with (the
-family, the solver and exchange mode in force), and the fit's own checkpoint directory. Each
-function takes the :class:`~svb_spark.classification.SVBLogisticRegression` whose params it
-reads."""
+"""The driver's plan of a fit: how many workers, the validation column, the config every
+worker trains with (the family, the solver and exchange mode in force, the rows held out),
+and the fit's own checkpoint directory. Each function takes the
+:class:`~svb_spark.classification.SVBLogisticRegression` whose params it reads."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.solvers import FitFacts, choose
 from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
+from svb_spark.spark.inspection import check_validation_column
 from svb_spark.spark.session import (
     available_task_slots,
     check_barrier_mode_supported,
@@ -38,6 +39,20 @@ def num_workers(estimator, spark) -> int:
             f"most {slots} or add executors/cores."
         )
     return requested
+
+
+def validation_column(estimator, dataset) -> str | None:
+    """The validation indicator column, checked against the exchange and the data, or None."""
+    validation = estimator._validation_column()
+    if validation and estimator.getExchange() in ("broadcast", "sharded"):
+        raise ValueError(
+            "validationIndicatorCol needs exchange='p2p', 'dense' or 'auto'; the "
+            f"{estimator.getExchange()} mode's rounds do not score held-out rows. Unset "
+            "validationIndicatorCol or choose another exchange."
+        )
+    if validation:
+        check_validation_column(dataset, validation)
+    return validation
 
 
 def plan_fit(estimator, spark, stats, num_workers: int):
@@ -93,10 +108,17 @@ def plan_fit(estimator, spark, stats, num_workers: int):
         worker_memory=available,
         worker_memory_key=key,
         driver_memory=driver_memory(spark),
+        tol=config.tol,
+        validation_fraction=estimator.getValidationFraction(),
     )
     choice = choose(facts, type(estimator).__name__)
     kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
     config = dataclasses.replace(config, message_kind=kind, solver=choice.solver)
+    holdout = facts.holdout(choice.solver, choice.mode)
+    if holdout:
+        config = dataclasses.replace(
+            config, holdout_fraction=holdout, validation_tol=estimator.getValidationTol()
+        )
     return config, facts, choice
 
 

@@ -190,11 +190,14 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.objectiveHistory: list[float] = result.objective_history
         self.totalIterations: int = len(self.objectiveHistory)
         self.converged: bool = result.converged
-        #: Why training stopped: "validation", "tol" or "maxIter".
+        #: Why training stopped: "validation" (validationIndicatorCol), "holdout" (the rows
+        #: validationFraction held out), "tol" or "maxIter".
         self.stopReason: str = result.stop_reason
-        #: Held-out loss after each epoch (with validationIndicatorCol), and the epoch (0-based)
-        #: of the model returned, the best one.
+        #: Held-out loss and accuracy after each epoch (validation or holdout rows), and the
+        #: epoch (0-based) of the model returned, the best one: by loss with a validation
+        #: column, by accuracy on the holdout rows.
         self.validationHistory: list[float] = result.validation_history
+        self.validationAccuracy: list[float] = result.validation_accuracy
         self.bestEpoch: int | None = result.best_epoch
         self.steps: int = result.steps
         self.exchanges: int = result.exchanges

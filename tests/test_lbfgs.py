@@ -195,6 +195,12 @@ def test_auto_takes_lbfgs_for_small_dense_models_only(spark, planted):
     assert choose(_facts(4, 6, sparse=True)).solver == "sgd"
     too_big = lbfgs.AUTO_MAX_COEFFICIENTS // 100
     assert choose(_facts(100, too_big)).solver == "saga"
+    # ... unless the fit holds rows out to stop on: then SGD, whose decaying step stops
+    # near its best held-out loss where SAGA converges to an overfit optimum.
+    large = dict(num_rows=10_000, tol=3e-3, validation_fraction=0.1)
+    assert choose(_facts(100, too_big, **large)).solver == "sgd"
+    assert choose(_facts(100, too_big, **{**large, "tol": 0.0})).solver == "saga"
+    assert choose(_facts(100, too_big, **{**large, "num_rows": 9_999})).solver == "saga"
     assert choose(_facts(4, 6, exchange="broadcast")).solver == "sgd"
     # The binomial family: one row of gradient, L-BFGS even for 2^20 sparse features...
     assert choose(_facts(1, 1 << 20, sparse=True)).solver == "lbfgs"
@@ -220,5 +226,5 @@ def test_averaged_sgd_where_it_does_not_apply_is_refused(sparse, exchange, valid
         choose(facts)
 
 
-def _facts(K, D, sparse=False, **params):
-    return FitFacts(K, D, 2, 1000, sparse, 5.0 if sparse else None, 16, "float32", **params)
+def _facts(K, D, sparse=False, num_rows=1000, **params):
+    return FitFacts(K, D, 2, num_rows, sparse, 5.0 if sparse else None, 16, "float32", **params)

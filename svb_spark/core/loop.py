@@ -76,8 +76,9 @@ class TrainingResult:
     resumed_from_step: int = 0  # the checkpoint's step this attempt started from
     checkpoints: int = 0  # checkpoints this attempt wrote
     rebuilds: int = 0  # broadcast mode: replicas rebuilt from the checkpoint and the log
-    stop_reason: str = "maxIter"  # "validation", "tol" or "maxIter"
+    stop_reason: str = "maxIter"  # "validation", "holdout", "tol" or "maxIter"
     validation_history: list[float] = field(default_factory=list)  # held-out loss per epoch
+    validation_accuracy: list[float] = field(default_factory=list)  # and held-out accuracy
     best_epoch: int | None = None  # 0-based epoch of the model returned, with validation
 
     @property
@@ -117,6 +118,7 @@ def result_of(solver: Solver, exchanges: int = 0, exchange: Exchange | None = No
         converged=outcome.stop_reason != "maxIter",
         stop_reason=outcome.stop_reason,
         validation_history=solver.validation_history,
+        validation_accuracy=solver.validation_accuracy,
         best_epoch=outcome.best_epoch,
         exchanges=exchanges,
         **counters,

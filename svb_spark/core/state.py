@@ -23,4 +23,5 @@ class ReplicaState:
     epoch_weight: float
     plan: dict
     validation_history: list[float] = field(default_factory=list)
+    validation_accuracy: list[float] = field(default_factory=list)
     validation_pending: bool = False

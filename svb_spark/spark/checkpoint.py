@@ -54,6 +54,7 @@ def _encode(state: ReplicaState) -> pa.RecordBatch:
         "epoch_weight": state.epoch_weight,
         "plan": state.plan,
         "validation_history": state.validation_history,
+        "validation_accuracy": state.validation_accuracy,
         "validation_pending": state.validation_pending,
     }
     batch = codec.encode_state(state.values, state.factor)
@@ -75,6 +76,7 @@ def _decode(batch: pa.RecordBatch) -> ReplicaState:
         epoch_weight=header["epoch_weight"],
         plan=header["plan"],
         validation_history=header["validation_history"],
+        validation_accuracy=header.get("validation_accuracy", []),
         validation_pending=header["validation_pending"],
     )
 

@@ -19,6 +19,7 @@ RESULT_SCHEMA = pa.schema([("part", pa.string()), ("seq", pa.int32()), ("data", 
 RESULT_DDL = "part string, seq int, data binary"
 _CHUNK_BYTES = 32 << 20
 _SHARE_SLACK = 0.1  # how far from an even share an input partition may be to keep it
+_HOLDOUT_BUCKETS = 1 << 20  # the hash buckets a holdout fraction is counted in
 
 
 def stored_arrays(result: TrainingResult, suffix: str = "") -> tuple[dict[str, np.ndarray], dict]:
@@ -158,8 +159,14 @@ def training_frame(
     num_workers: int,
     validation: str | None = None,
     stats=None,
+    holdout: float = 0.0,
+    seed: int = 0,
 ):
     """The columns the workers need, one partition per worker (validation rows included).
+
+    The held-out rows are the validation column's true rows or, with a ``holdout`` fraction,
+    the rows whose hash of (row id, ``seed``) falls in that fraction: the same rows for the
+    same input and seed, spread evenly over the workers.
 
     Every row gets an id that grows along its partition, and the workers sort their rows by
     it: together with ``seed`` this makes fits repeatable. The rows are hash-partitioned on
@@ -178,6 +185,9 @@ def training_frame(
         (F.col(validation) if validation else F.lit(False)).alias(HELD_OUT),
         F.monotonically_increasing_id().alias(ROW_ID),
     )
+    if holdout > 0.0:
+        bucket = F.pmod(F.xxhash64(F.col(ROW_ID), F.lit(seed)), F.lit(_HOLDOUT_BUCKETS))
+        frame = frame.withColumn(HELD_OUT, bucket < F.lit(int(holdout * _HOLDOUT_BUCKETS)))
     if (
         stats is not None
         and evenly_split(stats.partition_rows, num_workers)

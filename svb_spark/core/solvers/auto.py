@@ -50,7 +50,8 @@ def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
     The solver: ``auto`` takes L-BFGS for the binomial family, and for dense rows and a model
     of at most AUTO_MAX_COEFFICIENTS, where a full pass is cheap and one exchange of the
     gradient replaces an epoch of latency-bound steps (when a worker can hold its vectors);
-    SAGA for larger dense models; SGD for sparse rows.
+    for larger dense models SGD when the fit holds rows out to stop on (see
+    :func:`~svb_spark.core.stopping.automatic_holdout`), SAGA otherwise; SGD for sparse rows.
     """
     mode, reason, sent, seconds = _exchange_mode(facts, name)
     solver = _solver(facts, mode, name)
@@ -115,7 +116,14 @@ def _solver(facts: FitFacts, mode: str, name: str) -> str:
     wanted = small and not facts.sparse or facts.num_classes == 1
     if wanted and LbfgsSolver.why_not(facts, mode) is None and _fits(LbfgsSolver, facts):
         return LbfgsSolver.name
-    return SgdSolver.name if SagaSolver.why_not(facts, mode) else SagaSolver.name
+    # SAGA's constant step converges to the unpenalized optimum, which a many-class model
+    # overfits (1000 classes x 1024 dense features from 30k rows: 0.24 to 0.26 held-out in
+    # 80 to 91 s, where SGD's decaying step had 0.31 after 2 epochs, 23 s). Where held-out
+    # rows judge the stop, SGD stops near its best; without them SAGA's converged model is
+    # the one tol can recognize.
+    if SagaSolver.why_not(facts, mode) or facts.holdout(SgdSolver.name, mode):
+        return SgdSolver.name
+    return SagaSolver.name
 
 
 def _fits(cls: type[Solver], facts: FitFacts) -> bool:

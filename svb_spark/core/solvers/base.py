@@ -19,7 +19,7 @@ import pyarrow as pa
 from svb_spark.core.config import Plan, TrainingConfig
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.state import ReplicaState
-from svb_spark.core.stopping import best_validation_epoch
+from svb_spark.core.stopping import automatic_holdout, best_validation_epoch
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,14 @@ class FitFacts:
     worker_memory: int | None = None  # bytes a worker may hold, None where unknown
     worker_memory_key: str = "spark.executor.memory"  # the setting that gives it
     driver_memory: int | None = None  # bytes the driver may hold, None where unknown
+    tol: float = 0.0  # the tol param
+    validation_fraction: float = 0.0  # the validationFraction param
+
+    def holdout(self, solver: str, mode: str) -> float:
+        """The fraction of rows a fit with ``solver`` in ``mode`` holds out to stop on."""
+        return automatic_holdout(
+            self.validation_fraction, self.tol, self.num_rows, solver, mode, self.validation
+        )
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Outcome:
 
     W: np.ndarray
     b: np.ndarray
-    stop_reason: str  # "validation", "tol" or "maxIter"
+    stop_reason: str  # "validation", "holdout", "tol" or "maxIter"
     best_epoch: int | None = None  # with a validation column: the epoch of the model returned
 
 
@@ -83,7 +91,8 @@ class Solver(abc.ABC):
         """Make this worker's state: the weights (from ``initial`` when given) and the
         optimizer's own."""
         self.history: list[float] = []
-        self.validation_history: list[float] = []
+        self.validation_history: list[float] = []  # held-out loss per epoch
+        self.validation_accuracy: list[float] = []  # and held-out accuracy
         self.step = 0
 
     # -- planning, on the driver ------------------------------------------------------------
@@ -110,7 +119,7 @@ class Solver(abc.ABC):
 
     @property
     def stop_reason(self) -> str:
-        """Why training stopped (or will): "validation", "tol" or "maxIter"."""
+        """Why training stopped (or will): "validation", "holdout", "tol" or "maxIter"."""
         return "maxIter"
 
     @abc.abstractmethod
@@ -193,7 +202,8 @@ class Solver(abc.ABC):
 
 
 def best_of(history: list[float]) -> int | None:
-    """The epoch of the model returned with a validation column (None without one)."""
+    """The epoch of the model returned when held-out rows judge the fit (the lowest of their
+    judged ``history``; None without held-out rows)."""
     return best_validation_epoch(history) if history else None
 
 

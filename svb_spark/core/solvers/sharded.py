@@ -116,6 +116,10 @@ class ShardedSolver(Solver):
         return self.block.validation_history
 
     @property
+    def validation_accuracy(self) -> list[float]:
+        return self.block.validation_accuracy
+
+    @property
     def step(self) -> int:
         return self.block.step
 

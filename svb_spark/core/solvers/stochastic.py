@@ -29,6 +29,7 @@ from svb_spark.core.stopping import (
     EPOCH_FLOOR,
     EPOCH_WINDOW,
     best_validation_epoch,
+    correct_weight,
     objective_settled,
     validation_stalled,
 )
@@ -119,7 +120,7 @@ class SgdSolver(Solver):
     @property
     def stop_reason(self) -> str:
         if self.stopped_by_validation:
-            return "validation"
+            return "holdout" if self.config.holdout_fraction else "validation"
         return "tol" if self.converged else "maxIter"
 
     def count_step(self, loss_sum: float, weight: float) -> bool:
@@ -144,24 +145,46 @@ class SgdSolver(Solver):
         """The mean loss of an epoch's steps plus the penalty at its end."""
         return loss / max(weight, 1e-300) + self.penalty_value()
 
+    def judged(self) -> list[float]:
+        """The held-out history that picks the best model: the loss for a validation column
+        (as MLlib's validationTol), the error for the rows validationFraction held out. On
+        many classes the held-out loss turns up epochs before the accuracy stops rising (the
+        model grows overconfident on the rows it gets wrong), and accuracy is what a default
+        fit is judged by."""
+        if self.config.holdout_fraction:
+            return [1.0 - accuracy for accuracy in self.validation_accuracy]
+        return self.validation_history
+
+    def held_out_stalled(self) -> bool:
+        """Whether the held-out rows stop the fit: a validation column's when their loss
+        stalls; validationFraction's when their loss and their error both stall, since on
+        hard problems the accuracy creeps up by less than validationTol x the error an epoch
+        while the loss still falls."""
+        tol = self.config.validation_tol
+        stalled = validation_stalled(self.validation_history, tol)
+        if self.config.holdout_fraction:
+            stalled = stalled and validation_stalled(self.judged(), tol)
+        return stalled
+
     def record_validation(self, sums: list[list[float]]) -> None:
-        """Take every worker's held-out (loss, weight) sums of the epoch closed last.
+        """Take every worker's held-out (loss, weight, correct weight) sums of the epoch
+        closed last.
 
         The weights have not moved since they were scored, so a new best is copied now; after
         VALIDATION_PATIENCE epochs without a validationTol improvement the fit stops.
         """
-        loss = sum(s[0] for s in sums)
-        weight = sum(s[1] for s in sums)
+        loss, weight, correct = (sum(s[i] for s in sums) for i in range(3))
         self.validation_history.append(loss / max(weight, 1e-300))
+        self.validation_accuracy.append(correct / max(weight, 1e-300))
         self.validation_pending = False
-        if best_validation_epoch(self.validation_history) == len(self.validation_history) - 1:
+        judged = self.judged()
+        if best_validation_epoch(judged) == len(judged) - 1:
             state, weights = self.weights.state, self.weights
             if self.lazy is not None:
                 self.lazy.settle(weights.W, weights.factor)
             np.multiply(weights.W, weights.W.dtype.type(weights.factor), out=state["best_W"])
             state["best_b"][...] = weights.b
-        if validation_stalled(self.validation_history, self.config.validation_tol):
-            self.stopped_by_validation = True
+        self.stopped_by_validation = self.held_out_stalled()
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -277,22 +300,24 @@ class SgdSolver(Solver):
         """Anything every replica does after each applied step (none for SGD)."""
 
     def held_out_sums(self, data: LocalPartition) -> list[float]:
-        """This worker's held-out (loss sum, weight sum) at the replica's current weights."""
+        """This worker's held-out (loss, weight, correctly predicted weight) sums at the
+        replica's current weights."""
         if data.held_out is None or len(data.held_out[1]) == 0:
-            return [0.0, 0.0]
+            return [0.0, 0.0, 0.0]
         X, y, w = data.held_out
         weights = self.weights
         if self.lazy is not None:
-            _, loss = self.lazy.sparse_sufficient_vectors(
+            U, loss = self.lazy.sparse_sufficient_vectors(
                 weights.W, weights.factor, weights.b, X, y, w
             )
         elif self.config.sparse:
-            _, loss = numerics.sparse_sufficient_vectors(
+            U, loss = numerics.sparse_sufficient_vectors(
                 weights.W, weights.factor, weights.b, X, y, w
             )
         else:
-            _, loss = numerics.sufficient_vectors(weights.W, weights.b, X, y, w)
-        return [float(loss), float(w.sum(dtype=np.float64))]
+            U, loss = numerics.sufficient_vectors(weights.W, weights.b, X, y, w)
+        correct = correct_weight(U, y, w)
+        return [float(loss), float(w.sum(dtype=np.float64)), correct]
 
     def finish(self, data: LocalPartition, rounds) -> None:
         """The last epoch's held-out loss, when a validation column asks for it: one small
@@ -316,7 +341,7 @@ class SgdSolver(Solver):
         if self.validation_history:  # the model returned is the best one seen
             state = weights.state
             return Outcome(state["best_W"], state["best_b"], self.stop_reason,
-                           best_of(self.validation_history))  # fmt: skip
+                           best_of(self.judged()))  # fmt: skip
         return Outcome(weights.W, weights.b, self.stop_reason)
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -333,6 +358,7 @@ class SgdSolver(Solver):
             epoch_weight=self.epoch_weight,
             plan=dataclasses.asdict(self.plan),
             validation_history=list(self.validation_history),
+            validation_accuracy=list(self.validation_accuracy),
             validation_pending=self.validation_pending,
         )
 
@@ -352,11 +378,10 @@ class SgdSolver(Solver):
         self.converged = state.converged
         self.epoch_loss, self.epoch_weight = state.epoch_loss, state.epoch_weight
         self.validation_history = list(state.validation_history)
+        self.validation_accuracy = list(state.validation_accuracy)
         self.validation_pending = state.validation_pending
         if self.validation_history and self.config.validation_tol is not None:
-            self.stopped_by_validation = validation_stalled(
-                self.validation_history, self.config.validation_tol
-            )
+            self.stopped_by_validation = self.held_out_stalled()
 
     def save(self, store, data: LocalPartition) -> int:
         """Rank 0 writes the replica; the others hold the same one."""

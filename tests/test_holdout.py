@@ -1,0 +1,157 @@
+"""The automatic hold-out (validationFraction): which fits hold rows out, which rows, and the
+stop it gives, against the same fits training on every row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from svb_spark import SVBLogisticRegression
+from svb_spark.core.stopping import HOLDOUT_MIN_ROWS, automatic_holdout
+
+LARGE = HOLDOUT_MIN_ROWS
+
+
+@pytest.mark.parametrize(
+    "fraction, tol, rows, solver, mode, validation, held_out",
+    [
+        (0.1, 3e-3, LARGE, "sgd", "p2p", False, 0.1),
+        (0.2, 3e-3, LARGE, "saga", "dense", False, 0.2),
+        (0.1, 3e-3, LARGE, "asgd", "p2p", False, 0.1),
+        (0.1, 3e-3, LARGE - 1, "sgd", "p2p", False, 0.0),  # too few rows to spare
+        (0.1, 0.0, LARGE, "sgd", "p2p", False, 0.0),  # tol=0 asks for maxIter epochs
+        (0.0, 3e-3, LARGE, "sgd", "p2p", False, 0.0),  # switched off
+        (0.1, 3e-3, LARGE, "sgd", "p2p", True, 0.0),  # a validation column wins
+        (0.1, 3e-3, LARGE, "lbfgs", "p2p", False, 0.0),  # scores no held-out rows
+        (0.1, 3e-3, LARGE, "sgd", "sharded", False, 0.0),
+        (0.1, 3e-3, LARGE, "sgd", "broadcast", False, 0.0),
+    ],
+)
+def test_which_fits_hold_rows_out(fraction, tol, rows, solver, mode, validation, held_out):
+    assert automatic_holdout(fraction, tol, rows, solver, mode, validation) == held_out
+
+
+@pytest.mark.parametrize("classes", [1, 5])
+def test_correct_weight_counts_the_rows_predicted_right(classes):
+    from svb_spark.core import numerics
+    from svb_spark.core.stopping import correct_weight
+
+    rng = np.random.default_rng(classes)
+    margins = rng.normal(size=(200, classes))
+    y = rng.integers(0, max(classes, 2), size=200)
+    w = rng.uniform(0.1, 2.0, size=200)
+    U, _ = numerics._vectors_from_margins(margins.copy(), y, w)
+    predicted = margins[:, 0] > 0 if classes == 1 else margins.argmax(axis=1)
+    assert correct_weight(U, y, w) == pytest.approx(w[predicted == y].sum())
+
+
+def test_the_holdout_rows_judge_by_accuracy_and_a_validation_column_by_loss():
+    import dataclasses
+
+    from svb_spark.testing import train_in_process
+    from tests.support.data import blobs, training_config
+
+    parts = blobs(seed=2, rows=(300, 260))
+    masks = [np.random.default_rng(r).random(len(p[1])) < 0.2 for r, p in enumerate(parts)]
+    config = training_config(parts, max_iter=12, reg_param=0.0, validation_tol=0.01)
+    partitions = [(*part, mask) for part, mask in zip(parts, masks)]
+    for holdout, judged in ((0.0, "validation_history"), (0.2, "validation_accuracy")):
+        fit = dataclasses.replace(config, holdout_fraction=holdout)
+        result = train_in_process(partitions, fit)[0]
+        history = getattr(result, judged)
+        best = int(np.argmax(history) if holdout else np.argmin(history))
+        assert len(result.validation_accuracy) == len(result.validation_history) > 0
+        assert result.best_epoch == best
+        if result.stop_reason != "maxIter":
+            assert result.stop_reason == ("holdout" if holdout else "validation")
+
+
+def test_the_held_out_rows_are_a_fraction_chosen_by_the_seed(spark):
+    from pyspark.sql import functions as F
+
+    from svb_spark.spark.contract import HELD_OUT, ROW_ID, training_frame
+
+    data = spark.range(20_000).select(F.col("id").alias("features"), F.lit(0.0).alias("label"))
+
+    def held_out(seed: int, fraction: float = 0.1) -> set[int]:
+        frame = training_frame(data, "features", "label", None, 2, holdout=fraction, seed=seed)
+        return {row[ROW_ID] for row in frame.where(F.col(HELD_OUT)).select(ROW_ID).collect()}
+
+    first, again, other = held_out(1), held_out(1), held_out(2)
+    assert first == again
+    assert 1_800 <= len(first) <= 2_200 and 1_800 <= len(other) <= 2_200
+    assert len(first & other) < 400  # independent draws share about 10% of 10%
+    assert 5_600 <= len(held_out(1, 0.3)) <= 6_400
+
+
+@pytest.fixture(scope="module")
+def overfitting_frames(spark):
+    """A many-parameter problem that SGD overfits: 40 classes x 300 features from 13,000
+    noisy rows (12,000 to train), so the held-out loss turns up while the training objective
+    still falls."""
+    import pandas as pd
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    rng = np.random.default_rng(7)
+    K, D, n = 40, 300, 13_000
+    teacher = rng.normal(size=(K, D)) / np.sqrt(D) * 2.0
+    X = rng.normal(size=(n, D))
+    y = (X @ teacher.T + rng.gumbel(size=(n, K)) * 0.5).argmax(axis=1)
+
+    def frame(rows: slice):
+        data = pd.DataFrame({"x": list(X[rows]), "label": y[rows].astype(float)})
+        vectors = array_to_vector(F.col("x")).alias("features")
+        return spark.createDataFrame(data).select(vectors, "label").cache()
+
+    train, test = frame(slice(0, 12_000)), frame(slice(12_000, None))
+    return train, test
+
+
+def test_a_large_sgd_fit_stops_on_the_rows_it_holds_out(spark, overfitting_frames):
+    train, test = overfitting_frames
+    params = dict(numWorkers=2, solver="sgd", seed=3)
+    model = SVBLogisticRegression(**params).fit(train)
+    every_row = SVBLogisticRegression(validationFraction=0.0, **params).fit(train)
+    summary, before = model.summary, every_row.summary
+    accuracy, accuracy_before = model.evaluate(test).accuracy, every_row.evaluate(test).accuracy
+    print(
+        f"held-out accuracy per epoch {np.round(summary.validationAccuracy, 4).tolist()}\n"
+        f"held out 10%: {summary.stopReason} after {summary.totalIterations} epochs (best "
+        f"{summary.bestEpoch}), accuracy {accuracy:.4f}; every row: {before.stopReason} after "
+        f"{before.totalIterations} epochs, accuracy {accuracy_before:.4f}"
+    )
+    assert summary.stopReason == "holdout"
+    assert len(summary.validationHistory) == len(summary.validationAccuracy)
+    assert len(summary.validationAccuracy) == summary.totalIterations
+    assert summary.bestEpoch == int(np.argmax(summary.validationAccuracy))
+    assert summary.totalIterations < before.totalIterations
+    assert not before.validationHistory
+    # A fifth of the epochs, at some accuracy: the held-out rows are not trained on, and the
+    # stop comes on SGD's first plateau, where forty epochs of a shrinking step gain a little
+    # more (here 0.454 against 0.475).
+    assert accuracy >= accuracy_before - 0.03
+    again = SVBLogisticRegression(**params).fit(train)  # the same rows held out, the same fit
+    assert np.array_equal(again.coefficientMatrix.toArray(), model.coefficientMatrix.toArray())
+
+
+def test_tol_zero_trains_on_every_row_for_max_iter_epochs(spark, overfitting_frames):
+    train, _ = overfitting_frames
+    model = SVBLogisticRegression(numWorkers=2, solver="sgd", tol=0.0, maxIter=2).fit(train)
+    assert model.summary.stopReason == "maxIter" and model.summary.totalIterations == 2
+    assert not model.summary.validationHistory
+
+
+def test_a_validation_column_wins_over_the_fraction(spark, overfitting_frames):
+    from pyspark.sql import functions as F
+
+    train, _ = overfitting_frames
+    flagged = train.withColumn("isVal", F.rand(seed=5) < 0.2)
+    params = dict(numWorkers=2, solver="sgd", seed=3, maxIter=4, validationIndicatorCol="isVal")
+    with_fraction = SVBLogisticRegression(validationFraction=0.3, **params).fit(flagged)
+    without = SVBLogisticRegression(validationFraction=0.0, **params).fit(flagged)
+    assert with_fraction.summary.validationHistory  # the column's rows are scored
+    assert with_fraction.summary.stopReason != "holdout"
+    assert np.array_equal(
+        with_fraction.coefficientMatrix.toArray(), without.coefficientMatrix.toArray()
+    )
