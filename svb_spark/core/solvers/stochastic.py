@@ -284,7 +284,7 @@ class SgdSolver(Solver):
         config, weights, penalty = self.config, self.weights, self.penalty
         common = (weight, lr, penalty.l2, penalty.l2_scale, config.fit_intercept)
         if messages[0].kind == codec.SV:
-            U, V = step_vectors(messages, j)
+            U, V = step_vectors(messages, j, stacked=not config.sparse)
             if config.sparse:
                 weights.factor = self.sparse_step(
                     weights.W, weights.factor, weights.b, U, V, weight, lr, self.lazy
@@ -557,10 +557,12 @@ class AsgdSolver(SgdSolver):
         return Outcome(state["mean_W"], state["mean_b"], self.stop_reason)
 
 
-def step_vectors(messages: list[codec.RoundMessage], j: int):
-    """Every worker's (U, V) of step ``j``, stacked in rank order."""
+def step_vectors(messages: list[codec.RoundMessage], j: int, stacked: bool = True):
+    """Every worker's (U, V) of step ``j`` in rank order: U stacked, V stacked or (for the
+    sparse update, which takes the same operations on the blocks) as a list of blocks."""
     parts = [m.step_vectors(j) for m in messages]
-    return np.concatenate([u for u, _ in parts]), stack_rows([v for _, v in parts])
+    V = [v for _, v in parts]
+    return np.concatenate([u for u, _ in parts]), stack_rows(V) if stacked else V
 
 
 def step_gradient(messages: list[codec.RoundMessage], j: int) -> np.ndarray:
