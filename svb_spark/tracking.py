@@ -4,7 +4,7 @@ When an MLflow run is active on the thread that calls ``fit`` (one the user star
 ``mlflow.pyspark.ml.autolog()`` starts around the fit), the driver logs to it:
 
 - per epoch (per iteration for L-BFGS), with ``step`` = the 0-based index into the summary's
-  histories: ``objective``, ``validationLoss`` (with ``validationIndicatorCol``) and
+  histories: ``objective``, ``validationLoss`` and ``validationAccuracy`` (with held-out rows) and
   ``rowsPerSecond`` (from the live progress messages, so only where the driver has a progress
   listener: classic mode, every exchange but ``broadcast``);
 - at the end: the metrics ``totalIterations`` and ``bytesPerStep``, and the tags
@@ -138,6 +138,7 @@ class FitTracker:
                 histories = (
                     ("objective", summary.objectiveHistory),
                     ("validationLoss", summary.validationHistory),
+                    ("validationAccuracy", summary.validationAccuracy),
                 )
                 for key, history in histories:
                     for step, value in enumerate(history or []):

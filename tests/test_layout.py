@@ -67,6 +67,24 @@ def test_importing_the_core_loads_no_spark_and_no_filesystem():
     assert loaded == "[]"
 
 
+def test_the_pre_pass_imports_the_training_modules_in_its_worker():
+    # A fresh Python worker runs the pre-pass task; the barrier stage's modules follow in the
+    # background, so the first fit's barrier tasks find them imported.
+    code = (
+        "import sys, threading\n"
+        "from svb_spark.spark import inspection\n"
+        "before = 'svb_spark.spark.task' in sys.modules\n"
+        "list(inspection._statistics_task('features', 'label', None)(iter([])))\n"
+        "for thread in threading.enumerate():\n"
+        "    if thread is not threading.current_thread(): thread.join()\n"
+        "print(before, 'svb_spark.spark.task' in sys.modules)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert imported == "False True"
+
+
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.name))
 def test_every_module_says_what_it_holds_and_stays_short(path):
     source = path.read_text()

@@ -177,6 +177,8 @@ def test_a_fit_in_a_run_logs_the_held_out_loss_per_epoch(mlflow, client, digits_
     steps, values = _history(client, run.info.run_id, "validationLoss")
     assert steps == list(range(len(summary.validationHistory))) and steps
     assert values == pytest.approx(summary.validationHistory, rel=1e-12)
+    steps, values = _history(client, run.info.run_id, "validationAccuracy")
+    assert values == pytest.approx(summary.validationAccuracy, rel=1e-12) and values
     assert client.get_run(run.info.run_id).data.params == {}  # params are autologging's
 
 
@@ -228,6 +230,7 @@ def test_epochs_missing_from_the_live_messages_come_from_the_summary(mlflow, cli
         summary = SimpleNamespace(
             objectiveHistory=[0.9, 0.7, 0.6],
             validationHistory=[1.0, 0.8, 0.75],
+            validationAccuracy=[0.5, 0.6, 0.65],
             totalIterations=3,
             bytesPerStep=123.0,
             stopReason="maxIter",
@@ -240,6 +243,7 @@ def test_epochs_missing_from_the_live_messages_come_from_the_summary(mlflow, cli
     run_id = run.info.run_id
     assert _history(client, run_id, "objective") == ([0, 1, 2], [0.9, 0.7, 0.6])
     assert _history(client, run_id, "validationLoss") == ([0, 1, 2], [1.0, 0.8, 0.75])
+    assert _history(client, run_id, "validationAccuracy") == ([0, 1, 2], [0.5, 0.6, 0.65])
     assert _history(client, run_id, "rowsPerSecond") == ([1], [10.0])
     assert client.get_run(run_id).data.tags["svb.solver"] == "sgd"
 

@@ -8,7 +8,10 @@ value and the fix.
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,8 +141,24 @@ class _PartitionStats:
         self.sq_sum += w @ np.square(X)
 
 
+# What a barrier task imports: the training core and the Flight transport, about 0.5 s in a
+# fresh Python worker. Spark reuses Python workers between jobs, so the pre-pass starts that
+# import in the background of its workers, where it runs while the driver plans the fit,
+# instead of at the start of the first fit's barrier stage.
+_TRAINING_MODULE = "svb_spark.spark.task"
+
+
+def _import_training_modules() -> None:
+    try:
+        importlib.import_module(_TRAINING_MODULE)
+    except Exception:  # the barrier task imports it again and reports what fails
+        pass
+
+
 def _statistics_task(features: str, label: str, weight: str | None):
     def task(batches):
+        if _TRAINING_MODULE not in sys.modules:
+            threading.Thread(target=_import_training_modules, daemon=True).start()
         stats = _PartitionStats()
         for batch in batches:
             stats.update(batch, features, label, weight)
