@@ -424,9 +424,9 @@ class _SVBEstimatorParams(
         Params._dummy(),
         "validationFraction",
         "without validationIndicatorCol: the fraction of rows (chosen by seed) that an SGD, "
-        "SAGA or ASGD fit of at least 10,000 rows with tol > 0 holds out, stopping when neither "
-        "their loss nor their error improved by validationTol for 3 epochs and returning the "
-        "most accurate model (stopReason 'holdout'); 0 trains on every row (in [0, 1)).",
+        "SAGA or ASGD fit of at least 10,000 rows with tol > 0 holds out, stopping when their "
+        "error has not improved by validationTol (relative) for 3 epochs and returning the most "
+        "accurate model (stopReason 'holdout'); 0 trains on every row (in [0, 1)).",
         typeConverter=TypeConverters.toFloat,
     )
 

@@ -34,10 +34,10 @@ ITERATION_WINDOW, ITERATION_FLOOR = 2, 0.03
 VALIDATION_PATIENCE = 3
 
 # Without a validation column, a stochastic fit of at least this many rows holds out
-# validationFraction of them and stops on their loss (see automatic_holdout). The training
+# validationFraction of them and stops on them (see automatic_holdout). The training
 # objective of a many-class model with regParam 0 keeps falling long after held-out accuracy
 # has stopped rising (a 945-class text fit ran 15 epochs where 5 reached the same accuracy),
-# so on large data the held-out loss is the better judge. Smaller data cannot spare the rows,
+# so on large data held-out rows are the better judge. Smaller data cannot spare the rows,
 # and its fits are short anyway. The size is scikit-learn's for HistGradientBoosting's
 # early_stopping="auto"; the fraction's default, 0.1, is its validation_fraction and Vowpal
 # Wabbit's holdout period of 10.
