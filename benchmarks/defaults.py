@@ -18,6 +18,7 @@ features, to ``benchmarks/results/text.json``; MLlib's failure (out of memory, p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -42,12 +43,21 @@ def compare(spark, workload: workloads.Workload, mllib_seconds: float | None = N
     svb = peers.fit_svb(frame, Xt, yt, max_iter=100, numWorkers=2)
     result["svb"] = svb.to_dict()
     run.log(f"{workload.title}: MLlib")
+    started = time.perf_counter()
     try:
         mllib = peers.fit_mllib(frame, Xt, yt, max_iter=100, time_limit=mllib_seconds)
         result.update(mllib=mllib.to_dict(), mllib_over_svb_time=mllib.seconds / svb.seconds,
                       reaches_mllib=svb.accuracy >= mllib.accuracy - TARGET_MARGIN)  # fmt: skip
-    except peers.PeerFailed as failure:  # e.g. a time limit: recorded, not fatal
-        result.update(mllib_failed=str(failure), mllib_failed_after_s=failure.seconds)
+    except Exception as error:  # a time limit, out of memory: recorded, not fatal
+        failure = error
+        while failure is not None and not isinstance(failure, peers.PeerFailed):
+            failure = failure.__context__
+        # In local mode a task's OutOfMemoryError ends the JVM, and Py4J's errors hide its
+        # reason (the log has it).
+        reason = str(failure) if failure else f"the JVM died ({type(error).__name__})"
+        result.update(mllib_failed=reason, mllib_failed_after_s=time.perf_counter() - started)
+        if failure is not error:
+            return result
     frame.unpersist()
     return result
 
@@ -156,7 +166,8 @@ def text(spark, args) -> int:
     result = compare(spark, workload, args.mllib_seconds)
     result.update(date=f"{datetime.date.today()}", driver_memory=args.driver_memory,
                   load_average_at_start_and_end=[load, machine.load_average()])  # fmt: skip
-    spark.stop()
+    with contextlib.suppress(Exception):  # MLlib out of memory may have ended the JVM
+        spark.stop()
     results = json.loads(TEXT_RESULTS.read_text()) if TEXT_RESULTS.exists() else {}
     results[workload.title] = result
     TEXT_RESULTS.write_text(json.dumps(results, indent=2, default=run._json_default) + "\n")
