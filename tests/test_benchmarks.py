@@ -416,3 +416,28 @@ def test_text_like_rows_are_not_separable_until_the_class_words_say_everything()
     assert words_only > test + 0.1
     _, background_only = accuracies(mix=(1.0, 0.0, 0.0))
     assert background_only < test - 0.3
+
+
+def test_the_dense_many_class_set_is_a_mixture_nearest_means_half_solve():
+    from benchmarks import workloads
+
+    w = workloads.many_classes_dense(num_classes=50, num_features=64, train=3000, test=1000)
+    assert w.X_train.shape == (3000, 64) and w.X_test.shape == (1000, 64) and not w.sparse
+    means = np.stack([w.X_train[w.y_train == k].mean(axis=0) for k in range(50)])
+    nearest = ((w.X_test[:, None, :] - means[None]) ** 2).sum(axis=2).argmin(axis=1)
+    accuracy = (nearest == w.y_test).mean()
+    assert 0.2 < accuracy < 0.95  # learnable, not separable
+    again = workloads.many_classes_dense(num_classes=50, num_features=64, train=3000, test=1000)
+    assert np.array_equal(again.X_train, w.X_train)
+
+
+def test_the_stopping_table_shows_every_fit_and_its_held_out_curve():
+    from benchmarks import stopping
+
+    timings = dict.fromkeys(PHASES, 0.01)
+    fit = {"seconds": 12.5, "accuracy": 0.81, "extra": {"epochs": 4, "stop_reason": "holdout",
+           "validation_accuracy": [0.83, 0.82], "timings": timings, "steps": 10}}  # fmt: skip
+    fixed = {**fit, "extra": {**fit["extra"], "stop_reason": "maxIter", "validation_accuracy": []}}
+    text = stopping.table({"fits": {"default": fit, "2 epochs": fixed}})
+    assert "| default | 12.5 | 4 | holdout | 0.8100 | 0.830 0.820 | 1.00 / 1.00" in text
+    assert "| 2 epochs | 12.5 | 4 | maxIter | 0.8100 | - |" in text

@@ -1,0 +1,80 @@
+"""Where a default fit stops: SVBLogisticRegression at its defaults against the same fit
+training on every row (validationFraction=0, the tol rule alone) and against fixed-epoch
+fits, on the many-class sets, in one session.
+
+    python -m benchmarks.stopping [--epochs 1 2 4]
+
+For the text-like set (``workloads.text_like``, 1,000 classes x 2^14) and the dense
+many-class mixture (``workloads.many_classes_dense``, 1,000 classes x 1,024) it prints and
+writes (``benchmarks/results/stopping.json``) each fit's wall time, epochs, stop reason,
+held-out accuracy, the held-out rows' accuracy per epoch and the loop's milliseconds per
+step and phase. The best fixed-epoch fit is the most accurate of the ``--epochs`` fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import machine, peers, run, workloads
+from benchmarks.report import markdown_table
+
+RESULTS = Path(__file__).parent / "results" / "stopping.json"
+
+
+def fits(spark, workload: workloads.Workload, epochs: list[int]) -> dict:
+    """The default fit, the every-row fit and the fixed-epoch fits of ``workload``."""
+    frame = run.cached_frame(spark, workload.X_train, workload.y_train)
+    Xt, yt = workload.X_test, workload.y_test
+    points = {"default": peers.fit_svb(frame, Xt, yt, 100, numWorkers=2)}
+    points["every row"] = peers.fit_svb(frame, Xt, yt, 100, numWorkers=2, validationFraction=0.0)
+    solver = points["default"].extra["solver"]  # the default's, so that only the stop differs
+    for k in epochs:
+        points[f"{k} epochs"] = peers.fit_svb(frame, Xt, yt, k, numWorkers=2, tol=0, solver=solver)
+    frame.unpersist()
+    best = max((name for name in points if "epochs" in name), key=lambda n: points[n].accuracy)
+    return {"workload": workload.describe(), "best_fixed": best,
+            "fits": {name: point.to_dict() for name, point in points.items()}}  # fmt: skip
+
+
+def table(result: dict) -> str:
+    rows = []
+    for name, fit in result["fits"].items():
+        extra = fit["extra"]
+        held_out = " ".join(f"{a:.3f}" for a in extra.get("validation_accuracy") or [])
+        step = peers.per_step(extra["timings"], extra["steps"])
+        rows.append([name, f"{fit['seconds']:.1f}", str(extra["epochs"]), extra["stop_reason"],
+                     f"{fit['accuracy']:.4f}", held_out or "-",
+                     " / ".join(f"{v * 1e3:.2f}" for v in step.values())])  # fmt: skip
+    header = ("fit | s | epochs | stop | test acc. | held-out acc. per epoch | "
+              "ms per step: compute / encode / exchange / decode / apply")  # fmt: skip
+    return markdown_table(header, rows, "lrrlrll")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4])
+    args = parser.parse_args(argv)
+    from svb_spark.spark.session import local_session
+
+    spark = local_session("local[2]", app_name="svb_spark-stopping")
+    run.log("warm-up fit")
+    small = workloads.w2_digits()
+    frame = run.cached_frame(spark, small.X_train, small.y_train)
+    peers.fit_svb(frame, small.X_test, small.y_test, 2, numWorkers=2, solver="sgd")
+    frame.unpersist()
+    result = {"machine": machine.python_machine(), "load_average": machine.load_average()}
+    for workload in (workloads.text_like(2**14), workloads.many_classes_dense()):
+        run.log(workload.title)
+        result[workload.name] = fits(spark, workload, args.epochs)
+        print(f"\n### {workload.title}\n\n{table(result[workload.name])}", flush=True)
+    result["load_average_at_end"] = machine.load_average()
+    RESULTS.write_text(json.dumps(result, indent=1, default=str))
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
