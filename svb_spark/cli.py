@@ -29,7 +29,7 @@ CONFIG_INPUT_KEYS = {"format": str, "numFeatures": int}
 STOP_REASONS = {
     "tol": "objective converged (tol)",
     "validation": "held-out loss stopped improving (validationTol)",
-    "holdout": "loss of the rows held out by validationFraction stopped improving",
+    "holdout": "accuracy of the rows held out by validationFraction stopped improving",
     "maxIter": "stopped at maxIter",
 }
 

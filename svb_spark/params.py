@@ -416,17 +416,18 @@ class _SVBEstimatorParams(
         "validationTol",
         "with validationIndicatorCol: stop when the held-out loss has not improved by more "
         "than validationTol (relative, as MLlib's GBTs) for 3 epochs, and return the best "
-        "model seen (>= 0).",
+        "model seen; with the rows validationFraction holds out, the same on their error "
+        "(>= 0).",
         typeConverter=TypeConverters.toFloat,
     )
 
     validationFraction: Param[float] = Param(
         Params._dummy(),
         "validationFraction",
-        "without validationIndicatorCol: the fraction of rows (chosen by seed) that an SGD, "
-        "SAGA or ASGD fit of at least 10,000 rows with tol > 0 holds out, stopping when their "
-        "error has not improved by validationTol (relative) for 3 epochs and returning the most "
-        "accurate model (stopReason 'holdout'); 0 trains on every row (in [0, 1)).",
+        "without validationIndicatorCol: the fraction of rows (chosen by seed) that an SGD or "
+        "SAGA fit (p2p or dense) of at least 10,000 rows with tol > 0 holds out, stopping when "
+        "their error has not improved by validationTol (relative) for 3 epochs and returning "
+        "the most accurate model (stopReason 'holdout'); 0 trains on every row (in [0, 1)).",
         typeConverter=TypeConverters.toFloat,
     )
 

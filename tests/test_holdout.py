@@ -17,7 +17,8 @@ LARGE = HOLDOUT_MIN_ROWS
     [
         (0.1, 3e-3, LARGE, "sgd", "p2p", False, 0.1),
         (0.2, 3e-3, LARGE, "saga", "dense", False, 0.2),
-        (0.1, 3e-3, LARGE, "asgd", "p2p", False, 0.1),
+        (0.1, 3e-3, LARGE, "asgd", "p2p", False, 0.0),  # would judge the iterate, not the mean
+        (0.005, 3e-3, LARGE, "sgd", "p2p", False, 0.0),  # 50 rows judge nothing
         (0.1, 3e-3, LARGE - 1, "sgd", "p2p", False, 0.0),  # too few rows to spare
         (0.1, 0.0, LARGE, "sgd", "p2p", False, 0.0),  # tol=0 asks for maxIter epochs
         (0.0, 3e-3, LARGE, "sgd", "p2p", False, 0.0),  # switched off
@@ -64,6 +65,34 @@ def test_the_holdout_rows_judge_by_accuracy_and_a_validation_column_by_loss():
         assert result.best_epoch == best
         if result.stop_reason != "maxIter":
             assert result.stop_reason == ("holdout" if holdout else "validation")
+
+
+def test_held_out_rows_of_weight_zero_judge_nothing():
+    import dataclasses
+
+    from svb_spark.testing import train_in_process
+    from tests.support.data import blobs, training_config
+
+    parts = blobs(seed=2, rows=(300, 260))
+    masks = [np.random.default_rng(r).random(len(p[1])) < 0.2 for r, p in enumerate(parts)]
+    weightless = [(X, y, np.where(m, 0.0, w), m) for (X, y, w), m in zip(parts, masks)]
+    config = training_config(parts, max_iter=6, validation_tol=0.01, holdout_fraction=0.2)
+    result = train_in_process(weightless, dataclasses.replace(config, tol=0.0))[0]
+    assert result.stop_reason == "maxIter" and result.total_iterations == 6
+    assert not result.validation_history and result.best_epoch is None
+
+
+def test_the_memory_check_counts_the_best_model_held_out_rows_keep():
+    from svb_spark.core.solvers import FitFacts
+    from svb_spark.core.solvers.auto import check_memory
+
+    # A 1000 x 2^14 float32 replica is 64 MiB; the best model doubles it.
+    facts = dict(num_classes=1000, num_features=1 << 14, num_workers=2, num_rows=LARGE,
+                 sparse=True, nonzeros_per_row=50.0, batch_size=32, dtype="float32",
+                 worker_memory=100 << 20, tol=3e-3)  # fmt: skip
+    check_memory(FitFacts(**facts), "sgd", "p2p")
+    with pytest.raises(ValueError, match="plus as much again for the best model"):
+        check_memory(FitFacts(**facts, validation_fraction=0.1), "sgd", "p2p")
 
 
 def test_the_held_out_rows_are_a_fraction_chosen_by_the_seed(spark):

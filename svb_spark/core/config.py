@@ -45,7 +45,8 @@ class TrainingConfig:
     checkpoint_interval: int = 10  # epochs between checkpoints
     tls: TlsFiles | None = None  # PEM paths for mutual TLS between workers, or None
     solver: str = "sgd"  # a name in svb_spark.core.solvers.SOLVERS: "sgd", "saga", "asgd", "lbfgs"
-    # With a validation column: MLlib's validationTol, relative; None without one.
+    # With held-out rows (a validation column's or validationFraction's): validationTol,
+    # relative; None without them.
     validation_tol: float | None = None
     # Without a validation column: the fraction of rows held out (chosen by a hash of the row
     # id and the seed, see svb_spark.spark.contract) to stop on, as a validation column's;

@@ -22,8 +22,8 @@ class LocalPartition:
     # SAGA: the last U row this worker computed for each of its rows (zeros before the first
     # visit); rows x K, kept only by the worker that owns the rows.
     memory: np.ndarray | None = None
-    # The worker's held-out rows (X, y, weights), standardized alike, when there is a
-    # validation column; they are scored after every epoch and never trained on.
+    # The worker's held-out rows (X, y, weights), standardized alike, when the fit has a
+    # validation column or validationFraction's rows; scored after every epoch, never trained.
     held_out: tuple | None = None
     _order: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 

@@ -29,7 +29,8 @@ EPOCH_WINDOW, EPOCH_FLOOR = 3, 1.0
 # within 0.5 pt of MLlib's or scikit-learn's held-out accuracy on all eight.
 ITERATION_WINDOW, ITERATION_FLOOR = 2, 0.03
 
-# Epochs without a validationTol improvement of the held-out loss before a fit stops. One
+# Epochs without a validationTol improvement of the held-out loss (error, for the rows
+# validationFraction holds out) before a fit stops. One
 # epoch (MLlib's GBTs) would stop SGD on noise; a few let a real plateau show.
 VALIDATION_PATIENCE = 3
 
@@ -44,9 +45,12 @@ VALIDATION_PATIENCE = 3
 HOLDOUT_MIN_ROWS = 10_000
 
 # The solvers that score held-out rows after every epoch (L-BFGS and class-sharded rounds
-# do not), and the exchange modes whose loop does.
-_SCORING_SOLVERS = ("sgd", "saga", "asgd")
+# do not; ASGD would score SGD's iterate, not the mean it returns), and the exchange modes
+# whose loop does.
+_SCORING_SOLVERS = ("sgd", "saga")
 _SCORING_MODES = ("p2p", "dense")
+# Fewer expected held-out rows than this judge nothing: the fraction is then not used.
+HOLDOUT_MIN_HELD_OUT = 100
 
 
 def objective_settled(history: list[float], tol: float, window: int, floor: float) -> bool:
@@ -72,14 +76,17 @@ def automatic_holdout(
 
     A fit holds out ``fraction`` (validationFraction) of its rows when it has no validation
     column, ``tol`` > 0 (``tol=0`` asks for maxIter epochs), at least :data:`HOLDOUT_MIN_ROWS`
-    rows, and a solver and exchange mode that score held-out rows.
+    rows of which the fraction is at least :data:`HOLDOUT_MIN_HELD_OUT`, and a solver and
+    exchange mode that score held-out rows.
 
     >>> automatic_holdout(0.1, 3e-3, 50_000, "sgd", "p2p", validation=False)
     0.1
     >>> automatic_holdout(0.1, 0.0, 50_000, "sgd", "p2p", validation=False)
     0.0
     """
-    if validation or fraction <= 0.0 or tol <= 0.0 or num_rows < HOLDOUT_MIN_ROWS:
+    if validation or tol <= 0.0 or num_rows < HOLDOUT_MIN_ROWS:
+        return 0.0
+    if fraction * num_rows < HOLDOUT_MIN_HELD_OUT:
         return 0.0
     return fraction if solver in _SCORING_SOLVERS and mode in _SCORING_MODES else 0.0
 
@@ -105,15 +112,15 @@ def correct_weight(U: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
 
 
 def best_validation_epoch(history: list[float]) -> int:
-    """The epoch (0-based) of the lowest held-out loss: the first, on ties."""
+    """The epoch (0-based) of the lowest held-out loss (or error): the first, on ties."""
     return int(np.argmin(history))
 
 
 def validation_stalled(
     history: list[float], tol: float, patience: int = VALIDATION_PATIENCE
 ) -> bool:
-    """Whether the last ``patience`` held-out losses brought no improvement of more than
-    ``tol`` (relative, as MLlib's validationTol) on the best loss before them."""
+    """Whether the last ``patience`` held-out losses (or errors) brought no improvement of
+    more than ``tol`` (relative, as MLlib's validationTol) on the best before them."""
     if len(history) <= patience:
         return False
     best_before = min(history[:-patience])

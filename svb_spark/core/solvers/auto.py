@@ -148,6 +148,9 @@ def check_memory(facts: FitFacts, solver: str, mode: str) -> None:
     key, available = facts.worker_memory_key, facts.worker_memory
     size = np.dtype(facts.dtype).itemsize
     K, D = facts.num_classes, facts.num_features
+    if facts.validation or facts.holdout(solver, mode):  # held-out rows keep the best model
+        needed += K * D * size
+        formula = f"{formula}, plus as much again for the best model the held-out rows keep"
     if available is not None and needed > available:
         if cls is ShardedSolver:
             raise ValueError(

@@ -60,7 +60,7 @@ class Outcome:
     W: np.ndarray
     b: np.ndarray
     stop_reason: str  # "validation", "holdout", "tol" or "maxIter"
-    best_epoch: int | None = None  # with a validation column: the epoch of the model returned
+    best_epoch: int | None = None  # with held-out rows: the epoch of the model returned
 
 
 class Solver(abc.ABC):
