@@ -97,3 +97,16 @@ def test_one_check_hashes_one_block_of_the_replica_and_no_more(monkeypatch):
     # The default block: a 256 MiB replica is checked 4 MiB at a time.
     large = ReplicaWeights(256, 2**18, np.float32, feature_major=True)
     assert large.digest_blocks() == 65  # 64 blocks of W, and b (1 KiB) starts one more
+
+
+def test_a_check_copies_no_state_array_made_like_a_feature_major_w():
+    from svb_spark.core.weights import _bytes_of
+
+    weights = ReplicaWeights(64, 1024, np.float32, feature_major=True)
+    best = weights.state["best_W"] = np.zeros_like(weights.W)  # Fortran-ordered, as W's view
+    assert best.flags.f_contiguous and not best.flags.c_contiguous
+    view = np.frombuffer(_bytes_of(best), dtype=np.float32)
+    assert np.shares_memory(view, best)  # read in place, not copied
+    before = weights.digest()
+    best[3, 7] = 1.0
+    assert weights.digest() != before
