@@ -218,18 +218,6 @@ def text_rows(rows: int, num_features: int, tokens: int = 70, vocabulary: int = 
     return X
 
 
-def _gathered(X):
-    """The distinct columns of CSR ``X`` and ``X`` renumbered to them (the alternative's)."""
-    from scipy import sparse
-
-    columns = np.unique(X.indices)
-    local = sparse.csr_matrix(
-        (X.data, np.searchsorted(columns, X.indices).astype(np.int32), X.indptr),
-        shape=(X.shape[0], len(columns)),
-    )
-    return columns, local
-
-
 def sparse_step_calls(
     num_classes: int, num_features: int, batch_size: int, workers: int = 2, batches: int = 10
 ) -> tuple[dict, dict, dict]:
@@ -244,6 +232,7 @@ def sparse_step_calls(
     shape, with the mean non-zeros and distinct columns of a step's P B rows.
     """
     from svb_spark.core import numerics
+    from svb_spark.core.sparse import batch_columns  # the renumbering the alternative did
 
     K, D, B, P = num_classes, num_features, batch_size, workers
     X = text_rows(batches * P * B, D, seed=3)
@@ -263,7 +252,7 @@ def sparse_step_calls(
         numerics.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, float(P * B), 1e-3, 0.0)
 
     def alternative_apply(W, V):
-        columns, local = _gathered(V)
+        columns, local = batch_columns(V)
         W.T[columns] -= W.dtype.type(step) * np.asarray(local.T @ U)
         b[...] -= W.dtype.type(step) * U.sum(axis=0)
 
@@ -271,7 +260,7 @@ def sparse_step_calls(
         return numerics.sparse_raw_margins(W, b, V[:B])
 
     def alternative_forward(W, V):
-        columns, local = _gathered(V[:B])
+        columns, local = batch_columns(V[:B])
         return np.asarray(local @ W.T[columns]) + b
 
     ways = {"apply": (library_apply, alternative_apply),

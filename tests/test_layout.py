@@ -61,10 +61,7 @@ def test_importing_the_core_loads_no_spark_and_no_filesystem():
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyspark'"
         " or m.startswith(('pyarrow.fs', 'pyarrow._fs', 'svb_spark.spark', 'svb_spark.control'))))"
     )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert loaded == "[]"
+    assert printed_by_a_fresh_interpreter(code) == "[]"
 
 
 def test_the_pre_pass_imports_the_training_modules_in_its_worker():
@@ -79,10 +76,13 @@ def test_the_pre_pass_imports_the_training_modules_in_its_worker():
         "    if thread is not threading.current_thread(): thread.join()\n"
         "print(before, 'svb_spark.spark.task' in sys.modules)"
     )
-    imported = subprocess.run(
+    assert printed_by_a_fresh_interpreter(code) == "False True"
+
+
+def printed_by_a_fresh_interpreter(code: str) -> str:
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert imported == "False True"
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.name))
