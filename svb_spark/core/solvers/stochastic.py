@@ -219,12 +219,7 @@ class SgdSolver(Solver):
             step = self.step + j
             batch_rows = data.batch_rows(step, plan, config, rank)
             Xb, yb, wb = data.X[batch_rows], data.y[batch_rows], data.w[batch_rows]
-            if lazy is not None:
-                U, loss = lazy.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
-            elif config.sparse:
-                U, loss = numerics.sparse_sufficient_vectors(W, factor, b, Xb, yb, wb)
-            else:
-                U, loss = numerics.sufficient_vectors(W, b, Xb, yb, wb)
+            U, loss = self.vectors(W, factor, b, lazy, Xb, yb, wb)
             U = self.own_vectors(data, batch_rows, U)
             weight = float(wb.sum(dtype=np.float64))
             rows.append(int(Xb.shape[0]))
@@ -300,6 +295,15 @@ class SgdSolver(Solver):
     def after_step(self) -> None:
         """Anything every replica does after each applied step (none for SGD)."""
 
+    def vectors(self, W, factor, b, lazy, X, y, w) -> tuple[np.ndarray, float]:
+        """``(U, loss_sum)`` of rows ``X`` on the model ``factor * W``, ``b``, with ``lazy``'s
+        debts paid on the columns they use (sparse rows with a lazy penalty)."""
+        if lazy is not None:
+            return lazy.sparse_sufficient_vectors(W, factor, b, X, y, w)
+        if self.config.sparse:
+            return numerics.sparse_sufficient_vectors(W, factor, b, X, y, w)
+        return numerics.sufficient_vectors(W, b, X, y, w)
+
     def held_out_sums(self, data: LocalPartition) -> list[float]:
         """This worker's held-out (loss, weight, correctly predicted weight) sums at the
         replica's current weights."""
@@ -312,16 +316,7 @@ class SgdSolver(Solver):
         for start in range(0, len(y), _SCORING_ROWS):
             rows = slice(start, start + _SCORING_ROWS)
             Xc, yc, wc = X[rows], y[rows], w[rows]
-            if self.lazy is not None:
-                U, loss = self.lazy.sparse_sufficient_vectors(
-                    weights.W, weights.factor, weights.b, Xc, yc, wc
-                )
-            elif self.config.sparse:
-                U, loss = numerics.sparse_sufficient_vectors(
-                    weights.W, weights.factor, weights.b, Xc, yc, wc
-                )
-            else:
-                U, loss = numerics.sufficient_vectors(weights.W, weights.b, Xc, yc, wc)
+            U, loss = self.vectors(weights.W, weights.factor, weights.b, self.lazy, Xc, yc, wc)
             sums[0] += float(loss)
             sums[1] += float(wc.sum(dtype=np.float64))
             sums[2] += correct_weight(U, yc, wc)
