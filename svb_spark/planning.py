@@ -14,6 +14,7 @@ import numpy as np
 
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.solvers import FitFacts, choose
+from svb_spark.core.solvers.auto import holdout as holdout_fraction
 from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.spark.inspection import check_validation_column
 from svb_spark.spark.session import (
@@ -114,7 +115,7 @@ def plan_fit(estimator, spark, stats, num_workers: int):
     choice = choose(facts, type(estimator).__name__)
     kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
     config = dataclasses.replace(config, message_kind=kind, solver=choice.solver)
-    holdout = facts.holdout(choice.solver, choice.mode)
+    holdout = holdout_fraction(facts, choice.solver, choice.mode)
     if holdout:
         config = dataclasses.replace(
             config, holdout_fraction=holdout, validation_tol=estimator.getValidationTol()

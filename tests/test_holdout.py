@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.core.stopping import HOLDOUT_MIN_ROWS, automatic_holdout
+from svb_spark.core.solvers.auto import automatic_holdout
+from svb_spark.core.stopping import HOLDOUT_MIN_ROWS
 
 LARGE = HOLDOUT_MIN_ROWS
 

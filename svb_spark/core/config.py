@@ -50,7 +50,7 @@ class TrainingConfig:
     validation_tol: float | None = None
     # Without a validation column: the fraction of rows held out (chosen by a hash of the row
     # id and the seed, see svb_spark.spark.contract) to stop on, as a validation column's;
-    # 0 = none. See svb_spark.core.stopping.automatic_holdout.
+    # 0 = none. See svb_spark.core.solvers.auto.automatic_holdout.
     holdout_fraction: float = 0.0
     # MLlib's elasticNetParam alpha: the L2 weight is reg_param * (1 - alpha), the L1 weight
     # reg_param * alpha * l1_scale_j (see svb_spark.core.penalty).

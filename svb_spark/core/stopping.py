@@ -1,5 +1,5 @@
-"""When a fit stops: the ``tol`` rule on the objective, the held-out rule of a validation
-column, and when a fit holds rows out by itself. Every replica judges the same numbers the same
+"""When a fit stops: the ``tol`` rule on the objective, and the held-out rule of a validation
+column or of the rows a fit holds out by itself. Every replica judges the same numbers the same
 way, so all stop after the same step.
 
 ``tol`` has one meaning for every solver: a fit stops once the mean objective of its last
@@ -35,7 +35,7 @@ ITERATION_WINDOW, ITERATION_FLOOR = 2, 0.03
 VALIDATION_PATIENCE = 3
 
 # Without a validation column, a stochastic fit of at least this many rows holds out
-# validationFraction of them and stops on them (see automatic_holdout). The training
+# validationFraction of them and stops on them (see solvers.auto.automatic_holdout). The training
 # objective of a many-class model with regParam 0 keeps falling long after held-out accuracy
 # has stopped rising (a 945-class text fit ran 15 epochs where 5 reached the same accuracy),
 # so on large data held-out rows are the better judge. Smaller data cannot spare the rows,
@@ -44,11 +44,6 @@ VALIDATION_PATIENCE = 3
 # Wabbit's holdout period of 10.
 HOLDOUT_MIN_ROWS = 10_000
 
-# The solvers that score held-out rows after every epoch (L-BFGS and class-sharded rounds
-# do not; ASGD would score SGD's iterate, not the mean it returns), and the exchange modes
-# whose loop does.
-_SCORING_SOLVERS = ("sgd", "saga")
-_SCORING_MODES = ("p2p", "dense")
 # Fewer expected held-out rows than this judge nothing: the fraction is then not used.
 HOLDOUT_MIN_HELD_OUT = 100
 
@@ -67,28 +62,6 @@ def objective_settled(history: list[float], tol: float, window: int, floor: floa
     current = sum(history[-window:]) / window
     previous = sum(history[-2 * window : -window]) / window
     return previous - current <= tol * max(abs(current), floor * abs(history[0]))
-
-
-def automatic_holdout(
-    fraction: float, tol: float, num_rows: int, solver: str, mode: str, validation: bool
-) -> float:
-    """The fraction of rows a fit holds out to judge when to stop, or 0.
-
-    A fit holds out ``fraction`` (validationFraction) of its rows when it has no validation
-    column, ``tol`` > 0 (``tol=0`` asks for maxIter epochs), at least :data:`HOLDOUT_MIN_ROWS`
-    rows of which the fraction is at least :data:`HOLDOUT_MIN_HELD_OUT`, and a solver and
-    exchange mode that score held-out rows.
-
-    >>> automatic_holdout(0.1, 3e-3, 50_000, "sgd", "p2p", validation=False)
-    0.1
-    >>> automatic_holdout(0.1, 0.0, 50_000, "sgd", "p2p", validation=False)
-    0.0
-    """
-    if validation or tol <= 0.0 or num_rows < HOLDOUT_MIN_ROWS:
-        return 0.0
-    if fraction * num_rows < HOLDOUT_MIN_HELD_OUT:
-        return 0.0
-    return fraction if solver in _SCORING_SOLVERS and mode in _SCORING_MODES else 0.0
 
 
 def correct_weight(U: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:

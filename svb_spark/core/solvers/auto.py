@@ -14,6 +14,7 @@ from svb_spark.core.solvers.base import FitFacts, Solver
 from svb_spark.core.solvers.lbfgs import AUTO_MAX_COEFFICIENTS, LbfgsSolver
 from svb_spark.core.solvers.sharded import ShardedSolver, class_blocks
 from svb_spark.core.solvers.stochastic import AsgdSolver, SagaSolver, SgdSolver
+from svb_spark.core.stopping import HOLDOUT_MIN_HELD_OUT, HOLDOUT_MIN_ROWS
 
 # The solvers by the name the ``solver`` param gives them.
 SOLVERS: dict[str, type[Solver]] = {
@@ -39,6 +40,37 @@ def solver_class(solver: str, mode: str) -> type[Solver]:
     return ShardedSolver if mode == "sharded" else SOLVERS[solver]
 
 
+def automatic_holdout(
+    fraction: float, tol: float, num_rows: int, solver: str, mode: str, validation: bool
+) -> float:
+    """The fraction of rows a fit holds out to judge when to stop, or 0.
+
+    A fit holds out ``fraction`` (validationFraction) of its rows when it has no validation
+    column, ``tol`` > 0 (``tol=0`` asks for maxIter epochs), at least :data:`HOLDOUT_MIN_ROWS`
+    rows of which the fraction is at least :data:`HOLDOUT_MIN_HELD_OUT`, and a solver that
+    scores held-out rows (:attr:`Solver.scores_held_out`) in a mode whose loop runs on the
+    workers (p2p or dense; the broadcast mode's driver rebuilds replicas without them).
+
+    >>> automatic_holdout(0.1, 3e-3, 50_000, "sgd", "p2p", validation=False)
+    0.1
+    >>> automatic_holdout(0.1, 0.0, 50_000, "sgd", "p2p", validation=False)
+    0.0
+    """
+    if validation or tol <= 0.0 or num_rows < HOLDOUT_MIN_ROWS:
+        return 0.0
+    if fraction * num_rows < HOLDOUT_MIN_HELD_OUT:
+        return 0.0
+    scored = solver_class(solver, mode).scores_held_out and mode in ("p2p", "dense")
+    return fraction if scored else 0.0
+
+
+def holdout(facts: FitFacts, solver: str, mode: str) -> float:
+    """The fraction of rows a fit with ``facts``, ``solver`` and ``mode`` holds out."""
+    return automatic_holdout(
+        facts.validation_fraction, facts.tol, facts.num_rows, solver, mode, facts.validation
+    )
+
+
 def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
     """The solver and the exchange mode for ``facts``: ``auto`` resolved, explicit choices
     checked against what they need (a ValueError that says why and what to do).
@@ -51,7 +83,7 @@ def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
     of at most AUTO_MAX_COEFFICIENTS, where a full pass is cheap and one exchange of the
     gradient replaces an epoch of latency-bound steps (when a worker can hold its vectors);
     for larger dense models SGD when the fit holds rows out to stop on (see
-    :func:`~svb_spark.core.stopping.automatic_holdout`), SAGA otherwise; SGD for sparse rows.
+    :func:`automatic_holdout`), SAGA otherwise; SGD for sparse rows.
     """
     mode, reason, sent, seconds = _exchange_mode(facts, name)
     solver = _solver(facts, mode, name)
@@ -121,7 +153,7 @@ def _solver(facts: FitFacts, mode: str, name: str) -> str:
     # rows: SAGA 0.2588 in 77.7 s, where two epochs of SGD's decaying step had 0.3082 in
     # 19.6 s). Where held-out rows judge the stop, SGD stops near its best; without them
     # SAGA's converged model is the one tol can recognize.
-    if SagaSolver.why_not(facts, mode) or facts.holdout(SgdSolver.name, mode):
+    if SagaSolver.why_not(facts, mode) or holdout(facts, SgdSolver.name, mode):
         return SgdSolver.name
     return SagaSolver.name
 
@@ -148,7 +180,7 @@ def check_memory(facts: FitFacts, solver: str, mode: str) -> None:
     key, available = facts.worker_memory_key, facts.worker_memory
     size = np.dtype(facts.dtype).itemsize
     K, D = facts.num_classes, facts.num_features
-    if facts.validation or facts.holdout(solver, mode):  # held-out rows keep the best model
+    if facts.validation or holdout(facts, solver, mode):  # held-out rows keep the best model
         needed += K * D * size
         formula = f"{formula}, plus as much again for the best model the held-out rows keep"
     if available is not None and needed > available:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from svb_spark.core.config import Plan, TrainingConfig
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.state import ReplicaState
-from svb_spark.core.stopping import automatic_holdout, best_validation_epoch
+from svb_spark.core.stopping import best_validation_epoch
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,6 @@ class FitFacts:
     tol: float = 0.0  # the tol param
     validation_fraction: float = 0.0  # the validationFraction param
 
-    def holdout(self, solver: str, mode: str) -> float:
-        """The fraction of rows a fit with ``solver`` in ``mode`` holds out to stop on."""
-        return automatic_holdout(
-            self.validation_fraction, self.tol, self.num_rows, solver, mode, self.validation
-        )
-
 
 @dataclass
 class Outcome:
@@ -74,6 +68,7 @@ class Solver(abc.ABC):
     unit: ClassVar[str] = "epochs"  # what ``history`` and maxIter count
     replicated: ClassVar[bool] = True  # every worker holds the whole model (replica checks)
     checkpoints: ClassVar[bool] = True  # writes checkpoints that a retried stage resumes from
+    scores_held_out: ClassVar[bool] = False  # scores held-out rows after every epoch
 
     def __init__(
         self,

@@ -49,6 +49,7 @@ class SgdSolver(Solver):
     """
 
     name = "sgd"
+    scores_held_out = True
 
     def start(self, initial: tuple[np.ndarray, np.ndarray] | None) -> None:
         super().start(initial)
@@ -510,6 +511,7 @@ class AsgdSolver(SgdSolver):
     every step from the second epoch on (dense rows: the replica has no L2 factor)."""
 
     name = "asgd"
+    scores_held_out = False  # its held-out rows would judge SGD's iterate, not the mean
 
     def _add_state(self) -> None:
         self.weights.state["mean_W"] = np.zeros_like(self.weights.W)
