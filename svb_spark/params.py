@@ -426,8 +426,9 @@ class _SVBEstimatorParams(
         "validationFraction",
         "without validationIndicatorCol: the fraction of rows (chosen by seed) that an SGD or "
         "SAGA fit (p2p or dense) of at least 10,000 rows with tol > 0 holds out, stopping when "
-        "their error has not improved by validationTol (relative) for 3 epochs and returning "
-        "the most accurate model (stopReason 'holdout'); 0 trains on every row (in [0, 1)).",
+        "their error has not improved by validationTol (relative) for 3 epochs, then trains "
+        "the most accurate model in one last pass over them (stopReason 'holdout'); 0 trains "
+        "on every row (in [0, 1)).",
         typeConverter=TypeConverters.toFloat,
     )
 

@@ -194,8 +194,9 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         #: validationFraction held out), "tol" or "maxIter".
         self.stopReason: str = result.stop_reason
         #: Held-out loss and accuracy after each epoch (validation or holdout rows), and the
-        #: epoch (0-based) of the model returned, the best one: by loss with a validation
-        #: column, by accuracy on the holdout rows.
+        #: epoch (0-based) of the best model: by loss with a validation column (the model
+        #: returned), by accuracy on the holdout rows (the model the last pass over them
+        #: started from).
         self.validationHistory: list[float] = result.validation_history
         self.validationAccuracy: list[float] = result.validation_accuracy
         self.bestEpoch: int | None = result.best_epoch

@@ -31,7 +31,7 @@ def _sparse_blobs():
 
 
 def _sparse_config(parts, **overrides):
-    dense = [(X.toarray(), y, w) for X, y, w in parts]
+    dense = [(X.toarray(), y, w) for X, y, w, *_ in parts]
     std = np.concatenate([X for X, _, _ in dense]).std(axis=0, ddof=1)
     return training_config(
         dense, scale=1 / std, mean=None, sparse=True, reg_param=0.05, **overrides
@@ -48,6 +48,18 @@ CASES = {
     "validation column, with its best model": (
         lambda: [(X, y, w, np.arange(len(y)) % 4 == 0) for X, y, w in blobs()],
         lambda p, **o: training_config(p, validation_tol=0.01, **o),
+    ),
+    # validation_tol < 0: the held-out rows never stop the fit, which ends with the last
+    # pass over them after the 8 epochs (never checkpointed: a retried stage redoes it).
+    "held-out rows, with the last pass over them": (
+        lambda: [(X, y, w, np.arange(len(y)) % 5 == 0) for X, y, w in blobs()],
+        lambda p, **o: training_config(p, validation_tol=-1.0, holdout_fraction=0.2, **o),
+    ),
+    "held-out sparse rows with L1, with the last pass over them": (
+        lambda: [(X, y, w, np.arange(len(y)) % 5 == 0) for X, y, w in _sparse_blobs()],
+        lambda p, **o: _sparse_config(
+            p, validation_tol=-1.0, holdout_fraction=0.2, elastic_net=0.5, **o
+        ),
     ),
     "averaged SGD, with its mean of the iterates": (
         lambda: blobs(),

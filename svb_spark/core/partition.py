@@ -23,9 +23,11 @@ class LocalPartition:
     # visit); rows x K, kept only by the worker that owns the rows.
     memory: np.ndarray | None = None
     # The worker's held-out rows (X, y, weights), standardized alike, when the fit has a
-    # validation column or validationFraction's rows; scored after every epoch, never trained.
+    # validation column or validationFraction's rows; scored after every epoch (the latter
+    # also trained on in a last pass, see svb_spark.core.solvers.stochastic).
     held_out: tuple | None = None
     _order: tuple[int, np.ndarray] | None = field(default=None, repr=False)
+    _held_out_order: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:
@@ -46,6 +48,19 @@ class LocalPartition:
             rng = np.random.default_rng([config.seed & 0xFFFFFFFF, rank, epoch])
             self._order = (epoch, rng.permutation(self.rows))
         return self._order[1][position * config.batch_size : (position + 1) * config.batch_size]
+
+    def held_out_batch(self, position: int, config: TrainingConfig, rank: int) -> tuple:
+        """The held-out rows (X, y, w) this worker contributes to step ``position`` of the
+        last pass over them, shuffled as an epoch numbered maxIter would be (no epoch of
+        training has that number); none when the worker holds none."""
+        if self.held_out is None:
+            return self.X[:0], self.y[:0], self.w[:0]
+        if self._held_out_order is None:
+            rng = np.random.default_rng([config.seed & 0xFFFFFFFF, rank, config.max_iter])
+            self._held_out_order = rng.permutation(len(self.held_out[1]))
+        start = position * config.batch_size
+        rows = self._held_out_order[start : start + config.batch_size]
+        return tuple(part[rows] for part in self.held_out)
 
     def saga_memory(self, num_classes: int) -> np.ndarray:
         """SAGA's per-row memory, made (zeros) on first use."""

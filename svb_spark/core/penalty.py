@@ -352,6 +352,11 @@ class LazyPenalty:
         penalty = self.penalty
         _clip(W, _scaled(penalty.lower_W, factor), _scaled(penalty.upper_W, factor))
 
+    def forgive(self) -> None:
+        """Mark every column paid: the replica's weights were just replaced by settled ones."""
+        if self.paid is not None:
+            self.paid[:] = self.total[0]
+
     def sparse_sufficient_vectors(self, W, factor, b, X, y, weights):
         """:func:`numerics.sparse_sufficient_vectors` of the replica with its debts paid."""
         margins = self.sparse_raw_margins(W, b, X, factor).astype(W.dtype, copy=False)

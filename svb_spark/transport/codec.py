@@ -39,8 +39,8 @@ class RoundMessage:
     U: np.ndarray | None = None  # sum(rows) x K, weighted (P - Y)   [kind "sv"]
     V: np.ndarray | None = None  # sum(rows) x D, standardized rows, dense or CSR [kind "sv"]
     G: np.ndarray | None = None  # steps*K x (D + 1) gradients       [kind "dense"]
-    # The sender's held-out (loss, weight, correct weight) sums at the end of the epoch that
-    # the replicas closed last, when the fit has held-out rows; it rides in the header.
+    # The sender's held-out (loss, weight, correct weight, rows) sums at the end of the epoch
+    # that the replicas closed last, when the fit has held-out rows; it rides in the header.
     validation: list[float] | None = None
 
     @property

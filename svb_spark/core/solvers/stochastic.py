@@ -7,6 +7,10 @@ starts equal and applies the same update, so the replicas stay equal: with ``syn
 the fit equals synchronous minibatch SGD on the global batch.
 
 - :class:`SgdSolver`: a step of ``stepSize / L`` decaying as ``1 / sqrt(1 + epoch)``.
+
+When the fit holds rows out by itself (validationFraction), they judge every epoch; once the
+epochs are over, every replica goes back to the most accurate model and makes one last pass
+over the held-out rows, so that no row is left unused.
 - :class:`SagaSolver`: SAGA on sufficient vectors with a constant step; the average gradient
   is kept on every replica, each row's last U only by the worker that owns the row.
 - :class:`AsgdSolver`: Polyak-Ruppert tail averaging: the model is the mean of SGD's iterates
@@ -68,6 +72,11 @@ class SgdSolver(Solver):
             self.weights.state["best_W"] = np.zeros_like(self.weights.W)
             self.weights.state["best_b"] = np.zeros_like(self.weights.b)
         self.stopped_by_validation = False
+        self.held_out = None  # this worker's held-out rows (X, y, w), seen by compute
+        self.held_out_rows = 0  # the most held-out rows any worker holds
+        self.last_pass_steps = 0  # steps of the last pass over them, once it has begun
+        self.pass_left = 0  # and of those, the steps not applied yet
+        self.pass_rate = 0.0  # and their step
         self.penalty = Penalty.of(config, dtype)
         # Sparse steps touch a few columns: their L1 thresholds and bounds are paid lazily.
         self.lazy = None
@@ -118,8 +127,13 @@ class SgdSolver(Solver):
         return self.config.max_iter * self.plan.steps_per_epoch
 
     @property
-    def done(self) -> bool:
+    def epochs_over(self) -> bool:
+        """Whether the epochs are over: by tol, by the held-out rows' verdict or at maxIter."""
         return self.converged or self.stopped_by_validation or self.step >= self.total_steps
+
+    @property
+    def done(self) -> bool:
+        return self.epochs_over and not self.validation_pending and not self.pass_left
 
     @property
     def stop_reason(self) -> str:
@@ -167,13 +181,14 @@ class SgdSolver(Solver):
         return validation_stalled(self.judged(), self.config.validation_tol)
 
     def record_validation(self, sums: list[list[float]]) -> None:
-        """Take every worker's held-out (loss, weight, correct weight) sums of the epoch
-        closed last.
+        """Take every worker's held-out (loss, weight, correct weight, rows) sums of the
+        epoch closed last.
 
         The weights have not moved since they were scored, so a new best is copied now; after
         VALIDATION_PATIENCE epochs without a validationTol improvement the fit stops.
         """
         loss, weight, correct = (sum(s[i] for s in sums) for i in range(3))
+        self.held_out_rows = max(int(s[3]) for s in sums)
         self.validation_pending = False
         if weight <= 0.0:  # held-out rows of weight 0 judge nothing (the sums are global)
             return
@@ -191,6 +206,10 @@ class SgdSolver(Solver):
     # -- one exchange -------------------------------------------------------------------------
 
     def learning_rate(self, step: int) -> float:
+        """The step of global step ``step``: the solver's schedule, or the last pass's."""
+        return self.pass_rate if self.pass_left else self.schedule(step)
+
+    def schedule(self, step: int) -> float:
         """SGD's decaying step."""
         epoch = step // self.plan.steps_per_epoch
         return numerics.learning_rate(self.plan.base_learning_rate, epoch)
@@ -208,7 +227,9 @@ class SgdSolver(Solver):
         by :meth:`apply`.
         """
         config, plan, rank = self.config, self.plan, self.rank
-        steps = min(config.sync_interval, self.total_steps - self.step)
+        self.held_out = data.held_out
+        left = self.pass_left or self.total_steps - self.step
+        steps = min(config.sync_interval, left)
         W, b, factor = self.weights.W, self.weights.b, self.weights.factor
         lazy = self.lazy
         if steps > 1:
@@ -218,8 +239,13 @@ class SgdSolver(Solver):
         rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
         for j in range(steps):
             step = self.step + j
-            batch_rows = data.batch_rows(step, plan, config, rank)
-            Xb, yb, wb = data.X[batch_rows], data.y[batch_rows], data.w[batch_rows]
+            if self.pass_left:  # (SAGA's own_vectors leaves the held-out rows' U alone)
+                position = self.last_pass_steps - self.pass_left + j
+                batch_rows = None
+                Xb, yb, wb = data.held_out_batch(position, config, rank)
+            else:
+                batch_rows = data.batch_rows(step, plan, config, rank)
+                Xb, yb, wb = data.X[batch_rows], data.y[batch_rows], data.w[batch_rows]
             U, loss = self.vectors(W, factor, b, lazy, Xb, yb, wb)
             U = self.own_vectors(data, batch_rows, U)
             weight = float(wb.sum(dtype=np.float64))
@@ -247,7 +273,7 @@ class SgdSolver(Solver):
         message = codec.RoundMessage(config.message_kind, self.step, rank, rows, weights, losses)
         message.num_features = config.num_features
         if self.validation_pending:  # the weights are still those the last epoch ended with
-            message.validation = self.held_out_sums(data)
+            message.validation = self.held_out_sums()
         if config.message_kind == codec.SV:
             message.U = np.concatenate(Us)
             message.V = stack_rows(Vs)
@@ -265,16 +291,58 @@ class SgdSolver(Solver):
         """Apply one exchange's messages (indexed by rank) in (step, rank) order."""
         if messages[0].validation is not None:
             self.record_validation([m.validation for m in messages])
+        passing = bool(self.pass_left)
         for j in range(messages[0].steps):
-            if self.done:
-                return  # an earlier step of this round met tol: the rest is discarded
+            if self.epochs_over and not passing:
+                break  # an earlier step of this round ended the epochs: the rest is discarded
             lr = self.learning_rate(self.step)
             weight = sum(m.weight_sums[j] for m in messages)
             self.apply_step(messages, j, weight, lr)
+            if passing:
+                self.step += 1
+                self.pass_left -= 1
+                continue
             closed = self.count_step(sum(m.loss_sums[j] for m in messages), weight)
             self.after_step()
             if closed:
                 self.close_epoch(self.epoch_objective(self.epoch_loss, self.epoch_weight))
+        if self.epochs_over and not passing:
+            self.end_epochs(rounds)
+
+    def end_epochs(self, rounds) -> None:
+        """After the last epoch: its held-out sums (one small exchange), then, when the fit
+        held rows out by itself, the last pass over them from the most accurate model, at
+        the step SGD would take in the epoch after that model's.
+
+        Rows never trained on cost accuracy where rows are scarce. Measured in one process
+        (one worker, batches of 64) against the most accurate model alone:
+        - 1000 dense classes of about 30 rows each (benchmarks.workloads.many_classes_dense):
+          0.2717, and 0.2890 after the pass; 4 epochs over every row scored 0.3010;
+        - generated text, 1000 classes, 2^14 features: 0.8067, and 0.8115 after the pass;
+          1 epoch over every row, the best number of epochs, scored 0.8124;
+        - 40 classes x 300 features of 12,000 rows: 0.4720, and 0.4770 after the pass.
+        The first epoch's step gained more on the first two (0.2977, 0.8135) but lost 0.6 pt
+        on the third, and 3.7 pt on 2 workers: on data that SGD has settled, a large step
+        over a tenth of the rows adds more noise than their information is worth.
+        """
+        if self.validation_pending:
+            self.record_validation(rounds.sum_up(self.held_out_sums()))
+        if self.config.holdout_fraction and self.validation_history:
+            self.begin_last_pass()
+
+    def begin_last_pass(self) -> None:
+        """Go back to the most accurate model and plan one pass over the held-out rows: as
+        many steps as the worker holding the most of them needs."""
+        state, weights = self.weights.state, self.weights
+        weights.start_from(state["best_W"], state["best_b"])
+        weights.factor = 1.0
+        if self.lazy is not None:  # the best model was settled when it was kept
+            self.lazy.forgive()
+        best = best_validation_epoch(self.judged())
+        self.pass_rate = numerics.learning_rate(self.plan.base_learning_rate, best + 1)
+        self.last_pass_steps = self.pass_left = math.ceil(
+            self.held_out_rows / self.config.batch_size
+        )
 
     def apply_step(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
         """Step ``j`` of a round: everyone's sufficient vectors, or their summed gradient."""
@@ -305,13 +373,14 @@ class SgdSolver(Solver):
             return numerics.sparse_sufficient_vectors(W, factor, b, X, y, w)
         return numerics.sufficient_vectors(W, b, X, y, w)
 
-    def held_out_sums(self, data: LocalPartition) -> list[float]:
-        """This worker's held-out (loss, weight, correctly predicted weight) sums at the
-        replica's current weights."""
-        sums = [0.0, 0.0, 0.0]
-        if data.held_out is None:
+    def held_out_sums(self) -> list[float]:
+        """This worker's held-out (loss, weight, correctly predicted weight, rows) sums at
+        the replica's current weights."""
+        sums = [0.0, 0.0, 0.0, 0.0]
+        if self.held_out is None:
             return sums
-        X, y, w = data.held_out
+        X, y, w = self.held_out
+        sums[3] = float(len(y))
         weights = self.weights
         # In chunks: all held-out rows at once would take rows x numClasses floats, twice.
         for start in range(0, len(y), _SCORING_ROWS):
@@ -322,12 +391,6 @@ class SgdSolver(Solver):
             sums[1] += float(wc.sum(dtype=np.float64))
             sums[2] += correct_weight(U, yc, wc)
         return sums
-
-    def finish(self, data: LocalPartition, rounds) -> None:
-        """The last epoch's held-out sums, when the fit has held-out rows: one small
-        exchange."""
-        if self.validation_pending:
-            self.record_validation(rounds.sum_up(self.held_out_sums(data)))
 
     def current(self) -> tuple[np.ndarray, np.ndarray]:
         return self.weights.W, self.weights.b
@@ -342,11 +405,12 @@ class SgdSolver(Solver):
         weights.fold_factor()
         if self.penalty.bounded:  # exact after the fold's rounding
             self.penalty.project(weights.W, weights.b)
-        if self.validation_history:  # the model returned is the best one seen
+        best = best_of(self.judged())
+        if self.validation_history and not self.last_pass_steps:  # the best model seen
             state = weights.state
-            return Outcome(state["best_W"], state["best_b"], self.stop_reason,
-                           best_of(self.judged()))  # fmt: skip
-        return Outcome(weights.W, weights.b, self.stop_reason)
+            return Outcome(state["best_W"], state["best_b"], self.stop_reason, best)
+        # (after a last pass: the best model, trained once on the held-out rows)
+        return Outcome(weights.W, weights.b, self.stop_reason, best)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -386,6 +450,11 @@ class SgdSolver(Solver):
         self.validation_pending = state.validation_pending
         if self.validation_history and self.config.validation_tol is not None:
             self.stopped_by_validation = self.held_out_stalled()
+
+    def checkpoint_due(self, epochs_before: int) -> bool:
+        """As every solver's, but never in the last pass: a retried stage redoes it from the
+        last epoch's checkpoint."""
+        return not self.epochs_over and super().checkpoint_due(epochs_before)
 
     def save(self, store, data: LocalPartition) -> int:
         """Rank 0 writes the replica; the others hold the same one."""
@@ -453,14 +522,18 @@ class SagaSolver(SgdSolver):
         )
         return (2 * K * D + rows * K) * size, formula
 
-    def learning_rate(self, step: int) -> float:
+    def schedule(self, step: int) -> float:
         """Constant: variance reduction lets SAGA converge without a decay."""
         return self.plan.base_learning_rate
 
     def own_vectors(self, data: LocalPartition, rows: np.ndarray, U: np.ndarray) -> np.ndarray:
+        if self.pass_left:  # the held-out rows have no memory: the last pass is plain SGD
+            return U
         return numerics.saga_delta(data.saga_memory(self.config.num_classes), rows, U)
 
     def apply_step(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
+        if self.pass_left:
+            return super().apply_step(messages, j, weight, lr)
         config, weights = self.config, self.weights
         # After the first epoch every row has been seen: A is the average over all of them.
         seen = 1.0
