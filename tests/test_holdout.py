@@ -33,6 +33,22 @@ def test_which_fits_hold_rows_out(fraction, tol, rows, solver, mode, validation,
     assert automatic_holdout(fraction, tol, rows, solver, mode, validation) == held_out
 
 
+def test_auto_keeps_a_fit_that_stops_on_held_out_rows_off_the_sharded_mode():
+    import dataclasses
+
+    from svb_spark.core.solvers import FitFacts
+    from svb_spark.core.solvers.auto import choose
+
+    # 1000 classes of text in steps of 128 rows: the cost model predicts sharded steps faster.
+    text = FitFacts(1000, 1 << 14, 2, 50_000, True, 50.0, 128, "float32", tol=3e-3,
+                    validation_fraction=0.1)  # fmt: skip
+    every_row = dataclasses.replace(text, validation_fraction=0.0)
+    assert choose(every_row).mode == "sharded"
+    assert choose(text).mode == "p2p"
+    # A replica that does not fit a worker is still sharded, held-out rows or not.
+    assert choose(dataclasses.replace(text, worker_memory=32 << 20)).mode == "sharded"
+
+
 @pytest.mark.parametrize("classes", [1, 5])
 def test_correct_weight_counts_the_rows_predicted_right(classes):
     from svb_spark.core import numerics

@@ -77,7 +77,7 @@ def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
 
     The mode: ``auto`` shards the classes when a replica would not fit a worker; otherwise it
     takes the mode with the fastest predicted step among p2p, dense and, when SGD is in force
-    on more than one worker, sharded.
+    on more than one worker and the fit holds no rows out, sharded.
 
     The solver: ``auto`` takes L-BFGS for the binomial family, and for dense rows and a model
     of at most AUTO_MAX_COEFFICIENTS, where a full pass is cheap and one exchange of the
@@ -106,7 +106,14 @@ def _exchange_mode(facts: FitFacts, name: str):
             )
     shardable = ShardedSolver.why_not(facts, "sharded") is None
     sgd = facts.sparse or facts.solver == SgdSolver.name
-    candidates = ("p2p", "dense", "sharded") if shardable and sgd and P > 1 else ("p2p", "dense")
+    # The sharded mode holds no rows out, and the stop on held-out rows saves more than its
+    # cheaper steps: on 1000 classes of 945 texts a default fit took 15 epochs by tol where 5
+    # reached the same accuracy, and sharded steps of 128 rows needed 32.
+    stops_on_rows = holdout(facts, SgdSolver.name, "p2p") > 0
+    if shardable and sgd and P > 1 and not stops_on_rows:
+        candidates = ("p2p", "dense", "sharded")
+    else:
+        candidates = ("p2p", "dense")
     shape = dict(
         num_workers=P,
         batch_size=facts.batch_size,
