@@ -36,9 +36,10 @@ def fits(spark, workload: workloads.Workload, epochs: list[int]) -> dict:
     default = points["default"]
     chosen = {"solver": default.extra["solver"], "exchange": default.extra["exchange"]}
     for k in epochs:
-        points[f"{k} epochs"] = peers.fit_svb(frame, Xt, yt, k, numWorkers=2, tol=0, **chosen)
+        name = f"{k} epoch" if k == 1 else f"{k} epochs"
+        points[name] = peers.fit_svb(frame, Xt, yt, k, numWorkers=2, tol=0, **chosen)
     frame.unpersist()
-    best = max((name for name in points if "epochs" in name), key=lambda n: points[n].accuracy)
+    best = max((name for name in points if "epoch" in name), key=lambda n: points[n].accuracy)
     return {"workload": workload.describe(), "best_fixed": best,
             "default_over_best_fixed_time": default.seconds / points[best].seconds,
             "reaches_best_fixed": default.accuracy >= points[best].accuracy - TARGET_MARGIN,
