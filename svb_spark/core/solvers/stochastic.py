@@ -7,14 +7,14 @@ starts equal and applies the same update, so the replicas stay equal: with ``syn
 the fit equals synchronous minibatch SGD on the global batch.
 
 - :class:`SgdSolver`: a step of ``stepSize / L`` decaying as ``1 / sqrt(1 + epoch)``.
-
-When the fit holds rows out by itself (validationFraction), they judge every epoch; once the
-epochs are over, every replica goes back to the most accurate model and makes one last pass
-over the held-out rows, so that no row is left unused.
 - :class:`SagaSolver`: SAGA on sufficient vectors with a constant step; the average gradient
   is kept on every replica, each row's last U only by the worker that owns the row.
 - :class:`AsgdSolver`: Polyak-Ruppert tail averaging: the model is the mean of SGD's iterates
   after every step from the second epoch on, kept on every replica.
+
+When the fit holds rows out by itself (validationFraction), they judge every epoch; once the
+epochs are over, every replica goes back to the most accurate model and makes one last pass
+over the held-out rows, so that no row is left unused.
 """
 
 from __future__ import annotations
