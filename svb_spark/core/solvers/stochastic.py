@@ -314,16 +314,12 @@ class SgdSolver(Solver):
         held rows out by itself, the last pass over them from the most accurate model, at
         the step SGD would take in the epoch after that model's.
 
-        Rows never trained on cost accuracy where rows are scarce. Measured in one process
-        (one worker, batches of 64) against the most accurate model alone:
-        - 1000 dense classes of about 30 rows each (benchmarks.workloads.many_classes_dense):
-          0.2717, and 0.2890 after the pass; 4 epochs over every row scored 0.3010;
-        - generated text, 1000 classes, 2^14 features: 0.8067, and 0.8115 after the pass;
-          1 epoch over every row, the best number of epochs, scored 0.8124;
-        - 40 classes x 300 features of 12,000 rows: 0.4720, and 0.4770 after the pass.
-        The first epoch's step gained more on the first two (0.2977, 0.8135) but lost 0.6 pt
-        on the third, and 3.7 pt on 2 workers: on data that SGD has settled, a large step
-        over a tenth of the rows adds more noise than their information is worth.
+        Rows never trained on cost accuracy where rows are scarce: in one process the pass
+        added 1.7 pt on 1000 dense classes of about 30 rows each, 0.5 pt on 1000 classes of
+        text and 0.5 pt on 40 classes of 12,000 rows (docs/design.md, "Stopping"). The first
+        epoch's step gained more on the first two but lost up to 3.7 pt on the third: on data
+        SGD has settled, a large step over a tenth of the rows adds more noise than their
+        information is worth.
         """
         if self.validation_pending:
             self.record_validation(rounds.sum_up(self.held_out_sums()))
