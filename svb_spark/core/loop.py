@@ -106,8 +106,8 @@ EXCHANGE_COUNTERS = (
 
 
 def result_of(solver: Solver, exchanges: int = 0, exchange: Exchange | None = None, **record):
-    """What a worker ends with, from its solver (after :meth:`Solver.finish`) and, when given,
-    its exchange's byte counters; ``record`` fills the remaining fields."""
+    """What a worker ends with, from its solver (once it is done) and, when given, its
+    exchange's byte counters; ``record`` fills the remaining fields."""
     outcome = solver.outcome()
     counters = {} if exchange is None else {c: getattr(exchange, c) for c in EXCHANGE_COUNTERS}
     return TrainingResult(
@@ -175,7 +175,6 @@ def train(
                 on_epoch(epoch, solver.history[epoch])
         if store is not None and solver.checkpoint_due(epochs):
             checkpoints += solver.save(store, data)
-    solver.finish(data, rounds)
     return result_of(
         solver, rounds.count, exchange, seconds=seconds, resyncs=resyncs, replica_checks=checks,
         resumed_from_step=resumed_from, checkpoints=checkpoints,

@@ -30,8 +30,8 @@ EPOCH_WINDOW, EPOCH_FLOOR = 3, 1.0
 ITERATION_WINDOW, ITERATION_FLOOR = 2, 0.03
 
 # Epochs without a validationTol improvement of the held-out loss (error, for the rows
-# validationFraction holds out) before a fit stops. One
-# epoch (MLlib's GBTs) would stop SGD on noise; a few let a real plateau show.
+# validationFraction holds out) before a fit stops. One epoch (MLlib's GBTs) would stop SGD
+# on noise; a few let a real plateau show.
 VALIDATION_PATIENCE = 3
 
 # Without a validation column, a stochastic fit of at least this many rows holds out

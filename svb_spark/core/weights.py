@@ -57,10 +57,11 @@ class ReplicaWeights:
         return self.storage is not self.W
 
     def start_from(self, W: np.ndarray, b: np.ndarray) -> None:
-        """Copy a warm start in (W and b may be shared, e.g. a broadcast value: W is updated
-        in place)."""
+        """Make the model exactly (W, b), copied in (W and b may be shared, e.g. a broadcast
+        value: W is updated in place) with ``factor = 1``."""
         self.W[...] = np.asarray(W, dtype=self.W.dtype).reshape(self.W.shape)
         self.b[...] = np.asarray(b, dtype=self.b.dtype).reshape(self.b.shape)
+        self.factor = 1.0
 
     def fold_factor(self) -> None:
         """Multiply the scalar into ``W`` (in place), leaving ``factor = 1``."""

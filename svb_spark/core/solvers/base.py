@@ -135,18 +135,14 @@ class Solver(abc.ABC):
         (:class:`svb_spark.core.loop.Rounds`) carries the small side exchanges a solver may
         need, such as summing an epoch's loss."""
 
-    def finish(self, data: LocalPartition, rounds) -> None:
-        """Anything after the last exchange that every worker must do alike."""
-        return None
-
     @abc.abstractmethod
     def current(self) -> tuple[np.ndarray, np.ndarray]:
         """The weights now (W, b), for observers of every exchange."""
 
     @abc.abstractmethod
     def outcome(self) -> Outcome:
-        """The model this worker returns and why it stopped; called once, after
-        :meth:`finish`."""
+        """The model this worker returns and why it stopped; called once, after the last
+        exchange."""
 
     def replica_weights(self):
         """The :class:`~svb_spark.core.weights.ReplicaWeights` the replica checks compare,

@@ -331,7 +331,6 @@ class SgdSolver(Solver):
         many steps as the worker holding the most of them needs."""
         state, weights = self.weights.state, self.weights
         weights.start_from(state["best_W"], state["best_b"])
-        weights.factor = 1.0
         if self.lazy is not None:  # the best model was settled when it was kept
             self.lazy.forgive()
         best = best_validation_epoch(self.judged())
