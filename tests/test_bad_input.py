@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 import svb_spark.classification as classification
 from svb_spark import SVBLogisticRegression
 from svb_spark.params import _VALUE_RULES
-from svb_spark.spark.session import check_barrier_mode_supported, worker_memory
+from svb_spark.spark.session import check_barrier_mode_supported, spark_conf, worker_memory
 from tests.support.data import live_spark_conf
 
 
@@ -177,6 +177,16 @@ def test_dynamic_allocation_flag_alone_is_ignored_in_local_mode(spark):
     # Spark's own rule: local mode has one fixed executor, so barrier stages run.
     with live_spark_conf(spark, {"spark.dynamicAllocation.enabled": "true"}):
         check_barrier_mode_supported(spark)
+
+
+def test_a_conf_key_is_read_live_without_copying_the_whole_conf(spark, monkeypatch):
+    # SparkContext.getConf() copies every entry, one py4j call each: a fit reads a dozen keys.
+    monkeypatch.setattr(type(spark.sparkContext), "getConf", lambda sc: pytest.fail("copied"))
+    key = "spark.svb.test.live"
+    assert spark_conf(spark, key) is None
+    assert spark_conf(spark, key, "fallback") == "fallback"
+    with live_spark_conf(spark, {key: "set"}):
+        assert spark_conf(spark, key) == "set"
 
 
 @pytest.mark.parametrize("dtype, itemsize", [("float32", 4), ("float64", 8)])

@@ -210,3 +210,24 @@ def test_arrow_batches_are_capped_for_the_block_only(spark):
             assert spark.conf.get(key) == before
         finally:
             spark.conf.unset(key)
+
+
+def test_the_training_frame_is_sql_text_with_the_held_out_rows_the_seed_hashes(spark, monkeypatch):
+    # On Spark 4 every call of a pyspark Column function records its call site in the JVM, and
+    # the first imports IPython where it is installed: 0.4 s of a spark-submit job's first fit.
+    from pyspark.sql import Column
+    from pyspark.sql import functions as F
+
+    df = spark.range(4_000).selectExpr("id AS `my features`", "0.0 AS label")
+    with monkeypatch.context() as patched:
+        for name in ("col", "lit", "monotonically_increasing_id", "pmod", "xxhash64"):
+            patched.setattr(F, name, lambda *a, name=name: pytest.fail(f"F.{name} called"))
+        for name in ("alias", "cast"):
+            patched.setattr(Column, name, lambda *a, name=name: pytest.fail(f"{name} called"))
+        frame = contract.training_frame(df, "my features", "label", None, 2, holdout=0.1, seed=3)
+    rows = frame.collect()
+    bucket = F.pmod(F.xxhash64(F.col(contract.ROW_ID), F.lit(3)), F.lit(1 << 20))
+    expected = frame.select(bucket < F.lit(int(0.1 * (1 << 20)))).collect()
+    assert [r[contract.HELD_OUT] for r in rows] == [e[0] for e in expected]
+    assert 300 < sum(r[contract.HELD_OUT] for r in rows) < 500
+    assert sorted(r[contract.FEATURES] for r in rows) == list(range(4_000))

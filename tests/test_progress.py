@@ -2,6 +2,8 @@
 job group that names the fit."""
 
 import logging
+import subprocess
+import sys
 import time
 
 import pytest
@@ -119,3 +121,17 @@ def test_the_library_adds_no_logging_handler_but_the_command_line_does(monkeypat
     cli._show_progress()
     assert any(type(h) is logging.StreamHandler for h in library.handlers)
     assert library.getEffectiveLevel() == logging.INFO
+
+
+def test_outside_a_notebook_the_progress_display_does_not_import_ipython():
+    # Importing IPython costs about 0.4 s, paid by the first fit of a spark-submit job.
+    code = (
+        "import sys\n"
+        "from svb_spark.control import progress\n"
+        "display = progress.ProgressDisplay('fit')\n"
+        "print(progress._in_notebook(), 'IPython' in sys.modules)"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert printed == "False False"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -166,10 +167,10 @@ def format_progress(message: dict) -> str:
 
 def _in_notebook() -> bool:
     """True under an IPython kernel that can show rich output (Jupyter, Databricks)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    if "IPython" not in sys.modules:  # a kernel has imported it; importing it costs 0.4 s
         return False
+    from IPython import get_ipython
+
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
 
