@@ -441,3 +441,16 @@ def test_the_stopping_table_shows_every_fit_and_its_held_out_curve():
     text = stopping.table({"fits": {"default": fit, "2 epochs": fixed}})
     assert "| default | 12.5 | 4 | holdout | 0.8100 | 0.830 0.820 | 1.00 / 1.00" in text
     assert "| 2 epochs | 12.5 | 4 | maxIter | 0.8100 | - |" in text
+
+
+def test_the_cold_start_table_shows_what_a_first_fit_pays_over_the_later_ones():
+    from benchmarks import cold_start
+
+    fits = [(5.0, 4.8), (1.4, 1.3), (1.2, 1.1)]
+    svb = {"way": "svb", "data_s": 7.0,
+           "fits": [{"seconds": s, "outside_loop": o} for s, o in fits]}  # fmt: skip
+    mllib = {"way": "mllib", "data_s": 8.0, "python_job_s": 3.0,
+             "fits": [{"seconds": 15.0}, {"seconds": 8.0}, {"seconds": 7.0}]}  # fmt: skip
+    text = cold_start.table([svb, mllib])
+    assert "| svb | 7.0 | - | 5.00 | 1.40 / 1.20 | 4.80 | +3.70 |" in text
+    assert "| mllib | 8.0 | 3.00 | 15.00 | 8.00 / 7.00 | nan | +8.00 |" in text
