@@ -231,3 +231,35 @@ def test_the_training_frame_is_sql_text_with_the_held_out_rows_the_seed_hashes(s
     assert [r[contract.HELD_OUT] for r in rows] == [e[0] for e in expected]
     assert 300 < sum(r[contract.HELD_OUT] for r in rows) < 500
     assert sorted(r[contract.FEATURES] for r in rows) == list(range(4_000))
+
+
+def test_columns_named_with_dots_spaces_and_backticks_train_like_any_other(spark):
+    # A column's name is the schema's, as check_columns reads it: "f.x" is not field x of f.
+    from pyspark.sql import functions as F
+
+    from svb_spark import SVBLogisticRegression
+    from tests.support.data import planted_frame
+
+    df = planted_frame(spark).withColumn("valid", F.col("weight") > 1.8)
+    odd = {"features": "f.x `1`", "label": "y.0 z", "weight": "w`", "valid": "v.al"}
+    renamed = df.toDF(*[odd[c] for c in df.columns])
+
+    def coefficients(frame, names):
+        estimator = SVBLogisticRegression(
+            maxIter=3, seed=5, featuresCol=names["features"], labelCol=names["label"],
+            weightCol=names["weight"], validationIndicatorCol=names["valid"],
+        )  # fmt: skip
+        return estimator.fit(frame).coefficientMatrix.toArray()
+
+    plain = coefficients(df, {c: c for c in odd})
+    np.testing.assert_array_equal(coefficients(renamed, odd), plain)
+
+
+def test_the_fit_never_computes_a_column_it_does_not_read(spark):
+    # A Pipeline's frame carries columns the fit never reads, some of them costly to compute.
+    from svb_spark import SVBLogisticRegression
+    from tests.support.data import planted_frame
+
+    df = planted_frame(spark).selectExpr("*", "raise_error('computed') AS `not read`")
+    model = SVBLogisticRegression(maxIter=2, weightCol="weight").fit(df)
+    assert model.numClasses >= 2

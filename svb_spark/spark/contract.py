@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from svb_spark.core.loop import TrainingResult
+from svb_spark.spark.inspection import quoted_column
 from svb_spark.spark.session import barrier_stage_keeps_partitions
 
 # Column names of the DataFrame the driver hands to the barrier stage.
@@ -180,10 +181,10 @@ def training_frame(
     # call site in the JVM, and the first imports IPython where it is installed (0.4 s of a
     # spark-submit job's first fit).
     frame = dataset.selectExpr(
-        f"{_quoted(features)} AS {FEATURES}",
-        f"CAST({_quoted(label)} AS DOUBLE) AS {LABEL}",
-        f"CAST({_quoted(weight) if weight else 1.0} AS DOUBLE) AS {WEIGHT}",
-        f"{_quoted(validation) if validation else 'false'} AS {HELD_OUT}",
+        f"{quoted_column(features)} AS {FEATURES}",
+        f"CAST({quoted_column(label)} AS DOUBLE) AS {LABEL}",
+        f"CAST({quoted_column(weight) if weight else 1.0} AS DOUBLE) AS {WEIGHT}",
+        f"{quoted_column(validation) if validation else 'false'} AS {HELD_OUT}",
         f"monotonically_increasing_id() AS {ROW_ID}",
     )
     if holdout > 0.0:
@@ -197,12 +198,6 @@ def training_frame(
     ):
         return frame
     return frame.repartition(num_workers, ROW_ID)
-
-
-def _quoted(name: str) -> str:
-    """A SQL identifier for the top-level column ``name``, dots and backticks included (the
-    column the pre-pass checked in the schema)."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def evenly_split(partition_rows, num_workers: int) -> bool:

@@ -167,6 +167,12 @@ def _statistics_task(features: str, label: str, weight: str | None):
     return task
 
 
+def quoted_column(name: str) -> str:
+    """A SQL identifier for the top-level column ``name``, dots and backticks included: the
+    column :func:`check_columns` found in the schema."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 def _fail(message: str) -> None:
     raise ValueError(message)
 
@@ -178,8 +184,14 @@ def inspect_training_data(
 
     Raises ValueError for bad values, naming the column, the value and the fix.
     """
+    # The pre-pass reads its columns under plain names: mapInArrow converts every column of its
+    # frame to Arrow (a Pipeline's frame carries many the fit does not read), and looks each
+    # up by name, which pyspark parses (a dot would name a struct's field).
+    named = {"features": features, "label": label, "weight": weight}
+    frame = df.selectExpr(*(f"{quoted_column(c)} AS {n}" for n, c in named.items() if c))
+    task = _statistics_task("features", "label", "weight" if weight else None)
     with arrow_batch_bytes(df.sparkSession):
-        rows = df.mapInArrow(_statistics_task(features, label, weight), _STATS_SCHEMA).collect()
+        rows = frame.mapInArrow(task, _STATS_SCHEMA).collect()
     parts = [pickle.loads(r.stats) for r in rows]
     total_rows = sum(p.rows for p in parts)
     if total_rows == 0:
@@ -317,7 +329,6 @@ def check_columns(schema, features: str, label: str | None, weight: str | None) 
 def check_validation_column(dataset, column: str) -> None:
     """The validation indicator must be a boolean column with both values and no nulls:
     true rows are held out, false rows train (MLlib's validationIndicatorCol)."""
-    from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType
 
     names = dataset.schema.fieldNames()
@@ -333,10 +344,11 @@ def check_validation_column(dataset, column: str) -> None:
             f"{column_type.simpleString()}. Derive one, e.g. F.rand(seed) < 0.1 for a 10% "
             "hold-out."
         )
-    counts = dataset.agg(
-        F.count(F.when(F.col(column), 1)).alias("held_out"),
-        F.count(F.when(~F.col(column), 1)).alias("training"),
-        F.count(F.when(F.col(column).isNull(), 1)).alias("nulls"),
+    name = quoted_column(column)
+    counts = dataset.selectExpr(
+        f"count_if({name}) AS held_out",
+        f"count_if(NOT {name}) AS training",
+        f"count_if({name} IS NULL) AS nulls",
     ).first()
     for problem, fix in (
         (counts.nulls > 0, f"has {counts.nulls} null value(s); fill them with true or false"),
