@@ -255,6 +255,21 @@ def test_columns_named_with_dots_spaces_and_backticks_train_like_any_other(spark
     np.testing.assert_array_equal(coefficients(renamed, odd), plain)
 
 
+def test_a_model_scores_columns_named_with_dots_and_backticks_and_keeps_their_names(spark):
+    from svb_spark import SVBLogisticRegression
+    from tests.support.data import planted_frame
+
+    df = planted_frame(spark)
+    model = SVBLogisticRegression(maxIter=2, seed=5).fit(df)
+    odd = df.toDF(*["f.x `1`" if c == "features" else f"{c}.1" for c in df.columns])
+    scored = model.copy({model.featuresCol: "f.x `1`"}).transform(odd)
+    assert scored.columns == [*odd.columns, "rawPrediction", "probability", "prediction"]
+    expected = model.transform(df).select("rawPrediction", "prediction").collect()
+    assert scored.select("rawPrediction", "prediction").collect() == expected
+    with pytest.raises(ValueError, match=r"The features column 'features' does not exist.*f\.x"):
+        model.transform(odd)
+
+
 def test_the_fit_never_computes_a_column_it_does_not_read(spark):
     # A Pipeline's frame carries columns the fit never reads, some of them costly to compute.
     from svb_spark import SVBLogisticRegression

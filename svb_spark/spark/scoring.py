@@ -29,6 +29,7 @@ from svb_spark.spark.data import (
     vectors_to_csr,
     vectors_to_dense,
 )
+from svb_spark.spark.inspection import check_columns
 from svb_spark.spark.session import memory_bytes, spark_conf, spark_context
 
 # Models of more float64 bytes than this are broadcast in class blocks rather than pickled into
@@ -378,6 +379,8 @@ def add_prediction_columns(
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     num_classes, num_features = W.shape
+    check_columns(dataset.schema, features, None, None)
+    column = f"__svb_{dataset.columns.index(features)}"  # its positional name (below)
     names = [name for name, _ in outputs]
     kinds = [kind for _, kind in outputs]
     spark = dataset.sparkSession
@@ -398,7 +401,7 @@ def add_prediction_columns(
         score = _closure_scorer(
             W,
             b,
-            features=features,
+            features=column,
             kinds=kinds,
             names=names,
             thresholds=thresholds,
@@ -411,15 +414,22 @@ def add_prediction_columns(
             blocks,
             list(range(0, num_classes, classes_per_block)),
             (num_classes, num_features),
-            features=features,
+            features=column,
             kinds=kinds,
             names=names,
             thresholds=thresholds,
             threshold=threshold,
         )
 
+    # mapInArrow looks every column of its frame up by a parsed name, which a name with a dot
+    # or a backtick does not survive: the frame is scored under positional names, and its
+    # names (and their metadata) come back after.
     types = {"raw": VectorUDT(), "probability": VectorUDT(), "prediction": DoubleType()}
+    positional = [f"__svb_{i}" for i in range(len(dataset.columns))]
     schema = StructType(
-        [*dataset.schema.fields, *(StructField(name, types[kind]) for name, kind in outputs)]
-    )
-    return dataset.mapInArrow(score, schema)
+        [*(StructField(p, f.dataType, f.nullable, f.metadata)
+           for p, f in zip(positional, dataset.schema.fields)),
+         *(StructField(name, types[kind]) for name, kind in outputs)]
+    )  # fmt: skip
+    scored = dataset.toDF(*positional).mapInArrow(score, schema)
+    return scored.toDF(*dataset.columns, *names)
