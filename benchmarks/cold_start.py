@@ -23,10 +23,10 @@ from pathlib import Path
 
 from benchmarks import machine, run
 from benchmarks.report import markdown_table
+from svb_spark.core.loop import ROUND_PHASES
 
 RESULTS = Path(__file__).parent / "results" / "cold_start.json"
 WAYS = ("svb", "svb_after_a_python_job", "mllib")
-ROUND_PHASES = ("compute", "encode", "exchange", "decode", "apply")
 
 
 def one_process(way: str) -> dict:
