@@ -313,16 +313,19 @@ def check_columns(schema, features: str, label: str | None, weight: str | None) 
             f"array<double>; got {feature_type.simpleString()}. Combine numeric columns into one "
             "vector with pyspark.ml.feature.VectorAssembler."
         )
-    for role, column in (("label", label), ("weight", weight)):
+    numeric = (
+        (
+            label,
+            "class indices 0, 1, ..., numClasses - 1",
+            "Index the labels with pyspark.ml.feature.StringIndexer",
+        ),
+        (weight, "instance weights", "Cast it to double"),
+    )
+    for column, meaning, fix in numeric:
         if column and not isinstance(schema[column].dataType, NumericType):
-            fix = (
-                "Index it with pyspark.ml.feature.StringIndexer."
-                if role == "label"
-                else "Cast it to double."
-            )
             raise TypeError(
-                f"Column '{column}' ({role}) must be numeric; got "
-                f"{schema[column].dataType.simpleString()}. {fix}"
+                f"Column '{column}' must hold numeric {meaning}; got "
+                f"{schema[column].dataType.simpleString()}. {fix}."
             )
 
 
