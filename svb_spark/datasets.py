@@ -2,10 +2,10 @@
 
 Nothing is downloaded, but nothing is embedded either: ``digits`` loads scikit-learn's bundled
 8x8 handwritten digits (1797 rows, 64 features, 10 classes), so it needs scikit-learn (the
-``test`` extra; ``svb-spark demo`` falls back to ``planted`` without it). ``planted`` (dense)
-and ``planted_sparse`` (CSR) generate labels from a random linear teacher, so their achievable
-accuracy is known to be high. ``to_dataframe`` turns any of them into a Spark DataFrame of
-(features, label).
+``demo`` and ``test`` extras; ``svb-spark demo`` falls back to ``planted`` without it).
+``planted`` (dense) and ``planted_sparse`` (CSR) generate labels from a random linear teacher,
+so their achievable accuracy is known to be high. ``to_dataframe`` turns any of them into a
+Spark DataFrame of (features, label).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as (X, y); needs scikit-learn (the ``test`` extra)."""
+    """scikit-learn's digits as (X, y); needs scikit-learn (the ``demo`` or ``test`` extra)."""
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)

@@ -14,13 +14,17 @@ from svb_spark import SVBLogisticRegression, cli
 from tests.support.data import planted
 
 
-def test_demo_trains_and_reports(spark, capsys):
+def test_demo_trains_and_reports_beside_mllib(spark, capsys):
     assert cli.main(["demo", "--workers", "2", "--max-iter", "20"]) == 0
     out = capsys.readouterr().out
-    accuracy = float(out.split("test accuracy")[1].split()[0])
-    assert accuracy > 0.9
-    for label in ("bytes exchanged", "fit time"):
-        assert label in out
+    assert re.search(r"(?m)^ +SVB +MLlib$", out)
+    svb_accuracy, mllib_accuracy = map(
+        float, re.search(r"test accuracy +(\S+) +(\S+)", out).groups()
+    )
+    assert svb_accuracy > 0.9 and mllib_accuracy > 0.9
+    assert re.search(r"(?m)^fit time +[\d.]+ s +[\d.]+ s$", out)
+    assert re.search(r"(?m)^speed +(SVB|MLlib) fit [\d.]+x faster than (MLlib|SVB)$", out)
+    assert "bytes exchanged" in out and "rank 0" not in out
     # digits' default solver is L-BFGS, whose unit is the iteration, not the epoch
     assert re.search(r"(?m)^iterations +\d+ \(lbfgs, ", out) and "\nepochs " not in out
 
@@ -40,6 +44,18 @@ def test_report_counts_lbfgs_in_iterations_and_the_minibatch_solvers_in_epochs(
 
     summary = SimpleNamespace(solver=solver, stopReason=stop_reason, totalIterations=7, steps=300)
     assert cli._epochs_line(summary).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "svb_seconds, mllib_seconds, expected",
+    [
+        (2.0, 7.0, "SVB fit 3.5x faster than MLlib"),
+        (3.0, 3.0, "SVB fit 1.0x faster than MLlib"),
+        (6.0, 2.0, "MLlib fit 3.0x faster than SVB"),
+    ],
+)
+def test_demo_speed_line_names_the_faster_fit(svb_seconds, mllib_seconds, expected):
+    assert cli._speed_ratio(svb_seconds, mllib_seconds) == expected
 
 
 def _without_java():

@@ -57,7 +57,7 @@ def test_the_two_commands_come_first_and_the_quickstart_within_60_lines():
     lines = README.read_text().splitlines()
     assert lines[2:6] == [
         "```bash",
-        'pip install ".[test]" && svb-spark demo',
+        'pip install ".[demo]" && svb-spark demo',
         'pip install ".[test]" && python -m pytest',
         "```",
     ]
@@ -68,6 +68,11 @@ def test_the_two_commands_come_first_and_the_quickstart_within_60_lines():
     order = ["Quickstart", "Params", "Command line", "Databricks and Spark Connect"]
     assert [s for s in sections if s in order] == order
     assert sections[-1] == "How it works"
+
+
+def test_the_demo_extra_holds_scikit_learn_alone():
+    project = cli._toml_module().loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["demo"] == ["scikit-learn>=1.2"]
 
 
 def test_table_cells_are_short():
