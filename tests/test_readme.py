@@ -20,6 +20,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,28 @@ def test_the_two_commands_come_first_and_the_quickstart_within_60_lines():
 def test_the_demo_extra_holds_scikit_learn_alone():
     project = cli._toml_module().loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["optional-dependencies"]["demo"] == ["scikit-learn>=1.2"]
+
+
+def test_the_readme_logging_line_shows_progress_and_not_py4j():
+    (line,) = re.findall(r"`(logging\.basicConfig\(\);[^`]*)`", README.read_text())
+    script = "\n".join(
+        [
+            "import logging",
+            "from svb_spark.control.progress import ProgressDisplay",
+            line,
+            "ProgressDisplay('fit')({'epoch': 3, 'epochs': 100, 'objective': 0.5,"
+            " 'rows_per_second': 1000.0, 'bytes_sent': 2048, 'unit': 'epochs'})",
+            # pyspark's gateway logs at INFO through these loggers
+            "logging.getLogger('py4j.clientserver').info('Closing down clientserver connection')",
+            "logging.getLogger('py4j.java_gateway').info('Callback Server Starting')",
+        ]
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "svb_spark:epoch 3/100  objective 0.500000" in completed.stderr
+    assert "py4j" not in completed.stderr
 
 
 def test_table_cells_are_short():

@@ -179,8 +179,8 @@ class ProgressDisplay:
     """Shows progress messages: one display updated in place in a notebook, log lines else.
 
     Log lines go to the ``svb_spark`` logger at INFO, shown where the application's logging
-    shows INFO (the ``svb-spark`` command does; a script can ``logging.basicConfig(level=
-    logging.INFO)``).
+    shows INFO (the ``svb-spark`` command does; a script can ``logging.basicConfig();
+    logging.getLogger("svb_spark").setLevel(logging.INFO)``, which leaves py4j's INFO lines out).
     """
 
     def __init__(self, description: str) -> None:
