@@ -11,7 +11,7 @@ Conventions the README follows, so that this test can run it:
 - The ```bash block of the "Command line" section runs too: its ``svb-spark`` commands through
   ``cli.main`` on the shared session, the others (making the data) with bash; relative paths
   are taken from a temporary directory, except ``conf/``, which is the repository's. The other
-  bash blocks install the package or run this suite, and are not run here.
+  bash blocks install the package, run this suite or start a cluster, and are not run here.
 """
 
 from __future__ import annotations
@@ -66,7 +66,13 @@ def test_the_two_commands_come_first_and_the_quickstart_within_60_lines():
     code_end = lines.index("```", lines.index("```python", quickstart) + 1)
     assert code_end < 60
     sections = [line[3:] for line in lines if line.startswith("## ")]
-    order = ["Quickstart", "Params", "Command line", "Databricks and Spark Connect"]
+    order = [
+        "Quickstart",
+        "Params",
+        "Command line",
+        "Run on a cluster",
+        "Databricks and Spark Connect",
+    ]
     assert [s for s in sections if s in order] == order
     assert sections[-1] == "How it works"
 
