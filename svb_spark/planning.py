@@ -13,7 +13,7 @@ import secrets
 import numpy as np
 
 from svb_spark.core.config import TrainingConfig
-from svb_spark.core.solvers import FitFacts, choose
+from svb_spark.core.solvers import SOLVERS, FitFacts, choose
 from svb_spark.core.solvers.auto import holdout as holdout_fraction
 from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.spark.inspection import check_validation_column
@@ -84,7 +84,9 @@ def plan_fit(estimator, spark, stats, num_workers: int):
         reg_param=estimator.getRegParam(),
         step_size=estimator.getStepSize(),
         seed=estimator.getSeed(),
-        dtype=estimator.getDtype(),
+        # "auto" is settled once the solver is known; the choice weighs the stochastic
+        # solvers' float32 replicas (L-BFGS counts its float64 vectors itself).
+        dtype="float32" if estimator.getDtype() == "auto" else estimator.getDtype(),
         exchange_timeout=estimator.getExchangeTimeout(),
         sync_interval=estimator.getSyncInterval(),
         verify_interval=estimator.getVerifyInterval(),
@@ -114,13 +116,26 @@ def plan_fit(estimator, spark, stats, num_workers: int):
     )
     choice = choose(facts, type(estimator).__name__)
     kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
-    config = dataclasses.replace(config, message_kind=kind, solver=choice.solver)
+    dtype = training_dtype(estimator.getDtype(), choice.solver)
+    config = dataclasses.replace(config, message_kind=kind, solver=choice.solver, dtype=dtype)
+    facts = dataclasses.replace(facts, dtype=dtype)
     holdout = holdout_fraction(facts, choice.solver, choice.mode)
     if holdout:
         config = dataclasses.replace(
             config, holdout_fraction=holdout, validation_tol=estimator.getValidationTol()
         )
     return config, facts, choice
+
+
+def training_dtype(dtype: str, solver: str) -> str:
+    """The dtype a fit of ``solver`` trains in: the param's, or for "auto" the solver's own.
+
+    >>> training_dtype("auto", "lbfgs"), training_dtype("auto", "sgd")
+    ('float64', 'float32')
+    >>> training_dtype("float32", "lbfgs")
+    'float32'
+    """
+    return SOLVERS[solver].auto_dtype if dtype == "auto" else dtype
 
 
 def bounds(estimator, rows: int, num_features: int):

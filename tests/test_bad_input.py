@@ -246,7 +246,7 @@ def test_replica_larger_than_worker_memory(spark, dtype, itemsize):
             {"exchange": "carrier-pigeon"},
             "'exchange' parameter .* must be one of p2p.*Got 'carrier-pigeon'",
         ),
-        ({"dtype": "float16"}, "'dtype' parameter .* must be one of float32, float64"),
+        ({"dtype": "float16"}, "'dtype' parameter .* must be one of auto, float32, float64"),
         ({"numClasses": 1}, r"'numClasses' parameter .* must be 0 \(infer .*\) or an int >= 2"),
         ({"maxIter": None}, "'maxIter' parameter .* must be an int >= 0. Got None instead"),
         (

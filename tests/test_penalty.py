@@ -143,8 +143,8 @@ def test_alpha_zero_without_bounds_takes_exactly_the_l2_operations(overrides, mo
     for name in ("soft_threshold", "_clip", "_subtract_clipped"):
         monkeypatch.setattr(penalty, name, refuse)
     monkeypatch.setattr(LazyPenalty, "__init__", refuse)
-    monkeypatch.setattr(lbfgs, "orthant_wise_iterations", refuse)
-    monkeypatch.setattr(lbfgs, "bounded_iterations", refuse)
+    monkeypatch.setattr(lbfgs.OrthantWise, "__init__", refuse)
+    monkeypatch.setattr(lbfgs.Box, "__init__", refuse)
     parts = blobs()
     if overrides.get("sparse"):
         parts, _ = _sparse(parts)
@@ -339,7 +339,9 @@ def test_bounded_fits_equal_scipys_lbfgsb_on_the_same_objective(num_classes, sol
     np.testing.assert_allclose(x, scipy.x, rtol=0, atol=1e-3)
     if solver == "lbfgs" or num_classes == 1:  # converged: the same active set, closely
         np.testing.assert_array_equal((x == lower) | (x == upper), active)
-        np.testing.assert_allclose(x, scipy.x, rtol=0, atol=1e-6)
+        # MLlib's bounded rule stops once a projected gradient step would move no coordinate
+        # by 1e-5, whatever tol: that far from scipy's optimum, and no farther.
+        np.testing.assert_allclose(x, scipy.x, rtol=0, atol=1e-6 if solver == "saga" else 2e-4)
 
 
 # -- the optimizers on problems with a closed-form minimum ---------------------------------------
@@ -353,7 +355,7 @@ def test_owlqn_and_the_bounded_lbfgs_reach_closed_form_minima():
         d = x - center
         return float(d @ (np.arange(1, 13) * d)) / 2, np.arange(1, 13) * d
 
-    x, _, converged = lbfgs.minimize(evaluate, np.zeros(12), 200, lambda h: False, l1=l1)
+    x, _, converged = lbfgs.minimize(evaluate, np.zeros(12), 200, 0.0, l1=l1)
     # Separable: x_i = sign(c_i) max(|c_i| - l1_i / a_i, 0) for curvature a_i.
     a = np.arange(1, 13)
     expected = np.sign(center) * np.maximum(np.abs(center) - l1 / a, 0.0)
@@ -361,8 +363,7 @@ def test_owlqn_and_the_bounded_lbfgs_reach_closed_form_minima():
     np.testing.assert_allclose(x, expected, atol=1e-9)
     np.testing.assert_array_equal(x == 0, expected == 0)
     lower, upper = np.full(12, -0.3), np.full(12, 0.4)
-    x, _, converged = lbfgs.minimize(
-        evaluate, np.zeros(12), 200, lambda h: False, bounds=(lower, upper)
-    )
+    x, _, converged = lbfgs.minimize(evaluate, np.zeros(12), 200, 0.0, bounds=(lower, upper))
     assert converged
-    np.testing.assert_allclose(x, np.clip(center, lower, upper), atol=1e-9)
+    # MLlib's bounded rule: stopped once a projected gradient step moves nothing by 1e-5.
+    np.testing.assert_allclose(x, np.clip(center, lower, upper), atol=1e-5)

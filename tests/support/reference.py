@@ -18,13 +18,7 @@ import numpy as np
 from svb_spark.core import numerics, standardization
 from svb_spark.core.penalty import Penalty
 from svb_spark.core.solvers import lbfgs
-from svb_spark.core.stopping import (
-    EPOCH_FLOOR,
-    EPOCH_WINDOW,
-    ITERATION_FLOOR,
-    ITERATION_WINDOW,
-    objective_settled,
-)
+from svb_spark.core.stopping import epochs_settled
 
 
 def _standardized(partitions, config):
@@ -56,7 +50,7 @@ def reference_lbfgs(partitions, config):
 
     x, history, _ = lbfgs.minimize(
         evaluate, np.zeros(K * (D + 1)), config.max_iter,
-        lambda h: objective_settled(h, config.tol, ITERATION_WINDOW, ITERATION_FLOOR),
+        config.tol,
         penalty.coordinate_l1(K, D), penalty.coordinate_bounds(K, D),
     )  # fmt: skip
     return x[: K * D].reshape(K, D), x[K * D :], history
@@ -125,7 +119,7 @@ def reference_sgd(partitions, config):
             loss_sum += loss
             weight_sum += total
         history.append(loss_sum / weight_sum + penalty.value(W))
-        if objective_settled(history, config.tol, EPOCH_WINDOW, EPOCH_FLOOR):
+        if epochs_settled(history, config.tol):
             break
     if config.solver == "asgd" and sums[2]:  # averaged SGD returns the mean of the iterates
         W, b = sums[0] / sums[2], sums[1] / sums[2]

@@ -69,6 +69,9 @@ class Solver(abc.ABC):
     replicated: ClassVar[bool] = True  # every worker holds the whole model (replica checks)
     checkpoints: ClassVar[bool] = True  # writes checkpoints that a retried stage resumes from
     scores_held_out: ClassVar[bool] = False  # scores held-out rows after every epoch
+    # What dtype="auto" trains in: float32 for minibatch steps, whose noise is far above its
+    # rounding; L-BFGS's tol needs float64 (see its class).
+    auto_dtype: ClassVar[str] = "float32"
 
     def __init__(
         self,

@@ -30,11 +30,9 @@ from svb_spark.core.penalty import LazyPenalty, Penalty
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, best_of, newest_common
 from svb_spark.core.state import ReplicaState
 from svb_spark.core.stopping import (
-    EPOCH_FLOOR,
-    EPOCH_WINDOW,
     best_validation_epoch,
     correct_weight,
-    objective_settled,
+    epochs_settled,
     validation_stalled,
 )
 from svb_spark.core.weights import ReplicaWeights
@@ -156,7 +154,7 @@ class SgdSolver(Solver):
         """
         self.history.append(objective)
         self.epoch_loss = self.epoch_weight = 0.0
-        self.converged = objective_settled(self.history, self.config.tol, EPOCH_WINDOW, EPOCH_FLOOR)
+        self.converged = epochs_settled(self.history, self.config.tol)
         self.validation_pending = self.config.validation_tol is not None
 
     def epoch_objective(self, loss: float, weight: float) -> float:
