@@ -7,7 +7,9 @@ loop's phases (rank 0's summary).
 
 Shapes (:mod:`svb_spark.datasets`): ``dense784``, 60k x 784 dense rows, 10 classes;
 ``sparse500``, 20k rows, 500 classes x 2^18 hashed features; ``big``, a 2^28 coefficient model
-(1024 classes x 2^18 features, 4k rows, one epoch).
+(1024 classes x 2^18 features, 4k rows, one epoch); ``letter16``, letter's shape (16k x 16 dense
+rows, 26 classes) at every default, so an L-BFGS fit to MLlib's tol: its iterations, exchange
+rounds (line-search evaluations) and ms per round and phase.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ SHAPES = {
     "dense784": (60000, 784, 10, False, 2),
     "sparse500": (20000, 2**18, 500, True, 1),
     "big": (4096, 2**18, 1024, True, 1),
+    "letter16": (16000, 16, 26, False, 100),
 }
 
 
@@ -108,6 +111,8 @@ def profile_fit(df, max_iter: int, **params) -> dict:
         "loop": loop,
         "outside_loop": ended - started - loop,
         "epochs": summary.totalIterations,
+        "rounds": summary.steps,
+        "solver": summary.solver,
         "replica_checks": getattr(summary, "replicaChecks", None),
         "exchange": summary.exchange,
         "driver": driver,
@@ -117,7 +122,8 @@ def profile_fit(df, max_iter: int, **params) -> dict:
 
 
 def print_profile(name: str, profile: dict) -> None:
-    print(f"\n== {name}: {profile['epochs']} epoch(s), exchange {profile['exchange']}, "
+    print(f"\n== {name}: {profile['epochs']} epoch(s) of {profile['solver']} in "
+          f"{profile['rounds']} exchange rounds, exchange {profile['exchange']}, "
           f"{profile['replica_checks']} replica check(s)")  # fmt: skip
     for label, key in (("total fit", "total"), ("loop (rank 0)", "loop"),
                        ("outside the loop", "outside_loop")):  # fmt: skip
@@ -131,6 +137,10 @@ def print_profile(name: str, profile: dict) -> None:
         print(section)
         for phase, seconds in phases.items():
             print(f"  {phase:42s} {seconds:8.2f} s")
+    rounds = max(profile["rounds"], 1)
+    print("per exchange round (rank 0)")
+    for phase, seconds in profile["round_phases"].items():
+        print(f"  {phase:42s} {seconds / rounds * 1e3:8.3f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:

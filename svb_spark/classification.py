@@ -358,6 +358,7 @@ class SVBLogisticRegression(
         trained = time.perf_counter()
 
         W, b = build.finish(result.W, result.b)
+        planning.hold_coefficient_bounds(self, W)
         result.W = result.b = None  # the summary keeps the record, not a second K x D copy
         if config.elastic_net > 0 and config.num_classes > 1 and config.fit_intercept:
             # The softmax is the same for intercepts shifted alike; MLlib returns them

@@ -201,6 +201,15 @@ def bounds(estimator, rows: int, num_features: int):
     )
 
 
+def hold_coefficient_bounds(estimator, W: np.ndarray) -> None:
+    """Clip the model's coefficients to the bounds params, in place. Training ran on
+    standardized features, where a coefficient at its bound is ``bound x std``; mapped back
+    by ``1 / std`` it can miss the user's bound by a rounding, which it must not."""
+    (lower, upper), _ = bounds(estimator, *W.shape)
+    if lower is not None or upper is not None:
+        np.clip(W, lower, upper, out=W)
+
+
 def binomial(estimator, num_classes: int) -> bool:
     """Whether the fit is of the binomial family (one row of coefficients), as MLlib
     decides: "auto" takes it for at most 2 classes."""

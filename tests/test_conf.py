@@ -82,7 +82,7 @@ def test_every_commented_value_in_train_toml_is_the_library_default():
     "line, wrong",
     [
         ('# exchange = "auto"', '# exchange = "p2p"'),
-        ("# tol = 0.003", "# tol = 1e-6"),
+        ("# tol = 1e-6", "# tol = 0.003"),
         ("# seed = 78852747", "# seed = 42"),
         ('# format = "parquet"', '# format = "libsvm"'),
     ],

