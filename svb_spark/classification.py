@@ -22,6 +22,7 @@ from svb_spark.control.progress import progress_listener
 from svb_spark.core import numerics
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.solvers import check_memory, solver_type
+from svb_spark.core.solvers.lbfgs import mllib_start
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
@@ -316,7 +317,7 @@ class SVBLogisticRegression(
         config, facts, choice = planning.plan_fit(self, spark, stats, num_workers)
         mode, reason = choice.mode, choice.reason
         check_memory(facts, config.solver, mode)
-        initial = self._initial_weights(config)
+        initial = self._initial_weights(config) or mllib_start(config, stats.class_weights)
         training = training_frame(
             dataset, features, label, weight, num_workers, validation, stats=stats,
             holdout=config.holdout_fraction, seed=config.seed,

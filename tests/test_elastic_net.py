@@ -142,7 +142,8 @@ def test_multinomial_bounds_as_pysparks_test(iris):
     W = ours.coefficientMatrix.toArray()
     assert (W >= np.arange(12).reshape(3, 4) - 1e-12).all()
     assert (ours.interceptVector.toArray() <= 1e-12).all()
-    np.testing.assert_allclose(W, theirs.coefficientMatrix.toArray(), atol=1e-3)
+    # Within 1e-3 of the largest coefficient (11 here), the parity of tests/test_mllib_parity.py
+    np.testing.assert_allclose(W, theirs.coefficientMatrix.toArray(), atol=1e-3 * np.abs(W).max())
     # The softmax is the same for intercepts shifted alike, and the bounds leave room for a
     # shift: the optimum's intercepts are equal up to one constant. Both fits stop by MLlib's
     # bounded rule (a projected gradient step under 1e-5, whatever tol) on unscaled features,

@@ -40,6 +40,9 @@ class DatasetSummary:
     std: np.ndarray
     nonzeros: int = 0
     partition_rows: tuple[int, ...] = ()  # rows in each partition of the input, in order
+    # The weight of each class's rows (MLlib's label histogram), or None past
+    # HISTOGRAM_MAX_CLASSES classes, where no fit starts from it (see mllib_start).
+    class_weights: np.ndarray | None = None
 
     @property
     def nonzeros_per_row(self) -> float:
@@ -49,6 +52,11 @@ class DatasetSummary:
     def density(self) -> float:
         """Fraction of non-zero features: below SPARSE_DENSITY the fit runs on CSR rows."""
         return self.nonzeros_per_row / max(self.num_features, 1)
+
+
+# The label histogram is kept up to this many classes: only L-BFGS starts from it, and auto
+# never takes L-BFGS for more (see svb_spark.core.solvers.lbfgs.AUTO_MAX_COEFFICIENTS).
+HISTOGRAM_MAX_CLASSES = 1 << 16
 
 
 class _PartitionStats:
@@ -70,6 +78,7 @@ class _PartitionStats:
         self.sum: np.ndarray | None = None
         self.sq_sum: np.ndarray | None = None
         self.nonzeros = 0
+        self.class_weights: np.ndarray | None = np.zeros(0)
 
     def update(self, batch: pa.RecordBatch, features: str, label: str, weight: str | None) -> None:
         n = batch.num_rows
@@ -96,6 +105,7 @@ class _PartitionStats:
             if self.bad_weight is None:
                 self.bad_weight = float(w[bad_w][0])
             w = np.where(bad_w, 0.0, w)
+        self._count_classes(y, w, labels_arrow.null_count or bad.any())
 
         sizes = vector_sizes(batch.column(features))
         self.null_features += int((sizes < 0).sum())
@@ -126,6 +136,20 @@ class _PartitionStats:
         self.nonzeros += int(X.nnz)
         self.sum += X.T @ w
         self.sq_sum += X.multiply(X).T @ w
+
+    def _count_classes(self, y: np.ndarray, w: np.ndarray, invalid: bool) -> None:
+        """Add the rows' weights to the label histogram (bad labels fail the fit anyway)."""
+        if invalid or self.class_weights is None or not len(y):
+            return
+        if y.max() >= HISTOGRAM_MAX_CLASSES:
+            self.class_weights = None
+            return
+        counts = np.bincount(y.astype(np.int64), weights=w)
+        if len(counts) > len(self.class_weights):
+            counts[: len(self.class_weights)] += self.class_weights
+            self.class_weights = counts
+        else:
+            self.class_weights[: len(counts)] += counts
 
     def _add_dense(self, X: np.ndarray, w: np.ndarray) -> None:
         """The moments of rows stored densely (``X``, read-only, a view of the batch): two
@@ -279,15 +303,22 @@ def inspect_training_data(
     denominator = weight_sum - weight_sq_sum / weight_sum
     variance = (sq_total - weight_sum * mean * mean) / denominator if denominator > 0 else 0 * mean
     std = np.sqrt(np.maximum(variance, 0.0))
+    num_classes = num_classes or max_label + 1
+    class_weights = None
+    if all(p.class_weights is not None for p in parts) and num_classes <= HISTOGRAM_MAX_CLASSES:
+        class_weights = np.zeros(num_classes)
+        for p in parts:
+            class_weights[: len(p.class_weights)] += p.class_weights
     return DatasetSummary(
         num_rows=total_rows,
         weight_sum=weight_sum,
         num_features=num_features,
-        num_classes=num_classes or max_label + 1,
+        num_classes=num_classes,
         mean=mean,
         std=std,
         nonzeros=sum(p.nonzeros for p in parts),
         partition_rows=tuple(p.rows for p in parts),
+        class_weights=class_weights,
     )
 
 

@@ -33,8 +33,9 @@ def _standardized(partitions, config):
     return data
 
 
-def reference_lbfgs(partitions, config):
-    """L-BFGS on all rows in one process: (W, b, objective_history), standardized space."""
+def reference_lbfgs(partitions, config, initial=None):
+    """L-BFGS on all rows in one process, from zero or from ``initial`` (W, b):
+    (W, b, objective_history), standardized space."""
     X, y, w = (np.concatenate(parts) for parts in zip(*_standardized(partitions, config)))
     K, D = config.num_classes, config.num_features
     total = float(w.sum(dtype=np.float64))
@@ -48,9 +49,11 @@ def reference_lbfgs(partitions, config):
         )
         return objective, lbfgs.as_vector(gradient)
 
+    start = np.zeros(K * (D + 1))
+    if initial is not None:
+        start[: K * D], start[K * D :] = np.ravel(initial[0]), initial[1]
     x, history, _ = lbfgs.minimize(
-        evaluate, np.zeros(K * (D + 1)), config.max_iter,
-        config.tol,
+        evaluate, start, config.max_iter, config.tol,
         penalty.coordinate_l1(K, D), penalty.coordinate_bounds(K, D),
     )  # fmt: skip
     return x[: K * D].reshape(K, D), x[K * D :], history
@@ -166,6 +169,12 @@ def reference_model(df, X, y, w, num_workers, **settings):
         int(y.max()) + 1, X.shape[1], mean, np.sqrt(variance), **settings
     )
     scale = config.scale
-    W_std, b_std, history = reference_sgd(worker_partitions(df, num_workers), config)
+    partitions = worker_partitions(df, num_workers)
+    if config.solver == "lbfgs":  # from MLlib's start, as a fit on Spark
+        class_weights = np.bincount(y.astype(int), weights=w, minlength=2)
+        initial = lbfgs.mllib_start(config, class_weights)
+        W_std, b_std, history = reference_lbfgs(partitions, config, initial)
+    else:
+        W_std, b_std, history = reference_sgd(partitions, config)
     W, b = standardization.unstandardize(W_std, b_std, mean, scale)
     return W, b, history

@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator
 import numpy as np
 
 from svb_spark.core import numerics
+from svb_spark.core.config import TrainingConfig
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.penalty import Penalty
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver
@@ -370,6 +371,34 @@ class LbfgsSolver(Solver):
         dtype = np.dtype(self.config.dtype)
         W, b = self._split(self._result[0])
         return Outcome(W.astype(dtype), b.astype(dtype), self.stop_reason)
+
+
+def mllib_start(
+    config: TrainingConfig, class_weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """MLlib's starting point for L-BFGS, given the weight of each class's rows: zero
+    coefficients and intercepts that give the classes their frequencies, ``log(1 + n_k)``
+    centered (binomial: ``log(n_1 / n_0)``), so that a fit starts where MLlib's does and
+    ``tol``, relative to the first objective, means the same. None for the other solvers, a
+    fit without intercepts, or no histogram (then L-BFGS starts from zero).
+
+    >>> config = TrainingConfig(3, 2, 32, 100, 1e-6, 0.0, True, 1.0, 0, "float64",
+    ...                         np.ones(2), solver="lbfgs")
+    >>> W, b = mllib_start(config, np.array([3.0, 1.0, 0.0]))
+    >>> W.shape, np.round(b, 4).tolist()
+    ((3, 2), [0.6931, 0.0, -0.6931])
+    """
+    if config.solver != LbfgsSolver.name or not config.fit_intercept or class_weights is None:
+        return None
+    K, D = config.num_classes, config.num_features
+    if K == 1:
+        if class_weights.size < 2 or not (class_weights[:2] > 0).all():
+            return None
+        b = np.array([np.log(class_weights[1] / class_weights[0])])
+    else:
+        raw = np.log1p(class_weights[:K])
+        b = raw - raw.mean()
+    return np.zeros((K, D)), b
 
 
 def as_vector(gradient: np.ndarray) -> np.ndarray:
