@@ -215,3 +215,15 @@ def test_where_mllib_stops_at_max_iter_short_of_its_optimum_the_objective_is_at_
     theirs, ours, problem = _fit_both(frames, data, params)
     assert theirs.summary.totalIterations == params.get("maxIter", 100)  # not its optimum
     _assert_objective_at_most_mllibs(theirs, ours, problem)
+
+
+@pytest.mark.parametrize("data", ["iris weighted", "breast cancer"])
+def test_a_fit_starts_from_mllibs_intercepts(frames, data):
+    # maxIter=0 returns the start: MLlib's gives the intercepts the classes' (weighted)
+    # frequencies, so that tol, relative to the first objective, is judged alike.
+    theirs, ours, _ = _fit_both(frames, data, dict(maxIter=0))
+    assert not ours.coefficientMatrix.toArray().any()
+    np.testing.assert_allclose(
+        ours.interceptVector.toArray(), theirs.interceptVector.toArray(), rtol=0, atol=1e-12
+    )
+    assert np.abs(theirs.interceptVector.toArray()).max() > 1e-2  # not a start from zero
