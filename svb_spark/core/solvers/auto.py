@@ -51,7 +51,7 @@ def automatic_holdout(
     scores held-out rows (:attr:`Solver.scores_held_out`) in a mode whose loop runs on the
     workers (p2p or dense; the broadcast mode's driver rebuilds replicas without them).
 
-    >>> automatic_holdout(0.1, 3e-3, 50_000, "sgd", "p2p", validation=False)
+    >>> automatic_holdout(0.1, 1e-6, 50_000, "sgd", "p2p", validation=False)
     0.1
     >>> automatic_holdout(0.1, 0.0, 50_000, "sgd", "p2p", validation=False)
     0.0
