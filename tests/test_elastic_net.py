@@ -147,9 +147,9 @@ def test_multinomial_bounds_as_pysparks_test(iris):
     # The softmax is the same for intercepts shifted alike, and the bounds leave room for a
     # shift: the optimum's intercepts are equal up to one constant. Both fits stop by MLlib's
     # bounded rule (a projected gradient step under 1e-5, whatever tol) on unscaled features,
-    # where that leaves the intercepts a few 1e-3 from the optimum.
+    # where that leaves them a few 1e-3 apart: within 1e-3 of the largest coefficient.
     shift = ours.interceptVector.toArray() - theirs.interceptVector.toArray()
-    np.testing.assert_allclose(shift, shift.mean(), atol=5e-3)
+    np.testing.assert_allclose(shift, shift.mean(), atol=1e-3 * np.abs(W).max())
 
 
 @pytest.mark.parametrize(

@@ -368,12 +368,9 @@ def loss_and_gradient_sums(
         rows = slice(start, start + FULL_BATCH_BLOCK_ROWS)
         block = X[rows]
         if isinstance(block, np.ndarray):
-            # Class-major margins, seen as a rows x K array in Fortran order: the softmax's
-            # reductions over the classes then run along contiguous memory. A full pass of
-            # 8,000 rows took 0.9 ms instead of 3.2 at K = 26, 22 instead of 32 at K = 200.
-            margins = W @ block.T
-            margins += b[:, None]
-            margins = margins.T
+            # Class-major margins seen as rows x K in Fortran order: the softmax reduces along
+            # contiguous memory (8,000 rows: 0.9 ms, not 3.2, at K = 26; 22, not 32, at K = 200).
+            margins = (W @ block.T + b[:, None]).T
         else:
             margins = np.asarray(block @ W.T) + b
         U, block_loss = _vectors_from_margins(margins, y[rows], weights[rows])

@@ -86,6 +86,10 @@ def minimize(
 class Unconstrained:
     """Plain L-BFGS: the region is all of space."""
 
+    # Whether MLlib's gradient test judges the steering gradient (OWL-QN's pseudo-gradient)
+    # rather than the smooth one (L-BFGS-B's: breeze adjusts neither).
+    steering_judged = True
+
     def value(self, f: float, x: np.ndarray) -> float:
         """The objective minimized at ``x``, from the smooth one."""
         return f
@@ -139,6 +143,8 @@ class Box(Unconstrained):
     of the free ones and has no component on the active set nor out of the box at a bound
     (Bertsekas' projected quasi-Newton). The search's points are clipped to the box."""
 
+    steering_judged = False
+
     def __init__(self, lower: np.ndarray, upper: np.ndarray):
         self.lower, self.upper = lower, upper
 
@@ -191,7 +197,7 @@ def iterations(
     rule = QuasiNewtonConvergence(tol, bounds)
     f, g = yield x
     F, steer = region.value(f, x), region.steering(x, g)
-    if rule.check(x, F, g, steer):
+    if rule.check(x, F, g, steer if region.steering_judged else None):
         return x, True
     pairs: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / y.s), oldest first
     failed = False  # the last search failed (and the pairs were dropped)
@@ -222,7 +228,7 @@ def iterations(
         x, f, g, F = candidate, f_new, g_new, F_new
         steer = region.steering(x, g)
         history.append(F)
-        if rule.check(x, F, g, steer):
+        if rule.check(x, F, g, steer if region.steering_judged else None):
             return x, True
     return x, False
 
