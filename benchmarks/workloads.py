@@ -192,17 +192,22 @@ def text_like(
 
 
 def many_classes_dense(
-    num_classes: int = 1000, num_features: int = 1024, train: int = 30_000, test: int = 6_000
+    num_classes: int = 1000,
+    num_features: int = 1024,
+    train: int = 30_000,
+    test: int = 6_000,
+    seed: int = 0,
 ) -> Workload:
     """Dense rows of a Gaussian mixture: each class a random mean (norm about 4.5), unit
     noise, class priors 1 / sqrt(rank), so that about 30 rows a class are too few for a
     1000 x 1024 model and held-out accuracy peaks early (nearest class mean: 0.34)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     means = rng.normal(size=(num_classes, num_features)) * 4.5 / np.sqrt(num_features)
     prior = 1.0 / np.sqrt(np.arange(1, num_classes + 1))
     y = rng.choice(num_classes, size=train + test, p=prior / prior.sum())
     X = means[y] + rng.normal(size=(train + test, num_features))
     title = f"dense many-class mixture, K={num_classes}, D={num_features}, {train // 1000}k rows"
+    title += f", seed {seed}" if seed else ""
     return Workload("dense1000", title, X[:train], y[:train], X[train:], y[train:])
 
 

@@ -22,7 +22,6 @@ from svb_spark.control.progress import progress_listener
 from svb_spark.core import numerics
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.solvers import check_memory, solver_type
-from svb_spark.core.solvers.lbfgs import mllib_start
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
@@ -317,7 +316,7 @@ class SVBLogisticRegression(
         config, facts, choice = planning.plan_fit(self, spark, stats, num_workers)
         mode, reason = choice.mode, choice.reason
         check_memory(facts, config.solver, mode)
-        initial = self._initial_weights(config) or mllib_start(config, stats.class_weights)
+        initial = self._initial_weights(config)
         training = training_frame(
             dataset, features, label, weight, num_workers, validation, stats=stats,
             holdout=config.holdout_fraction, seed=config.seed,

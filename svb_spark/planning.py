@@ -15,6 +15,7 @@ import numpy as np
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.solvers import SOLVERS, FitFacts, choose
 from svb_spark.core.solvers.auto import holdout as holdout_fraction
+from svb_spark.core.solvers.lbfgs import mllib_intercepts
 from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
 from svb_spark.spark.inspection import check_validation_column
 from svb_spark.spark.session import (
@@ -118,6 +119,8 @@ def plan_fit(estimator, spark, stats, num_workers: int):
     kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
     dtype = training_dtype(estimator.getDtype(), choice.solver)
     config = dataclasses.replace(config, message_kind=kind, solver=choice.solver, dtype=dtype)
+    start = mllib_intercepts(config, stats.class_weights)
+    config = dataclasses.replace(config, start_intercepts=start)
     facts = dataclasses.replace(facts, dtype=dtype)
     holdout = holdout_fraction(facts, choice.solver, choice.mode)
     if holdout:

@@ -61,6 +61,9 @@ class TrainingConfig:
     upper_W: np.ndarray | None = None
     lower_b: np.ndarray | None = None
     upper_b: np.ndarray | None = None
+    # Where L-BFGS starts its intercepts without a warm start: MLlib's (see
+    # solvers.lbfgs.mllib_intercepts), or None for zero.
+    start_intercepts: np.ndarray | None = None
 
     @classmethod
     def from_statistics(

@@ -172,7 +172,8 @@ def reference_model(df, X, y, w, num_workers, **settings):
     partitions = worker_partitions(df, num_workers)
     if config.solver == "lbfgs":  # from MLlib's start, as a fit on Spark
         class_weights = np.bincount(y.astype(int), weights=w, minlength=2)
-        initial = lbfgs.mllib_start(config, class_weights)
+        b = lbfgs.mllib_intercepts(config, class_weights)
+        initial = None if b is None else (np.zeros((config.num_classes, X.shape[1])), b)
         W_std, b_std, history = reference_lbfgs(partitions, config, initial)
     else:
         W_std, b_std, history = reference_sgd(partitions, config)

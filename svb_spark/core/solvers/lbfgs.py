@@ -294,6 +294,8 @@ class LbfgsSolver(Solver):
         if initial is not None:
             x[: K * D] = np.asarray(initial[0], dtype=np.float64).ravel()
             x[K * D :] = initial[1] if config.fit_intercept else 0.0
+        elif config.start_intercepts is not None:
+            x[K * D :] = config.start_intercepts
 
         # L1 makes it OWL-QN, bounds a bound-constrained L-BFGS: the same exchange per
         # evaluation, the smooth sums, and the L1 term added by every worker alike.
@@ -379,32 +381,26 @@ class LbfgsSolver(Solver):
         return Outcome(W.astype(dtype), b.astype(dtype), self.stop_reason)
 
 
-def mllib_start(
-    config: TrainingConfig, class_weights: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """MLlib's starting point for L-BFGS, given the weight of each class's rows: zero
-    coefficients and intercepts that give the classes their frequencies, ``log(1 + n_k)``
-    centered (binomial: ``log(n_1 / n_0)``), so that a fit starts where MLlib's does and
+def mllib_intercepts(config: TrainingConfig, class_weights: np.ndarray | None) -> np.ndarray | None:
+    """MLlib's starting intercepts for L-BFGS, given the weight of each class's rows: those
+    that give the classes their frequencies, ``log(1 + n_k)`` centered (binomial:
+    ``log(n_1 / n_0)``), beside zero coefficients, so that a fit starts where MLlib's does and
     ``tol``, relative to the first objective, means the same. None for the other solvers, a
     fit without intercepts, or no histogram (then L-BFGS starts from zero).
 
     >>> config = TrainingConfig(3, 2, 32, 100, 1e-6, 0.0, True, 1.0, 0, "float64",
     ...                         np.ones(2), solver="lbfgs")
-    >>> W, b = mllib_start(config, np.array([3.0, 1.0, 0.0]))
-    >>> W.shape, np.round(b, 4).tolist()
-    ((3, 2), [0.6931, 0.0, -0.6931])
+    >>> np.round(mllib_intercepts(config, np.array([3.0, 1.0, 0.0])), 4).tolist()
+    [0.6931, 0.0, -0.6931]
     """
     if config.solver != LbfgsSolver.name or not config.fit_intercept or class_weights is None:
         return None
-    K, D = config.num_classes, config.num_features
-    if K == 1:
+    if config.num_classes == 1:
         if class_weights.size < 2 or not (class_weights[:2] > 0).all():
             return None
-        b = np.array([np.log(class_weights[1] / class_weights[0])])
-    else:
-        raw = np.log1p(class_weights[:K])
-        b = raw - raw.mean()
-    return np.zeros((K, D)), b
+        return np.array([np.log(class_weights[1] / class_weights[0])])
+    raw = np.log1p(class_weights[: config.num_classes])
+    return raw - raw.mean()
 
 
 def as_vector(gradient: np.ndarray) -> np.ndarray:
