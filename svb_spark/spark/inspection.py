@@ -41,7 +41,7 @@ class DatasetSummary:
     nonzeros: int = 0
     partition_rows: tuple[int, ...] = ()  # rows in each partition of the input, in order
     # The weight of each class's rows (MLlib's label histogram), or None past
-    # HISTOGRAM_MAX_CLASSES classes, where no fit starts from it (see solvers.lbfgs.mllib_intercepts).
+    # HISTOGRAM_MAX_CLASSES classes, where no fit starts from it (solvers.lbfgs.mllib_intercepts).
     class_weights: np.ndarray | None = None
 
     @property
