@@ -39,10 +39,7 @@ from svb_spark.spark.scoring import (
     add_prediction_columns,
     outputs_from_margins,
 )
-from svb_spark.spark.session import (
-    job_group,
-    spark_context,
-)
+from svb_spark.spark.session import classic_conf, job_group, spark_context
 from svb_spark.spark.task import fit_by_barrier_stage
 from svb_spark.summary import (
     FitRecord,
@@ -339,7 +336,11 @@ class SVBLogisticRegression(
             with (
                 job_group(spark, description),
                 progress_listener(
-                    spark, secret, description, mode != "broadcast", tracker and tracker.on_progress
+                    classic_conf(spark),
+                    secret,
+                    description,
+                    mode != "broadcast",
+                    tracker and tracker.on_progress,
                 ) as progress,
             ):
                 if mode == "broadcast":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -273,12 +274,11 @@ class ModelBuild:
         return np.empty(self._size, dtype=np.float64) if claimed else self._take_buffer()
 
 
-def inbox_wanted(spark, config) -> bool:
-    """Whether the weights may travel outside Spark's own channels: classic mode, no TLS
-    between the workers and none of Spark's network or I/O encryption."""
-    from svb_spark.spark.session import spark_conf, spark_context
-
-    if spark_context(spark) is None or config.tls is not None:
+def inbox_wanted(conf: Callable[[str], str | None] | None, config) -> bool:
+    """Whether the weights may travel outside Spark's own channels: classic mode (``conf``
+    reads the SparkContext's conf keys; None on Spark Connect), no TLS between the workers
+    and none of Spark's network or I/O encryption."""
+    if conf is None or config.tls is not None:
         return False
     encrypted = ("spark.network.crypto.enabled", "spark.io.encryption.enabled")
-    return not any(str(spark_conf(spark, key)).lower() == "true" for key in encrypted)
+    return not any(str(conf(key)).lower() == "true" for key in encrypted)

@@ -201,7 +201,7 @@ class ProgressDisplay:
 
 @contextmanager
 def progress_listener(
-    spark,
+    conf: Callable[[str], str | None] | None,
     secret: str,
     description: str,
     wanted: bool = True,
@@ -209,15 +209,14 @@ def progress_listener(
 ) -> Iterator[tuple[str, int] | None]:
     """The driver's progress listener for one fit: yields its ``(host, port)``, or None.
 
-    Only classic mode has one (Spark Connect's tasks cannot be assumed to reach the client,
-    and their lines stay in the executor logs). A listener that cannot bind is not an error.
-    Each message is shown, then handed to ``also`` (the fit's MLflow tracker) when given.
+    ``conf`` reads the SparkContext's conf keys, or is None on Spark Connect: only classic
+    mode has a listener (Spark Connect's tasks cannot be assumed to reach the client, and
+    their lines stay in the executor logs). A listener that cannot bind is not an error. Each
+    message is shown, then handed to ``also`` (the fit's MLflow tracker) when given.
     """
-    from svb_spark.spark.session import spark_conf, spark_context
-
     server = None
-    if wanted and spark_context(spark) is not None:
-        host = spark_conf(spark, "spark.driver.host") or "127.0.0.1"
+    if wanted and conf is not None:
+        host = conf("spark.driver.host") or "127.0.0.1"
         display = ProgressDisplay(description)
         handler = display if also is None else _and_then(display, also)
         try:

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 MIN_JAVA = 17
@@ -294,6 +294,14 @@ def barrier_stage_keeps_partitions(dataset, num_partitions: int) -> bool:
         return True
     except Exception:  # Spark Connect (no JVM handle) or an unfamiliar plan
         return False
+
+
+def classic_conf(spark) -> Callable[[str], str | None] | None:
+    """A reader of the SparkContext's conf keys (:func:`spark_conf`), or None on Spark
+    Connect, which has no SparkContext: what the driver's control plane is handed."""
+    if spark_context(spark) is None:
+        return None
+    return lambda key: spark_conf(spark, key)
 
 
 def spark_conf(spark, key: str, default: str | None = None) -> str | None:

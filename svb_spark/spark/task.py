@@ -40,7 +40,7 @@ from svb_spark.spark.contract import (
     stored_arrays,
 )
 from svb_spark.spark.data import table_to_arrays
-from svb_spark.spark.session import arrow_batch_bytes, spark_conf
+from svb_spark.spark.session import arrow_batch_bytes, classic_conf, spark_conf
 from svb_spark.transport import Exchange, codec
 
 logger = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ def fit_by_barrier_stage(
     from the newest checkpoint.
     """
     inbox = board = None
-    if inbox_wanted(training.sparkSession, config):
+    if inbox_wanted(classic_conf(training.sparkSession), config):
         host = spark_conf(training.sparkSession, "spark.driver.host") or "127.0.0.1"
         try:
             inbox = ModelInbox(host, secret, config.exchange_timeout, build)
