@@ -28,9 +28,12 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
+from svb_spark.core.solvers import SOLVERS as solver_registry
+
 EXCHANGE_MODES = ("p2p", "dense", "broadcast", "sharded", "auto")
 DTYPES = ("auto", "float32", "float64")
-SOLVERS = ("auto", "lbfgs", "sgd", "saga", "asgd")
+# The solver param's values: "auto" and the names of the solvers auto chooses among.
+SOLVERS = ("auto", *solver_registry)
 FAMILIES = ("auto", "binomial", "multinomial")
 
 

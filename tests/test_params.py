@@ -28,8 +28,18 @@ def test_mllib_params_have_mllib_defaults():
 
     mllib = _LogisticRegressionParams()
     estimator = SVBLogisticRegression()
-    for name in ("threshold", "aggregationDepth", "maxBlockSizeInMB"):
+    for name in ("threshold", "aggregationDepth", "maxBlockSizeInMB", "tol", "maxIter"):
         assert estimator.getOrDefault(name) == mllib.getOrDefault(name), name
+
+
+def test_the_solver_param_takes_auto_and_every_registered_solver():
+    from svb_spark.core.solvers import SOLVERS
+    from svb_spark.params import validate_param_values
+
+    for name in ("auto", *SOLVERS):
+        validate_param_values(SVBLogisticRegression(solver=name))
+    with pytest.raises(ValueError, match="must be one of auto, " + ", ".join(SOLVERS)):
+        validate_param_values(SVBLogisticRegression()._set(solver="newton"))
 
 
 @pytest.mark.parametrize(
