@@ -54,8 +54,9 @@ class DatasetSummary:
         return self.nonzeros_per_row / max(self.num_features, 1)
 
 
-# The label histogram is kept up to this many classes: only L-BFGS starts from it, and auto
-# never takes L-BFGS for more (see svb_spark.core.solvers.lbfgs.AUTO_MAX_COEFFICIENTS).
+# The label histogram is kept up to this many classes (512 KB): only L-BFGS starts from it,
+# whose models auto keeps to 2^18 coefficients (solvers.lbfgs.AUTO_MAX_COEFFICIENTS); an L-BFGS
+# fit of more classes starts its intercepts at zero.
 HISTOGRAM_MAX_CLASSES = 1 << 16
 
 
