@@ -258,3 +258,22 @@ def test_averaged_sgd_where_it_does_not_apply_is_refused(sparse, exchange, valid
 
 def _facts(K, D, sparse=False, num_rows=1000, **params):
     return FitFacts(K, D, 2, num_rows, sparse, 5.0 if sparse else None, 16, "float32", **params)
+
+
+def test_the_pre_pass_keeps_the_weighted_label_histogram_up_to_its_bound():
+    import pyarrow as pa
+
+    from svb_spark.spark.inspection import HISTOGRAM_MAX_CLASSES, _PartitionStats
+
+    def histogram(labels, weights):
+        stats = _PartitionStats()
+        for part in (slice(0, 2), slice(2, None)):  # two batches, the second reaching further
+            batch = pa.RecordBatch.from_pydict(
+                {"features": [[1.0, 2.0]] * len(labels[part]), "label": labels[part],
+                 "weight": weights[part]}
+            )  # fmt: skip
+            stats.update(batch, "features", "label", "weight")
+        return stats.class_weights
+
+    assert histogram([0.0, 0.0, 2.0, 2.0], [1.0, 2.0, 0.5, 0.25]).tolist() == [3.0, 0.0, 0.75]
+    assert histogram([0.0, 1.0, 1.0, float(HISTOGRAM_MAX_CLASSES)], [1.0] * 4) is None
