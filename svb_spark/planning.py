@@ -119,8 +119,9 @@ def plan_fit(estimator, spark, stats, num_workers: int):
     kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
     dtype = training_dtype(estimator.getDtype(), choice.solver)
     config = dataclasses.replace(config, message_kind=kind, solver=choice.solver, dtype=dtype)
-    start = mllib_intercepts(config, stats.class_weights)
-    config = dataclasses.replace(config, start_intercepts=start)
+    config = dataclasses.replace(
+        config, start_intercepts=mllib_intercepts(config, stats.class_weights)
+    )
     facts = dataclasses.replace(facts, dtype=dtype)
     holdout = holdout_fraction(facts, choice.solver, choice.mode)
     if holdout:

@@ -19,6 +19,7 @@ way, so all stop after the same step.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -111,17 +112,19 @@ class QuasiNewtonConvergence:
         self.tol = tol
         self.bounds = bounds
         self.start: float | None = None
-        self.values: list[float] = [math.inf]  # breeze's initial information
+        # breeze's memory of objectives, which starts with +inf
+        self.values = deque([math.inf], maxlen=FUNCTION_VALUE_MEMORY)
 
     def check(
         self, x: np.ndarray, value: float, gradient: np.ndarray, adjusted: np.ndarray | None = None
     ) -> str | None:
-        """Why the iterations stop at ``x`` (objective ``value``, smooth ``gradient``,
-        ``adjusted`` the gradient OWL-QN steers by, the pseudo-gradient), or None."""
+        """Why the iterations stop at ``x`` (objective ``value``, smooth ``gradient``), or
+        None. ``adjusted``, when given, is what the gradient test judges instead: OWL-QN's
+        pseudo-gradient."""
         if self.start is None:
             self.start = value
         else:
-            self.values = [*self.values, value][-FUNCTION_VALUE_MEMORY:]
+            self.values.append(value)
         if self.bounds is not None:
             step = np.clip(x - gradient, *self.bounds) - x
             if np.max(np.abs(step), initial=0.0) < PROJECTED_STEP_TOL:

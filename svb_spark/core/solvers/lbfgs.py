@@ -86,10 +86,6 @@ def minimize(
 class Unconstrained:
     """Plain L-BFGS: the region is all of space."""
 
-    # Whether MLlib's gradient test judges the steering gradient (OWL-QN's pseudo-gradient)
-    # rather than the smooth one (L-BFGS-B's: breeze adjusts neither).
-    steering_judged = True
-
     def value(self, f: float, x: np.ndarray) -> float:
         """The objective minimized at ``x``, from the smooth one."""
         return f
@@ -98,11 +94,18 @@ class Unconstrained:
         """The gradient the direction is computed from."""
         return g
 
-    def restrict(self, x: np.ndarray, g: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    def judged(self, g: np.ndarray, steer: np.ndarray) -> np.ndarray:
+        """The gradient MLlib's gradient test judges: breeze's adjusted one, the steering
+        gradient (OWL-QN's pseudo-gradient), except that L-BFGS-B adjusts nothing."""
+        return steer
+
+    def restrict(
+        self, x: np.ndarray, g: np.ndarray, steer: np.ndarray, direction: np.ndarray
+    ) -> np.ndarray:
         """The quasi-Newton direction with the moves the region forbids taken out."""
         return direction
 
-    def project(self, candidate: np.ndarray, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def project(self, candidate: np.ndarray, x: np.ndarray, steer: np.ndarray) -> np.ndarray:
         """A point of the line search brought back into the region."""
         return candidate
 
@@ -126,12 +129,12 @@ class OrthantWise(Unconstrained):
     def steering(self, x, g):
         return pseudo_gradient(x, g, self.l1)
 
-    def restrict(self, x, g, direction):
-        direction[self.penalized & (direction * self.steering(x, g) >= 0.0)] = 0.0
+    def restrict(self, x, g, steer, direction):
+        direction[self.penalized & (direction * steer >= 0.0)] = 0.0
         return direction
 
-    def project(self, candidate, x, g):
-        orthant = np.where(x != 0.0, np.sign(x), -np.sign(self.steering(x, g)))
+    def project(self, candidate, x, steer):
+        orthant = np.where(x != 0.0, np.sign(x), -np.sign(steer))
         candidate[self.penalized & (candidate * orthant <= 0.0)] = 0.0
         return candidate
 
@@ -143,8 +146,6 @@ class Box(Unconstrained):
     of the free ones and has no component on the active set nor out of the box at a bound
     (Bertsekas' projected quasi-Newton). The search's points are clipped to the box."""
 
-    steering_judged = False
-
     def __init__(self, lower: np.ndarray, upper: np.ndarray):
         self.lower, self.upper = lower, upper
 
@@ -154,12 +155,15 @@ class Box(Unconstrained):
     def steering(self, x, g):
         return np.where(self._free(x, g), g, 0.0)
 
-    def restrict(self, x, g, direction):
+    def judged(self, g, steer):
+        return g
+
+    def restrict(self, x, g, steer, direction):
         blocked = (x <= self.lower) & (direction < 0.0) | (x >= self.upper) & (direction > 0.0)
         direction[~self._free(x, g) | blocked] = 0.0
         return direction
 
-    def project(self, candidate, x, g):
+    def project(self, candidate, x, steer):
         return np.clip(candidate, self.lower, self.upper)
 
 
@@ -197,12 +201,12 @@ def iterations(
     rule = QuasiNewtonConvergence(tol, bounds)
     f, g = yield x
     F, steer = region.value(f, x), region.steering(x, g)
-    if rule.check(x, F, g, steer if region.steering_judged else None):
+    if rule.check(x, F, g, region.judged(g, steer)):
         return x, True
     pairs: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / y.s), oldest first
     failed = False  # the last search failed (and the pairs were dropped)
     while len(history) < max_iter:
-        direction = region.restrict(x, g, -_two_loop(steer, pairs))
+        direction = region.restrict(x, g, steer, -_two_loop(steer, pairs))
         if float(steer @ direction) >= 0.0:  # no quasi-Newton descent: the steepest one
             pairs.clear()
             direction = -steer
@@ -211,7 +215,7 @@ def iterations(
         # The first step has no curvature to scale it: a unit move, as MLlib's first step.
         step = 1.0 if pairs else 1.0 / max(float(np.sqrt(direction @ direction)), 1e-12)
         for _ in range(MAX_HALVINGS):
-            candidate = region.project(x + step * direction, x, g)
+            candidate = region.project(x + step * direction, x, steer)
             f_new, g_new = yield candidate
             F_new = region.value(f_new, candidate)
             if F_new < F and F_new <= F + ARMIJO * float(steer @ (candidate - x)):
@@ -228,7 +232,7 @@ def iterations(
         x, f, g, F = candidate, f_new, g_new, F_new
         steer = region.steering(x, g)
         history.append(F)
-        if rule.check(x, F, g, steer if region.steering_judged else None):
+        if rule.check(x, F, g, region.judged(g, steer)):
             return x, True
     return x, False
 
