@@ -1,13 +1,12 @@
-"""SVBLogisticRegression (the driver side of ``fit``) and SVBLogisticRegressionModel.
+"""SVBLogisticRegression and SVBLogisticRegressionModel: the public estimator and model.
 
-The numerics and the training loop live in :mod:`svb_spark.core`, the barrier task in
-:mod:`svb_spark.spark.task`; this module validates, plans the fit and assembles the model.
+The estimator's ``fit`` is run by :mod:`svb_spark.fitting` (validate, plan the fit, run it,
+build the model); the numerics and the training loop live in :mod:`svb_spark.core`, the
+barrier task in :mod:`svb_spark.spark.task`; the model scores with :mod:`svb_spark.spark.scoring`.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
 import warnings
 
 import numpy as np
@@ -16,22 +15,16 @@ from pyspark.ml.classification import ProbabilisticClassificationModel, Probabil
 from pyspark.ml.linalg import DenseVector, Matrix, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
-from svb_spark import planning
-from svb_spark.control.delivery import ModelBuild
-from svb_spark.control.progress import progress_listener
 from svb_spark.core import numerics
-from svb_spark.core.config import TrainingConfig
-from svb_spark.core.solvers import check_memory, solver_type
+from svb_spark.core.solvers import solver_type
+from svb_spark.fitting import fit_model
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
     json_params,
     validate_param_values,
 )
-from svb_spark.spark.broadcast import fit_by_broadcast, require_spark_context
-from svb_spark.spark.checkpoint import remove_checkpoints
-from svb_spark.spark.contract import training_frame
-from svb_spark.spark.inspection import check_columns, inspect_training_data
+from svb_spark.spark.inspection import check_columns
 from svb_spark.spark.mllib_interop import compressed_matrix, compressed_vector, to_mllib
 from svb_spark.spark.persistence import SVBModelReadable, SVBModelWritable
 from svb_spark.spark.scoring import (
@@ -39,8 +32,6 @@ from svb_spark.spark.scoring import (
     add_prediction_columns,
     outputs_from_margins,
 )
-from svb_spark.spark.session import classic_conf, job_group, spark_context
-from svb_spark.spark.task import fit_by_barrier_stage
 from svb_spark.summary import (
     FitRecord,
     SVBBinaryLogisticRegressionSummary,
@@ -48,8 +39,6 @@ from svb_spark.summary import (
     SVBLogisticRegressionSummary,
     SVBLogisticRegressionTrainingSummary,
 )
-from svb_spark.tracking import fit_tracker
-from svb_spark.warm_start import initial_weights
 
 
 class SVBConvergenceWarning(UserWarning):
@@ -299,90 +288,8 @@ class SVBLogisticRegression(
         return _EstimatorWriter(self)
 
     def _fit(self, dataset) -> SVBLogisticRegressionModel:
-        started = time.perf_counter()
-        validate_param_values(self)
-        features, label, weight = self.getFeaturesCol(), self.getLabelCol(), self._weight_column()
-        check_columns(dataset.schema, features, label, weight)
-        spark = dataset.sparkSession
-        if self.getExchange() == "broadcast":
-            require_spark_context(spark)
-        validation = planning.validation_column(self, dataset)
-        num_workers = planning.num_workers(self, spark)
-        stats = inspect_training_data(dataset, features, label, weight, self.getNumClasses())
-        inspected = time.perf_counter()
-        config, facts, choice = planning.plan_fit(self, spark, stats, num_workers)
-        mode, reason = choice.mode, choice.reason
-        check_memory(facts, config.solver, mode)
-        initial = self._initial_weights(config)
-        training = training_frame(
-            dataset, features, label, weight, num_workers, validation, stats=stats,
-            holdout=config.holdout_fraction, seed=config.seed,
-        )  # fmt: skip
-        description = (
-            f"{type(self).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
-            f"features, {num_workers} workers"
-        )
-        if mode != "broadcast":  # the broadcast mode's driver holds the state between rounds
-            # Made last: removed in the finally below.
-            config = planning.with_checkpoints(self, config)
-        sc = spark_context(spark)
-        # Classic mode: the warm start travels once per executor by TorrentBroadcast instead of
-        # inside every task's closure. Spark Connect has no SparkContext: closure it is.
-        shipped = sc.broadcast(initial) if sc is not None and initial is not None else initial
-        secret = secrets.token_urlsafe(32)
-        build = ModelBuild(config.num_classes, config.num_features, config.scale, config.mean)
-        tracker = fit_tracker(spark)  # None unless an MLflow run is active: see tracking.py
-        try:
-            with (
-                job_group(spark, description),
-                progress_listener(
-                    classic_conf(spark),
-                    secret,
-                    description,
-                    mode != "broadcast",
-                    tracker and tracker.on_progress,
-                ) as progress,
-            ):
-                if mode == "broadcast":
-                    result, _ = fit_by_broadcast(
-                        spark, training, config, secrets.token_hex(8), initial=shipped
-                    )
-                else:
-                    result = fit_by_barrier_stage(
-                        training, config, secret, shipped, progress, build
-                    )
-        finally:
-            if shipped is not initial:
-                shipped.destroy()
-            if config.checkpoint_dir is not None:
-                remove_checkpoints(config.checkpoint_dir)
-        trained = time.perf_counter()
-
-        W, b = build.finish(result.W, result.b)
-        planning.hold_coefficient_bounds(self, W)
-        result.W = result.b = None  # the summary keeps the record, not a second K x D copy
-        if config.elastic_net > 0 and config.num_classes > 1 and config.fit_intercept:
-            # The softmax is the same for intercepts shifted alike; MLlib returns them
-            # centered. An L2 fit's already are (its updates sum to zero over the classes);
-            # L1's thresholds break that symmetry. (Bounds, which pin intercepts, refuse L1.)
-            b -= b.mean()
-        model = self._copyValues(SVBLogisticRegressionModel(W, b))
-        model._resetUid(self.uid)  # as MLlib's: the model keeps its estimator's uid
-        record = FitRecord(
-            result=result,
-            num_workers=num_workers,
-            exchange=mode,
-            exchange_reason=reason,
-            predicted_bytes_per_step=choice.predicted_bytes,
-            predicted_seconds_per_step=choice.predicted_seconds,
-            sync_interval=config.sync_interval,
-            solver=config.solver,
-            timings={"inspect": inspected - started, "train": trained - inspected},
-        )
-        model._summary = model._training_summary(dataset, record)
-        if tracker is not None:
-            tracker.finish(model.summary)
-        if result.stop_reason == "maxIter" and self.getMaxIter() > 0 and self.getTol() > 0:
+        model, config = fit_model(self, dataset, SVBLogisticRegressionModel)
+        if model.summary.stopReason == "maxIter" and self.getMaxIter() > 0 and self.getTol() > 0:
             unit = solver_type(config).unit
             warnings.warn(
                 f"SVBLogisticRegression stopped after maxIter={self.getMaxIter()} {unit} before "
@@ -392,12 +299,6 @@ class SVBLogisticRegression(
                 stacklevel=3,  # the caller of Estimator.fit
             )
         return model
-
-    def _initial_weights(self, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray] | None:
-        """initialModel's (W, b) in the standardized space training runs in, or None."""
-        if not self.isDefined(self.initialModel) or self.getInitialModel() is None:
-            return None
-        return initial_weights(self.getInitialModel(), config, type(self).__name__)
 
 
 class _EstimatorWriter(DefaultParamsWriter):

@@ -1,6 +1,7 @@
-"""initialModel: the weights of an SVB or MLlib model (or a saved SVB model's path), in the rows
-the fit trains (one for the binomial family, one per class for the multinomial), mapped into
-the standardized space training runs in."""
+"""initialModel: the weights of an SVB or MLlib model, in the rows the fit trains (one for the
+binomial family, one per class for the multinomial), mapped into the standardized space
+training runs in. A saved SVB model's path is loaded by the fit (:mod:`svb_spark.fitting`),
+which knows the model class, so this module needs only the arrays a model exposes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from svb_spark.core.config import TrainingConfig
 
 def initial_weights(model, config: TrainingConfig, owner: str) -> tuple[np.ndarray, np.ndarray]:
     """``model``'s (W, b) for the fit of ``config``, standardized; a ValueError naming
-    ``owner``'s param when the shapes differ."""
+    ``owner``'s param when the shapes differ. ``model`` is a model object, not a path."""
     W, b = as_rows(*model_weights(model), config.num_classes)
     expected = (config.num_classes, config.num_features)
     if W.shape != expected:
@@ -28,14 +29,12 @@ def initial_weights(model, config: TrainingConfig, owner: str) -> tuple[np.ndarr
 
 
 def model_weights(model) -> tuple[np.ndarray, np.ndarray]:
-    """(W, b) as float64 arrays, in the model's own rows, of an SVB model, an MLlib model or a
-    saved SVB model's path."""
-    from svb_spark.classification import SVBLogisticRegressionModel
-
-    if isinstance(model, str):
-        model = SVBLogisticRegressionModel.load(model)
-    if isinstance(model, SVBLogisticRegressionModel):
-        return model._W.copy(), model._b.copy()
+    """(W, b) as float64 arrays, in the model's own rows, of an SVB model or an MLlib model."""
+    if hasattr(model, "_model_arrays"):
+        # An SVB model (the arrays it saves): its float64 arrays as they are, not through
+        # coefficientMatrix, which a mostly-zero model compresses to a SparseMatrix.
+        W, b = model._model_arrays()
+        return W.copy(), b.copy()
     W = model.coefficientMatrix.toArray().astype(np.float64)
     return W, model.interceptVector.toArray().astype(np.float64)
 

@@ -6,7 +6,7 @@ import pytest
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
-import svb_spark.classification as classification
+import svb_spark.fitting as fitting
 from svb_spark import SVBLogisticRegression
 from svb_spark.params import _VALUE_RULES
 from svb_spark.spark.session import check_barrier_mode_supported, spark_conf, worker_memory
@@ -18,8 +18,8 @@ def no_barrier_stage(monkeypatch):
     def refuse(*_):
         raise AssertionError("the barrier stage was planned despite bad input")
 
-    monkeypatch.setattr(classification, "fit_by_barrier_stage", refuse)
-    monkeypatch.setattr(classification, "fit_by_broadcast", refuse)
+    monkeypatch.setattr(fitting, "fit_by_barrier_stage", refuse)
+    monkeypatch.setattr(fitting, "fit_by_broadcast", refuse)
 
 
 def frame(spark, rows, schema="features vector, label double"):
