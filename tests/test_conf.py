@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from svb_spark import SVBLogisticRegression, cli
+from svb_spark import SVBLogisticRegression, cli, cli_settings
 
 TRAIN_TOML = Path(__file__).resolve().parents[1] / "conf" / "train.toml"
 ASSIGNMENT = re.compile(r"^# (\w+) = (.+)$")
@@ -24,7 +24,7 @@ def documented_lines(text: str) -> list[tuple[str, str, object, str]]:
     The comment is the run of comment lines before the assignment (or before the group of
     assignments it belongs to, as predictionCol, probabilityCol and rawPredictionCol).
     """
-    tomllib = cli._toml_module()
+    tomllib = cli_settings._toml_module()
     entries, section, comment = [], None, []
     for line in text.splitlines():
         line = line.rstrip()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from svb_spark import cli
+from svb_spark import cli, cli_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -78,7 +78,7 @@ def test_the_two_commands_come_first_and_the_quickstart_within_60_lines():
 
 
 def test_the_demo_extra_holds_scikit_learn_alone():
-    project = cli._toml_module().loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = cli_settings._toml_module().loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["optional-dependencies"]["demo"] == ["scikit-learn>=1.2"]
 
 
