@@ -64,6 +64,10 @@ def spark():
             "spark.default.parallelism": "2",
             "spark.task.maxFailures": "1",
             "spark.barrier.sync.timeout": "120",
+            # MLlib's reference fits run in this driver JVM on Java's BLAS: where the system's
+            # libblas.so.3 is OpenBLAS, native calls from Spark's task threads have crashed
+            # the JVM (SIGSEGV), which fails every test after it.
+            "spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.allowNative=false",
         },
     )
     yield session
