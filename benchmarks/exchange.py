@@ -79,10 +79,8 @@ def spark_point(df, mode: str, workers: int) -> dict:
 def process_point(X, y, mode: str, workers: int) -> dict:
     from benchmarks.peers import train_over_flight_processes
     from svb_spark.core.loop import ROUND_PHASES
-    from svb_spark.transport.codec import SHARDED, SV
 
-    kind = SHARDED if mode == "sharded" else SV
-    finished = train_over_flight_processes(X, y, workers, message_kind=kind)
+    finished = train_over_flight_processes(X, y, workers, exchange=mode)
     return {"epoch_seconds": sum(finished["seconds"][p] for p in ROUND_PHASES),
             "oversubscribed": True}  # fmt: skip
 

@@ -43,14 +43,14 @@ def shape_data(name: str):
 
 def driver_steps() -> dict:
     """The functions ``fit`` calls on the driver, as (owner, name), and the phase of each."""
-    from svb_spark import classification, planning
+    from svb_spark import fitting, planning
     from svb_spark.control import delivery
 
     return {
-        (classification, "inspect_training_data"): "inspect",
+        (fitting, "inspect_training_data"): "inspect",
         (planning, "plan_fit"): "plan",
-        (classification, "training_frame"): "training_frame",
-        (classification, "fit_by_barrier_stage"): "barrier_stage",
+        (fitting, "training_frame"): "training_frame",
+        (fitting, "fit_by_barrier_stage"): "barrier_stage",
         (delivery.ModelBuild, "finish"): "finish_model",
     }
 

@@ -17,7 +17,8 @@ from unittest import mock
 import numpy as np
 
 from benchmarks import machine, micro, peers, report, workloads
-from svb_spark.core.cost import itemsize, predicted_step_seconds
+from svb_spark.core.cost import itemsize
+from svb_spark.core.modes import predicted_step_seconds
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

@@ -17,6 +17,7 @@ import warnings
 from urllib.parse import urlparse
 
 from svb_spark.cli_settings import UsageError, build_estimator, read_config
+from svb_spark.core.solvers import SOLVERS
 from svb_spark.spark.session import JavaNotFoundError, require_java
 
 DEFAULT_MASTER = "local[2]"
@@ -433,8 +434,9 @@ def _epochs_line(summary) -> str:
     epochs and the SGD steps within them.
     """
     stop = STOP_REASONS.get(summary.stopReason, f"stopped by {summary.stopReason}")
-    if summary.solver == "lbfgs":
-        return f"{'iterations':<21}{summary.totalIterations} (lbfgs, {stop})"
+    unit = SOLVERS[summary.solver].unit
+    if unit != "epochs":  # full passes: no minibatch steps to count
+        return f"{unit:<21}{summary.totalIterations} ({summary.solver}, {stop})"
     return (
         f"{'epochs':<21}{summary.totalIterations} ({summary.solver}: {summary.steps} steps, {stop})"
     )

@@ -17,6 +17,7 @@ from svb_spark import planning
 from svb_spark.control.delivery import ModelBuild
 from svb_spark.control.progress import progress_listener
 from svb_spark.core.config import TrainingConfig
+from svb_spark.core.modes import MODES
 from svb_spark.core.solvers import check_memory
 from svb_spark.params import validate_param_values
 from svb_spark.spark.broadcast import fit_by_broadcast, require_spark_context
@@ -54,7 +55,8 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
     label, weight = estimator.getLabelCol(), estimator._weight_column()
     check_columns(dataset.schema, features, label, weight)
     spark = dataset.sparkSession
-    if estimator.getExchange() == "broadcast":
+    asked = MODES.get(estimator.getExchange())  # None for "auto"
+    if asked is not None and asked.runner == "rounds":  # the driver broadcasts every round
         require_spark_context(spark)
     validation = planning.validation_column(estimator, dataset)
     num_workers = planning.num_workers(estimator, spark)
@@ -62,6 +64,7 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
     inspected = time.perf_counter()
     config, facts, choice = planning.plan_fit(estimator, spark, stats, num_workers)
     mode, reason = choice.mode, choice.reason
+    rounds = MODES[mode].runner == "rounds"
     check_memory(facts, config.solver, mode)
     initial = _initial_weights(estimator, config, model_class)
     training = training_frame(
@@ -72,9 +75,10 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
         f"{type(estimator).__name__}.fit: {stats.num_classes} classes x {stats.num_features} "
         f"features, {num_workers} workers"
     )
-    if mode != "broadcast":  # the broadcast mode's driver holds the state between rounds
+    if not rounds:  # the rounds' driver holds the state between rounds
         # Made last: removed in the finally below.
         config = planning.with_checkpoints(estimator, config)
+    transport = planning.transport_config(estimator, spark, config)
     sc = spark_context(spark)
     # Classic mode: the warm start travels once per executor by TorrentBroadcast instead of
     # inside every task's closure. Spark Connect has no SparkContext: closure it is.
@@ -89,16 +93,18 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
                 classic_conf(spark),
                 secret,
                 description,
-                mode != "broadcast",
+                not rounds,
                 tracker and tracker.on_progress,
             ) as progress,
         ):
-            if mode == "broadcast":
+            if rounds:
                 result, _ = fit_by_broadcast(
                     spark, training, config, secrets.token_hex(8), initial=shipped
                 )
             else:
-                result = fit_by_barrier_stage(training, config, secret, shipped, progress, build)
+                result = fit_by_barrier_stage(
+                    training, config, transport, secret, shipped, progress, build
+                )
     finally:
         if shipped is not initial:
             shipped.destroy()
@@ -109,10 +115,10 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
     W, b = build.finish(result.W, result.b)
     planning.hold_coefficient_bounds(estimator, W)
     result.W = result.b = None  # the summary keeps the record, not a second K x D copy
-    if config.elastic_net > 0 and config.num_classes > 1 and config.fit_intercept:
-        # The softmax is the same for intercepts shifted alike; MLlib returns them
-        # centered. An L2 fit's already are (its updates sum to zero over the classes);
-        # L1's thresholds break that symmetry. (Bounds, which pin intercepts, refuse L1.)
+    if config.elastic_net > 0 and config.loss.centered_intercepts and config.fit_intercept:
+        # An L2 fit's intercepts already are centered (its updates sum to zero over the
+        # classes); L1's thresholds break that symmetry. (Bounds, which pin intercepts,
+        # refuse L1.)
         b -= b.mean()
     model = estimator._copyValues(model_class(W, b))
     model._resetUid(estimator.uid)  # as MLlib's: the model keeps its estimator's uid

@@ -28,9 +28,11 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
+from svb_spark.core.modes import MODES
 from svb_spark.core.solvers import SOLVERS as solver_registry
 
-EXCHANGE_MODES = ("p2p", "dense", "broadcast", "sharded", "auto")
+# The exchange param's values: the registered modes, and "auto", which chooses among them.
+EXCHANGE_MODES = (*MODES, "auto")
 DTYPES = ("auto", "float32", "float64")
 # The solver param's values: "auto" and the names of the solvers auto chooses among.
 SOLVERS = ("auto", *solver_registry)

@@ -1,6 +1,6 @@
 """The driver's plan of a fit: how many workers, the validation column, the config every
 worker trains with (the family, the solver and exchange mode in force, the rows held out),
-and the fit's own checkpoint directory. Each function takes the
+the transport its workers talk over, and the fit's own checkpoint directory. Each function takes the
 :class:`~svb_spark.classification.SVBLogisticRegression` whose params it reads."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import secrets
 import numpy as np
 
 from svb_spark.core.config import TrainingConfig
-from svb_spark.core.solvers import SOLVERS, FitFacts, choose
+from svb_spark.core.loss import BINOMIAL, MULTINOMIAL
+from svb_spark.core.modes import MODES
+from svb_spark.core.solvers import SOLVERS, FitFacts, choose, solver_type
 from svb_spark.core.solvers.auto import holdout as holdout_fraction
 from svb_spark.core.solvers.lbfgs import mllib_intercepts
 from svb_spark.spark.checkpoint import filesystem as checkpoint_filesystem
@@ -26,7 +28,7 @@ from svb_spark.spark.session import (
     spark_or_session_conf,
     worker_memory,
 )
-from svb_spark.transport.codec import DENSE, SHARDED, SV
+from svb_spark.transport.config import TransportConfig
 from svb_spark.transport.tls import tls_files_from_conf
 
 
@@ -46,7 +48,8 @@ def num_workers(estimator, spark) -> int:
 def validation_column(estimator, dataset) -> str | None:
     """The validation indicator column, checked against the exchange and the data, or None."""
     validation = estimator._validation_column()
-    if validation and estimator.getExchange() in ("broadcast", "sharded"):
+    mode = MODES.get(estimator.getExchange())  # None for "auto"
+    if validation and mode is not None and not mode.scores_held_out():
         raise ValueError(
             "validationIndicatorCol needs exchange='p2p', 'dense' or 'auto'; the "
             f"{estimator.getExchange()} mode's rounds do not score held-out rows. Unset "
@@ -66,7 +69,8 @@ def plan_fit(estimator, spark, stats, num_workers: int):
             f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
             f"{stats.num_classes} classes; give one threshold per class."
         )
-    rows = 1 if binomial(estimator, stats.num_classes) else stats.num_classes
+    loss = BINOMIAL if binomial(estimator, stats.num_classes) else MULTINOMIAL
+    rows = loss.rows(stats.num_classes)
     coefficient_bounds, intercept_bounds = bounds(estimator, rows, stats.num_features)
     config = TrainingConfig.from_statistics(
         rows,
@@ -79,6 +83,7 @@ def plan_fit(estimator, spark, stats, num_workers: int):
         coefficient_bounds=coefficient_bounds,
         intercept_bounds=intercept_bounds,
         elastic_net=estimator.getElasticNetParam(),
+        loss=loss,
         batch_size=estimator.getBatchSize(),
         max_iter=estimator.getMaxIter(),
         tol=estimator.getTol(),
@@ -88,12 +93,9 @@ def plan_fit(estimator, spark, stats, num_workers: int):
         # "auto" is settled once the solver is known; the choice weighs the stochastic
         # solvers' float32 replicas (L-BFGS counts its float64 vectors itself).
         dtype="float32" if estimator.getDtype() == "auto" else estimator.getDtype(),
-        exchange_timeout=estimator.getExchangeTimeout(),
         sync_interval=estimator.getSyncInterval(),
         verify_interval=estimator.getVerifyInterval(),
         validation_tol=estimator.getValidationTol() if estimator._validation_column() else None,
-        # Mutual TLS between the workers when the three spark.svb.tls.* keys are set.
-        tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
     )
     key, available = worker_memory(spark)
     facts = FitFacts(
@@ -116,9 +118,8 @@ def plan_fit(estimator, spark, stats, num_workers: int):
         validation_fraction=estimator.getValidationFraction(),
     )
     choice = choose(facts, type(estimator).__name__)
-    kind = {"dense": DENSE, "sharded": SHARDED}.get(choice.mode, SV)
     dtype = training_dtype(estimator.getDtype(), choice.solver)
-    config = dataclasses.replace(config, message_kind=kind, solver=choice.solver, dtype=dtype)
+    config = dataclasses.replace(config, exchange=choice.mode, solver=choice.solver, dtype=dtype)
     config = dataclasses.replace(
         config, start_intercepts=mllib_intercepts(config, stats.class_weights)
     )
@@ -129,6 +130,17 @@ def plan_fit(estimator, spark, stats, num_workers: int):
             config, holdout_fraction=holdout, validation_tol=estimator.getValidationTol()
         )
     return config, facts, choice
+
+
+def transport_config(estimator, spark, config: TrainingConfig) -> TransportConfig:
+    """How the workers of the fit of ``config`` talk: the exchange timeout, the largest
+    message the solver in force sends, and mutual TLS between the workers when the three
+    spark.svb.tls.* keys are set."""
+    return TransportConfig(
+        timeout=estimator.getExchangeTimeout(),
+        max_message_bytes=solver_type(config).max_message_bytes(config),
+        tls=tls_files_from_conf(lambda key: spark_or_session_conf(spark, key)),
+    )
 
 
 def training_dtype(dtype: str, solver: str) -> str:
@@ -224,7 +236,8 @@ def binomial(estimator, num_classes: int) -> bool:
             "Set family='multinomial' or 'auto'."
         )
     binomial = family == "binomial" or (family == "auto" and num_classes <= 2)
-    if binomial and estimator.getExchange() == "sharded":
+    mode = MODES.get(estimator.getExchange())  # None for "auto"
+    if binomial and mode is not None and not mode.replicated:
         raise ValueError(
             "exchange='sharded' splits the rows of the coefficients by class, but the "
             "binomial family has one row. Set family='multinomial' or use another exchange."

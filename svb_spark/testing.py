@@ -25,16 +25,22 @@ def train_in_process(
     on_exchange: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
     resume_from: str | None = None,
+    timeout: float = 120.0,
 ) -> list[TrainingResult]:
     """Train with one thread per partition over a :class:`LocalExchangeGroup`.
 
     ``partitions`` are raw ``(X, y, weights)`` blocks in rank order, with a fourth item, a
     boolean mask of held-out rows, when the fit has a validation column; ``on_exchange(rank, step,
     W, b)`` observes every replica; ``resume_from`` is a checkpoint directory whose newest
-    complete checkpoint the fit goes on from, as a retried barrier stage does. Returns every
+    complete checkpoint the fit goes on from, as a retried barrier stage does; ``timeout`` the
+    seconds a worker waits for a peer's message. Returns every
     worker's result, indexed by rank.
     """
-    prepared = [prepare_partition(X.copy(), y, w, config, *rest) for X, y, w, *rest in partitions]
+    curvature = solver_type(config).steps_by_curvature
+    prepared = [
+        prepare_partition(X.copy(), y, w, config, *rest, with_curvature=curvature)
+        for X, y, w, *rest in partitions
+    ]
     plan = make_plan(
         [p.rows for p in prepared], [p.curvature for p in prepared], config,
         [p.weight for p in prepared],
@@ -50,7 +56,7 @@ def train_in_process(
     stores = [None] * len(prepared)
     if config.checkpoint_dir is not None:
         stores = [CheckpointStore(config.checkpoint_dir) for _ in prepared]
-    group = LocalExchangeGroup(len(prepared), timeout=config.exchange_timeout)
+    group = LocalExchangeGroup(len(prepared), timeout=timeout)
     results: list[TrainingResult | None] = [None] * len(prepared)
     errors: list[BaseException] = []
 

@@ -10,8 +10,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from svb_spark.core import numerics
+from svb_spark.core.loss import BINOMIAL
 from svb_spark.testing import train_in_process
-from svb_spark.transport.codec import DENSE, SV
 from tests.support.data import blobs, training_config
 from tests.support.reference import reference_sgd
 
@@ -25,7 +25,7 @@ def test_one_row_of_weights_gives_the_sigmoid_loss_and_vectors():
     rng = np.random.default_rng(0)
     X, y, w = rng.normal(size=(40, 3)), rng.integers(0, 2, 40), rng.uniform(0.5, 2.0, 40)
     W, b = rng.normal(size=(1, 3)) * 10, np.array([0.5])  # large margins: no overflow
-    U, loss = numerics.sufficient_vectors(W, b, X, y, w)
+    U, loss = numerics.sufficient_vectors(W, b, X, y, w, BINOMIAL)
     m = X @ W[0] + b[0]
     p = 1.0 / (1.0 + np.exp(-m))
     np.testing.assert_allclose(U[:, 0], w * (p - y), atol=1e-12)
@@ -36,15 +36,15 @@ def test_one_row_of_weights_gives_the_sigmoid_loss_and_vectors():
 
 @pytest.mark.parametrize(
     "solver, kind, sync_interval",
-    [("sgd", SV, 1), ("sgd", SV, 3), ("sgd", DENSE, 1), ("saga", SV, 1), ("asgd", SV, 1),
-     ("lbfgs", SV, 1)],
+    [("sgd", "p2p", 1), ("sgd", "p2p", 3), ("sgd", "dense", 1), ("saga", "p2p", 1),
+     ("asgd", "p2p", 1), ("lbfgs", "p2p", 1)],
 )  # fmt: skip
 def test_every_solver_trains_binomial_with_identical_replicas_as_the_reference(
     solver, kind, sync_interval
 ):
     parts = _binary_parts()
     config = training_config(
-        parts, num_classes=1, solver=solver, message_kind=kind, sync_interval=sync_interval
+        parts, num_classes=1, solver=solver, exchange=kind, sync_interval=sync_interval
     )
     digests = {}
 
@@ -83,7 +83,7 @@ def test_binomial_sends_one_column_of_u():
     parts = _binary_parts()
     base = training_config(parts, max_iter=1, solver="sgd")
     two_rows = train_in_process(parts, dataclasses.replace(base, num_classes=2))[0]
-    one_row = train_in_process(parts, dataclasses.replace(base, num_classes=1))[0]
+    one_row = train_in_process(parts, dataclasses.replace(base, num_classes=1, loss=BINOMIAL))[0]
     # U is B x K float64 and V is B x D: one column of U fewer per row.
     rows = sum(len(y) for _, y, _ in parts[1:])
     assert two_rows.payload_received - one_row.payload_received == 8 * rows

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from svb_spark import SVBLogisticRegressionModel
-from svb_spark.core import numerics
-from svb_spark.core.numerics import RunningSoftmax
+from svb_spark.core.loss import MULTINOMIAL, RunningSoftmax, predictions_from_probabilities
 from svb_spark.spark import scoring
 from svb_spark.spark.scoring import add_prediction_columns, scoring_block_bytes
 from tests.support.data import to_frame
@@ -46,9 +45,9 @@ def test_running_softmax_matches_the_one_shot_softmax(thresholds):
     shifted = raw - raw.max(axis=1, keepdims=True)
     expected_lse = raw.max(axis=1) + np.log(np.exp(shifted).sum(axis=1))
     np.testing.assert_allclose(running.log_sum_exp(), expected_lse, rtol=1e-12)
-    probability = numerics.probabilities_from_raw(raw)
+    probability = MULTINOMIAL.outputs(raw)[1]
     np.testing.assert_allclose(running.probabilities(raw), probability, rtol=1e-12, atol=1e-15)
-    expected = numerics.predictions_from_probabilities(probability, thresholds)
+    expected = predictions_from_probabilities(probability, thresholds)
     np.testing.assert_array_equal(running.predictions(), expected)
     if thresholds is None:
         assert running.predictions()[20] == 0.0
@@ -63,9 +62,7 @@ def test_running_softmax_zero_threshold_and_nan_rows_follow_mllibs_rule():
         running.add(raw[:, 1:3], 1)
         running.add(raw[:, 3:], 3)
         with np.errstate(invalid="ignore"):
-            expected = numerics.predictions_from_probabilities(
-                numerics.probabilities_from_raw(raw), thresholds
-            )
+            expected = predictions_from_probabilities(MULTINOMIAL.outputs(raw)[1], thresholds)
         np.testing.assert_array_equal(running.predictions(), expected)
 
 

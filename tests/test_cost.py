@@ -2,7 +2,7 @@
 
 import pytest
 
-from svb_spark.core.cost import choose_exchange, predicted_step_seconds
+from svb_spark.core.modes import choose_exchange, predicted_step_seconds
 
 
 def shape(K, D, B, P=2, nnz=None):

@@ -13,21 +13,22 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from svb_spark.transport import ExchangeError, ExchangeTimeoutError, codec
+from svb_spark.core import wire
+from svb_spark.core.exchange import ExchangeError, ExchangeTimeoutError
 from svb_spark.transport.flight import FlightMeshExchange
 from svb_spark.transport.local import LocalExchangeGroup
 
 
 def test_codec_round_trip_is_exact():
     rng = np.random.default_rng(0)
-    message = codec.RoundMessage(
-        kind=codec.SV, first_step=12, rank=3, rows=[4, 3], weight_sums=[4.0, 3.5],
+    message = wire.RoundMessage(
+        kind=wire.SV, first_step=12, rank=3, rows=[4, 3], weight_sums=[4.0, 3.5],
         loss_sums=[2.0, 1.25], U=rng.normal(size=(7, 4)).astype(np.float32),
         V=rng.normal(size=(7, 9)).astype(np.float32),
     )  # fmt: skip
-    batch = codec.encode(message)
+    batch = wire.encode(message)
     assert batch.num_rows == 7
-    back = codec.decode(batch)
+    back = wire.decode(batch)
     assert (back.first_step, back.rank, back.rows) == (12, 3, [4, 3])
     assert (back.weight_sums, back.loss_sums) == ([4.0, 3.5], [2.0, 1.25])
     assert back.U.dtype == np.float32 and (back.U == message.U).all()
@@ -35,38 +36,38 @@ def test_codec_round_trip_is_exact():
     u1, v1 = back.step_vectors(1)
     assert (u1 == message.U[4:]).all() and (v1 == message.V[4:]).all()
     # Also through a Table, as a Flight reader returns it, and through IPC bytes.
-    assert (codec.decode(pa.Table.from_batches([batch])).V == message.V).all()
-    assert (codec.decode(codec.from_ipc(codec.to_ipc(batch))).U == message.U).all()
+    assert (wire.decode(pa.Table.from_batches([batch])).V == message.V).all()
+    assert (wire.decode(wire.from_ipc(wire.to_ipc(batch))).U == message.U).all()
 
 
 def test_codec_dense_gradient_message():
     G = np.arange(2 * 3 * 5, dtype=np.float64).reshape(6, 5)  # 2 steps of K=3 x (D + 1 = 5)
-    message = codec.RoundMessage(codec.DENSE, 0, 1, [8, 8], [8.0, 8.0], [1.0, 2.0], G=G)
-    back = codec.decode(codec.encode(message))
+    message = wire.RoundMessage(wire.DENSE, 0, 1, [8, 8], [8.0, 8.0], [1.0, 2.0], G=G)
+    back = wire.decode(wire.encode(message))
     assert (back.step_gradient(1) == G[3:]).all() and back.U is None
 
 
 def test_codec_checksum_and_state_round_trip():
     # The replica check's two messages, alone: the checksum is the one a pyarrow 14 install
     # (the oldest supported) used to fail to build.
-    assert codec.decode_checksum(codec.encode_checksum("ab12")) == "ab12"
-    table = pa.Table.from_batches([codec.encode_checksum("ab12")])
-    assert codec.decode_checksum(table) == "ab12"
+    assert wire.decode_checksum(wire.encode_checksum("ab12")) == "ab12"
+    table = pa.Table.from_batches([wire.encode_checksum("ab12")])
+    assert wire.decode_checksum(table) == "ab12"
     values = np.arange(5, dtype=np.float32)
-    back, factor = codec.decode_state(codec.encode_state(values, 0.5))
+    back, factor = wire.decode_state(wire.encode_state(values, 0.5))
     assert back.dtype == np.float32 and (back == values).all() and factor == 0.5
 
 
 def test_codec_handles_an_empty_batch_and_counts_framing():
-    message = codec.RoundMessage(
-        codec.SV, 0, 1, [0], [0.0], [0.0], np.zeros((0, 3)), np.zeros((0, 5))
+    message = wire.RoundMessage(
+        wire.SV, 0, 1, [0], [0.0], [0.0], np.zeros((0, 3)), np.zeros((0, 5))
     )
-    batch = codec.encode(message)
-    back = codec.decode(batch)
+    batch = wire.encode(message)
+    back = wire.decode(batch)
     assert back.U.shape == (0, 3) and back.V.shape == (0, 5)
-    payload, framing = codec.message_bytes(batch)
+    payload, framing = wire.message_bytes(batch)
     assert payload == 0 and framing > 0
-    assert payload + framing == len(codec.to_ipc(batch)) - 8  # minus the end-of-stream marker
+    assert payload + framing == len(wire.to_ipc(batch)) - 8  # minus the end-of-stream marker
 
 
 def _run_workers(exchanges, steps, pause=0.0):
@@ -133,7 +134,7 @@ def test_flight_mesh_delivers_every_message_in_rank_order_and_counts_bytes(mesh)
     seen = _run_workers(exchanges, 25)
     assert all(seen[r] == _expected(3, 25) for r in range(3))
     one = pa.RecordBatch.from_pydict({"v": [0.0]})
-    payload, framing = codec.message_bytes(one)
+    payload, framing = wire.message_bytes(one)
     for ex in exchanges:
         assert (ex.payload_sent, ex.framing_sent) == (25 * 2 * payload, 25 * 2 * framing)
         assert ex.bytes_received == 25 * 2 * (payload + framing)
@@ -272,8 +273,8 @@ def test_a_stalled_worker_gives_every_peer_a_clear_timeout_error():
 def _round_message(step, rank):
     rng = np.random.default_rng([step, rank])
     rows = 1 + (step + rank) % 3
-    return codec.RoundMessage(
-        codec.SV, step, rank, [rows], [float(rows)], [0.5 * rank],
+    return wire.RoundMessage(
+        wire.SV, step, rank, [rows], [float(rows)], [0.5 * rank],
         U=rng.normal(size=(rows, 2)), V=rng.normal(size=(rows, 4)),
     )  # fmt: skip
 
@@ -294,11 +295,11 @@ def test_flight_mesh_keeps_mixed_message_kinds_intact_over_one_stream_per_schema
         try:
             for kind, index in schedule:
                 if kind == "round":
-                    batch = codec.encode(_round_message(index, ex.rank))
+                    batch = wire.encode(_round_message(index, ex.rank))
                 elif kind == "checksum":
-                    batch = codec.encode_checksum(f"digest-{ex.rank}")
+                    batch = wire.encode_checksum(f"digest-{ex.rank}")
                 else:
-                    batch = codec.encode_state(np.arange(3.0) + ex.rank, 0.5 + ex.rank)
+                    batch = wire.encode_state(np.arange(3.0) + ex.rank, 0.5 + ex.rank)
                 seen.setdefault(ex.rank, []).append(ex.all_gather(index, batch))
         except BaseException as error:
             errors.append(error)
@@ -315,16 +316,16 @@ def test_flight_mesh_keeps_mixed_message_kinds_intact_over_one_stream_per_schema
             assert len(messages) == 3
             for sender, message in enumerate(messages):
                 if kind == "round":
-                    expected, got = _round_message(index, sender), codec.decode(message)
+                    expected, got = _round_message(index, sender), wire.decode(message)
                     assert (got.first_step, got.rank, got.rows) == (index, sender, expected.rows)
                     assert (got.weight_sums, got.loss_sums) == (
                         expected.weight_sums, expected.loss_sums,
                     )  # fmt: skip
                     assert (got.U == expected.U).all() and (got.V == expected.V).all()
                 elif kind == "checksum":
-                    assert codec.decode_checksum(message) == f"digest-{sender}"
+                    assert wire.decode_checksum(message) == f"digest-{sender}"
                 else:
-                    values, factor = codec.decode_state(message)
+                    values, factor = wire.decode_state(message)
                     assert (values == np.arange(3.0) + sender).all() and factor == 0.5 + sender
     # Round, checksum, state, round: four streams from each of the two peers.
     assert [ex._server.puts for ex in exchanges] == [4 * 2] * 3

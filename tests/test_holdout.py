@@ -51,16 +51,16 @@ def test_auto_keeps_a_fit_that_stops_on_held_out_rows_off_the_sharded_mode():
 
 @pytest.mark.parametrize("classes", [1, 5])
 def test_correct_weight_counts_the_rows_predicted_right(classes):
-    from svb_spark.core import numerics
-    from svb_spark.core.stopping import correct_weight
+    from svb_spark.core.loss import BINOMIAL, MULTINOMIAL
 
+    loss = BINOMIAL if classes == 1 else MULTINOMIAL
     rng = np.random.default_rng(classes)
     margins = rng.normal(size=(200, classes))
     y = rng.integers(0, max(classes, 2), size=200)
     w = rng.uniform(0.1, 2.0, size=200)
-    U, _ = numerics._vectors_from_margins(margins.copy(), y, w)
+    U, _ = loss.vectors(margins.copy(), y, w)
     predicted = margins[:, 0] > 0 if classes == 1 else margins.argmax(axis=1)
-    assert correct_weight(U, y, w) == pytest.approx(w[predicted == y].sum())
+    assert loss.correct_weight(U, y, w) == pytest.approx(w[predicted == y].sum())
 
 
 def test_the_holdout_rows_judge_by_accuracy_and_a_validation_column_by_loss():

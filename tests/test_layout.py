@@ -1,5 +1,7 @@
-"""The package's layout holds: the core imports no Spark, no sockets and no filesystem, and
-every module says what it holds and stays readable in one sitting."""
+"""The package's layout holds: the core imports no Spark, no sockets, no filesystem and no
+transport (it owns the message types and the Exchange contract the transports implement),
+no module imports itself back through others, and every module says what it holds and stays
+readable in one sitting."""
 
 import ast
 import pathlib
@@ -12,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "svb_spark"
 CORE = PACKAGE / "core"
 
 # What the pure core must not import: Spark, sockets, filesystems, and the packages that use
-# them (the Spark side, the driver's control plane, the Flight transport).
+# them (the Spark side, the driver's control plane, the transports).
 FORBIDDEN_IN_CORE = (
     "pyspark",
     "socket",
@@ -20,7 +22,7 @@ FORBIDDEN_IN_CORE = (
     "pyarrow.flight",
     "svb_spark.spark",
     "svb_spark.control",
-    "svb_spark.transport.flight",
+    "svb_spark.transport",
     "svb_spark.classification",
 )
 
@@ -73,7 +75,8 @@ def test_importing_the_core_loads_no_spark_and_no_filesystem():
     code = (
         f"import sys\nfor m in {modules!r}: __import__(m)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyspark'"
-        " or m.startswith(('pyarrow.fs', 'pyarrow._fs', 'svb_spark.spark', 'svb_spark.control'))))"
+        " or m.startswith(('pyarrow.fs', 'pyarrow._fs', 'svb_spark.spark', 'svb_spark.control',"
+        " 'svb_spark.transport'))))"
     )
     assert printed_by_a_fresh_interpreter(code) == "[]"
 
@@ -91,6 +94,37 @@ def test_the_pre_pass_imports_the_training_modules_in_its_worker():
         "print(before, 'svb_spark.spark.task' in sys.modules)"
     )
     assert printed_by_a_fresh_interpreter(code) == "False True"
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_imports(path: pathlib.Path, modules: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports anywhere in it, deferred imports included
+    (``from package import module`` counts as the module)."""
+    return {name for name in _imports(path) if name in modules} - {_module_name(path)}
+
+
+def test_no_module_imports_itself_back_even_through_deferred_imports():
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: _package_imports(path, set(paths)) for name, path in paths.items()}
+    # A package's __init__ that re-exports its modules is the package, not a step of a cycle.
+    packages = {name for name, path in paths.items() if path.name == "__init__.py"}
+    cycles, done = [], set()
+
+    def visit(name: str, trail: list[str]) -> None:  # depth first; a back edge is a cycle
+        for nxt in sorted(graph[name] - packages):
+            if nxt in trail:
+                cycles.append(trail[trail.index(nxt) :] + [nxt])
+            elif nxt not in done:
+                visit(nxt, trail + [nxt])
+        done.add(name)
+
+    for name in sorted(set(graph) - packages - done):
+        visit(name, [name])
+    assert not cycles, f"import cycles: {sorted({' -> '.join(c) for c in cycles})[:5]}"
 
 
 def printed_by_a_fresh_interpreter(code: str) -> str:

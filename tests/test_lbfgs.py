@@ -10,7 +10,6 @@ import pytest
 
 from svb_spark import SVBLogisticRegression
 from svb_spark.core import numerics
-from svb_spark.core.cost import max_message_bytes
 from svb_spark.core.solvers import FitFacts, check_memory, choose, lbfgs
 from svb_spark.core.stopping import QuasiNewtonConvergence
 from svb_spark.testing import train_in_process
@@ -149,7 +148,8 @@ def test_bytes_per_iteration_are_the_loss_and_the_gradient():
     K, D, peers = 4, 6, 2
     assert result.payload_sent == result.exchanges * peers * (K * (D + 1) + 1) * 8
     # The biggest message a worker accepts is that one, plus slack for Arrow's padding.
-    assert (K * (D + 1) + 1) * 8 < max_message_bytes(config) <= (K * (D + 1) + 1) * 8 + (1 << 16)
+    largest = lbfgs.LbfgsSolver.max_message_bytes(config)
+    assert (K * (D + 1) + 1) * 8 < largest <= (K * (D + 1) + 1) * 8 + (1 << 16)
 
 
 def test_a_checkpoint_directory_does_not_resume_lbfgs(tmp_path):
@@ -207,7 +207,7 @@ def test_spark_fit_equals_the_single_process_reference(spark, planted):
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
-        (dict(exchange="sharded"), "exchange='sharded' trains with minibatch steps"),
+        (dict(exchange="sharded"), "exchange='sharded' trains with SGD only"),
         (dict(syncInterval=2), "syncInterval is 2"),
         (dict(validationIndicatorCol="held"), "validationIndicatorCol is set"),
     ],
@@ -245,7 +245,7 @@ def test_auto_takes_lbfgs_for_small_dense_models_only(spark, planted):
     ("sparse", "exchange", "validation", "reason"),
     [
         (True, "p2p", False, "the features are sparse"),
-        (False, "sharded", False, "exchange='sharded' keeps no mean of the iterates"),
+        (False, "sharded", False, "exchange='sharded' trains with SGD only"),
         (False, "p2p", True, "validationIndicatorCol is set"),
     ],
 )

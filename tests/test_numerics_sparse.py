@@ -1,15 +1,14 @@
 """The sparse step's compiled products (svb_spark.core.sparse) against numpy's dense products
 and scipy's own, in both replica layouts and both dtypes; the sparse SGD step against the dense
-one; blocks of rows against their stack; the codec's sparse messages."""
+one; blocks of rows against their stack; the wire format's sparse messages."""
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from scipy import sparse as sp
 
-from svb_spark.core import numerics, sparse
+from svb_spark.core import numerics, sparse, wire
 from svb_spark.core.penalty import LazyPenalty, Penalty
-from svb_spark.transport import codec
 
 K, D = 7, 40
 
@@ -117,16 +116,16 @@ def test_the_products_refuse_mismatched_shapes_instead_of_reading_past_the_array
 def test_a_sparse_message_decodes_to_its_step_without_copies_and_from_sliced_columns():
     V = _rows(6)
     U = np.random.default_rng(0).standard_normal((6, K)).astype(np.float32)
-    message = codec.RoundMessage(codec.SV, 3, 1, [6], [6.0], [1.5], U=U, V=V, num_features=D)
-    back = codec.decode(codec.encode(message))
+    message = wire.RoundMessage(wire.SV, 3, 1, [6], [6.0], [1.5], U=U, V=V, num_features=D)
+    back = wire.decode(wire.encode(message))
     u, v = back.step_vectors(0)
     assert u is back.U and v is back.V
     assert np.array_equal(u, U) and (v != V).nnz == 0
     # A column that is a slice of a longer one (as a chunk of a Table may be) keeps its rows.
-    column = codec.encode(message).column("u")
-    assert np.array_equal(codec._matrix(column.slice(2, 3)), U[2:5])
+    column = wire.encode(message).column("u")
+    assert np.array_equal(wire._matrix(column.slice(2, 3)), U[2:5])
     chunked = pa.chunked_array([column.slice(0, 2), column.slice(2, 4)])
-    assert np.array_equal(codec._matrix(chunked), U)
+    assert np.array_equal(wire._matrix(chunked), U)
 
 
 def test_the_sparse_step_benchmark_compares_the_same_step_two_ways():

@@ -19,7 +19,6 @@ from svb_spark.core.penalty import LazyPenalty, Penalty, soft_threshold
 from svb_spark.core.solvers import lbfgs
 from svb_spark.core.weights import ReplicaWeights
 from svb_spark.testing import train_in_process
-from svb_spark.transport.codec import DENSE, SHARDED
 from tests.support.data import blobs, training_config
 from tests.support.reference import reference_sgd
 
@@ -58,7 +57,7 @@ def _fit(parts, config):
         seen.setdefault(rank, []).append(digest)
 
     results = train_in_process(parts, config, on_exchange=record)
-    if config.message_kind == SHARDED:
+    if config.exchange == "sharded":
         W = np.concatenate([r.W for r in results])
         b = np.concatenate([r.b for r in results])
         return results, W, b, True
@@ -133,7 +132,7 @@ def test_from_statistics_puts_mllibs_penalty_and_bounds_in_the_standardized_spac
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"solver": "saga"}, {"solver": "lbfgs"}, {"message_kind": SHARDED},
+    [{}, {"solver": "saga"}, {"solver": "lbfgs"}, {"exchange": "sharded"},
      {"sparse": True, "mean": None}],
 )  # fmt: skip
 def test_alpha_zero_without_bounds_takes_exactly_the_l2_operations(overrides, monkeypatch):
@@ -158,13 +157,13 @@ def test_alpha_zero_without_bounds_takes_exactly_the_l2_operations(overrides, mo
 
 SOLVER_CASES = {
     "sgd": dict(),
-    "sgd, dense gradients": dict(message_kind=DENSE),
+    "sgd, dense gradients": dict(exchange="dense"),
     "sgd, syncInterval 3": dict(sync_interval=3),
     "saga": dict(solver="saga"),
-    "saga, dense gradients": dict(solver="saga", message_kind=DENSE),
+    "saga, dense gradients": dict(solver="saga", exchange="dense"),
     "averaged sgd": dict(solver="asgd"),
     "lbfgs (OWL-QN)": dict(solver="lbfgs", max_iter=15),
-    "class-sharded sgd": dict(message_kind=SHARDED),
+    "class-sharded sgd": dict(exchange="sharded"),
     "binomial sgd": dict(num_classes=1),
     "binomial saga": dict(num_classes=1, solver="saga"),
     "binomial lbfgs (OWL-QN)": dict(num_classes=1, solver="lbfgs", max_iter=15),
@@ -195,7 +194,7 @@ SPARSE_CASES = {
     "elastic net with a per-feature L2 (eager)": dict(
         elastic_net=0.5, l1_scale=np.linspace(0.2, 2.0, D), reg_scale=np.linspace(0.5, 2.0, D)
     ),
-    "class-sharded": dict(elastic_net=0.5, message_kind=SHARDED),
+    "class-sharded": dict(elastic_net=0.5, exchange="sharded"),
 }
 
 
@@ -213,8 +212,8 @@ def test_sparse_rows_pay_the_lazy_l1_to_the_eager_reference(case, folds, monkeyp
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(solver="saga"), dict(solver="asgd"), dict(message_kind=SHARDED),
-     dict(sparse=True, mean=None), dict(sparse=True, mean=None, message_kind=SHARDED),
+    [dict(), dict(solver="saga"), dict(solver="asgd"), dict(exchange="sharded"),
+     dict(sparse=True, mean=None), dict(sparse=True, mean=None, exchange="sharded"),
      dict(num_classes=1)],
 )  # fmt: skip
 def test_bounds_hold_exactly_in_every_solver_and_give_the_reference_result(overrides):
@@ -323,7 +322,7 @@ def test_bounded_fits_equal_scipys_lbfgsb_on_the_same_objective(num_classes, sol
 
     def objective(x):
         W, b = x[: num_classes * D].reshape(num_classes, D), x[num_classes * D :]
-        loss, gradient = numerics.loss_and_gradient_sums(W, b, X, y, w)
+        loss, gradient = numerics.loss_and_gradient_sums(W, b, X, y, w, config.loss)
         value, gradient = numerics.objective_and_gradient(loss, gradient, W, w.sum(), reg)
         return value, lbfgs.as_vector(gradient)
 

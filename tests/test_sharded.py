@@ -7,9 +7,9 @@ import pytest
 import scipy.sparse as sp
 
 from svb_spark.core import numerics
+from svb_spark.core.loss import MULTINOMIAL
 from svb_spark.core.solvers.sharded import class_blocks
 from svb_spark.testing import train_in_process
-from svb_spark.transport.codec import SHARDED, SV
 from tests.support.data import blobs, training_config
 from tests.support.reference import reference_sgd
 
@@ -37,11 +37,11 @@ def test_partial_normalizers_combine_into_the_softmax_sufficient_vectors():
     U, loss = numerics.sufficient_vectors(np.eye(7), np.zeros(7), margins, y, w)
     blocks = class_blocks(7, 3)
     exponentials = [margins[:, a:b].copy() for a, b in blocks]
-    labels = [numerics.label_margins(e, y, a) for e, (a, _) in zip(exponentials, blocks)]
-    partial = [numerics.partial_normalizers(e) for e in exponentials]
-    normalizer = numerics.log_normalizers([m for m, _ in partial], [s for _, s in partial])
+    labels = [MULTINOMIAL.label_margins(e, y, a) for e, (a, _) in zip(exponentials, blocks)]
+    partial = [MULTINOMIAL.partial_normalizers(e) for e in exponentials]
+    normalizer = MULTINOMIAL.log_normalizers([m for m, _ in partial], [s for _, s in partial])
     pieces = [
-        numerics.block_sufficient_vectors(e, m, normalizer, picked, w)
+        MULTINOMIAL.block_vectors(e, m, normalizer, picked, w)
         for e, (m, _), picked in zip(exponentials, partial, labels)
     ]
     np.testing.assert_allclose(np.hstack([u for u, _ in pieces]), U, atol=1e-12)
@@ -55,7 +55,7 @@ def test_partial_normalizers_combine_into_the_softmax_sufficient_vectors():
 )
 def test_sharded_training_equals_single_process_sgd(num_workers, overrides):
     parts = _parts(num_workers)
-    config = training_config(parts, num_classes=5, message_kind=SHARDED, **overrides)
+    config = training_config(parts, num_classes=5, exchange="sharded", **overrides)
     results = train_in_process(parts, config)
     W, b, history = reference_sgd(parts, config)
     got_W, got_b = _assembled(results)
@@ -79,8 +79,8 @@ def test_sparse_sharded_training_equals_replicated_sgd(num_workers):
         [(dense, None, None)], num_classes=6, num_features=200, sparse=True, mean=None,
         scale=np.ones(200), reg_param=0.05,
     )  # fmt: skip
-    replicated = train_in_process(parts, dataclasses.replace(config, message_kind=SV))[0]
-    sharded = train_in_process(parts, dataclasses.replace(config, message_kind=SHARDED))
+    replicated = train_in_process(parts, dataclasses.replace(config, exchange="p2p"))[0]
+    sharded = train_in_process(parts, dataclasses.replace(config, exchange="sharded"))
     W, b = _assembled(sharded)
     np.testing.assert_allclose(W, replicated.W, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(b, replicated.b, rtol=1e-6, atol=1e-9)
@@ -89,10 +89,10 @@ def test_sparse_sharded_training_equals_replicated_sgd(num_workers):
 
 
 def test_sharded_payload_per_step_is_the_cost_formula_with_no_class_term():
-    from svb_spark.core.cost import predicted_bytes_per_step
+    from svb_spark.core.modes import predicted_bytes_per_step
 
     parts = blobs(rows=(128, 128, 128), K=5, D=6)
-    config = training_config(parts, num_classes=5, message_kind=SHARDED, max_iter=2)
+    config = training_config(parts, num_classes=5, exchange="sharded", max_iter=2)
     results = train_in_process(parts, config)
     # 8 full steps an epoch, and one last exchange that carries only normalizers.
     per_step = predicted_bytes_per_step("sharded", 3, 16, 5, 6, 8)
@@ -106,7 +106,7 @@ def test_sharded_payload_per_step_is_the_cost_formula_with_no_class_term():
 
 def test_tol_stops_every_sharded_worker_after_the_same_epoch():
     parts = _parts(3, seed=3)
-    config = training_config(parts, num_classes=5, message_kind=SHARDED, max_iter=200, tol=1e-3)
+    config = training_config(parts, num_classes=5, exchange="sharded", max_iter=200, tol=1e-3)
     results = train_in_process(parts, config)
     W, b, history = reference_sgd(parts, config)
     assert {r.stop_reason for r in results} == {"tol"}
@@ -116,7 +116,7 @@ def test_tol_stops_every_sharded_worker_after_the_same_epoch():
 
 def test_sharded_fit_resumes_from_every_block_to_the_same_model(tmp_path):
     parts = _parts(2)
-    base = training_config(parts, num_classes=5, message_kind=SHARDED, max_iter=6)
+    base = training_config(parts, num_classes=5, exchange="sharded", max_iter=6)
     whole = _assembled(train_in_process(parts, base))
     directory = str(tmp_path / "fit")
     interrupted = dataclasses.replace(base, max_iter=4, checkpoint_dir=directory,

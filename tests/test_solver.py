@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from svb_spark.core import numerics, standardization
+from svb_spark.core import loss, numerics, standardization
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def problem():
 
 
 def test_softmax_rows_sum_to_one_and_survive_huge_margins():
-    p = numerics.softmax(np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]]))
+    p = loss.softmax(np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]]))
     assert np.allclose(p.sum(axis=1), 1.0)
     assert np.isfinite(p).all()
     assert p[0, 0] == pytest.approx(1.0)
@@ -140,11 +140,11 @@ def test_unstandardize_weights_writes_into_a_given_buffer(feature_major):
 
 def test_thresholds_follow_mllib():
     p = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
-    assert numerics.predictions_from_probabilities(p).tolist() == [0.0, 2.0]
+    assert loss.predictions_from_probabilities(p).tolist() == [0.0, 2.0]
     # p / t: row 0 -> [1.0, 1.5, 0.4]
-    assert numerics.predictions_from_probabilities(p, [0.5, 0.2, 0.5]).tolist() == [1.0, 2.0]
+    assert loss.predictions_from_probabilities(p, [0.5, 0.2, 0.5]).tolist() == [1.0, 2.0]
     # A zero threshold wins outright.
-    assert numerics.predictions_from_probabilities(p, [0.5, 0.0, 0.5]).tolist() == [1.0, 1.0]
+    assert loss.predictions_from_probabilities(p, [0.5, 0.0, 0.5]).tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("form", ["vectors", "gradient"])

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.transport import ExchangeError, codec
+from svb_spark.core import wire
+from svb_spark.core.exchange import ExchangeError
 from svb_spark.transport.flight import FlightMeshExchange
 from svb_spark.transport.tls import TLS_CONF_KEYS, TlsFiles, tls_files_from_conf
 from tests.test_exchange import _expected, _run_workers
@@ -132,7 +133,7 @@ def test_two_tls_workers_exchange_in_rank_order_and_count_bytes(certificates, me
     steps = 3
     seen = _run_workers(exchanges, steps)
     assert seen == {0: _expected(2, steps), 1: _expected(2, steps)}
-    payload, framing = codec.message_bytes(pa.RecordBatch.from_pydict({"v": [0.0]}))
+    payload, framing = wire.message_bytes(pa.RecordBatch.from_pydict({"v": [0.0]}))
     for exchange in exchanges:
         assert (exchange.payload_sent, exchange.framing_sent) == (steps * payload, steps * framing)
         assert exchange.bytes_received == steps * (payload + framing)

@@ -10,12 +10,13 @@ from svb_spark.core import numerics, standardization
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.stopping import epochs_settled, validation_stalled
 from svb_spark.testing import train_in_process
-from svb_spark.transport.codec import DENSE, SV
 from tests.support.data import blobs, training_config
 from tests.support.reference import reference_sgd
 
 
-@pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 1), (DENSE, 4)])
+@pytest.mark.parametrize(
+    "kind, sync_interval", [("p2p", 1), ("p2p", 4), ("dense", 1), ("dense", 4)]
+)
 def test_replicas_are_bit_identical_after_every_exchange(kind, sync_interval):
     parts = blobs()
     digests = {}
@@ -23,7 +24,7 @@ def test_replicas_are_bit_identical_after_every_exchange(kind, sync_interval):
     def record(rank, step, W, b):
         digests.setdefault(step, {})[rank] = hashlib.sha256(W.tobytes() + b.tobytes()).hexdigest()
 
-    config = training_config(parts, dtype="float32", message_kind=kind, sync_interval=sync_interval)
+    config = training_config(parts, dtype="float32", exchange=kind, sync_interval=sync_interval)
     results = train_in_process(parts, config, on_exchange=record)
     total_steps = 8 * 9  # 8 epochs of ceil(130 / 16) steps
     assert len(digests) == -(-total_steps // sync_interval)
@@ -56,7 +57,7 @@ def test_distributed_loop_equals_single_process_sgd_on_the_global_batches(overri
 def test_dense_gradient_exchange_equals_sufficient_vectors():
     parts = blobs()
     sv = train_in_process(parts, training_config(parts))[0]
-    dense = train_in_process(parts, training_config(parts, message_kind=DENSE))[0]
+    dense = train_in_process(parts, training_config(parts, exchange="dense"))[0]
     np.testing.assert_allclose(dense.W, sv.W, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(dense.objective_history, sv.objective_history, rtol=1e-12)
     # Same steps, different bytes: per step and peer, K (D + 1) floats instead of B (K + D);
@@ -107,7 +108,7 @@ def test_a_worker_without_rows_still_takes_part():
     np.testing.assert_allclose(results[1].W, W, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 3), (DENSE, 1)])
+@pytest.mark.parametrize("kind, sync_interval", [("p2p", 1), ("p2p", 3), ("dense", 1)])
 def test_sparse_rows_train_the_same_model_as_dense_rows(kind, sync_interval):
     """CSR rows (scale-only standardization, scaled replica) follow the dense trajectory."""
     from scipy import sparse
@@ -122,7 +123,7 @@ def test_sparse_rows_train_the_same_model_as_dense_rows(kind, sync_interval):
     common = dict(
         num_classes=5, num_features=30, batch_size=8, max_iter=4, tol=0.0, reg_param=0.05,
         fit_intercept=True, step_size=1.0, seed=2, dtype="float64",
-        scale=1 / X_all.std(axis=0, ddof=1), mean=None, message_kind=kind,
+        scale=1 / X_all.std(axis=0, ddof=1), mean=None, exchange=kind,
         sync_interval=sync_interval,
     )  # fmt: skip
     dense = train_in_process(parts, TrainingConfig(**common))[0]
@@ -131,20 +132,20 @@ def test_sparse_rows_train_the_same_model_as_dense_rows(kind, sync_interval):
     np.testing.assert_allclose(sparse_result.W, dense.W, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(sparse_result.b, dense.b, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(sparse_result.objective_history, dense.objective_history, rtol=1e-9)
-    if kind == SV:
+    if kind == "p2p":
         # V travels as CSR: far fewer bytes than the dense rows.
         assert sparse_result.payload_sent < 0.6 * dense.payload_sent
 
 
-@pytest.mark.parametrize("kind, sync_interval", [(SV, 1), (SV, 4), (DENSE, 2)])
+@pytest.mark.parametrize("kind, sync_interval", [("p2p", 1), ("p2p", 4), ("dense", 2)])
 def test_every_real_message_fits_the_fits_size_bound(kind, sync_interval):
-    from svb_spark.core.cost import max_message_bytes
+    from svb_spark.core.solvers import solver_type
 
     parts = blobs()
-    config = training_config(parts, message_kind=kind, sync_interval=sync_interval)
+    config = training_config(parts, exchange=kind, sync_interval=sync_interval)
     result = train_in_process(parts, config)[0]
     largest_sent_to_one_peer = max(result.sent_per_exchange) / 2
-    assert largest_sent_to_one_peer <= max_message_bytes(config)
+    assert largest_sent_to_one_peer <= solver_type(config).max_message_bytes(config)
 
 
 @pytest.mark.parametrize("sparse_rows", [False, True])
@@ -210,7 +211,7 @@ def test_a_perturbation_outside_the_checked_block_is_found_within_one_cycle(monk
         assert (r.W == results[0].W).all() and (r.b == results[0].b).all()
 
 
-@pytest.mark.parametrize("kind", [SV, DENSE])
+@pytest.mark.parametrize("kind", ["p2p", "dense"])
 def test_saga_replicas_agree_after_every_exchange_including_the_average_gradient(kind):
     parts = blobs()
     digests = {}
@@ -220,7 +221,7 @@ def test_saga_replicas_agree_after_every_exchange_including_the_average_gradient
 
     # verify_interval=1 compares the checksum of W, b, A and a after every exchange.
     config = training_config(
-        parts, dtype="float32", message_kind=kind, solver="saga", verify_interval=1
+        parts, dtype="float32", exchange=kind, solver="saga", verify_interval=1
     )
     results = train_in_process(parts, config, on_exchange=record)
     assert len(digests) == 8 * 9

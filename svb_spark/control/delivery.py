@@ -274,11 +274,11 @@ class ModelBuild:
         return np.empty(self._size, dtype=np.float64) if claimed else self._take_buffer()
 
 
-def inbox_wanted(conf: Callable[[str], str | None] | None, config) -> bool:
+def inbox_wanted(conf: Callable[[str], str | None] | None, tls) -> bool:
     """Whether the weights may travel outside Spark's own channels: classic mode (``conf``
     reads the SparkContext's conf keys; None on Spark Connect), no TLS between the workers
-    and none of Spark's network or I/O encryption."""
-    if conf is None or config.tls is not None:
+    (``tls`` is None) and none of Spark's network or I/O encryption."""
+    if conf is None or tls is not None:
         return False
     encrypted = ("spark.network.crypto.enabled", "spark.io.encryption.enabled")
     return not any(str(conf(key)).lower() == "true" for key in encrypted)

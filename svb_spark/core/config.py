@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from svb_spark.core import numerics
-from svb_spark.transport import codec
-from svb_spark.transport.tls import TlsFiles
+from svb_spark.core.loss import MULTINOMIAL, Loss
 
 # Below this fraction of non-zero features, rows are kept as CSR end to end: sparse products
 # then beat dense GEMMs, and V travels as (index, value) pairs. The decision depends on the
@@ -23,7 +22,7 @@ SPARSE_DENSITY = 0.1
 class TrainingConfig:
     """Everything a worker needs, as plain values (it is pickled into the task closure)."""
 
-    num_classes: int
+    num_classes: int  # rows of W: the classes, or 1 for the binomial loss
     num_features: int
     batch_size: int
     max_iter: int
@@ -36,14 +35,13 @@ class TrainingConfig:
     scale: np.ndarray  # 1 / std per feature (0 for constant features), or ones
     mean: np.ndarray | None = None  # subtracted before scaling; None = scale only
     reg_scale: np.ndarray | None = None  # per-feature L2 multiplier; None = 1
-    exchange_timeout: float = 120.0
-    message_kind: str = codec.SV  # codec.SV, codec.DENSE (the baseline) or codec.SHARDED
+    exchange: str = "p2p"  # a name in svb_spark.core.modes.MODES
+    loss: Loss = MULTINOMIAL  # the family (see svb_spark.core.loss)
     sync_interval: int = 1  # local steps between exchanges
     sparse: bool = False  # rows as CSR; the replica is then kept as factor * W
     verify_interval: int = 0  # exchanges between replica checksum comparisons; 0 = never
     checkpoint_dir: str | None = None  # this fit's checkpoint directory (path or URI), or None
     checkpoint_interval: int = 10  # epochs between checkpoints
-    tls: TlsFiles | None = None  # PEM paths for mutual TLS between workers, or None
     solver: str = "sgd"  # a name in svb_spark.core.solvers.SOLVERS: "sgd", "saga", "asgd", "lbfgs"
     # With held-out rows (a validation column's or validationFraction's): validationTol,
     # relative; None without them.
@@ -168,7 +166,9 @@ def make_plan(
     """
     return Plan(
         steps_per_epoch=max(1, math.ceil(max(row_counts) / config.batch_size)),
-        base_learning_rate=numerics.base_learning_rate(config.step_size, max(curvatures)),
+        base_learning_rate=numerics.base_learning_rate(
+            config.step_size, max(curvatures), config.loss.hessian_bound
+        ),
         num_workers=len(row_counts),
         total_weight=float(sum(row_counts if weight_sums is None else weight_sums)),
     )

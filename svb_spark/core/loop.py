@@ -4,7 +4,11 @@ A round is: the solver computes this worker's message, the exchange gives back e
 worker's message in rank order, the solver applies them. Around that the loop times the
 phases, reports epochs, compares replica checksums, writes checkpoints when the solver says
 one is due, and builds the :class:`TrainingResult`. Pure numpy plus an injected
-:class:`~svb_spark.transport.Exchange` and checkpoint store: no Spark, no filesystem.
+:class:`~svb_spark.core.exchange.Exchange` and checkpoint store: no Spark, no filesystem.
+
+The broadcast mode's driver carries a round between two Spark jobs; its tasks run the two
+halves of the same round (:func:`round_message`, :func:`apply_round`), so every mode has one
+compute, encode, decode, apply path.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from svb_spark.core import wire
+from svb_spark.core.exchange import Exchange
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.solvers.base import Solver
-from svb_spark.transport import Exchange, codec
 
 # The phases of one exchange round, timed by :func:`train` and reported in ``summary.timings``.
 ROUND_PHASES = ("compute", "encode", "exchange", "decode", "apply")
@@ -51,7 +56,7 @@ class Rounds:
 
     def sum_up(self, values) -> list[list[float]]:
         """Every worker's ``values`` (a few floats), in rank order."""
-        return [codec.decode_sums(m) for m in self.side(codec.encode_sums(values))]
+        return [wire.decode_sums(m) for m in self.side(wire.encode_sums(values))]
 
 
 @dataclass
@@ -126,6 +131,31 @@ def result_of(solver: Solver, exchanges: int = 0, exchange: Exchange | None = No
     )
 
 
+def round_message(solver: Solver, data: LocalPartition, seconds: dict | None = None):
+    """This worker's half of a round: its message, computed and encoded (``seconds`` adds up
+    the phases' times)."""
+    t0 = time.perf_counter()
+    message = solver.compute(data)
+    t1 = time.perf_counter()
+    batch = solver.encode(message)
+    if seconds is not None:
+        seconds["compute"] += t1 - t0
+        seconds["encode"] += time.perf_counter() - t1
+    return batch
+
+
+def apply_round(solver: Solver, received: list, rounds, seconds: dict | None = None) -> None:
+    """The other half: every worker's message of the round (rank order) decoded and applied;
+    ``rounds`` carries the side exchanges the solver makes (see :class:`Rounds`)."""
+    t0 = time.perf_counter()
+    messages = [solver.decode(m) for m in received]
+    t1 = time.perf_counter()
+    solver.apply(messages, rounds)
+    if seconds is not None:
+        seconds["decode"] += t1 - t0
+        seconds["apply"] += time.perf_counter() - t1
+
+
 def train(
     data: LocalPartition,
     exchange: Exchange,
@@ -149,20 +179,12 @@ def train(
     seconds = dict.fromkeys(ROUND_PHASES, 0.0)
     checks = resyncs = checkpoints = 0
     while not solver.done:
+        batch = round_message(solver, data, seconds)
         t0 = time.perf_counter()
-        message = solver.compute(data)
-        t1 = time.perf_counter()
-        batch = solver.encode(message)
-        t2 = time.perf_counter()
         received = rounds.gather(batch)
-        t3 = time.perf_counter()
-        messages = [solver.decode(m) for m in received]
-        t4 = time.perf_counter()
+        seconds["exchange"] += time.perf_counter() - t0
         epochs = len(solver.history)
-        solver.apply(messages, rounds)
-        t5 = time.perf_counter()
-        for name, elapsed in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-            seconds[name] += elapsed
+        apply_round(solver, received, rounds, seconds)
         if on_exchange is not None:
             on_exchange(solver.step, *solver.current())
         replica = solver.replica_weights()
@@ -191,12 +213,12 @@ def verify_replicas(weights, rounds: Rounds, check: int) -> int:
     ``weights.digest_blocks()`` checks. Costs one small exchange, plus one K x D broadcast
     from rank 0 when a mismatch is found. Returns 1 after a resync.
     """
-    message = codec.encode_checksum(weights.digest(check))
-    digests = [codec.decode_checksum(m) for m in rounds.side(message)]
+    message = wire.encode_checksum(weights.digest(check))
+    digests = [wire.decode_checksum(m) for m in rounds.side(message)]
     if len(set(digests)) == 1:
         return 0
     flat = weights.flat() if rounds.rank == 0 else weights.b[:0]
-    received = rounds.side(codec.encode_state(flat, weights.factor))
+    received = rounds.side(wire.encode_state(flat, weights.factor))
     if rounds.rank != 0:
-        weights.load_flat(*codec.decode_state(received[0]))
+        weights.load_flat(*wire.decode_state(received[0]))
     return 1

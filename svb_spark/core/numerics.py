@@ -1,4 +1,5 @@
-"""Multiclass logistic regression numerics: pure numpy, no Spark, no I/O.
+"""Logistic regression numerics: the steps, the objective and the full-batch sums, in pure
+numpy, no Spark, no I/O.
 
 Conventions: ``W`` is the K x D weight matrix, ``b`` the K intercepts, ``X`` a B x D block of
 rows, ``y`` integer class indices and ``weights`` the per-row instance weights. Every function
@@ -6,30 +7,20 @@ works in the dtype of ``W`` so that float64 runs can be compared exactly with a 
 
 The objective is MLlib's::
 
-    sum_i w_i * CE(softmax(W x_i + b), y_i) / sum_i w_i  +  0.5 * regParam * sum_kj c_j W_kj^2
+    sum_i w_i * loss(W x_i + b, y_i) / sum_i w_i  +  0.5 * regParam * sum_kj c_j W_kj^2
 
 where ``c_j`` (``reg_scale``) is 1 in the standardized space, or 1 / std_j^2 on the original
-coefficients (``standardization=False``); L1 and bounds: :mod:`svb_spark.core.penalty`.
-
-The loss family follows from the rows of ``W``, as in MLlib's models: K >= 2 rows are the
-multinomial family (softmax); one row is the binomial family, whose margin ``m = w x + b``
-gives class 1 the probability ``sigmoid(m)`` (labels 0 and 1). Every loss and sufficient
-vector goes through :func:`_vectors_from_margins`, the one place the family is decided.
+coefficients (``standardization=False``); L1 and bounds: :mod:`svb_spark.core.penalty`. The
+loss, and so the family, is a :class:`~svb_spark.core.loss.Loss` the caller passes (the
+multinomial cross-entropy unless told): this module never decides it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from svb_spark.core.loss import MULTINOMIAL, Loss
 from svb_spark.core.sparse import sparse_product, subtract_sparse_product
-
-
-def softmax(margins: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, computed in place and returned."""
-    margins -= margins.max(axis=1, keepdims=True)
-    np.exp(margins, out=margins)
-    margins /= margins.sum(axis=1, keepdims=True)
-    return margins
 
 
 def raw_margins(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -38,106 +29,21 @@ def raw_margins(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 
 def sufficient_vectors(
-    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, weights: np.ndarray
+    W: np.ndarray,
+    b: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    loss: Loss = MULTINOMIAL,
 ) -> tuple[np.ndarray, float]:
     """Sufficient vectors of a minibatch.
 
-    Returns ``(U, loss_sum)`` where ``U = diag(weights) (P - Y)`` (B x K) and ``loss_sum`` is the
-    weighted cross-entropy summed over the rows. The weight gradient of the batch is ``U^T X``
-    and the intercept gradient is the column sums of ``U``; ``X`` itself is the second
-    sufficient vector.
+    Returns ``(U, loss_sum)`` where, for the multinomial loss, ``U = diag(weights) (P - Y)``
+    (B x K) and ``loss_sum`` is the weighted cross-entropy summed over the rows (see
+    :meth:`Loss.vectors`). The weight gradient of the batch is ``U^T X`` and the intercept
+    gradient is the column sums of ``U``; ``X`` itself is the second sufficient vector.
     """
-    return _vectors_from_margins(raw_margins(W, b, X), y, weights)
-
-
-def _vectors_from_margins(
-    margins: np.ndarray, y: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """``(U, loss_sum)`` from the class scores of a batch; ``margins`` is overwritten."""
-    if margins.shape[1] == 1:
-        return _binomial_vectors(margins, y, weights)
-    rows = np.arange(margins.shape[0])
-    probabilities = softmax(margins)
-    picked = np.maximum(probabilities[rows, y], np.finfo(probabilities.dtype).tiny)
-    loss_sum = float(-(weights * np.log(picked)).sum())
-    probabilities[rows, y] -= 1.0
-    probabilities *= weights[:, None].astype(probabilities.dtype, copy=False)
-    return probabilities, loss_sum
-
-
-def _binomial_vectors(
-    margins: np.ndarray, y: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """The binomial family's ``(U, loss_sum)``: ``U = w (sigmoid(m) - y)`` (B x 1) and the
-    loss ``w (log(1 + e^m) - y m)``, both stable for margins of any size."""
-    m = margins[:, 0]
-    label = y.astype(m.dtype)
-    softplus = np.logaddexp(0.0, m)
-    loss_sum = float((weights * (softplus - label * m)).sum(dtype=np.float64))
-    # sigmoid(m) = exp(m - log(1 + e^m)): no overflow for large |m|.
-    np.exp(m - softplus, out=m)
-    m -= label
-    m *= weights.astype(m.dtype, copy=False)
-    return margins, loss_sum
-
-
-def sigmoid(margins: np.ndarray) -> np.ndarray:
-    """``1 / (1 + e^-m)``, without overflow."""
-    return np.exp(margins - np.logaddexp(0.0, margins))
-
-
-def partial_normalizers(margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the max of one block of class scores and the sum of ``exp(margin - max)``;
-    ``margins`` is overwritten with ``exp(margin - max)``, which the update reuses.
-
-    The class-sharded mode's workers each hold a block of the classes; combined with
-    :func:`log_normalizers`, these 2 numbers a row give every worker the softmax's global
-    normalizer without any worker seeing all K scores.
-    """
-    row_max = margins.max(axis=1)
-    margins -= row_max[:, None]
-    np.exp(margins, out=margins)
-    return row_max, margins.sum(axis=1)
-
-
-def log_normalizers(row_maxes: list[np.ndarray], row_sums: list[np.ndarray]) -> np.ndarray:
-    """``log sum_k exp(margin_k)`` per row from every block's :func:`partial_normalizers`,
-    combined in block order (a streaming log-sum-exp)."""
-    top = np.max(np.stack(row_maxes), axis=0)
-    total = np.zeros_like(top)
-    for row_max, row_sum in zip(row_maxes, row_sums):
-        total += row_sum * np.exp(row_max - top)
-    return top + np.log(total)
-
-
-def label_margins(margins: np.ndarray, y: np.ndarray, first_class: int):
-    """The rows whose label is one of the block's classes ``first_class ..``, those labels'
-    columns in the block, and their scores (for their loss)."""
-    local = y.astype(np.int64) - first_class
-    mine = np.flatnonzero((local >= 0) & (local < margins.shape[1]))
-    return mine, local[mine], margins[mine, local[mine]]
-
-
-def block_sufficient_vectors(
-    exponentials: np.ndarray,
-    row_max: np.ndarray,
-    log_normalizer: np.ndarray,
-    labels: tuple[np.ndarray, np.ndarray, np.ndarray],
-    weights: np.ndarray,
-) -> tuple[np.ndarray, float]:
-    """One block's columns of :func:`sufficient_vectors`, given the rows' global normalizer.
-
-    ``exponentials`` and ``row_max`` come from :func:`partial_normalizers` (``exponentials``
-    is overwritten with U), ``labels`` from :func:`label_margins`: rows whose label is in the
-    block contribute their loss here, so that each row's loss is counted by one block.
-    Returns ``(U_block, loss_sum of the block's rows)``.
-    """
-    rows, columns, picked = labels
-    loss_sum = float((weights[rows] * (log_normalizer[rows] - picked)).sum())
-    scale = np.exp(row_max - log_normalizer) * weights
-    exponentials *= scale[:, None].astype(exponentials.dtype, copy=False)
-    exponentials[rows, columns] -= weights[rows].astype(exponentials.dtype, copy=False)
-    return exponentials, loss_sum
+    return loss.vectors(raw_margins(W, b, X), y, weights)
 
 
 def _decay(W: np.ndarray, learning_rate: float, reg_param: float, reg_scale) -> None:
@@ -197,9 +103,10 @@ def objective(
     weights: np.ndarray,
     reg_param: float,
     reg_scale: np.ndarray | float = 1.0,
+    loss: Loss = MULTINOMIAL,
 ) -> float:
     """The full regularized objective on ``(X, y, weights)`` (see the module docstring)."""
-    _, loss_sum = sufficient_vectors(W, b, X, y, weights)
+    _, loss_sum = sufficient_vectors(W, b, X, y, weights, loss)
     return loss_sum / float(weights.sum()) + regularization(W, reg_param, reg_scale)
 
 
@@ -235,22 +142,26 @@ def gradient(
     weights: np.ndarray,
     reg_param: float,
     reg_scale: np.ndarray | float = 1.0,
+    loss: Loss = MULTINOMIAL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dense gradient of :func:`objective`: ``(dW, db)``."""
-    U, _ = sufficient_vectors(W, b, X, y, weights)
+    U, _ = sufficient_vectors(W, b, X, y, weights, loss)
     total = float(weights.sum())
     dW = U.T @ X / total + reg_param * W * reg_scale
     return dW, U.sum(axis=0) / total
 
 
-def base_learning_rate(step_size: float, curvature_bound: float) -> float:
+def base_learning_rate(
+    step_size: float, curvature_bound: float, hessian_bound: float = 0.5
+) -> float:
     """Learning rate of the first epoch: ``stepSize`` in units of ``1 / L``.
 
-    ``L = curvature / 2`` bounds the Lipschitz constant of the gradient (see :func:`curvature`),
-    so the default ``stepSize = 1`` is the classic safe step, and one default serves data of any
+    ``L = hessian_bound * curvature`` bounds the Lipschitz constant of the gradient (the
+    loss's :attr:`~Loss.hessian_bound`, 1/2 for the softmax; see :func:`curvature`), so the
+    default ``stepSize = 1`` is the classic safe step, and one default serves data of any
     scale and dimension.
     """
-    return 2.0 * step_size / max(curvature_bound, 1e-12)
+    return step_size / (hessian_bound * max(curvature_bound, 1e-12))
 
 
 def learning_rate(base: float, epoch: int) -> float:
@@ -262,27 +173,6 @@ def learning_rate(base: float, epoch: int) -> float:
     return base / np.sqrt(1.0 + epoch)
 
 
-def probabilities_from_raw(raw: np.ndarray) -> np.ndarray:
-    """Softmax of raw margins, leaving ``raw`` untouched."""
-    return softmax(np.array(raw, dtype=np.float64, copy=True))
-
-
-def predictions_from_probabilities(
-    probabilities: np.ndarray, thresholds: list[float] | None = None
-) -> np.ndarray:
-    """Predicted class per row, following MLlib's ``thresholds`` rule.
-
-    Without thresholds: the most probable class. With thresholds: the class maximizing
-    ``p_k / t_k``, where a zero threshold counts as infinity (as in MLlib).
-    """
-    if not thresholds:
-        return probabilities.argmax(axis=1).astype(np.float64)
-    t = np.asarray(thresholds, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        scaled = np.where(t > 0, probabilities / np.where(t > 0, t, 1.0), np.inf)
-    return scaled.argmax(axis=1).astype(np.float64)
-
-
 def curvature(
     X: np.ndarray,
     weights: np.ndarray,
@@ -292,10 +182,10 @@ def curvature(
 ) -> float:
     """Largest eigenvalue of the weighted second-moment matrix of the rows (plus a bias column).
 
-    It bounds the Hessian of the loss (the softmax Jacobian's norm is at most 1/2), so
-    ``2 / curvature`` is a safe, data-adapted step. Power iteration: at most ``iterations``
-    passes of two matrix-vector products, fewer once an estimate moves by less than ``rtol``
-    of itself (sparse text rows settle within about 8).
+    With the loss's bound on its second derivative (the softmax Jacobian's norm is at most
+    1/2) it bounds the Hessian, so ``2 / curvature`` is a safe, data-adapted step. Power
+    iteration: at most ``iterations`` passes of two matrix-vector products, fewer once an
+    estimate moves by less than ``rtol`` of itself (sparse text rows settle within about 8).
     """
     total = float(weights.sum())
     if X.shape[0] == 0 or total <= 0.0:
@@ -356,13 +246,13 @@ FULL_BATCH_BLOCK_ROWS = 65536
 
 
 def loss_and_gradient_sums(
-    W: np.ndarray, b: np.ndarray, X, y: np.ndarray, weights: np.ndarray
+    W: np.ndarray, b: np.ndarray, X, y: np.ndarray, weights: np.ndarray, loss: Loss = MULTINOMIAL
 ) -> tuple[float, np.ndarray]:
     """The weighted loss sum and the K x (D + 1) gradient sum ``[U^T X | colsum U]`` (float64)
     of all rows ``X`` (dense or CSR) at ``(W, b)``, scored block by block in ``X``'s dtype."""
     K, D = W.shape
     total = np.zeros((K, D + 1))
-    loss = 0.0
+    loss_sum = 0.0
     W, b = W.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False)
     for start in range(0, X.shape[0], FULL_BATCH_BLOCK_ROWS):
         rows = slice(start, start + FULL_BATCH_BLOCK_ROWS)
@@ -373,10 +263,10 @@ def loss_and_gradient_sums(
             margins = (W @ block.T + b[:, None]).T
         else:
             margins = np.asarray(block @ W.T) + b
-        U, block_loss = _vectors_from_margins(margins, y[rows], weights[rows])
+        U, block_loss = loss.vectors(margins, y[rows], weights[rows])
         total += batch_gradient(U, block)
-        loss += block_loss
-    return loss, total
+        loss_sum += block_loss
+    return loss_sum, total
 
 
 def objective_and_gradient(
@@ -424,14 +314,20 @@ def sparse_raw_margins(W: np.ndarray, b: np.ndarray, X, factor: float = 1.0) -> 
 
 
 def sparse_sufficient_vectors(
-    W: np.ndarray, factor: float, b: np.ndarray, X, y: np.ndarray, weights: np.ndarray
+    W: np.ndarray,
+    factor: float,
+    b: np.ndarray,
+    X,
+    y: np.ndarray,
+    weights: np.ndarray,
+    loss: Loss = MULTINOMIAL,
 ) -> tuple[np.ndarray, float]:
     """:func:`sufficient_vectors` for CSR rows and the scaled replica ``factor * W``.
 
     Only the columns that occur in the batch are read, so the cost is O(B K + nnz K).
     """
     margins = sparse_raw_margins(W, b, X, factor).astype(W.dtype, copy=False)
-    return _vectors_from_margins(margins, y, weights)
+    return loss.vectors(margins, y, weights)
 
 
 def apply_sparse_sufficient_vectors(
@@ -563,88 +459,3 @@ def _step_along_average(W, b, A, a, scale: float, fit_intercept: bool) -> None:
         W -= W.dtype.type(scale) * A
     if fit_intercept:
         b -= b.dtype.type(scale) * a
-
-
-class RunningSoftmax:
-    """Softmax statistics of each row, accumulated over the model's class blocks in order.
-
-    Per row it keeps the running max margin, the sum of exponentials relative to that max
-    (rescaled whenever a later block raises the max: the streaming log-sum-exp) and the best
-    class so far, so the rows' full K-wide margins are never needed.
-
-    Parameters
-    ----------
-    num_rows : int
-        Rows of the batch.
-    thresholds : list of float, optional
-        MLlib's per-class ``thresholds``: the prediction maximizes ``p_k / t_k``, where a
-        threshold that is not positive counts as infinity, as in
-        :func:`svb_spark.core.numerics.predictions_from_probabilities`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> raw = np.array([[0.0, 1.0, 3.0, 2.0]])
-    >>> running = RunningSoftmax(1)
-    >>> running.add(raw[:, :2], 0)
-    >>> running.add(raw[:, 2:], 2)
-    >>> running.predictions()
-    array([2.])
-    >>> bool(np.allclose(running.probabilities(raw), np.exp(raw) / np.exp(raw).sum()))
-    True
-    """
-
-    def __init__(self, num_rows: int, thresholds: list[float] | None = None):
-        self.max = np.full(num_rows, -np.inf)
-        self.exp_sum = np.zeros(num_rows)
-        self.best = np.zeros(num_rows, dtype=np.int64)
-        self._best_score = np.full(num_rows, -np.inf)
-        self._log_thresholds = None
-        if thresholds:
-            t = np.asarray(thresholds, dtype=np.float64)
-            # p_k / t_k ranks classes as raw_k - log t_k does (the row's log-sum-exp is common
-            # to all), and a class whose threshold counts as infinity scores +inf.
-            with np.errstate(divide="ignore"):
-                self._log_thresholds = np.where(t > 0, np.log(np.where(t > 0, t, 1.0)), -np.inf)
-            self._first_finite = int(np.argmax(t > 0)) if (t > 0).any() else 0
-
-    def add(self, raw: np.ndarray, first_class: int) -> None:
-        """Fold in the margins ``raw`` (rows x block classes) of classes ``first_class`` on."""
-        with np.errstate(invalid="ignore", over="ignore"):
-            new_max = np.maximum(self.max, raw.max(axis=1))
-            self.exp_sum *= np.exp(self.max - new_max)
-            self.exp_sum += np.exp(raw - new_max[:, None]).sum(axis=1)
-        self.max = new_max
-        if self._log_thresholds is None:
-            score = raw
-        else:
-            log_t = self._log_thresholds[first_class : first_class + raw.shape[1]]
-            with np.errstate(invalid="ignore"):
-                score = raw - log_t
-        local = score.argmax(axis=1)
-        block_best = score[np.arange(len(local)), local]
-        # Strictly greater: on a tie the earlier class wins, as argmax over all classes does.
-        better = block_best > self._best_score
-        self.best[better] = local[better] + first_class
-        self._best_score[better] = block_best[better]
-
-    def log_sum_exp(self) -> np.ndarray:
-        """``log(sum_k exp(raw_k))`` of each row over the classes added so far."""
-        return self.max + np.log(self.exp_sum)
-
-    def probabilities(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Softmax of the full margins ``raw`` (rows x K), written to ``out`` if given."""
-        out = np.subtract(raw, self.max[:, None], out=out)
-        np.exp(out, out=out)
-        out /= self.exp_sum[:, None]
-        return out
-
-    def predictions(self) -> np.ndarray:
-        """Predicted class per row (float64), by the rule of ``thresholds``."""
-        predicted = self.best.astype(np.float64)
-        # A NaN margin makes every probability of its row NaN, and argmax over NaNs picks the
-        # first NaN: class 0, or with thresholds the first class whose p_k / t_k is not +inf.
-        undefined = np.isnan(self.exp_sum)
-        if undefined.any():
-            predicted[undefined] = 0.0 if self._log_thresholds is None else self._first_finite
-        return predicted

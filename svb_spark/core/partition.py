@@ -75,12 +75,14 @@ def prepare_partition(
     w: np.ndarray,
     config: TrainingConfig,
     held_out: np.ndarray | None = None,
+    with_curvature: bool = True,
 ) -> LocalPartition:
     """Standardize the rows in place in the training dtype and estimate their curvature.
 
     ``held_out`` (a boolean mask, with a validation column) sets rows apart: they are
-    standardized alike and only scored. CSR rows are only scaled, never centered (centering
-    would make them dense), as in MLlib.
+    standardized alike and only scored. ``with_curvature=False`` skips the curvature's
+    passes, for a solver whose steps do not use it (:attr:`Solver.steps_by_curvature`).
+    CSR rows are only scaled, never centered (centering would make them dense), as in MLlib.
     """
     X = _standardize(X, config)
     w = w.astype(config.dtype, copy=False)
@@ -88,10 +90,7 @@ def prepare_partition(
     if held_out is not None:
         kept = (X[held_out], y[held_out], w[held_out])
         X, y, w = X[~held_out], y[~held_out], w[~held_out]
-    # Only the stochastic solvers take their step from the curvature: skip the passes otherwise.
-    curvature = 0.0
-    if config.solver != "lbfgs":
-        curvature = numerics.curvature(X, w, config.fit_intercept)
+    curvature = numerics.curvature(X, w, config.fit_intercept) if with_curvature else 0.0
     return LocalPartition(X, y, w, curvature, held_out=kept)
 
 

@@ -357,10 +357,10 @@ class LazyPenalty:
         if self.paid is not None:
             self.paid[:] = self.total[0]
 
-    def sparse_sufficient_vectors(self, W, factor, b, X, y, weights):
+    def sparse_sufficient_vectors(self, W, factor, b, X, y, weights, loss):
         """:func:`numerics.sparse_sufficient_vectors` of the replica with its debts paid."""
         margins = self.sparse_raw_margins(W, b, X, factor).astype(W.dtype, copy=False)
-        return numerics._vectors_from_margins(margins, y, weights)
+        return loss.vectors(margins, y, weights)
 
     def sparse_raw_margins(self, W, b, X, factor: float = 1.0) -> np.ndarray:
         """:func:`numerics.sparse_raw_margins` of the replica with its debts paid."""

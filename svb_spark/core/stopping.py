@@ -137,26 +137,6 @@ class QuasiNewtonConvergence:
         return None
 
 
-def correct_weight(U: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
-    """The weight of the rows whose predicted class is their label, from their sufficient
-    vectors ``U = diag(weights) (P - Y)`` (the binomial family: one column, threshold 0.5).
-
-    >>> U = np.array([[0.3, -0.4, 0.1], [0.5, 0.1, -0.6]])  # P = [.3 .6 .1] and [.5 .1 .4]
-    >>> correct_weight(U, np.array([1, 2]), np.ones(2))
-    1.0
-    """
-    w = weights.astype(U.dtype, copy=False)
-    if U.shape[1] == 1:
-        # U + w y = w sigmoid(m): the prediction is 1 where that exceeds w / 2.
-        predicted = U[:, 0] + w * y > 0.5 * w
-        return float(weights[predicted == (y == 1)].sum(dtype=np.float64))
-    rows = np.arange(U.shape[0])
-    own = U[rows, y] + w  # w P[y]
-    others = U.copy()
-    others[rows, y] = -np.inf
-    return float(weights[own > others.max(axis=1, initial=-np.inf)].sum(dtype=np.float64))
-
-
 def best_validation_epoch(history: list[float]) -> int:
     """The epoch (0-based) of the lowest held-out loss (or error): the first, on ties."""
     return int(np.argmin(history))

@@ -23,10 +23,12 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from svb_spark.core import wire
 from svb_spark.core.config import Plan, TrainingConfig, make_plan
-from svb_spark.core.loop import TrainingResult, result_of
+from svb_spark.core.loop import TrainingResult, apply_round, result_of, round_message
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.solvers import Solver, solver_for
+from svb_spark.core.wire import message_bytes
 from svb_spark.spark.checkpoint import state_from_bytes, state_to_bytes
 from svb_spark.spark.contract import (
     RESULT_DDL,
@@ -38,8 +40,6 @@ from svb_spark.spark.contract import (
 )
 from svb_spark.spark.session import spark_context
 from svb_spark.spark.task import initial_weights, load_partition
-from svb_spark.transport import codec
-from svb_spark.transport.codec import message_bytes
 
 _SETUP_SCHEMA = pa.schema([("rank", pa.int32()), ("rows", pa.int64()), ("curvature", pa.float64())])
 _SETUP_DDL = "rank int, rows long, curvature double"
@@ -47,6 +47,25 @@ _SETUP_DDL = "rank int, rows long, curvature double"
 # Per Python worker process: fit id -> (rounds applied, replica); (fit id, rank) -> partition.
 _REPLICAS: dict[str, tuple[int, Solver]] = {}
 _PARTITIONS: dict[tuple[str, int], LocalPartition] = {}
+
+
+class _DriverRounds:
+    """The rounds of the broadcast mode, as :func:`~svb_spark.core.loop.apply_round` sees
+    them: the driver carries each round's messages, and there is no exchange between the
+    workers for the loop's side messages (held-out sums, checksums). The fits that would need
+    one are refused before training (:meth:`~svb_spark.core.modes.ExchangeMode.scores_held_out`)."""
+
+    def side(self, batch):
+        raise RuntimeError(
+            "exchange='broadcast' has no side exchange between the workers (held-out sums, "
+            "checksums); such a fit must be refused before training"
+        )
+
+    def sum_up(self, values):
+        return self.side(values)
+
+
+NO_SIDE_EXCHANGES = _DriverRounds()
 
 
 def _forget_other_fits(fit_id: str) -> None:
@@ -112,7 +131,8 @@ def _round_task(
             if state is not None:
                 replica.restore(state_from_bytes(state))
         for round_messages in log[applied - base :]:
-            replica.apply([replica.decode(codec.from_ipc(m)) for m in round_messages.value])
+            received = [wire.from_ipc(m) for m in round_messages.value]
+            apply_round(replica, received, NO_SIDE_EXCHANGES)
         _REPLICAS[fit_id] = (round_index, replica)
 
         if replica.done:
@@ -123,7 +143,7 @@ def _round_task(
             return
         if emit_snapshot and rank == 0:
             yield from result_rows("snapshot", state_to_bytes(replica.state()))
-        message = codec.to_ipc(replica.encode(replica.compute(data)))
+        message = wire.to_ipc(round_message(replica, data))
         yield pa.RecordBatch.from_pydict(
             {"part": ["message"], "seq": [rank], "data": [message]}, schema=RESULT_SCHEMA
         )
@@ -198,7 +218,7 @@ def fit_by_broadcast(
                 log, log_bytes = [], 0
             payloads = [m for _, m in messages]
             log.append(sc.broadcast(payloads))
-            round_bytes = [message_bytes(codec.from_ipc(m)) for m in payloads]
+            round_bytes = [message_bytes(wire.from_ipc(m)) for m in payloads]
             log_bytes += sum(p + f for p, f in round_bytes)
             # Each worker uploads its message once and fetches the whole round (peers' parts).
             own_payload, own_framing = round_bytes[0]

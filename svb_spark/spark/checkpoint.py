@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from svb_spark.core import wire
 from svb_spark.core.state import ReplicaState
-from svb_spark.transport import codec
 
 _PREFIX, _SUFFIX = "step-", ".arrow"
 _HEADER = b"svb_checkpoint"
@@ -44,7 +44,7 @@ def filesystem(directory: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _encode(state: ReplicaState) -> pa.RecordBatch:
-    """The replica as the codec's state message, with the rest of the state in its metadata."""
+    """The replica as the wire state message, with the rest of the state in its metadata."""
     header = {
         "feature_major": state.feature_major,
         "step": state.step,
@@ -57,14 +57,14 @@ def _encode(state: ReplicaState) -> pa.RecordBatch:
         "validation_accuracy": state.validation_accuracy,
         "validation_pending": state.validation_pending,
     }
-    batch = codec.encode_state(state.values, state.factor)
+    batch = wire.encode_state(state.values, state.factor)
     metadata = {**batch.schema.metadata, _HEADER: json.dumps(header).encode()}
     return batch.replace_schema_metadata(metadata)
 
 
 def _decode(batch: pa.RecordBatch) -> ReplicaState:
     header = json.loads(batch.schema.metadata[_HEADER])
-    values, factor = codec.decode_state(batch)
+    values, factor = wire.decode_state(batch)
     return ReplicaState(
         values=values,
         feature_major=header["feature_major"],
@@ -232,8 +232,8 @@ class CheckpointStore:
 
 def state_to_bytes(state: ReplicaState) -> bytes:
     """A replica state as one Arrow IPC stream: the checkpoint format, in memory."""
-    return codec.to_ipc(_encode(state))
+    return wire.to_ipc(_encode(state))
 
 
 def state_from_bytes(data: bytes) -> ReplicaState:
-    return _decode(codec.from_ipc(data))
+    return _decode(wire.from_ipc(data))

@@ -8,7 +8,7 @@ task unpickles all of it. One larger than :data:`SCORE_IN_BLOCKS_ABOVE` (or than
 ``spark.executor.pyspark.memory``) is broadcast in class blocks of at most
 :data:`CLASS_BLOCK_BYTES`, and a task scores each batch block by block, keeping per row only a
 running max, sum of exponentials and best class
-(:class:`svb_spark.core.numerics.RunningSoftmax`), so its Python worker holds one block of the
+(:class:`svb_spark.core.loss.RunningSoftmax`), so its Python worker holds one block of the
 model at a time.
 """
 
@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import pyarrow as pa
 
-from svb_spark.core import numerics
+from svb_spark.core import loss, numerics
 from svb_spark.spark.data import (
     DENSE_VECTOR,
     is_vector_struct,
@@ -205,25 +205,12 @@ def outputs_from_margins(
     >>> outputs_from_margins(np.array([[2.0], [-1.0]]), threshold=0.0)[2].tolist()
     [1.0, 1.0]
     """
-    class_one = None
-    if margins.shape[1] == 1:
-        m = margins[:, 0]
-        raw = np.column_stack([-m, m])
-        with np.errstate(over="ignore"):
-            p0 = 1.0 / (1.0 + np.exp(m))
-        probability = np.column_stack([p0, 1.0 - p0])
-        class_one = m
-    else:
-        raw = margins
-        probability = numerics.probabilities_from_raw(raw)
-        if raw.shape[1] == 2:
-            # A 2-class softmax is the sigmoid of the margins' difference.
-            class_one = raw[:, 1] - raw[:, 0]
+    raw, probability, class_one = loss.of_model(margins.shape[1]).outputs(margins)
     if threshold is not None and class_one is not None:
         with np.errstate(invalid="ignore"):
             prediction = (class_one > binary_raw_threshold(threshold)).astype(np.float64)
     else:
-        prediction = numerics.predictions_from_probabilities(probability, thresholds)
+        prediction = loss.predictions_from_probabilities(probability, thresholds)
     return raw, probability, prediction
 
 
@@ -264,7 +251,7 @@ def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds, 
                 rows, margins_of = vectors_to_csr(column, num_features), numerics.sparse_raw_margins
             else:
                 rows, margins_of = vectors_to_dense(column, num_features), numerics.raw_margins
-            running = None if few else numerics.RunningSoftmax(batch.num_rows, thresholds)
+            running = None if few else loss.RunningSoftmax(batch.num_rows, thresholds)
             raw = np.empty((batch.num_rows, num_classes)) if wide else None
             for start, block in zip(starts, blocks):
                 W_block, b_block = block.value

@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from svb_spark.control.board import HelloBoard, swap_hellos
 from svb_spark.control.delivery import ModelInbox, inbox_wanted, send_arrays
+from svb_spark.core import wire
 from svb_spark.core.config import Plan, TrainingConfig, make_plan
-from svb_spark.core.cost import max_message_bytes
+from svb_spark.core.exchange import Exchange
 from svb_spark.core.loop import TrainingResult, train
 from svb_spark.core.partition import LocalPartition, prepare_partition
 from svb_spark.core.solvers import solver_for, solver_type
@@ -41,7 +42,7 @@ from svb_spark.spark.contract import (
 )
 from svb_spark.spark.data import table_to_arrays
 from svb_spark.spark.session import arrow_batch_bytes, classic_conf, spark_conf
-from svb_spark.transport import Exchange, codec
+from svb_spark.transport.config import TransportConfig
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) ->
         batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse, order
     )
     del batches  # free the Arrow copy of the rows before standardizing
-    return prepare_partition(X, y, w, config, held_out)
+    return prepare_partition(
+        X, y, w, config, held_out, with_curvature=solver_type(config).steps_by_curvature
+    )
 
 
 def _memory_report(data: LocalPartition) -> dict:
@@ -268,10 +271,10 @@ def rendezvous(
     peers = [json.loads(message) for message in gathered["hellos"]]
     exchange.connect([p["location"] for p in peers])
     mine = {"rows": data.rows, "weight": data.weight, "curvature": data.curvature}
-    facts = exchange.all_gather(_FACTS_ROUND, codec.encode_checksum(json.dumps(mine)))
+    facts = exchange.all_gather(_FACTS_ROUND, wire.encode_checksum(json.dumps(mine)))
     _forget_counts(exchange)  # the rendezvous's bytes are not the training's
     for peer, message in zip(peers, facts):
-        peer.update(json.loads(codec.decode_checksum(message)))
+        peer.update(json.loads(wire.decode_checksum(message)))
     plan = make_plan(
         [p["rows"] for p in peers], [p["curvature"] for p in peers], config,
         [p["weight"] for p in peers],
@@ -321,6 +324,7 @@ def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):
 
 def barrier_training_task(
     config: TrainingConfig,
+    transport: TransportConfig,
     secret: str,
     initial=None,
     progress: tuple[str, int] | None = None,
@@ -329,8 +333,9 @@ def barrier_training_task(
 ):
     """The function ``mapInArrow(..., barrier=True)`` runs in every task (the mesh modes).
 
-    It captures only ``config``, ``secret``, the warm start ``initial`` (None, a (W, b) tuple
-    or a Broadcast of one) and the driver's progress listener address (None on Spark Connect).
+    It captures only ``config``, ``transport``, ``secret``, the warm start ``initial`` (None,
+    a (W, b) tuple or a Broadcast of one) and the driver's progress listener address (None on
+    Spark Connect).
     Each task loads its partition, starts a Flight server on its executor's own host, meets its
     peers at the :func:`rendezvous`, then trains over the mesh. Rank 0 logs every epoch,
     reports it to the driver and yields the result (in the class-sharded mode every rank
@@ -358,7 +363,7 @@ def barrier_training_task(
         clock.lap("setup")
         exchange = FlightMeshExchange(
             rank, len(addresses), executor_host(addresses[rank]), secret,
-            config.exchange_timeout, max_message_bytes(config), tls=config.tls,
+            transport.timeout, transport.max_message_bytes, tls=transport.tls,
         )  # fmt: skip
         clock.lap("flight_start")
         reporter = None
@@ -369,7 +374,7 @@ def barrier_training_task(
             def all_gather(hello: str) -> list[str]:
                 if board is not None:
                     hellos = swap_hellos(
-                        board, secret, rank, len(addresses), hello, config.exchange_timeout
+                        board, secret, rank, len(addresses), hello, transport.timeout
                     )
                     if hellos is not None:
                         via[0] = "driver"
@@ -412,7 +417,7 @@ def barrier_training_task(
                 token = secrets.token_hex(8)  # this attempt's delivery
                 stored, layout = stored_arrays(result, "" if block is None else block_suffix(block))
                 transposed = tuple(name for name, (*_, flipped) in layout.items() if flipped)
-                if send_arrays(inbox, secret, token, stored, config.exchange_timeout, transposed):
+                if send_arrays(inbox, secret, token, stored, transport.timeout, transposed):
                     delivered = token
                 clock.lap("send_model")
             yield from clock.timed("encode", encode_result(result, delivered, block))
@@ -424,9 +429,16 @@ def barrier_training_task(
 
 
 def fit_by_barrier_stage(
-    training, config: TrainingConfig, secret: str, initial=None, progress=None, build=None
+    training,
+    config: TrainingConfig,
+    transport: TransportConfig,
+    secret: str,
+    initial=None,
+    progress=None,
+    build=None,
 ) -> TrainingResult:
-    """Train over ``training`` (one partition per worker) in one barrier stage (p2p, dense).
+    """Train over ``training`` (one partition per worker) in one barrier stage (the modes
+    whose :attr:`~svb_spark.core.modes.ExchangeMode.runner` is "barrier").
     A delivered model is built into ``build`` (a :class:`~svb_spark.control.delivery.ModelBuild`) as
     it arrives.
 
@@ -435,18 +447,18 @@ def fit_by_barrier_stage(
     from the newest checkpoint.
     """
     inbox = board = None
-    if inbox_wanted(classic_conf(training.sparkSession), config):
+    if inbox_wanted(classic_conf(training.sparkSession), transport.tls):
         host = spark_conf(training.sparkSession, "spark.driver.host") or "127.0.0.1"
         try:
-            inbox = ModelInbox(host, secret, config.exchange_timeout, build)
-            board = HelloBoard(host, secret, config.exchange_timeout)
+            inbox = ModelInbox(host, secret, transport.timeout, build)
+            board = HelloBoard(host, secret, transport.timeout)
         except OSError as error:
             logger.warning(
                 "the model comes back as result rows and the tasks meet by allGather: cannot "
                 "listen on %s (%s)", host, error,
             )  # fmt: skip
     task = barrier_training_task(
-        config, secret, initial, progress, None if inbox is None else inbox.address,
+        config, transport, secret, initial, progress, None if inbox is None else inbox.address,
         None if board is None else board.address,
     )  # fmt: skip
     stage = training.mapInArrow(task, RESULT_DDL, barrier=True)

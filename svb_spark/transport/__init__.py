@@ -1,5 +1,2 @@
-"""Transports that give every worker all workers' messages for a step, in rank order."""
-
-from svb_spark.transport.base import Exchange, ExchangeError, ExchangeTimeoutError
-
-__all__ = ["Exchange", "ExchangeError", "ExchangeTimeoutError"]
+"""Transports that give every worker all workers' messages for a step, in rank order: they
+implement the core's :class:`~svb_spark.core.exchange.Exchange` contract."""

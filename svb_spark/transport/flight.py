@@ -9,7 +9,7 @@ this mesh and leaves Spark's control plane alone.
 Each worker keeps one ``do_put`` stream open to each peer, started on its first send, and writes
 one batch per step into it: a gRPC call per message costs more than a small message itself
 (0.8 against 0.4 ms a step for two workers on loopback, 3.7 against 1.8 ms for four). A
-stream's schema is fixed, so the writer leaves a batch's schema metadata (the codec's header)
+stream's schema is fixed, so the writer leaves a batch's schema metadata (the message header)
 out and the chunk's ``app_metadata`` carries an envelope of (step, rank, schema metadata), from
 which the server rebuilds the batch as it was sent. A batch with other columns (a replica
 check's) closes the stream and opens one with its own schema. The server acknowledges each batch
@@ -49,12 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from svb_spark.transport.base import (
-    Exchange,
-    ExchangeError,
-    ExchangeTimeoutError,
-    wait_for_messages,
-)
+from svb_spark.core.exchange import Exchange, ExchangeError, ExchangeTimeoutError
+from svb_spark.transport.base import wait_for_messages
 from svb_spark.transport.tls import TLS_CONF_KEYS, TlsFiles, TlsMaterial, read_tls_files
 
 logger = logging.getLogger(__name__)

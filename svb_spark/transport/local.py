@@ -6,7 +6,8 @@ import threading
 
 import pyarrow as pa
 
-from svb_spark.transport.base import Exchange, wait_for_messages
+from svb_spark.core.exchange import Exchange
+from svb_spark.transport.base import wait_for_messages
 
 
 class LocalExchangeGroup:

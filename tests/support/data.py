@@ -55,8 +55,12 @@ def blobs(seed=0, rows=(130, 101, 77), K=4, D=6):
 
 def training_config(parts, **overrides):
     """The in-process tests' config for :func:`blobs` partitions: float64, 8 epochs, a little
-    L2; ``overrides`` replace any field."""
+    L2; ``overrides`` replace any field, and ``num_classes=1`` means the binomial loss."""
     from svb_spark.core.config import TrainingConfig
+    from svb_spark.core.loss import BINOMIAL
+
+    if overrides.get("num_classes") == 1:
+        overrides.setdefault("loss", BINOMIAL)
 
     X = np.concatenate([p[0] for p in parts])
     config = TrainingConfig.from_statistics(

@@ -43,7 +43,7 @@ def reference_lbfgs(partitions, config, initial=None):
 
     def evaluate(x):
         W, b = x[: K * D].reshape(K, D), x[K * D :]
-        loss, gradient = numerics.loss_and_gradient_sums(W, b, X, y, w)
+        loss, gradient = numerics.loss_and_gradient_sums(W, b, X, y, w, config.loss)
         objective, gradient = numerics.objective_and_gradient(
             loss, gradient, W, total, penalty.l2, penalty.l2_scale, config.fit_intercept
         )
@@ -67,7 +67,7 @@ def reference_sgd(partitions, config):
     data = _standardized(partitions, config)
     steps = max(1, math.ceil(max(len(y) for _, y, _ in data) / config.batch_size))
     curvature = max(numerics.curvature(X, w, config.fit_intercept) for X, _, w in data)
-    base = numerics.base_learning_rate(config.step_size, curvature)
+    base = numerics.base_learning_rate(config.step_size, curvature, config.loss.hessian_bound)
     penalty = Penalty.of(config, dtype)
     reg_scale = penalty.l2_scale
 
@@ -94,7 +94,7 @@ def reference_sgd(partitions, config):
             Xg = np.concatenate([X[p] for (X, _, _), p in zip(data, picks)])
             yg = np.concatenate([y[p] for (_, y, _), p in zip(data, picks)])
             wg = np.concatenate([w[p] for (_, _, w), p in zip(data, picks)])
-            U, loss = numerics.sufficient_vectors(W, b, Xg, yg, wg)
+            U, loss = numerics.sufficient_vectors(W, b, Xg, yg, wg, config.loss)
             total = float(wg.sum(dtype=np.float64))
             if saga:
                 dU = np.concatenate(

@@ -9,7 +9,6 @@ import numpy as np
 from svb_spark.core.config import Plan, TrainingConfig
 from svb_spark.core.solvers.auto import SOLVERS, Choice, check_memory, choose, solver_class
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver
-from svb_spark.transport import codec
 
 __all__ = [
     "SOLVERS",
@@ -27,8 +26,7 @@ __all__ = [
 
 def solver_type(config: TrainingConfig) -> type[Solver]:
     """The implementation ``config`` trains with."""
-    mode = "sharded" if config.message_kind == codec.SHARDED else "replicated"
-    return solver_class(config.solver, mode)
+    return solver_class(config.solver, config.exchange)
 
 
 def solver_for(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svb_spark.core import cost
+from svb_spark.core.modes import MODES, ClassSharded, PeerToPeer, choose_exchange
 from svb_spark.core.solvers.base import FitFacts, Solver
 from svb_spark.core.solvers.lbfgs import AUTO_MAX_COEFFICIENTS, LbfgsSolver
 from svb_spark.core.solvers.sharded import ShardedSolver, class_blocks
@@ -35,9 +35,14 @@ class Choice:
 
 
 def solver_class(solver: str, mode: str) -> type[Solver]:
-    """The implementation that trains ``solver`` in exchange ``mode``: the class-sharded mode
-    trains SGD on blocks of classes, every other mode on replicas."""
-    return ShardedSolver if mode == "sharded" else SOLVERS[solver]
+    """The implementation that trains ``solver`` in exchange ``mode``: a mode that shards
+    the classes trains SGD on blocks of them, every other mode on replicas."""
+    return SOLVERS[solver] if MODES[mode].replicated else ShardedSolver
+
+
+def why_not(solver: str, mode: str, facts: FitFacts) -> str | None:
+    """Why ``solver`` cannot train a fit with ``facts`` in exchange ``mode``, or None."""
+    return MODES[mode].why_not_solver(solver) or SOLVERS[solver].why_not(facts)
 
 
 def automatic_holdout(
@@ -48,8 +53,8 @@ def automatic_holdout(
     A fit holds out ``fraction`` (validationFraction) of its rows when it has no validation
     column, ``tol`` > 0 (``tol=0`` asks for maxIter epochs), at least :data:`HOLDOUT_MIN_ROWS`
     rows of which the fraction is at least :data:`HOLDOUT_MIN_HELD_OUT`, and a solver that
-    scores held-out rows (:attr:`Solver.scores_held_out`) in a mode whose loop runs on the
-    workers (p2p or dense; the broadcast mode's driver rebuilds replicas without them).
+    scores held-out rows (:attr:`Solver.scores_held_out`) in a mode that does
+    (:meth:`~svb_spark.core.modes.ExchangeMode.scores_held_out`: p2p and dense).
 
     >>> automatic_holdout(0.1, 1e-6, 50_000, "sgd", "p2p", validation=False)
     0.1
@@ -60,7 +65,7 @@ def automatic_holdout(
         return 0.0
     if fraction * num_rows < HOLDOUT_MIN_HELD_OUT:
         return 0.0
-    scored = solver_class(solver, mode).scores_held_out and mode in ("p2p", "dense")
+    scored = solver_class(solver, mode).scores_held_out and MODES[mode].scores_held_out()
     return fraction if scored else 0.0
 
 
@@ -97,23 +102,26 @@ def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
 
 def _exchange_mode(facts: FitFacts, name: str):
     K, D, P = facts.num_classes, facts.num_features, facts.num_workers
-    if facts.exchange == "sharded":
+    if facts.exchange == ClassSharded.name:
         class_blocks(K, P)  # raises if a worker would own no class
         if facts.sync_interval != 1:
             raise ValueError(
                 f"exchange='sharded' needs syncInterval=1 (got {facts.sync_interval}): its "
                 "steps are exact synchronous SGD. Set syncInterval=1 or use exchange='p2p'."
             )
-    shardable = ShardedSolver.why_not(facts, "sharded") is None
+    shardable = ClassSharded.why_not(facts) is None
     sgd = facts.sparse or facts.solver == SgdSolver.name
     # The sharded mode holds no rows out, and the stop on held-out rows saves more than its
     # cheaper steps (benchmarks/results/stopping.json, 1000 classes of text: 4 epochs and
     # 23.9 s to 0.8140 with it, 21 epochs and 122.4 s to 0.7842 by tol without it).
-    stops_on_rows = holdout(facts, SgdSolver.name, "p2p") > 0
-    if shardable and sgd and P > 1 and not stops_on_rows:
-        candidates = ("p2p", "dense", "sharded")
-    else:
-        candidates = ("p2p", "dense")
+    stops_on_rows = holdout(facts, SgdSolver.name, PeerToPeer.name) > 0
+    sharding = shardable and sgd and P > 1 and not stops_on_rows
+    # The modes of one barrier stage: the broadcast mode is only ever asked for.
+    candidates = [
+        mode.name
+        for mode in MODES.values()
+        if mode.runner == "barrier" and (mode.replicated or sharding)
+    ]
     shape = dict(
         num_workers=P,
         batch_size=facts.batch_size,
@@ -122,11 +130,11 @@ def _exchange_mode(facts: FitFacts, name: str):
         itemsize=np.dtype(facts.dtype).itemsize,
         nonzeros_per_row=facts.nonzeros_per_row if facts.sparse else None,
     )
-    fastest, sent, seconds = cost.choose_exchange(candidates, **shape)
+    fastest, sent, seconds = choose_exchange(candidates, **shape)
     if facts.exchange != "auto":
         return facts.exchange, "set by the exchange param", sent, seconds
     if shardable and not replica_fits(facts):
-        return "sharded", (
+        return ClassSharded.name, (
             f"a replica of the {K} x {D} weights does not fit {facts.worker_memory_key}; a "
             f"block of {-(-K // P)} classes per worker does"
         ), sent, seconds  # fmt: skip
@@ -140,7 +148,7 @@ def _exchange_mode(facts: FitFacts, name: str):
 def _solver(facts: FitFacts, mode: str, name: str) -> str:
     requested = facts.solver
     if requested != "auto":
-        if why := SOLVERS[requested].why_not(facts, mode):
+        if why := why_not(requested, mode, facts):
             others = "'saga' or 'sgd'" if requested == LbfgsSolver.name else "'sgd'"
             raise ValueError(
                 f"The 'solver' parameter of {name} is '{requested}' but {why}. Use "
@@ -153,14 +161,14 @@ def _solver(facts: FitFacts, mode: str, name: str) -> str:
     # (benchmarks/results/binary.json: 200k sparse rows, L-BFGS 5.9 to 10.5 s against SGD's
     # 139 to 149 s and MLlib's 19.6 to 32.1 s, with the best held-out AUC and log loss).
     wanted = small and not facts.sparse or facts.num_classes == 1
-    if wanted and LbfgsSolver.why_not(facts, mode) is None and _fits(LbfgsSolver, facts):
+    if wanted and why_not(LbfgsSolver.name, mode, facts) is None and _fits(LbfgsSolver, facts):
         return LbfgsSolver.name
     # SAGA's constant step converges to the unpenalized optimum, which a many-class model
     # overfits (benchmarks/results/stopping.json, 1000 classes x 1024 dense features from 30k
     # rows: SAGA 0.2588 in 77.7 s, where two epochs of SGD's decaying step had 0.3082 in
     # 19.6 s). Where held-out rows judge the stop, SGD stops near its best; without them
     # SAGA's converged model is the one tol can recognize.
-    if SagaSolver.why_not(facts, mode) or holdout(facts, SgdSolver.name, mode):
+    if why_not(SagaSolver.name, mode, facts) or holdout(facts, SgdSolver.name, mode):
         return SgdSolver.name
     return SagaSolver.name
 

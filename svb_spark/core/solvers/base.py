@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from svb_spark.core.config import Plan, TrainingConfig
+from svb_spark.core.modes import MODES
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.state import ReplicaState
 from svb_spark.core.stopping import best_validation_epoch
@@ -66,6 +67,9 @@ class Solver(abc.ABC):
 
     name: ClassVar[str]
     unit: ClassVar[str] = "epochs"  # what ``history`` and maxIter count
+    # Whether its steps are sized by the rows' curvature (the stochastic solvers): the pass
+    # that measures it is skipped otherwise.
+    steps_by_curvature: ClassVar[bool] = True
     replicated: ClassVar[bool] = True  # every worker holds the whole model (replica checks)
     checkpoints: ClassVar[bool] = True  # writes checkpoints that a retried stage resumes from
     scores_held_out: ClassVar[bool] = False  # scores held-out rows after every epoch
@@ -96,9 +100,16 @@ class Solver(abc.ABC):
     # -- planning, on the driver ------------------------------------------------------------
 
     @classmethod
-    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
-        """Why this solver cannot train a fit with ``facts`` in exchange ``mode``, or None."""
+    def why_not(cls, facts: FitFacts) -> str | None:
+        """Why this solver cannot train a fit with ``facts``, or None (what an exchange mode
+        refuses is the mode's: :meth:`svb_spark.core.modes.ExchangeMode.why_not_solver`)."""
         return None
+
+    @classmethod
+    def max_message_bytes(cls, config: TrainingConfig) -> int:
+        """The largest payload a peer's message can have in the fit of ``config``: by
+        default its exchange mode's minibatch messages."""
+        return MODES[config.exchange].max_message_bytes(config)
 
     @classmethod
     def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:

@@ -18,13 +18,12 @@ from collections.abc import Callable, Generator
 
 import numpy as np
 
-from svb_spark.core import numerics
+from svb_spark.core import cost, numerics, wire
 from svb_spark.core.config import TrainingConfig
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.penalty import Penalty
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver
 from svb_spark.core.stopping import QuasiNewtonConvergence
-from svb_spark.transport import codec
 
 # Correction pairs kept: MLlib's LogisticRegression keeps 10.
 HISTORY = 10
@@ -282,6 +281,7 @@ class LbfgsSolver(Solver):
 
     name = "lbfgs"
     unit = "iterations"
+    steps_by_curvature = False  # its line search sizes the steps
     # Its state is a few vectors, but a retried stage would repeat at most a few full passes.
     checkpoints = False
     # MLlib's tol reaches below float32's rounding: in float32 a breast-cancer L1 fit at the
@@ -312,14 +312,22 @@ class LbfgsSolver(Solver):
         self._result: tuple[np.ndarray, bool] | None = None
 
     @classmethod
-    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
-        if mode in ("broadcast", "sharded"):
-            return f"exchange='{mode}' trains with minibatch steps"
+    def why_not(cls, facts: FitFacts) -> str | None:
         if facts.sync_interval != 1:
             return f"syncInterval is {facts.sync_interval}; L-BFGS exchanges every iteration"
         if facts.validation:
             return "validationIndicatorCol is set; L-BFGS does not score held-out rows"
         return None
+
+    @classmethod
+    def max_message_bytes(cls, config: TrainingConfig) -> int:
+        """An iteration's message is the loss and the whole gradient, in float64; a
+        resynchronisation sends rank 0's replica."""
+        K, D = config.num_classes, config.num_features
+        largest = (K * (D + 1) + 1) * 8
+        if config.verify_interval:
+            largest = max(largest, cost.dense_gradient_bytes(K, D, cost.itemsize(config.dtype)))
+        return int(largest) + (1 << 16)  # slack for Arrow's buffer padding
 
     @classmethod
     def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
@@ -345,14 +353,16 @@ class LbfgsSolver(Solver):
     def compute(self, data: LocalPartition) -> np.ndarray:
         """This worker's loss and K x (D + 1) gradient sums at the point to evaluate."""
         W, b = self._split(self._point)
-        loss, gradient = numerics.loss_and_gradient_sums(W, b, data.X, data.y, data.w)
+        loss, gradient = numerics.loss_and_gradient_sums(
+            W, b, data.X, data.y, data.w, self.config.loss
+        )
         return np.concatenate([[loss], gradient.ravel()])
 
     def encode(self, sums: np.ndarray):
-        return codec.encode_sums(sums)
+        return wire.encode_sums(sums)
 
     def decode(self, batch) -> np.ndarray:
-        return codec.sums_array(batch)
+        return wire.sums_array(batch)
 
     def apply(self, messages: list[np.ndarray], rounds=None) -> None:
         """Sum everyone's sums in rank order (the same sum on every worker) and take the
@@ -399,12 +409,7 @@ def mllib_intercepts(config: TrainingConfig, class_weights: np.ndarray | None) -
     """
     if config.solver != LbfgsSolver.name or not config.fit_intercept or class_weights is None:
         return None
-    if config.num_classes == 1:
-        if class_weights.size < 2 or not (class_weights[:2] > 0).all():
-            return None
-        return np.array([np.log(class_weights[1] / class_weights[0])])
-    raw = np.log1p(class_weights[: config.num_classes])
-    return raw - raw.mean()
+    return config.loss.start_intercepts(class_weights, config.num_classes)
 
 
 def as_vector(gradient: np.ndarray) -> np.ndarray:

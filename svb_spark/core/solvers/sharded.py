@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svb_spark.core import cost, numerics
+from svb_spark.core import cost, numerics, wire
 from svb_spark.core.partition import LocalPartition, stack_rows
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, newest_common
 from svb_spark.core.solvers.stochastic import SgdSolver
 from svb_spark.core.state import ReplicaState
-from svb_spark.transport import codec
 
 
 def class_blocks(num_classes: int, num_workers: int) -> list[tuple[int, int]]:
@@ -57,7 +56,7 @@ class _ScoredStep:
     X: np.ndarray  # the global batch, rank order: dense, or CSR
     w: np.ndarray
     weight: float  # the batch's total row weight, summed per worker in rank order
-    labels: tuple  # see numerics.label_margins
+    labels: tuple  # see Multinomial.label_margins
     exponentials: np.ndarray  # G x (this block's classes): exp(margin - row_max)
     row_max: np.ndarray
     row_sum: np.ndarray
@@ -75,26 +74,19 @@ class ShardedSolver(Solver):
     def start(self, initial: tuple[np.ndarray, np.ndarray] | None) -> None:
         # Not Solver.start: the block keeps the history and the step.
         config, plan, rank = self.config, self.plan, self.rank
+        if not config.loss.blocks:
+            raise ValueError(
+                f"exchange='sharded' needs the softmax's normalizer split by classes, but the "
+                f"{config.loss.name} loss does not split by blocks of classes; use another "
+                "exchange mode"
+            )
         self.first, stop = class_blocks(config.num_classes, plan.num_workers)[rank]
         if initial is not None:
             initial = (initial[0][self.first : stop], initial[1][self.first : stop])
         block_config = config.for_classes(self.first, stop)
         self.block = SgdSolver(block_config, plan, rank, initial)
         self._scored: _ScoredStep | None = None  # the step whose normalizers go out next
-        self._received: list[codec.ShardMessage] | None = None  # rows to score next
-
-    @classmethod
-    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
-        if facts.num_classes < facts.num_workers:
-            return (
-                f"the class-sharded mode needs at least one class per worker, but there are "
-                f"{facts.num_classes} classes and {facts.num_workers} workers"
-            )
-        if facts.sync_interval != 1:
-            return f"syncInterval is {facts.sync_interval}; its steps are exact synchronous SGD"
-        if facts.validation:
-            return "validationIndicatorCol is set; its rounds do not score held-out rows"
-        return None
+        self._received: list[wire.ShardMessage] | None = None  # rows to score next
 
     @classmethod
     def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
@@ -131,14 +123,14 @@ class ShardedSolver(Solver):
     def stop_reason(self) -> str:
         return self.block.stop_reason
 
-    def compute(self, data: LocalPartition) -> codec.ShardMessage:
+    def compute(self, data: LocalPartition) -> wire.ShardMessage:
         """Score the rows the last round brought, then send their normalizers with this
         worker's rows of the next step."""
         block, config = self.block, self.config
         if self._received is not None:
             self._scored, self._received = self.score(self._received), None
         next_step = block.step + (self._scored is not None)
-        message = codec.ShardMessage(next_step, self.rank, num_features=config.num_features)
+        message = wire.ShardMessage(next_step, self.rank, num_features=config.num_features)
         if self._scored is not None:
             message.row_max, message.row_sum = self._scored.row_max, self._scored.row_sum
         if next_step < block.total_steps:
@@ -146,13 +138,13 @@ class ShardedSolver(Solver):
             message.X, message.y, message.w = data.X[rows], data.y[rows], data.w[rows]
         return message
 
-    def encode(self, message: codec.ShardMessage):
-        return codec.encode_shard(message)
+    def encode(self, message: wire.ShardMessage):
+        return wire.encode_shard(message)
 
-    def decode(self, batch) -> codec.ShardMessage:
-        return codec.decode_shard(batch)
+    def decode(self, batch) -> wire.ShardMessage:
+        return wire.decode_shard(batch)
 
-    def apply(self, messages: list[codec.ShardMessage], rounds) -> None:
+    def apply(self, messages: list[wire.ShardMessage], rounds) -> None:
         """Update this block with the scored step and every block's normalizers; keep the
         rows of the next step for scoring."""
         block = self.block
@@ -172,7 +164,7 @@ class ShardedSolver(Solver):
         loss, penalty = (float(sum(values)) for values in zip(*sums))
         block.close_epoch(loss / max(block.epoch_weight, 1e-300) + penalty)
 
-    def score(self, messages: list[codec.ShardMessage]) -> _ScoredStep:
+    def score(self, messages: list[wire.ShardMessage]) -> _ScoredStep:
         """Stack every worker's rows of the next step and score them against this block."""
         weights = self.block.weights
         X = stack_rows([m.X for m in messages])
@@ -187,19 +179,20 @@ class ShardedSolver(Solver):
         else:
             margins = numerics.raw_margins(weights.W, weights.b, X)
         weight = sum(float(m.w.sum(dtype=np.float64)) for m in messages)
-        labels = numerics.label_margins(margins, y, self.first)
-        row_max, row_sum = numerics.partial_normalizers(margins)
+        loss = self.config.loss
+        labels = loss.label_margins(margins, y, self.first)
+        row_max, row_sum = loss.partial_normalizers(margins)
         return _ScoredStep(X, w, weight, labels, margins, row_max, row_sum)
 
-    def update(self, step: _ScoredStep, messages: list[codec.ShardMessage]) -> float:
+    def update(self, step: _ScoredStep, messages: list[wire.ShardMessage]) -> float:
         """Apply the scored step with every block's normalizers; returns the loss of the rows
         whose label this block owns."""
         block, config = self.block, self.block.config
         weights = block.weights
-        normalizer = numerics.log_normalizers(
+        normalizer = config.loss.log_normalizers(
             [m.row_max for m in messages], [m.row_sum for m in messages]
         )
-        U, loss = numerics.block_sufficient_vectors(
+        U, loss = config.loss.block_vectors(
             step.exponentials, step.row_max, normalizer, step.labels, step.w
         )
         lr = block.learning_rate(block.step)

@@ -24,19 +24,18 @@ import math
 
 import numpy as np
 
-from svb_spark.core import numerics
+from svb_spark.core import numerics, wire
+from svb_spark.core.modes import MODES, ExchangeMode
 from svb_spark.core.partition import LocalPartition, stack_rows
 from svb_spark.core.penalty import LazyPenalty, Penalty
 from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, best_of, newest_common
 from svb_spark.core.state import ReplicaState
 from svb_spark.core.stopping import (
     best_validation_epoch,
-    correct_weight,
     epochs_settled,
     validation_stalled,
 )
 from svb_spark.core.weights import ReplicaWeights
-from svb_spark.transport import codec
 
 # Held-out rows scored at a time (see SgdSolver.held_out_sums).
 _SCORING_ROWS = 4096
@@ -60,7 +59,7 @@ class SgdSolver(Solver):
         # Sparse updates touch a few features of every class: store W feature-major for them.
         self.weights = ReplicaWeights(
             config.num_classes, config.num_features, dtype,
-            feature_major=config.sparse and config.message_kind != codec.DENSE,
+            feature_major=self.sparse_steps,
         )  # fmt: skip
         if initial is not None:  # a warm start, already in the standardized space
             self.weights.start_from(*initial)
@@ -90,9 +89,14 @@ class SgdSolver(Solver):
         """Make the optimizer's state arrays, the same on every replica (none for SGD)."""
 
     @property
+    def mode(self) -> type[ExchangeMode]:
+        """The exchange mode this replica's steps travel in."""
+        return MODES[self.config.exchange]
+
+    @property
     def sparse_steps(self) -> bool:
         """Whether steps touch only their batch's columns (CSR rows, sufficient vectors)."""
-        return self.config.sparse and self.config.message_kind != codec.DENSE
+        return self.config.sparse and not self.mode.sends_gradients
 
     def penalize(self, W: np.ndarray, b: np.ndarray, learning_rate: float, factor: float = 1.0):
         """The proximal part of a step on all of ``W`` (unless the penalty is lazy)."""
@@ -216,7 +220,7 @@ class SgdSolver(Solver):
         """What this worker sends for its batch ``rows`` whose U it just computed."""
         return U
 
-    def compute(self, data: LocalPartition) -> codec.RoundMessage:
+    def compute(self, data: LocalPartition) -> wire.RoundMessage:
         """This worker's message for the next exchange: up to ``syncInterval`` steps.
 
         With more than one step per exchange (bounded staleness), the worker applies its own
@@ -233,7 +237,8 @@ class SgdSolver(Solver):
         if steps > 1:
             W, b = W.copy(order="A"), b.copy()
             lazy = None if lazy is None else lazy.copy()
-        sparse_sv = config.sparse and config.message_kind == codec.SV
+        mode = self.mode
+        sparse_sv = self.sparse_steps
         rows, weights, losses, Us, Vs, Gs = [], [], [], [], [], []
         for j in range(steps):
             step = self.step + j
@@ -250,7 +255,7 @@ class SgdSolver(Solver):
             rows.append(int(Xb.shape[0]))
             weights.append(weight)
             losses.append(loss)
-            if config.message_kind == codec.SV:
+            if not mode.sends_gradients:
                 Us.append(U)
                 Vs.append(Xb)
             else:
@@ -268,24 +273,24 @@ class SgdSolver(Solver):
                 else:
                     numerics.apply_sufficient_vectors(W, b, U, Xb, *own)
                 self.penalize(W, b, lr)
-        message = codec.RoundMessage(config.message_kind, self.step, rank, rows, weights, losses)
+        message = wire.RoundMessage(mode.message_kind, self.step, rank, rows, weights, losses)
         message.num_features = config.num_features
         if self.validation_pending:  # the weights are still those the last epoch ended with
             message.validation = self.held_out_sums()
-        if config.message_kind == codec.SV:
+        if not mode.sends_gradients:
             message.U = np.concatenate(Us)
             message.V = stack_rows(Vs)
         else:
             message.G = np.concatenate(Gs)
         return message
 
-    def encode(self, message: codec.RoundMessage):
-        return codec.encode(message)
+    def encode(self, message: wire.RoundMessage):
+        return wire.encode(message)
 
-    def decode(self, batch) -> codec.RoundMessage:
-        return codec.decode(batch)
+    def decode(self, batch) -> wire.RoundMessage:
+        return wire.decode(batch)
 
-    def apply(self, messages: list[codec.RoundMessage], rounds=None) -> None:
+    def apply(self, messages: list[wire.RoundMessage], rounds=None) -> None:
         """Apply one exchange's messages (indexed by rank) in (step, rank) order."""
         if messages[0].validation is not None:
             self.record_validation([m.validation for m in messages])
@@ -337,11 +342,11 @@ class SgdSolver(Solver):
             self.held_out_rows / self.config.batch_size
         )
 
-    def apply_step(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
+    def apply_step(self, messages: list[wire.RoundMessage], j: int, weight: float, lr: float):
         """Step ``j`` of a round: everyone's sufficient vectors, or their summed gradient."""
         config, weights, penalty = self.config, self.weights, self.penalty
         common = (weight, lr, penalty.l2, penalty.l2_scale, config.fit_intercept)
-        if messages[0].kind == codec.SV:
+        if not self.mode.sends_gradients:
             U, V = step_vectors(messages, j, stacked=not config.sparse)
             if config.sparse:
                 weights.factor = self.sparse_step(
@@ -360,11 +365,12 @@ class SgdSolver(Solver):
     def vectors(self, W, factor, b, lazy, X, y, w) -> tuple[np.ndarray, float]:
         """``(U, loss_sum)`` of rows ``X`` on the model ``factor * W``, ``b``, with ``lazy``'s
         debts paid on the columns they use (sparse rows with a lazy penalty)."""
+        loss = self.config.loss
         if lazy is not None:
-            return lazy.sparse_sufficient_vectors(W, factor, b, X, y, w)
+            return lazy.sparse_sufficient_vectors(W, factor, b, X, y, w, loss)
         if self.config.sparse:
-            return numerics.sparse_sufficient_vectors(W, factor, b, X, y, w)
-        return numerics.sufficient_vectors(W, b, X, y, w)
+            return numerics.sparse_sufficient_vectors(W, factor, b, X, y, w, loss)
+        return numerics.sufficient_vectors(W, b, X, y, w, loss)
 
     def held_out_sums(self) -> list[float]:
         """This worker's held-out (loss, weight, correctly predicted weight, rows) sums at
@@ -382,7 +388,7 @@ class SgdSolver(Solver):
             U, loss = self.vectors(weights.W, weights.factor, weights.b, self.lazy, Xc, yc, wc)
             sums[0] += float(loss)
             sums[1] += float(wc.sum(dtype=np.float64))
-            sums[2] += correct_weight(U, yc, wc)
+            sums[2] += self.config.loss.correct_weight(U, yc, wc)
         return sums
 
     def current(self) -> tuple[np.ndarray, np.ndarray]:
@@ -484,23 +490,14 @@ class SagaSolver(SgdSolver):
         self._weight_seen = 0.0  # first epoch: the weight of the rows seen so far
 
     @classmethod
-    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
-        """SAGA keeps per-row state on the worker that owns the row, replayed exactly only in
-        one barrier stage (not by the broadcast mode's rebuilt replicas), and applies each
-        step's update at once (syncInterval 1). On sparse rows its average gradient costs a
-        K x D pass per step, which plain SGD's sparse update avoids."""
+    def why_not(cls, facts: FitFacts) -> str | None:
+        """SAGA applies each step's update at once (syncInterval 1). On sparse rows its
+        average gradient costs a K x D pass per step, which plain SGD's sparse update
+        avoids."""
         if facts.sparse:
             return "the features are sparse (stored as CSR rows), which train with SGD"
         if facts.sync_interval != 1:
             return f"syncInterval is {facts.sync_interval}; SAGA needs 1"
-        if mode == "broadcast":
-            return "exchange='broadcast' rebuilds replicas without SAGA's per-row memory"
-        if mode == "sharded":
-            return (
-                "exchange='sharded' trains with SGD (SAGA would need every worker to remember "
-                "its classes' U for the rows of all workers, rows x numClasses / numWorkers "
-                "floats, and a second block of the model)"
-            )
         return None
 
     @classmethod
@@ -524,7 +521,7 @@ class SagaSolver(SgdSolver):
             return U
         return numerics.saga_delta(data.saga_memory(self.config.num_classes), rows, U)
 
-    def apply_step(self, messages: list[codec.RoundMessage], j: int, weight: float, lr: float):
+    def apply_step(self, messages: list[wire.RoundMessage], j: int, weight: float, lr: float):
         if self.pass_left:
             return super().apply_step(messages, j, weight, lr)
         config, weights = self.config, self.weights
@@ -532,7 +529,7 @@ class SagaSolver(SgdSolver):
         seen = 1.0
         if self.step < self.plan.steps_per_epoch:
             seen = numerics.saga_seen_scale(self._weight_seen, self.plan.total_weight)
-        if messages[0].kind == codec.SV:
+        if not self.mode.sends_gradients:
             update = ("vectors", *step_vectors(messages, j))
         else:
             G = step_gradient(messages, j)
@@ -584,14 +581,11 @@ class AsgdSolver(SgdSolver):
         self.weights.state["mean_b"] = np.zeros_like(self.weights.b)
 
     @classmethod
-    def why_not(cls, facts: FitFacts, mode: str) -> str | None:
+    def why_not(cls, facts: FitFacts) -> str | None:
         """Its mean of the iterates is a second K x D array updated every step: dense rows
-        only (a sparse step touches a few columns, the mean would cost a K x D pass), and one
-        replica per worker."""
+        only (a sparse step touches a few columns, the mean would cost a K x D pass)."""
         if facts.sparse:
             return "the features are sparse (stored as CSR rows), which train with SGD"
-        if mode in ("broadcast", "sharded"):
-            return f"exchange='{mode}' keeps no mean of the iterates"
         if facts.validation:
             return "validationIndicatorCol is set; it would score SGD's iterate, not the mean"
         return None
@@ -628,7 +622,7 @@ class AsgdSolver(SgdSolver):
         return Outcome(state["mean_W"], state["mean_b"], self.stop_reason)
 
 
-def step_vectors(messages: list[codec.RoundMessage], j: int, stacked: bool = True):
+def step_vectors(messages: list[wire.RoundMessage], j: int, stacked: bool = True):
     """Every worker's (U, V) of step ``j`` in rank order: U stacked, V stacked or (for the
     sparse update, which takes the same operations on the blocks) as a list of blocks."""
     parts = [m.step_vectors(j) for m in messages]
@@ -636,7 +630,7 @@ def step_vectors(messages: list[codec.RoundMessage], j: int, stacked: bool = Tru
     return np.concatenate([u for u, _ in parts]), stack_rows(V) if stacked else V
 
 
-def step_gradient(messages: list[codec.RoundMessage], j: int) -> np.ndarray:
+def step_gradient(messages: list[wire.RoundMessage], j: int) -> np.ndarray:
     """The sum of every worker's dense gradient of step ``j``, in rank order."""
     G = messages[0].step_gradient(j).copy()
     for m in messages[1:]:
