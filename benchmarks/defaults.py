@@ -41,23 +41,15 @@ def compare(spark, workload: workloads.Workload, mllib_seconds: float | None = N
     svb = peers.fit_svb(frame, Xt, yt, max_iter=100, numWorkers=session.WORKERS)
     result["svb"] = svb.to_dict()
     session.log(f"{workload.title}: MLlib")
-    started = time.perf_counter()
     try:
         mllib = peers.fit_mllib(frame, Xt, yt, max_iter=100, time_limit=mllib_seconds)
         reaches = svb.accuracy >= mllib.accuracy - peers.TARGET_MARGIN
         result.update(mllib=mllib.to_dict(), mllib_over_svb_time=mllib.seconds / svb.seconds,
                       reaches_mllib=reaches)  # fmt: skip
-    except Exception as error:  # a time limit, out of memory: recorded, not fatal
-        failure = error
-        while failure is not None and not isinstance(failure, peers.PeerFailed):
-            failure = failure.__context__
-        # In local mode a task's OutOfMemoryError ends the JVM, and Py4J's errors hide its
-        # reason (the log has it).
-        reason = str(failure) if failure else f"the JVM died ({type(error).__name__})"
-        result.update(mllib_failed=reason, mllib_failed_after_s=time.perf_counter() - started)
-        if failure is not error:
-            return result
-    frame.unpersist()
+    except peers.PeerFailed as failure:  # a time limit, out of memory: recorded, not fatal
+        result.update(mllib_failed=failure.reason, mllib_failed_after_s=failure.seconds)
+    with contextlib.suppress(Exception):  # MLlib out of memory may have ended the JVM
+        frame.unpersist()
     return result
 
 

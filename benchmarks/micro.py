@@ -155,6 +155,13 @@ def rebuild_in_place_vs_naive(
 LAYOUTS = ("feature_major", "class_major")
 
 
+def cycling(call, W, batches: list):
+    """A call of ``call(W, V)`` with the next of ``batches`` each time: training reads a fresh
+    batch every step, so no call finds the previous one's rows in cache."""
+    batch = iter(batches * 1000)
+    return lambda: call(W, next(batch))
+
+
 def sparse_layout_calls(
     num_classes: int, num_features: int, batch_size: int, workers: int = 2, batches: int = 10
 ) -> tuple[dict, dict, dict]:
@@ -181,17 +188,13 @@ def sparse_layout_calls(
     for W in replicas.values():
         W.fill(0.0)  # touch every page, so no call pays the first-write faults
 
-    def cycling(call, W):
-        batch = iter(rows * 1000)
-        return lambda: call(W, next(batch))
-
     def apply(W, V):
         return numerics.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, float(P * B), 1e-3, 0.0)
 
     def forward(W, V):
         return numerics.sparse_sufficient_vectors(W, 1.0, b, V[:B], y[:B], w)
 
-    calls = {part: {layout: cycling(call, replicas[layout]) for layout in LAYOUTS}
+    calls = {part: {layout: cycling(call, replicas[layout], rows) for layout in LAYOUTS}
              for part, call in (("apply", apply), ("forward", forward))}  # fmt: skip
     shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P,
              "nonzeros_per_row": float(X.nnz) / X.shape[0]}  # fmt: skip
@@ -257,10 +260,6 @@ def sparse_step_calls(
     for W in replicas.values():
         W.fill(0.0)  # touch every page, so no call pays the first-write faults
 
-    def cycling(call, W):
-        batch = iter(rows * 1000)
-        return lambda: call(W, next(batch))
-
     def library_apply(W, V):
         numerics.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, float(P * B), 1e-3, 0.0)
 
@@ -278,13 +277,12 @@ def sparse_step_calls(
 
     ways = {"apply": (library_apply, alternative_apply),
             "forward": (library_forward, alternative_forward)}  # fmt: skip
-    calls = {part: {way: cycling(call, replicas[way]) for way, call in zip(WAYS, pair)}
+    calls = {part: {way: cycling(call, replicas[way], rows) for way, call in zip(WAYS, pair)}
              for part, pair in ways.items()}  # fmt: skip
     # The floor of any update of those rows: each of a step's C rows read and written once
     # (the library's apply of one non-zero per distinct column).
     once = [_one_per_column(r) for r in rows]
-    touch = iter(once * 1000)
-    calls["touch"] = {"library": lambda: library_apply(replicas["library"], next(touch))}
+    calls["touch"] = {"library": cycling(library_apply, replicas["library"], once)}
     shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P,
              "nonzeros_per_row": X.nnz / X.shape[0],
              "nonzeros_per_step": float(np.mean([r.nnz for r in rows])),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -204,8 +205,9 @@ def fit_mllib(train_df, X_test, y_test, max_iter: int, time_limit: float | None 
         raise PeerFailed(reason, seconds) from None
     finally:
         finished.set()
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
+        with contextlib.suppress(Exception):  # in local mode an OutOfMemoryError ends the JVM
+            sc.setLocalProperty("spark.jobGroup.id", None)
+            sc.setLocalProperty("spark.job.description", None)
     seconds = time.perf_counter() - started
     iterations = int(model.summary.totalIterations)
     accuracy = _accuracy(model, X_test, y_test)
