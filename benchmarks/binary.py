@@ -18,23 +18,17 @@ After one untimed small fit of each estimator on each shape, writes
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-import warnings
-from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 
-from benchmarks import machine, run, workloads
+from benchmarks import machine, peers, session, workloads
 from benchmarks.report import markdown_table
-from svb_spark.core.loop import ROUND_PHASES
 
-RESULTS = Path(__file__).parent / "results" / "binary.json"
+RESULTS = session.RESULTS / "binary.json"
 D_SPARSE, D_DENSE, POSITIVE_RATE, LBFGS_ITERS = 1 << 20, 100, 0.03, (10, 210)
 NAMES = {"mllib": "MLlib", "svb": "SVB", "svb_sgd": "SVB, solver sgd"}
 
@@ -79,11 +73,7 @@ def estimators(svb_only: dict | None = None, **params) -> dict:
 def fit(name: str, estimator, frame) -> tuple[object, dict]:
     """The model, and the fit's seconds, iterations and why it stopped (MLlib does not say
     why before maxIter)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # maxIter ending a fit is the point of some fits here
-        started = time.perf_counter()
-        model = estimator.fit(frame)
-        seconds = time.perf_counter() - started
+    model, seconds = peers.timed_fit(estimator, frame)
     s, max_iter = model.summary, estimator.getMaxIter()
     out = {"seconds": seconds, "iterations": int(s.totalIterations)}
     if name.startswith("svb"):
@@ -104,14 +94,16 @@ def held_out(model, test_frame, X, y) -> dict:
 
 def sparse_section(spark, rows: int, repeats: int) -> dict:
     X, y = ctr_rows(rows + rows // 4, seed=21)
-    train, test = (run.cached_frame(spark, X[s], y[s]) for s in (slice(rows), slice(rows, None)))
+    train, test = (
+        session.cached_frame(spark, X[s], y[s]) for s in (slice(rows), slice(rows, None))
+    )
     out = {"train_rows": rows, "test_rows": len(y) - rows, "num_features": D_SPARSE, "runs": [],
            "nonzeros_per_row": X.nnz / len(y), "positive_rate": float(y.mean())}  # fmt: skip
     for _ in range(repeats):
         fits = {}
         chosen = {**estimators(), "svb_sgd": estimators({"solver": "sgd"})["svb"]}
         for name, estimator in chosen.items():
-            run.log(f"sparse: {name}")
+            session.log(f"sparse: {name}")
             model, fits[name] = fit(name, estimator, train)
             fits[name].update(held_out(model, test, X[rows:], y[rows:]))
         for name in ("svb", "svb_sgd"):
@@ -122,22 +114,21 @@ def sparse_section(spark, rows: int, repeats: int) -> dict:
 
 
 def lbfgs_section(spark, rows: int, repeats: int) -> dict:
-    frame = run.cached_frame(spark, *dense_rows(rows, seed=22))
+    frame = session.cached_frame(spark, *dense_rows(rows, seed=22))
     out = {"rows": rows, "num_features": D_DENSE, "max_iter": LBFGS_ITERS, "runs": []}
     for _ in range(repeats):
         fits = {}
         for name in ("svb", "mllib"):
             points = []
             for max_iter in LBFGS_ITERS:
-                run.log(f"lbfgs: {name}, maxIter {max_iter}")
+                session.log(f"lbfgs: {name}, maxIter {max_iter}")
                 both = estimators({"solver": "lbfgs"}, maxIter=max_iter, tol=0.0)
                 points.append(fit(name, both[name], frame)[1])
             lo, hi = points
             per = (hi["seconds"] - lo["seconds"]) / max(hi["iterations"] - lo["iterations"], 1)
             fits[name] = {"fits": points, "seconds_per_iteration": per}
         svb, hi = fits["svb"], fits["svb"]["fits"][1]  # its loop's phases in the longer fit
-        loop = sum(hi["timings"].get(phase, 0.0) for phase in ROUND_PHASES)
-        svb["loop_seconds_per_iteration"] = loop / hi["iterations"]
+        svb["loop_seconds_per_iteration"] = peers.loop_seconds(hi["timings"]) / hi["iterations"]
         larger = max(svb["seconds_per_iteration"], svb["loop_seconds_per_iteration"])
         fits["svb_over_mllib_per_iteration"] = larger / fits["mllib"]["seconds_per_iteration"]
         out["runs"].append(fits)
@@ -175,15 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="measurements of each fit")
     args = parser.parse_args(argv)
 
-    from svb_spark.spark.session import local_session
-
-    # One BLAS thread in the JVM, as an executor owning one core has (benchmarks/run.py).
-    with mock.patch.dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"):
-        spark = local_session("local[2]", app_name="svb_spark-binary",
-                              **{"spark.driver.memory": "6g"})  # fmt: skip
+    spark = session.local_spark("binary", "6g", one_blas_thread=True)
     started, load = time.perf_counter(), machine.load_average()
     for X, y in (ctr_rows(2000, seed=1), dense_rows(2000, seed=1)):  # warm both up, untimed
-        frame = run.cached_frame(spark, X, y)
+        frame = session.cached_frame(spark, X, y)
         for name, estimator in estimators(maxIter=3).items():
             fit(name, estimator, frame)
         frame.unpersist()
@@ -193,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = {**machine.python_machine(), "jvm_blas": machine.jvm_blas(spark),
                          "load_average_at_start_and_end": loads}  # fmt: skip
     spark.stop()
-    RESULTS.write_text(json.dumps(result, indent=1, default=run._json_default) + "\n")
+    session.write(result, RESULTS)
     print(tables(result))
     print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
     return 0

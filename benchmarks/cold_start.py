@@ -19,50 +19,39 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from benchmarks import machine, run
+from benchmarks import machine, peers, session
 from benchmarks.report import markdown_table
-from svb_spark.core.loop import ROUND_PHASES
 
-RESULTS = Path(__file__).parent / "results" / "cold_start.json"
+RESULTS = session.RESULTS / "cold_start.json"
 WAYS = ("svb", "svb_after_a_python_job", "mllib")
 
 
 def one_process(way: str) -> dict:
     """The three fits of one fresh process (this one)."""
-    from svb_spark import datasets
-    from svb_spark.spark.session import local_session
+    from pyspark.ml.classification import LogisticRegression
+
+    from svb_spark import SVBLogisticRegression, datasets
 
     started = time.perf_counter()
-    spark = local_session("local[2]", app_name=f"svb_spark-cold-start-{way}")
+    spark = session.local_spark(f"cold-start-{way}")
     out: dict = {"way": way, "session_s": time.perf_counter() - started}
     prepared = time.perf_counter()
     X, y = datasets.planted(16_000, num_features=16, num_classes=26, seed=1)
-    frame = run.cached_frame(spark, X, y)
+    frame = session.cached_frame(spark, X, y)
     out["data_s"] = time.perf_counter() - prepared
     if way == "svb_after_a_python_job":
         began = time.perf_counter()
         frame.mapInArrow(lambda batches: (b.slice(0, 0) for b in batches), frame.schema).collect()
         out["python_job_s"] = time.perf_counter() - began
-    fits = []
+    out["fits"] = []
     for _ in range(3):
-        if way == "mllib":
-            from pyspark.ml.classification import LogisticRegression
-
-            began = time.perf_counter()
-            LogisticRegression().fit(frame)
-            fits.append({"seconds": time.perf_counter() - began})
-            continue
-        from svb_spark import SVBLogisticRegression
-
-        began = time.perf_counter()
-        model = SVBLogisticRegression().fit(frame)
-        seconds = time.perf_counter() - began
-        timings = model.summary.timings
-        loop = sum(timings.get(phase, 0.0) for phase in ROUND_PHASES)
-        fits.append({"seconds": seconds, "outside_loop": seconds - loop})
-    out["fits"] = fits
+        estimator = LogisticRegression() if way == "mllib" else SVBLogisticRegression()
+        model, seconds = peers.timed_fit(estimator, frame)
+        out["fits"].append({"seconds": seconds})
+        if way != "mllib":
+            loop = peers.loop_seconds(model.summary.timings)
+            out["fits"][-1]["outside_loop"] = seconds - loop
     spark.stop()
     return out
 
@@ -93,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.process:
         print(json.dumps(one_process(args.process)), flush=True)
         return 0
-    result = {"machine": machine.python_machine(), "load_average": machine.load_average()}
+    result = session.where_and_when()
     processes = []
     for number in range(args.rounds):
         for way in WAYS:
-            run.log(f"round {number + 1}: a fresh process, {way}")
+            session.log(f"round {number + 1}: a fresh process, {way}")
             done = subprocess.run(
                 [sys.executable, "-m", "benchmarks.cold_start", "--process", way],
                 capture_output=True, text=True, check=True,
@@ -106,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     result["processes"] = processes
     result["load_average_at_end"] = machine.load_average()
     print("\n" + table(processes), flush=True)
-    RESULTS.write_text(json.dumps(result, indent=1, default=str))
+    session.write(result, RESULTS)
     return 0
 
 

@@ -23,68 +23,34 @@ import datetime
 import json
 import sys
 import time
-from pathlib import Path
 
-from benchmarks import machine, peers, run, workloads
+from benchmarks import machine, peers, session, stopping, workloads
 from benchmarks.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results" / "defaults.json"
-TEXT_RESULTS = RESULTS.parent / "text.json"
-TARGET_MARGIN = 0.005  # SVB reaches MLlib when its accuracy >= MLlib's - 0.5 pt
+RESULTS = session.RESULTS / "defaults.json"
+TEXT_RESULTS = session.RESULTS / "text.json"
 
 
 def compare(spark, workload: workloads.Workload, mllib_seconds: float | None = None) -> dict:
     """MLlib and SVB, both at their defaults, on one cached frame of ``workload``; MLlib's
     jobs are cancelled after ``mllib_seconds``."""
-    frame = run.cached_frame(spark, workload.X_train, workload.y_train)
+    frame = session.cached_frame(spark, workload.X_train, workload.y_train)
     Xt, yt = workload.X_test, workload.y_test
     result = {"workload": workload.describe()}
-    run.log(f"{workload.title}: SVB")
-    svb = peers.fit_svb(frame, Xt, yt, max_iter=100, numWorkers=2)
+    session.log(f"{workload.title}: SVB")
+    svb = peers.fit_svb(frame, Xt, yt, max_iter=100, numWorkers=session.WORKERS)
     result["svb"] = svb.to_dict()
-    run.log(f"{workload.title}: MLlib")
-    started = time.perf_counter()
+    session.log(f"{workload.title}: MLlib")
     try:
         mllib = peers.fit_mllib(frame, Xt, yt, max_iter=100, time_limit=mllib_seconds)
+        reaches = svb.accuracy >= mllib.accuracy - peers.TARGET_MARGIN
         result.update(mllib=mllib.to_dict(), mllib_over_svb_time=mllib.seconds / svb.seconds,
-                      reaches_mllib=svb.accuracy >= mllib.accuracy - TARGET_MARGIN)  # fmt: skip
-    except Exception as error:  # a time limit, out of memory: recorded, not fatal
-        failure = error
-        while failure is not None and not isinstance(failure, peers.PeerFailed):
-            failure = failure.__context__
-        # In local mode a task's OutOfMemoryError ends the JVM, and Py4J's errors hide its
-        # reason (the log has it).
-        reason = str(failure) if failure else f"the JVM died ({type(error).__name__})"
-        result.update(mllib_failed=reason, mllib_failed_after_s=time.perf_counter() - started)
-        if failure is not error:
-            return result
-    frame.unpersist()
+                      reaches_mllib=reaches)  # fmt: skip
+    except peers.PeerFailed as failure:  # a time limit, out of memory: recorded, not fatal
+        result.update(mllib_failed=failure.reason, mllib_failed_after_s=failure.seconds)
+    with contextlib.suppress(Exception):  # MLlib out of memory may have ended the JVM
+        frame.unpersist()
     return result
-
-
-def warm_up(spark) -> None:
-    """One untimed short fit of each peer, so that neither pays the session's first-job costs
-    (JIT compilation, Python workers starting) inside its timed fit."""
-    small = workloads.w2_digits()
-    frame = run.cached_frame(spark, small.X_train, small.y_train)
-    peers.fit_svb(frame, small.X_test, small.y_test, max_iter=2, numWorkers=2)
-    peers.fit_mllib(frame, small.X_test, small.y_test, max_iter=2)
-    frame.unpersist()
-
-
-def three_epochs_against_default(spark, workload: workloads.Workload) -> dict:
-    """The sparse bar: a default fit against a 3-epoch fit of the same data."""
-    frame = run.cached_frame(spark, workload.X_train, workload.y_train)
-    short = peers.fit_svb(frame, workload.X_test, workload.y_test, 3, tol=0.0, numWorkers=2)
-    default = peers.fit_svb(frame, workload.X_test, workload.y_test, 100, numWorkers=2)
-    frame.unpersist()
-    return {
-        "workload": workload.describe(),
-        "three_epochs": short.to_dict(),
-        "default": default.to_dict(),
-        "default_over_three_epochs_time": default.seconds / short.seconds,
-        "reaches_three_epoch_accuracy": default.accuracy >= short.accuracy - TARGET_MARGIN,
-    }
 
 
 def _fit(point: dict, what: str = "") -> str:
@@ -92,13 +58,14 @@ def _fit(point: dict, what: str = "") -> str:
 
 
 def row(name: str, result: dict) -> list[str]:
-    """One table row: MLlib's fit, SVB's, the time ratio and whether SVB reaches MLlib."""
-    if "three_epochs" in result:
-        ratio = result["default_over_three_epochs_time"]
-        reached = result["reaches_three_epoch_accuracy"]
-        return [name, _fit(result["three_epochs"], "3 epochs: "),
-                _fit(result["default"], "default: "), f"{ratio:.2f}x of the 3-epoch time",
-                "yes" if reached else "no"]  # fmt: skip
+    """One table row: MLlib's fit, SVB's, the time ratio and whether SVB reaches MLlib (or,
+    for ``--wide``, the best fixed-epoch fit, SVB's default, and the same)."""
+    if "best_fixed" in result:
+        best = result["best_fixed"]
+        return [name, _fit(result["fits"][best], f"{best}: "),
+                _fit(result["fits"]["default"], "default: "),
+                f"{result['default_over_best_fixed_time']:.2f}x of the {best} time",
+                "yes" if result["reaches_best_fixed"] else "no"]  # fmt: skip
     svb, extra = result["svb"], result["svb"]["extra"]
     ours = (f"{_fit(svb)}, {extra['epochs']} epochs ({extra['solver']}, stopped by "
             f"{extra['stop_reason']})")  # fmt: skip
@@ -125,55 +92,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mllib-seconds", type=float, default=None, help="MLlib's time limit")
     args = parser.parse_args(argv)
 
-    from svb_spark.spark.session import local_session
-
     # MLlib's L-BFGS keeps several dense copies of K x D doubles on the driver (OOM at 1g for
     # 500 x 2^15); both peers get the same generous driver.
-    spark = local_session(
-        "local[2]", app_name="svb_spark-defaults", **{"spark.driver.memory": args.driver_memory}
-    )
-    if args.text:
-        return text(spark, args)
-    sets = {
-        "digits": workloads.w2_digits(),
-        "letter": workloads.letter(),
-        "satellite": workloads.satellite(),
-        "W1 quick": workloads.w1_planted("quick"),
-        "sparse text": workloads.sparse_text(500, args.sparse_features, 20_000, 5_000),
-    }
-    started = time.perf_counter()
-    warm_up(spark)
-    results = {name: compare(spark, workload) for name, workload in sets.items()}
-    if args.wide:
-        wide = workloads.sparse_text(500, 2**18, 20_000, 5_000)
-        results["sparse 500 x 2^18: default vs 3 epochs"] = three_epochs_against_default(
-            spark, wide
-        )
-    spark.stop()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=run._json_default) + "\n")
-    header = "data | MLlib defaults | SVB defaults | MLlib / SVB time | reaches MLlib - 0.5 pt"
-    print(markdown_table(header, [row(name, r) for name, r in results.items()], "lllll"))
-    print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
-    return 0
-
-
-def text(spark, args) -> int:
-    """The ``--text`` run: one row, added to the rows of TEXT_RESULTS."""
-    workload = workloads.text_like(args.text_features)
+    spark = session.local_spark("defaults", args.driver_memory)
     started, load = time.perf_counter(), machine.load_average()
-    warm_up(spark)
-    result = compare(spark, workload, args.mllib_seconds)
-    result.update(date=f"{datetime.date.today()}", driver_memory=args.driver_memory,
-                  load_average_at_start_and_end=[load, machine.load_average()])  # fmt: skip
+    session.warm_up(spark)
+    if args.text:  # one row, added to the rows of TEXT_RESULTS
+        path, workload = TEXT_RESULTS, workloads.text_like(args.text_features)
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results[workload.title] = compare(spark, workload, args.mllib_seconds)
+        results[workload.title].update(
+            date=f"{datetime.date.today()}", driver_memory=args.driver_memory,
+            load_average_at_start_and_end=[load, machine.load_average()],
+        )  # fmt: skip
+    else:
+        path = RESULTS
+        sets = {
+            "digits": workloads.w2_digits(),
+            "letter": workloads.letter(),
+            "satellite": workloads.satellite(),
+            "W1 quick": workloads.w1_planted("quick"),
+            "sparse text": workloads.sparse_text(500, args.sparse_features, 20_000, 5_000),
+        }
+        results = {name: compare(spark, workload) for name, workload in sets.items()}
+        if args.wide:  # the sparse bar: a default fit against a 3-epoch fit of the same data
+            wide = workloads.sparse_text(500, 2**18, 20_000, 5_000)
+            results["sparse 500 x 2^18: default vs 3 epochs"] = stopping.against_fixed_epochs(
+                spark, wide, [3]
+            )
     with contextlib.suppress(Exception):  # MLlib out of memory may have ended the JVM
         spark.stop()
-    results = json.loads(TEXT_RESULTS.read_text()) if TEXT_RESULTS.exists() else {}
-    results[workload.title] = result
-    TEXT_RESULTS.write_text(json.dumps(results, indent=2, default=run._json_default) + "\n")
+    session.write(results, path)
     header = "data | MLlib defaults | SVB defaults | MLlib / SVB time | reaches MLlib - 0.5 pt"
     print(markdown_table(header, [row(name, r) for name, r in results.items()], "lllll"))
-    print(f"({time.perf_counter() - started:.0f} s in all; written to {TEXT_RESULTS})")
+    print(f"({time.perf_counter() - started:.0f} s in all; written to {path})")
     return 0
 
 

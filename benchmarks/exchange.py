@@ -24,11 +24,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results" / "exchange.json"
+from benchmarks import peers, session
+
+RESULTS = session.RESULTS / "exchange.json"
 # name: (rows, classes, features, batchSize) for the auto check
 AUTO_SHAPES = {
     "SVs win": (4096, 60, 300, 8),
@@ -51,20 +52,22 @@ def shapes(quick: bool) -> dict:
     return {"dense": (4096, 4096, 1000, False), "sparse": (8192, 2**18, 1000, True)}
 
 
+def sgd_fit(df, mode: str, workers: int, **params):
+    """The summary of an SGD fit of ``EPOCHS`` epochs (no tol) in exchange ``mode``."""
+    from svb_spark import SVBLogisticRegression
+
+    estimator = SVBLogisticRegression(exchange=mode, solver="sgd", numWorkers=workers,
+                                      maxIter=EPOCHS, tol=0.0, **params)  # fmt: skip
+    return estimator.fit(df).summary
+
+
 def epoch_seconds(summary) -> float:
     """The training loop's seconds per epoch: its phases, without the fit's fixed costs."""
-    from svb_spark.core.loop import ROUND_PHASES
-
-    return sum(summary.timings[phase] for phase in ROUND_PHASES) / summary.totalIterations
+    return peers.loop_seconds(summary.timings) / summary.totalIterations
 
 
 def spark_point(df, mode: str, workers: int) -> dict:
-    from svb_spark import SVBLogisticRegression
-
-    model = SVBLogisticRegression(
-        exchange=mode, solver="sgd", numWorkers=workers, maxIter=EPOCHS, tol=0.0
-    ).fit(df)
-    summary = model.summary
+    summary = sgd_fit(df, mode, workers)
     return {
         "epoch_seconds": epoch_seconds(summary),
         # Rank 0's payload (Arrow buffers, no framing) over its steps: the formula's quantity;
@@ -77,12 +80,8 @@ def spark_point(df, mode: str, workers: int) -> dict:
 
 
 def process_point(X, y, mode: str, workers: int) -> dict:
-    from benchmarks.peers import train_over_flight_processes
-    from svb_spark.core.loop import ROUND_PHASES
-
-    finished = train_over_flight_processes(X, y, workers, exchange=mode)
-    return {"epoch_seconds": sum(finished["seconds"][p] for p in ROUND_PHASES),
-            "oversubscribed": True}  # fmt: skip
+    finished = peers.train_over_flight_processes(X, y, workers, exchange=mode)
+    return {"epoch_seconds": peers.loop_seconds(finished["seconds"]), "oversubscribed": True}
 
 
 def measure(spark, name: str, shape: tuple) -> dict:
@@ -94,8 +93,7 @@ def measure(spark, name: str, shape: tuple) -> dict:
     else:
         X, y = datasets.planted(rows, features, classes, seed=0)
         X = X.astype(np.float32)
-    df = datasets.to_dataframe(spark, X, y, 2).cache()
-    df.count()
+    df = session.cached_frame(spark, X, y)
     points = {}
     for workers in (1, 2):
         for label, mode in MODES.items():
@@ -115,19 +113,17 @@ def measure(spark, name: str, shape: tuple) -> dict:
 
 def auto_check(spark, name: str, shape: tuple) -> dict:
     """Epoch seconds of every mesh mode at ``shape``, and the mode auto takes."""
-    from svb_spark import SVBLogisticRegression, datasets
+    from svb_spark import datasets
 
     rows, classes, features, batch = shape
     X, y = datasets.planted(rows, features, classes, seed=1)
-    df = datasets.to_dataframe(spark, X.astype(np.float32), y, 2).cache()
-    df.count()
-    common = dict(solver="sgd", numWorkers=2, maxIter=EPOCHS, tol=0.0, batchSize=batch)
+    df = session.cached_frame(spark, X.astype(np.float32), y)
     measured = {}
     for mode in ("p2p", "dense", "sharded", "auto"):
-        fits = [SVBLogisticRegression(exchange=mode, **common).fit(df) for _ in range(REPEATS)]
-        measured[mode] = min(epoch_seconds(model.summary) for model in fits)
+        fits = [sgd_fit(df, mode, session.WORKERS, batchSize=batch) for _ in range(REPEATS)]
+        measured[mode] = min(epoch_seconds(summary) for summary in fits)
         if mode == "auto":
-            chosen, predicted = fits[0].summary.exchange, fits[0].summary.predictedSecondsPerStep
+            chosen, predicted = fits[0].exchange, fits[0].predictedSecondsPerStep
     df.unpersist()
     fastest = min(("p2p", "dense", "sharded"), key=measured.get)
     print(name, measured, chosen, flush=True)
@@ -143,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auto-only", action="store_true", help="only auto's check")
     args = parser.parse_args(argv)
 
-    from svb_spark.spark.session import local_session
-
-    spark = local_session("local[2]", app_name="svb_spark-exchange",
-                          **{"spark.driver.memory": "12g"})  # fmt: skip
+    spark = session.local_spark("exchange", "12g")
     started = time.perf_counter()
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results = stored.get("sharded", {})
@@ -154,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {name: measure(spark, name, shape) for name, shape in shapes(args.quick).items()}
     auto = {name: auto_check(spark, name, shape) for name, shape in AUTO_SHAPES.items()}
     spark.stop()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"sharded": results, "auto": auto}, indent=2) + "\n")
+    session.write({"sharded": results, "auto": auto}, RESULTS)
     print("| shape | mode, P | s / epoch | payload bytes / step (formula) | framing / exchange |")
     print("| --- | --- | --- | --- | --- |")
     for name, result in results.items():

@@ -96,6 +96,19 @@ def all_gather_seconds(spark, workers: int = 2, calls: int = 4) -> float:
     return statistics.median(rdd.barrier().mapPartitions(task).collect())
 
 
+def exchange_latencies(spark, workers: int) -> dict:
+    """The costs a step must stay clear of, in milliseconds: a Flight exchange between two
+    threads (tiny and 4 MB payloads), a trivial Spark job and a barrier ``allGather``."""
+    large_bytes = 4 << 20
+    return {
+        "p2p_tiny_ms": 1000 * flight_exchange_seconds(2, 64, steps=400),
+        "p2p_large_ms": 1000 * flight_exchange_seconds(2, large_bytes, steps=30),
+        "p2p_large_bytes": large_bytes,
+        "spark_job_ms": 1000 * spark_job_seconds(spark),
+        "all_gather_ms": 1000 * all_gather_seconds(spark, workers),
+    }
+
+
 def rebuild_calls(num_classes: int, num_features: int, rows: int) -> tuple[dict, dict]:
     """The rebuild update of one step from ``rows`` rows of sufficient vectors, two ways: the
     library's in-place sgemm (beta = 1, :func:`svb_spark.core.numerics.apply_sufficient_vectors`)
@@ -142,6 +155,13 @@ def rebuild_in_place_vs_naive(
 LAYOUTS = ("feature_major", "class_major")
 
 
+def cycling(call, W, batches: list):
+    """A call of ``call(W, V)`` with the next of ``batches`` each time: training reads a fresh
+    batch every step, so no call finds the previous one's rows in cache."""
+    batch = iter(batches * 1000)
+    return lambda: call(W, next(batch))
+
+
 def sparse_layout_calls(
     num_classes: int, num_features: int, batch_size: int, workers: int = 2, batches: int = 10
 ) -> tuple[dict, dict, dict]:
@@ -168,17 +188,13 @@ def sparse_layout_calls(
     for W in replicas.values():
         W.fill(0.0)  # touch every page, so no call pays the first-write faults
 
-    def cycling(call, W):
-        batch = iter(rows * 1000)
-        return lambda: call(W, next(batch))
-
     def apply(W, V):
         return numerics.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, float(P * B), 1e-3, 0.0)
 
     def forward(W, V):
         return numerics.sparse_sufficient_vectors(W, 1.0, b, V[:B], y[:B], w)
 
-    calls = {part: {layout: cycling(call, replicas[layout]) for layout in LAYOUTS}
+    calls = {part: {layout: cycling(call, replicas[layout], rows) for layout in LAYOUTS}
              for part, call in (("apply", apply), ("forward", forward))}  # fmt: skip
     shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P,
              "nonzeros_per_row": float(X.nnz) / X.shape[0]}  # fmt: skip
@@ -244,10 +260,6 @@ def sparse_step_calls(
     for W in replicas.values():
         W.fill(0.0)  # touch every page, so no call pays the first-write faults
 
-    def cycling(call, W):
-        batch = iter(rows * 1000)
-        return lambda: call(W, next(batch))
-
     def library_apply(W, V):
         numerics.apply_sparse_sufficient_vectors(W, 1.0, b, U, V, float(P * B), 1e-3, 0.0)
 
@@ -265,13 +277,12 @@ def sparse_step_calls(
 
     ways = {"apply": (library_apply, alternative_apply),
             "forward": (library_forward, alternative_forward)}  # fmt: skip
-    calls = {part: {way: cycling(call, replicas[way]) for way, call in zip(WAYS, pair)}
+    calls = {part: {way: cycling(call, replicas[way], rows) for way, call in zip(WAYS, pair)}
              for part, pair in ways.items()}  # fmt: skip
     # The floor of any update of those rows: each of a step's C rows read and written once
     # (the library's apply of one non-zero per distinct column).
     once = [_one_per_column(r) for r in rows]
-    touch = iter(once * 1000)
-    calls["touch"] = {"library": lambda: library_apply(replicas["library"], next(touch))}
+    calls["touch"] = {"library": cycling(library_apply, replicas["library"], once)}
     shape = {"num_classes": K, "num_features": D, "batch_size": B, "workers": P,
              "nonzeros_per_row": X.nnz / X.shape[0],
              "nonzeros_per_step": float(np.mean([r.nnz for r in rows])),
@@ -373,6 +384,21 @@ def digest_one_check_vs_whole(
             "ratio": whole / one}  # fmt: skip
 
 
+def claim_shapes(mode: str, batch_size: int = 32, with_w3: bool = True) -> tuple:
+    """The speed claims' shapes for :func:`speed_claims`: the rebuild at K=1000, D=2048 and the
+    sparse layouts at K=500, D=2^18 (the issue's shapes), each also at the shape of ``mode``'s
+    W1 and W3 (:mod:`benchmarks.workloads`), and the replica digest at K=256, D=2^18;
+    ``smoke`` takes small shapes only, to check the harness quickly."""
+    from benchmarks.workloads import W1_SIZES, W3_SIZES
+
+    if mode == "smoke":
+        return [(100, 256, 32)], [(50, 1 << 14, 16)], (64, 1 << 14)
+    sparse = [(500, 1 << 18, 16)]
+    if with_w3:
+        sparse.append((*W3_SIZES[mode][:2], batch_size))
+    return [(1000, 2048, 32), (*W1_SIZES[mode][:2], batch_size)], sparse, (256, 1 << 18)
+
+
 def speed_claims(rebuild: list[tuple], sparse: list[tuple], digest: tuple) -> dict:
     """Every speed claim at the given shapes: ``rebuild`` and ``sparse`` (K, D, B) each,
     ``digest`` (K, D); two workers' rows per step."""
@@ -384,19 +410,14 @@ def speed_claims(rebuild: list[tuple], sparse: list[tuple], digest: tuple) -> di
 
 
 def main() -> int:
-    """``python -m benchmarks.micro``: the speed claims at the shapes of a full run, side by
-    side, without Spark."""
+    """``python -m benchmarks.micro``: the speed claims at the shapes of a quick run, and the
+    sparse step against sgemm, side by side, without Spark."""
     from benchmarks.report import claims_table
 
-    claims = speed_claims([(1000, 2048, 32), (200, 256, 32)],
-                          [(500, 1 << 18, 16), (100, 1 << 15, 32)], (256, 1 << 18))  # fmt: skip
-    print(claims_table({"claims": claims}))
+    print(claims_table({"claims": speed_claims(*claim_shapes("quick"))}))
     print()
-    print(
-        sparse_step_table(
-            [sparse_step_rates(1000, 1 << 14, 32), sparse_step_rates(1000, 1 << 18, 32)]
-        )
-    )
+    rates = [sparse_step_rates(1000, 1 << 14, 32), sparse_step_rates(1000, 1 << 18, 32)]
+    print(sparse_step_table(rates))
     return 0
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -12,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# A fit reaches another's accuracy when it is at most this far below it (half a point).
+TARGET_MARGIN = 0.005
 
 
 @dataclass
@@ -135,22 +139,33 @@ def per_step(timings: dict, steps: int) -> dict[str, float]:
     return {p: timings.get(p, 0.0) / max(steps, 1) for p in ROUND_PHASES}
 
 
+def loop_seconds(timings: dict) -> float:
+    """Seconds of an SVB fit's training loop, compute to apply: the fit without its setup."""
+    from svb_spark.core.loop import ROUND_PHASES
+
+    return sum(timings.get(p, 0.0) for p in ROUND_PHASES)
+
+
 def loop_seconds_per_step(point: FitPoint) -> float:
     """Seconds per step of an SVB fit's training loop, compute to apply (setup excluded)."""
-    return sum(per_step(point.extra["timings"], point.extra["steps"]).values())
+    return loop_seconds(point.extra["timings"]) / max(point.extra["steps"], 1)
+
+
+def timed_fit(estimator, frame) -> tuple[object, float]:
+    """The model and the wall seconds of ``estimator.fit(frame)``."""
+    with warnings.catch_warnings():
+        # Short fits stop at maxIter by design: that is the point of most fits here.
+        warnings.simplefilter("ignore")
+        started = time.perf_counter()
+        model = estimator.fit(frame)
+        return model, time.perf_counter() - started
 
 
 def fit_svb(train_df, X_test, y_test, max_iter: int, **params) -> FitPoint:
     """Fit ``SVBLogisticRegression`` with its defaults plus ``params``, timed around ``fit``."""
     from svb_spark import SVBLogisticRegression
 
-    estimator = SVBLogisticRegression(maxIter=max_iter, **params)
-    with warnings.catch_warnings():
-        # Short ladder fits stop at maxIter by design.
-        warnings.simplefilter("ignore")
-        started = time.perf_counter()
-        model = estimator.fit(train_df)
-        seconds = time.perf_counter() - started
+    model, seconds = timed_fit(SVBLogisticRegression(maxIter=max_iter, **params), train_df)
     record = {key: getattr(model.summary, name) for key, name in SUMMARY_FIELDS.items()}
     # The largest worker's peak RSS, where the workers report it.
     rss = [w.get("peak_rss") or 0 for w in model.summary.workers]
@@ -190,8 +205,9 @@ def fit_mllib(train_df, X_test, y_test, max_iter: int, time_limit: float | None 
         raise PeerFailed(reason, seconds) from None
     finally:
         finished.set()
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
+        with contextlib.suppress(Exception):  # in local mode an OutOfMemoryError ends the JVM
+            sc.setLocalProperty("spark.jobGroup.id", None)
+            sc.setLocalProperty("spark.job.description", None)
     seconds = time.perf_counter() - started
     iterations = int(model.summary.totalIterations)
     accuracy = _accuracy(model, X_test, y_test)

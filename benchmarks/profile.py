@@ -15,11 +15,11 @@ rounds (line-search evaluations) and ms per round and phase.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
+from benchmarks import peers, session
 from svb_spark.core.loop import ROUND_PHASES
 
 SHAPES = {
@@ -87,10 +87,9 @@ def profile_fit(df, max_iter: int, **params) -> dict:
     from svb_spark import SVBLogisticRegression
 
     marks: dict = {}
-    with driver_phases(marks), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with driver_phases(marks):
         started = time.perf_counter()
-        model = SVBLogisticRegression(maxIter=max_iter, **params).fit(df)
+        model, _ = peers.timed_fit(SVBLogisticRegression(maxIter=max_iter, **params), df)
         ended = time.perf_counter()
     summary = model.summary
     timings = summary.timings
@@ -151,29 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shapes = args.shape or ["dense784", "sparse500"]
 
-    from svb_spark.datasets import planted, to_dataframe
-    from svb_spark.spark.session import local_session
+    from svb_spark.datasets import planted
 
-    spark = local_session(
-        "local[2]",
-        app_name="svb_spark-profile",
-        **{"spark.driver.memory": args.driver_memory, "spark.driver.maxResultSize": "0"},
+    spark = session.local_spark(
+        "profile", args.driver_memory, **{"spark.driver.maxResultSize": "0"}
     )
     # Warm-up: Python workers, Arrow and the Flight libraries are loaded once per session.
-    profile_fit(to_dataframe(spark, *planted(2000, 16, 10), 2).cache(), 1)
+    profile_fit(session.cached_frame(spark, *planted(2000, 16, 10)), 1)
     profiles = {}
     for name in shapes:
-        X, y = shape_data(name)
-        df = to_dataframe(spark, X, y, 2).cache()
-        df.count()
+        df = session.cached_frame(spark, *shape_data(name))
         _, _, _, _, max_iter = SHAPES[name]
         profile_fit(df, 1)  # a first fit warms this shape's code paths
         profiles[name] = profile_fit(df, max_iter)
         print_profile(name, profiles[name])
         df.unpersist()
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(profiles, out, indent=1, default=str)
+        session.write(profiles, Path(args.json))
     return 0
 
 

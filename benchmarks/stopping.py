@@ -17,36 +17,36 @@ accuracy is at least the best's minus 0.5 pt, and the ratio of their times is re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from benchmarks import machine, peers, run, workloads
-from benchmarks.defaults import TARGET_MARGIN
+from benchmarks import machine, peers, session, workloads
 from benchmarks.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results" / "stopping.json"
-SEED_RESULTS = RESULTS.parent / "stopping_seeds.json"
+RESULTS = session.RESULTS / "stopping.json"
+SEED_RESULTS = session.RESULTS / "stopping_seeds.json"
 
 
-def fits(spark, workload: workloads.Workload, epochs: list[int], variants: dict) -> dict:
-    """The default fit, its ``variants`` (name: params) and the fixed-epoch fits of
-    ``workload``."""
-    frame = run.cached_frame(spark, workload.X_train, workload.y_train)
+def against_fixed_epochs(
+    spark, workload: workloads.Workload, epochs: list[int], variants: dict | None = None
+) -> dict:
+    """The default fit of ``workload``, its ``variants`` (name: params) and its fixed-epoch
+    fits, and how the default fares against the most accurate of those."""
+    frame = session.cached_frame(spark, workload.X_train, workload.y_train)
     Xt, yt = workload.X_test, workload.y_test
-    points = {"default": peers.fit_svb(frame, Xt, yt, 100, numWorkers=2)}
-    for name, params in variants.items():
-        points[name] = peers.fit_svb(frame, Xt, yt, 100, numWorkers=2, **params)
+    points = {"default": peers.fit_svb(frame, Xt, yt, 100, numWorkers=session.WORKERS)}
+    for name, params in (variants or {}).items():
+        points[name] = peers.fit_svb(frame, Xt, yt, 100, numWorkers=session.WORKERS, **params)
     default = points["default"]
     chosen = {"solver": default.extra["solver"], "exchange": default.extra["exchange"]}
     for k in epochs:
         name = f"{k} epoch" if k == 1 else f"{k} epochs"
-        points[name] = peers.fit_svb(frame, Xt, yt, k, numWorkers=2, tol=0, **chosen)
+        points[name] = peers.fit_svb(frame, Xt, yt, k, numWorkers=session.WORKERS, tol=0, **chosen)
     frame.unpersist()
     best = max((name for name in points if "epoch" in name), key=lambda n: points[n].accuracy)
+    reaches = default.accuracy >= points[best].accuracy - peers.TARGET_MARGIN
     return {"workload": workload.describe(), "best_fixed": best,
             "default_over_best_fixed_time": default.seconds / points[best].seconds,
-            "reaches_best_fixed": default.accuracy >= points[best].accuracy - TARGET_MARGIN,
+            "reaches_best_fixed": reaches,
             "fits": {name: point.to_dict() for name, point in points.items()}}  # fmt: skip
 
 
@@ -69,18 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", help="only the dense mixture, per seed")
     args = parser.parse_args(argv)
-    from svb_spark.spark.session import local_session
 
     # Each set's rows are built on the driver: three 30k x 1024 mixtures outgrow a 1g heap.
-    spark = local_session(
-        "local[2]", app_name="svb_spark-stopping", **{"spark.driver.memory": "6g"}
-    )
-    run.log("warm-up fit")
-    small = workloads.w2_digits()
-    frame = run.cached_frame(spark, small.X_train, small.y_train)
-    peers.fit_svb(frame, small.X_test, small.y_test, 2, numWorkers=2, solver="sgd")
-    frame.unpersist()
-    result = {"machine": machine.python_machine(), "load_average": machine.load_average()}
+    spark = session.local_spark("stopping", "6g")
+    session.log("warm-up fit")
+    session.warm_up(spark, mllib=False, solver="sgd")
+    result = session.where_and_when()
     if args.seeds:  # the held-out stop's patience and bar on other draws of the mixture
         sets = [workloads.many_classes_dense(seed=seed) for seed in args.seeds]
         variants = {"validationTol 0.001": dict(validationTol=0.001)}
@@ -88,18 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         sets = [workloads.text_like(2**14), workloads.many_classes_dense()]
         variants = {"every row": dict(validationFraction=0.0)}
     for workload in sets:
-        run.log(workload.title)
+        session.log(workload.title)
         key = workload.title if args.seeds else workload.name
-        result[key] = fits(spark, workload, args.epochs, variants)
-        fits_of = result[key]
-        print(f"\n### {workload.title}\n\n{table(fits_of)}\n\nthe default against the best "
-              f"fixed-epoch fit ({fits_of['best_fixed']}): "
-              f"{fits_of['default_over_best_fixed_time']:.2f}x its time, "
-              f"{'reaches' if fits_of['reaches_best_fixed'] else 'misses'} its accuracy "
+        result[key] = fits = against_fixed_epochs(spark, workload, args.epochs, variants)
+        print(f"\n### {workload.title}\n\n{table(fits)}\n\nthe default against the best "
+              f"fixed-epoch fit ({fits['best_fixed']}): "
+              f"{fits['default_over_best_fixed_time']:.2f}x its time, "
+              f"{'reaches' if fits['reaches_best_fixed'] else 'misses'} its accuracy "
               "minus 0.5 pt", flush=True)  # fmt: skip
     result["load_average_at_end"] = machine.load_average()
-    (SEED_RESULTS if args.seeds else RESULTS).write_text(json.dumps(result, indent=1, default=str))
     spark.stop()
+    session.write(result, SEED_RESULTS if args.seeds else RESULTS)
     return 0
 
 

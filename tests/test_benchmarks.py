@@ -127,6 +127,16 @@ def test_every_speed_claim_reports_its_shape_and_its_ratio_of_the_two_times():
     assert digest["ratio"] == pytest.approx(digest["whole_s"] / digest["one_check_s"])
 
 
+def test_the_claims_run_at_the_issues_shapes_and_at_the_runs_w1_and_w3():
+    from benchmarks import workloads
+
+    rebuild, sparse, digest = micro.claim_shapes("quick", batch_size=16)
+    assert rebuild == [(1000, 2048, 32), (*workloads.W1_SIZES["quick"][:2], 16)]
+    assert sparse == [(500, 1 << 18, 16), (*workloads.W3_SIZES["quick"][:2], 16)]
+    assert digest == (256, 1 << 18)
+    assert micro.claim_shapes("full", with_w3=False)[1] == [(500, 1 << 18, 16)]
+
+
 def _point(iterations, seconds, accuracy, **extra):
     return peers.FitPoint(iterations, seconds, accuracy, extra).to_dict()
 
@@ -454,3 +464,10 @@ def test_the_cold_start_table_shows_what_a_first_fit_pays_over_the_later_ones():
     text = cold_start.table([svb, mllib])
     assert "| svb | 7.0 | - | 5.00 | 1.40 / 1.20 | 4.80 | +3.70 |" in text
     assert "| mllib | 8.0 | 3.00 | 15.00 | 8.00 / 7.00 | nan | +8.00 |" in text
+
+
+def test_a_result_file_holds_numpy_values_as_plain_numbers(tmp_path):
+    from benchmarks import session
+
+    path = session.write({"a": np.float32(1.5), "b": np.arange(2)}, tmp_path / "r" / "x.json")
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1]}
