@@ -73,10 +73,42 @@ def apply_sufficient_vectors(
     _decay(W, learning_rate, reg_param, reg_scale)
     if total_weight <= 0.0 or U.shape[0] == 0:
         return
-    scale = W.dtype.type(learning_rate / total_weight)
-    _subtract_outer_products(W, scale, U, V)
+    descend(W, b, learning_rate / total_weight, ("vectors", U, V), fit_intercept)
+
+
+def descend(W, b, coefficient: float, update: tuple, fit_intercept: bool = True, intercept=None):
+    """The move every SGD step makes once its penalty is applied, in place:
+    ``W -= coefficient * U^T V`` and ``b -= coefficient * colsum(U)``. Every update path
+    (dense and sparse sufficient vectors, the dense baseline's gradients, SAGA, the lazy
+    penalty's gathered columns) goes through it.
+
+    ``update`` is ``("vectors", U, V)`` with dense rows V (one BLAS gemm into W, no K x D
+    temporary), ``("sparse", U, V)`` with CSR rows V, or a list of CSR blocks of consecutive
+    rows (every worker's, in rank order: the same floating-point operations as the stacked
+    rows), applied to a feature-major ``W`` (D x K rows: a replica's transpose or a gathered
+    block of columns), or ``("gradient", G, g)``: a summed ``G = U^T V`` and ``g =
+    colsum(U)``. ``intercept`` is b's coefficient where it differs from W's (a scaled
+    replica's). Returns the column sums of U.
+    """
+    kind, first, second = update
+    scale = W.dtype.type(coefficient)
+    if kind == "gradient":
+        W -= scale * first
+        sums = second
+    elif kind == "vectors":
+        _subtract_outer_products(W, scale, first, second)
+        sums = first.sum(axis=0)
+    else:  # "sparse": each row of W takes its terms in V's row order, block by block
+        start = 0
+        for block in second if isinstance(second, (list, tuple)) else [second]:
+            stop = start + block.shape[0]
+            if block.nnz:
+                subtract_sparse_product(W, scale, first[start:stop], block)
+            start = stop
+        sums = first.sum(axis=0)
     if fit_intercept:
-        b -= scale * U.sum(axis=0)
+        b -= b.dtype.type(coefficient if intercept is None else intercept) * sums
+    return sums
 
 
 def _subtract_outer_products(W: np.ndarray, scale, U: np.ndarray, V: np.ndarray) -> None:
@@ -230,10 +262,7 @@ def apply_gradient(
     _decay(W, learning_rate, reg_param, reg_scale)
     if total_weight <= 0.0:
         return
-    scale = W.dtype.type(learning_rate / total_weight)
-    W -= scale * G
-    if fit_intercept:
-        b -= scale * g
+    descend(W, b, learning_rate / total_weight, ("gradient", G, g), fit_intercept)
 
 
 # Below this, the scalar of a scaled sparse replica is folded back into W (an O(K D) pass that
@@ -361,14 +390,7 @@ def apply_sparse_sufficient_vectors(
     if total_weight <= 0.0 or U.shape[0] == 0:
         return factor
     step = learning_rate / total_weight
-    start = 0
-    for block in V if isinstance(V, (list, tuple)) else [V]:
-        stop = start + block.shape[0]
-        if block.nnz:
-            subtract_sparse_product(W.T, W.dtype.type(step / factor), U[start:stop], block)
-        start = stop
-    if fit_intercept:
-        b -= W.dtype.type(step) * U.sum(axis=0)
+    descend(W.T, b, step / factor, ("sparse", U, V), fit_intercept, intercept=step)
     return factor
 
 
@@ -429,20 +451,11 @@ def apply_saga(
     formed: two in-place gemms of the batch and one pass over A.
     """
     _decay(W, learning_rate, reg_param, reg_scale)
-    kind, first, second = update
-    if batch_weight > 0.0 and first.shape[0]:
+    if batch_weight > 0.0 and update[1].shape[0]:
         coefficient = learning_rate * (1.0 / batch_weight - seen_scale / total_weight)
-        if kind == "vectors":
-            _subtract_outer_products(A, A.dtype.type(-1.0 / total_weight), first, second)
-            _subtract_outer_products(W, W.dtype.type(coefficient), first, second)
-            column_sums = first.sum(axis=0)
-        else:
-            A += A.dtype.type(1.0 / total_weight) * first
-            W -= W.dtype.type(coefficient) * first
-            column_sums = second
+        column_sums = descend(A, None, -1.0 / total_weight, update, fit_intercept=False)
+        descend(W, b, coefficient, update, fit_intercept)
         a += a.dtype.type(1.0 / total_weight) * column_sums
-        if fit_intercept:
-            b -= b.dtype.type(coefficient) * column_sums
     _step_along_average(W, b, A, a, learning_rate * seen_scale, fit_intercept)
 
 

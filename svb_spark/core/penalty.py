@@ -418,13 +418,11 @@ class LazyPenalty:
             factor = 1.0
         if total_weight > 0.0 and U.shape[0]:
             step = learning_rate / total_weight
-            if V.nnz:
-                if fused:  # the debts first: the soft threshold's zeros stay exact
-                    _subtract_clipped(block, threshold, self._scratch(block))
-                    fused = False
-                sparse.subtract_sparse_product(block, W.dtype.type(step / factor), U, local)
-            if fit_intercept:
-                b -= W.dtype.type(step) * U.sum(axis=0)
+            if V.nnz and fused:  # the debts first: the soft threshold's zeros stay exact
+                _subtract_clipped(block, threshold, self._scratch(block))
+                fused = False
+            update = ("sparse", U, local if V.nnz else V)
+            numerics.descend(block, b, step / factor, update, fit_intercept, intercept=step)
         if fused:  # no update to fold the debts into
             _subtract_clipped(block, threshold)
         if self.total is not None:

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from svb_spark.core.modes import MODES, ClassSharded, PeerToPeer, choose_exchange
+from svb_spark.core.solvers.averaged import AsgdSolver
 from svb_spark.core.solvers.base import FitFacts, Solver
 from svb_spark.core.solvers.lbfgs import AUTO_MAX_COEFFICIENTS, LbfgsSolver
+from svb_spark.core.solvers.saga import SagaSolver
 from svb_spark.core.solvers.sharded import ShardedSolver, class_blocks
-from svb_spark.core.solvers.stochastic import AsgdSolver, SagaSolver, SgdSolver
+from svb_spark.core.solvers.stochastic import SgdSolver
 from svb_spark.core.stopping import HOLDOUT_MIN_HELD_OUT, HOLDOUT_MIN_ROWS
 
 # The solvers by the name the ``solver`` param gives them.

@@ -1,4 +1,4 @@
-"""The replicated minibatch solvers: SGD (the paper's method), SAGA and averaged SGD.
+"""The replicated minibatch solver: SGD (the paper's method), the base of SAGA and averaged SGD.
 
 Every worker holds a full replica of ``W`` and ``b``. Every exchange it sends its message for
 the last ``syncInterval`` steps (sufficient vectors, or the dense gradient in the baseline
@@ -7,10 +7,9 @@ starts equal and applies the same update, so the replicas stay equal: with ``syn
 the fit equals synchronous minibatch SGD on the global batch.
 
 - :class:`SgdSolver`: a step of ``stepSize / L`` decaying as ``1 / sqrt(1 + epoch)``.
-- :class:`SagaSolver`: SAGA on sufficient vectors with a constant step; the average gradient
-  is kept on every replica, each row's last U only by the worker that owns the row.
-- :class:`AsgdSolver`: Polyak-Ruppert tail averaging: the model is the mean of SGD's iterates
-  after every step from the second epoch on, kept on every replica.
+- :class:`~svb_spark.core.solvers.saga.SagaSolver` and
+  :class:`~svb_spark.core.solvers.averaged.AsgdSolver` change what a step applies and what
+  the model is; the round, the epochs and the stopping are this module's.
 
 When the fit holds rows out by itself (validationFraction), they judge every epoch; once the
 epochs are over, every replica goes back to the most accurate model and makes one last pass
@@ -28,7 +27,7 @@ from svb_spark.core import numerics, wire
 from svb_spark.core.modes import MODES, ExchangeMode
 from svb_spark.core.partition import LocalPartition, stack_rows
 from svb_spark.core.penalty import LazyPenalty, Penalty
-from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, best_of, newest_common
+from svb_spark.core.solvers.base import Outcome, Solver, best_of
 from svb_spark.core.state import ReplicaState
 from svb_spark.core.stopping import (
     best_validation_epoch,
@@ -473,153 +472,6 @@ class SgdSolver(Solver):
     @classmethod
     def load(cls, store, data: LocalPartition, rank: int, step: int) -> ReplicaState:
         return store.read_replica(step)
-
-
-class SagaSolver(SgdSolver):
-    """SAGA on sufficient vectors with a constant step (see :func:`numerics.apply_saga`).
-
-    A worker sends ``dU = U - memory[rows]`` for its batch and keeps each of its rows' last
-    ``U``; every replica keeps the average gradient ``A``, updated from the rebuilt update.
-    """
-
-    name = "saga"
-
-    def _add_state(self) -> None:
-        self.weights.state["A"] = np.zeros_like(self.weights.W)
-        self.weights.state["a"] = np.zeros_like(self.weights.b)
-        self._weight_seen = 0.0  # first epoch: the weight of the rows seen so far
-
-    @classmethod
-    def why_not(cls, facts: FitFacts) -> str | None:
-        """SAGA applies each step's update at once (syncInterval 1). On sparse rows its
-        average gradient costs a K x D pass per step, which plain SGD's sparse update
-        avoids."""
-        if facts.sparse:
-            return "the features are sparse (stored as CSR rows), which train with SGD"
-        if facts.sync_interval != 1:
-            return f"syncInterval is {facts.sync_interval}; SAGA needs 1"
-        return None
-
-    @classmethod
-    def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
-        # Each worker gets about rows / numWorkers rows (hashed, or kept input partitions
-        # within 10% of that); 10% of slack.
-        K, D, size = facts.num_classes, facts.num_features, np.dtype(facts.dtype).itemsize
-        rows = math.ceil(1.1 * facts.num_rows / facts.num_workers)
-        formula = (
-            f"SAGA's (2 x numClasses x numFeatures + rows x numClasses) x {size} bytes "
-            f"({facts.dtype}) = (2 x {K} x {D} + {rows} x {K}) x {size}"
-        )
-        return (2 * K * D + rows * K) * size, formula
-
-    def schedule(self, step: int) -> float:
-        """Constant: variance reduction lets SAGA converge without a decay."""
-        return self.plan.base_learning_rate
-
-    def own_vectors(self, data: LocalPartition, rows: np.ndarray, U: np.ndarray) -> np.ndarray:
-        if self.pass_left:  # the held-out rows have no memory: the last pass is plain SGD
-            return U
-        return numerics.saga_delta(data.saga_memory(self.config.num_classes), rows, U)
-
-    def apply_step(self, messages: list[wire.RoundMessage], j: int, weight: float, lr: float):
-        if self.pass_left:
-            return super().apply_step(messages, j, weight, lr)
-        config, weights = self.config, self.weights
-        # After the first epoch every row has been seen: A is the average over all of them.
-        seen = 1.0
-        if self.step < self.plan.steps_per_epoch:
-            seen = numerics.saga_seen_scale(self._weight_seen, self.plan.total_weight)
-        if not self.mode.sends_gradients:
-            update = ("vectors", *step_vectors(messages, j))
-        else:
-            G = step_gradient(messages, j)
-            update = ("gradient", G[:, :-1], G[:, -1])
-        numerics.apply_saga(
-            weights.W, weights.b, weights.state["A"], weights.state["a"], update, weight,
-            self.plan.total_weight, lr, self.penalty.l2, self.penalty.l2_scale, seen,
-            config.fit_intercept,
-        )  # fmt: skip
-        self.penalize(weights.W, weights.b, lr)
-        self._weight_seen += weight
-
-    def save(self, store, data: LocalPartition) -> int:
-        """Every worker writes its own rows' memory of this step; rank 0 also the replica,
-        keeping two, since until every worker has written its memory of the new step the
-        step before is the newest whole checkpoint."""
-        store.write_rows(self.rank, self.step, data.memory)
-        if self.rank != 0:
-            return 0
-        store.write_replica(self.state(), keep=2)
-        return 1
-
-    @classmethod
-    def steps_seen(cls, store, rank: int) -> list[int]:
-        mine = set(store.rows_steps(rank))
-        if rank == 0:
-            mine &= set(store.replica_steps())
-        return sorted(mine)
-
-    @classmethod
-    def common_step(cls, seen: list[list[int]]) -> int | None:
-        return newest_common(seen)
-
-    @classmethod
-    def load(cls, store, data: LocalPartition, rank: int, step: int) -> ReplicaState:
-        data.memory = store.read_rows(rank, step)
-        return store.read_replica(step)
-
-
-class AsgdSolver(SgdSolver):
-    """Averaged SGD: SGD's steps, and the model is the running mean of the iterates after
-    every step from the second epoch on (dense rows: the replica has no L2 factor)."""
-
-    name = "asgd"
-    scores_held_out = False  # its held-out rows would judge SGD's iterate, not the mean
-
-    def _add_state(self) -> None:
-        self.weights.state["mean_W"] = np.zeros_like(self.weights.W)
-        self.weights.state["mean_b"] = np.zeros_like(self.weights.b)
-
-    @classmethod
-    def why_not(cls, facts: FitFacts) -> str | None:
-        """Its mean of the iterates is a second K x D array updated every step: dense rows
-        only (a sparse step touches a few columns, the mean would cost a K x D pass)."""
-        if facts.sparse:
-            return "the features are sparse (stored as CSR rows), which train with SGD"
-        if facts.validation:
-            return "validationIndicatorCol is set; it would score SGD's iterate, not the mean"
-        return None
-
-    @classmethod
-    def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
-        K, D, size = facts.num_classes, facts.num_features, np.dtype(facts.dtype).itemsize
-        formula = (
-            f"averaged SGD's 2 x numClasses x numFeatures x {size} bytes ({facts.dtype}) = "
-            f"2 x {K} x {D} x {size}"
-        )
-        return 2 * K * D * size, formula
-
-    @property
-    def averaged_steps(self) -> int:
-        """How many iterates the mean holds (those after the first epoch)."""
-        return max(0, self.step - self.plan.steps_per_epoch)
-
-    def after_step(self) -> None:
-        n = self.averaged_steps
-        if n == 0:
-            return
-        state, weights = self.weights.state, self.weights
-        numerics.fold_into_mean(state["mean_W"], weights.W, n)
-        numerics.fold_into_mean(state["mean_b"], weights.b, n)
-
-    def outcome(self) -> Outcome:
-        if not self.averaged_steps:
-            return super().outcome()
-        self.weights.fold_factor()
-        state = self.weights.state
-        if self.penalty.bounded:  # a mean of points in the box, exact after its rounding
-            self.penalty.project(state["mean_W"], state["mean_b"])
-        return Outcome(state["mean_W"], state["mean_b"], self.stop_reason)
 
 
 def step_vectors(messages: list[wire.RoundMessage], j: int, stacked: bool = True):
