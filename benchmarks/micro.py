@@ -277,23 +277,23 @@ def sparse_step_rates(
 
 def sparse_step_table(results: list[dict]) -> str:
     """:func:`sparse_step_rates` as a markdown table, one row per shape and part."""
-    lines = ["part | shape (float32, one thread) | library ms | alternative ms | speedup | "
-             "rows touched once ms | library GFLOP/s | sgemm GFLOP/s (P B x C / same flops) | "
-             "sgemm / library",
-             "--- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---:"]  # fmt: skip
+    rows = []
     for r in results:
-        shape = (f"K={r['num_classes']}, D=2^{r['num_features'].bit_length() - 1}, "
+        shape = (f"K={r['num_classes']}, D={power_of_two(r['num_features'])}, "
                  f"{r['nonzeros_per_row']:.0f} nnz/row, C={r['columns_per_step']:.0f}")  # fmt: skip
-        for part, rows in (("apply", r["workers"] * r["batch_size"]), ("forward", r["batch_size"])):
+        step_rows = r["workers"] * r["batch_size"]
+        for part, count in (("apply", step_rows), ("forward", r["batch_size"])):
             t = r[part]
-            touch = f"{t['touch_s'] * 1e3:.3f}" if "touch_s" in t else "-"
-            lines.append(
-                f"{part} ({rows} rows) | {shape} | {t['library_s'] * 1e3:.3f} | "
-                f"{t['alternative_s'] * 1e3:.3f} | {t['speedup']:.1f}x | {touch} | "
-                f"{t['library_gflops']:.1f} | {r['gemm_gflops']:.0f} / {r['gemm_same_gflops']:.0f} "
-                f"| {t['gemm_ratio']:.1f}x / {t['gemm_same_ratio']:.1f}x"
-            )
-    return "\n".join(lines)
+            rows.append([f"{part} ({count} rows)", shape, _ms(t["library_s"]),
+                         _ms(t["alternative_s"]), f"{t['speedup']:.1f}x",
+                         _ms(t["touch_s"]) if "touch_s" in t else "-",
+                         f"{t['library_gflops']:.1f}",
+                         f"{r['gemm_gflops']:.0f} / {r['gemm_same_gflops']:.0f}",
+                         f"{t['gemm_ratio']:.1f}x / {t['gemm_same_ratio']:.1f}x"])  # fmt: skip
+    header = ("part | shape (float32, one thread) | library ms | alternative ms | speedup | "
+              "rows touched once ms | library GFLOP/s | sgemm GFLOP/s (P B x C / same flops) | "
+              "sgemm / library")  # fmt: skip
+    return markdown_table(header, rows, "llrrrrrrr")
 
 
 def digest_one_check_vs_whole(

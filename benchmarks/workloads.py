@@ -77,6 +77,16 @@ def w1_planted() -> Workload:
     return Workload("W1", title, X[:train], y[:train], X[train:], y[train:])
 
 
+def planted_rows(rows: int, features: int, classes: int, sparse: bool, seed: int = 0):
+    """``(X, y)`` of a planted teacher: text-like CSR rows of about 50 non-zeros
+    (``svb_spark.datasets.planted_sparse``) or dense ones (``planted``)."""
+    from svb_spark import datasets
+
+    if sparse:
+        return datasets.planted_sparse(rows, features, classes, seed=seed)
+    return datasets.planted(rows, features, classes, seed=seed)
+
+
 def w2_digits() -> Workload:
     from svb_spark.datasets import digits
 

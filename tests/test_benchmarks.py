@@ -283,3 +283,21 @@ def test_a_result_file_holds_numpy_values_as_plain_numbers(tmp_path):
 
     path = session.write({"a": np.float32(1.5), "b": np.arange(2)}, tmp_path / "r" / "x.json")
     assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1]}
+
+
+def test_the_exchange_tables_show_every_point_and_auto_s_choice():
+    from benchmarks import exchange
+
+    point = {"epoch_seconds": 0.4, "payload_per_step": 500.0, "predicted_bytes_per_step": 525.0,
+             "framing_per_exchange": 30.0}  # fmt: skip
+    points = {"sharded P=2": point, "sharded P=4": {"epoch_seconds": 0.6}}
+    sharded = {"dense": {"points": points, "sharded_over_replicated_at_2": 0.67,
+                         "sharded_2_over_1": 0.52}}  # fmt: skip
+    auto = {"large": {"epoch_seconds": {"p2p": 0.8, "dense": 2.08, "sharded": 0.31},
+                      "auto_chose": "sharded", "measured_fastest": "sharded",
+                      "auto_over_p2p": 0.29}}  # fmt: skip
+    text = exchange.tables(sharded, auto)
+    assert "| dense | sharded P=2 | 0.40 | 500 (525) | 30 |" in text
+    assert "| dense | sharded P=4 | 0.60 | - | - |" in text
+    assert "sharded / replicated at P=2 0.67" in text
+    assert "| large | 0.80 | 2.08 | 0.31 | sharded | sharded | 0.29 |" in text
