@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from benchmarks import machine, peers, session, workloads
-from benchmarks.report import markdown_table
+from benchmarks.session import markdown_table
 
 RESULTS = session.RESULTS / "binary.json"
 D_SPARSE, D_DENSE, POSITIVE_RATE, LBFGS_ITERS = 1 << 20, 100, 0.03, (10, 210)

@@ -21,7 +21,7 @@ import sys
 import time
 
 from benchmarks import machine, peers, session
-from benchmarks.report import markdown_table
+from benchmarks.session import markdown_table
 
 RESULTS = session.RESULTS / "cold_start.json"
 WAYS = ("svb", "svb_after_a_python_job", "mllib")

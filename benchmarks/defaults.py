@@ -25,7 +25,7 @@ import sys
 import time
 
 from benchmarks import machine, peers, session, stopping, workloads
-from benchmarks.report import markdown_table
+from benchmarks.session import markdown_table
 
 RESULTS = session.RESULTS / "defaults.json"
 TEXT_RESULTS = session.RESULTS / "text.json"
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             "digits": workloads.w2_digits(),
             "letter": workloads.letter(),
             "satellite": workloads.satellite(),
-            "W1 quick": workloads.w1_planted("quick"),
+            "W1 quick": workloads.w1_planted(),
             "sparse text": workloads.sparse_text(500, args.sparse_features, 20_000, 5_000),
         }
         results = {name: compare(spark, workload) for name, workload in sets.items()}

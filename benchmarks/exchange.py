@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from benchmarks import peers, session
+from benchmarks import peers, session, workloads
+from benchmarks.session import markdown_table
 
 RESULTS = session.RESULTS / "exchange.json"
 # name: (rows, classes, features, batchSize) for the auto check
@@ -85,14 +86,9 @@ def process_point(X, y, mode: str, workers: int) -> dict:
 
 
 def measure(spark, name: str, shape: tuple) -> dict:
-    from svb_spark import datasets
-
     rows, features, classes, sparse = shape
-    if sparse:
-        X, y = datasets.planted_sparse(rows, features, classes, seed=0)
-    else:
-        X, y = datasets.planted(rows, features, classes, seed=0)
-        X = X.astype(np.float32)
+    X, y = workloads.planted_rows(rows, features, classes, sparse)
+    X = X if sparse else X.astype(np.float32)
     df = session.cached_frame(spark, X, y)
     points = {}
     for workers in (1, 2):
@@ -113,10 +109,8 @@ def measure(spark, name: str, shape: tuple) -> dict:
 
 def auto_check(spark, name: str, shape: tuple) -> dict:
     """Epoch seconds of every mesh mode at ``shape``, and the mode auto takes."""
-    from svb_spark import datasets
-
     rows, classes, features, batch = shape
-    X, y = datasets.planted(rows, features, classes, seed=1)
+    X, y = workloads.planted_rows(rows, features, classes, sparse=False, seed=1)
     df = session.cached_frame(spark, X.astype(np.float32), y)
     measured = {}
     for mode in ("p2p", "dense", "sharded", "auto"):
@@ -131,6 +125,37 @@ def auto_check(spark, name: str, shape: tuple) -> dict:
             "epoch_seconds": measured, "auto_chose": chosen, "measured_fastest": fastest,
             "predicted_step_seconds": predicted,
             "auto_over_p2p": measured["auto"] / measured["p2p"]}  # fmt: skip
+
+
+def tables(sharded: dict, auto: dict) -> str:
+    """The class-sharded points and their ratios, and auto's choice against every mode."""
+    points = []
+    for name, result in sharded.items():
+        for point, values in result["points"].items():
+            sent = framing = "-"
+            if values.get("payload_per_step"):
+                formula = values["predicted_bytes_per_step"]
+                sent = f"{values['payload_per_step']:.0f} ({formula:.0f})"
+                framing = f"{values['framing_per_exchange']:.0f}"
+            points.append([name, point, f"{values['epoch_seconds']:.2f}", sent, framing])
+    ratios = [
+        f"{name}: sharded / replicated at P=2 {result['sharded_over_replicated_at_2']:.2f} "
+        f"(target <= 0.75); sharded P=2 / P=1 {result['sharded_2_over_1']:.2f}"
+        for name, result in sharded.items()
+    ]
+    choices = []
+    for name, check in auto.items():
+        times = check["epoch_seconds"]
+        choices.append([name, *(f"{times[mode]:.2f}" for mode in ("p2p", "dense", "sharded")),
+                        check["auto_chose"], check["measured_fastest"],
+                        f"{check['auto_over_p2p']:.2f}"])  # fmt: skip
+    return "\n\n".join([
+        markdown_table("shape | mode, P | s / epoch | payload bytes / step (formula) | "
+                       "framing / exchange", points, "llrrr"),
+        "\n".join(ratios),
+        markdown_table("shape | p2p | dense | sharded | auto takes | measured fastest | "
+                       "auto / p2p", choices, "lrrrllr"),
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,27 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     auto = {name: auto_check(spark, name, shape) for name, shape in AUTO_SHAPES.items()}
     spark.stop()
     session.write({"sharded": results, "auto": auto}, RESULTS)
-    print("| shape | mode, P | s / epoch | payload bytes / step (formula) | framing / exchange |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, result in results.items():
-        for point, values in result["points"].items():
-            sent = framing = "-"
-            if values.get("payload_per_step"):
-                sent = (
-                    f"{values['payload_per_step']:.0f} ({values['predicted_bytes_per_step']:.0f})"
-                )
-                framing = f"{values['framing_per_exchange']:.0f}"
-            print(f"| {name} | {point} | {values['epoch_seconds']:.2f} | {sent} | {framing} |")
-    for name, result in results.items():
-        print(f"{name}: sharded / replicated at P=2 {result['sharded_over_replicated_at_2']:.2f} "
-              f"(target <= 0.75); sharded P=2 / P=1 {result['sharded_2_over_1']:.2f}")  # fmt: skip
-    print("| shape | p2p | dense | sharded | auto takes | measured fastest | auto / p2p |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, check in auto.items():
-        times = check["epoch_seconds"]
-        print(f"| {name} | {times['p2p']:.2f} | {times['dense']:.2f} | {times['sharded']:.2f} | "
-              f"{check['auto_chose']} | {check['measured_fastest']} | "
-              f"{check['auto_over_p2p']:.2f} |")  # fmt: skip
+    print(tables(results, auto))
     print(f"({time.perf_counter() - started:.0f} s in all; written to {RESULTS})")
     return 0
 

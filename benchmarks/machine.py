@@ -1,4 +1,4 @@
-"""What the benchmark ran on: CPU, cores, load, numpy's BLAS, Spark and the JVM's BLAS."""
+"""What a benchmark ran on: CPU, cores, load, numpy's BLAS and the JVM's BLAS."""
 
 from __future__ import annotations
 
@@ -58,28 +58,3 @@ def jvm_blas(spark) -> dict:
     libblas = Path("/usr/lib/x86_64-linux-gnu/libblas.so.3")
     result["libblas.so.3"] = str(libblas.resolve()) if libblas.exists() else "missing"
     return result
-
-
-def executor_blas_failures(worker_dir: str) -> list[str]:
-    """The executors' log lines where netlib warns or failed to load a native BLAS (none, after
-    MLlib ran, means they used the driver's native BLAS)."""
-    return [
-        line.strip()[:300]
-        for log in Path(worker_dir).glob("*/*/stderr")
-        for line in log.read_text(errors="replace").splitlines()
-        if "netlib" in line.lower() and ("failed" in line.lower() or "warn" in line.lower())
-    ]
-
-
-def spark_info(spark) -> dict:
-    """Spark version, master, memory, executors and Java version of a running session (the
-    JVM's BLAS is read after MLlib's fits: :func:`jvm_blas`)."""
-    sc = spark.sparkContext
-    return {
-        "spark": spark.version,
-        "master": sc.master,
-        "executor_memory": sc.getConf().get("spark.executor.memory", "1g"),
-        "driver_memory": sc.getConf().get("spark.driver.memory", "1g"),
-        "executors": int(sc._jsc.sc().getExecutorIds().size()),
-        "java": sc._jvm.System.getProperty("java.version"),
-    }

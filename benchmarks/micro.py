@@ -1,5 +1,5 @@
-"""Microbenchmarks: exchange latency, Spark's own costs, and the speed claims (each the
-library's function against the alternative, side by side; ``python -m benchmarks.micro``).
+"""Microbenchmarks, no Spark (``python -m benchmarks.micro``): the speed claims, each the
+library's function against the alternative, side by side, and the sparse step against sgemm.
 
 Numeric work runs on one thread (each worker of the benchmark cluster owns one core); each
 figure is the median of several repeats.
@@ -7,14 +7,14 @@ figure is the median of several repeats.
 
 from __future__ import annotations
 
-import secrets
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pyarrow as pa
+
+from benchmarks.session import markdown_table
+from benchmarks.workloads import power_of_two
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -36,77 +36,6 @@ def one_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1)
-
-
-def flight_exchange_seconds(
-    workers: int, payload_bytes: int, steps: int = 200, timeout: float = 60.0
-) -> float:
-    """Median seconds of one ``FlightMeshExchange.all_gather`` of ``payload_bytes`` between
-    ``workers`` threads, each with its own Flight server on 127.0.0.1."""
-    from svb_spark.transport.flight import FlightMeshExchange
-
-    secret = secrets.token_urlsafe(16)
-    meshes = [FlightMeshExchange(r, workers, "127.0.0.1", secret, timeout) for r in range(workers)]
-    for mesh in meshes:
-        mesh.connect([m.location for m in meshes])
-    values = np.zeros(max(1, payload_bytes // 4), dtype=np.float32)
-    batch = pa.RecordBatch.from_pydict({"x": pa.array(values)})
-
-    def run(rank: int) -> list[float]:
-        times = []
-        for step in range(steps):
-            started = time.perf_counter()
-            meshes[rank].all_gather(step, batch)
-            times.append(time.perf_counter() - started)
-        # Skip the first steps: gRPC opens its channels lazily on the first call.
-        return times[min(10, steps // 4) :]
-
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            per_rank = list(pool.map(run, range(workers)))
-    finally:
-        for mesh in meshes:
-            mesh.close()
-    return statistics.median(t for times in per_rank for t in times)
-
-
-def spark_job_seconds(spark, repeats: int = 7) -> float:
-    """Median seconds of a trivial Spark job with one task per executor."""
-    rdd = spark.sparkContext.parallelize(range(2), 2)
-    return median_seconds(lambda: rdd.map(lambda x: x).count(), repeats=repeats, warmup=2)
-
-
-def all_gather_seconds(spark, workers: int = 2, calls: int = 4) -> float:
-    """Median seconds of one ``BarrierTaskContext.allGather`` of a tiny message, timed after a
-    first barrier() so that stage start-up is not counted."""
-
-    def task(iterator):
-        import time as _time
-
-        from pyspark import BarrierTaskContext
-
-        context = BarrierTaskContext.get()
-        context.barrier()
-        for _ in range(calls):
-            started = _time.perf_counter()
-            context.allGather("x")
-            yield _time.perf_counter() - started
-
-    rdd = spark.sparkContext.parallelize(range(workers), workers)
-    return statistics.median(rdd.barrier().mapPartitions(task).collect())
-
-
-def exchange_latencies(spark, workers: int) -> dict:
-    """The costs a step must stay clear of, in milliseconds: a Flight exchange between two
-    threads (tiny and 4 MB payloads), a trivial Spark job and a barrier ``allGather``."""
-    large_bytes = 4 << 20
-    return {
-        "p2p_tiny_ms": 1000 * flight_exchange_seconds(2, 64, steps=400),
-        "p2p_large_ms": 1000 * flight_exchange_seconds(2, large_bytes, steps=30),
-        "p2p_large_bytes": large_bytes,
-        "spark_job_ms": 1000 * spark_job_seconds(spark),
-        "all_gather_ms": 1000 * all_gather_seconds(spark, workers),
-    }
 
 
 def rebuild_calls(num_classes: int, num_features: int, rows: int) -> tuple[dict, dict]:
@@ -348,23 +277,23 @@ def sparse_step_rates(
 
 def sparse_step_table(results: list[dict]) -> str:
     """:func:`sparse_step_rates` as a markdown table, one row per shape and part."""
-    lines = ["part | shape (float32, one thread) | library ms | alternative ms | speedup | "
-             "rows touched once ms | library GFLOP/s | sgemm GFLOP/s (P B x C / same flops) | "
-             "sgemm / library",
-             "--- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---:"]  # fmt: skip
+    rows = []
     for r in results:
-        shape = (f"K={r['num_classes']}, D=2^{r['num_features'].bit_length() - 1}, "
+        shape = (f"K={r['num_classes']}, D={power_of_two(r['num_features'])}, "
                  f"{r['nonzeros_per_row']:.0f} nnz/row, C={r['columns_per_step']:.0f}")  # fmt: skip
-        for part, rows in (("apply", r["workers"] * r["batch_size"]), ("forward", r["batch_size"])):
+        step_rows = r["workers"] * r["batch_size"]
+        for part, count in (("apply", step_rows), ("forward", r["batch_size"])):
             t = r[part]
-            touch = f"{t['touch_s'] * 1e3:.3f}" if "touch_s" in t else "-"
-            lines.append(
-                f"{part} ({rows} rows) | {shape} | {t['library_s'] * 1e3:.3f} | "
-                f"{t['alternative_s'] * 1e3:.3f} | {t['speedup']:.1f}x | {touch} | "
-                f"{t['library_gflops']:.1f} | {r['gemm_gflops']:.0f} / {r['gemm_same_gflops']:.0f} "
-                f"| {t['gemm_ratio']:.1f}x / {t['gemm_same_ratio']:.1f}x"
-            )
-    return "\n".join(lines)
+            rows.append([f"{part} ({count} rows)", shape, _ms(t["library_s"]),
+                         _ms(t["alternative_s"]), f"{t['speedup']:.1f}x",
+                         _ms(t["touch_s"]) if "touch_s" in t else "-",
+                         f"{t['library_gflops']:.1f}",
+                         f"{r['gemm_gflops']:.0f} / {r['gemm_same_gflops']:.0f}",
+                         f"{t['gemm_ratio']:.1f}x / {t['gemm_same_ratio']:.1f}x"])  # fmt: skip
+    header = ("part | shape (float32, one thread) | library ms | alternative ms | speedup | "
+              "rows touched once ms | library GFLOP/s | sgemm GFLOP/s (P B x C / same flops) | "
+              "sgemm / library")  # fmt: skip
+    return markdown_table(header, rows, "llrrrrrrr")
 
 
 def digest_one_check_vs_whole(
@@ -384,19 +313,14 @@ def digest_one_check_vs_whole(
             "ratio": whole / one}  # fmt: skip
 
 
-def claim_shapes(mode: str, batch_size: int = 32, with_w3: bool = True) -> tuple:
-    """The speed claims' shapes for :func:`speed_claims`: the rebuild at K=1000, D=2048 and the
-    sparse layouts at K=500, D=2^18 (the issue's shapes), each also at the shape of ``mode``'s
-    W1 and W3 (:mod:`benchmarks.workloads`), and the replica digest at K=256, D=2^18;
-    ``smoke`` takes small shapes only, to check the harness quickly."""
-    from benchmarks.workloads import W1_SIZES, W3_SIZES
-
-    if mode == "smoke":
-        return [(100, 256, 32)], [(50, 1 << 14, 16)], (64, 1 << 14)
-    sparse = [(500, 1 << 18, 16)]
-    if with_w3:
-        sparse.append((*W3_SIZES[mode][:2], batch_size))
-    return [(1000, 2048, 32), (*W1_SIZES[mode][:2], batch_size)], sparse, (256, 1 << 18)
+# The speed claims' shapes, (K, D, B) for the rebuild and the sparse layouts, (K, D) for the
+# replica digest: the issue's shapes (rebuild K=1000, D=2048; sparse K=500, D=2^18), and the
+# shapes of the dense and sparse sets the benchmark ran on first (K=200, D=256; K=100, D=2^15).
+CLAIM_SHAPES = (
+    [(1000, 2048, 32), (200, 256, 32)],
+    [(500, 1 << 18, 16), (100, 1 << 15, 32)],
+    (256, 1 << 18),
+)
 
 
 def speed_claims(rebuild: list[tuple], sparse: list[tuple], digest: tuple) -> dict:
@@ -409,12 +333,40 @@ def speed_claims(rebuild: list[tuple], sparse: list[tuple], digest: tuple) -> di
     }
 
 
-def main() -> int:
-    """``python -m benchmarks.micro``: the speed claims at the shapes of a quick run, and the
-    sparse step against sgemm, side by side, without Spark."""
-    from benchmarks.report import claims_table
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:,.3f}"
 
-    print(claims_table({"claims": speed_claims(*claim_shapes("quick"))}))
+
+def claims_table(claims: dict) -> str:
+    """The speed claims of :func:`speed_claims`, one row per claim and shape."""
+    rows = [
+        ["rebuild: in-place sgemm (beta=1) vs `W -= lr * U.T @ V`",
+         f"K={r['num_classes']}, D={r['num_features']}, {r['workers']} x {r['batch_size']} rows",
+         _ms(r["library_s"]), _ms(r["naive_s"]), f"{r['speedup']:.2f}x"]
+        for r in claims["rebuild"]
+    ]  # fmt: skip
+    for r in claims["sparse_layout"]:
+        shape = (f"K={r['num_classes']}, D={power_of_two(r['num_features'])}, {r['workers']} x "
+                 f"{r['batch_size']} rows, {r['nonzeros_per_row']:.0f} nnz/row")  # fmt: skip
+        for part, what in (("apply", shape), ("forward", f"{r['batch_size']} rows of the above")):
+            t = r[part]
+            rows.append([f"sparse {part}: feature-major vs class-major W", what,
+                         _ms(t["feature_major"]), _ms(t["class_major"]),
+                         f"{t['speedup']:.2f}x"])  # fmt: skip
+    rows += [
+        ["replica check: one block vs the whole replica",
+         f"K={r['num_classes']}, D={power_of_two(r['num_features'])}, {r['blocks']} blocks",
+         _ms(r["one_check_s"]), _ms(r["whole_s"]), f"{r['ratio']:.2f}x"]
+        for r in claims["digest"]
+    ]  # fmt: skip
+    header = "claim | shape (float32, one thread) | library ms | alternative ms | speedup"
+    return markdown_table(header, rows, "llrrr")
+
+
+def main() -> int:
+    """``python -m benchmarks.micro``: the speed claims at :data:`CLAIM_SHAPES`, and the sparse
+    step against sgemm, side by side."""
+    print(claims_table(speed_claims(*CLAIM_SHAPES)))
     print()
     rates = [sparse_step_rates(1000, 1 << 14, 32), sparse_step_rates(1000, 1 << 18, 32)]
     print(sparse_step_table(rates))

@@ -1,5 +1,5 @@
-"""The methods under comparison, fitted on the same cached partitions, and time to accuracy
-(by re-fitting: see benchmarks/README.md)."""
+"""The methods under comparison, SVB and MLlib, fitted on the same cached partitions; the
+training loop's seconds of an SVB fit; one epoch of the loop in processes outside Spark."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import dataclasses
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -70,55 +68,6 @@ def jvm_failure_reason(error: BaseException) -> str:
     return (causes[0] if causes else lines[0])[:300]
 
 
-def time_to_target(
-    fit: Callable[[int], FitPoint],
-    final: FitPoint,
-    target: float,
-    ladder: list[int],
-    refine: int = 2,
-) -> dict:
-    """Wall time until held-out accuracy first reaches ``target``: ``fit(k)`` (maxIter = k) up
-    the ascending ``ladder`` below ``final.iterations`` (the full fit stands for the rest),
-    then ``refine`` bisections. Returns ``seconds`` and ``iterations`` of the first fit at or
-    above the target (None if none), ``bracket`` (the last count below it) and ``curve``
-    (every fit, by iterations)."""
-    points = {final.iterations: final}
-    low, high = 0, None
-    for k in ladder:
-        if k >= final.iterations:
-            break
-        points[k] = fit(k)
-        if points[k].accuracy >= target:
-            high = k
-            break
-        low = k
-    if high is None:
-        high = final.iterations if final.accuracy >= target else None
-    for _ in range(refine if high is not None else 0):
-        middle = (low + high) // 2
-        if middle <= low or middle >= high:
-            break
-        points[middle] = fit(middle)
-        if points[middle].accuracy >= target:
-            high = middle
-        else:
-            low = middle
-    curve = [points[k].to_dict() for k in sorted(points)]
-    reached = points[high] if high is not None else None
-    return {
-        "target": target,
-        "seconds": reached.seconds if reached else None,
-        "iterations": reached.iterations if reached else None,
-        "bracket": low,
-        "curve": curve,
-    }
-
-
-def doubling_ladder(limit: int) -> list[int]:
-    """1, 2, 4, ... below ``limit``."""
-    return [1 << i for i in range(max(limit - 1, 0).bit_length())]
-
-
 # FitPoint.extra of an SVB fit: key -> attribute of model.summary.
 SUMMARY_FIELDS = {
     "epochs": "totalIterations", "steps": "steps", "converged": "converged",
@@ -144,11 +93,6 @@ def loop_seconds(timings: dict) -> float:
     from svb_spark.core.loop import ROUND_PHASES
 
     return sum(timings.get(p, 0.0) for p in ROUND_PHASES)
-
-
-def loop_seconds_per_step(point: FitPoint) -> float:
-    """Seconds per step of an SVB fit's training loop, compute to apply (setup excluded)."""
-    return loop_seconds(point.extra["timings"]) / max(point.extra["steps"], 1)
 
 
 def timed_fit(estimator, frame) -> tuple[object, float]:
@@ -212,55 +156,6 @@ def fit_mllib(train_df, X_test, y_test, max_iter: int, time_limit: float | None 
     iterations = int(model.summary.totalIterations)
     accuracy = _accuracy(model, X_test, y_test)
     return FitPoint(iterations, seconds, accuracy, {"requested_max_iter": max_iter})
-
-
-# scipy's L-BFGS-B keeps 2 m correction vectors (m = 10) and about 5 more of the parameters;
-# scikit-learn adds the gradient and a few copies of the coefficients.
-SKLEARN_LBFGS_VECTORS = 2 * 10 + 5 + 4
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo, or None where there is none."""
-    try:
-        meminfo = Path("/proc/meminfo").read_text().splitlines()
-    except OSError:
-        return None
-    available = [line.split()[1] for line in meminfo if line.startswith("MemAvailable:")]
-    return int(available[0]) * 1024 if available else None
-
-
-def sklearn_memory_problem(num_classes: int, num_features: int) -> str | None:
-    """Why scikit-learn's lbfgs cannot fit K x D coefficients here (its state would take more
-    than half the available memory: swapping or being killed would take the benchmark down
-    with it), or None if it can."""
-    needed = SKLEARN_LBFGS_VECTORS * num_classes * (num_features + 1) * 8
-    available = available_memory_bytes()
-    if available is None or needed <= available / 2:
-        return None
-    return (
-        f"not run: lbfgs keeps about {SKLEARN_LBFGS_VECTORS} vectors of K (D + 1) doubles, "
-        f"{needed / 1e9:.1f} GB, and this machine has {available / 1e9:.1f} GB available"
-    )
-
-
-def fit_sklearn(X_train, y_train, X_test, y_test) -> FitPoint:
-    """scikit-learn's ``LogisticRegression`` (lbfgs, standardized input), single process; CSR
-    input is scaled, not centered, as the library and MLlib do."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    sparse = hasattr(X_train, "indptr")
-    model = make_pipeline(StandardScaler(with_mean=not sparse), LogisticRegression(max_iter=100))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        started = time.perf_counter()
-        model.fit(X_train, y_train)
-        seconds = time.perf_counter() - started
-    iterations = int(np.max(model[-1].n_iter_))
-    accuracy = float((model.predict(X_test) == y_test).mean())
-    return FitPoint(iterations, seconds, accuracy, {"max_iter": 100, "C": 1.0})
 
 
 def _flight_worker(rank, workers, X, y, config, secret, hellos_out, hellos_in, results):

@@ -5,7 +5,7 @@ from the stage's submission to its last task's start, in each barrier task (setu
 and standardization, Flight server start, rendezvous, loop, mesh close, result encoding), in the
 loop's phases (rank 0's summary).
 
-Shapes (:mod:`svb_spark.datasets`): ``dense784``, 60k x 784 dense rows, 10 classes;
+Shapes (``workloads.planted_rows``): ``dense784``, 60k x 784 dense rows, 10 classes;
 ``sparse500``, 20k rows, 500 classes x 2^18 hashed features; ``big``, a 2^28 coefficient model
 (1024 classes x 2^18 features, 4k rows, one epoch); ``letter16``, letter's shape (16k x 16 dense
 rows, 26 classes) at every default, so an L-BFGS fit to MLlib's tol: its iterations, exchange
@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks import peers, session
+from benchmarks import peers, session, workloads
 from svb_spark.core.loop import ROUND_PHASES
 
 SHAPES = {
@@ -29,16 +29,6 @@ SHAPES = {
     "big": (4096, 2**18, 1024, True, 1),
     "letter16": (16000, 16, 26, False, 100),
 }
-
-
-def shape_data(name: str):
-    """(X, y) of a shape: dense or CSR."""
-    from svb_spark import datasets
-
-    rows, features, classes, sparse, _ = SHAPES[name]
-    if sparse:
-        return datasets.planted_sparse(rows, features, classes, seed=0)
-    return datasets.planted(rows, features, classes, seed=0)
 
 
 def driver_steps() -> dict:
@@ -150,17 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shapes = args.shape or ["dense784", "sparse500"]
 
-    from svb_spark.datasets import planted
-
     spark = session.local_spark(
         "profile", args.driver_memory, **{"spark.driver.maxResultSize": "0"}
     )
     # Warm-up: Python workers, Arrow and the Flight libraries are loaded once per session.
-    profile_fit(session.cached_frame(spark, *planted(2000, 16, 10)), 1)
+    session.warm_up(spark, mllib=False)
     profiles = {}
     for name in shapes:
-        df = session.cached_frame(spark, *shape_data(name))
-        _, _, _, _, max_iter = SHAPES[name]
+        *shape, max_iter = SHAPES[name]
+        df = session.cached_frame(spark, *workloads.planted_rows(*shape))
         profile_fit(df, 1)  # a first fit warms this shape's code paths
         profiles[name] = profile_fit(df, max_iter)
         print_profile(name, profiles[name])

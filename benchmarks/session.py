@@ -1,5 +1,6 @@
 """What every benchmark command shares: its Spark session, the cached rows its fits read,
-progress lines, the untimed warm-up fit and the result file it writes."""
+progress lines, the untimed warm-up fit, the result file it writes and the markdown tables it
+prints."""
 
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ def log(message: str) -> None:
     print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def local_spark(
-    app: str, driver_memory: str = "1g", master="local[2]", one_blas_thread=False, **conf
-):
-    """A session on ``master`` named ``svb_spark-<app>`` with Spark ``conf``. With
+def local_spark(app: str, driver_memory: str = "1g", one_blas_thread=False, **conf):
+    """A ``local[2]`` session named ``svb_spark-<app>`` with Spark ``conf``. With
     ``one_blas_thread`` every JVM it starts gets one BLAS thread, as an executor owning one core
     has; the JVMs read the variables at launch, and this process's BLAS libraries keep their
     own settings (numpy's is loaded already, scipy's may load later), so they are restored."""
@@ -33,7 +32,7 @@ def local_spark(
 
     threads = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"} if one_blas_thread else {}
     with mock.patch.dict(os.environ, threads):
-        return local_session(master, app_name=f"svb_spark-{app}",
+        return local_session(f"local[{WORKERS}]", app_name=f"svb_spark-{app}",
                              **{"spark.driver.memory": driver_memory, **conf})  # fmt: skip
 
 
@@ -76,3 +75,12 @@ def _json_default(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     return str(value)
+
+
+def markdown_table(header: str, rows: list[list[str]], align: str = "") -> str:
+    """A markdown table; ``header`` as "a | b | c", ``align`` one l or r per column (default:
+    the first column left, the others right)."""
+    columns = header.split(" | ")
+    align = align or "l" + "r" * (len(columns) - 1)
+    marks = ["---" if a == "l" else "---:" for a in align]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [columns, marks, *rows])

@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from benchmarks import machine, peers, session, workloads
-from benchmarks.report import markdown_table
+from benchmarks.session import markdown_table
 
 RESULTS = session.RESULTS / "stopping.json"
 SEED_RESULTS = session.RESULTS / "stopping_seeds.json"

@@ -1,12 +1,14 @@
-"""The benchmark's workloads, all generated or shipped offline; sizes per mode below.
+"""The benchmarks' data sets, all generated or shipped offline.
 
-- W1: ImageNet-shaped dense features, a planted linear teacher (``svb_spark.datasets.planted``).
+- W1: dense features, a planted linear teacher (``svb_spark.datasets.planted``).
 - W2: scikit-learn's digits (real data, 1797 rows, 64 features, 10 classes), split 75/25.
-- W3: the sparse text-like problem (``svb_spark.datasets.planted_sparse``, about 50 non-zeros
-  per row). Its rows stay CSR everywhere (SparseVectors in Spark, CSR for scikit-learn and for
-  held-out accuracy): a dense 2^18-column copy would be a different, far larger problem.
+- ``sparse_text``: the sparse text-like problem (``svb_spark.datasets.planted_sparse``, about
+  50 non-zeros per row). Its rows stay CSR everywhere (SparseVectors in Spark, CSR for held-out
+  accuracy): a dense copy of 2^15 or 2^18 columns would be a different, far larger problem.
 - ``text_like``: hashed term counts of generated short documents, many classes, not separable
   (below).
+- ``many_classes_dense``: a dense Gaussian mixture of 1,000 classes with few rows each.
+- ``letter`` and ``satellite``: real data sets of Debian's r-cran-mlbench.
 """
 
 from __future__ import annotations
@@ -14,17 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-W1_SIZES = {  # K, D, train rows, test rows
-    "full": (1000, 512, 20_000, 5_000),
-    "quick": (200, 256, 10_000, 2_000),
-    "smoke": (20, 32, 2_000, 500),  # checks the harness end to end; no figures worth reading
-}
-W3_SIZES = {  # K, D, train rows, test rows
-    "full": (500, 2**18, 20_000, 5_000),
-    "quick": (100, 2**15, 2_000, 500),
-    "smoke": (10, 2**12, 800, 200),
-}
 
 
 @dataclass
@@ -75,14 +66,25 @@ def stratified(name: str, title: str, X: np.ndarray, y: np.ndarray) -> Workload:
     return Workload(name, title, X_train, y_train, X_test, y_test)
 
 
-def w1_planted(mode: str) -> Workload:
-    """W1: dense planted-teacher problem, ImageNet-shaped (K=1000, D=512) or a smaller size."""
+def w1_planted() -> Workload:
+    """W1: the dense planted-teacher problem at K=200, D=256, 10k train / 2k test rows (the
+    first harness's quick size; the issue's ImageNet shape is K=1000, D=512)."""
     from svb_spark.datasets import planted
 
-    K, D, train, test = W1_SIZES[mode]
+    K, D, train, test = 200, 256, 10_000, 2_000
     X, y = planted(train + test, num_features=D, num_classes=K, seed=5)
     title = f"dense planted teacher, K={K}, D={D}"
     return Workload("W1", title, X[:train], y[:train], X[train:], y[train:])
+
+
+def planted_rows(rows: int, features: int, classes: int, sparse: bool, seed: int = 0):
+    """``(X, y)`` of a planted teacher: text-like CSR rows of about 50 non-zeros
+    (``svb_spark.datasets.planted_sparse``) or dense ones (``planted``)."""
+    from svb_spark import datasets
+
+    if sparse:
+        return datasets.planted_sparse(rows, features, classes, seed=seed)
+    return datasets.planted(rows, features, classes, seed=seed)
 
 
 def w2_digits() -> Workload:
@@ -101,11 +103,6 @@ def sparse_text(
     X_train, X_test, y_train, y_test = train_test_split(X, y, test / (train + test), seed=11)
     title = f"sparse text-like, K={num_classes}, D={power_of_two(num_features)}"
     return Workload(name, title, X_train, y_train, X_test, y_test)
-
-
-def w3_sparse_text(mode: str) -> Workload:
-    """W3: the sparse text-like problem (K=500, D=2^18 or a smaller size)."""
-    return sparse_text(*W3_SIZES[mode], name="W3")
 
 
 def hashed_columns(keys: np.ndarray, num_features: int, salt=0) -> np.ndarray:
@@ -233,13 +230,3 @@ def letter() -> Workload:
 def satellite() -> Workload:
     """Satellite: 6,435 rows, 36 dense features, 6 classes (real data)."""
     return mlbench("Satellite", "classes", "satellite (mlbench), K=6, D=36")
-
-
-WORKLOADS = {"W1": w1_planted, "W2": lambda mode: w2_digits(), "W3": w3_sparse_text}
-
-
-def selected(names: list[str], mode: str) -> list[Workload]:
-    """The workloads ``names`` at the sizes of ``mode``."""
-    if unknown := set(names) - set(WORKLOADS):
-        raise ValueError(f"unknown workload(s) {sorted(unknown)}; choose from W1, W2, W3")
-    return [WORKLOADS[name](mode) for name in names]

@@ -1,48 +1,21 @@
-"""The benchmark harness's pure parts: time-to-target search, the speed claims' comparisons,
-the tables of a result, and the profiler's hooks into the driver.
+"""The benchmarks' pure parts: held-out accuracy, the speed claims' comparisons and their
+table, the data sets, the studies' tables, and the profiler's hooks into the driver.
 
-No benchmark runs here and nothing is timed: a fake result stands in for
-``python -m benchmarks run``, and the speed claims are checked for comparing like with like.
+No benchmark runs here and nothing is timed: the speed claims are checked for comparing like
+with like, and made-up figures stand in for the studies' results.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks import micro, peers, report, run
+from benchmarks import micro, peers
 
 PHASES = ("compute", "encode", "exchange", "decode", "apply")
-
-
-def test_time_to_target_ladder_then_bisection():
-    # Accuracy grows with iterations; each fit takes 1 s per iteration plus 2 s of setup.
-    calls = []
-
-    def fit(k):
-        calls.append(k)
-        return peers.FitPoint(k, 2.0 + k, min(1.0, 0.5 + 0.01 * k))
-
-    final = peers.FitPoint(60, 62.0, 1.0)
-    found = peers.time_to_target(fit, final, target=0.7, ladder=peers.doubling_ladder(60))
-    # Ladder 1, 2, 4, 8, 16, 32: 32 is the first at or above 0.7 (k >= 20); then 24, 20.
-    assert calls == [1, 2, 4, 8, 16, 32, 24, 20]
-    assert found["iterations"] == 20 and found["seconds"] == 22.0
-    assert found["bracket"] == 16
-    assert [p["iterations"] for p in found["curve"]] == [1, 2, 4, 8, 16, 20, 24, 32, 60]
-
-
-def test_time_to_target_not_reached_and_final_only():
-    final = peers.FitPoint(3, 5.0, 0.4)
-    missed = peers.time_to_target(lambda k: peers.FitPoint(k, k, 0.1), final, 0.5, [1, 2])
-    assert missed["seconds"] is None and missed["iterations"] is None
-    reached = peers.time_to_target(lambda k: peers.FitPoint(k, k, 0.1), final, 0.3, [1, 2])
-    assert reached["iterations"] == 3 and reached["seconds"] == 5.0
 
 
 def test_held_out_accuracy_of_dense_and_csr_rows():
@@ -56,36 +29,31 @@ def test_held_out_accuracy_of_dense_and_csr_rows():
     assert peers.held_out_accuracy(W, np.zeros(2), X, np.array([0, 1, 0])) == pytest.approx(2 / 3)
 
 
-def test_loop_seconds_per_step_counts_the_loop_phases_only():
+def test_loop_seconds_counts_the_loop_phases_only():
     timings = {"compute": 0.5, "apply": 0.5, "train": 9.0, "load": 3.0}
-    point = peers.FitPoint(2, 1.0, 0.9, {"timings": timings, "steps": 100})
-    assert peers.loop_seconds_per_step(point) == pytest.approx(0.01)
+    assert peers.loop_seconds(timings) == pytest.approx(1.0)
 
 
-def test_w3_is_csr_text_like_data():
+def test_the_sparse_text_set_is_csr_text_like_data():
     from benchmarks import workloads
 
-    (w3,) = workloads.selected(["W3"], "smoke")
-    assert w3.sparse and hasattr(w3.X_test, "indptr")
-    d = w3.describe()
-    assert d["num_features"] == workloads.W3_SIZES["smoke"][1] == w3.X_train.shape[1]
+    w = workloads.sparse_text(10, 1 << 12, 800, 200)
+    assert w.sparse and hasattr(w.X_test, "indptr")
+    d = w.describe()
+    assert d["num_features"] == 1 << 12 == w.X_train.shape[1]
     assert 40 < d["nonzeros_per_row"] < 57
-    assert (d["train_rows"], d["test_rows"]) == workloads.W3_SIZES["smoke"][2:]
+    assert (d["train_rows"], d["test_rows"]) == (800, 200)
     assert "D=2^12" in d["title"]
     assert "nonzeros_per_row" not in workloads.w2_digits().describe()
 
 
-def test_jvm_failure_reason_and_sklearn_memory_check():
+def test_jvm_failure_reason_is_the_jvms_own_reason():
     trace = (
         "An error occurred while calling o1666.fit.\n: java.lang.OutOfMemoryError: Java heap "
         "space\n\tat java.base/java.util.Arrays.copyOfRange(Arrays.java:4038)\n"
     )
     assert peers.jvm_failure_reason(RuntimeError(trace)).startswith("java.lang.OutOfMemoryError")
     assert peers.jvm_failure_reason(RuntimeError("plain")) == "plain"
-    assert peers.sklearn_memory_problem(10, 64) is None
-    problem = peers.sklearn_memory_problem(500_000, 1 << 18)  # 1e12 doubles: never fits
-    if peers.available_memory_bytes() is not None:
-        assert problem.startswith("not run: lbfgs keeps about") and "GB" in problem
 
 
 def test_the_rebuild_claim_compares_two_ways_of_making_the_same_update():
@@ -127,94 +95,6 @@ def test_every_speed_claim_reports_its_shape_and_its_ratio_of_the_two_times():
     assert digest["ratio"] == pytest.approx(digest["whole_s"] / digest["one_check_s"])
 
 
-def test_the_claims_run_at_the_issues_shapes_and_at_the_runs_w1_and_w3():
-    from benchmarks import workloads
-
-    rebuild, sparse, digest = micro.claim_shapes("quick", batch_size=16)
-    assert rebuild == [(1000, 2048, 32), (*workloads.W1_SIZES["quick"][:2], 16)]
-    assert sparse == [(500, 1 << 18, 16), (*workloads.W3_SIZES["quick"][:2], 16)]
-    assert digest == (256, 1 << 18)
-    assert micro.claim_shapes("full", with_w3=False)[1] == [(500, 1 << 18, 16)]
-
-
-def _point(iterations, seconds, accuracy, **extra):
-    return peers.FitPoint(iterations, seconds, accuracy, extra).to_dict()
-
-
-def fake_result() -> dict:
-    """A result shaped like ``python -m benchmarks run`` writes, with made-up figures: W1 where
-    every peer ran, W3 where MLlib ran out of memory and the dense exchange was estimated."""
-    svb_extra = {"bytes_per_step": 60_000.0, "steps": 1000}
-    w1 = {
-        "describe": {"title": "fake planted", "train_rows": 1000, "test_rows": 200,
-                     "num_classes": 10, "num_features": 8},
-        "target_accuracy": 0.895,
-        "methods": {
-            "mllib": {
-                "final": _point(50, 40.0, 0.9),
-                "time_to_target": {"seconds": 30.0, "iterations": 32, "curve": [
-                    _point(16, 15.0, 0.8), _point(32, 30.0, 0.9), _point(50, 40.0, 0.9)]},
-            },
-            "svb-p2p": {
-                "final": _point(10, 8.0, 0.91, **svb_extra),
-                "time_to_target": {"seconds": 4.0, "iterations": 2, "curve": [
-                    _point(1, 3.0, 0.85), _point(2, 4.0, 0.9), _point(10, 8.0, 0.91)]},
-            },
-            "svb-dense": {"final": _point(2, 6.0, 0.9, bytes_per_step=800_000.0),
-                          "time_to_target": {"seconds": 6.0, "iterations": 2}, "note": "same SGD"},
-            "svb-broadcast": {"skipped": "too many rounds for --quick"},
-            "sklearn": {"final": _point(100, 1.0, 0.92)},
-        },
-        "bytes": [{"config": "p2p, batchSize 32", "exchange": "p2p", "measured": 60_000.0,
-                   "predicted": 58_000.0, "train_ms_per_step": 1.5, "accuracy": 0.91}],
-        "breakdown": {"svb-p2p": dict(zip(PHASES, (5e-4, 1e-4, 2e-4, 5e-5, 4e-4)))},
-    }  # fmt: skip
-    w3 = {
-        "describe": {"title": "fake sparse", "train_rows": 2000, "test_rows": 500,
-                     "num_classes": 100, "num_features": 1 << 15, "nonzeros_per_row": 48.0},
-        "target_accuracy": 0.995,
-        "target_source": "MLlib did not finish: scikit-learn's final minus 0.005",
-        "methods": {
-            "mllib": {"failed": "java.lang.OutOfMemoryError: Java heap space", "seconds": 16.0},
-            "svb-p2p": {
-                "final": _point(10, 8.0, 1.0, bytes_per_step=25_000.0, steps=100),
-                "time_to_target": {"seconds": 3.0, "iterations": 1, "curve": [
-                    _point(1, 3.0, 1.0), _point(10, 8.0, 1.0)]},
-            },
-            "svb-dense": {
-                "final": _point(1, 9.0, 0.1, bytes_per_step=13_000_000.0),
-                "estimated": {"seconds": 1234.0, "steps": 32, "per_step_s": 38.6,
-                              "probe_steps": 4, "probe_rows": 256, "predicted_s": 999.0},
-                "note": "too slow to run: estimated",
-            },
-            "sklearn": {"skipped": "not run: lbfgs keeps about 29 vectors"},
-        },
-        "bytes": [],
-        "breakdown": {},
-    }  # fmt: skip
-    return {
-        "name": "fake", "mode": "quick", "started": "2026-01-01T00:00:00", "duration_s": 300.0,
-        "machine": {"cpu": "Test CPU", "cores": 2, "numpy_blas": [{"internal_api": "openblas"}],
-                    "spark": {"spark": "4.x", "master": "local-cluster[2,1,2048]",
-                              "jvm_blas": {"blas": "JNIBLAS"}}},
-        "micro": {"p2p_tiny_ms": 1.2, "p2p_large_ms": 8.0, "all_gather_ms": 1000.0,
-                  "spark_job_ms": 250.0},
-        "claims": {
-            "rebuild": [{"num_classes": 1000, "num_features": 2048, "batch_size": 32,
-                         "workers": 2, "library_s": 0.002, "naive_s": 0.003, "speedup": 1.5}],
-            "sparse_layout": [{"num_classes": 500, "num_features": 1 << 18, "batch_size": 16,
-                               "workers": 2, "nonzeros_per_row": 48.2,
-                               "apply": {"feature_major": 0.002, "class_major": 0.03,
-                                         "speedup": 15.0},
-                               "forward": {"feature_major": 0.001, "class_major": 0.01,
-                                           "speedup": 10.0}}],
-            "digest": [{"num_classes": 256, "num_features": 1 << 18, "blocks": 65,
-                        "one_check_s": 0.004, "whole_s": 0.2, "ratio": 50.0}],
-        },
-        "workloads": {"W1": w1, "W3": w3},
-    }  # fmt: skip
-
-
 def tables(text: str) -> list[list[dict]]:
     """Every markdown table of ``text``: its rows as {header cell: cell}."""
 
@@ -243,61 +123,31 @@ def table(text: str, column: str) -> list[dict]:
     return next(t for t in tables(text) if t and column in t[0])
 
 
-def test_the_tables_show_every_figure_of_the_result():
-    result = fake_result()
-    text = report.tables(result)
-    summary = {row["workload"]: row for row in table(text, "workload")}
-    for name, workload in result["workloads"].items():
-        row = summary[f"{name}: {workload['describe']['title']}"]
-        assert number(row["target accuracy"]) == pytest.approx(workload["target_accuracy"])
-        seconds = workload["methods"]["svb-p2p"]["time_to_target"]["seconds"]
-        assert number(row["SVB p2p: time to target (final acc.)"]) == pytest.approx(seconds)
-    assert summary["W3: fake sparse"]["MLlib: time to target (final acc.)"].startswith(
-        "did not finish"
-    )
-    w1 = {row["method"]: row for row in table(text.split("## W1")[1], "method")}
-    mllib = result["workloads"]["W1"]["methods"]["mllib"]
-    assert number(w1[report.METHOD_LABELS["mllib"]]["fit (s)"]) == mllib["final"]["seconds"]
-    assert "too many rounds for --quick" in w1[report.METHOD_LABELS["svb-broadcast"]]["note"]
-    (bytes_row,) = table(text.split("## W1")[1], "configuration")
-    assert 1e3 * number(bytes_row["measured (payload + framing)"]) == pytest.approx(60_000)
-    (step,) = table(text.split("## W1")[1], "ms per step")
-    phases = result["workloads"]["W1"]["breakdown"]["svb-p2p"]
-    assert [number(step[p]) for p in PHASES] == pytest.approx([1e3 * phases[p] for p in PHASES])
-    assert number(step["total"]) == pytest.approx(1e3 * sum(phases.values()))
-    w3 = result["workloads"]["W3"]
-    methods = {row["method"]: row for row in table(text.split("## W3")[1], "method")}
-    failed, mllib = w3["methods"]["mllib"], methods[report.METHOD_LABELS["mllib"]]
-    assert (mllib["held-out accuracy"], mllib["note"]) == ("did not finish", failed["failed"])
-    estimated = w3["methods"]["svb-dense"]["estimated"]
-    dense = methods[report.METHOD_LABELS["svb-dense"]]
-    assert "estimated" in dense["time to target"]
-    assert number(dense["time to target"]) == pytest.approx(estimated["seconds"], abs=0.5)
-    assert w3["target_source"] in text and "CSR with 48.0 non-zeros per row" in text
-    # The claims table: every measured time and ratio, in the order measured.
-    claims = result["claims"]
+def test_the_claims_table_shows_every_measured_time_and_ratio():
+    claims = {
+        "rebuild": [{"num_classes": 1000, "num_features": 2048, "batch_size": 32,
+                     "workers": 2, "library_s": 0.002, "naive_s": 0.003, "speedup": 1.5}],
+        "sparse_layout": [{"num_classes": 500, "num_features": 1 << 18, "batch_size": 16,
+                           "workers": 2, "nonzeros_per_row": 48.2,
+                           "apply": {"feature_major": 0.002, "class_major": 0.03, "speedup": 15.0},
+                           "forward": {"feature_major": 0.001, "class_major": 0.01,
+                                       "speedup": 10.0}}],
+        "digest": [{"num_classes": 256, "num_features": 1 << 18, "blocks": 65,
+                    "one_check_s": 0.004, "whole_s": 0.2, "ratio": 50.0}],
+    }  # fmt: skip
     (layout,) = claims["sparse_layout"]
     measured = [(r["library_s"], r["naive_s"], r["speedup"]) for r in claims["rebuild"]]
     measured += [(t["feature_major"], t["class_major"], t["speedup"])
                  for t in (layout["apply"], layout["forward"])]  # fmt: skip
     measured += [(r["one_check_s"], r["whole_s"], r["ratio"]) for r in claims["digest"]]
+    text = micro.claims_table(claims)
     rows = table(text, "claim")
     assert len(rows) == len(measured)
     for row, (library, alternative, speedup) in zip(rows, measured):
         assert number(row["library ms"]) == pytest.approx(1000 * library, abs=5e-4)
         assert number(row["alternative ms"]) == pytest.approx(1000 * alternative, abs=5e-4)
         assert number(row["speedup"]) == pytest.approx(speedup, abs=5e-3)
-    latency = {row["mechanism (P=2)"]: row["ms per call"] for row in table(text, "ms per call")}
-    assert number(latency["trivial Spark job"]) == result["micro"]["spark_job_ms"]
-
-
-def test_show_prints_the_tables_of_a_saved_result(tmp_path, capsys):
-    from benchmarks.__main__ import main
-
-    saved = tmp_path / "fake.json"
-    saved.write_text(json.dumps(fake_result()))
-    assert main(["show", str(saved)]) == 0
-    assert capsys.readouterr().out.strip() == report.tables(fake_result())
+    assert "D=2^18, 2 x 16 rows, 48 nnz/row" in text
 
 
 def test_the_profiler_times_the_drivers_steps_and_puts_them_back():
@@ -348,44 +198,6 @@ def test_phase_clock_charges_laps_and_only_the_time_spent_making_items(monkeypat
     clock.lap("after")
     assert clock.phases == {"load": 2.0, "encode": 3.0, "after": 0.5}
     assert clock.started_at == 1e9 + 100.0
-
-
-@pytest.mark.slow
-def test_harness_runs_w3_end_to_end_in_smoke_mode(tmp_path):
-    """``python -m benchmarks run --smoke --workloads W3`` on a local cluster."""
-    import os
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    # The executors must import this checkout's svb_spark, not an installed copy.
-    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path}
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "--smoke", "--workloads", "W3", "--name",
-         "w3", "--results-dir", str(tmp_path)],
-        cwd=root, env=env, check=True, timeout=1200,
-    )  # fmt: skip
-    result = json.loads((tmp_path / "w3.json").read_text())
-    w3 = result["workloads"]["W3"]
-    assert w3["describe"]["nonzeros_per_row"] > 0
-    assert w3["methods"]["svb-p2p"]["final"]["accuracy"] > 0.5
-    assert {row["config"].split(",")[0] for row in w3["bytes"]} >= {"p2p", "dense"}
-    assert result["claims"]["rebuild"] and result["claims"]["sparse_layout"]
-    assert result["claims"]["digest"]
-
-
-def test_dense_probe_times_a_few_steps_of_the_dense_exchange(spark):
-    from benchmarks import workloads
-
-    w3 = workloads.w3_sparse_text("smoke")
-    point, rows = run._dense_probe(spark, w3, 8)
-    assert rows == run.WORKERS * 8 * run.DENSE_PROBE_STEPS
-    # Two partitions of about rows / 2 each: DENSE_PROBE_STEPS steps, one more if uneven.
-    assert run.DENSE_PROBE_STEPS <= point.extra["steps"] <= run.DENSE_PROBE_STEPS + 1
-    assert point.extra["exchange"] == "dense"
-    predicted = point.extra["predicted_bytes_per_step"]["dense"]
-    assert predicted == (run.WORKERS - 1) * w3.num_classes * (w3.num_features + 1) * 4
-    assert point.extra["bytes_per_step"] == pytest.approx(predicted, rel=0.05)
 
 
 def test_text_like_rows_are_hashed_counts_of_generated_documents():
@@ -471,3 +283,21 @@ def test_a_result_file_holds_numpy_values_as_plain_numbers(tmp_path):
 
     path = session.write({"a": np.float32(1.5), "b": np.arange(2)}, tmp_path / "r" / "x.json")
     assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1]}
+
+
+def test_the_exchange_tables_show_every_point_and_auto_s_choice():
+    from benchmarks import exchange
+
+    point = {"epoch_seconds": 0.4, "payload_per_step": 500.0, "predicted_bytes_per_step": 525.0,
+             "framing_per_exchange": 30.0}  # fmt: skip
+    points = {"sharded P=2": point, "sharded P=4": {"epoch_seconds": 0.6}}
+    sharded = {"dense": {"points": points, "sharded_over_replicated_at_2": 0.67,
+                         "sharded_2_over_1": 0.52}}  # fmt: skip
+    auto = {"large": {"epoch_seconds": {"p2p": 0.8, "dense": 2.08, "sharded": 0.31},
+                      "auto_chose": "sharded", "measured_fastest": "sharded",
+                      "auto_over_p2p": 0.29}}  # fmt: skip
+    text = exchange.tables(sharded, auto)
+    assert "| dense | sharded P=2 | 0.40 | 500 (525) | 30 |" in text
+    assert "| dense | sharded P=4 | 0.60 | - | - |" in text
+    assert "sharded / replicated at P=2 0.67" in text
+    assert "| large | 0.80 | 2.08 | 0.31 | sharded | sharded | 0.29 |" in text
