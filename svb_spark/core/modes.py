@@ -232,5 +232,5 @@ def choose_exchange(candidates=("p2p", "dense"), **shape) -> tuple[str, dict, di
     """
     sent = {mode: predicted_bytes_per_step(mode, **shape) for mode in MODES}
     seconds = {mode: predicted_step_seconds(mode, **shape) for mode in MODES}
-    fastest = min(candidates, key=lambda mode: (seconds[mode], mode != "p2p", sent[mode]))
+    fastest = min(candidates, key=lambda mode: (seconds[mode], mode != PeerToPeer.name, sent[mode]))
     return fastest, sent, seconds
