@@ -122,6 +122,10 @@ class SVBLogisticRegression(
         validationFraction: float = 0.1,
         aggregationDepth: int = 2,
         maxBlockSizeInMB: float = 0.0,
+        topK: int = 5,
+        topKCol: str = "",
+        topKProbabilityCol: str = "",
+        topKLabelsCol: str = "",
     ) -> None:
         super().__init__()
         kwargs = self._input_kwargs
@@ -169,6 +173,10 @@ class SVBLogisticRegression(
         validationFraction: float = 0.1,
         aggregationDepth: int = 2,
         maxBlockSizeInMB: float = 0.0,
+        topK: int = 5,
+        topKCol: str = "",
+        topKProbabilityCol: str = "",
+        topKLabelsCol: str = "",
     ) -> SVBLogisticRegression:
         """Sets params for this estimator; see the class docstring. If threshold and
         thresholds are both set, they must be equivalent."""
@@ -353,6 +361,14 @@ class SVBLogisticRegressionModel(
         self._b = None if intercepts is None else np.asarray(intercepts, dtype=np.float64)
         self._summary: SVBLogisticRegressionTrainingSummary | None = None
         self._class_blocks = ClassBlockBroadcasts()
+        # The class labels of a label column StringIndexer made, or None (see labels).
+        self._labels: list[str] | None = None
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The label of each class, from the label column's metadata as ``StringIndexer``
+        writes it when the model was fitted (or None): what ``topKLabelsCol`` outputs."""
+        return self._labels
 
     @property
     def _is_binomial(self) -> bool:
@@ -506,11 +522,17 @@ class SVBLogisticRegressionModel(
             thresholds=self._thresholds(),
             threshold=self._prediction_threshold(),
             class_blocks=self._class_blocks,
+            top_k=self.getTopK(),
+            top_k_col=self.getTopKCol(),
+            top_k_probability_col=self.getTopKProbabilityCol(),
+            top_k_labels_col=self.getTopKLabelsCol(),
+            labels=self.labels,
         )
 
     def copy(self, extra: dict | None = None) -> SVBLogisticRegressionModel:
         copied = super().copy(extra)
         copied._summary = None if extra else self._summary
+        copied._labels = self._labels
         return copied
 
     def _model_arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from svb_spark.params import validate_param_values
 from svb_spark.spark.broadcast import fit_by_broadcast, require_spark_context
 from svb_spark.spark.checkpoint import remove_checkpoints
 from svb_spark.spark.contract import training_frame
-from svb_spark.spark.inspection import check_columns, inspect_training_data
+from svb_spark.spark.inspection import check_columns, class_labels, inspect_training_data
 from svb_spark.spark.session import classic_conf, job_group, spark_context
 from svb_spark.spark.task import fit_by_barrier_stage
 from svb_spark.summary import FitRecord
@@ -122,6 +122,7 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
         b -= b.mean()
     model = estimator._copyValues(model_class(W, b))
     model._resetUid(estimator.uid)  # as MLlib's: the model keeps its estimator's uid
+    model._labels = class_labels(dataset.schema[label], model.numClasses)
     record = FitRecord(
         result=result,
         num_workers=num_workers,

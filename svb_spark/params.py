@@ -30,6 +30,7 @@ from pyspark.ml.param.shared import (
 
 from svb_spark.core.modes import MODES
 from svb_spark.core.solvers import SOLVERS as solver_registry
+from svb_spark.ranking_params import HasTopK
 
 # The exchange param's values: the registered modes, and "auto", which chooses among them.
 EXCHANGE_MODES = (*MODES, "auto")
@@ -68,6 +69,7 @@ class _SVBLogisticRegressionParams(
     HasThreshold,
     HasAggregationDepth,
     HasMaxBlockSizeInMB,
+    HasTopK,
 ):
     """Params shared by :class:`SVBLogisticRegression` and its model."""
 
@@ -517,6 +519,7 @@ _VALUE_RULES = (
     ("elasticNetParam", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
     ("stepSize", lambda v: v > 0, "a float > 0"),
     ("batchSize", lambda v: v > 0, "an int > 0"),
+    ("topK", lambda v: v >= 1, "an int >= 1"),
     ("numWorkers", lambda v: v >= 0, "an int >= 0 (0 = default parallelism)"),
     # One class leaves nothing to separate: every prediction would be that class.
     ("numClasses", lambda v: v == 0 or v >= 2, "0 (infer from the labels) or an int >= 2"),

@@ -255,6 +255,9 @@ class RunningSoftmax:
         MLlib's per-class ``thresholds``: the prediction maximizes ``p_k / t_k``, where a
         threshold that is not positive counts as infinity, as in
         :func:`predictions_from_probabilities`.
+    top_k : int, optional
+        Also keep each row's ``top_k`` largest margins and their classes, merged block by
+        block (see :meth:`top`): the k most probable classes, without the K-wide margins.
 
     Examples
     --------
@@ -267,9 +270,19 @@ class RunningSoftmax:
     array([2.])
     >>> bool(np.allclose(running.probabilities(raw), np.exp(raw) / np.exp(raw).sum()))
     True
+    >>> running = RunningSoftmax(1, top_k=2)
+    >>> running.add(raw[:, :2], 0)
+    >>> running.add(raw[:, 2:], 2)
+    >>> classes, probabilities = running.top()
+    >>> expected = np.exp(raw[:, [2, 3]]) / np.exp(raw).sum()
+    >>> classes.tolist(), bool(np.allclose(probabilities, expected))
+    ([[2.0, 3.0]], True)
     """
 
-    def __init__(self, num_rows: int, thresholds: list[float] | None = None):
+    def __init__(self, num_rows: int, thresholds: list[float] | None = None, top_k: int = 0):
+        self.top_k = top_k
+        self._top_margins = np.full((num_rows, 0), -np.inf)
+        self._top_classes = np.zeros((num_rows, 0), dtype=np.int64)
         self.max = np.full(num_rows, -np.inf)
         self.exp_sum = np.zeros(num_rows)
         self.best = np.zeros(num_rows, dtype=np.int64)
@@ -302,6 +315,19 @@ class RunningSoftmax:
         better = block_best > self._best_score
         self.best[better] = local[better] + first_class
         self._best_score[better] = block_best[better]
+        if self.top_k:
+            classes = np.broadcast_to(np.arange(first_class, first_class + raw.shape[1]), raw.shape)
+            margins = np.concatenate([self._top_margins, raw], axis=1)
+            classes = np.concatenate([self._top_classes, classes], axis=1)
+            order = ranked(margins, classes)[:, : self.top_k]
+            self._top_margins = np.take_along_axis(margins, order, axis=1)
+            self._top_classes = np.take_along_axis(classes, order, axis=1)
+
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's ``top_k`` most probable classes (float64, best first; a tie goes to the
+        lower class) and their probabilities, over the classes added so far."""
+        probabilities = np.exp(self._top_margins - self.log_sum_exp()[:, None])
+        return self._top_classes.astype(np.float64), probabilities
 
     def log_sum_exp(self) -> np.ndarray:
         """``log(sum_k exp(raw_k))`` of each row over the classes added so far."""
@@ -323,6 +349,24 @@ class RunningSoftmax:
         if undefined.any():
             predicted[undefined] = 0.0 if self._log_thresholds is None else self._first_finite
         return predicted
+
+
+def ranked(scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per row, the column order of ``scores`` from the largest down; equal scores keep the
+    lower class first, as argmax does (NaN scores last)."""
+    if scores.shape[1] == 0:
+        return np.zeros(scores.shape, dtype=np.int64)
+    keyed = np.where(np.isnan(scores), np.inf, -scores)
+    # lexsort sorts by its last key first: the score, then the class.
+    return np.lexsort((classes, keyed), axis=1)
+
+
+def top_k(scores: np.ndarray, probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` best classes by ``scores`` (margins, or anything that ranks the classes
+    as the probabilities do), best first, as float64, and their ``probabilities``."""
+    classes = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = ranked(scores, classes)[:, :k]
+    return order.astype(np.float64), np.take_along_axis(probabilities, order, axis=1)
 
 
 def of_model(rows: int) -> Loss:

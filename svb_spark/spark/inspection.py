@@ -395,3 +395,13 @@ def check_validation_column(dataset, column: str) -> None:
                 f"The validation column '{column}' {fix}. Mark the held-out rows true and "
                 "the training rows false."
             )
+
+
+def class_labels(field, num_classes: int) -> list[str] | None:
+    """The class labels that ``StringIndexer`` wrote into the label column's metadata (its
+    ``ml_attr`` nominal values, in index order), when there is one per class; else None."""
+    attribute = (field.metadata or {}).get("ml_attr", {})
+    values = attribute.get("vals") if attribute.get("type") == "nominal" else None
+    if not values or len(values) != num_classes:
+        return None
+    return [str(value) for value in values]

@@ -1,7 +1,8 @@
 """Save and load SVBLogisticRegressionModel in MLlib's layout.
 
 ``path/metadata`` holds the params as ``DefaultParamsWriter`` writes them; ``path/data`` is a
-Parquet table with one row per class (classIndex, intercept, coefficients), so a model with
+Parquet table with one row per class (classIndex, intercept, coefficients, and the class's
+label where the model keeps ``StringIndexer``'s labels), so a model with
 thousands of classes and millions of features is written in pieces of at most 64 MB (one
 Spark job each) and never needs one giant row or task. Writing uses only the DataFrame API, so
 it works without a SparkContext (on Spark Connect, ``overwrite()`` can only clear local paths);
@@ -92,6 +93,7 @@ class SVBModelWriter(MLWriter):
 
         spark = _session()
         W, b = self.instance._model_arrays()
+        labels = getattr(self.instance, "labels", None)
         try:
             params = {p.name: v for p, v in self.instance._paramMap.items()}
             DefaultParamsWriter.saveMetadata(
@@ -104,15 +106,16 @@ class SVBModelWriter(MLWriter):
             data = os.path.join(path, "data")
             for first in range(0, max(W.shape[0], 1), _classes_per_write(W.shape[1])):
                 rows = slice(first, first + _classes_per_write(W.shape[1]))
-                table = pa.table(
-                    {
-                        "classIndex": pa.array(np.arange(W.shape[0], dtype=np.int32)[rows]),
-                        "intercept": pa.array(b[rows].astype(np.float64)),
-                        "coefficients": pa.FixedSizeListArray.from_arrays(
-                            pa.array(W[rows].astype(np.float64).ravel()), W.shape[1]
-                        ).cast(pa.list_(pa.float64())),
-                    }
-                )
+                columns = {
+                    "classIndex": pa.array(np.arange(W.shape[0], dtype=np.int32)[rows]),
+                    "intercept": pa.array(b[rows].astype(np.float64)),
+                    "coefficients": pa.FixedSizeListArray.from_arrays(
+                        pa.array(W[rows].astype(np.float64).ravel()), W.shape[1]
+                    ).cast(pa.list_(pa.float64())),
+                }
+                if labels is not None:
+                    columns["label"] = pa.array(labels[rows], type=pa.string())
+                table = pa.table(columns)
                 dataframe_from_arrow(spark, table).write.mode("append").parquet(data)
         except BaseException:
             # Never leave a half-written model behind: a later load would fail confusingly.
@@ -139,13 +142,19 @@ class SVBModelReader(MLReader):
                 batches = pa.Table.from_pandas(data.toPandas(), preserve_index=False).to_batches()
         K, D = metadata["numClasses"], metadata["numFeatures"]
         W, b = np.zeros((K, D)), np.zeros(K)
+        labels = None
         # Batch by batch into the model's own arrays: the model is held once, plus a batch.
         for batch in batches:
             classes = batch.column("classIndex").to_numpy()
             values = batch.column("coefficients").flatten().to_numpy(zero_copy_only=False)
             W[classes] = values.reshape(len(classes), D)
             b[classes] = batch.column("intercept").to_numpy(zero_copy_only=False)
+            if "label" in batch.schema.names:
+                labels = [None] * K if labels is None else labels
+                for index, label in zip(classes, batch.column("label").to_pylist()):
+                    labels[index] = label
         model = self.cls._from_arrays(W, b)
+        model._labels = labels
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         return model

@@ -214,16 +214,60 @@ def outputs_from_margins(
     return raw, probability, prediction
 
 
-def _output_columns(kinds, raw, probability, prediction) -> list:
-    by_kind = {"raw": raw, "probability": probability}
-    return [
-        pa.array(prediction) if kind == "prediction" else _dense_vectors(by_kind[kind])
-        for kind in kinds
-    ]
+# The ranking outputs: the top-k classes, their probabilities, their labels.
+RANKING_KINDS = ("top_k", "top_k_probability", "top_k_labels")
+# Classes scored at a time when no K-wide column is wanted (see _closure_scorer).
+RANKING_CLASSES_PER_BLOCK = 4096
 
 
-def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold):
+def _lists(matrix: np.ndarray) -> pa.ListArray:
+    """Rows of ``matrix`` as Arrow lists (Spark's ``array<...>``)."""
+    n, width = matrix.shape
+    offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
+
+
+def _output_columns(kinds, raw, probability, prediction, top=None, labels=None) -> list:
+    """The Arrow columns of ``kinds``; ``top`` is the rows' (top-k classes, probabilities)."""
+    columns = []
+    for kind in kinds:
+        if kind == "prediction":
+            columns.append(pa.array(prediction))
+        elif kind == "top_k":
+            columns.append(_lists(top[0]))
+        elif kind == "top_k_probability":
+            columns.append(_lists(top[1]))
+        elif kind == "top_k_labels":
+            columns.append(_lists(np.asarray(labels, dtype=object)[top[0].astype(np.int64)]))
+        else:
+            columns.append(_dense_vectors(raw if kind == "raw" else probability))
+    return columns
+
+
+class _InMemoryBlock:
+    """A class block held by the task itself, read as a broadcast block is."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold, top_k=0, labels=None):
     num_features = W.shape[1]
+    ranking = any(kind in RANKING_KINDS for kind in kinds)
+    if "raw" not in kinds and "probability" not in kinds and W.shape[0] > 2:
+        # No K-wide column wanted: score in class blocks, so that no row's K margins are ever
+        # held at once (a many-class model's batch would hold rows x K of them).
+        starts = list(range(0, W.shape[0], RANKING_CLASSES_PER_BLOCK))
+        blocks = [
+            _InMemoryBlock(
+                (W[s : s + RANKING_CLASSES_PER_BLOCK], b[s : s + RANKING_CLASSES_PER_BLOCK])
+            )
+            for s in starts
+        ]
+        return _block_scorer(
+            blocks, starts, W.shape, features=features, kinds=kinds, names=names,
+            thresholds=thresholds, threshold=threshold, top_k=top_k, labels=labels,
+        )  # fmt: skip
 
     def score(batches):
         for batch in batches:
@@ -233,16 +277,20 @@ def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold):
             else:
                 margins = numerics.raw_margins(W, b, vectors_to_dense(column, num_features))
             outputs = outputs_from_margins(margins, thresholds, threshold)
-            yield _appended(batch, _output_columns(kinds, *outputs), names)
+            top = loss.top_k(outputs[0], outputs[1], top_k) if ranking else None
+            yield _appended(batch, _output_columns(kinds, *outputs, top, labels), names)
 
     return score
 
 
-def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds, threshold):
+def _block_scorer(
+    blocks, starts, shape, *, features, kinds, names, thresholds, threshold, top_k=0, labels=None
+):
     num_classes, num_features = shape
     # A model of one or two rows is finished from its whole margins, which are only as wide.
     few = num_classes <= 2
     wide = "raw" in kinds or "probability" in kinds or few
+    ranking = any(kind in RANKING_KINDS for kind in kinds)
 
     def score(batches):
         for batch in batches:
@@ -251,7 +299,9 @@ def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds, 
                 rows, margins_of = vectors_to_csr(column, num_features), numerics.sparse_raw_margins
             else:
                 rows, margins_of = vectors_to_dense(column, num_features), numerics.raw_margins
-            running = None if few else loss.RunningSoftmax(batch.num_rows, thresholds)
+            running = None
+            if not few:
+                running = loss.RunningSoftmax(batch.num_rows, thresholds, top_k if ranking else 0)
             raw = np.empty((batch.num_rows, num_classes)) if wide else None
             for start, block in zip(starts, blocks):
                 W_block, b_block = block.value
@@ -265,20 +315,19 @@ def _block_scorer(blocks, starts, shape, *, features, kinds, names, thresholds, 
                 del margins
             if few:
                 outputs = outputs_from_margins(raw, thresholds, threshold)
-                yield _appended(batch, _output_columns(kinds, *outputs), names)
+                top = loss.top_k(outputs[0], outputs[1], top_k) if ranking else None
+                yield _appended(batch, _output_columns(kinds, *outputs, top, labels), names)
                 continue
-            appended = []
-            for kind in kinds:
-                if kind == "prediction":
-                    appended.append(pa.array(running.predictions()))
-                elif kind == "raw":
-                    appended.append(_dense_vectors(raw))
-                else:
-                    # The rawPrediction column shares the margins' buffer (Arrow takes numpy
-                    # arrays without a copy), so only without it may the probabilities reuse it.
-                    out = raw if "raw" not in kinds else None
-                    appended.append(_dense_vectors(running.probabilities(raw, out=out)))
-            yield _appended(batch, appended, names)
+            top = running.top() if ranking else None
+            probability = None
+            if "probability" in kinds:
+                # The rawPrediction column shares the margins' buffer (Arrow takes numpy
+                # arrays without a copy), so only without it may the probabilities reuse it.
+                out = raw if "raw" not in kinds else None
+                probability = running.probabilities(raw, out=out)
+            prediction = running.predictions() if "prediction" in kinds else None
+            columns = _output_columns(kinds, raw, probability, prediction, top, labels)
+            yield _appended(batch, columns, names)
 
     return score
 
@@ -296,8 +345,14 @@ def add_prediction_columns(
     threshold: float | None = None,
     block_bytes: int | None = None,
     class_blocks: ClassBlockBroadcasts | None = None,
+    top_k: int = 5,
+    top_k_col: str = "",
+    top_k_probability_col: str = "",
+    top_k_labels_col: str = "",
+    labels: list[str] | None = None,
 ):
-    """Append rawPrediction / probability (vectors) and prediction (double) to ``dataset``.
+    """Append rawPrediction / probability (vectors) and prediction (double) to ``dataset``,
+    and the top-k ranking columns that are asked for.
 
     Parameters
     ----------
@@ -322,6 +377,14 @@ def add_prediction_columns(
     class_blocks : ClassBlockBroadcasts, optional
         Where the model keeps its broadcast blocks between calls; without it each call that
         scores in blocks broadcasts the model anew.
+    top_k : int
+        How many classes the ranking columns hold per row (all of them if there are fewer).
+    top_k_col, top_k_probability_col, top_k_labels_col : str
+        Names of the ranking columns, empty to skip one: the ``top_k`` most probable classes
+        best first (``array<double>`` of class indices, as pyspark's ``RankingEvaluator``
+        takes them), their probabilities, and their ``labels``.
+    labels : list of str, optional
+        The class labels (``StringIndexer``'s), which ``top_k_labels_col`` needs.
 
     Returns
     -------
@@ -331,12 +394,15 @@ def add_prediction_columns(
     Notes
     -----
     Spark Connect has no broadcast variables, so there the model always travels in the task
-    closure (with a warning when it would have been scored in blocks). Block scoring predicts
+    closure (with a warning when it would have been scored in blocks). Without the K-wide
+    columns (rawPrediction and probability) a model of more than two classes is scored a
+    block of classes at a time, merging a running top-k, so no row's K margins are held at
+    once. Block scoring predicts
     the class of the largest margin (``raw_k - log t_k`` with thresholds), which ranks classes
     as the probabilities do; only margins that tie to rounding can tip it another way.
     """
     from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql.types import DoubleType, StructField, StructType
+    from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
     outputs = [
         (name, kind)
@@ -344,9 +410,19 @@ def add_prediction_columns(
             (raw_col, "raw"),
             (probability_col, "probability"),
             (prediction_col, "prediction"),
+            (top_k_col, "top_k"),
+            (top_k_probability_col, "top_k_probability"),
+            (top_k_labels_col, "top_k_labels"),
         )
         if name
     ]
+    if top_k_labels_col and not labels:
+        raise ValueError(
+            f"topKLabelsCol is '{top_k_labels_col}' but the model has no class labels: they "
+            "come from the label column's metadata, as StringIndexer writes it, when the model "
+            "is fitted. Fit on a StringIndexer's output column, or use topKCol for class "
+            "indices."
+        )
     if not outputs:
         warnings.warn(
             "transform() was called with rawPredictionCol, probabilityCol and predictionCol all "
@@ -393,6 +469,8 @@ def add_prediction_columns(
             names=names,
             thresholds=thresholds,
             threshold=threshold,
+            top_k=top_k,
+            labels=labels,
         )
     else:
         classes_per_block = max(1, block_bytes // ((num_features + 1) * W.itemsize))
@@ -406,12 +484,21 @@ def add_prediction_columns(
             names=names,
             thresholds=thresholds,
             threshold=threshold,
+            top_k=top_k,
+            labels=labels,
         )
 
     # mapInArrow looks every column of its frame up by a parsed name, which a name with a dot
     # or a backtick does not survive: the frame is scored under positional names, and its
     # names (and their metadata) come back after.
-    types = {"raw": VectorUDT(), "probability": VectorUDT(), "prediction": DoubleType()}
+    types = {
+        "raw": VectorUDT(),
+        "probability": VectorUDT(),
+        "prediction": DoubleType(),
+        "top_k": ArrayType(DoubleType()),
+        "top_k_probability": ArrayType(DoubleType()),
+        "top_k_labels": ArrayType(StringType()),
+    }
     positional = [f"__svb_{i}" for i in range(len(dataset.columns))]
     schema = StructType(
         [*(StructField(p, f.dataType, f.nullable, f.metadata)
