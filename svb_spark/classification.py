@@ -545,7 +545,8 @@ class SVBLogisticRegressionModel(
         binomial model, multinomial otherwise, so it predicts the same classes and
         probabilities and can be saved for JVM pipelines and serving. A 2-class model's
         ``threshold`` travels as its equivalent ``thresholds``, which MLlib's multinomial
-        models honour. Classic mode only: it is built in the driver's JVM.
+        models honour. Classic mode only: it is built in the driver's JVM. A model of more
+        than 2^31 - 1 coefficients, which MLlib's DenseMatrix cannot hold, is refused at once.
 
         Examples
         --------

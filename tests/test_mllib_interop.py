@@ -110,3 +110,11 @@ def test_estimator_with_an_initial_model_saves_its_other_params(digits_model, tm
     by_path.write().overwrite().save(str(tmp_path / "estimator2"))
     reloaded = SVBLogisticRegression.load(str(tmp_path / "estimator2"))
     assert reloaded.getInitialModel() == str(tmp_path / "model")
+
+
+def test_to_mllib_refuses_a_model_past_mllibs_matrix_at_once():
+    # A 65,536 x 32,769 model (2^31 + 2^16 values) as a read-only view of one row: no memory.
+    W = np.broadcast_to(np.zeros((1, (1 << 15) + 1)), (1 << 16, (1 << 15) + 1))
+    model = SVBLogisticRegressionModel(W, np.zeros(1 << 16))
+    with pytest.raises(ValueError, match=r"at most 2\^31 - 1 values .* 65536 x 32769"):
+        model.toMLlib()

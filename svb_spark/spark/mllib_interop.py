@@ -8,6 +8,9 @@ import numpy as np
 from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseMatrix, SparseVector
 from scipy import sparse
 
+# The most values one of MLlib's DenseMatrix can hold: its array is indexed by a JVM Int.
+MLLIB_MAX_VALUES = 2**31 - 1
+
 
 def to_mllib(model):
     """``model`` (an SVBLogisticRegressionModel) as a native
@@ -17,6 +20,13 @@ def to_mllib(model):
     from pyspark.ml.common import _py2java
     from pyspark.sql.utils import is_remote
 
+    rows, features = model._W.shape
+    if rows * features > MLLIB_MAX_VALUES:
+        raise ValueError(
+            f"MLlib's coefficient matrix holds at most 2^31 - 1 values (its DenseMatrix is "
+            f"indexed by an Int), but this model has {rows} x {features} = {rows * features}. "
+            "Score, save and load it as an SVBLogisticRegressionModel, which has no such limit."
+        )
     # A local Spark Connect server runs a SparkContext in this very process, but the
     # client session cannot use it: check for Connect first.
     sc = None if is_remote() else SparkContext._active_spark_context
