@@ -399,9 +399,13 @@ def check_validation_column(dataset, column: str) -> None:
 
 def class_labels(field, num_classes: int) -> list[str] | None:
     """The class labels that ``StringIndexer`` wrote into the label column's metadata (its
-    ``ml_attr`` nominal values, in index order), when there is one per class; else None."""
+    ``ml_attr`` nominal values, in index order), one per class of the model, or None.
+
+    There may be more values than classes: ``handleInvalid="keep"`` adds its unknown label
+    last, and a label whose index is past the largest in the data is no class of the model.
+    """
     attribute = (field.metadata or {}).get("ml_attr", {})
     values = attribute.get("vals") if attribute.get("type") == "nominal" else None
-    if not values or len(values) != num_classes:
+    if not values or len(values) < num_classes:
         return None
-    return [str(value) for value in values]
+    return [str(value) for value in values[:num_classes]]

@@ -1,0 +1,106 @@
+"""A few thousand classes end to end on Spark: a default fit on long-tailed text-like rows
+with string labels, its top-k classes against numpy's, RankingEvaluator on them, the labels
+StringIndexer wrote, and a save/load round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from svb_spark import SVBLogisticRegression
+from svb_spark.datasets import to_dataframe
+
+K, D = 2000, 1 << 13
+
+
+def tagged_rows(rows: int, seed: int = 7):
+    """CSR rows and labels: every class owns 4 of the D hashed features (classes may share
+    one), and a row holds 6 draws from its class's own and 20 from a common vocabulary."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    signatures = rng.integers(0, D, size=(K, 4))
+    vocabulary = rng.choice(D, size=2000, replace=False)
+    y = rng.integers(0, K, size=rows)
+    columns = np.concatenate(
+        [signatures[y[:, None], rng.integers(0, 4, (rows, 6))],
+         vocabulary[rng.integers(0, 2000, (rows, 20))]], axis=1,
+    )  # fmt: skip
+    X = sparse.csr_matrix(
+        (np.ones(columns.size), columns.ravel(), np.arange(0, columns.size + 1, 26)),
+        shape=(rows, D),
+    )
+    X.sum_duplicates()
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def tagged(spark):
+    """Train and test frames of 2,000 classes (about 8 training rows each) whose labels are
+    strings, and the test rows as CSR."""
+    from pyspark.sql import functions as F
+
+    X, y = tagged_rows(20000)
+    cut = 16000
+
+    def frame(rows):
+        df = to_dataframe(spark, X[rows], y[rows]).withColumn("id", F.monotonically_increasing_id())
+        df = df.withColumn("tag", F.format_string("tag-%04d", F.col("label").cast("int")))
+        return df.repartition(2)  # the rows' order is the ids' (below), not the partitions'
+
+    return frame(slice(0, cut)).cache(), frame(slice(cut, None)).cache(), X[cut:], y[cut:]
+
+
+def test_a_default_fit_of_2000_classes_ranks_them_as_numpy_and_keeps_its_labels(tagged, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.evaluation import RankingEvaluator
+    from pyspark.ml.feature import StringIndexer
+    from pyspark.sql import functions as F
+
+    train, test, X_test, y_test = tagged
+    estimator = SVBLogisticRegression(
+        numWorkers=2, topK=5, topKCol="topK", topKProbabilityCol="topKProbability",
+        topKLabelsCol="topKLabels", probabilityCol="", rawPredictionCol="",
+    )  # fmt: skip
+    indexer = StringIndexer(inputCol="tag", outputCol="label", handleInvalid="keep")
+    fitted = Pipeline(stages=[indexer, estimator]).fit(train.drop("label"))
+    model = fitted.stages[-1]
+    assert model.numClasses >= 1990 and len(model.labels) == model.numClasses
+
+    scored = fitted.transform(test.drop("label")).orderBy("id").collect()
+    W, b = model.coefficientMatrix.toArray(), model.interceptVector.toArray()
+    margins = np.asarray(X_test @ W.T) + b
+    p = np.exp(margins - margins.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    order = np.argsort(-p, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(np.array([r.topK for r in scored]), order)
+    np.testing.assert_allclose(
+        np.array([r.topKProbability for r in scored]),
+        np.take_along_axis(p, order, axis=1),
+        rtol=1e-9,
+    )
+    labels = np.asarray(model.labels)
+    assert all(r.topKLabels == labels[np.asarray(r.topK, dtype=int)].tolist() for r in scored)
+    # The fit learned: its most probable label is the row's own for most rows.
+    top1 = np.mean([r.topKLabels[0] == r.tag for r in scored])
+    assert top1 > 0.5
+
+    relevant = fitted.transform(test.drop("label")).withColumn("relevant", F.array("label"))
+    precision = RankingEvaluator(
+        predictionCol="topK", labelCol="relevant", metricName="precisionAtK", k=5
+    ).evaluate(relevant)
+    own = np.array([r.label for r in scored])
+    expected = np.mean([(np.asarray(r.topK) == c).sum() / 5 for r, c in zip(scored, own)])
+    assert precision == pytest.approx(expected) and precision > 0.1
+    summary = model.summary
+    print(
+        f"{model.numClasses} classes: {summary.solver} over {summary.exchange}, "
+        f"{summary.totalIterations} epochs ({summary.stopReason}); top-1 {top1:.3f}, "
+        f"precision@5 {precision:.3f}"
+    )
+
+    fitted.write().overwrite().save(str(tmp_path / "tags"))
+    loaded = PipelineModel.load(str(tmp_path / "tags"))
+    assert loaded.stages[-1].labels == model.labels
+    again = loaded.transform(test.drop("label")).orderBy("id").collect()
+    assert [r.topKLabels for r in again] == [r.topKLabels for r in scored]
