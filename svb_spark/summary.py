@@ -1,7 +1,8 @@
 """Evaluation and training summaries with the metrics of MLlib's LogisticRegressionSummary.
 
-Multiclass metrics come from one weighted confusion matrix, aggregated by Spark (label,
-prediction) and finished on the driver, with the definitions of
+Multiclass metrics come from the weighted counts of (label, prediction) pairs, aggregated by
+Spark and finished on the driver into per-class sums (never a K x K matrix), with the
+definitions of
 ``org.apache.spark.mllib.evaluation.MulticlassMetrics``. The binary summary's curves come from
 the weighted label counts of each distinct score, aggregated by Spark and finished on the driver
 with the definitions of ``org.apache.spark.mllib.evaluation.BinaryClassificationMetrics``; only
@@ -64,8 +65,10 @@ class SVBLogisticRegressionSummary:
         return self._predictions() if callable(self._predictions) else self._predictions
 
     @cached_property
-    def _confusion(self) -> tuple[np.ndarray, np.ndarray]:
-        """(class values, weighted confusion matrix [label, prediction])."""
+    def _per_label(self) -> dict[str, np.ndarray]:
+        """Per class: the weight of its rows, of the rows predicted as it and of those
+        predicted right, from one Spark aggregation of (label, prediction) pairs. Never a
+        K x K confusion matrix: at 10^4 classes that alone would be 800 MB on the driver."""
         from pyspark.sql import functions as F
 
         weight = F.col(self.weightCol) if self.weightCol else F.lit(1.0)
@@ -77,21 +80,18 @@ class SVBLogisticRegressionSummary:
             .agg(F.sum(weight.cast("double")).alias("w"))
             .collect()
         )
-        classes = np.array(sorted({r.l for r in rows} | {r.p for r in rows}), dtype=np.float64)
-        index = {c: i for i, c in enumerate(classes)}
-        matrix = np.zeros((len(classes), len(classes)))
-        for r in rows:
-            matrix[index[r.l], index[r.p]] += r.w
-        return classes, matrix
-
-    @cached_property
-    def _per_label(self) -> dict[str, np.ndarray]:
-        classes, matrix = self._confusion
-        in_labels = matrix.sum(axis=1) > 0  # MLlib reports the labels that occur as labels
-        tp = np.diag(matrix)
-        label_count = matrix.sum(axis=1)
-        predicted = matrix.sum(axis=0)
-        total = matrix.sum()
+        label = np.array([r.l for r in rows], dtype=np.float64)
+        predicted_as = np.array([r.p for r in rows], dtype=np.float64)
+        weights = np.array([r.w for r in rows], dtype=np.float64)
+        classes = np.unique(np.concatenate([label, predicted_as]))
+        row, column = np.searchsorted(classes, label), np.searchsorted(classes, predicted_as)
+        label_count, predicted, tp = (np.zeros(len(classes)) for _ in range(3))
+        np.add.at(label_count, row, weights)
+        np.add.at(predicted, column, weights)
+        right = row == column
+        np.add.at(tp, row[right], weights[right])
+        total = float(weights.sum())
+        in_labels = label_count > 0  # MLlib reports the labels that occur as labels
         fp = predicted - tp
         with np.errstate(divide="ignore", invalid="ignore"):
             precision = np.where(predicted > 0, tp / predicted, 0.0)

@@ -104,3 +104,32 @@ def test_a_default_fit_of_2000_classes_ranks_them_as_numpy_and_keeps_its_labels(
     assert loaded.stages[-1].labels == model.labels
     again = loaded.transform(test.drop("label")).orderBy("id").collect()
     assert [r.topKLabels for r in again] == [r.topKLabels for r in scored]
+
+
+def test_summary_metrics_of_100000_classes_are_mllibs_without_a_k_by_k_matrix(spark):
+    import tracemalloc
+
+    import pandas as pd
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+
+    from svb_spark.summary import SVBLogisticRegressionSummary
+
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 100_000, 20_000)
+    prediction = np.where(rng.random(20_000) < 0.6, label, rng.integers(0, 100_000, 20_000))
+    frame = pd.DataFrame({"label": label.astype(float), "prediction": prediction.astype(float)})
+    df = spark.createDataFrame(frame)
+    summary = SVBLogisticRegressionSummary(
+        df, predictionCol="prediction", labelCol="label", weightCol="", probabilityCol="",
+        featuresCol="",
+    )  # fmt: skip
+    tracemalloc.start()
+    try:
+        accuracy, f1 = summary.accuracy, summary.weightedFMeasure()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 << 20  # a 100,000 x 100,000 matrix would be 80 GB
+    assert accuracy == pytest.approx((label == prediction).mean())
+    mllib = MulticlassClassificationEvaluator(metricName="weightedFMeasure").evaluate(df)
+    assert f1 == pytest.approx(mllib, rel=1e-9)
