@@ -462,12 +462,22 @@ class SVBLogisticRegressionModel(
     def _training_summary(self, dataset, record: FitRecord) -> SVBLogisticRegressionTrainingSummary:
         """The summary of the fit that made this model from ``dataset``: binary for two
         classes, as MLlib's; its predictions are scored on first use."""
-        summary = (
-            SVBBinaryLogisticRegressionTrainingSummary
-            if self.numClasses <= 2
-            else SVBLogisticRegressionTrainingSummary
-        )
-        return summary(lambda: self.transform(dataset), record, **self._summary_columns())
+        if self.numClasses <= 2:
+            columns = self._summary_columns()
+            return SVBBinaryLogisticRegressionTrainingSummary(
+                lambda: self.transform(dataset), record, **columns
+            )
+        return SVBLogisticRegressionTrainingSummary(
+            lambda: self.transform(dataset), record, **self._summary_columns(),
+            metric_predictions=lambda: self._predictions_only().transform(dataset),
+        )  # fmt: skip
+
+    def _predictions_only(self) -> SVBLogisticRegressionModel:
+        """A copy that adds the prediction column alone: what the multiclass metrics read,
+        without the K-wide columns (at 10^4 classes those are most of a scoring's bytes)."""
+        names = ("rawPredictionCol", "probabilityCol", "topKCol", "topKProbabilityCol",
+                 "topKLabelsCol")  # fmt: skip
+        return self.copy({self.getParam(name): "" for name in names})
 
     def evaluate(self, dataset) -> SVBLogisticRegressionSummary:
         """Metrics of this model on ``dataset`` (which needs the label column): an
@@ -482,12 +492,14 @@ class SVBLogisticRegressionModel(
         ):
             if not model.getOrDefault(param):
                 model._set(**{param.name: f"_svb_{name}"})
-        summary = (
-            SVBBinaryLogisticRegressionSummary
-            if self.numClasses <= 2
-            else SVBLogisticRegressionSummary
-        )
-        return summary(model.transform(dataset), **model._summary_columns())
+        if self.numClasses <= 2:
+            return SVBBinaryLogisticRegressionSummary(
+                model.transform(dataset), **model._summary_columns()
+            )
+        return SVBLogisticRegressionSummary(
+            model.transform(dataset), **model._summary_columns(),
+            metric_predictions=model._predictions_only().transform(dataset),
+        )  # fmt: skip
 
     def _outputs(self, value: Vector) -> tuple[np.ndarray, np.ndarray, float]:
         margins = numerics.raw_margins(self._W, self._b, value.toArray().reshape(1, -1))

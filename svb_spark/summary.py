@@ -49,10 +49,15 @@ class SVBLogisticRegressionSummary:
         weightCol: str,
         probabilityCol: str,
         featuresCol: str,
+        metric_predictions=None,
     ) -> None:
         # A DataFrame, or a function making it: a training summary builds its predictions on
         # first use, so a fit does not ship a large model into a scoring plan nobody reads.
         self._predictions = predictions
+        # The same rows scored with the prediction column alone (or None: the predictions),
+        # which the metrics aggregate: a plan over the predictions would compute their
+        # K-wide columns too, as mapInArrow's outputs are made whole.
+        self._metric_predictions = metric_predictions
         self.predictionCol = predictionCol
         self.labelCol = labelCol
         self.weightCol = weightCol
@@ -65,6 +70,14 @@ class SVBLogisticRegressionSummary:
         return self._predictions() if callable(self._predictions) else self._predictions
 
     @cached_property
+    def _metric_frame(self):
+        """What the metrics aggregate: the rows' labels, weights and predictions."""
+        frame = self._metric_predictions
+        if frame is None:
+            return self.predictions
+        return frame() if callable(frame) else frame
+
+    @cached_property
     def _per_label(self) -> dict[str, np.ndarray]:
         """Per class: the weight of its rows, of the rows predicted as it and of those
         predicted right, from one Spark aggregation of (label, prediction) pairs. Never a
@@ -73,7 +86,7 @@ class SVBLogisticRegressionSummary:
 
         weight = F.col(self.weightCol) if self.weightCol else F.lit(1.0)
         rows = (
-            self.predictions.groupBy(
+            self._metric_frame.groupBy(
                 F.col(self.labelCol).cast("double").alias("l"),
                 F.col(self.predictionCol).cast("double").alias("p"),
             )

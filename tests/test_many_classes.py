@@ -133,3 +133,16 @@ def test_summary_metrics_of_100000_classes_are_mllibs_without_a_k_by_k_matrix(sp
     assert accuracy == pytest.approx((label == prediction).mean())
     mllib = MulticlassClassificationEvaluator(metricName="weightedFMeasure").evaluate(df)
     assert f1 == pytest.approx(mllib, rel=1e-9)
+
+
+def test_multiclass_metrics_aggregate_a_frame_without_the_k_wide_columns(spark):
+    from tests.support.data import to_frame
+
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(300, 5)), rng.integers(0, 40, 300)
+    model = SVBLogisticRegression(numWorkers=2, maxIter=3).fit(to_frame(spark, X, y))
+    for summary in (model.summary, model.evaluate(to_frame(spark, X, y))):
+        assert not {"probability", "rawPrediction"} & set(summary._metric_frame.columns)
+        assert {"probability", "rawPrediction"} <= set(summary.predictions.columns)
+        rows = summary.predictions.select("label", "prediction").collect()
+        assert summary.accuracy == pytest.approx(np.mean([r.label == r.prediction for r in rows]))
