@@ -301,3 +301,16 @@ def test_the_exchange_tables_show_every_point_and_auto_s_choice():
     assert "| dense | sharded P=4 | 0.60 | - | - |" in text
     assert "sharded / replicated at P=2 0.67" in text
     assert "| large | 0.80 | 2.08 | 0.31 | sharded | sharded | 0.29 |" in text
+
+
+def test_the_long_tail_set_has_a_handful_of_rows_for_most_classes():
+    from benchmarks.long_tail import FEATURES, zipfian_text
+
+    draw = zipfian_text(2000, np.random.default_rng(0))
+    X, y = draw(8000)
+    X_test, y_test = draw(1000)
+    assert X.shape == (8000, FEATURES) and X_test.shape == (1000, FEATURES)
+    counts = np.bincount(y, minlength=2000)
+    assert counts[:10].min() > 4 * np.median(counts)  # a head of frequent classes...
+    assert np.median(counts) <= 4  # ... and a long tail of a few rows each
+    assert np.diff(X.indptr).max() <= 30 and X.data.sum() == 8000 * 30

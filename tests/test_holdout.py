@@ -234,3 +234,13 @@ def test_a_validation_column_wins_over_the_fraction(spark, overfitting_frames):
     assert np.array_equal(
         with_fraction.coefficientMatrix.toArray(), without.coefficientMatrix.toArray()
     )
+
+
+def test_a_long_tail_of_classes_holds_no_rows_out():
+    from svb_spark.core.stopping import HOLDOUT_MIN_ROWS_PER_CLASS
+
+    rows = 40_000
+    enough = rows // HOLDOUT_MIN_ROWS_PER_CLASS
+    assert automatic_holdout(0.1, 1e-6, rows, "sgd", "p2p", False, num_classes=enough) == 0.1
+    assert automatic_holdout(0.1, 1e-6, rows, "sgd", "p2p", False, num_classes=enough + 1) == 0.0
+    assert automatic_holdout(0.1, 1e-6, rows, "sgd", "p2p", False, num_classes=10_000) == 0.0

@@ -16,7 +16,11 @@ from svb_spark.core.solvers.lbfgs import AUTO_MAX_COEFFICIENTS, LbfgsSolver
 from svb_spark.core.solvers.saga import SagaSolver
 from svb_spark.core.solvers.sharded import ShardedSolver, class_blocks
 from svb_spark.core.solvers.stochastic import SgdSolver
-from svb_spark.core.stopping import HOLDOUT_MIN_HELD_OUT, HOLDOUT_MIN_ROWS
+from svb_spark.core.stopping import (
+    HOLDOUT_MIN_HELD_OUT,
+    HOLDOUT_MIN_ROWS,
+    HOLDOUT_MIN_ROWS_PER_CLASS,
+)
 
 # The solvers by the name the ``solver`` param gives them.
 SOLVERS: dict[str, type[Solver]] = {
@@ -48,13 +52,20 @@ def why_not(solver: str, mode: str, facts: FitFacts) -> str | None:
 
 
 def automatic_holdout(
-    fraction: float, tol: float, num_rows: int, solver: str, mode: str, validation: bool
+    fraction: float,
+    tol: float,
+    num_rows: int,
+    solver: str,
+    mode: str,
+    validation: bool,
+    num_classes: int = 2,
 ) -> float:
     """The fraction of rows a fit holds out to judge when to stop, or 0.
 
     A fit holds out ``fraction`` (validationFraction) of its rows when it has no validation
     column, ``tol`` > 0 (``tol=0`` asks for maxIter epochs), at least :data:`HOLDOUT_MIN_ROWS`
-    rows of which the fraction is at least :data:`HOLDOUT_MIN_HELD_OUT`, and a solver that
+    rows of which the fraction is at least :data:`HOLDOUT_MIN_HELD_OUT`, at least
+    :data:`HOLDOUT_MIN_ROWS_PER_CLASS` rows per class on average, and a solver that
     scores held-out rows (:attr:`Solver.scores_held_out`) in a mode that does
     (:meth:`~svb_spark.core.modes.ExchangeMode.scores_held_out`: p2p and dense).
 
@@ -62,8 +73,12 @@ def automatic_holdout(
     0.1
     >>> automatic_holdout(0.1, 0.0, 50_000, "sgd", "p2p", validation=False)
     0.0
+    >>> automatic_holdout(0.1, 1e-6, 50_000, "sgd", "p2p", validation=False, num_classes=10_000)
+    0.0
     """
     if validation or tol <= 0.0 or num_rows < HOLDOUT_MIN_ROWS:
+        return 0.0
+    if num_rows < HOLDOUT_MIN_ROWS_PER_CLASS * max(num_classes, 2):  # a long tail: see there
         return 0.0
     if fraction * num_rows < HOLDOUT_MIN_HELD_OUT:
         return 0.0
@@ -74,8 +89,9 @@ def automatic_holdout(
 def holdout(facts: FitFacts, solver: str, mode: str) -> float:
     """The fraction of rows a fit with ``facts``, ``solver`` and ``mode`` holds out."""
     return automatic_holdout(
-        facts.validation_fraction, facts.tol, facts.num_rows, solver, mode, facts.validation
-    )
+        facts.validation_fraction, facts.tol, facts.num_rows, solver, mode, facts.validation,
+        facts.num_classes,
+    )  # fmt: skip
 
 
 def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
