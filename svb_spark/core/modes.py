@@ -29,7 +29,7 @@ class ExchangeMode:
     # The solvers it trains (None: every solver), and why only those.
     solvers: ClassVar[tuple[str, ...] | None] = None
     solvers_because: ClassVar[str] = ""
-    # What a step costs beyond its arithmetic and bytes (see cost.predicted_step_seconds).
+    # What a step costs beyond its arithmetic and bytes (see predicted_step_seconds below).
     step_overhead_seconds: ClassVar[float] = 0.0
 
     @classmethod
