@@ -64,6 +64,11 @@ def spark():
             "spark.default.parallelism": "2",
             "spark.task.maxFailures": "1",
             "spark.barrier.sync.timeout": "120",
+            # In local mode the driver's JVM is also the executor: it holds every frame the
+            # suite caches, MLlib's reference fits and the models saved through it. Spark's
+            # default 1g heap ran out late in the suite, and the JVM went down with every test
+            # after it.
+            "spark.driver.memory": "4g",
             # MLlib's reference fits run in this driver JVM on Java's BLAS: where the system's
             # libblas.so.3 is OpenBLAS, native calls from Spark's task threads have crashed
             # the JVM (SIGSEGV), which fails every test after it.

@@ -48,7 +48,10 @@ def tagged(spark):
         df = df.withColumn("tag", F.format_string("tag-%04d", F.col("label").cast("int")))
         return df.repartition(2)  # the rows' order is the ids' (below), not the partitions'
 
-    return frame(slice(0, cut)).cache(), frame(slice(cut, None)).cache(), X[cut:], y[cut:]
+    train, test = frame(slice(0, cut)).cache(), frame(slice(cut, None)).cache()
+    yield train, test, X[cut:], y[cut:]
+    train.unpersist()
+    test.unpersist()
 
 
 def test_a_default_fit_of_2000_classes_ranks_them_as_numpy_and_keeps_its_labels(tagged, tmp_path):
