@@ -22,36 +22,9 @@ from benchmarks.session import (
     where_and_when,
     write,
 )
+from svb_spark.datasets import tagged_text
 
 FEATURES = 1 << 14
-
-
-def zipfian_text(classes: int, rng):
-    """A drawer of CSR rows and labels, ``draw(rows)``: class frequencies fall as rank^-0.7 (a
-    long tail); each class owns 4 of the hashed features, and a row holds 6 draws from its
-    class's and 24 from a common vocabulary of 4,000, so most of a tail class's evidence is a
-    handful of rows. Training and test rows are drawn from the same drawer."""
-    from scipy import sparse
-
-    signatures = rng.integers(0, FEATURES, size=(classes, 4))
-    vocabulary = rng.choice(FEATURES, 4000, replace=False)
-    p = 1.0 / np.arange(1, classes + 1) ** 0.7
-    p /= p.sum()
-
-    def draw(rows: int):
-        y = rng.choice(classes, size=rows, p=p)
-        columns = np.concatenate(
-            [signatures[y[:, None], rng.integers(0, 4, (rows, 6))],
-             vocabulary[rng.integers(0, 4000, (rows, 24))]], axis=1,
-        )  # fmt: skip
-        X = sparse.csr_matrix(
-            (np.ones(columns.size), columns.ravel(), np.arange(0, columns.size + 1, 30)),
-            shape=(rows, FEATURES),
-        )
-        X.sum_duplicates()
-        return X, y
-
-    return draw
 
 
 def fit(train, test, name: str, **params) -> dict:
@@ -83,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = local_spark("long-tail", driver_memory="6g")
     result = {**where_and_when(), "sets": []}
     for classes in args.classes:
-        draw = zipfian_text(classes, np.random.default_rng(0))
+        draw = tagged_text(classes, np.random.default_rng(0), num_features=FEATURES)
         X, y = draw(args.rows)
         X_test, y_test = draw(10_000)
         train, test = cached_frame(spark, X, y), cached_frame(spark, X_test, y_test)

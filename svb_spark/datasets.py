@@ -74,6 +74,34 @@ def planted_sparse(
     return X, y.astype(np.int64)
 
 
+def tagged_text(classes: int, rng, skew: float = 0.7, num_features: int = 1 << 14):
+    """A drawer of text-like CSR rows and labels, ``draw(rows)``, for many classes: class
+    frequencies fall as rank^-``skew`` (0: all alike; 0.7: a long tail); each class owns 4 of
+    the hashed features, and a row holds 6 draws from its class's and 24 from a common
+    vocabulary of 4,000, with counts as values. Training and test rows come from one drawer."""
+    from scipy import sparse
+
+    signatures = rng.integers(0, num_features, size=(classes, 4))
+    vocabulary = rng.choice(num_features, 4000, replace=False)
+    p = 1.0 / np.arange(1, classes + 1) ** skew
+    p /= p.sum()
+
+    def draw(rows: int):
+        y = rng.choice(classes, size=rows, p=p)
+        columns = np.concatenate(
+            [signatures[y[:, None], rng.integers(0, 4, (rows, 6))],
+             vocabulary[rng.integers(0, 4000, (rows, 24))]], axis=1,
+        )  # fmt: skip
+        X = sparse.csr_matrix(
+            (np.ones(columns.size), columns.ravel(), np.arange(0, columns.size + 1, 30)),
+            shape=(rows, num_features),
+        )
+        X.sum_duplicates()
+        return X, y
+
+    return draw
+
+
 def train_test_split(X, y, test_fraction: float = 0.25, seed: int = 0):
     """Shuffle and split into (X_train, X_test, y_train, y_test)."""
     order = np.random.default_rng(seed).permutation(len(y))

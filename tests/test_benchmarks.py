@@ -304,9 +304,10 @@ def test_the_exchange_tables_show_every_point_and_auto_s_choice():
 
 
 def test_the_long_tail_set_has_a_handful_of_rows_for_most_classes():
-    from benchmarks.long_tail import FEATURES, zipfian_text
+    from benchmarks.long_tail import FEATURES
+    from svb_spark.datasets import tagged_text
 
-    draw = zipfian_text(2000, np.random.default_rng(0))
+    draw = tagged_text(2000, np.random.default_rng(0), num_features=FEATURES)
     X, y = draw(8000)
     X_test, y_test = draw(1000)
     assert X.shape == (8000, FEATURES) and X_test.shape == (1000, FEATURES)

@@ -8,39 +8,18 @@ import numpy as np
 import pytest
 
 from svb_spark import SVBLogisticRegression
-from svb_spark.datasets import to_dataframe
+from svb_spark.datasets import tagged_text, to_dataframe
 
 K, D = 2000, 1 << 13
 
 
-def tagged_rows(rows: int, seed: int = 7):
-    """CSR rows and labels: every class owns 4 of the D hashed features (classes may share
-    one), and a row holds 6 draws from its class's own and 20 from a common vocabulary."""
-    from scipy import sparse
-
-    rng = np.random.default_rng(seed)
-    signatures = rng.integers(0, D, size=(K, 4))
-    vocabulary = rng.choice(D, size=2000, replace=False)
-    y = rng.integers(0, K, size=rows)
-    columns = np.concatenate(
-        [signatures[y[:, None], rng.integers(0, 4, (rows, 6))],
-         vocabulary[rng.integers(0, 2000, (rows, 20))]], axis=1,
-    )  # fmt: skip
-    X = sparse.csr_matrix(
-        (np.ones(columns.size), columns.ravel(), np.arange(0, columns.size + 1, 26)),
-        shape=(rows, D),
-    )
-    X.sum_duplicates()
-    return X, y
-
-
 @pytest.fixture(scope="module")
 def tagged(spark):
-    """Train and test frames of 2,000 classes (about 8 training rows each) whose labels are
-    strings, and the test rows as CSR."""
+    """Train and test frames of 2,000 classes (about 8 training rows each, a class owning 4 of
+    2^13 hashed features) whose labels are strings, and the test rows as CSR."""
     from pyspark.sql import functions as F
 
-    X, y = tagged_rows(20000)
+    X, y = tagged_text(K, np.random.default_rng(7), skew=0.0, num_features=D)(20000)
     cut = 16000
 
     def frame(rows):
