@@ -38,6 +38,18 @@ def test_the_running_top_k_over_blocks_is_the_top_k_of_the_whole_margins():
     assert loss.top_k(raw[:, :3], raw[:, :3], 10)[0].shape == (50, 3)  # k past K: all K
 
 
+def test_ranking_a_wide_block_is_a_whole_sort_and_gives_its_scores_back():
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 3, size=(200, 60)).astype(float)  # ties everywhere
+    scores[rng.random(scores.shape) < 0.6] = -np.inf  # rows that run out of finite scores
+    scores[:5, 7] = np.nan
+    before = scores.copy()
+    keyed = np.where(np.isnan(scores), np.inf, -scores)
+    whole = np.lexsort((np.broadcast_to(np.arange(60), scores.shape), keyed), axis=1)[:, :6]
+    np.testing.assert_array_equal(loss.ranked(scores, 6), whole)
+    np.testing.assert_array_equal(scores, before)
+
+
 @pytest.fixture(scope="module")
 def many_classes(spark):
     rng = np.random.default_rng(1)

@@ -316,10 +316,14 @@ class RunningSoftmax:
         self.best[better] = local[better] + first_class
         self._best_score[better] = block_best[better]
         if self.top_k:
-            classes = np.broadcast_to(np.arange(first_class, first_class + raw.shape[1]), raw.shape)
-            margins = np.concatenate([self._top_margins, raw], axis=1)
-            classes = np.concatenate([self._top_classes, classes], axis=1)
-            order = ranked(margins, classes)[:, : self.top_k]
+            # The block's best k, then the best k of those and the k kept: the same classes
+            # as ranking every class seen so far, without copying the block.
+            best = ranked(raw, self.top_k)
+            margins = np.concatenate(
+                [self._top_margins, np.take_along_axis(raw, best, axis=1)], axis=1
+            )
+            classes = np.concatenate([self._top_classes, best + first_class], axis=1)
+            order = ranked(margins, self.top_k, classes)
             self._top_margins = np.take_along_axis(margins, order, axis=1)
             self._top_classes = np.take_along_axis(classes, order, axis=1)
 
@@ -351,21 +355,46 @@ class RunningSoftmax:
         return predicted
 
 
-def ranked(scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Per row, the column order of ``scores`` from the largest down; equal scores keep the
-    lower class first, as argmax does (NaN scores last)."""
-    if scores.shape[1] == 0:
-        return np.zeros(scores.shape, dtype=np.int64)
-    keyed = np.where(np.isnan(scores), np.inf, -scores)
-    # lexsort sorts by its last key first: the score, then the class.
-    return np.lexsort((classes, keyed), axis=1)
+def ranked(scores: np.ndarray, k: int, classes: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the columns of the ``k`` largest ``scores``, largest first; equal scores keep
+    the lower class first, as argmax does (NaN scores last). ``classes`` are the columns'
+    classes; None means the columns are the classes in order.
+
+    Many columns (a block of classes) are ranked by k argmax passes, each masking the column it
+    took, which ``scores`` gets back before the function returns: at 10,000 rows x 4,096
+    classes and k = 5 that took 0.05 s, a partial sort 0.5 s and a whole sort 4.7 s. Rows that
+    run out of finite scores or hold a NaN are sorted whole.
+    """
+    width = scores.shape[1]
+    if classes is not None or width <= 4 * k:
+        if classes is None:
+            classes = np.broadcast_to(np.arange(width), scores.shape)
+        keyed = np.where(np.isnan(scores), np.inf, -scores)
+        # lexsort sorts by its last key first: the score, then the class.
+        return np.lexsort((classes, keyed), axis=1)[:, :k]
+    rows = np.arange(scores.shape[0])
+    order = np.empty((len(rows), k), dtype=np.int64)
+    taken = np.empty((len(rows), k), dtype=scores.dtype)
+    try:
+        for j in range(k):
+            order[:, j] = scores.argmax(axis=1)  # the first of equal maxima: the lower class
+            taken[:, j] = scores[rows, order[:, j]]
+            scores[rows, order[:, j]] = -np.inf
+    finally:
+        for j in reversed(range(k)):  # a column taken twice gets its own value back last
+            scores[rows, order[:, j]] = taken[:, j]
+    whole = np.flatnonzero((np.isnan(taken) | np.isneginf(taken)).any(axis=1))
+    if len(whole):
+        order[whole] = ranked(
+            scores[whole], k, np.broadcast_to(np.arange(width), (len(whole), width))
+        )
+    return order
 
 
 def top_k(scores: np.ndarray, probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` best classes by ``scores`` (margins, or anything that ranks the classes
     as the probabilities do), best first, as float64, and their ``probabilities``."""
-    classes = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    order = ranked(scores, classes)[:, :k]
+    order = ranked(scores, k)
     return order.astype(np.float64), np.take_along_axis(probabilities, order, axis=1)
 
 
