@@ -78,7 +78,6 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
     if not rounds:  # the rounds' driver holds the state between rounds
         # Made last: removed in the finally below.
         config = planning.with_checkpoints(estimator, config)
-    transport = planning.transport_config(estimator, spark, config)
     sc = spark_context(spark)
     # Classic mode: the warm start travels once per executor by TorrentBroadcast instead of
     # inside every task's closure. Spark Connect has no SparkContext: closure it is.
@@ -102,6 +101,7 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
                     spark, training, config, secrets.token_hex(8), initial=shipped
                 )
             else:
+                transport = planning.transport_config(estimator, spark, config)
                 result = fit_by_barrier_stage(
                     training, config, transport, secret, shipped, progress, build
                 )

@@ -69,6 +69,8 @@ class ExchangeMode:
     @classmethod
     def why_not(cls, facts) -> str | None:
         """Why this mode cannot train a fit with ``facts`` (a FitFacts), or None."""
+        if facts.validation and not cls.scores_held_out():
+            return "validationIndicatorCol is set; its rounds do not score held-out rows"
         return None
 
     @classmethod
@@ -138,12 +140,6 @@ class Broadcast(PeerToPeer):
     def bytes_per_step(cls, P, B, K, D, itemsize, nonzeros_per_row=None) -> float:
         return float(B * cost.sufficient_vector_row_bytes(K, D, itemsize, nonzeros_per_row))
 
-    @classmethod
-    def why_not(cls, facts) -> str | None:
-        if facts.validation:
-            return "validationIndicatorCol is set; its rounds do not score held-out rows"
-        return None
-
 
 class ClassSharded(ExchangeMode):
     """Each worker owns a block of classes (see :mod:`svb_spark.core.solvers.sharded`):
@@ -191,9 +187,7 @@ class ClassSharded(ExchangeMode):
             )
         if facts.sync_interval != 1:
             return f"syncInterval is {facts.sync_interval}; its steps are exact synchronous SGD"
-        if facts.validation:
-            return "validationIndicatorCol is set; its rounds do not score held-out rows"
-        return None
+        return super().why_not(facts)
 
 
 # The modes by the name the ``exchange`` param gives them.

@@ -28,7 +28,6 @@ from svb_spark.core.config import Plan, TrainingConfig, make_plan
 from svb_spark.core.loop import TrainingResult, apply_round, result_of, round_message
 from svb_spark.core.partition import LocalPartition
 from svb_spark.core.solvers import Solver, solver_for
-from svb_spark.core.wire import message_bytes
 from svb_spark.spark.checkpoint import state_from_bytes, state_to_bytes
 from svb_spark.spark.contract import (
     RESULT_DDL,
@@ -218,7 +217,7 @@ def fit_by_broadcast(
                 log, log_bytes = [], 0
             payloads = [m for _, m in messages]
             log.append(sc.broadcast(payloads))
-            round_bytes = [message_bytes(wire.from_ipc(m)) for m in payloads]
+            round_bytes = [wire.message_bytes(wire.from_ipc(m)) for m in payloads]
             log_bytes += sum(p + f for p, f in round_bytes)
             # Each worker uploads its message once and fetches the whole round (peers' parts).
             own_payload, own_framing = round_bytes[0]
