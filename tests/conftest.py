@@ -69,10 +69,12 @@ def spark():
             # default 1g heap ran out late in the suite, and the JVM went down with every test
             # after it.
             "spark.driver.memory": "4g",
-            # MLlib's reference fits run in this driver JVM on Java's BLAS: where the system's
-            # libblas.so.3 is OpenBLAS, native calls from Spark's task threads have crashed
-            # the JVM (SIGSEGV), which fails every test after it.
-            "spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.allowNative=false",
+            # MLlib's reference fits run in this driver JVM on Java's BLAS and LAPACK: where
+            # the system's libblas.so.3 and liblapack.so.3 are OpenBLAS's, the JVM loads them
+            # natively, and it died without a word in MLlib's bounded fits (breeze's LBFGSB
+            # calls LAPACK), failing every test after it.
+            "spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.allowNative=false "
+            "-Ddev.ludovic.netlib.lapack.allowNative=false",
         },
     )
     yield session
