@@ -53,6 +53,10 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.skip(reason=reason))
 
 
+# A library name no system has: netlib then runs MLlib on its Java BLAS and LAPACK.
+NO_NATIVE_LIBRARY = "libsvb-spark-tests-use-java-blas.so"
+
+
 @pytest.fixture(scope="session")
 def spark():
     # Starting Spark takes about 20 s here, so every test shares this one session.
@@ -72,9 +76,13 @@ def spark():
             # MLlib's reference fits run in this driver JVM on Java's BLAS and LAPACK: where
             # the system's libblas.so.3 and liblapack.so.3 are OpenBLAS's, the JVM loads them
             # natively, and it died without a word in MLlib's bounded fits (breeze's LBFGSB
-            # calls LAPACK), failing every test after it.
-            "spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.allowNative=false "
-            "-Ddev.ludovic.netlib.lapack.allowNative=false",
+            # calls LAPACK), failing every test after it. netlib opens the library these
+            # properties name, and falls back to Java where it cannot; its allowNative switch
+            # is not read by netlib 3.0, which Spark 3.5 ships.
+            "spark.driver.extraJavaOptions": " ".join(
+                f"-Ddev.ludovic.netlib.{lib}.nativeLib={NO_NATIVE_LIBRARY}"
+                for lib in ("blas", "lapack")
+            ),
         },
     )
     yield session

@@ -41,6 +41,14 @@ def bdf(spark):
     ).coalesce(2)
 
 
+def test_mllibs_reference_fits_run_on_javas_blas_and_lapack(spark):
+    # The suite's session keeps netlib off the system's native libraries (see conftest): with
+    # OpenBLAS loaded natively the driver's JVM died in MLlib's bounded fits below.
+    netlib = spark._jvm.dev.ludovic.netlib
+    for instance in (netlib.blas.BLAS.getInstance(), netlib.lapack.LAPACK.getInstance()):
+        assert not instance.getClass().getSimpleName().startswith("JNI")
+
+
 def _converged(**params):
     return dict(tol=1e-10, maxIter=500, **params)
 
