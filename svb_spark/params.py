@@ -215,8 +215,8 @@ class _SVBLogisticRegressionParams(
         "vectors through Spark's TorrentBroadcast, one Spark job per exchange; classic mode "
         "only), sharded (each worker owns a block of the classes and only rows travel: for "
         "models larger than a worker; SGD only) or auto (sharded when a replica does not fit "
-        "a worker; otherwise the mode whose step the cost model predicts fastest, sharded "
-        "only when the fit holds no rows out).",
+        "a worker; otherwise the mode whose step the cost model predicts fastest at "
+        "numWorkers).",
         typeConverter=TypeConverters.toString,
     )
     dtype: Param[str] = Param(

@@ -50,8 +50,9 @@ def validation_column(estimator, dataset) -> str | None:
     validation = estimator._validation_column()
     mode = MODES.get(estimator.getExchange())  # None for "auto"
     if validation and mode is not None and not mode.scores_held_out():
+        scoring = ", ".join(f"'{m.name}'" for m in MODES.values() if m.scores_held_out())
         raise ValueError(
-            "validationIndicatorCol needs exchange='p2p', 'dense' or 'auto'; the "
+            f"validationIndicatorCol needs exchange={scoring} or 'auto'; the "
             f"{estimator.getExchange()} mode's rounds do not score held-out rows. Unset "
             "validationIndicatorCol or choose another exchange."
         )

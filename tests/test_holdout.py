@@ -25,7 +25,7 @@ LARGE = HOLDOUT_MIN_ROWS
         (0.0, 3e-3, LARGE, "sgd", "p2p", False, 0.0),  # switched off
         (0.1, 3e-3, LARGE, "sgd", "p2p", True, 0.0),  # a validation column wins
         (0.1, 3e-3, LARGE, "lbfgs", "p2p", False, 0.0),  # scores no held-out rows
-        (0.1, 3e-3, LARGE, "sgd", "sharded", False, 0.0),
+        (0.1, 3e-3, LARGE, "sgd", "sharded", False, 0.1),
         (0.1, 3e-3, LARGE, "sgd", "broadcast", False, 0.0),
     ],
 )
@@ -33,20 +33,22 @@ def test_which_fits_hold_rows_out(fraction, tol, rows, solver, mode, validation,
     assert automatic_holdout(fraction, tol, rows, solver, mode, validation) == held_out
 
 
-def test_auto_keeps_a_fit_that_stops_on_held_out_rows_off_the_sharded_mode():
+def test_auto_picks_the_fastest_step_whether_or_not_the_fit_holds_rows_out():
     import dataclasses
 
     from svb_spark.core.solvers import FitFacts
-    from svb_spark.core.solvers.auto import choose
+    from svb_spark.core.solvers.auto import choose, holdout
 
-    # 1000 classes of text in steps of 128 rows: the cost model predicts sharded steps faster.
+    # 1000 classes of text in steps of 128 rows: the cost model predicts sharded steps faster,
+    # and the sharded mode scores held-out rows too.
     text = FitFacts(1000, 1 << 14, 2, 50_000, True, 50.0, 128, "float32", tol=3e-3,
                     validation_fraction=0.1)  # fmt: skip
     every_row = dataclasses.replace(text, validation_fraction=0.0)
     assert choose(every_row).mode == "sharded"
-    assert choose(text).mode == "p2p"
-    # A replica that does not fit a worker is still sharded, held-out rows or not.
-    assert choose(dataclasses.replace(text, worker_memory=32 << 20)).mode == "sharded"
+    choice = choose(text)
+    assert choice.mode == "sharded" and holdout(text, choice.solver, choice.mode) == 0.1
+    # On one worker there is nothing to shard.
+    assert choose(dataclasses.replace(text, num_workers=1)).mode == "p2p"
 
 
 @pytest.mark.parametrize("classes", [1, 5])
@@ -141,8 +143,13 @@ def test_the_memory_check_counts_the_best_model_held_out_rows_keep():
                  sparse=True, nonzeros_per_row=50.0, batch_size=32, dtype="float32",
                  worker_memory=100 << 20, tol=3e-3)  # fmt: skip
     check_memory(FitFacts(**facts), "sgd", "p2p")
-    with pytest.raises(ValueError, match="plus as much again for the best model"):
+    with pytest.raises(ValueError, match=r"plus 1000 x 16384 x 4 bytes for the best model"):
         check_memory(FitFacts(**facts, validation_fraction=0.1), "sgd", "p2p")
+    # Sharded, a worker keeps the best of its block: 500 classes.
+    check_memory(FitFacts(**facts, validation_fraction=0.1), "sgd", "sharded")
+    tight = dict(facts, worker_memory=40 << 20)
+    with pytest.raises(ValueError, match=r"plus 500 x 16384 x 4 bytes for the best model"):
+        check_memory(FitFacts(**tight, validation_fraction=0.1), "sgd", "sharded")
 
 
 def test_the_held_out_rows_are_a_fraction_chosen_by_the_seed(spark):

@@ -88,6 +88,41 @@ def test_sparse_sharded_training_equals_replicated_sgd(num_workers):
                                rtol=1e-9)  # fmt: skip
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("holdout", [0.0, 0.2])
+@pytest.mark.parametrize("num_workers", [2, 3])
+def test_held_out_rows_judge_a_sharded_fit_as_they_judge_the_replicated_one(
+    num_workers, holdout, sparse
+):
+    # A validation column (judged by loss) or rows held out by the fraction (by accuracy,
+    # then a last pass over them): the same epochs judged, stop and model as replicated SGD.
+    parts = _parts(num_workers)
+    masks = [np.random.default_rng(r).random(len(p[1])) < 0.2 for r, p in enumerate(parts)]
+    if sparse:
+        parts = [(sp.csr_matrix(np.abs(X)), y, w) for X, y, w in parts]
+    partitions = [(*part, mask) for part, mask in zip(parts, masks)]
+    dense = [(np.abs(X), y, w) for X, y, w in _parts(num_workers)]
+    config = training_config(
+        dense, num_classes=5, max_iter=12, reg_param=0.0, validation_tol=0.01,
+        holdout_fraction=holdout, **({"sparse": True, "mean": None} if sparse else {}),
+    )  # fmt: skip
+    replicated = train_in_process(partitions, config)[0]
+    sharded = train_in_process(partitions, dataclasses.replace(config, exchange="sharded"))
+    assert replicated.validation_history
+    for result in sharded:
+        np.testing.assert_allclose(
+            result.validation_history, replicated.validation_history, rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            result.validation_accuracy, replicated.validation_accuracy, rtol=1e-12
+        )
+        assert result.best_epoch == replicated.best_epoch
+        assert (result.stop_reason, result.steps) == (replicated.stop_reason, replicated.steps)
+    W, b = _assembled(sharded)
+    np.testing.assert_allclose(W, replicated.W, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(b, replicated.b, rtol=1e-5, atol=1e-7)
+
+
 def test_sharded_payload_per_step_is_the_cost_formula_with_no_class_term():
     from svb_spark.core.modes import predicted_bytes_per_step
 
@@ -185,12 +220,31 @@ def test_spark_sparse_sharded_fit_equals_the_replicated_fit(spark):
     assert auto.predictedSecondsPerStep["sharded"] > auto.predictedSecondsPerStep["p2p"]
 
 
+def test_a_spark_sharded_fit_stops_on_a_validation_column_as_the_replicated_fit(planted):
+    from pyspark.sql import functions as F
+
+    from svb_spark import SVBLogisticRegression
+
+    df = planted[3].withColumn("held", F.rand(seed=4) < 0.2)
+    common = dict(numWorkers=2, maxIter=30, batchSize=16, dtype="float64", seed=5,
+                  validationIndicatorCol="held", solver="sgd")  # fmt: skip
+    sharded = SVBLogisticRegression(exchange="sharded", **common).fit(df)
+    replicated = SVBLogisticRegression(exchange="p2p", **common).fit(df)
+    ours, theirs = sharded.summary, replicated.summary
+    assert ours.exchange == "sharded" and ours.validationHistory
+    np.testing.assert_allclose(ours.validationHistory, theirs.validationHistory, rtol=1e-6)
+    assert ours.stopReason == theirs.stopReason
+    np.testing.assert_allclose(
+        sharded.coefficientMatrix.toArray(), replicated.coefficientMatrix.toArray(),
+        rtol=1e-5, atol=1e-8,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
         ({"solver": "saga"}, r"solver.*'saga' but exchange='sharded' trains with SGD"),
         ({"syncInterval": 2}, r"exchange='sharded' needs syncInterval=1 \(got 2\)"),
-        ({"validationIndicatorCol": "weight"}, r"validationIndicatorCol needs .*sharded mode"),
     ],
 )
 def test_sharded_refuses_what_it_cannot_do(planted, params, message):

@@ -174,6 +174,34 @@ class Multinomial(Loss):
         return mine, local[mine], margins[mine, local[mine]]
 
     @staticmethod
+    def block_verdicts(margins: np.ndarray, y: np.ndarray, first_class: int) -> np.ndarray:
+        """What one block of classes ``first_class ..`` knows of held-out rows it scored
+        (``margins``, overwritten): per row its :meth:`partial_normalizers`, the label's
+        margin where the block owns the label (0 elsewhere), and the block's best margin and
+        class. A 5 x rows float64 array, for :meth:`held_out_sums`."""
+        rows, _, picked = Multinomial.label_margins(margins, y, first_class)
+        verdicts = np.zeros((5, len(y)))
+        verdicts[2, rows] = picked
+        best = margins.argmax(axis=1)
+        verdicts[3] = margins[np.arange(len(y)), best]
+        verdicts[4] = best + first_class
+        verdicts[0], verdicts[1] = Multinomial.partial_normalizers(margins)
+        return verdicts
+
+    @staticmethod
+    def held_out_sums(blocks: list[np.ndarray], y: np.ndarray, w: np.ndarray) -> list[float]:
+        """The held-out (loss, weight, correctly predicted weight) sums from every block's
+        :meth:`block_verdicts`, in block order: the prediction is the best block's best class,
+        the lowest class on ties, as one argmax over all classes would pick."""
+        normalizer = Multinomial.log_normalizers([b[0] for b in blocks], [b[1] for b in blocks])
+        label_margin = np.sum([b[2] for b in blocks], axis=0)
+        owner = np.argmax([b[3] for b in blocks], axis=0)
+        predicted = np.stack([b[4] for b in blocks])[owner, np.arange(len(y))]
+        loss = float((w * (normalizer - label_margin)).sum())
+        correct = float(w[predicted == y].sum(dtype=np.float64))
+        return [loss, float(w.sum(dtype=np.float64)), correct]
+
+    @staticmethod
     def block_vectors(
         exponentials: np.ndarray,
         row_max: np.ndarray,

@@ -35,7 +35,7 @@ class ExchangeMode:
     @classmethod
     def scores_held_out(cls) -> bool:
         """Whether held-out rows can judge the stop: the loop must run on the workers."""
-        return cls.runner == "barrier" and cls.replicated
+        return cls.runner == "barrier"
 
     @classmethod
     def bytes_per_step(cls, P, B, K, D, itemsize, nonzeros_per_row=None) -> float:
@@ -173,10 +173,11 @@ class ClassSharded(ExchangeMode):
     @classmethod
     def max_message_bytes(cls, config) -> int:
         # B rows (every feature counted as present in a CSR row) and the normalizers of the
-        # P B rows of the step before, which any number of workers up to K could send.
+        # P B rows of the step before, which any number of workers up to K could send; or
+        # the held-out verdicts of P B rows, five float64 each (see ShardedSolver).
         size, K, D = cost.itemsize(config.dtype), config.num_classes, config.num_features
         row = cost.sharded_row_bytes(D, size, D if config.sparse else None)
-        return int(config.batch_size * (row + 8 + 2 * K * size)) + (1 << 16)
+        return int(config.batch_size * (row + 8 + 5 * K * 8)) + (1 << 16)
 
     @classmethod
     def why_not(cls, facts) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svb_spark.core.modes import MODES, ClassSharded, PeerToPeer, choose_exchange
+from svb_spark.core.modes import MODES, ClassSharded, choose_exchange
 from svb_spark.core.solvers.averaged import AsgdSolver
 from svb_spark.core.solvers.base import FitFacts, Solver
 from svb_spark.core.solvers.lbfgs import AUTO_MAX_COEFFICIENTS, LbfgsSolver
@@ -67,7 +67,7 @@ def automatic_holdout(
     rows of which the fraction is at least :data:`HOLDOUT_MIN_HELD_OUT`, at least
     :data:`HOLDOUT_MIN_ROWS_PER_CLASS` rows per class on average, and a solver that
     scores held-out rows (:attr:`Solver.scores_held_out`) in a mode that does
-    (:meth:`~svb_spark.core.modes.ExchangeMode.scores_held_out`: p2p and dense).
+    (:meth:`~svb_spark.core.modes.ExchangeMode.scores_held_out`: all but broadcast).
 
     >>> automatic_holdout(0.1, 1e-6, 50_000, "sgd", "p2p", validation=False)
     0.1
@@ -99,8 +99,8 @@ def choose(facts: FitFacts, name: str = "SVBLogisticRegression") -> Choice:
     checked against what they need (a ValueError that says why and what to do).
 
     The mode: ``auto`` shards the classes when a replica would not fit a worker; otherwise it
-    takes the mode with the fastest predicted step among p2p, dense and, when SGD is in force
-    on more than one worker and the fit holds no rows out, sharded.
+    takes the mode with the fastest predicted step, at the fit's numWorkers, among p2p, dense
+    and, when SGD is in force on more than one worker, sharded.
 
     The solver: ``auto`` takes L-BFGS for the binomial family, and for dense rows and a model
     of at most AUTO_MAX_COEFFICIENTS, where a full pass is cheap and one exchange of the
@@ -129,11 +129,7 @@ def _exchange_mode(facts: FitFacts, name: str):
             )
     shardable = ClassSharded.why_not(facts) is None
     sgd = facts.sparse or facts.solver == SgdSolver.name
-    # The sharded mode holds no rows out, and the stop on held-out rows saves more than its
-    # cheaper steps (benchmarks/results/stopping.json, 1000 classes of text: 4 epochs and
-    # 23.9 s to 0.8140 with it, 21 epochs and 122.4 s to 0.7842 by tol without it).
-    stops_on_rows = holdout(facts, SgdSolver.name, PeerToPeer.name) > 0
-    sharding = shardable and sgd and P > 1 and not stops_on_rows
+    sharding = shardable and sgd and P > 1
     # The modes of one barrier stage: the broadcast mode is only ever asked for.
     candidates = [
         mode.name
@@ -214,8 +210,9 @@ def check_memory(facts: FitFacts, solver: str, mode: str) -> None:
     size = np.dtype(facts.dtype).itemsize
     K, D = facts.num_classes, facts.num_features
     if facts.validation or holdout(facts, solver, mode):  # held-out rows keep the best model
-        needed += K * D * size
-        formula = f"{formula}, plus as much again for the best model the held-out rows keep"
+        kept = -(-K // facts.num_workers) if cls is ShardedSolver else K
+        needed += kept * D * size
+        formula = f"{formula}, plus {kept} x {D} x {size} bytes for the best model kept"
     if available is not None and needed > available:
         if cls is ShardedSolver:
             raise ValueError(

@@ -17,6 +17,13 @@ SGD as the replicated modes, on the same global batches. A row's loss is counted
 that owns its label; at each epoch's end one small exchange sums the workers' losses and L2
 penalties into the epoch objective every worker then judges the same way.
 
+Held-out rows (a validation column, or the rows validationFraction holds out) are judged as in
+the replicated modes, with one difference: a row's verdict needs every block. At each epoch's
+end every worker scores all held-out rows against its block and sends five numbers a row (its
+partial normalizer, the label's margin where it owns the label, its best class and margin);
+the held-out rows travel to every worker once, at the first epoch's end. The last pass over
+the held-out rows runs as training steps do, from the best blocks.
+
 Per worker and step: memory K D / P plus G rows; compute about 2 B K D (against (P + 1) B K D
 replicated); bytes (P - 1) (B (D or 2 nnz) + 2 G), with no K term.
 """
@@ -70,6 +77,7 @@ class ShardedSolver(Solver):
 
     name = "sgd"
     replicated = False
+    scores_held_out = True
 
     def start(self, initial: tuple[np.ndarray, np.ndarray] | None) -> None:
         # Not Solver.start: the block keeps the history and the step.
@@ -87,6 +95,8 @@ class ShardedSolver(Solver):
         self.block = SgdSolver(block_config, plan, rank, initial)
         self._scored: _ScoredStep | None = None  # the step whose normalizers go out next
         self._received: list[wire.ShardMessage] | None = None  # rows to score next
+        self._held_out: tuple | None = None  # this worker's held-out rows (X, y, w)
+        self._all_held_out: tuple | None = None  # every worker's, gathered once
 
     @classmethod
     def memory_bytes(cls, facts: FitFacts) -> tuple[int, str]:
@@ -127,13 +137,21 @@ class ShardedSolver(Solver):
         """Score the rows the last round brought, then send their normalizers with this
         worker's rows of the next step."""
         block, config = self.block, self.config
+        if self._held_out is None:
+            self._held_out = data.held_out or (data.X[:0], data.y[:0], data.w[:0])
         if self._received is not None:
             self._scored, self._received = self.score(self._received), None
-        next_step = block.step + (self._scored is not None)
+        pending = self._scored is not None
+        next_step = block.step + pending
         message = wire.ShardMessage(next_step, self.rank, num_features=config.num_features)
-        if self._scored is not None:
+        if pending:
             message.row_max, message.row_sum = self._scored.row_max, self._scored.row_sum
-        if next_step < block.total_steps:
+        if block.pass_left:  # the last pass: the held-out rows, step by step
+            position = block.last_pass_steps - block.pass_left + pending
+            if position < block.last_pass_steps:
+                batch = data.held_out_batch(position, config, self.rank)
+                message.X, message.y, message.w = batch
+        elif next_step < block.total_steps:
             rows = data.batch_rows(next_step, self.plan, config, self.rank)
             message.X, message.y, message.w = data.X[rows], data.y[rows], data.w[rows]
         return message
@@ -148,41 +166,91 @@ class ShardedSolver(Solver):
         """Update this block with the scored step and every block's normalizers; keep the
         rows of the next step for scoring."""
         block = self.block
+        received = messages
         if self._scored is not None:
-            loss = self.update(self._scored, messages)
-            if block.count_step(loss, self._scored.weight):
+            scored, self._scored = self._scored, None
+            loss = self.update(scored, messages)
+            if block.pass_left:
+                block.step += 1
+                block.pass_left -= 1
+            elif block.count_step(loss, scored.weight):
                 self._close_epoch(rounds)
-            self._scored = None
+                if block.epochs_over:
+                    received = None  # the rows of a training step that will not be taken
         if not block.done:
-            self._received = messages
+            self._received = received
 
     def _close_epoch(self, rounds) -> None:
         """Sum every worker's share of the epoch's loss and of the L2 penalty (one small
-        exchange) and close the epoch on every worker alike."""
+        exchange) and close the epoch on every worker alike; judge the held-out rows, and
+        after the last epoch begin the last pass over them (see SgdSolver.end_epochs)."""
         block = self.block
         sums = rounds.sum_up([block.epoch_loss, block.penalty_value()])
         loss, penalty = (float(sum(values)) for values in zip(*sums))
         block.close_epoch(loss / max(block.epoch_weight, 1e-300) + penalty)
+        if block.validation_pending:
+            block.record_validation([self.held_out_sums(rounds)])
+        if block.epochs_over and block.config.holdout_fraction and block.validation_history:
+            block.begin_last_pass()
+
+    def held_out_sums(self, rounds) -> list[float]:
+        """Every held-out row's (loss, weight, correctly predicted weight) sums and the most
+        held-out rows a worker holds, the same on every worker: each scores all held-out rows
+        against its block and sends their verdicts, numWorkers x batchSize rows at a time
+        (one side exchange each), so that no message is larger than a step's."""
+        X, y, w, most = self._gathered_held_out(rounds)
+        loss, sums = self.config.loss, np.zeros(3)
+        chunk = self.config.batch_size * self.plan.num_workers
+        for start in range(0, len(y), chunk):
+            rows = slice(start, start + chunk)
+            mine = loss.block_verdicts(self.margins(X[rows]), y[rows], self.first)
+            received = rounds.side(wire.encode_sums(mine.ravel()))
+            blocks = [wire.sums_array(m).reshape(5, -1) for m in received]
+            sums += loss.held_out_sums(blocks, y[rows], w[rows])
+        return [*sums.tolist(), float(most)]
+
+    def _gathered_held_out(self, rounds) -> tuple:
+        """Every worker's held-out rows (X, y, w) in the same order on every worker, and the
+        most a worker holds; gathered at the first call, batchSize rows a worker at a time."""
+        if self._all_held_out is None:
+            X, y, w = self._held_out
+            counts = [int(count) for (count,) in rounds.sum_up([len(y)])]
+            size, parts = self.config.batch_size, []
+            for start in range(0, max(counts), size):
+                mine = wire.ShardMessage(-1, self.rank, num_features=self.config.num_features)
+                rows = slice(start, start + size)
+                mine.X, mine.y, mine.w = X[rows], y[rows], w[rows]
+                parts += [wire.decode_shard(m) for m in rounds.side(wire.encode_shard(mine))]
+            self._all_held_out = (
+                stack_rows([m.X for m in parts]) if parts else X,
+                np.concatenate([m.y for m in parts]) if parts else y,
+                np.concatenate([m.w for m in parts]) if parts else w,
+                max(counts),
+            )
+        return self._all_held_out
 
     def score(self, messages: list[wire.ShardMessage]) -> _ScoredStep:
         """Stack every worker's rows of the next step and score them against this block."""
-        weights = self.block.weights
         X = stack_rows([m.X for m in messages])
         y = np.concatenate([m.y for m in messages])
         w = np.concatenate([m.w for m in messages])
-        if self.block.lazy is not None:
-            margins = self.block.lazy.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
-            margins = margins.astype(weights.W.dtype, copy=False)
-        elif self.block.config.sparse:
-            margins = numerics.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
-            margins = margins.astype(weights.W.dtype, copy=False)
-        else:
-            margins = numerics.raw_margins(weights.W, weights.b, X)
+        margins = self.margins(X)
         weight = sum(float(m.w.sum(dtype=np.float64)) for m in messages)
         loss = self.config.loss
         labels = loss.label_margins(margins, y, self.first)
         row_max, row_sum = loss.partial_normalizers(margins)
         return _ScoredStep(X, w, weight, labels, margins, row_max, row_sum)
+
+    def margins(self, X) -> np.ndarray:
+        """Rows ``X`` (dense or CSR) scored against this block, in the training dtype."""
+        weights, block = self.block.weights, self.block
+        if block.lazy is not None:
+            margins = block.lazy.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
+        elif block.config.sparse:
+            margins = numerics.sparse_raw_margins(weights.W, weights.b, X, weights.factor)
+        else:
+            return numerics.raw_margins(weights.W, weights.b, X)
+        return margins.astype(weights.W.dtype, copy=False)
 
     def update(self, step: _ScoredStep, messages: list[wire.ShardMessage]) -> float:
         """Apply the scored step with every block's normalizers; returns the loss of the rows
