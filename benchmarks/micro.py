@@ -1,9 +1,6 @@
 """Microbenchmarks, no Spark (``python -m benchmarks.micro``): the speed claims, each the
 library's function against the alternative, side by side, and the sparse step against sgemm.
-
-Numeric work runs on one thread (each worker of the benchmark cluster owns one core); each
-figure is the median of several repeats.
-"""
+On one thread (a worker of the benchmark cluster owns one core); each figure a median."""
 
 from __future__ import annotations
 

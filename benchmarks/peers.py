@@ -49,13 +49,6 @@ def _accuracy(model, X, y) -> float:
     return held_out_accuracy(W, b, X, y)
 
 
-def default_batch_size() -> int:
-    """The library's default ``batchSize``, which every default fit here runs with."""
-    from svb_spark import SVBLogisticRegression
-
-    return int(SVBLogisticRegression().getBatchSize())
-
-
 def jvm_failure_reason(error: BaseException) -> str:
     """The JVM's own reason from a Py4J trace: its first OutOfMemoryError line, else the first
     naming an Error or Exception, else the first line."""
@@ -208,7 +201,10 @@ def train_over_flight_processes(X: np.ndarray, y: np.ndarray, workers: int, **pa
     import multiprocessing
     import secrets
 
-    config = one_epoch_config(X, y, params.pop("batch_size", default_batch_size()), **params)
+    from svb_spark import SVBLogisticRegression
+
+    batch_size = params.pop("batch_size", None) or SVBLogisticRegression().getBatchSize()
+    config = one_epoch_config(X, y, batch_size, **params)
     # spawn, not fork: this process runs a JVM gateway and gRPC threads that must not be forked.
     context = multiprocessing.get_context("spawn")
     hellos, results = context.Queue(), context.Queue()

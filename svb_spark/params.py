@@ -443,7 +443,8 @@ class _SVBEstimatorParams(
         Params._dummy(),
         "validationFraction",
         "without validationIndicatorCol: the fraction of rows (chosen by seed) that an SGD or "
-        "SAGA fit (p2p or dense) of at least 10,000 rows with tol > 0 holds out, stopping when "
+        "SAGA fit (p2p, dense or sharded) of at least 10,000 rows, 20 a class on average, with "
+        "tol > 0 holds out, stopping when "
         "their error has not improved by validationTol (relative) for 3 epochs, then trains "
         "the most accurate model in one last pass over them (stopReason 'holdout'); 0 trains "
         "on every row (in [0, 1)).",

@@ -303,9 +303,17 @@ def test_the_exchange_tables_show_every_point_and_auto_s_choice():
     assert "| large | 0.80 | 2.08 | 0.31 | sharded | sharded | 0.29 |" in text
 
 
+def test_the_extreme_benchmark_reads_the_peak_rss_of_this_process():
+    from benchmarks.extreme import peak_rss
+
+    peaks = peak_rss()
+    assert len(peaks["driver"]) == 1 and peaks["driver"][0] > 10  # MB: Python and numpy
+
+
 def test_the_long_tail_set_has_a_handful_of_rows_for_most_classes():
-    from benchmarks.long_tail import FEATURES
     from svb_spark.datasets import tagged_text
+
+    FEATURES = 1 << 14
 
     draw = tagged_text(2000, np.random.default_rng(0), num_features=FEATURES)
     X, y = draw(8000)

@@ -139,7 +139,7 @@ def test_the_memory_check_counts_the_best_model_held_out_rows_keep():
     from svb_spark.core.solvers.auto import check_memory
 
     # A 1000 x 2^14 float32 replica is 64 MiB; the best model doubles it.
-    facts = dict(num_classes=1000, num_features=1 << 14, num_workers=2, num_rows=LARGE,
+    facts = dict(num_classes=1000, num_features=1 << 14, num_workers=2, num_rows=50_000,
                  sparse=True, nonzeros_per_row=50.0, batch_size=32, dtype="float32",
                  worker_memory=100 << 20, tol=3e-3)  # fmt: skip
     check_memory(FitFacts(**facts), "sgd", "p2p")
@@ -251,3 +251,5 @@ def test_a_long_tail_of_classes_holds_no_rows_out():
     assert automatic_holdout(0.1, 1e-6, rows, "sgd", "p2p", False, num_classes=enough) == 0.1
     assert automatic_holdout(0.1, 1e-6, rows, "sgd", "p2p", False, num_classes=enough + 1) == 0.0
     assert automatic_holdout(0.1, 1e-6, rows, "sgd", "p2p", False, num_classes=10_000) == 0.0
+    # Ten rows a class, where the held-out stop lost to the tol stop, is a long tail too.
+    assert automatic_holdout(0.1, 1e-6, rows, "sgd", "p2p", False, num_classes=4_000) == 0.0

@@ -58,3 +58,16 @@ def test_four_workers_on_two_executors_match_the_single_process_reference():
     np.testing.assert_allclose(
         np.array(result["coefficients"]), np.array(result["reference"]), rtol=1e-5, atol=1e-8
     )
+
+
+@pytest.mark.slow
+def test_eight_workers_shard_ten_thousand_classes_hold_rows_out_and_send_the_predicted_bytes():
+    result = run_job("many_workers", timeout=1500)
+    assert (result["workers"], result["exchange"], result["solver"]) == (8, "sharded", "sgd")
+    assert "fastest step: sharded" in result["reason"]
+    assert result["held_out_epochs"] > 0
+    # A full step: the median exchange (epoch sums, held-out verdicts and the last step of an
+    # epoch are a few of many).
+    measured = float(np.median(result["bytes_per_exchange"]))
+    assert measured == pytest.approx(result["predicted"]["sharded"], rel=0.05)
+    assert measured < result["predicted"]["p2p"] / 50

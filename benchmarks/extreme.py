@@ -1,0 +1,143 @@
+"""Many classes: generated Zipfian text (head classes with thousands of rows, a tail with a
+handful), SVB's default fit against fixed-epoch fits, MLlib and fastText on the same rows:
+fit time, epochs and stop, top-1/top-5 and RankingEvaluator's precision@5 on test rows, top-5
+scoring time with and without the K-wide columns, bytes per step, and peak RSS.
+
+    python -m benchmarks.extreme --classes 20000 --features 65536 --rows 200000
+    python -m benchmarks.extreme --classes 100000 --features 8192 --rows 300000 --cap 2g
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.peers import PeerFailed, fit_mllib
+from benchmarks.session import RESULTS, WORKERS, cached_frame, local_spark, log, write
+from benchmarks.session import where_and_when as where
+from svb_spark.datasets import tagged_text
+
+
+def peak_rss() -> dict:
+    """Peak resident MB (VmHWM) of this driver process and its descendants by name: its JVM
+    ("java") and the JVM's Python workers."""
+    status = {}  # pid -> the fields of /proc/<pid>/status
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            lines = (proc / "status").read_text().splitlines()
+            status[int(proc.name)] = {k: v.strip() for k, v in (x.split(":", 1) for x in lines)}
+    mine, peaks = {os.getpid()}, {}
+    while grown := {pid for pid, f in status.items() if int(f["PPid"]) in mine} - mine:
+        mine |= grown
+    for pid in sorted(mine & status.keys()):
+        kind = "driver" if pid == os.getpid() else status[pid]["Name"]  # python or java
+        peaks.setdefault(kind, []).append(int(status[pid].get("VmHWM", "0 kB").split()[0]) >> 10)
+    return peaks
+
+
+def svb(train, test, name: str, **params) -> dict:
+    from pyspark.ml.evaluation import RankingEvaluator
+    from pyspark.sql import functions as F
+
+    from svb_spark import SVBLogisticRegression
+
+    started = time.perf_counter()
+    model = SVBLogisticRegression(
+        numWorkers=WORKERS, topKCol="topK", probabilityCol="", rawPredictionCol="", **params
+    ).fit(train)
+    seconds, summary = time.perf_counter() - started, model.summary
+    scored = model.transform(test).withColumn("relevant", F.array("label")).cache()
+    started = time.perf_counter()
+    rows = scored.select("label", "topK").collect()
+    scoring = time.perf_counter() - started
+    precision = RankingEvaluator(predictionCol="topK", labelCol="relevant", k=5,
+                                 metricName="precisionAtK").evaluate(scored)  # fmt: skip
+    point = {
+        "fit": name, "seconds": seconds, "epochs": summary.totalIterations,
+        "stop": summary.stopReason, "exchange": summary.exchange,
+        "held_out_accuracy": summary.validationAccuracy,
+        "top1": float(np.mean([r.label == r.topK[0] for r in rows])),
+        "top5": float(np.mean([r.label in r.topK for r in rows])), "precision_at_5": precision,
+        "bytes_per_step": float(np.median(summary.bytesSentPerExchange)),
+        "predicted_bytes_per_step": summary.predictedBytesPerStep[summary.exchange],
+        "top5_seconds": scoring,
+    }  # fmt: skip
+    if name == "default":  # the K-wide columns too, computed and dropped
+        model.setProbabilityCol("probability").setRawPredictionCol("rawPrediction")
+        started = time.perf_counter()
+        model.transform(test).write.format("noop").mode("overwrite").save()
+        point["k_wide_seconds"], point["peak_rss_mb"] = time.perf_counter() - started, peak_rss()
+    log(point)
+    scored.unpersist()
+    return point
+
+
+def mllib(train, X_test, y_test) -> dict:
+    """MLlib at its defaults: its time and accuracy, or its failure (stopped after 10 min)."""
+    try:
+        point = {"fit": "MLlib", **fit_mllib(train, X_test, y_test, 100, 600.0).to_dict()}
+    except PeerFailed as failed:
+        point = {"fit": "MLlib", "seconds": failed.seconds, "outcome": failed.reason}
+    log(point)
+    return point
+
+
+def fasttext(X, y, X_test, y_test, loss: str) -> dict:
+    """fastText (2 threads, its defaults) on the same rows as words "f<feature>"."""
+    import fasttext as ft
+
+    def lines(M):  # feature j counted c times: the word "fj" c times
+        return [" ".join(f"f{j} " * int(c) for j, c in zip(r.indices, r.data)) for r in M]
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as file:
+        file.writelines(f"__label__{label} {text}\n" for label, text in zip(y, lines(X)))
+        file.flush()
+        started = time.perf_counter()
+        for lr in (0.1, 0.05, 0.025, 0.0125):  # its default first; its threads NaN on small sets
+            with contextlib.suppress(RuntimeError):
+                model = ft.train_supervised(file.name, loss=loss, lr=lr, thread=WORKERS, verbose=0)
+                break
+    seconds = time.perf_counter() - started
+    labels, _ = model.predict(lines(X_test), k=5)
+    top = [[int(label[len("__label__") :]) for label in row] for row in labels]
+    log(point := {"fit": f"fastText {loss}", "seconds": seconds, "lr": lr,
+                  "top1": float(np.mean([t[:1] == [c] for t, c in zip(top, y_test)])),
+                  "top5": float(np.mean([c in t for t, c in zip(top, y_test)]))})  # fmt: skip
+    return point
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.extreme")
+    parser.add_argument("--classes", type=int, default=20_000)
+    parser.add_argument("--features", type=int, default=1 << 16)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--epochs", type=int, nargs="*", default=[5, 10])
+    parser.add_argument("--cap", help="spark.executor.pyspark.memory: a worker's memory cap")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["mllib", "fasttext"])
+    args = parser.parse_args(argv)
+    cap = {"spark.executor.pyspark.memory": args.cap} if args.cap else {}
+    spark = local_spark("extreme", driver_memory="6g", **cap)
+    draw = tagged_text(args.classes, np.random.default_rng(0), num_features=args.features)
+    X, y = draw(args.rows)
+    X_test, y_test = draw(50_000)
+    train, test = cached_frame(spark, X, y), cached_frame(spark, X_test, y_test)
+    points = [svb(train, test, "default")]
+    points += [svb(train, test, f"{n} epochs", tol=0.0, maxIter=n) for n in args.epochs]
+    if "fasttext" not in args.skip:
+        points += [fasttext(X, y, X_test, y_test, loss) for loss in ("hs", "softmax")]
+    if "mllib" not in args.skip:  # last: its failure may take the JVM down
+        points.append(mllib(train, X_test, y_test))
+    name = f"extreme_{args.classes}x{args.features}.json"
+    write({**where(), **vars(args), "points": points}, RESULTS / name)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
