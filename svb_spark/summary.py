@@ -190,7 +190,8 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
       optimizer in force;
     - bytes as rank 0 saw them: ``bytesSent``/``bytesReceived`` (payload plus framing),
       ``payloadBytesSent``, ``framingBytesSent``, ``payloadBytesReceived``,
-      ``framingBytesReceived``, ``bytesSentPerExchange`` and ``bytesPerStep``;
+      ``framingBytesReceived``, ``bytesSentPerExchange`` (its payload alone:
+      ``payloadBytesPerExchange``) and ``bytesPerStep``;
     - ``predictedBytesPerStep`` and ``predictedSecondsPerStep``: the cost model's payload bytes
       and seconds per step for each mode;
     - ``timings`` (seconds per phase) and ``workers`` (per rank: Spark's task address, the
@@ -228,6 +229,7 @@ class SVBLogisticRegressionTrainingSummary(SVBLogisticRegressionSummary):
         self.bytesSent: int = self.payloadBytesSent + self.framingBytesSent
         self.bytesReceived: int = self.payloadBytesReceived + self.framingBytesReceived
         self.bytesSentPerExchange: list[int] = result.sent_per_exchange
+        self.payloadBytesPerExchange: list[int] = result.payload_per_exchange
         self.bytesPerStep: float = self.bytesSent / max(self.steps, 1)
         self.predictedBytesPerStep: dict[str, float] = record.predicted_bytes_per_step
         #: The cost model's seconds per step of each mode, which ``auto`` compares.

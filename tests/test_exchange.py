@@ -139,6 +139,7 @@ def test_flight_mesh_delivers_every_message_in_rank_order_and_counts_bytes(mesh)
         assert (ex.payload_sent, ex.framing_sent) == (25 * 2 * payload, 25 * 2 * framing)
         assert ex.bytes_received == 25 * 2 * (payload + framing)
         assert ex.sent_per_exchange == [2 * (payload + framing)] * 25
+        assert ex.payload_per_exchange == [2 * payload] * 25
 
 
 def test_flight_server_refuses_a_client_with_a_wrong_or_missing_token(mesh):

@@ -25,7 +25,8 @@ class Exchange(abc.ABC):
     ``all_gather(round_index, batch)`` returns every worker's batch for that exchange ordered by
     rank (this worker's own batch included), so that every replica applies the same update in
     the same order. Every exchange counts the payload and framing bytes it sends and receives,
-    in total and per exchange (``sent_per_exchange``).
+    in total and per exchange (``sent_per_exchange``, and its payload alone in
+    ``payload_per_exchange``: what the cost model predicts).
     """
 
     def __init__(self, rank: int, num_workers: int) -> None:
@@ -34,6 +35,7 @@ class Exchange(abc.ABC):
         self.payload_sent = self.framing_sent = 0
         self.payload_received = self.framing_received = 0
         self.sent_per_exchange: list[int] = []
+        self.payload_per_exchange: list[int] = []
 
     @property
     def bytes_sent(self) -> int:
@@ -48,6 +50,7 @@ class Exchange(abc.ABC):
         self.payload_sent += payload * copies
         self.framing_sent += framing * copies
         self.sent_per_exchange.append((payload + framing) * copies)
+        self.payload_per_exchange.append(payload * copies)
         for message in received:
             payload, framing = message_bytes(message)
             self.payload_received += payload

@@ -74,6 +74,7 @@ class TrainingResult:
     payload_received: int = 0
     framing_received: int = 0
     sent_per_exchange: list[int] = field(default_factory=list)
+    payload_per_exchange: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     workers: list[dict] = field(default_factory=list)  # what each rank said at the rendezvous
     replica_checks: int = 0  # replica checksum comparisons made (see verify_interval)
@@ -107,6 +108,7 @@ EXCHANGE_COUNTERS = (
     "payload_received",
     "framing_received",
     "sent_per_exchange",
+    "payload_per_exchange",
 )
 
 

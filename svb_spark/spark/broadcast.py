@@ -192,6 +192,7 @@ def fit_by_broadcast(
     log_bytes = 0
     sent = received = framing_sent = framing_received = 0
     sent_per_exchange: list[int] = []
+    payload_per_exchange: list[int] = []
     seconds = {"rounds": 0.0}
     round_index = rebuilds = 0
     try:
@@ -224,6 +225,7 @@ def fit_by_broadcast(
             sent += own_payload
             framing_sent += own_framing
             sent_per_exchange.append(own_payload + own_framing)
+            payload_per_exchange.append(own_payload)
             received += sum(p for p, _ in round_bytes[1:])
             framing_received += sum(f for _, f in round_bytes[1:])
             round_index += 1
@@ -241,6 +243,7 @@ def fit_by_broadcast(
         payload_received=received,
         framing_received=framing_received,
         sent_per_exchange=sent_per_exchange,
+        payload_per_exchange=payload_per_exchange,
         seconds=seconds,
         workers=[{"rank": r.rank, "rows": r.rows} for r in hello],
         rebuilds=rebuilds,

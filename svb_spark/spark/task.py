@@ -290,7 +290,7 @@ def rendezvous(
 def _forget_counts(exchange: Exchange) -> None:
     exchange.payload_sent = exchange.framing_sent = 0
     exchange.payload_received = exchange.framing_received = 0
-    exchange.sent_per_exchange = []
+    exchange.sent_per_exchange, exchange.payload_per_exchange = [], []
 
 
 def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):

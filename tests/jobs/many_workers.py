@@ -41,7 +41,7 @@ print("RESULT " + json.dumps({
     "solver": summary.solver,
     "held_out_epochs": len(summary.validationAccuracy),
     "steps": summary.steps,
-    "bytes_per_exchange": summary.bytesSentPerExchange,
+    "payload_per_exchange": summary.payloadBytesPerExchange,
     "predicted": summary.predictedBytesPerStep,
 }))  # fmt: skip
 spark.stop()
