@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], choices=["mllib", "fasttext", "softmax"])
     args = parser.parse_args(argv)
     cap = {"spark.executor.pyspark.memory": args.cap} if args.cap else {}
+    cap["spark.memory.fraction"] = "0.3"  # the broadcast class blocks spill, not fill the heap
     model_gb = args.classes * args.features >> 27  # float64, as the driver assembles it
     spark = local_spark("extreme", driver_memory=f"{6 + model_gb}g", **cap)
     draw = tagged_text(args.classes, np.random.default_rng(0), num_features=args.features)

@@ -26,8 +26,7 @@ def log(message: str) -> None:
 def local_spark(app: str, driver_memory: str = "1g", one_blas_thread=False, **conf):
     """A ``local[2]`` session named ``svb_spark-<app>`` with Spark ``conf``. With
     ``one_blas_thread`` every JVM it starts gets one BLAS thread, as an executor owning one core
-    has; the JVMs read the variables at launch, and this process's BLAS libraries keep their
-    own settings (numpy's is loaded already, scipy's may load later), so they are restored."""
+    has; the JVMs read the variables at launch, and this process's are restored."""
     from svb_spark.spark.session import local_session
 
     threads = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"} if one_blas_thread else {}

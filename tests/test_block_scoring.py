@@ -153,6 +153,41 @@ def test_block_path_scores_as_the_closure_path(
             assert len(set(whole[2])) > 2
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("block_bytes", [None, 3 * CLASS_BYTES])
+def test_k_wide_outputs_are_built_for_a_few_rows_at_a_time_with_the_same_values(
+    spark, broadcasts, monkeypatch, sparse, block_bytes
+):
+    # At many classes a whole Arrow batch's K-wide outputs would not fit a worker: rows are
+    # scored in slices of at most WIDE_CHUNK_BYTES of them, here 4 rows (the driver's value
+    # travels with the scorer).
+    W, b, X = model_and_rows()
+    df = to_frame(spark, X, np.zeros(len(X)), sparse=sparse, extra={"id": np.arange(len(X))})
+    columns = ("raw", "probability", "prediction")
+    whole = scored(df, W, b, columns, None, block_bytes=block_bytes)
+    monkeypatch.setattr(scoring, "WIDE_CHUNK_BYTES", 4 * K * 8)
+    assert scoring.wide_chunk_rows(K) == 4
+    sliced = scored(df, W, b, columns, None, block_bytes=block_bytes)
+    for expected, got in zip(whole, sliced):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_row_chunks_are_zero_copy_slices_that_decode_as_their_rows():
+    import pyarrow as pa
+
+    from svb_spark.spark.data import vectors_to_csr, vectors_to_dense
+
+    W, b, X = model_and_rows(n=10)
+    rows = pa.array([{"type": 1, "size": None, "indices": None, "values": list(x)} for x in X])
+    batch = pa.RecordBatch.from_arrays([rows], names=["features"])
+    chunks = list(scoring._row_chunks([batch], 4))
+    assert [c.num_rows for c in chunks] == [4, 4, 2]
+    for start, chunk in zip((0, 4, 8), chunks):
+        column = chunk.column("features")
+        np.testing.assert_array_equal(vectors_to_dense(column, D), X[start : start + 4])
+        np.testing.assert_array_equal(vectors_to_csr(column, D).toarray(), X[start : start + 4])
+
+
 def test_model_broadcasts_its_blocks_once_for_every_transform(spark, broadcasts, monkeypatch):
     W, b, X = model_and_rows(seed=5)
     df = to_frame(spark, X, np.zeros(len(X)), extra={"id": np.arange(len(X))})

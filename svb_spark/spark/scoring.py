@@ -42,6 +42,21 @@ CLASS_BLOCK_BYTES = 64 << 20
 # bytes and the array, and a batch's inputs and outputs need room too.
 MODEL_SHARE_OF_PYTHON_MEMORY = 1 / 4
 BLOCK_SHARE_OF_PYTHON_MEMORY = 1 / 8
+# The most bytes of one row chunk's K-wide outputs: an Arrow batch (10,000 rows by default) of
+# a 20,000-class model's margins alone would be 1.6 GB, and its probabilities as much again.
+WIDE_CHUNK_BYTES = 64 << 20
+
+
+def wide_chunk_rows(num_classes: int) -> int:
+    """The rows whose K-wide outputs take at most :data:`WIDE_CHUNK_BYTES` of float64."""
+    return max(1, WIDE_CHUNK_BYTES // (8 * num_classes))
+
+
+def _row_chunks(batches, rows: int):
+    """The rows of ``batches`` in zero-copy slices of at most ``rows``."""
+    for batch in batches:
+        for offset in range(0, batch.num_rows, rows):
+            yield batch.slice(offset, rows)
 
 
 def _dense_vectors(matrix: np.ndarray) -> pa.StructArray:
@@ -269,8 +284,10 @@ def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold, top_
             thresholds=thresholds, threshold=threshold, top_k=top_k, labels=labels,
         )  # fmt: skip
 
+    chunk = wide_chunk_rows(W.shape[0])  # (the driver's value, in the closure)
+
     def score(batches):
-        for batch in batches:
+        for batch in _row_chunks(batches, chunk):
             column = batch.column(features)
             if _has_sparse_rows(column):
                 margins = numerics.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
@@ -291,9 +308,10 @@ def _block_scorer(
     few = num_classes <= 2
     wide = "raw" in kinds or "probability" in kinds or few
     ranking = any(kind in RANKING_KINDS for kind in kinds)
+    chunk = wide_chunk_rows(num_classes) if wide else None  # (the driver's, in the closure)
 
     def score(batches):
-        for batch in batches:
+        for batch in _row_chunks(batches, chunk) if wide else batches:
             column = batch.column(features)
             if _has_sparse_rows(column):
                 rows, margins_of = vectors_to_csr(column, num_features), numerics.sparse_raw_margins
