@@ -174,7 +174,7 @@ class ClassSharded(ExchangeMode):
     def max_message_bytes(cls, config) -> int:
         # B rows (every feature counted as present in a CSR row) and the normalizers of the
         # P B rows of the step before, which any number of workers up to K could send; or
-        # the held-out verdicts of P B rows, five float64 each (see ShardedSolver).
+        # the held-out verdicts of up to K B rows, five float64 each (see ShardedSolver).
         size, K, D = cost.itemsize(config.dtype), config.num_classes, config.num_features
         row = cost.sharded_row_bytes(D, size, D if config.sparse else None)
         return int(config.batch_size * (row + 8 + 5 * K * 8)) + (1 << 16)

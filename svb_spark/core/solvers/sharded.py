@@ -40,6 +40,9 @@ from svb_spark.core.solvers.base import FitFacts, Outcome, Solver, newest_common
 from svb_spark.core.solvers.stochastic import SgdSolver
 from svb_spark.core.state import ReplicaState
 
+# Held-out rows scored and judged at a time.
+HELD_OUT_ROWS = 4096
+
 
 def class_blocks(num_classes: int, num_workers: int) -> list[tuple[int, int]]:
     """The ``(first, stop)`` classes each rank owns: contiguous, sizes differing by at most 1."""
@@ -196,11 +199,13 @@ class ShardedSolver(Solver):
     def held_out_sums(self, rounds) -> list[float]:
         """Every held-out row's (loss, weight, correctly predicted weight) sums and the most
         held-out rows a worker holds, the same on every worker: each scores all held-out rows
-        against its block and sends their verdicts, numWorkers x batchSize rows at a time
-        (one side exchange each), so that no message is larger than a step's."""
+        against its block and sends their verdicts, a chunk of rows at a time (one side
+        exchange each)."""
         X, y, w, most = self._gathered_held_out(rounds)
-        loss, sums = self.config.loss, np.zeros(3)
-        chunk = self.config.batch_size * self.plan.num_workers
+        loss, sums, config = self.config.loss, np.zeros(3), self.config
+        # A chunk's margins take HELD_OUT_ROWS x the block's classes; its verdicts stay within
+        # the largest message the mode allows (ClassSharded.max_message_bytes: K B rows').
+        chunk = min(HELD_OUT_ROWS, config.num_classes * config.batch_size)
         for start in range(0, len(y), chunk):
             rows = slice(start, start + chunk)
             mine = loss.block_verdicts(self.margins(X[rows]), y[rows], self.first)
