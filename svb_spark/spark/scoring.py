@@ -44,11 +44,13 @@ MODEL_SHARE_OF_PYTHON_MEMORY = 1 / 4
 BLOCK_SHARE_OF_PYTHON_MEMORY = 1 / 8
 # The most bytes of one row chunk's K-wide outputs: an Arrow batch (10,000 rows by default) of
 # a 20,000-class model's margins alone would be 1.6 GB, and its probabilities as much again.
-WIDE_CHUNK_BYTES = 64 << 20
+# A model scored in broadcast class blocks reads every block once per chunk, so chunks are
+# not made smaller than they need to be.
+WIDE_CHUNK_BYTES = 256 << 20
 
 
 def wide_chunk_rows(num_classes: int) -> int:
-    """The rows whose K-wide outputs take at most :data:`WIDE_CHUNK_BYTES` of float64."""
+    """The rows whose K-wide outputs take at most :data:`WIDE_CHUNK_BYTES` of float64 each."""
     return max(1, WIDE_CHUNK_BYTES // (8 * num_classes))
 
 
