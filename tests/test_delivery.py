@@ -83,6 +83,47 @@ def test_the_build_takes_one_delivery_and_a_later_one_arrives_as_sent():
     assert not np.shares_memory(W, first["W"])
 
 
+def test_class_sharded_blocks_are_built_in_place_into_one_model(monkeypatch):
+    from svb_spark.control import delivery
+    from svb_spark.core import standardization
+    from svb_spark.core.loop import TrainingResult
+    from svb_spark.spark.contract import stored_arrays
+
+    monkeypatch.setattr(delivery, "_BUILD_CHUNK_BYTES", 2 * 7 * 4)  # 2 storage rows at a time
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(9, 7)).astype(np.float32)
+    b = rng.normal(size=9).astype(np.float32)
+    scale, mean = rng.uniform(0.5, 2, 7), rng.normal(size=7)
+    build = ModelBuild(9, 7, scale, mean)
+    inbox = ModelInbox("127.0.0.1", "s3cret", build=build)
+    blocks = []
+    try:
+        # Rank 0 holds classes 0-4 class-major, rank 1 classes 5-8 feature-major (sparse rows).
+        for rank, (first, block) in enumerate(((0, W[:5]), (5, np.asfortranarray(W[5:])))):
+            result = TrainingResult(W=block, b=b[first : first + len(block)],
+                                    objective_history=[], steps=0, converged=True)  # fmt: skip
+            stored, shapes = stored_arrays(result, f".{rank}")
+            flipped = tuple(name for name, (*_, t) in shapes.items() if t)
+            assert send_arrays(inbox.address, "s3cret", f"t{rank}", stored, transposed=flipped,
+                               first_rows={f"W.{rank}": first}, attempt="a")  # fmt: skip
+            blocks.append(inbox.take(f"t{rank}")[f"W.{rank}"])
+        whole = inbox.stacked(blocks)
+        assert whole is not None and whole.shape == (9, 7) and whole.dtype == np.float64
+        W_built, b_built = build.finish(whole, b)
+        assert W_built is whole  # no second copy
+        W_expected, b_expected = standardization.unstandardize(W, b, mean, scale)
+        np.testing.assert_array_equal(W_built, W_expected)
+        np.testing.assert_allclose(b_built, b_expected, rtol=1e-12)
+        # A retried stage's blocks arrive as sent: the model never mixes two attempts.
+        stored, _ = stored_arrays(result, ".1")
+        assert send_arrays(inbox.address, "s3cret", "t9", stored, transposed=flipped,
+                           first_rows={"W.1": 5}, attempt="b")  # fmt: skip
+        again = inbox.take("t9")["W.1"]
+        assert again.dtype == np.float32 and inbox.stacked([blocks[0], again]) is None
+    finally:
+        inbox.close()
+
+
 def test_a_sender_gone_mid_array_delivers_nothing():
     import socket
 

@@ -69,11 +69,16 @@ class ModelInbox(ConnectionListener):
                     logger.warning("refused a model delivery with a bad signature")
                     return
                 transposed = set(header.get("transposed", ()))
+                first_rows = header.get("first_rows", {})  # a class-sharded block's first class
                 arrays = {}
                 for name, dtype, shape in header["arrays"]:
                     dtype, flipped = np.dtype(dtype), name in transposed
                     built = None
-                    if name == "W" and self._build is not None:
+                    if name in first_rows and self._build is not None:
+                        built = self._build.receive_block(
+                            reader, dtype, shape, flipped, first_rows[name], header["attempt"]
+                        )
+                    elif name == "W" and self._build is not None:
                         built = self._build.receive(reader, dtype, shape, flipped)
                     if built is None:
                         built = _receive(reader, dtype, shape, flipped)
@@ -91,6 +96,11 @@ class ModelInbox(ConnectionListener):
         with self._lock:
             return self._received.pop(token, None)
 
+    def stacked(self, blocks: list[np.ndarray]) -> np.ndarray | None:
+        """The whole model when ``blocks`` (in rank order) are the blocks built in place in
+        it, else None."""
+        return None if self._build is None else self._build.stacked(blocks)
+
 
 def send_arrays(
     address: tuple[str, int],
@@ -99,14 +109,20 @@ def send_arrays(
     arrays: dict[str, np.ndarray],
     timeout: float = 120.0,
     transposed: tuple[str, ...] = (),
+    first_rows: dict[str, int] | None = None,
+    attempt: str = "",
 ) -> bool:
     """Send C-contiguous ``arrays`` to the inbox at ``address``; True once it acknowledged
     them, False (logged) if it could not be reached or did not confirm. The arrays named in
-    ``transposed`` are the storage of their transpose (a feature-major replica's D x K)."""
+    ``transposed`` are the storage of their transpose (a feature-major replica's D x K); those
+    in ``first_rows`` are class-sharded blocks of W, built in place from that row; the blocks
+    of one stage ``attempt`` (a name its every task gives alike) share one model."""
     header = {
         "token": token,
         "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()],
         "transposed": list(transposed),
+        "first_rows": first_rows or {},
+        "attempt": attempt,
     }
     try:
         with socket.create_connection(tuple(address), timeout=timeout) as connection:
@@ -132,6 +148,34 @@ def _read_into(reader, array: np.ndarray) -> bool:
         if not n:
             return False
         got += n
+    return True
+
+
+# How much of W the inbox reads at a time before widening and scaling it into the model.
+_BUILD_CHUNK_BYTES = 8 << 20
+
+
+def _stream(reader, dtype: np.dtype, shape: list[int], build) -> bool:
+    """Read an array of ``shape`` from ``reader`` a chunk of rows at a time, calling
+    ``build(piece, first_row)`` on each; False if the stream ended first.
+
+    Two staging chunks take turns: one thread builds a chunk while the next one is read (both
+    release the GIL), so the build hides behind the transfer instead of following it."""
+    rows, columns = shape
+    per_chunk = max(1, _BUILD_CHUNK_BYTES // max(1, columns * dtype.itemsize))
+    staging = [np.empty(min(per_chunk, rows) * columns, dtype=dtype) for _ in range(2)]
+    building = None
+    with ThreadPoolExecutor(1, thread_name_prefix="svb-model-build") as builder:
+        for turn, start in enumerate(range(0, rows, per_chunk)):
+            n = min(per_chunk, rows - start)
+            piece = staging[turn % 2][: n * columns].reshape(n, columns)
+            if not _read_into(reader, piece):  # the other chunk may still be building
+                return False
+            if building is not None:
+                building.result()  # the chunk before: its staging is read into next
+            building = builder.submit(build, piece, start)
+        if building is not None:
+            building.result()
     return True
 
 
@@ -179,10 +223,6 @@ class ModelBuffer:
         return self._buffer
 
 
-# How much of W the inbox reads at a time before widening and scaling it into the model.
-_BUILD_CHUNK_BYTES = 8 << 20
-
-
 class ModelBuild:
     """The float64 K x D model in original feature units, built from the trained weights (on
     standardized features, float32 or float64): as they arrive in the inbox, a chunk of
@@ -206,11 +246,14 @@ class ModelBuild:
         self, num_classes: int, num_features: int, scale: np.ndarray, mean: np.ndarray | None
     ) -> None:
         self._size = num_classes * num_features
+        self._num_features = num_features
         self._scale = np.asarray(scale, dtype=np.float64)
         self._mean = mean
         self._buffer = ModelBuffer(self._size) if self._size >= PREPARED_COEFFICIENTS else None
         self._claimed = False
         self._built: np.ndarray | None = None
+        self._attempt: str | None = None  # the stage attempt whose blocks are built in place
+        self._blocks: dict[int, np.ndarray] = {}  # first class -> a block's rows of the model
         self._lock = threading.Lock()
 
     def _take_buffer(self) -> np.ndarray:
@@ -222,19 +265,13 @@ class ModelBuild:
         """Read W's storage (``shape``, the transpose of W's if ``transposed``) from
         ``reader``, building the model from it chunk by chunk; the built W, ``_GONE`` if the
         stream ended early, or None when the buffer already took a delivery (read it as
-        sent).
-
-        Two staging chunks take turns: one thread widens and scales a chunk into the model
-        while the next one is read (both release the GIL), so the build hides behind the
-        transfer instead of following it."""
+        sent)."""
         with self._lock:
             if self._claimed:
                 return None
             self._claimed = True
         out = self._take_buffer()
         rows, columns = shape
-        per_chunk = max(1, _BUILD_CHUNK_BYTES // max(1, columns * dtype.itemsize))
-        staging = [np.empty(min(per_chunk, rows) * columns, dtype=dtype) for _ in range(2)]
 
         def build(piece: np.ndarray, start: int) -> None:
             n = len(piece)
@@ -245,21 +282,49 @@ class ModelBuild:
             else:
                 standardization.unstandardize_weights(piece, self._scale, chunk)
 
-        building = None
-        with ThreadPoolExecutor(1, thread_name_prefix="svb-model-build") as builder:
-            for turn, start in enumerate(range(0, rows, per_chunk)):
-                n = min(per_chunk, rows - start)
-                piece = staging[turn % 2][: n * columns].reshape(n, columns)
-                if not _read_into(reader, piece):  # the other chunk may still be building
-                    return _GONE
-                if building is not None:
-                    building.result()  # the chunk before: its staging is read into next
-                building = builder.submit(build, piece, start)
-            if building is not None:
-                building.result()
+        if not _stream(reader, dtype, shape, build):
+            return _GONE
         storage = out.reshape(rows, columns)
         self._built = storage.T if transposed else storage
         return self._built
+
+    def receive_block(
+        self, reader, dtype: np.dtype, shape: list[int], transposed: bool, first: int,
+        attempt: str,
+    ):  # fmt: skip
+        """:meth:`receive` for one class-sharded block of W, the classes from ``first`` on,
+        built into its rows of the K x D model. The blocks of one stage attempt share the
+        buffer; a later attempt's are read as sent (None), so that one model never mixes
+        built blocks with blocks still to build. Returns the block's rows of the model."""
+        with self._lock:
+            if self._claimed and self._attempt != attempt:
+                return None
+            if not self._claimed:
+                self._claimed, self._attempt = True, attempt
+                self._built = self._take_buffer().reshape(-1, self._num_features)
+        model = self._built
+        classes = shape[1] if transposed else shape[0]
+        rows = model[first : first + classes]
+
+        def build(piece: np.ndarray, start: int) -> None:
+            n = len(piece)
+            if transposed:  # storage rows are features: columns start .. start + n of the block
+                np.multiply(piece.T, self._scale[start : start + n], out=rows[:, start : start + n])
+            else:
+                np.multiply(piece, self._scale, out=rows[start : start + n], dtype=np.float64)
+
+        if not _stream(reader, dtype, shape, build):
+            return _GONE
+        self._blocks[first] = rows
+        return rows
+
+    def stacked(self, blocks: list[np.ndarray]) -> np.ndarray | None:
+        """The model built in place when ``blocks`` are exactly its blocks, in order."""
+        built = [self._blocks[first] for first in sorted(self._blocks)]
+        if len(built) == len(blocks) and all(a is b for a, b in zip(built, blocks)):
+            if sum(len(block) for block in blocks) == len(self._built):
+                return self._built
+        return None
 
     def finish(self, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The float64 model ``(W, b)`` in original feature units, from the result's

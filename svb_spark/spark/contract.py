@@ -116,15 +116,17 @@ def decode_result(rows, deliveries=None) -> TrainingResult:
     W and b are views of the collected buffers, in the replica's layout (a feature-major
     replica arrives as the transpose of its D x K storage), or the arrays delivered to
     ``deliveries`` (a :class:`~svb_spark.control.delivery.ModelInbox`), as it made them. The
-    class-sharded mode's blocks are stacked in rank order into one K x D copy.
+    class-sharded mode's blocks are stacked in rank order into one K x D copy, unless the
+    inbox built them in place into one model.
     """
     parts = collect_parts(rows)
     suffixes = [""] if "layout" in parts else _block_suffixes(parts)
     blocks = [_weights(parts, deliveries, suffix) for suffix in suffixes]
     if len(blocks) == 1:
         W, b = blocks[0]
-    else:
-        W = np.concatenate([W for W, _ in blocks])
+    else:  # the model the inbox built the blocks into, or their copy
+        W = deliveries.stacked([W for W, _ in blocks]) if deliveries is not None else None
+        W = np.concatenate([W for W, _ in blocks]) if W is None else W
         b = np.concatenate([b for _, b in blocks])
     summary = json.loads(bytes(parts["summary"]))
     for worker in summary["workers"]:

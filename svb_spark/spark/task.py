@@ -417,7 +417,13 @@ def barrier_training_task(
                 token = secrets.token_hex(8)  # this attempt's delivery
                 stored, layout = stored_arrays(result, "" if block is None else block_suffix(block))
                 transposed = tuple(name for name, (*_, flipped) in layout.items() if flipped)
-                if send_arrays(inbox, secret, token, stored, transport.timeout, transposed):
+                first_rows = {}  # a block is built in place, in its rows of the driver's model
+                if block is not None:
+                    first_rows[f"W{block_suffix(block)}"] = solver.first
+                # The stage attempt's identity, the same for its every task: rank 0's address.
+                attempt = met.peers[0]["location"]
+                if send_arrays(inbox, secret, token, stored, transport.timeout, transposed,
+                               first_rows, attempt):  # fmt: skip
                     delivered = token
                 clock.lap("send_model")
             yield from clock.timed("encode", encode_result(result, delivered, block))
