@@ -61,7 +61,7 @@ def svb(train, test, name: str, **params) -> dict:
         "held_out_accuracy": summary.validationAccuracy,
         "top1": float(np.mean([r.label == r.topK[0] for r in rows])),
         "top5": float(np.mean([r.label in r.topK for r in rows])), "precision_at_5": precision,
-        "bytes_per_step": float(np.median(summary.bytesSentPerExchange)),
+        "payload_per_step": float(np.median(summary.payloadBytesPerExchange)),
         "predicted_bytes_per_step": summary.predictedBytesPerStep[summary.exchange],
         "top5_seconds": scoring,
     }  # fmt: skip
