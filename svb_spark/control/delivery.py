@@ -9,7 +9,8 @@ lines are), so the inbox takes weights only from a task of this fit.
 
 The driver builds the float64 model in original feature units (a :class:`ModelBuild`) as the
 weights arrive, a few megabytes at a time: the float32 replica is never held whole on the
-driver, and at 2^28 coefficients the build costs no pass of its own after the stage.
+driver, and at 2^28 coefficients the build costs no pass of its own after the stage. In the
+class-sharded mode every rank sends its block of classes, built into its rows of the model.
 
 Where the inbox cannot be used (Spark Connect, mutual TLS between the workers, Spark's network
 encryption, or a driver the executors cannot reach) the weights travel as result rows.
