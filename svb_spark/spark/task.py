@@ -25,6 +25,7 @@ from svb_spark.core.exchange import Exchange
 from svb_spark.core.loop import TrainingResult, train
 from svb_spark.core.partition import LocalPartition, prepare_partition
 from svb_spark.core.solvers import solver_for, solver_type
+from svb_spark.core.solvers.sharded import class_blocks
 from svb_spark.core.state import ReplicaState
 from svb_spark.spark.checkpoint import CheckpointStore
 from svb_spark.spark.contract import (
@@ -419,7 +420,8 @@ def barrier_training_task(
                 transposed = tuple(name for name, (*_, flipped) in layout.items() if flipped)
                 first_rows = {}  # a block is built in place, in its rows of the driver's model
                 if block is not None:
-                    first_rows[f"W{block_suffix(block)}"] = solver.first
+                    first, _ = class_blocks(config.num_classes, met.plan.num_workers)[block]
+                    first_rows[f"W{block_suffix(block)}"] = first
                 # The stage attempt's identity, the same for its every task: rank 0's address.
                 attempt = met.peers[0]["location"]
                 if send_arrays(inbox, secret, token, stored, transport.timeout, transposed,
