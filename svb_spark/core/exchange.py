@@ -32,6 +32,10 @@ class Exchange(abc.ABC):
     def __init__(self, rank: int, num_workers: int) -> None:
         self.rank = rank
         self.num_workers = num_workers
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        """Start the byte counters at zero (after exchanges that are not training's)."""
         self.payload_sent = self.framing_sent = 0
         self.payload_received = self.framing_received = 0
         self.sent_per_exchange: list[int] = []

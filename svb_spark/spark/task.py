@@ -273,7 +273,7 @@ def rendezvous(
     exchange.connect([p["location"] for p in peers])
     mine = {"rows": data.rows, "weight": data.weight, "curvature": data.curvature}
     facts = exchange.all_gather(_FACTS_ROUND, wire.encode_checksum(json.dumps(mine)))
-    _forget_counts(exchange)  # the rendezvous's bytes are not the training's
+    exchange.reset_counts()  # the rendezvous's bytes are not the training's
     for peer, message in zip(peers, facts):
         peer.update(json.loads(wire.decode_checksum(message)))
     plan = make_plan(
@@ -286,12 +286,6 @@ def rendezvous(
         resume = kind.load(store, data, exchange.rank, step)
         logger.info("resuming from the checkpoint at step %d", step)
     return Rendezvous(data, peers, plan, resume)
-
-
-def _forget_counts(exchange: Exchange) -> None:
-    exchange.payload_sent = exchange.framing_sent = 0
-    exchange.payload_received = exchange.framing_received = 0
-    exchange.sent_per_exchange, exchange.payload_per_exchange = [], []
 
 
 def _epoch_logger(config: TrainingConfig, exchange, epoch_rows: int, reporter):
