@@ -16,10 +16,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pyspark.ml.evaluation import RankingEvaluator
+from pyspark.sql import functions as F
 
 from benchmarks.peers import PeerFailed, fit_mllib
 from benchmarks.session import RESULTS, WORKERS, cached_frame, local_spark, log, write
 from benchmarks.session import where_and_when as where
+from svb_spark import SVBLogisticRegression
 from svb_spark.datasets import tagged_text
 
 
@@ -39,12 +42,7 @@ def peak_rss() -> dict:
     return peaks
 
 
-def svb(train, test, name: str, **params) -> dict:
-    from pyspark.ml.evaluation import RankingEvaluator
-    from pyspark.sql import functions as F
-
-    from svb_spark import SVBLogisticRegression
-
+def svb(train, test, name: str, k_wide: bool = False, **params) -> dict:
     started = time.perf_counter()
     model = SVBLogisticRegression(
         numWorkers=WORKERS, topKCol="topK", probabilityCol="", rawPredictionCol="", **params
@@ -65,12 +63,13 @@ def svb(train, test, name: str, **params) -> dict:
         "predicted_bytes_per_step": summary.predictedBytesPerStep[summary.exchange],
         "top5_seconds": scoring,
     }  # fmt: skip
-    if name == "default":  # the K-wide columns too, computed and dropped
+    if k_wide:  # the K-wide columns too, computed and dropped
         model.setProbabilityCol("probability").setRawPredictionCol("rawPrediction")
         started = time.perf_counter()
         model.transform(test).write.format("noop").mode("overwrite").save()
-        point["k_wide_seconds"], point["peak_rss_mb"] = time.perf_counter() - started, peak_rss()
-    log(point)
+        point["k_wide_seconds"] = time.perf_counter() - started
+    if name == "default":  # the peak of the whole run so far: the default fit comes first
+        point["peak_rss_mb"] = peak_rss()
     scored.unpersist()
     del model, scored, summary  # the model sits in reference cycles: the next fit needs its room
     gc.collect()
@@ -81,15 +80,14 @@ def svb(train, test, name: str, **params) -> dict:
 def mllib(train, X_test, y_test) -> dict:
     """MLlib at its defaults: its time and accuracy, or its failure (stopped after 10 min)."""
     try:
-        point = {"fit": "MLlib", **fit_mllib(train, X_test, y_test, 100, 600.0).to_dict()}
+        return {"fit": "MLlib", **fit_mllib(train, X_test, y_test, 100, 600.0).to_dict()}
     except PeerFailed as failed:
-        point = {"fit": "MLlib", "seconds": failed.seconds, "outcome": failed.reason}
-    log(point)
-    return point
+        return {"fit": "MLlib", "seconds": failed.seconds, "outcome": failed.reason}
 
 
 def fasttext(X, y, X_test, y_test, loss: str) -> dict:
-    """fastText (2 threads, its defaults) on the same rows as words "f<feature>"."""
+    """fastText (2 threads, its defaults) on the same rows as words "f<feature>"; its failure at
+    every learning rate is recorded (the error's first line)."""
     import fasttext as ft
 
     def lines(M):  # feature j counted c times: the word "fj" c times
@@ -98,45 +96,47 @@ def fasttext(X, y, X_test, y_test, loss: str) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as file:
         file.writelines(f"__label__{label} {text}\n" for label, text in zip(y, lines(X)))
         file.flush()
-        started = time.perf_counter()
+        started, model = time.perf_counter(), None
         for lr in (0.1, 0.05, 0.025, 0.0125):  # its default first; its threads NaN on small sets
-            with contextlib.suppress(RuntimeError):
+            try:
                 model = ft.train_supervised(file.name, loss=loss, lr=lr, thread=WORKERS, verbose=0)
                 break
-    seconds = time.perf_counter() - started
-    labels, _ = model.predict(lines(X_test), k=5)
-    top = [[int(label[len("__label__") :]) for label in row] for row in labels]
-    log(point := {"fit": f"fastText {loss}", "seconds": seconds, "lr": lr,
-                  "top1": float(np.mean([t[:1] == [c] for t, c in zip(top, y_test)])),
-                  "top5": float(np.mean([c in t for t, c in zip(top, y_test)]))})  # fmt: skip
-    return point
+            except RuntimeError as error:
+                failure = str(error).splitlines()[0]
+    point = {"fit": f"fastText {loss}", "seconds": time.perf_counter() - started}
+    if model is None:
+        return {**point, "outcome": failure}
+    top = [[int(x[len("__label__") :]) for x in row] for row in model.predict(lines(X_test), 5)[0]]
+    return {**point, "lr": lr, "top1": float(np.mean([t[:1] == [c] for t, c in zip(top, y_test)])),
+            "top5": float(np.mean([c in t for t, c in zip(top, y_test)]))}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.extreme")
-    parser.add_argument("--classes", type=int, default=20_000)
-    parser.add_argument("--features", type=int, default=1 << 16)
-    parser.add_argument("--rows", type=int, default=200_000)
+    for name, default in (("--classes", 20_000), ("--features", 1 << 16), ("--rows", 200_000)):
+        parser.add_argument(name, type=int, default=default)
     parser.add_argument("--epochs", type=int, nargs="*", default=[5, 10])
     parser.add_argument("--cap", help="spark.executor.pyspark.memory: a worker's memory cap")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["mllib", "fasttext", "softmax"])
+    choices = ["mllib", "fasttext", "softmax", "k-wide"]  # k-wide: the K-wide columns' scoring
+    parser.add_argument("--skip", nargs="*", default=[], choices=choices)
     args = parser.parse_args(argv)
     cap = {"spark.executor.pyspark.memory": args.cap} if args.cap else {}
     cap["spark.memory.fraction"] = "0.3"  # the broadcast class blocks spill, not fill the heap
     model_gb = -(-args.classes * args.features // (1 << 27))  # the float64 model's GiB
     spark = local_spark("extreme", driver_memory=f"{max(6, model_gb)}g", **cap)  # (its check)
     draw = tagged_text(args.classes, np.random.default_rng(0), num_features=args.features)
-    X, y = draw(args.rows)
-    X_test, y_test = draw(50_000)
+    (X, y), (X_test, y_test) = draw(args.rows), draw(50_000)
     train, test = cached_frame(spark, X, y), cached_frame(spark, X_test, y_test)
-    points = [svb(train, test, "default")]
-    points += [svb(train, test, f"{n} epochs", tol=0.0, maxIter=n) for n in args.epochs]
+    points, path = [], RESULTS / f"extreme_{args.classes}x{args.features}.json"
+    runs = [lambda: svb(train, test, "default", k_wide="k-wide" not in args.skip)]
+    runs += [lambda n=n: svb(train, test, f"{n} epochs", tol=0.0, maxIter=n) for n in args.epochs]
     losses = [loss for loss in ("hs", "softmax") if {loss, "fasttext"}.isdisjoint(args.skip)]
-    points += [fasttext(X, y, X_test, y_test, loss) for loss in losses]  # softmax costs O(K)
-    if "mllib" not in args.skip:  # last: its failure may take the JVM down
-        points.append(mllib(train, X_test, y_test))
-    name = f"extreme_{args.classes}x{args.features}.json"
-    write({**where(), **vars(args), "points": points}, RESULTS / name)
+    runs += [lambda x=x: fasttext(X, y, X_test, y_test, x) for x in losses]  # softmax: O(K)
+    runs += [lambda: mllib(train, X_test, y_test)] * ("mllib" not in args.skip)  # may kill the JVM
+    for run in runs:  # written after each point, so a later failure keeps the earlier ones
+        points.append(run())
+        log(points[-1])
+        write({**where(), **vars(args), "points": points}, path)
     spark.stop()
     return 0
 

@@ -310,6 +310,29 @@ def test_the_extreme_benchmark_reads_the_peak_rss_of_this_process():
     assert len(peaks["driver"]) == 1 and peaks["driver"][0] > 10  # MB: Python and numpy
 
 
+def test_the_extreme_benchmark_records_fasttexts_failure_and_goes_on(monkeypatch):
+    import sys
+    import types
+
+    from scipy import sparse
+
+    from benchmarks import extreme
+
+    tried = []
+
+    def train_supervised(path, lr, **kwargs):
+        tried.append(lr)
+        raise RuntimeError("Encountered NaN.\nmore")
+
+    monkeypatch.setitem(
+        sys.modules, "fasttext", types.SimpleNamespace(train_supervised=train_supervised)
+    )
+    X = sparse.csr_matrix(np.eye(3, dtype=np.float32))
+    point = extreme.fasttext(X, np.arange(3), X, np.arange(3), "hs")
+    assert point["fit"] == "fastText hs" and point["outcome"] == "Encountered NaN."
+    assert len(tried) == 4 and "top1" not in point  # every learning rate, then the record
+
+
 def test_the_long_tail_set_has_a_handful_of_rows_for_most_classes():
     from svb_spark.datasets import tagged_text
 
