@@ -56,7 +56,7 @@ def svb(train, test, name: str, k_wide: bool = False, **params) -> dict:
     point = {
         "fit": name, "seconds": seconds, "epochs": summary.totalIterations,
         "stop": summary.stopReason, "exchange": summary.exchange,
-        "held_out_accuracy": summary.validationAccuracy,
+        "held_out_accuracy": summary.validationAccuracy, "objective": summary.objectiveHistory,
         "top1": float(np.mean([r.label == r.topK[0] for r in rows])),
         "top5": float(np.mean([r.label in r.topK for r in rows])), "precision_at_5": precision,
         "payload_per_step": float(np.median(summary.payloadBytesPerExchange)),
