@@ -57,7 +57,7 @@ class LocalPartition:
             return self.X[:0], self.y[:0], self.w[:0]
         if self._held_out_order is None:
             rng = np.random.default_rng([config.seed & 0xFFFFFFFF, rank, config.max_iter])
-            self._held_out_order = rng.permutation(len(self.held_out[1]))
+            self._held_out_order = rng.permutation(self.held_out[1].shape[0])
         start = position * config.batch_size
         rows = self._held_out_order[start : start + config.batch_size]
         return tuple(part[rows] for part in self.held_out)

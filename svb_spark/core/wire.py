@@ -164,13 +164,14 @@ class ShardMessage:
     first_step: int  # the step of ``X`` (the normalizers are of the step before)
     rank: int
     X: np.ndarray | None = None  # rows x D standardized rows, dense or CSR; None: no rows
-    y: np.ndarray | None = None  # int32 labels
+    y: np.ndarray | None = None  # int32 labels, or the rows' label sets (CSR, multi-label)
     w: np.ndarray | None = None  # weights, in the training dtype
     # Per row of the step before: max over this block's margins and the sum of exp(margin -
     # max) over them; None in the first exchange.
     row_max: np.ndarray | None = None
     row_sum: np.ndarray | None = None
     num_features: int = 0
+    num_labels: int = 0  # the label sets' width, where y is label sets
 
 
 def _one_row_list(values: np.ndarray) -> pa.ListArray:
@@ -181,7 +182,7 @@ def _one_row_list(values: np.ndarray) -> pa.ListArray:
 def encode_shard(message: ShardMessage) -> pa.RecordBatch:
     """Pack a class-sharded message into one record batch."""
     header = {"first_step": message.first_step, "rank": message.rank,
-              "num_features": message.num_features}  # fmt: skip
+              "num_features": message.num_features, "num_labels": message.num_labels}  # fmt: skip
     columns = {}
     if message.X is not None:
         if isinstance(message.X, np.ndarray):
@@ -192,7 +193,12 @@ def encode_shard(message: ShardMessage) -> pa.RecordBatch:
                 x_indices=message.X.indices.astype(np.int32),
                 x_values=message.X.data,
             )
-        columns.update(y=message.y.astype(np.int32), w=message.w)
+        if isinstance(message.y, np.ndarray):
+            columns["y"] = message.y.astype(np.int32)
+        else:  # label sets: their rows' extents and labels (the ones are implied)
+            y = message.y
+            columns.update(y_indptr=y.indptr.astype(np.int32), y_indices=y.indices.astype(np.int32))
+        columns["w"] = message.w
     if message.row_max is not None:
         columns.update(row_max=message.row_max, row_sum=message.row_sum)
     arrays = {name: _one_row_list(values) for name, values in columns.items()}
@@ -216,16 +222,25 @@ def decode_shard(batch: pa.RecordBatch | pa.Table) -> ShardMessage:
             column = column.combine_chunks()
         return column.flatten().to_numpy(zero_copy_only=False)
 
-    if "y" in names:
-        message.y, message.w = values("y"), values("w")
-        if "x" in names:
-            message.X = values("x").reshape(len(message.y), message.num_features)
-        else:
-            from scipy import sparse
+    if "w" in names:
+        from scipy import sparse
 
+        message.w = values("w")
+        rows = len(message.w)
+        if "y" in names:
+            message.y = values("y")
+        else:
+            indices = values("y_indices")
+            message.y = sparse.csr_matrix(
+                (np.ones(len(indices), dtype=message.w.dtype), indices, values("y_indptr")),
+                shape=(rows, message.num_labels),
+            )
+        if "x" in names:
+            message.X = values("x").reshape(rows, message.num_features)
+        else:
             message.X = sparse.csr_matrix(
                 (values("x_values"), values("x_indices"), values("x_indptr")),
-                shape=(len(message.y), message.num_features),
+                shape=(rows, message.num_features),
             )
     if "row_max" in names:
         message.row_max, message.row_sum = values("row_max"), values("row_sum")

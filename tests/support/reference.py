@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from svb_spark.core import numerics, standardization
+from svb_spark.core.partition import stack_rows
 from svb_spark.core.penalty import Penalty
 from svb_spark.core.solvers import lbfgs
 from svb_spark.core.stopping import epochs_settled
@@ -36,7 +37,7 @@ def _standardized(partitions, config):
 def reference_lbfgs(partitions, config, initial=None):
     """L-BFGS on all rows in one process, from zero or from ``initial`` (W, b):
     (W, b, objective_history), standardized space."""
-    X, y, w = (np.concatenate(parts) for parts in zip(*_standardized(partitions, config)))
+    X, y, w = (stack_rows(list(parts)) for parts in zip(*_standardized(partitions, config)))
     K, D = config.num_classes, config.num_features
     total = float(w.sum(dtype=np.float64))
     penalty = Penalty.of(config)
@@ -65,7 +66,7 @@ def reference_sgd(partitions, config):
         return reference_lbfgs(partitions, config)
     dtype = np.dtype(config.dtype)
     data = _standardized(partitions, config)
-    steps = max(1, math.ceil(max(len(y) for _, y, _ in data) / config.batch_size))
+    steps = max(1, math.ceil(max(y.shape[0] for _, y, _ in data) / config.batch_size))
     curvature = max(numerics.curvature(X, w, config.fit_intercept) for X, _, w in data)
     base = numerics.base_learning_rate(config.step_size, curvature, config.loss.hessian_bound)
     penalty = Penalty.of(config, dtype)
@@ -77,14 +78,14 @@ def reference_sgd(partitions, config):
         penalty.project(W, b)
     saga = config.solver == "saga"
     A, a = np.zeros_like(W), np.zeros_like(b)
-    memory = [np.zeros((len(y), config.num_classes), dtype) for _, y, _ in data]
+    memory = [np.zeros((y.shape[0], config.num_classes), dtype) for _, y, _ in data]
     total_weight = float(sum(w.sum(dtype=np.float64) for _, _, w in data))
     seen = 0.0
     sums = (0.0, 0.0, 0)  # averaged SGD: the sums of W and b after each step, and their count
     history = []
     for epoch in range(config.max_iter):
         orders = [
-            np.random.default_rng([config.seed & 0xFFFFFFFF, rank, epoch]).permutation(len(y))
+            np.random.default_rng([config.seed & 0xFFFFFFFF, rank, epoch]).permutation(y.shape[0])
             for rank, (_, y, _) in enumerate(data)
         ]
         lr = base if saga else numerics.learning_rate(base, epoch)
@@ -92,7 +93,7 @@ def reference_sgd(partitions, config):
         for s in range(steps):
             picks = [o[s * config.batch_size : (s + 1) * config.batch_size] for o in orders]
             Xg = np.concatenate([X[p] for (X, _, _), p in zip(data, picks)])
-            yg = np.concatenate([y[p] for (_, y, _), p in zip(data, picks)])
+            yg = stack_rows([y[p] for (_, y, _), p in zip(data, picks)])
             wg = np.concatenate([w[p] for (_, _, w), p in zip(data, picks)])
             U, loss = numerics.sufficient_vectors(W, b, Xg, yg, wg, config.loss)
             total = float(wg.sum(dtype=np.float64))

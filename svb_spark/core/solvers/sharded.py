@@ -146,7 +146,9 @@ class ShardedSolver(Solver):
             self._scored, self._received = self.score(self._received), None
         pending = self._scored is not None
         next_step = block.step + pending
-        message = wire.ShardMessage(next_step, self.rank, num_features=config.num_features)
+        message = wire.ShardMessage(
+            next_step, self.rank, num_features=config.num_features, num_labels=config.num_classes
+        )
         if pending:
             message.row_max, message.row_sum = self._scored.row_max, self._scored.row_sum
         if block.pass_left:  # the last pass: the held-out rows, step by step
@@ -206,11 +208,11 @@ class ShardedSolver(Solver):
         # A chunk's margins take HELD_OUT_ROWS x the block's classes; its verdicts stay within
         # the largest message the mode allows (ClassSharded.max_message_bytes: K B rows').
         chunk = min(HELD_OUT_ROWS, config.num_classes * config.batch_size)
-        for start in range(0, len(y), chunk):
+        for start in range(0, y.shape[0], chunk):
             rows = slice(start, start + chunk)
             mine = loss.block_verdicts(self.margins(X[rows]), y[rows], self.first)
             received = rounds.side(wire.encode_sums(mine.ravel()))
-            blocks = [wire.sums_array(m).reshape(5, -1) for m in received]
+            blocks = [wire.sums_array(m).reshape(-1, len(mine[0])) for m in received]
             sums += loss.held_out_sums(blocks, y[rows], w[rows])
         return [*sums.tolist(), float(most)]
 
@@ -219,16 +221,17 @@ class ShardedSolver(Solver):
         most a worker holds; gathered at the first call, batchSize rows a worker at a time."""
         if self._all_held_out is None:
             X, y, w = self._held_out
-            counts = [int(count) for (count,) in rounds.sum_up([len(y)])]
+            counts = [int(count) for (count,) in rounds.sum_up([y.shape[0]])]
             size, parts = self.config.batch_size, []
             for start in range(0, max(counts), size):
-                mine = wire.ShardMessage(-1, self.rank, num_features=self.config.num_features)
+                mine = wire.ShardMessage(-1, self.rank, num_features=self.config.num_features,
+                                         num_labels=self.config.num_classes)  # fmt: skip
                 rows = slice(start, start + size)
                 mine.X, mine.y, mine.w = X[rows], y[rows], w[rows]
                 parts += [wire.decode_shard(m) for m in rounds.side(wire.encode_shard(mine))]
             self._all_held_out = (
                 stack_rows([m.X for m in parts]) if parts else X,
-                np.concatenate([m.y for m in parts]) if parts else y,
+                stack_rows([m.y for m in parts]) if parts else y,
                 np.concatenate([m.w for m in parts]) if parts else w,
                 max(counts),
             )
@@ -237,7 +240,7 @@ class ShardedSolver(Solver):
     def score(self, messages: list[wire.ShardMessage]) -> _ScoredStep:
         """Stack every worker's rows of the next step and score them against this block."""
         X = stack_rows([m.X for m in messages])
-        y = np.concatenate([m.y for m in messages])
+        y = stack_rows([m.y for m in messages])
         w = np.concatenate([m.w for m in messages])
         margins = self.margins(X)
         weight = sum(float(m.w.sum(dtype=np.float64)) for m in messages)

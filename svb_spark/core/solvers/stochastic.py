@@ -378,10 +378,10 @@ class SgdSolver(Solver):
         if self.held_out is None:
             return sums
         X, y, w = self.held_out
-        sums[3] = float(len(y))
+        sums[3] = float(y.shape[0])
         weights = self.weights
         # In chunks: all held-out rows at once would take rows x numClasses floats, twice.
-        for start in range(0, len(y), _SCORING_ROWS):
+        for start in range(0, y.shape[0], _SCORING_ROWS):
             rows = slice(start, start + _SCORING_ROWS)
             Xc, yc, wc = X[rows], y[rows], w[rows]
             U, loss = self.vectors(weights.W, weights.factor, weights.b, self.lazy, Xc, yc, wc)

@@ -1,0 +1,119 @@
+"""Multi-label rows: K independent sigmoids trained in one fit (:class:`MultiLabel`), rows'
+label sets kept sparse, every replica equal, against the single-process reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from svb_spark.core.loss import MULTILABEL, label_sets
+from svb_spark.testing import train_in_process
+from tests.support.data import training_config
+from tests.support.reference import reference_sgd
+
+K = 5
+
+
+def tagged_blobs(seed=0, rows=(130, 101, 77), D=6):
+    """Uneven partitions of rows with 0 to K labels each, a label where a planted teacher's
+    noisy margin is positive: [(X, label sets, weights), ...]."""
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(K, D))
+    parts = []
+    for n in rows:
+        X = rng.normal(2.0, 3.0, size=(n, D))
+        on = X @ teacher.T + rng.logistic(size=(n, K)) - 2.0 > 0
+        parts.append((X, label_sets([np.flatnonzero(r) for r in on], K, np.float64),
+                      rng.uniform(0.2, 3.0, size=n)))  # fmt: skip
+    return parts
+
+
+def test_the_vectors_are_the_gradient_of_the_loss_sum():
+    rng = np.random.default_rng(1)
+    margins = rng.normal(size=(30, K))
+    y = label_sets([rng.choice(K, rng.integers(0, 3), replace=False) for _ in range(30)], K)
+    w = rng.uniform(0.5, 2.0, size=30)
+    U, loss_sum = MULTILABEL.vectors(margins.copy(), y, w)
+    dense = y.toarray()
+    expected = w * (np.logaddexp(0.0, margins) - dense * margins).sum(axis=1)
+    assert loss_sum == pytest.approx(expected.sum(), rel=1e-12)
+    np.testing.assert_allclose(U, w[:, None] * (1 / (1 + np.exp(-margins)) - dense), rtol=1e-12)
+
+
+def test_a_row_is_correct_when_its_predicted_set_is_its_label_set():
+    y = label_sets([[0, 2], [], [1], [3]], K)
+    margins = np.full((4, K), -3.0)
+    margins[0, [0, 2]] = 2.0  # exactly its labels
+    margins[2, [0, 1]] = 1.0  # one label too many
+    w = np.array([1.0, 2.0, 4.0, 8.0])  # row 3 misses its label; row 1 has none and no others
+    U, _ = MULTILABEL.vectors(margins, y, w)
+    assert MULTILABEL.correct_weight(U, y, w) == 3.0
+
+
+@pytest.mark.parametrize("solver", ["sgd", "asgd", "saga", "lbfgs"])
+def test_one_fit_trains_every_label_as_the_single_process_reference(solver):
+    parts = tagged_blobs()
+    config = training_config(parts, num_classes=K, loss=MULTILABEL, solver=solver,
+                             exchange="p2p" if solver == "sgd" else "dense")  # fmt: skip
+    digests = {}
+
+    def record(rank, step, W, b):
+        digests.setdefault(step, set()).add(hashlib.sha256(W.tobytes() + b.tobytes()).digest())
+
+    results = train_in_process(parts, config, on_exchange=record)
+    assert digests and all(len(seen) == 1 for seen in digests.values())  # identical replicas
+    W, b, history = reference_sgd(parts, config)
+    np.testing.assert_allclose(results[0].W, W, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(results[0].b, b, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(results[0].objective_history, history, rtol=1e-9)
+    assert history[-1] < history[0]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("holdout", [0.0, 0.2])
+def test_the_class_sharded_mode_trains_and_judges_blocks_of_labels_as_replicas_do(
+    holdout, sparse, monkeypatch
+):
+    # Blocks of labels need no normalizer from each other; the held-out rows (a validation
+    # column, judged by loss, or the fraction, by exact label sets) are judged 7 at a time.
+    from scipy import sparse as sp
+
+    monkeypatch.setattr("svb_spark.core.solvers.sharded.HELD_OUT_ROWS", 7)
+    dense = [(np.abs(X), y, w) for X, y, w in tagged_blobs()]
+    parts = [(sp.csr_matrix(X), y, w) for X, y, w in dense] if sparse else dense
+    masks = [np.random.default_rng(r).random(y.shape[0]) < 0.2 for r, (_, y, _) in enumerate(parts)]
+    partitions = [(*part, mask) for part, mask in zip(parts, masks)]
+    config = training_config(
+        dense, num_classes=K, loss=MULTILABEL, max_iter=12, reg_param=0.0, validation_tol=0.01,
+        holdout_fraction=holdout, **({"sparse": True, "mean": None} if sparse else {}),
+    )  # fmt: skip
+    replicated = train_in_process(partitions, config)[0]
+    sharded = train_in_process(partitions, dataclasses.replace(config, exchange="sharded"))
+    assert replicated.validation_history
+    for result in sharded:
+        np.testing.assert_allclose(result.validation_history, replicated.validation_history,
+                                   rtol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(result.validation_accuracy, replicated.validation_accuracy,
+                                   rtol=1e-12)  # fmt: skip
+        assert result.best_epoch == replicated.best_epoch
+        assert (result.stop_reason, result.steps) == (replicated.stop_reason, replicated.steps)
+    W = np.concatenate([r.W for r in sharded])
+    b = np.concatenate([r.b for r in sharded])
+    np.testing.assert_allclose(W, replicated.W, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(b, replicated.b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_sharded_message_carries_label_sets_as_their_labels_alone():
+    from svb_spark.core import wire
+
+    y = label_sets([[3], [], [0, 4]], K)
+    message = wire.ShardMessage(2, 1, X=np.ones((3, 2)), y=y, w=np.ones(3), num_features=2,
+                                num_labels=K)  # fmt: skip
+    batch = wire.encode_shard(message)
+    assert {"y_indptr", "y_indices"} <= set(batch.schema.names) and "y" not in batch.schema.names
+    back = wire.decode_shard(batch)
+    assert back.y.shape == (3, K) and (back.y != y).nnz == 0
+    np.testing.assert_array_equal(back.X, message.X)
