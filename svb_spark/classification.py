@@ -16,6 +16,7 @@ from pyspark.ml.linalg import DenseVector, Matrix, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
 from svb_spark.core import numerics
+from svb_spark.core.loss import MULTILABEL, Loss, of_model
 from svb_spark.core.solvers import solver_type
 from svb_spark.fitting import fit_model
 from svb_spark.params import (
@@ -38,6 +39,8 @@ from svb_spark.summary import (
     SVBBinaryLogisticRegressionTrainingSummary,
     SVBLogisticRegressionSummary,
     SVBLogisticRegressionTrainingSummary,
+    SVBMultilabelSummary,
+    SVBMultilabelTrainingSummary,
 )
 
 
@@ -432,8 +435,19 @@ class SVBLogisticRegressionModel(
         return _SVBLogisticRegressionParams.setThresholds(self, value)
 
     def _prediction_threshold(self) -> float | None:
-        """The binary threshold the predictions use (see ``_is_binary``), or None."""
-        return self.getThreshold() if self._is_binary else None
+        """The threshold the predictions use: the binary one (see ``_is_binary``), a
+        multi-label model's for every label, or None."""
+        return self.getThreshold() if self._is_binary or self._multilabel else None
+
+    @property
+    def _multilabel(self) -> bool:
+        """Whether the model is of the multi-label family: one sigmoid a label."""
+        return self.getFamily() == "multilabel"
+
+    @property
+    def _loss(self) -> Loss:
+        """The model's family as its scoring reads it."""
+        return MULTILABEL if self._multilabel else of_model(self._W.shape[0])
 
     @property
     def hasSummary(self) -> bool:
@@ -462,6 +476,11 @@ class SVBLogisticRegressionModel(
     def _training_summary(self, dataset, record: FitRecord) -> SVBLogisticRegressionTrainingSummary:
         """The summary of the fit that made this model from ``dataset``: binary for two
         classes, as MLlib's; its predictions are scored on first use."""
+        if self._multilabel:
+            return SVBMultilabelTrainingSummary(
+                lambda: self.transform(dataset), record, **self._summary_columns(),
+                metric_predictions=lambda: self._predictions_only().transform(dataset),
+            )  # fmt: skip
         if self.numClasses <= 2:
             columns = self._summary_columns()
             return SVBBinaryLogisticRegressionTrainingSummary(
@@ -492,6 +511,11 @@ class SVBLogisticRegressionModel(
         ):
             if not model.getOrDefault(param):
                 model._set(**{param.name: f"_svb_{name}"})
+        if self._multilabel:
+            return SVBMultilabelSummary(
+                model.transform(dataset), **model._summary_columns(),
+                metric_predictions=model._predictions_only().transform(dataset),
+            )  # fmt: skip
         if self.numClasses <= 2:
             return SVBBinaryLogisticRegressionSummary(
                 model.transform(dataset), **model._summary_columns()
@@ -501,11 +525,13 @@ class SVBLogisticRegressionModel(
             metric_predictions=model._predictions_only().transform(dataset),
         )  # fmt: skip
 
-    def _outputs(self, value: Vector) -> tuple[np.ndarray, np.ndarray, float]:
+    def _outputs(self, value: Vector) -> tuple[np.ndarray, np.ndarray, float | list[float]]:
         margins = numerics.raw_margins(self._W, self._b, value.toArray().reshape(1, -1))
         raw, probability, prediction = outputs_from_margins(
-            margins, self._thresholds(), self._prediction_threshold()
+            margins, self._thresholds(), self._prediction_threshold(), self._loss
         )
+        if self._multilabel:  # the row's label set
+            return raw[0], probability[0], prediction.indices.astype(float).tolist()
         return raw[0], probability[0], float(prediction[0])
 
     def predictRaw(self, value: Vector) -> DenseVector:
@@ -516,9 +542,9 @@ class SVBLogisticRegressionModel(
         """Class probabilities of one feature vector."""
         return DenseVector(self._outputs(value)[1])
 
-    def predict(self, value: Vector) -> float:
+    def predict(self, value: Vector) -> float | list[float]:
         """Predicted class index of one feature vector (honours ``threshold`` or
-        ``thresholds``)."""
+        ``thresholds``); a multi-label model's predicted labels, as a list."""
         return self._outputs(value)[2]
 
     def _transform(self, dataset):
@@ -539,6 +565,7 @@ class SVBLogisticRegressionModel(
             top_k_probability_col=self.getTopKProbabilityCol(),
             top_k_labels_col=self.getTopKLabelsCol(),
             labels=self.labels,
+            model_loss=self._loss,
         )
 
     def copy(self, extra: dict | None = None) -> SVBLogisticRegressionModel:

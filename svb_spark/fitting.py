@@ -122,6 +122,8 @@ def fit_model(estimator, dataset, model_class) -> tuple[object, TrainingConfig]:
         b -= b.mean()
     model = estimator._copyValues(model_class(W, b))
     model._resetUid(estimator.uid)  # as MLlib's: the model keeps its estimator's uid
+    if config.loss.label_sets:  # "auto" resolved: the model scores (and saves) as multi-label
+        model._set(family="multilabel")
     model._labels = class_labels(dataset.schema[label], model.numClasses)
     record = FitRecord(
         result=result,

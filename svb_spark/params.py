@@ -37,7 +37,7 @@ EXCHANGE_MODES = (*MODES, "auto")
 DTYPES = ("auto", "float32", "float64")
 # The solver param's values: "auto" and the names of the solvers auto chooses among.
 SOLVERS = ("auto", *solver_registry)
-FAMILIES = ("auto", "binomial", "multinomial")
+FAMILIES = ("auto", "binomial", "multinomial", "multilabel")
 
 
 def _to_matrix(value):
@@ -293,9 +293,11 @@ class _SVBLogisticRegressionParams(
         Params._dummy(),
         "family",
         "The name of family which is a description of the label distribution to be used in "
-        "the model. Supported options: auto (binomial for at most 2 classes, else "
-        "multinomial), binomial (one row of coefficients: the sigmoid of one margin), "
-        "multinomial (one row per class: the softmax).",
+        "the model. Supported options: auto (multilabel for a label column of label sets, "
+        "else binomial for at most 2 classes, else multinomial), binomial (one row of "
+        "coefficients: the sigmoid of one margin), multinomial (one row per class: the "
+        "softmax), multilabel (a label column of array<double>, each row's set of label "
+        "indices; one row per label: an independent sigmoid each).",
         typeConverter=TypeConverters.toString,
     )
     exchangeTimeout: Param[float] = Param(

@@ -13,7 +13,7 @@ import secrets
 import numpy as np
 
 from svb_spark.core.config import TrainingConfig
-from svb_spark.core.loss import BINOMIAL, MULTINOMIAL
+from svb_spark.core.loss import BINOMIAL, MULTILABEL, MULTINOMIAL, Loss
 from svb_spark.core.modes import MODES
 from svb_spark.core.solvers import SOLVERS, FitFacts, choose, solver_type
 from svb_spark.core.solvers.auto import holdout as holdout_fraction
@@ -70,7 +70,7 @@ def plan_fit(estimator, spark, stats, num_workers: int):
             f"The 'thresholds' parameter has {len(thresholds)} values but the data has "
             f"{stats.num_classes} classes; give one threshold per class."
         )
-    loss = BINOMIAL if binomial(estimator, stats.num_classes) else MULTINOMIAL
+    loss = family_loss(estimator, stats.num_classes, stats.label_sets)
     rows = loss.rows(stats.num_classes)
     coefficient_bounds, intercept_bounds = bounds(estimator, rows, stats.num_features)
     config = TrainingConfig.from_statistics(
@@ -227,10 +227,24 @@ def hold_coefficient_bounds(estimator, W: np.ndarray) -> None:
         np.clip(W, lower, upper, out=W)
 
 
-def binomial(estimator, num_classes: int) -> bool:
-    """Whether the fit is of the binomial family (one row of coefficients), as MLlib
-    decides: "auto" takes it for at most 2 classes."""
-    family = estimator.getFamily()
+def family_loss(estimator, num_classes: int, label_sets: bool) -> Loss:
+    """The fit's loss, from the family param as MLlib decides it ("auto" takes the binomial
+    family for at most 2 classes) and, for label sets, the multi-label family."""
+    family, label = estimator.getFamily(), estimator.getLabelCol()
+    if label_sets and family not in ("auto", "multilabel"):
+        raise ValueError(
+            f"Column '{label}' holds label sets (an array of labels a row), which the "
+            f"{family} family cannot train: it takes one class index a row. Set "
+            "family='multilabel' (or 'auto'), or give each row one label."
+        )
+    if family == "multilabel" and not label_sets:
+        raise ValueError(
+            f"family='multilabel' trains on label sets, but column '{label}' holds one label a "
+            "row. Make it array<double>, each row's label indices (e.g. F.array('"
+            f"{label}') for one label a row), or set family='auto'."
+        )
+    if label_sets:
+        return MULTILABEL
     if family == "binomial" and num_classes > 2:
         raise ValueError(
             f"Binomial family only supports 1 or 2 outcome classes but found {num_classes}. "
@@ -243,7 +257,7 @@ def binomial(estimator, num_classes: int) -> bool:
             "exchange='sharded' splits the rows of the coefficients by class, but the "
             "binomial family has one row. Set family='multinomial' or use another exchange."
         )
-    return binomial
+    return BINOMIAL if binomial else MULTINOMIAL
 
 
 def with_checkpoints(estimator, config: TrainingConfig) -> TrainingConfig:

@@ -117,3 +117,97 @@ def test_a_sharded_message_carries_label_sets_as_their_labels_alone():
     back = wire.decode_shard(batch)
     assert back.y.shape == (3, K) and (back.y != y).nnz == 0
     np.testing.assert_array_equal(back.X, message.X)
+
+
+# On Spark: a label column of array<double> (each row's label indices) trains multi-label.
+
+LABELS = 3
+
+
+def _tagged_frame(spark, rows=400, seed=3):
+    from pyspark.ml.linalg import Vectors, VectorUDT
+    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
+
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(LABELS, 4))
+    X = rng.normal(1.0, 2.0, size=(rows, 4))
+    on = X @ teacher.T + rng.logistic(size=(rows, LABELS)) - 1.0 > 0
+    sets = [[float(k) for k in np.flatnonzero(r)] for r in on]
+    schema = StructType([StructField("features", VectorUDT()),
+                         StructField("label", ArrayType(DoubleType()))])  # fmt: skip
+    return spark.createDataFrame([(Vectors.dense(x), s) for x, s in zip(X, sets)], schema), X
+
+
+def test_a_multilabel_fit_is_mllibs_binomial_fit_of_each_label(spark, tmp_path):
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.evaluation import MultilabelClassificationEvaluator, RankingEvaluator
+    from pyspark.sql import functions as F
+
+    from svb_spark import SVBLogisticRegression, SVBLogisticRegressionModel
+
+    frame, X = _tagged_frame(spark)
+    model = SVBLogisticRegression(numWorkers=2, regParam=0.05, topKCol="topK", topK=2).fit(frame)
+    assert model.getFamily() == "multilabel" and model.numClasses == LABELS
+    W, b = model.coefficientMatrix.toArray(), model.interceptVector.toArray()
+    # With independent sigmoids the objective splits by label: each row of W is MLlib's
+    # binomial model of that label, at the same regParam (same session, same rows).
+    for k in range(LABELS):
+        one = frame.withColumn("y", F.array_contains("label", float(k)).cast("double"))
+        mllib = LogisticRegression(regParam=0.05, labelCol="y").fit(one)
+        scale = np.abs(mllib.coefficients.toArray()).max()
+        np.testing.assert_allclose(W[k], mllib.coefficients.toArray(), atol=2e-3 * scale)
+        assert b[k] == pytest.approx(mllib.intercept, abs=2e-3 * max(abs(mllib.intercept), 1))
+
+    scored = model.transform(frame).cache()
+    rows = scored.select("prediction", "probability", "topK").collect()
+    probability = 1.0 / (1.0 + np.exp(-(X @ W.T + b)))
+    np.testing.assert_allclose([r.probability.toArray() for r in rows], probability, rtol=1e-9)
+    assert [r.prediction for r in rows] == [np.flatnonzero(p > 0.5).astype(float).tolist()
+                                            for p in probability]  # fmt: skip
+    assert [r.topK for r in rows] == [np.argsort(-p, kind="stable")[:2].astype(float).tolist()
+                                      for p in probability]  # fmt: skip
+
+    # pyspark's evaluators take the columns as they are; the summary agrees with them where
+    # MLlib's metrics are defined (on rows that carry labels: MLlib divides 0 by 0 on the rest).
+    evaluator = MultilabelClassificationEvaluator()
+    summary = model.summary
+    for metric in ("microF1Measure", "subsetAccuracy", "hammingLoss", "microPrecision"):
+        expected = evaluator.setMetricName(metric).evaluate(scored)
+        assert getattr(summary, metric) == pytest.approx(expected, rel=1e-12), metric
+    labeled = scored.where(F.size("label") > 0)
+    on_labeled = model.evaluate(labeled.select("features", "label"))
+    for metric in ("accuracy", "recall", "f1Measure", "precision"):
+        expected = evaluator.setMetricName(metric).evaluate(labeled)
+        assert getattr(on_labeled, metric) == pytest.approx(expected, rel=1e-12), metric
+    assert 0.5 < summary.microF1Measure < 1.0  # learned, and not trivially
+    precision = RankingEvaluator(predictionCol="topK", metricName="precisionAtK", k=2)
+    assert 0.0 < precision.evaluate(scored) <= 1.0
+
+    model.write().overwrite().save(str(tmp_path / "m"))
+    loaded = SVBLogisticRegressionModel.load(str(tmp_path / "m"))
+    assert loaded.getFamily() == "multilabel"
+    assert (
+        loaded.transform(frame).select("prediction").collect()
+        == scored.select("prediction").collect()
+    )
+    with pytest.raises(ValueError, match="MLlib has no multi-label"):
+        model.toMLlib()
+    scored.unpersist()
+
+
+def test_multilabel_refusals_name_the_column_and_the_fix(spark):
+    from pyspark.sql import functions as F
+
+    from svb_spark import SVBLogisticRegression
+
+    frame, _ = _tagged_frame(spark, rows=60)
+    with pytest.raises(ValueError, match="'label' holds label sets .* binomial family"):
+        SVBLogisticRegression(family="binomial", numWorkers=2).fit(frame)
+    single = frame.withColumn("label", F.size("label").cast("double"))  # one label a row
+    with pytest.raises(ValueError, match="family='multilabel' trains on label sets"):
+        SVBLogisticRegression(family="multilabel", numWorkers=2).fit(single)
+    with pytest.raises(ValueError, match="has the label 2, but numClasses is 2"):
+        SVBLogisticRegression(numClasses=2, numWorkers=2).fit(frame)
+    nulls = frame.withColumn("label", F.when(F.rand(0) < 0.5, F.col("label")))
+    with pytest.raises(ValueError, match="null label set"):
+        SVBLogisticRegression(numWorkers=2).fit(nulls)

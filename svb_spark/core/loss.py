@@ -63,6 +63,9 @@ class Loss(abc.ABC):
     # Whether the model's intercepts are returned centered, as MLlib's are where the loss is
     # the same for intercepts shifted alike.
     centered_intercepts: ClassVar[bool] = False
+    # Whether a row's label is a set of labels (a rows x K CSR matrix, see label_sets) rather
+    # than one class index.
+    label_sets: ClassVar[bool] = False
 
     def rows(self, num_classes: int) -> int:
         """The rows of W this loss trains for ``num_classes`` classes."""
@@ -88,6 +91,15 @@ class Loss(abc.ABC):
         """Where L-BFGS starts the intercepts from the weighted label histogram, as MLlib
         does, or None (zero)."""
         return None
+
+    def predictions(self, probabilities: np.ndarray, thresholds=None, threshold=None):
+        """Each row's predicted class (float64) from its probabilities, by MLlib's
+        ``thresholds`` rule (:func:`predictions_from_probabilities`)."""
+        return predictions_from_probabilities(probabilities, thresholds)
+
+    def running(self, num_rows: int, thresholds=None, threshold=None, top_k: int = 0):
+        """What scoring keeps of each row while it adds the model's class blocks in order."""
+        return RunningSoftmax(num_rows, thresholds, top_k)
 
     def __reduce__(self):  # one instance per loss class: equal after a round trip by pickle
         return type(self), ()
@@ -281,6 +293,7 @@ class MultiLabel(Loss):
     """
 
     name = "multilabel"
+    label_sets = True
     blocks = True  # no normalizer couples the labels: a block of them trains on its own
     hessian_bound = 0.25  # sigmoid' is at most 1/4, in each margin apart
 
@@ -361,6 +374,29 @@ class MultiLabel(Loss):
     def start_intercepts(self, class_weights, rows):
         return None
 
+    def predictions(self, probabilities, thresholds=None, threshold=None):
+        """Each row's predicted label set (a rows x K CSR matrix, see :func:`label_sets`): the
+        labels whose probability exceeds their ``thresholds`` value, or else ``threshold``
+        (1/2 by default), as MLlib's binary models decide on their one probability."""
+        from scipy import sparse
+
+        cut = label_cuts(probabilities.shape[1], thresholds, threshold, logits=False)
+        with np.errstate(invalid="ignore"):
+            return sparse.csr_matrix(probabilities > cut, dtype=np.float64)
+
+    def running(self, num_rows, thresholds=None, threshold=None, top_k=0):
+        return RunningSigmoids(num_rows, thresholds, threshold, top_k)
+
+
+def label_cuts(num_labels: int, thresholds, threshold, logits: bool) -> np.ndarray | float:
+    """The probability (or, with ``logits``, the margin) each label must exceed to be
+    predicted: ``thresholds`` per label, or else ``threshold`` (1/2 by default) for all."""
+    cut = np.asarray(thresholds if thresholds else 0.5 if threshold is None else threshold, float)
+    if not logits:
+        return cut
+    with np.errstate(divide="ignore"):
+        return np.log(cut) - np.log1p(-cut)  # logit: -inf at 0, +inf at 1
+
 
 def label_sets(labels: list, num_classes: int, dtype=np.float32):
     """Rows' label sets (a list of label lists) as a rows x ``num_classes`` CSR matrix of
@@ -423,9 +459,7 @@ class RunningSoftmax:
     """
 
     def __init__(self, num_rows: int, thresholds: list[float] | None = None, top_k: int = 0):
-        self.top_k = top_k
-        self._top_margins = np.full((num_rows, 0), -np.inf)
-        self._top_classes = np.zeros((num_rows, 0), dtype=np.int64)
+        self.ranking = RunningTop(num_rows, top_k)
         self.max = np.full(num_rows, -np.inf)
         self.exp_sum = np.zeros(num_rows)
         self.best = np.zeros(num_rows, dtype=np.int64)
@@ -458,23 +492,13 @@ class RunningSoftmax:
         better = block_best > self._best_score
         self.best[better] = local[better] + first_class
         self._best_score[better] = block_best[better]
-        if self.top_k:
-            # The block's best k, then the best k of those and the k kept: the same classes
-            # as ranking every class seen so far, without copying the block.
-            best = ranked(raw, self.top_k)
-            margins = np.concatenate(
-                [self._top_margins, np.take_along_axis(raw, best, axis=1)], axis=1
-            )
-            classes = np.concatenate([self._top_classes, best + first_class], axis=1)
-            order = ranked(margins, self.top_k, classes)
-            self._top_margins = np.take_along_axis(margins, order, axis=1)
-            self._top_classes = np.take_along_axis(classes, order, axis=1)
+        self.ranking.add(raw, first_class)
 
     def top(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's ``top_k`` most probable classes (float64, best first; a tie goes to the
         lower class) and their probabilities, over the classes added so far."""
-        probabilities = np.exp(self._top_margins - self.log_sum_exp()[:, None])
-        return self._top_classes.astype(np.float64), probabilities
+        probabilities = np.exp(self.ranking.margins - self.log_sum_exp()[:, None])
+        return self.ranking.classes.astype(np.float64), probabilities
 
     def log_sum_exp(self) -> np.ndarray:
         """``log(sum_k exp(raw_k))`` of each row over the classes added so far."""
@@ -496,6 +520,89 @@ class RunningSoftmax:
         if undefined.any():
             predicted[undefined] = 0.0 if self._log_thresholds is None else self._first_finite
         return predicted
+
+
+class RunningTop:
+    """Each row's ``top_k`` largest margins and their classes, merged block by block."""
+
+    def __init__(self, num_rows: int, top_k: int):
+        self.top_k = top_k
+        self.margins = np.full((num_rows, 0), -np.inf)
+        self.classes = np.zeros((num_rows, 0), dtype=np.int64)
+
+    def add(self, raw: np.ndarray, first_class: int) -> None:
+        """Fold in the margins ``raw`` (rows x block classes) of classes ``first_class`` on."""
+        if not self.top_k:
+            return
+        # The block's best k, then the best k of those and the k kept: the same classes as
+        # ranking every class seen so far, without copying the block.
+        best = ranked(raw, self.top_k)
+        margins = np.concatenate([self.margins, np.take_along_axis(raw, best, axis=1)], axis=1)
+        classes = np.concatenate([self.classes, best + first_class], axis=1)
+        order = ranked(margins, self.top_k, classes)
+        self.margins = np.take_along_axis(margins, order, axis=1)
+        self.classes = np.take_along_axis(classes, order, axis=1)
+
+
+class RunningSigmoids:
+    """What scoring keeps of a multi-label model's rows over its label blocks in order: the
+    labels each row is predicted to carry (see :meth:`MultiLabel.predictions`) and its
+    ``top_k`` most probable labels, so the rows' K-wide margins are never needed.
+
+    Examples
+    --------
+    >>> raw = np.array([[2.0, -1.0, 0.5, 3.0]])
+    >>> running = RunningSigmoids(1, top_k=2)
+    >>> running.add(raw[:, :2], 0)
+    >>> running.add(raw[:, 2:], 2)
+    >>> running.predictions().indices.tolist()
+    [0, 2, 3]
+    >>> classes, probabilities = running.top()
+    >>> classes.tolist(), bool(np.allclose(probabilities, sigmoid(raw[:, [3, 0]])))
+    ([[3.0, 0.0]], True)
+    """
+
+    def __init__(self, num_rows: int, thresholds=None, threshold=None, top_k: int = 0):
+        self.num_rows, self.num_labels = num_rows, 0
+        self.cut = label_cuts(0, thresholds, threshold, logits=True)
+        self.ranking = RunningTop(num_rows, top_k)
+        self._rows: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def add(self, raw: np.ndarray, first_class: int) -> None:
+        """Fold in the margins ``raw`` (rows x block labels) of labels ``first_class`` on."""
+        width = raw.shape[1]
+        cut = self.cut if self.cut.ndim == 0 else self.cut[first_class : first_class + width]
+        with np.errstate(invalid="ignore"):
+            rows, labels = np.nonzero(raw > cut)
+        self._rows.append(rows)
+        self._labels.append(labels + first_class)
+        self.num_labels = max(self.num_labels, first_class + width)
+        self.ranking.add(raw, first_class)
+
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's ``top_k`` most probable labels (float64, best first) and their
+        probabilities, over the labels added so far."""
+        return self.ranking.classes.astype(np.float64), sigmoid(self.ranking.margins)
+
+    def probabilities(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Every label's probability from the full margins ``raw``, written to ``out``."""
+        if out is None:
+            return sigmoid(raw)
+        out[...] = sigmoid(raw)
+        return out
+
+    def predictions(self):
+        """The rows' predicted label sets (CSR), labels in increasing order."""
+        from scipy import sparse
+
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, np.int64)
+        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
+        order = np.argsort(rows, kind="stable")  # blocks come in order: labels stay sorted
+        indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=self.num_rows))]
+        return sparse.csr_matrix(
+            (np.ones(len(order)), labels[order], indptr), shape=(self.num_rows, self.num_labels)
+        )
 
 
 def ranked(scores: np.ndarray, k: int, classes: np.ndarray | None = None) -> np.ndarray:

@@ -182,9 +182,10 @@ def training_frame(
     # SQL text, not pyspark's Column functions: on Spark 4 every such call records its Python
     # call site in the JVM, and the first imports IPython where it is installed (0.4 s of a
     # spark-submit job's first fit).
+    label_type = "ARRAY<DOUBLE>" if stats is not None and stats.label_sets else "DOUBLE"
     frame = dataset.selectExpr(
         f"{quoted_column(features)} AS {FEATURES}",
-        f"CAST({quoted_column(label)} AS DOUBLE) AS {LABEL}",
+        f"CAST({quoted_column(label)} AS {label_type}) AS {LABEL}",
         f"CAST({quoted_column(weight) if weight else 1.0} AS DOUBLE) AS {WEIGHT}",
         f"{quoted_column(validation) if validation else 'false'} AS {HELD_OUT}",
         f"monotonically_increasing_id() AS {ROW_ID}",

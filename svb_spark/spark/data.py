@@ -155,6 +155,37 @@ def numeric_column(column: pa.Array | pa.ChunkedArray, dtype=np.float64) -> np.n
     return column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False).astype(dtype)
 
 
+def is_label_sets(arrow_type: pa.DataType) -> bool:
+    """Whether a label column of ``arrow_type`` holds label sets (an array of label indices
+    a row: multi-label rows) rather than one label a row."""
+    return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+
+
+def label_set_parts(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, labels as float64) of a label-sets column: row i's labels are
+    ``labels[offsets[i]:offsets[i + 1]]``; a null row has none, a null label is NaN."""
+    column = _combined(column)
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    labels = numeric_column(column.values)
+    return offsets - offsets[0], labels[offsets[0] : offsets[-1]]
+
+
+def label_sets_column(column: pa.Array | pa.ChunkedArray, num_labels: int, dtype):
+    """A label-sets column as :func:`svb_spark.core.loss.label_sets` makes them: a rows x
+    ``num_labels`` CSR matrix of ones; a label a row repeats counts once."""
+    from scipy import sparse
+
+    offsets, labels = label_set_parts(column)
+    rows = len(offsets) - 1
+    y = sparse.csr_matrix(
+        (np.ones(len(labels), dtype=dtype), labels.astype(np.int32), offsets),
+        shape=(rows, num_labels),
+    )
+    y.sum_duplicates()
+    y.data[:] = 1
+    return y
+
+
 def table_to_arrays(
     batches,
     features_col: str,
@@ -164,25 +195,37 @@ def table_to_arrays(
     dtype,
     sparse: bool = False,
     order: np.ndarray | None = None,
+    num_labels: int = 0,
 ):
-    """Concatenate Arrow record batches into (X, y int64, weights); X is CSR when ``sparse``.
+    """Concatenate Arrow record batches into (X, y, weights); X is CSR when ``sparse``, and y
+    int64 labels, or with ``num_labels`` the rows' label sets (see :func:`label_sets_column`).
 
     ``order`` (a permutation of the rows, or None for the order they come in) is the order of
     the rows in the result. Dense rows go from each batch straight to their place in X.
     """
+    from scipy.sparse import vstack
+
     batches = list(batches)
     decode = vectors_to_csr if sparse else vectors_to_dense
     if not batches:
         empty = pa.array([], type=pa.list_(pa.float64()))
-        return decode(empty, num_features, dtype), np.zeros(0, np.int64), np.zeros(0, dtype)
-    y = np.concatenate([numeric_column(b.column(label_col)) for b in batches]).astype(np.int64)
+        y = np.zeros(0, np.int64)
+        if num_labels:
+            y = label_sets_column(pa.array([], type=pa.list_(pa.float64())), num_labels, dtype)
+        return decode(empty, num_features, dtype), y, np.zeros(0, dtype)
+    if num_labels:
+        sets = [label_sets_column(b.column(label_col), num_labels, dtype) for b in batches]
+        y = vstack(sets, format="csr")
+    else:
+        labels = [numeric_column(b.column(label_col)) for b in batches]
+        y = np.concatenate(labels).astype(np.int64)
     w = np.concatenate([numeric_column(b.column(weight_col), dtype) for b in batches])
     if order is not None:
         y, w = y[order], w[order]
     if sparse:
         X = decode(pa.Table.from_batches(batches).column(features_col), num_features, dtype)
         return (X if order is None else X[order]), y, w
-    X = np.empty((len(y), num_features), dtype=dtype)
+    X = np.empty((len(w), num_features), dtype=dtype)
     # Where each incoming row goes: the inverse of ``order``.
     places = None
     if order is not None:

@@ -19,6 +19,8 @@ import pyarrow as pa
 
 from svb_spark.spark.data import (
     dense_rows,
+    is_label_sets,
+    label_set_parts,
     numeric_column,
     vector_sizes,
     vectors_to_csr,
@@ -43,6 +45,7 @@ class DatasetSummary:
     # The weight of each class's rows (MLlib's label histogram), or None past
     # HISTOGRAM_MAX_CLASSES classes, where no fit starts from it (solvers.lbfgs.mllib_intercepts).
     class_weights: np.ndarray | None = None
+    label_sets: bool = False  # the label column holds a set of labels a row (multi-label)
 
     @property
     def nonzeros_per_row(self) -> float:
@@ -80,14 +83,20 @@ class _PartitionStats:
         self.sq_sum: np.ndarray | None = None
         self.nonzeros = 0
         self.class_weights: np.ndarray | None = np.zeros(0)
+        self.label_sets = False
 
     def update(self, batch: pa.RecordBatch, features: str, label: str, weight: str | None) -> None:
         n = batch.num_rows
         self.rows += n
         labels_arrow = batch.column(label)
         self.null_labels += labels_arrow.null_count
-        y = numeric_column(labels_arrow)
-        y = y[~np.isnan(y)] if labels_arrow.null_count else y
+        if is_label_sets(labels_arrow.type):  # every label of every row's set
+            self.label_sets = True
+            offsets, y = label_set_parts(labels_arrow)
+            counts = np.diff(offsets)
+        else:
+            y = numeric_column(labels_arrow)
+            y = y[~np.isnan(y)] if labels_arrow.null_count else y
         bad = ~np.isfinite(y) | (y < 0) | (y != np.floor(y))
         if bad.any() and self.bad_label is None:
             self.bad_label = float(y[bad][0])
@@ -106,7 +115,10 @@ class _PartitionStats:
             if self.bad_weight is None:
                 self.bad_weight = float(w[bad_w][0])
             w = np.where(bad_w, 0.0, w)
-        self._count_classes(y, w, labels_arrow.null_count or bad.any())
+        if self.label_sets:  # a row's weight counts once for each of its labels
+            self._count_classes(y, np.repeat(w, counts), labels_arrow.null_count or bad.any())
+        else:
+            self._count_classes(y, w, labels_arrow.null_count or bad.any())
 
         sizes = vector_sizes(batch.column(features))
         self.null_features += int((sizes < 0).sum())
@@ -224,8 +236,15 @@ def inspect_training_data(
             "The training DataFrame is empty: it has no rows to fit. Check the filters or "
             "the input path that produced it."
         )
+    label_sets = any(p.label_sets for p in parts)
     if any(p.null_labels for p in parts):
         count = sum(p.null_labels for p in parts)
+        if label_sets:
+            _fail(
+                f"Column '{label}' has {count} null label set(s); a row without labels holds "
+                "an empty array. Fill them (F.coalesce(F.col('"
+                f"{label}'), F.array().cast('array<double>'))) or drop those rows."
+            )
         _fail(
             f"Column '{label}' has {count} null value(s); labels must be class indices "
             "0, 1, ..., numClasses - 1. Drop those rows (df.dropna(subset=['"
@@ -234,13 +253,19 @@ def inspect_training_data(
     bad_label = next((p.bad_label for p in parts if p.bad_label is not None), None)
     if bad_label is not None:
         _fail(
-            f"Column '{label}' must hold integer class indices 0, 1, ..., numClasses - 1; "
-            f"found {bad_label!r}. Map arbitrary labels to indices with "
-            "pyspark.ml.feature.StringIndexer."
+            f"Column '{label}' must hold integer class indices 0, 1, ..., numClasses - 1"
+            f"{' in every label set' if label_sets else ''}; found {bad_label!r}. Map "
+            "arbitrary labels to indices with pyspark.ml.feature.StringIndexer."
+        )
+    if max(p.max_label for p in parts) < 0:  # label sets, every one empty
+        _fail(
+            f"Column '{label}' holds no label: every one of the {total_rows} row(s) has an "
+            "empty label set, so there is nothing to learn. Check how the label sets were "
+            "built."
         )
     max_label = int(max(p.max_label for p in parts))
     min_label = int(min(p.min_label for p in parts))
-    if not num_classes and min_label == max_label:
+    if not num_classes and min_label == max_label and not label_sets:
         _fail(
             f"Column '{label}' holds a single class: every one of the {total_rows} row(s) has "
             f"the label {max_label}, so there is nothing to separate. Check the filters that "
@@ -320,6 +345,7 @@ def inspect_training_data(
         nonzeros=sum(p.nonzeros for p in parts),
         partition_rows=tuple(p.rows for p in parts),
         class_weights=class_weights,
+        label_sets=label_sets,
     )
 
 
@@ -353,6 +379,9 @@ def check_columns(schema, features: str, label: str | None, weight: str | None) 
         ),
         (weight, "instance weights", "Cast it to double"),
     )
+    label_type = schema[label].dataType if label else None
+    if isinstance(label_type, ArrayType) and isinstance(label_type.elementType, NumericType):
+        numeric = numeric[1:]  # label sets: each an array of class indices (multi-label)
     for column, meaning, fix in numeric:
         if column and not isinstance(schema[column].dataType, NumericType):
             raise TypeError(

@@ -20,6 +20,12 @@ def to_mllib(model):
     from pyspark.ml.common import _py2java
     from pyspark.sql.utils import is_remote
 
+    if model._multilabel:
+        raise ValueError(
+            "MLlib has no multi-label LogisticRegressionModel: this model's family is "
+            "multilabel, one independent sigmoid a label. Score, save and load it as an "
+            "SVBLogisticRegressionModel."
+        )
     rows, features = model._W.shape
     if rows * features > MLLIB_MAX_VALUES:
         raise ValueError(

@@ -191,6 +191,7 @@ def outputs_from_margins(
     margins: np.ndarray,
     thresholds: list[float] | None = None,
     threshold: float | None = None,
+    model_loss: loss.Loss | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """rawPrediction, probability and prediction of rows from their margins ``X W^T + b``.
 
@@ -205,12 +206,16 @@ def outputs_from_margins(
     threshold : float, optional
         MLlib's binary threshold, for models of two classes: a row is 1 when its probability
         of class 1 exceeds it, decided on the margin of class 1 against class 0 as MLlib's
-        binomial model does. It takes the place of ``thresholds``.
+        binomial model does. It takes the place of ``thresholds``. A multi-label model
+        predicts each label whose probability exceeds it.
+    model_loss : Loss, optional
+        The model's family; by default read from its rows as MLlib does (one is binomial).
 
     Returns
     -------
     tuple of numpy.ndarray
-        (rows x 2-or-K raw margins, the same shape of probabilities, rows predictions).
+        (rows x 2-or-K raw margins, the same shape of probabilities, rows predictions: a
+        multi-label model's are label sets, a rows x K CSR matrix).
 
     Examples
     --------
@@ -222,12 +227,13 @@ def outputs_from_margins(
     >>> outputs_from_margins(np.array([[2.0], [-1.0]]), threshold=0.0)[2].tolist()
     [1.0, 1.0]
     """
-    raw, probability, class_one = loss.of_model(margins.shape[1]).outputs(margins)
+    model_loss = model_loss or loss.of_model(margins.shape[1])
+    raw, probability, class_one = model_loss.outputs(margins)
     if threshold is not None and class_one is not None:
         with np.errstate(invalid="ignore"):
             prediction = (class_one > binary_raw_threshold(threshold)).astype(np.float64)
     else:
-        prediction = loss.predictions_from_probabilities(probability, thresholds)
+        prediction = model_loss.predictions(probability, thresholds, threshold)
     return raw, probability, prediction
 
 
@@ -244,12 +250,20 @@ def _lists(matrix: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
 
 
+def _label_set_lists(sets) -> pa.ListArray:
+    """Label sets (a rows x K CSR matrix) as Arrow lists of label indices (``array<double>``)."""
+    return pa.ListArray.from_arrays(
+        pa.array(sets.indptr.astype(np.int32)), pa.array(sets.indices.astype(np.float64))
+    )
+
+
 def _output_columns(kinds, raw, probability, prediction, top=None, labels=None) -> list:
     """The Arrow columns of ``kinds``; ``top`` is the rows' (top-k classes, probabilities)."""
     columns = []
     for kind in kinds:
         if kind == "prediction":
-            columns.append(pa.array(prediction))
+            single = isinstance(prediction, np.ndarray)  # else label sets
+            columns.append(pa.array(prediction) if single else _label_set_lists(prediction))
         elif kind == "top_k":
             columns.append(_lists(top[0]))
         elif kind == "top_k_probability":
@@ -268,7 +282,9 @@ class _InMemoryBlock:
         self.value = value
 
 
-def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold, top_k=0, labels=None):
+def _closure_scorer(
+    W, b, *, features, kinds, names, thresholds, threshold, top_k=0, labels=None, model_loss=None
+):
     num_features = W.shape[1]
     ranking = any(kind in RANKING_KINDS for kind in kinds)
     if "raw" not in kinds and "probability" not in kinds and W.shape[0] > 2:
@@ -284,6 +300,7 @@ def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold, top_
         return _block_scorer(
             blocks, starts, W.shape, features=features, kinds=kinds, names=names,
             thresholds=thresholds, threshold=threshold, top_k=top_k, labels=labels,
+            model_loss=model_loss,
         )  # fmt: skip
 
     chunk = wide_chunk_rows(W.shape[0])  # (the driver's value, in the closure)
@@ -295,7 +312,7 @@ def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold, top_
                 margins = numerics.sparse_raw_margins(W, b, vectors_to_csr(column, num_features))
             else:
                 margins = numerics.raw_margins(W, b, vectors_to_dense(column, num_features))
-            outputs = outputs_from_margins(margins, thresholds, threshold)
+            outputs = outputs_from_margins(margins, thresholds, threshold, model_loss)
             top = loss.top_k(outputs[0], outputs[1], top_k) if ranking else None
             yield _appended(batch, _output_columns(kinds, *outputs, top, labels), names)
 
@@ -303,9 +320,11 @@ def _closure_scorer(W, b, *, features, kinds, names, thresholds, threshold, top_
 
 
 def _block_scorer(
-    blocks, starts, shape, *, features, kinds, names, thresholds, threshold, top_k=0, labels=None
-):
+    blocks, starts, shape, *, features, kinds, names, thresholds, threshold, top_k=0, labels=None,
+    model_loss=None,
+):  # fmt: skip
     num_classes, num_features = shape
+    model_loss = model_loss or loss.of_model(num_classes)
     # A model of one or two rows is finished from its whole margins, which are only as wide.
     few = num_classes <= 2
     wide = "raw" in kinds or "probability" in kinds or few
@@ -321,7 +340,9 @@ def _block_scorer(
                 rows, margins_of = vectors_to_dense(column, num_features), numerics.raw_margins
             running = None
             if not few:
-                running = loss.RunningSoftmax(batch.num_rows, thresholds, top_k if ranking else 0)
+                running = model_loss.running(
+                    batch.num_rows, thresholds, threshold, top_k if ranking else 0
+                )
             raw = np.empty((batch.num_rows, num_classes)) if wide else None
             for start, block in zip(starts, blocks):
                 W_block, b_block = block.value
@@ -334,7 +355,7 @@ def _block_scorer(
                     raw[:, start : start + margins.shape[1]] = margins
                 del margins
             if few:
-                outputs = outputs_from_margins(raw, thresholds, threshold)
+                outputs = outputs_from_margins(raw, thresholds, threshold, model_loss)
                 top = loss.top_k(outputs[0], outputs[1], top_k) if ranking else None
                 yield _appended(batch, _output_columns(kinds, *outputs, top, labels), names)
                 continue
@@ -370,6 +391,7 @@ def add_prediction_columns(
     top_k_probability_col: str = "",
     top_k_labels_col: str = "",
     labels: list[str] | None = None,
+    model_loss: loss.Loss | None = None,
 ):
     """Append rawPrediction / probability (vectors) and prediction (double) to ``dataset``,
     and the top-k ranking columns that are asked for.
@@ -405,6 +427,9 @@ def add_prediction_columns(
         takes them), their probabilities, and their ``labels``.
     labels : list of str, optional
         The class labels (``StringIndexer``'s), which ``top_k_labels_col`` needs.
+    model_loss : Loss, optional
+        The model's family; by default read from its rows as MLlib does. A multi-label
+        model's prediction column is ``array<double>``, each row's predicted label set.
 
     Returns
     -------
@@ -491,6 +516,7 @@ def add_prediction_columns(
             threshold=threshold,
             top_k=top_k,
             labels=labels,
+            model_loss=model_loss,
         )
     else:
         classes_per_block = max(1, block_bytes // ((num_features + 1) * W.itemsize))
@@ -506,6 +532,7 @@ def add_prediction_columns(
             threshold=threshold,
             top_k=top_k,
             labels=labels,
+            model_loss=model_loss,
         )
 
     # mapInArrow looks every column of its frame up by a parsed name, which a name with a dot
@@ -514,7 +541,9 @@ def add_prediction_columns(
     types = {
         "raw": VectorUDT(),
         "probability": VectorUDT(),
-        "prediction": DoubleType(),
+        "prediction": ArrayType(DoubleType())
+        if model_loss and model_loss.label_sets
+        else DoubleType(),
         "top_k": ArrayType(DoubleType()),
         "top_k_probability": ArrayType(DoubleType()),
         "top_k_labels": ArrayType(StringType()),

@@ -72,8 +72,9 @@ def load_partition(batches: Iterator[pa.RecordBatch], config: TrainingConfig) ->
     elif config.validation_tol is not None:
         held_out = np.zeros(0, dtype=bool)
     X, y, w = table_to_arrays(
-        batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse, order
-    )
+        batches, FEATURES, LABEL, WEIGHT, config.num_features, config.dtype, config.sparse, order,
+        num_labels=config.num_classes if config.loss.label_sets else 0,
+    )  # fmt: skip
     del batches  # free the Arrow copy of the rows before standardizing
     return prepare_partition(
         X, y, w, config, held_out, with_curvature=solver_type(config).steps_by_curvature
@@ -90,8 +91,13 @@ def _memory_report(data: LocalPartition) -> dict:
     # Linux reports ru_maxrss in KiB.
     return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "peak_address_space": _peak_address_space(),
-            "data_bytes": int(rows_bytes + data.y.nbytes + data.w.nbytes),
+            "data_bytes": int(rows_bytes + _nbytes(data.y) + data.w.nbytes),
             "blas_threads": _blas_threads()}  # fmt: skip
+
+
+def _nbytes(y) -> int:
+    """The bytes of labels: an array, or label sets (CSR)."""
+    return y.nbytes if isinstance(y, np.ndarray) else y.data.nbytes + y.indices.nbytes
 
 
 def _peak_address_space() -> int | None:
