@@ -293,40 +293,18 @@ def sparse_step_table(results: list[dict]) -> str:
     return markdown_table(header, rows, "llrrrrrrr")
 
 
-def digest_one_check_vs_whole(
-    num_classes: int = 256, num_features: int = 2**18, repeats: int = 5
-) -> dict:
-    """A replica check's digest (one block of the replica) against hashing the whole replica,
-    float32 and feature-major as a sparse fit holds it: the median ``one_check_s`` and
-    ``whole_s``, and ``ratio`` (whole / one check)."""
-    from svb_spark.core.weights import ReplicaWeights
-
-    weights = ReplicaWeights(num_classes, num_features, np.float32, feature_major=True)
-    weights.W.fill(1.0)
-    one = median_seconds(lambda: weights.digest(0), repeats=repeats)  # a whole block
-    whole = median_seconds(weights.digest, repeats=repeats)
-    return {"num_classes": num_classes, "num_features": num_features,
-            "blocks": weights.digest_blocks(), "one_check_s": one, "whole_s": whole,
-            "ratio": whole / one}  # fmt: skip
+# The speed claims' shapes, (K, D, B) for the rebuild and the sparse layouts: the issue's
+# shapes (rebuild K=1000, D=2048; sparse K=500, D=2^18), and the shapes of the dense and sparse
+# sets the benchmark ran on first (K=200, D=256; K=100, D=2^15).
+CLAIM_SHAPES = ([(1000, 2048, 32), (200, 256, 32)], [(500, 1 << 18, 16), (100, 1 << 15, 32)])
 
 
-# The speed claims' shapes, (K, D, B) for the rebuild and the sparse layouts, (K, D) for the
-# replica digest: the issue's shapes (rebuild K=1000, D=2048; sparse K=500, D=2^18), and the
-# shapes of the dense and sparse sets the benchmark ran on first (K=200, D=256; K=100, D=2^15).
-CLAIM_SHAPES = (
-    [(1000, 2048, 32), (200, 256, 32)],
-    [(500, 1 << 18, 16), (100, 1 << 15, 32)],
-    (256, 1 << 18),
-)
-
-
-def speed_claims(rebuild: list[tuple], sparse: list[tuple], digest: tuple) -> dict:
-    """Every speed claim at the given shapes: ``rebuild`` and ``sparse`` (K, D, B) each,
-    ``digest`` (K, D); two workers' rows per step."""
+def speed_claims(rebuild: list[tuple], sparse: list[tuple]) -> dict:
+    """Every speed claim at the given shapes: ``rebuild`` and ``sparse`` (K, D, B) each; two
+    workers' rows per step."""
     return {
         "rebuild": [rebuild_in_place_vs_naive(*s) for s in dict.fromkeys(rebuild)],
         "sparse_layout": [sparse_layouts(*s) for s in dict.fromkeys(sparse)],
-        "digest": [digest_one_check_vs_whole(*digest)],
     }
 
 
@@ -350,12 +328,6 @@ def claims_table(claims: dict) -> str:
             rows.append([f"sparse {part}: feature-major vs class-major W", what,
                          _ms(t["feature_major"]), _ms(t["class_major"]),
                          f"{t['speedup']:.2f}x"])  # fmt: skip
-    rows += [
-        ["replica check: one block vs the whole replica",
-         f"K={r['num_classes']}, D={power_of_two(r['num_features'])}, {r['blocks']} blocks",
-         _ms(r["one_check_s"]), _ms(r["whole_s"]), f"{r['ratio']:.2f}x"]
-        for r in claims["digest"]
-    ]  # fmt: skip
     header = "claim | shape (float32, one thread) | library ms | alternative ms | speedup"
     return markdown_table(header, rows, "llrrr")
 

@@ -16,9 +16,11 @@ from pyspark.ml.linalg import DenseVector, Matrix, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
 from svb_spark.core import numerics
-from svb_spark.core.loss import MULTILABEL, Loss, of_model
+from svb_spark.core.loss import Loss, of_model
+from svb_spark.core.multilabel import MULTILABEL
 from svb_spark.core.solvers import solver_type
 from svb_spark.fitting import fit_model
+from svb_spark.multilabel_summary import SVBMultilabelSummary, SVBMultilabelTrainingSummary
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
@@ -39,8 +41,6 @@ from svb_spark.summary import (
     SVBBinaryLogisticRegressionTrainingSummary,
     SVBLogisticRegressionSummary,
     SVBLogisticRegressionTrainingSummary,
-    SVBMultilabelSummary,
-    SVBMultilabelTrainingSummary,
 )
 
 
@@ -435,8 +435,7 @@ class SVBLogisticRegressionModel(
         return _SVBLogisticRegressionParams.setThresholds(self, value)
 
     def _prediction_threshold(self) -> float | None:
-        """The threshold the predictions use: the binary one (see ``_is_binary``), a
-        multi-label model's for every label, or None."""
+        """The binary threshold (see ``_is_binary``), a multi-label model's, or None."""
         return self.getThreshold() if self._is_binary or self._multilabel else None
 
     @property
@@ -476,20 +475,21 @@ class SVBLogisticRegressionModel(
     def _training_summary(self, dataset, record: FitRecord) -> SVBLogisticRegressionTrainingSummary:
         """The summary of the fit that made this model from ``dataset``: binary for two
         classes, as MLlib's; its predictions are scored on first use."""
+        kind, metrics_alone = self._summary_kind(training=True)
+        alone = (lambda: self._predictions_only().transform(dataset)) if metrics_alone else None
+        return kind(lambda: self.transform(dataset), record, **self._summary_columns(),
+                    metric_predictions=alone)  # fmt: skip
+
+    def _summary_kind(self, training: bool) -> tuple[type, bool]:
+        """The summary class for this model's family, and whether its metrics read the
+        prediction column alone (the binary curves read the probabilities)."""
         if self._multilabel:
-            return SVBMultilabelTrainingSummary(
-                lambda: self.transform(dataset), record, **self._summary_columns(),
-                metric_predictions=lambda: self._predictions_only().transform(dataset),
-            )  # fmt: skip
+            return (SVBMultilabelTrainingSummary if training else SVBMultilabelSummary), True
         if self.numClasses <= 2:
-            columns = self._summary_columns()
-            return SVBBinaryLogisticRegressionTrainingSummary(
-                lambda: self.transform(dataset), record, **columns
-            )
-        return SVBLogisticRegressionTrainingSummary(
-            lambda: self.transform(dataset), record, **self._summary_columns(),
-            metric_predictions=lambda: self._predictions_only().transform(dataset),
-        )  # fmt: skip
+            binary = SVBBinaryLogisticRegressionTrainingSummary
+            return (binary if training else SVBBinaryLogisticRegressionSummary), False
+        multiclass = SVBLogisticRegressionTrainingSummary
+        return (multiclass if training else SVBLogisticRegressionSummary), True
 
     def _predictions_only(self) -> SVBLogisticRegressionModel:
         """A copy that adds the prediction column alone: what the multiclass metrics read,
@@ -511,19 +511,9 @@ class SVBLogisticRegressionModel(
         ):
             if not model.getOrDefault(param):
                 model._set(**{param.name: f"_svb_{name}"})
-        if self._multilabel:
-            return SVBMultilabelSummary(
-                model.transform(dataset), **model._summary_columns(),
-                metric_predictions=model._predictions_only().transform(dataset),
-            )  # fmt: skip
-        if self.numClasses <= 2:
-            return SVBBinaryLogisticRegressionSummary(
-                model.transform(dataset), **model._summary_columns()
-            )
-        return SVBLogisticRegressionSummary(
-            model.transform(dataset), **model._summary_columns(),
-            metric_predictions=model._predictions_only().transform(dataset),
-        )  # fmt: skip
+        kind, metrics_alone = model._summary_kind(training=False)
+        alone = model._predictions_only().transform(dataset) if metrics_alone else None
+        return kind(model.transform(dataset), **model._summary_columns(), metric_predictions=alone)
 
     def _outputs(self, value: Vector) -> tuple[np.ndarray, np.ndarray, float | list[float]]:
         margins = numerics.raw_margins(self._W, self._b, value.toArray().reshape(1, -1))
@@ -543,8 +533,7 @@ class SVBLogisticRegressionModel(
         return DenseVector(self._outputs(value)[1])
 
     def predict(self, value: Vector) -> float | list[float]:
-        """Predicted class index of one feature vector (honours ``threshold`` or
-        ``thresholds``); a multi-label model's predicted labels, as a list."""
+        """One feature vector's class (by ``threshold``/``thresholds``), or labels (a list)."""
         return self._outputs(value)[2]
 
     def _transform(self, dataset):

@@ -102,6 +102,44 @@ def tagged_text(classes: int, rng, skew: float = 0.7, num_features: int = 1 << 1
     return draw
 
 
+def tagged_labels(labels: int, rng, skew: float = 0.7, num_features: int = 1 << 16):
+    """A drawer of multi-label text-like CSR rows and their label sets, ``draw(rows)`` ->
+    ``(X, sets)``: label frequencies fall as rank^-``skew``; a row carries 1 to 10 labels
+    (Zipfian: most carry one or two), drawn without repeats; each label owns 4 of the hashed
+    features, and a row holds 4 draws from each of its labels' and 20 from a common
+    vocabulary of 4,000, with counts as values."""
+    from scipy import sparse
+
+    signatures = rng.integers(0, num_features, size=(labels, 4))
+    vocabulary = rng.choice(num_features, 4000, replace=False)
+    p = 1.0 / np.arange(1, labels + 1) ** skew
+    p /= p.sum()
+    counts_p = 1.0 / np.arange(1, 11) ** 1.5
+    counts_p /= counts_p.sum()
+
+    def draw(rows: int):
+        counts = rng.choice(np.arange(1, 11), size=rows, p=counts_p)
+        sets = [np.sort(rng.choice(labels, size=c, replace=False, p=p)) for c in counts]
+        columns = [
+            np.concatenate(
+                [
+                    signatures[s][:, rng.integers(0, 4, 4)].ravel(),
+                    vocabulary[rng.integers(0, 4000, 20)],
+                ]
+            )  # fmt: skip
+            for s in sets
+        ]
+        lengths = np.array([len(c) for c in columns])
+        X = sparse.csr_matrix(
+            (np.ones(lengths.sum()), np.concatenate(columns), np.r_[0, np.cumsum(lengths)]),
+            shape=(rows, num_features),
+        )
+        X.sum_duplicates()
+        return X, [s.tolist() for s in sets]
+
+    return draw
+
+
 def train_test_split(X, y, test_fraction: float = 0.25, seed: int = 0):
     """Shuffle and split into (X_train, X_test, y_train, y_test)."""
     order = np.random.default_rng(seed).permutation(len(y))

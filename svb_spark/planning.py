@@ -13,8 +13,9 @@ import secrets
 import numpy as np
 
 from svb_spark.core.config import TrainingConfig
-from svb_spark.core.loss import BINOMIAL, MULTILABEL, MULTINOMIAL, Loss
+from svb_spark.core.loss import BINOMIAL, MULTINOMIAL, Loss
 from svb_spark.core.modes import MODES
+from svb_spark.core.multilabel import MULTILABEL
 from svb_spark.core.solvers import SOLVERS, FitFacts, choose, solver_type
 from svb_spark.core.solvers.auto import holdout as holdout_fraction
 from svb_spark.core.solvers.lbfgs import mllib_intercepts

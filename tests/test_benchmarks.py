@@ -82,8 +82,8 @@ def test_the_sparse_layout_claim_compares_the_same_step_on_both_layouts():
 
 
 def test_every_speed_claim_reports_its_shape_and_its_ratio_of_the_two_times():
-    claims = micro.speed_claims([(20, 32, 8)], [(20, 1 << 12, 8)], (4, 1 << 10))
-    (rebuild,), (layout,), (digest,) = claims["rebuild"], claims["sparse_layout"], claims["digest"]
+    claims = micro.speed_claims([(20, 32, 8)], [(20, 1 << 12, 8)])
+    (rebuild,), (layout,) = claims["rebuild"], claims["sparse_layout"]
     shape = ("num_classes", "num_features", "batch_size", "workers")
     assert tuple(rebuild[k] for k in shape) == (20, 32, 8, 2)
     assert rebuild["speedup"] == pytest.approx(rebuild["naive_s"] / rebuild["library_s"])
@@ -91,8 +91,6 @@ def test_every_speed_claim_reports_its_shape_and_its_ratio_of_the_two_times():
     for part in ("apply", "forward"):
         times = layout[part]
         assert times["speedup"] == pytest.approx(times["class_major"] / times["feature_major"])
-    assert (digest["num_classes"], digest["num_features"], digest["blocks"]) == (4, 1 << 10, 1)
-    assert digest["ratio"] == pytest.approx(digest["whole_s"] / digest["one_check_s"])
 
 
 def tables(text: str) -> list[list[dict]]:
@@ -132,14 +130,11 @@ def test_the_claims_table_shows_every_measured_time_and_ratio():
                            "apply": {"feature_major": 0.002, "class_major": 0.03, "speedup": 15.0},
                            "forward": {"feature_major": 0.001, "class_major": 0.01,
                                        "speedup": 10.0}}],
-        "digest": [{"num_classes": 256, "num_features": 1 << 18, "blocks": 65,
-                    "one_check_s": 0.004, "whole_s": 0.2, "ratio": 50.0}],
     }  # fmt: skip
     (layout,) = claims["sparse_layout"]
     measured = [(r["library_s"], r["naive_s"], r["speedup"]) for r in claims["rebuild"]]
     measured += [(t["feature_major"], t["class_major"], t["speedup"])
                  for t in (layout["apply"], layout["forward"])]  # fmt: skip
-    measured += [(r["one_check_s"], r["whole_s"], r["ratio"]) for r in claims["digest"]]
     text = micro.claims_table(claims)
     rows = table(text, "claim")
     assert len(rows) == len(measured)
@@ -265,19 +260,6 @@ def test_the_stopping_table_shows_every_fit_and_its_held_out_curve():
     assert "| 2 epochs | 12.5 | 4 | maxIter | 0.8100 | - |" in text
 
 
-def test_the_cold_start_table_shows_what_a_first_fit_pays_over_the_later_ones():
-    from benchmarks import cold_start
-
-    fits = [(5.0, 4.8), (1.4, 1.3), (1.2, 1.1)]
-    svb = {"way": "svb", "data_s": 7.0,
-           "fits": [{"seconds": s, "outside_loop": o} for s, o in fits]}  # fmt: skip
-    mllib = {"way": "mllib", "data_s": 8.0, "python_job_s": 3.0,
-             "fits": [{"seconds": 15.0}, {"seconds": 8.0}, {"seconds": 7.0}]}  # fmt: skip
-    text = cold_start.table([svb, mllib])
-    assert "| svb | 7.0 | - | 5.00 | 1.40 / 1.20 | 4.80 | +3.70 |" in text
-    assert "| mllib | 8.0 | 3.00 | 15.00 | 8.00 / 7.00 | nan | +8.00 |" in text
-
-
 def test_a_result_file_holds_numpy_values_as_plain_numbers(tmp_path):
     from benchmarks import session
 
@@ -346,3 +328,27 @@ def test_the_long_tail_set_has_a_handful_of_rows_for_most_classes():
     assert counts[:10].min() > 4 * np.median(counts)  # a head of frequent classes...
     assert np.median(counts) <= 4  # ... and a long tail of a few rows each
     assert np.diff(X.indptr).max() <= 30 and X.data.sum() == 8000 * 30
+
+
+def test_the_multilabel_benchmark_scores_label_sets_as_their_definitions():
+    from benchmarks.multilabel import micro_f1, ranking_metrics
+
+    sets = [[0, 2], [1], []]
+    assert micro_f1([[0], [1, 3], []], sets) == pytest.approx(2 * 2 / (3 + 3))
+    top = np.array([[2, 1, 3, 4, 5], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    metrics = ranking_metrics(top, sets)
+    assert metrics == {
+        "precision_at_1": pytest.approx(1 / 3),
+        "precision_at_5": pytest.approx(2 / 15),
+    }
+
+
+def test_the_tagged_set_has_a_zipfian_head_and_one_to_ten_labels_a_row():
+    from svb_spark.datasets import tagged_labels
+
+    X, sets = tagged_labels(500, np.random.default_rng(0), num_features=1 << 14)(4000)
+    sizes = np.array([len(s) for s in sets])
+    assert X.shape == (4000, 1 << 14) and sizes.min() == 1 and sizes.max() <= 10
+    assert all(len(set(s)) == len(s) for s in sets)  # a label at most once a row
+    counts = np.bincount([k for s in sets for k in s], minlength=500)
+    assert counts[:5].min() > 4 * np.median(counts) and np.median(sizes) <= 2

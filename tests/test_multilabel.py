@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from svb_spark.core.loss import MULTILABEL, label_sets
+from svb_spark.core.multilabel import MULTILABEL, label_sets
 from svb_spark.testing import train_in_process
 from tests.support.data import training_config
 from tests.support.reference import reference_sgd
