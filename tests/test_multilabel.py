@@ -211,3 +211,15 @@ def test_multilabel_refusals_name_the_column_and_the_fix(spark):
     nulls = frame.withColumn("label", F.when(F.rand(0) < 0.5, F.col("label")))
     with pytest.raises(ValueError, match="null label set"):
         SVBLogisticRegression(numWorkers=2).fit(nulls)
+
+
+def test_rows_held_out_by_the_fraction_judge_a_multilabel_fit_by_its_loss():
+    parts = tagged_blobs(rows=(300, 300))
+    config = training_config(parts, num_classes=K, loss=MULTILABEL, holdout_fraction=0.2,
+                             validation_tol=0.01, max_iter=10, reg_param=0.0)  # fmt: skip
+    partitions = [(*part, np.random.default_rng(r).random(300) < 0.2)
+                  for r, part in enumerate(parts)]  # fmt: skip
+    result = train_in_process(partitions, config)[0]
+    history = result.validation_history
+    assert len(history) >= 2 and result.best_epoch == int(np.argmin(history))
+    assert int(np.argmax(result.validation_accuracy)) != result.best_epoch  # not by accuracy

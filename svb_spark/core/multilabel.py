@@ -32,6 +32,9 @@ class MultiLabel(Loss):
 
     name = "multilabel"
     label_sets = True
+    # A row is right only when its whole predicted set is: with many labels that is rare, and
+    # too coarse to stop on. The held-out loss judges each label's probability.
+    judged_by_accuracy = False
     blocks = True  # no normalizer couples the labels: a block of them trains on its own
     hessian_bound = 0.25  # sigmoid' is at most 1/4, in each margin apart
 
