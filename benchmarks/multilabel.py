@@ -52,7 +52,8 @@ def svb(train, test) -> dict:
                                   rawPredictionCol="").fit(train)  # fmt: skip
     seconds = time.perf_counter() - started
     scored = model.transform(test).select("label", "prediction", "topK").collect()
-    precision = RankingEvaluator(predictionCol="topK", k=5).evaluate(model.transform(test))
+    ranking = RankingEvaluator(predictionCol="topK", metricName="precisionAtK", k=5)
+    precision = ranking.evaluate(model.transform(test))  # pyspark's, on the column as it is
     summary = model.summary
     return {"fit": "SVB default", "seconds": seconds, "epochs": summary.totalIterations,
             "solver": summary.solver, "exchange": summary.exchange, "stop": summary.stopReason,
