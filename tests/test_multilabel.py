@@ -223,3 +223,20 @@ def test_rows_held_out_by_the_fraction_judge_a_multilabel_fit_by_its_loss():
     history = result.validation_history
     assert len(history) >= 2 and result.best_epoch == int(np.argmin(history))
     assert int(np.argmax(result.validation_accuracy)) != result.best_epoch  # not by accuracy
+
+
+def test_a_class_sharded_multilabel_fit_on_spark_is_the_replicated_one(spark):
+    from svb_spark import SVBLogisticRegression
+
+    frame, _ = _tagged_frame(spark, rows=300)
+    fits = {
+        exchange: SVBLogisticRegression(numWorkers=2, solver="sgd", maxIter=4, tol=0.0,
+                                        exchange=exchange, validationFraction=0.0).fit(frame)
+        for exchange in ("p2p", "sharded")
+    }  # fmt: skip
+    assert fits["sharded"].summary.exchange == "sharded"
+    sharded, p2p = fits["sharded"], fits["p2p"]
+    W, expected = sharded.coefficientMatrix.toArray(), p2p.coefficientMatrix.toArray()
+    np.testing.assert_allclose(W, expected, rtol=1e-4, atol=1e-6)
+    history = sharded.summary.objectiveHistory
+    np.testing.assert_allclose(history, p2p.summary.objectiveHistory, rtol=1e-5)
