@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(name, type=int, default=default)
     parser.add_argument("--epochs", type=int, nargs="*", default=[5, 10])
     parser.add_argument("--cap", help="spark.executor.pyspark.memory: a worker's memory cap")
-    choices = ["mllib", "fasttext", "softmax", "k-wide"]  # k-wide: the K-wide columns' scoring
+    choices = ["default", "mllib", "fasttext", "softmax", "k-wide"]  # k-wide: those columns
     parser.add_argument("--skip", nargs="*", default=[], choices=choices)
     args = parser.parse_args(argv)
     cap = {"spark.executor.pyspark.memory": args.cap} if args.cap else {}
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     train, test = cached_frame(spark, X, y), cached_frame(spark, X_test, y_test)
     points, path = [], RESULTS / f"extreme_{args.classes}x{args.features}.json"
     runs = [lambda: svb(train, test, "default", k_wide="k-wide" not in args.skip)]
+    runs *= "default" not in args.skip
     runs += [lambda n=n: svb(train, test, f"{n} epochs", tol=0.0, maxIter=n) for n in args.epochs]
     losses = [loss for loss in ("hs", "softmax") if {loss, "fasttext"}.isdisjoint(args.skip)]
     runs += [lambda x=x: fasttext(X, y, X_test, y_test, x) for x in losses]  # softmax: O(K)
