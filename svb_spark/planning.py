@@ -123,7 +123,7 @@ def plan_fit(estimator, spark, stats, num_workers: int):
     dtype = training_dtype(estimator.getDtype(), choice.solver)
     config = dataclasses.replace(config, exchange=choice.mode, solver=choice.solver, dtype=dtype)
     config = dataclasses.replace(
-        config, start_intercepts=mllib_intercepts(config, stats.class_weights)
+        config, start_intercepts=mllib_intercepts(config, stats.class_weights, stats.weight_sum)
     )
     facts = dataclasses.replace(facts, dtype=dtype)
     holdout = holdout_fraction(facts, choice.solver, choice.mode)

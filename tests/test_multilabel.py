@@ -72,6 +72,26 @@ def test_one_fit_trains_every_label_as_the_single_process_reference(solver):
     assert history[-1] < history[0]
 
 
+@pytest.mark.parametrize("exchange", ["p2p", "sharded"])
+def test_sgd_starts_from_each_labels_log_odds_as_the_reference(exchange):
+    from svb_spark.core.solvers.lbfgs import mllib_intercepts
+
+    parts = tagged_blobs()
+    config = training_config(parts, num_classes=K, loss=MULTILABEL, exchange=exchange)
+    Y = np.concatenate([y.toarray() for _, y, _ in parts])
+    w = np.concatenate([w for _, _, w in parts])
+    start = mllib_intercepts(config, w @ Y, float(w.sum()))
+    np.testing.assert_allclose(start, np.log((w @ Y + 0.5) / (w.sum() - w @ Y + 0.5)))
+    config = dataclasses.replace(config, start_intercepts=start, max_iter=1)
+    results = train_in_process(parts, config)
+    b = np.concatenate([r.b for r in results]) if exchange == "sharded" else results[0].b
+    W_ref, b_ref, history = reference_sgd(parts, config)
+    np.testing.assert_allclose(b, b_ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(results[0].objective_history, history, rtol=1e-9)
+    zero = train_in_process(parts, dataclasses.replace(config, start_intercepts=None))[0]
+    assert zero.objective_history[0] > history[0]  # the base rates start closer
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("holdout", [0.0, 0.2])
 def test_the_class_sharded_mode_trains_and_judges_blocks_of_labels_as_replicas_do(

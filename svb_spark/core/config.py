@@ -128,6 +128,7 @@ class TrainingConfig:
             upper_W=rows(self.upper_W),
             lower_b=rows(self.lower_b),
             upper_b=rows(self.upper_b),
+            start_intercepts=rows(self.start_intercepts),
         )
 
 

@@ -92,9 +92,14 @@ class Loss(abc.ABC):
         ``margins`` untouched), and the margin of class 1 against class 0 where the model has
         two classes (MLlib's binary threshold decides on it), else None."""
 
-    def start_intercepts(self, class_weights: np.ndarray, rows: int) -> np.ndarray | None:
-        """Where L-BFGS starts the intercepts from the weighted label histogram, as MLlib
-        does, or None (zero)."""
+    # Whether every solver starts from start_intercepts, not only L-BFGS (as MLlib's does).
+    intercepts_for_every_solver: ClassVar[bool] = False
+
+    def start_intercepts(
+        self, class_weights: np.ndarray, rows: int, total_weight: float
+    ) -> np.ndarray | None:
+        """Where L-BFGS starts the intercepts from the weighted label histogram (and the
+        rows' total weight), as MLlib does, or None (zero)."""
         return None
 
     def predictions(self, probabilities: np.ndarray, thresholds=None, threshold=None):
@@ -155,7 +160,7 @@ class Multinomial(Loss):
         class_one = margins[:, 1] - margins[:, 0] if margins.shape[1] == 2 else None
         return margins, probability, class_one
 
-    def start_intercepts(self, class_weights, rows):
+    def start_intercepts(self, class_weights, rows, total_weight):
         raw = np.log1p(class_weights[:rows])  # MLlib's log(1 + n_k), centered
         return raw - raw.mean()
 
@@ -276,7 +281,7 @@ class Binomial(Loss):
             p0 = 1.0 / (1.0 + np.exp(m))
         return np.column_stack([-m, m]), np.column_stack([p0, 1.0 - p0]), m
 
-    def start_intercepts(self, class_weights, rows):
+    def start_intercepts(self, class_weights, rows, total_weight):
         if class_weights.size < 2 or not (class_weights[:2] > 0).all():
             return None
         return np.array([np.log(class_weights[1] / class_weights[0])])  # MLlib's log odds

@@ -112,8 +112,23 @@ class MultiLabel(Loss):
         right = (hits == np.diff(y.indptr)) & (extra == 0)
         return [float(w @ loss), float(w.sum(dtype=np.float64)), float(w[right].sum())]
 
-    def start_intercepts(self, class_weights, rows):
-        return None
+    # From zero intercepts every label starts at probability 1/2, so the many rows without a
+    # label push the shared features down in every label, and SGD's decaying steps do not
+    # bring the rare labels back to calibrated probabilities, which the 1/2 threshold needs:
+    # on 200 generated Zipfian labels (5k rows) SGD reached micro F1 0.907 from zero and
+    # 0.975 from each label's log odds (L-BFGS 0.978).
+    intercepts_for_every_solver = True
+
+    def start_intercepts(self, class_weights, rows, total_weight):
+        """Each label's log odds, ``log((n_k + 1/2) / (n - n_k + 1/2))`` (MLlib's binomial
+        start, smoothed so that a label no row carries starts finite).
+
+        >>> np.round(MULTILABEL.start_intercepts(np.array([1.0, 0.0]), 3, 4.0), 3).tolist()
+        [-0.847, -2.197, -2.197]
+        """
+        counts = np.zeros(rows)
+        counts[: min(rows, len(class_weights))] = class_weights[:rows]
+        return np.log((counts + 0.5) / (total_weight - counts + 0.5))
 
     def predictions(self, probabilities, thresholds=None, threshold=None):
         """Each row's predicted label set (a rows x K CSR matrix, see :func:`label_sets`): the

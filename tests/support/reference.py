@@ -74,6 +74,8 @@ def reference_sgd(partitions, config):
 
     W = np.zeros((config.num_classes, config.num_features), dtype)
     b = np.zeros(config.num_classes, dtype)
+    if config.start_intercepts is not None:  # the loss's start, as the solvers take it
+        b[...] = config.start_intercepts
     if penalty.bounded:
         penalty.project(W, b)
     saga = config.solver == "saga"
@@ -173,7 +175,7 @@ def reference_model(df, X, y, w, num_workers, **settings):
     partitions = worker_partitions(df, num_workers)
     if config.solver == "lbfgs":  # from MLlib's start, as a fit on Spark
         class_weights = np.bincount(y.astype(int), weights=w, minlength=2)
-        b = lbfgs.mllib_intercepts(config, class_weights)
+        b = lbfgs.mllib_intercepts(config, class_weights, float(w.sum()))
         initial = None if b is None else (np.zeros((config.num_classes, X.shape[1])), b)
         W_std, b_std, history = reference_lbfgs(partitions, config, initial)
     else:

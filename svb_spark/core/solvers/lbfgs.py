@@ -395,21 +395,25 @@ class LbfgsSolver(Solver):
         return Outcome(W.astype(dtype), b.astype(dtype), self.stop_reason)
 
 
-def mllib_intercepts(config: TrainingConfig, class_weights: np.ndarray | None) -> np.ndarray | None:
+def mllib_intercepts(
+    config: TrainingConfig, class_weights: np.ndarray | None, total_weight: float
+) -> np.ndarray | None:
     """MLlib's starting intercepts for L-BFGS, given the weight of each class's rows: those
     that give the classes their frequencies, ``log(1 + n_k)`` centered (binomial:
     ``log(n_1 / n_0)``), beside zero coefficients, so that a fit starts where MLlib's does and
-    ``tol``, relative to the first objective, means the same. None for the other solvers, a
-    fit without intercepts, or no histogram (then L-BFGS starts from zero).
+    ``tol``, relative to the first objective, means the same. None for the other solvers
+    (unless the loss starts every solver there), a fit without intercepts, or no histogram
+    (then the fit starts from zero).
 
     >>> config = TrainingConfig(3, 2, 32, 100, 1e-6, 0.0, True, 1.0, 0, "float64",
     ...                         np.ones(2), solver="lbfgs")
-    >>> np.round(mllib_intercepts(config, np.array([3.0, 1.0, 0.0])), 4).tolist()
+    >>> np.round(mllib_intercepts(config, np.array([3.0, 1.0, 0.0]), 4.0), 4).tolist()
     [0.6931, 0.0, -0.6931]
     """
-    if config.solver != LbfgsSolver.name or not config.fit_intercept or class_weights is None:
+    solver = config.solver == LbfgsSolver.name or config.loss.intercepts_for_every_solver
+    if not solver or not config.fit_intercept or class_weights is None:
         return None
-    return config.loss.start_intercepts(class_weights, config.num_classes)
+    return config.loss.start_intercepts(class_weights, config.num_classes, total_weight)
 
 
 def as_vector(gradient: np.ndarray) -> np.ndarray:

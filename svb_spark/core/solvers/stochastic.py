@@ -62,6 +62,8 @@ class SgdSolver(Solver):
         )  # fmt: skip
         if initial is not None:  # a warm start, already in the standardized space
             self.weights.start_from(*initial)
+        elif config.start_intercepts is not None:  # the loss's start (zero coefficients)
+            self.weights.b[...] = config.start_intercepts
         self._add_state()
         self.validation_pending = False  # an epoch closed and its held-out loss is not in
         if config.validation_tol is not None:  # the best model yet, folded (factor 1)
