@@ -15,26 +15,22 @@ from pyspark.ml.classification import ProbabilisticClassificationModel, Probabil
 from pyspark.ml.linalg import DenseVector, Matrix, Vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, DefaultParamsWriter
 
+from svb_spark import multilabel_summary as multilabel
 from svb_spark.core import numerics
 from svb_spark.core.loss import Loss, of_model
 from svb_spark.core.multilabel import MULTILABEL
 from svb_spark.core.solvers import solver_type
 from svb_spark.fitting import fit_model
-from svb_spark.multilabel_summary import SVBMultilabelSummary, SVBMultilabelTrainingSummary
 from svb_spark.params import (
     _SVBEstimatorParams,
     _SVBLogisticRegressionParams,
     json_params,
     validate_param_values,
 )
+from svb_spark.spark import scoring
 from svb_spark.spark.inspection import check_columns
 from svb_spark.spark.mllib_interop import compressed_matrix, compressed_vector, to_mllib
 from svb_spark.spark.persistence import SVBModelReadable, SVBModelWritable
-from svb_spark.spark.scoring import (
-    ClassBlockBroadcasts,
-    add_prediction_columns,
-    outputs_from_margins,
-)
 from svb_spark.summary import (
     FitRecord,
     SVBBinaryLogisticRegressionSummary,
@@ -363,7 +359,7 @@ class SVBLogisticRegressionModel(
         self._W = None if coefficients is None else np.asarray(coefficients, dtype=np.float64)
         self._b = None if intercepts is None else np.asarray(intercepts, dtype=np.float64)
         self._summary: SVBLogisticRegressionTrainingSummary | None = None
-        self._class_blocks = ClassBlockBroadcasts()
+        self._class_blocks = scoring.ClassBlockBroadcasts()
         # The class labels of a label column StringIndexer made, or None (see labels).
         self._labels: list[str] | None = None
 
@@ -484,7 +480,8 @@ class SVBLogisticRegressionModel(
         """The summary class for this model's family, and whether its metrics read the
         prediction column alone (the binary curves read the probabilities)."""
         if self._multilabel:
-            return (SVBMultilabelTrainingSummary if training else SVBMultilabelSummary), True
+            training_kind = multilabel.SVBMultilabelTrainingSummary
+            return (training_kind if training else multilabel.SVBMultilabelSummary), True
         if self.numClasses <= 2:
             binary = SVBBinaryLogisticRegressionTrainingSummary
             return (binary if training else SVBBinaryLogisticRegressionSummary), False
@@ -496,7 +493,10 @@ class SVBLogisticRegressionModel(
         without the K-wide columns (at 10^4 classes those are most of a scoring's bytes)."""
         names = ("rawPredictionCol", "probabilityCol", "topKCol", "topKProbabilityCol",
                  "topKLabelsCol")  # fmt: skip
-        return self.copy({self.getParam(name): "" for name in names})
+        copied = self.copy({self.getParam(name): "" for name in names})
+        if self._multilabel:  # and the top labels, which precisionAtK reads
+            copied._set(topKCol=multilabel.RANKED_COLUMN, topK=multilabel.RANKED_LABELS)
+        return copied
 
     def evaluate(self, dataset) -> SVBLogisticRegressionSummary:
         """Metrics of this model on ``dataset`` (which needs the label column): an
@@ -517,7 +517,7 @@ class SVBLogisticRegressionModel(
 
     def _outputs(self, value: Vector) -> tuple[np.ndarray, np.ndarray, float | list[float]]:
         margins = numerics.raw_margins(self._W, self._b, value.toArray().reshape(1, -1))
-        raw, probability, prediction = outputs_from_margins(
+        raw, probability, prediction = scoring.outputs_from_margins(
             margins, self._thresholds(), self._prediction_threshold(), self._loss
         )
         if self._multilabel:  # the row's label set
@@ -538,7 +538,7 @@ class SVBLogisticRegressionModel(
 
     def _transform(self, dataset):
         validate_param_values(self)
-        return add_prediction_columns(
+        return scoring.add_prediction_columns(
             dataset,
             self._W,
             self._b,

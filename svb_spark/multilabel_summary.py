@@ -11,6 +11,9 @@ import numpy as np
 
 from svb_spark.summary import SVBLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
 
+# The ranked labels the metrics frame holds, best first, for precisionAtK.
+RANKED_COLUMN, RANKED_LABELS = "_svb_ranked", 5
+
 
 class SVBMultilabelSummary(SVBLogisticRegressionSummary):
     """Metrics of a multi-label model on a DataFrame whose label and prediction columns hold
@@ -19,28 +22,43 @@ class SVBMultilabelSummary(SVBLogisticRegressionSummary):
     ``subsetAccuracy``, ``accuracy``, ``hammingLoss``, ``precision``, ``recall`` and
     ``f1Measure`` (means over rows), ``microPrecision``, ``microRecall``, ``microF1Measure``,
     ``precisionByLabel``, ``recallByLabel``, ``f1MeasureByLabel`` and ``macroF1Measure``
-    (their mean over the labels that occur). A row whose label and predicted sets are both
-    empty counts as right. One Spark job aggregates per-label counts, never a rows x K array.
+    (their mean over the labels that occur), and ``precisionAtK(k)`` (``RankingEvaluator``'s,
+    for k up to 5: the mean over rows of the labels among the k most probable, over k). A row
+    whose label and predicted sets are both empty counts as right. One Spark job aggregates
+    per-label counts, never a rows x K array.
     """
 
     @cached_property
     def _counts(self) -> dict:
         from pyspark.sql import functions as F
 
+        ranked = self._metric_frame.columns.count(RANKED_COLUMN)  # (scored with the ranking)
         frame = self._metric_frame.select(
             F.col(self.labelCol).cast("array<double>").alias("label"),
             F.col(self.predictionCol).cast("array<double>").alias("prediction"),
+            *[F.col(RANKED_COLUMN).alias("ranked")] * ranked,
         )
         stats = frame.mapInArrow(_label_set_counts, "stats binary").collect()
         parts = [pickle.loads(row.stats) for row in stats]
         size = max(len(p["tp"]) for p in parts)
-        total = {key: sum(p[key] for p in parts) for key in _ROW_SUMS}
+        total = {key: sum(p[key] for p in parts) for key in (*_ROW_SUMS, "hits")}
         for key in ("tp", "labeled", "predicted"):
             total[key] = sum(np.pad(p[key], (0, size - len(p[key]))) for p in parts)
         return total
 
     def _mean(self, key: str) -> float:
         return float(self._counts[key] / max(self._counts["rows"], 1))
+
+    def precisionAtK(self, k: int = 5) -> float:
+        """The mean over rows of how many of a row's ``k`` most probable labels it carries,
+        over ``k`` (``RankingEvaluator``'s precisionAtK), for ``k`` from 1 to 5."""
+        if not 1 <= k <= RANKED_LABELS or np.ndim(self._counts["hits"]) == 0:
+            raise ValueError(
+                f"precisionAtK takes k from 1 to {RANKED_LABELS} (got {k}), on a summary of a "
+                "multi-label model's rows; for other k, score with topKCol and use "
+                "pyspark's RankingEvaluator."
+            )
+        return float(self._counts["hits"][:k].sum() / (k * max(self._counts["rows"], 1)))
 
     @property
     def labels(self) -> list[float]:
@@ -131,6 +149,7 @@ def _label_set_counts(batches):
     import pyarrow as pa
 
     sums = dict.fromkeys(_ROW_SUMS, 0.0)
+    sums["hits"] = 0.0  # per rank: the rows whose label it is (when the frame has the ranking)
     counts = {key: np.zeros(0) for key in ("tp", "labeled", "predicted")}
     for batch in batches:
         n = batch.num_rows
@@ -151,6 +170,8 @@ def _label_set_counts(batches):
             sums["recall"] += float(np.where(size > 0, hit / size, 0.0).sum())
             sums["f1"] += float(np.where(union > 0, 2 * hit / (size + guessed), 1.0).sum())
         sums["symmetric"] += float((union - hit).sum())
+        if "ranked" in batch.schema.names:
+            sums["hits"] = sums["hits"] + _ranked_hits(batch.column("ranked"), rows, labels, n)
         sums["rows"] += n
         for key, found in (
             ("tp", hits % max(width, 1)),
@@ -161,6 +182,19 @@ def _label_set_counts(batches):
             grown[: len(counts[key])] += counts[key]
             counts[key] = grown
     yield pa.RecordBatch.from_arrays([pa.array([pickle.dumps({**sums, **counts})])], ["stats"])
+
+
+def _ranked_hits(column, rows: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Per rank of a column of ranked labels (best first, as many a row): how many rows
+    carry the label ranked there."""
+    from svb_spark.spark.data import label_set_parts
+
+    offsets, ranked = label_set_parts(column)
+    width = max(labels.max(initial=-1), ranked.max(initial=-1)) + 1
+    row = np.repeat(np.arange(n), np.diff(offsets))
+    rank = np.arange(len(ranked)) - np.repeat(offsets[:-1], np.diff(offsets))
+    carried = np.isin(row * width + ranked.astype(np.int64), rows * width + labels)
+    return np.bincount(rank[carried], minlength=RANKED_LABELS).astype(np.float64)
 
 
 def _set_entries(column, rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -202,6 +202,9 @@ def test_a_multilabel_fit_is_mllibs_binomial_fit_of_each_label(spark, tmp_path):
     assert 0.5 < summary.microF1Measure < 1.0  # learned, and not trivially
     precision = RankingEvaluator(predictionCol="topK", metricName="precisionAtK", k=2)
     assert 0.0 < precision.evaluate(scored) <= 1.0
+    assert summary.precisionAtK(2) == pytest.approx(precision.evaluate(scored), rel=1e-12)
+    with pytest.raises(ValueError, match="precisionAtK takes k from 1 to 5"):
+        summary.precisionAtK(6)
 
     model.write().overwrite().save(str(tmp_path / "m"))
     loaded = SVBLogisticRegressionModel.load(str(tmp_path / "m"))
