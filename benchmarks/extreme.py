@@ -20,8 +20,7 @@ from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
 
 from benchmarks.peers import PeerFailed, fit_mllib
-from benchmarks.session import RESULTS, WORKERS, cached_frame, local_spark, log, write
-from benchmarks.session import where_and_when as where
+from benchmarks.session import RESULTS, WORKERS, cached_frame, local_spark, record_points
 from svb_spark import SVBLogisticRegression
 from svb_spark.datasets import tagged_text
 
@@ -127,17 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     draw = tagged_text(args.classes, np.random.default_rng(0), num_features=args.features)
     (X, y), (X_test, y_test) = draw(args.rows), draw(50_000)
     train, test = cached_frame(spark, X, y), cached_frame(spark, X_test, y_test)
-    points, path = [], RESULTS / f"extreme_{args.classes}x{args.features}.json"
+    path = RESULTS / f"extreme_{args.classes}x{args.features}.json"
     runs = [lambda: svb(train, test, "default", k_wide="k-wide" not in args.skip)]
     runs *= "default" not in args.skip
     runs += [lambda n=n: svb(train, test, f"{n} epochs", tol=0.0, maxIter=n) for n in args.epochs]
     losses = [loss for loss in ("hs", "softmax") if {loss, "fasttext"}.isdisjoint(args.skip)]
     runs += [lambda x=x: fasttext(X, y, X_test, y_test, x) for x in losses]  # softmax: O(K)
-    runs += [lambda: mllib(train, X_test, y_test)] * ("mllib" not in args.skip)  # may kill the JVM
-    for run in runs:  # written after each point, so a later failure keeps the earlier ones
-        points.append(run())
-        log(points[-1])
-        write({**where(), **vars(args), "points": points}, path)
+    runs += [lambda: mllib(train, X_test, y_test)] * ("mllib" not in args.skip)
+    record_points(runs, path, vars(args))  # MLlib last: its failure may take the JVM down
     spark.stop()
     return 0
 

@@ -15,8 +15,7 @@ import numpy as np
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
 
-from benchmarks.session import RESULTS, WORKERS, local_spark, log, write
-from benchmarks.session import where_and_when as where
+from benchmarks.session import RESULTS, WORKERS, local_spark, record_points
 from svb_spark import SVBLogisticRegression
 from svb_spark.datasets import tagged_labels
 
@@ -114,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(lambda: sklearn_one_vs_rest(X, sets, X_test, test_sets, args.labels))
     if "mllib" not in args.skip:
         runs.append(lambda: mllib_per_label(train, args.labels, args.mllib_labels))
-    points, path = [], RESULTS / f"multilabel_{args.labels}x{args.features}.json"
-    for run in runs:
-        points.append(run())
-        log(points[-1])
-        write({**where(), **vars(args), "points": points}, path)
+    record_points(runs, RESULTS / f"multilabel_{args.labels}x{args.features}.json", vars(args))
     spark.stop()
     return 0
 

@@ -70,6 +70,17 @@ def write(result: dict, path: Path) -> Path:
     return path
 
 
+def record_points(runs, path: Path, settings: dict) -> list[dict]:
+    """Run ``runs`` (each returns one point) in order, logging every point and writing the
+    result file after each, so that a later failure keeps the points before it."""
+    points: list[dict] = []
+    for run in runs:
+        points.append(run())
+        log(points[-1])
+        write({**where_and_when(), **settings, "points": points}, path)
+    return points
+
+
 def _json_default(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()

@@ -352,3 +352,16 @@ def test_the_tagged_set_has_a_zipfian_head_and_one_to_ten_labels_a_row():
     assert all(len(set(s)) == len(s) for s in sets)  # a label at most once a row
     counts = np.bincount([k for s in sets for k in s], minlength=500)
     assert counts[:5].min() > 4 * np.median(counts) and np.median(sizes) <= 2
+
+
+def test_recorded_points_are_written_after_each_so_a_failure_keeps_the_earlier(tmp_path):
+    from benchmarks import session
+
+    def fails():
+        raise RuntimeError("the JVM died")
+
+    path = tmp_path / "result.json"
+    with pytest.raises(RuntimeError):
+        session.record_points([lambda: {"fit": "a"}, fails], path, {"rows": 3})
+    written = json.loads(path.read_text())
+    assert written["rows"] == 3 and written["points"] == [{"fit": "a"}]
