@@ -248,18 +248,24 @@ def test_rows_held_out_by_the_fraction_judge_a_multilabel_fit_by_its_loss():
     assert int(np.argmax(result.validation_accuracy)) != result.best_epoch  # not by accuracy
 
 
-def test_a_class_sharded_multilabel_fit_on_spark_is_the_replicated_one(spark):
+def test_every_exchange_mode_trains_a_multilabel_fit_on_spark_alike(spark):
     from svb_spark import SVBLogisticRegression
 
     frame, _ = _tagged_frame(spark, rows=300)
     fits = {
         exchange: SVBLogisticRegression(numWorkers=2, solver="sgd", maxIter=4, tol=0.0,
                                         exchange=exchange, validationFraction=0.0).fit(frame)
-        for exchange in ("p2p", "sharded")
+        for exchange in ("p2p", "sharded", "broadcast", "dense")
     }  # fmt: skip
-    assert fits["sharded"].summary.exchange == "sharded"
-    sharded, p2p = fits["sharded"], fits["p2p"]
-    W, expected = sharded.coefficientMatrix.toArray(), p2p.coefficientMatrix.toArray()
-    np.testing.assert_allclose(W, expected, rtol=1e-4, atol=1e-6)
-    history = sharded.summary.objectiveHistory
-    np.testing.assert_allclose(history, p2p.summary.objectiveHistory, rtol=1e-5)
+    p2p = fits.pop("p2p")
+    expected = p2p.coefficientMatrix.toArray()
+    for exchange, model in fits.items():
+        assert model.summary.exchange == exchange and model.getFamily() == "multilabel"
+        W = model.coefficientMatrix.toArray()
+        np.testing.assert_allclose(W, expected, rtol=1e-4, atol=1e-6, err_msg=exchange)
+        history = model.summary.objectiveHistory
+        np.testing.assert_allclose(history, p2p.summary.objectiveHistory, rtol=1e-5)
+    # A warm start goes on from a multi-label model: 4 more epochs from p2p's end.
+    warm = SVBLogisticRegression(numWorkers=2, solver="sgd", maxIter=4, tol=0.0,
+                                 validationFraction=0.0, initialModel=p2p).fit(frame)  # fmt: skip
+    assert warm.summary.objectiveHistory[0] < p2p.summary.objectiveHistory[0]
