@@ -110,7 +110,8 @@ class MultiLabel(Loss):
         hits = np.sum([b[1] for b in blocks], axis=0)
         extra = np.sum([b[2] for b in blocks], axis=0)
         right = (hits == np.diff(y.indptr)) & (extra == 0)
-        return [float(w @ loss), float(w.sum(dtype=np.float64)), float(w[right].sum())]
+        correct = float(w[right].sum(dtype=np.float64))
+        return [float(w @ loss), float(w.sum(dtype=np.float64)), correct]
 
     # From zero intercepts every label starts at probability 1/2, so the many rows without a
     # label push the shared features down in every label, and SGD's decaying steps do not
@@ -136,7 +137,7 @@ class MultiLabel(Loss):
         (1/2 by default), as MLlib's binary models decide on their one probability."""
         from scipy import sparse
 
-        cut = label_cuts(probabilities.shape[1], thresholds, threshold, logits=False)
+        cut = label_cuts(thresholds, threshold, logits=False)
         with np.errstate(invalid="ignore"):
             return sparse.csr_matrix(probabilities > cut, dtype=np.float64)
 
@@ -144,7 +145,7 @@ class MultiLabel(Loss):
         return RunningSigmoids(num_rows, thresholds, threshold, top_k)
 
 
-def label_cuts(num_labels: int, thresholds, threshold, logits: bool) -> np.ndarray | float:
+def label_cuts(thresholds, threshold, logits: bool) -> np.ndarray:
     """The probability (or, with ``logits``, the margin) each label must exceed to be
     predicted: ``thresholds`` per label, or else ``threshold`` (1/2 by default) for all."""
     cut = np.asarray(thresholds if thresholds else 0.5 if threshold is None else threshold, float)
@@ -192,7 +193,7 @@ class RunningSigmoids:
 
     def __init__(self, num_rows: int, thresholds=None, threshold=None, top_k: int = 0):
         self.num_rows, self.num_labels = num_rows, 0
-        self.cut = label_cuts(0, thresholds, threshold, logits=True)
+        self.cut = label_cuts(thresholds, threshold, logits=True)
         self.ranking = RunningTop(num_rows, top_k)
         self._rows: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []

@@ -171,7 +171,7 @@ def label_set_parts(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.
 
 
 def label_sets_column(column: pa.Array | pa.ChunkedArray, num_labels: int, dtype):
-    """A label-sets column as :func:`svb_spark.core.loss.label_sets` makes them: a rows x
+    """A label-sets column as :func:`svb_spark.core.multilabel.label_sets` makes them: a rows x
     ``num_labels`` CSR matrix of ones; a label a row repeats counts once."""
     from scipy import sparse
 
