@@ -43,14 +43,14 @@ def test_the_vectors_are_the_gradient_of_the_loss_sum():
     np.testing.assert_allclose(U, w[:, None] * (1 / (1 + np.exp(-margins)) - dense), rtol=1e-12)
 
 
-def test_a_row_is_correct_when_its_predicted_set_is_its_label_set():
+def test_a_row_counts_as_correct_in_proportion_to_its_f1():
     y = label_sets([[0, 2], [], [1], [3]], K)
     margins = np.full((4, K), -3.0)
-    margins[0, [0, 2]] = 2.0  # exactly its labels
-    margins[2, [0, 1]] = 1.0  # one label too many
-    w = np.array([1.0, 2.0, 4.0, 8.0])  # row 3 misses its label; row 1 has none and no others
+    margins[0, [0, 2]] = 2.0  # exactly its labels: F1 1
+    margins[2, [0, 1]] = 1.0  # one label too many: F1 2/3
+    w = np.array([1.0, 2.0, 4.0, 8.0])  # row 1 has none and predicts none (1); row 3 misses (0)
     U, _ = MULTILABEL.vectors(margins, y, w)
-    assert MULTILABEL.correct_weight(U, y, w) == 3.0
+    assert MULTILABEL.correct_weight(U, y, w) == pytest.approx(1.0 + 2.0 + 4.0 * 2 / 3)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "asgd", "saga", "lbfgs"])
@@ -236,16 +236,16 @@ def test_multilabel_refusals_name_the_column_and_the_fix(spark):
         SVBLogisticRegression(numWorkers=2).fit(nulls)
 
 
-def test_rows_held_out_by_the_fraction_judge_a_multilabel_fit_by_its_loss():
+def test_rows_held_out_by_the_fraction_judge_a_multilabel_fit_by_their_mean_f1():
     parts = tagged_blobs(rows=(300, 300))
     config = training_config(parts, num_classes=K, loss=MULTILABEL, holdout_fraction=0.2,
                              validation_tol=0.01, max_iter=10, reg_param=0.0)  # fmt: skip
     partitions = [(*part, np.random.default_rng(r).random(300) < 0.2)
                   for r, part in enumerate(parts)]  # fmt: skip
     result = train_in_process(partitions, config)[0]
-    history = result.validation_history
-    assert len(history) >= 2 and result.best_epoch == int(np.argmin(history))
-    assert int(np.argmax(result.validation_accuracy)) != result.best_epoch  # not by accuracy
+    f1 = result.validation_accuracy
+    assert len(f1) >= 2 and result.best_epoch == int(np.argmax(f1))
+    assert int(np.argmin(result.validation_history)) != result.best_epoch  # not by the loss
 
 
 def test_every_exchange_mode_trains_a_multilabel_fit_on_spark_alike(spark):

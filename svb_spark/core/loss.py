@@ -68,9 +68,6 @@ class Loss(abc.ABC):
     # Whether a row's label is a set of labels (a rows x K CSR matrix, see label_sets) rather
     # than one class index.
     label_sets: ClassVar[bool] = False
-    # Whether the rows validationFraction holds out judge a fit by accuracy (else by the loss,
-    # as a validation column's always do).
-    judged_by_accuracy: ClassVar[bool] = True
 
     def rows(self, num_classes: int) -> int:
         """The rows of W this loss trains for ``num_classes`` classes."""

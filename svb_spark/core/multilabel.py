@@ -20,7 +20,8 @@ class MultiLabel(Loss):
     included): ``U = diag(w) (sigmoid(M) - Y)`` and the loss ``w sum_k (log(1 + e^m_k) - y_k
     m_k)``. ``y`` is the rows' label sets as a rows x K CSR matrix (:func:`label_sets`), so
     ``Y`` is never dense: its few ones are taken from ``U`` where they sit. A row counts as
-    correct when its predicted set (probability above 1/2) is its label set.
+    correct in proportion to its F1 (its predicted set, probability above 1/2, against its
+    labels), so held-out rows judge a fit by their mean F1: MLlib's example-based f1Measure.
 
     Examples
     --------
@@ -32,9 +33,6 @@ class MultiLabel(Loss):
 
     name = "multilabel"
     label_sets = True
-    # A row is right only when its whole predicted set is: with many labels that is rare, and
-    # too coarse to stop on. The held-out loss judges each label's probability.
-    judged_by_accuracy = False
     blocks = True  # no normalizer couples the labels: a block of them trains on its own
     hessian_bound = 0.25  # sigmoid' is at most 1/4, in each margin apart
 
@@ -52,15 +50,24 @@ class MultiLabel(Loss):
         return margins, loss_sum
 
     def correct_weight(self, U, y, weights):
-        """The rows whose labels are exactly those of probability above 1/2."""
+        """The rows' weights times their F1: ``2 |labels and predicted| / (|labels| +
+        |predicted|)``, the predicted labels those of probability above 1/2, and 1 where both
+        sets are empty. The exact set alone is rarely right among many labels, too coarse to
+        stop on; the held-out loss kept falling for 28 epochs on 1,000 generated labels where
+        the F1 was best after 3 (benchmarks.multilabel's set, 20k rows).
+
+        >>> y = label_sets([[0, 1], [], [2]], 3)
+        >>> U, _ = MULTILABEL.vectors(np.array([[3.0, -3, 3], [-3, -3, -3], [-3, -3, -3]]),
+        ...                           y, np.ones(3))
+        >>> MULTILABEL.correct_weight(U, y, np.ones(3))  # F1 1/2, 1 and 0
+        1.5
+        """
         rows, columns = label_positions(y)
         w = weights.astype(U.dtype, copy=False)
         # Off a row's labels U = w sigmoid(m); on them U + w, and U itself is never above w / 2.
         extra = (U > 0.5 * w[:, None]).sum(axis=1)
-        hits = U[rows, columns] + w[rows] > 0.5 * w[rows]
-        counts = np.diff(y.indptr)
-        right = (np.bincount(rows, weights=hits, minlength=len(counts)) == counts) & (extra == 0)
-        return float(weights[right].sum(dtype=np.float64))
+        hits = np.bincount(rows, U[rows, columns] + w[rows] > 0.5 * w[rows], len(extra))
+        return float(weights @ row_f1(hits, np.diff(y.indptr), extra))
 
     def outputs(self, margins):
         return margins, sigmoid(np.asarray(margins, dtype=np.float64)), None
@@ -104,13 +111,12 @@ class MultiLabel(Loss):
     @staticmethod
     def held_out_sums(blocks: list[np.ndarray], y, w: np.ndarray) -> list[float]:
         """The held-out (loss, weight, correctly predicted weight) sums from every block's
-        :meth:`block_verdicts`: a row is correct when every block predicts exactly its labels
-        there."""
+        :meth:`block_verdicts`: a row's correct weight is its weight times its F1, as in
+        :meth:`correct_weight`."""
         loss = np.sum([b[0] for b in blocks], axis=0)
         hits = np.sum([b[1] for b in blocks], axis=0)
         extra = np.sum([b[2] for b in blocks], axis=0)
-        right = (hits == np.diff(y.indptr)) & (extra == 0)
-        correct = float(w[right].sum(dtype=np.float64))
+        correct = float(w @ row_f1(hits, np.diff(y.indptr), extra))
         return [float(w @ loss), float(w.sum(dtype=np.float64)), correct]
 
     # From zero intercepts every label starts at probability 1/2, so the many rows without a
@@ -143,6 +149,13 @@ class MultiLabel(Loss):
 
     def running(self, num_rows, thresholds=None, threshold=None, top_k=0):
         return RunningSigmoids(num_rows, thresholds, threshold, top_k)
+
+
+def row_f1(hits: np.ndarray, labels: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """Each row's F1 from its labels predicted (``hits``), its labels and its predicted
+    labels that are not its (``extra``); 1 where it has neither labels nor predictions."""
+    both = labels + hits + extra
+    return np.where(both > 0, 2.0 * hits / np.maximum(both, 1), 1.0)
 
 
 def label_cuts(thresholds, threshold, logits: bool) -> np.ndarray:

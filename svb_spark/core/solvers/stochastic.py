@@ -173,9 +173,9 @@ class SgdSolver(Solver):
         fraction by accuracy). On many classes the two part ways: on generated text (1000
         classes) the held-out accuracy was best after the first epoch while the loss fell
         for eight more; on 1000 dense classes the loss was lowest after the first epoch while
-        the accuracy rose for three more. Accuracy is what a default fit is judged by, unless
-        the loss says otherwise (the multi-label loss is judged by itself)."""
-        if self.config.holdout_fraction and self.config.loss.judged_by_accuracy:
+        the accuracy rose for three more. Accuracy is what a default fit is judged by (for
+        label sets, the rows' mean F1: see MultiLabel.correct_weight)."""
+        if self.config.holdout_fraction:
             return [1.0 - accuracy for accuracy in self.validation_accuracy]
         return self.validation_history
 
