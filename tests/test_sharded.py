@@ -10,6 +10,7 @@ from svb_spark.core import numerics
 from svb_spark.core.loss import MULTINOMIAL
 from svb_spark.core.solvers.sharded import class_blocks
 from svb_spark.testing import train_in_process
+from tests.support.compare import assert_judged_alike
 from tests.support.data import blobs, training_config
 from tests.support.reference import reference_sgd
 
@@ -110,19 +111,7 @@ def test_held_out_rows_judge_a_sharded_fit_as_they_judge_the_replicated_one(
     )  # fmt: skip
     replicated = train_in_process(partitions, config)[0]
     sharded = train_in_process(partitions, dataclasses.replace(config, exchange="sharded"))
-    assert replicated.validation_history
-    for result in sharded:
-        np.testing.assert_allclose(
-            result.validation_history, replicated.validation_history, rtol=1e-6
-        )
-        np.testing.assert_allclose(
-            result.validation_accuracy, replicated.validation_accuracy, rtol=1e-12
-        )
-        assert result.best_epoch == replicated.best_epoch
-        assert (result.stop_reason, result.steps) == (replicated.stop_reason, replicated.steps)
-    W, b = _assembled(sharded)
-    np.testing.assert_allclose(W, replicated.W, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(b, replicated.b, rtol=1e-5, atol=1e-7)
+    assert_judged_alike(sharded, replicated)
 
 
 def test_sharded_payload_per_step_is_the_cost_formula_with_no_class_term():
