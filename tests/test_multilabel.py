@@ -224,6 +224,12 @@ def test_multilabel_refusals_name_the_column_and_the_fix(spark):
     nulls = frame.withColumn("label", F.when(F.rand(0) < 0.5, F.col("label")))
     with pytest.raises(ValueError, match="null label set"):
         SVBLogisticRegression(numWorkers=2).fit(nulls)
+    empty = frame.withColumn("label", F.array().cast("array<double>"))
+    with pytest.raises(ValueError, match="holds no label: every one of the 60 row"):
+        SVBLogisticRegression(numWorkers=2).fit(empty)
+    fractional = frame.withColumn("label", F.array(F.lit(0.0), F.lit(1.5)))
+    with pytest.raises(ValueError, match="in every label set; found 1.5"):
+        SVBLogisticRegression(numWorkers=2).fit(fractional)
 
 
 def test_rows_held_out_by_the_fraction_judge_a_multilabel_fit_by_their_mean_f1():
