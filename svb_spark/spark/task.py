@@ -86,18 +86,18 @@ def _memory_report(data: LocalPartition) -> dict:
     the threads of each BLAS it has loaded (where threadpoolctl can tell)."""
     import resource
 
-    X = data.X
-    rows_bytes = X.nbytes if isinstance(X, np.ndarray) else X.data.nbytes + X.indices.nbytes
     # Linux reports ru_maxrss in KiB.
     return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "peak_address_space": _peak_address_space(),
-            "data_bytes": int(rows_bytes + _nbytes(data.y) + data.w.nbytes),
+            "data_bytes": int(_stored_bytes(data.X) + _stored_bytes(data.y) + data.w.nbytes),
             "blas_threads": _blas_threads()}  # fmt: skip
 
 
-def _nbytes(y) -> int:
-    """The bytes of labels: an array, or label sets (CSR)."""
-    return y.nbytes if isinstance(y, np.ndarray) else y.data.nbytes + y.indices.nbytes
+def _stored_bytes(array) -> int:
+    """The bytes of rows or labels: an array, or a CSR matrix's values and column indices."""
+    return (
+        array.nbytes if isinstance(array, np.ndarray) else array.data.nbytes + array.indices.nbytes
+    )
 
 
 def _peak_address_space() -> int | None:
