@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from svb_spark.core import numerics
-from svb_spark.core.loss import BINOMIAL, MULTINOMIAL, Loss
+from svb_spark.core.loss import BINOMIAL, MULTINOMIAL, Loss, softplus
 from svb_spark.testing import train_in_process
 from tests.support.data import blobs, training_config
 from tests.support.reference import reference_sgd
@@ -89,3 +89,15 @@ def test_the_loss_the_config_carries_decides_the_family_not_its_row_count():
     squared, _ = numerics.sufficient_vectors(W, b, X, np.zeros(20, int), w, SquaredLoss())
     np.testing.assert_allclose(squared[:, 0], X @ W[0] - 1.0)
     assert not np.allclose(sigmoid, squared)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_is_logaddexp_in_its_dtype_without_overflow_or_touching_its_input(dtype):
+    margins = np.concatenate([np.linspace(-100, 100, 2001), [-1e30, -800, 800, 1e30]])
+    margins = margins.astype(dtype)
+    before = margins.copy()
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        ours = softplus(margins)
+    assert ours.dtype == dtype
+    np.testing.assert_allclose(ours, np.logaddexp(dtype(0), margins), rtol=4 * np.finfo(dtype).eps)
+    np.testing.assert_array_equal(margins, before)

@@ -32,9 +32,27 @@ def softmax(margins: np.ndarray) -> np.ndarray:
     return margins
 
 
+def softplus(margins: np.ndarray) -> np.ndarray:
+    """``log(1 + e^m)``, without overflow: ``max(m, 0) + log1p(e^-|m|)``, the formula of
+    ``np.logaddexp(0, m)``. That ufunc has no vectorized loop: on a step's 32 x 1,000
+    float32 margins it took 350 us to these operations' 50, and 8% of a multi-label fit's
+    worker time.
+
+    >>> bool(np.allclose(softplus(np.array([-800.0, -1.0, 0.0, 2.0, 800.0])),
+    ...                  np.logaddexp(0.0, [-800.0, -1.0, 0.0, 2.0, 800.0])))
+    True
+    """
+    out = np.abs(margins)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    np.log1p(out, out=out)
+    out += np.maximum(margins, 0)
+    return out
+
+
 def sigmoid(margins: np.ndarray) -> np.ndarray:
     """``1 / (1 + e^-m)``, without overflow."""
-    return np.exp(margins - np.logaddexp(0.0, margins))
+    return np.exp(margins - softplus(margins))
 
 
 def predictions_from_probabilities(
@@ -257,10 +275,10 @@ class Binomial(Loss):
     def vectors(self, margins, y, weights):
         m = margins[:, 0]
         label = y.astype(m.dtype)
-        softplus = np.logaddexp(0.0, m)
-        loss_sum = float((weights * (softplus - label * m)).sum(dtype=np.float64))
+        log_one_plus = softplus(m)
+        loss_sum = float((weights * (log_one_plus - label * m)).sum(dtype=np.float64))
         # sigmoid(m) = exp(m - log(1 + e^m)): no overflow for large |m|.
-        np.exp(m - softplus, out=m)
+        np.exp(m - log_one_plus, out=m)
         m -= label
         m *= weights.astype(m.dtype, copy=False)
         return margins, loss_sum

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from svb_spark.core.loss import Loss, RunningTop, sigmoid
+from svb_spark.core.loss import Loss, RunningTop, sigmoid, softplus
 
 
 class MultiLabel(Loss):
@@ -39,11 +39,11 @@ class MultiLabel(Loss):
     def vectors(self, margins, y, weights):
         rows, columns = label_positions(y)
         w = weights.astype(margins.dtype, copy=False)
-        softplus = np.logaddexp(0.0, margins)
-        loss_sum = float(weights @ softplus.sum(axis=1, dtype=np.float64))
+        log_one_plus = softplus(margins)
+        loss_sum = float(weights @ log_one_plus.sum(axis=1, dtype=np.float64))
         loss_sum -= float((weights[rows] * margins[rows, columns]).sum(dtype=np.float64))
         # sigmoid(m) = exp(m - log(1 + e^m)): no overflow for large |m|.
-        np.subtract(margins, softplus, out=margins)
+        np.subtract(margins, log_one_plus, out=margins)
         np.exp(margins, out=margins)
         margins[rows, columns] -= 1.0
         margins *= w[:, None]
@@ -102,7 +102,7 @@ class MultiLabel(Loss):
         rows, columns = label_positions(self.label_margins(margins, y, first_class))
         count, picked = margins.shape[0], margins[rows, columns]
         verdicts = np.zeros((3, count))
-        verdicts[0] = np.logaddexp(0.0, margins).sum(axis=1, dtype=np.float64)
+        verdicts[0] = softplus(margins).sum(axis=1, dtype=np.float64)
         verdicts[0] -= np.bincount(rows, weights=picked, minlength=count)
         verdicts[1] = np.bincount(rows, weights=picked > 0, minlength=count)  # sigmoid > 1/2
         verdicts[2] = (margins > 0).sum(axis=1) - verdicts[1]
