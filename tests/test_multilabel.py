@@ -12,7 +12,7 @@ import pytest
 from svb_spark.core.multilabel import MULTILABEL, label_sets
 from svb_spark.testing import train_in_process
 from tests.support.compare import assert_judged_alike
-from tests.support.data import training_config
+from tests.support.data import tagged_frame, training_config
 from tests.support.reference import reference_sgd
 
 K = 5
@@ -134,20 +134,6 @@ def test_a_sharded_message_carries_label_sets_as_their_labels_alone():
 LABELS = 3
 
 
-def _tagged_frame(spark, rows=400, seed=3):
-    from pyspark.ml.linalg import Vectors, VectorUDT
-    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
-
-    rng = np.random.default_rng(seed)
-    teacher = rng.normal(size=(LABELS, 4))
-    X = rng.normal(1.0, 2.0, size=(rows, 4))
-    on = X @ teacher.T + rng.logistic(size=(rows, LABELS)) - 1.0 > 0
-    sets = [[float(k) for k in np.flatnonzero(r)] for r in on]
-    schema = StructType([StructField("features", VectorUDT()),
-                         StructField("label", ArrayType(DoubleType()))])  # fmt: skip
-    return spark.createDataFrame([(Vectors.dense(x), s) for x, s in zip(X, sets)], schema), X
-
-
 def test_a_multilabel_fit_is_mllibs_binomial_fit_of_each_label(spark, tmp_path):
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.evaluation import MultilabelClassificationEvaluator, RankingEvaluator
@@ -155,7 +141,7 @@ def test_a_multilabel_fit_is_mllibs_binomial_fit_of_each_label(spark, tmp_path):
 
     from svb_spark import SVBLogisticRegression, SVBLogisticRegressionModel
 
-    frame, X = _tagged_frame(spark)
+    frame, X = tagged_frame(spark)
     model = SVBLogisticRegression(numWorkers=2, regParam=0.05, topKCol="topK", topK=2).fit(frame)
     assert model.getFamily() == "multilabel" and model.numClasses == LABELS
     W, b = model.coefficientMatrix.toArray(), model.interceptVector.toArray()
@@ -213,7 +199,7 @@ def test_multilabel_refusals_name_the_column_and_the_fix(spark):
 
     from svb_spark import SVBLogisticRegression
 
-    frame, _ = _tagged_frame(spark, rows=60)
+    frame, _ = tagged_frame(spark, rows=60)
     with pytest.raises(ValueError, match="'label' holds label sets .* binomial family"):
         SVBLogisticRegression(family="binomial", numWorkers=2).fit(frame)
     single = frame.withColumn("label", F.size("label").cast("double"))  # one label a row
@@ -247,7 +233,7 @@ def test_rows_held_out_by_the_fraction_judge_a_multilabel_fit_by_their_mean_f1()
 def test_every_exchange_mode_trains_a_multilabel_fit_on_spark_alike(spark):
     from svb_spark import SVBLogisticRegression
 
-    frame, _ = _tagged_frame(spark, rows=300)
+    frame, _ = tagged_frame(spark, rows=300)
     fits = {
         exchange: SVBLogisticRegression(numWorkers=2, solver="sgd", maxIter=4, tol=0.0,
                                         exchange=exchange, validationFraction=0.0).fit(frame)

@@ -18,6 +18,22 @@ def planted(seed=0, n=400, K=4, D=6):
     return X, y, w
 
 
+def tagged_frame(spark, rows=400, seed=3, labels=3):
+    """A DataFrame of (features, label sets as array<double>) with ``labels`` labels, a label
+    where a planted teacher's noisy margin is positive; and its features X."""
+    from pyspark.ml.linalg import Vectors, VectorUDT
+    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
+
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(labels, 4))
+    X = rng.normal(1.0, 2.0, size=(rows, 4))
+    on = X @ teacher.T + rng.logistic(size=(rows, labels)) - 1.0 > 0
+    sets = [[float(k) for k in np.flatnonzero(r)] for r in on]
+    schema = StructType([StructField("features", VectorUDT()),
+                         StructField("label", ArrayType(DoubleType()))])  # fmt: skip
+    return spark.createDataFrame([(Vectors.dense(x), s) for x, s in zip(X, sets)], schema), X
+
+
 def to_frame(spark, X: np.ndarray, y: np.ndarray, sparse: bool = False, extra: dict | None = None):
     """A DataFrame of (features, label[, extra columns...]) from numpy arrays."""
     from pyspark.ml.linalg import Vectors
