@@ -161,10 +161,18 @@ def test_an_autologged_pipeline_logs_the_inner_fit_and_a_model_that_scores_the_s
     np.testing.assert_array_equal(_probabilities(loaded, test), _probabilities(model, test))
 
 
-def test_a_fit_in_a_run_logs_the_held_out_loss_per_epoch(mlflow, client, digits_frames):
+@pytest.mark.parametrize("family", ["auto", "multilabel"])
+def test_a_fit_in_a_run_logs_the_held_out_loss_and_accuracy_per_epoch(
+    mlflow, client, spark, request, family
+):
     from pyspark.sql import functions as F
 
-    train, _ = digits_frames
+    from tests.support.data import tagged_frame
+
+    if family == "multilabel":  # its held-out accuracy is the rows' mean F1 (auto picks it)
+        train, _ = tagged_frame(spark, rows=300)
+    else:
+        train, _ = request.getfixturevalue("digits_frames")
     held_out = train.withColumn("held_out", F.rand(seed=1) < 0.2)
     estimator = SVBLogisticRegression(
         numWorkers=2, maxIter=4, seed=0, validationIndicatorCol="held_out", validationTol=0.0
@@ -173,37 +181,15 @@ def test_a_fit_in_a_run_logs_the_held_out_loss_per_epoch(mlflow, client, digits_
         model = estimator.fit(held_out)
 
     summary = model.summary
+    assert model.getFamily() == family
     _assert_fit_logged(client, run.info.run_id, summary)
     steps, values = _history(client, run.info.run_id, "validationLoss")
     assert steps == list(range(len(summary.validationHistory))) and steps
     assert values == pytest.approx(summary.validationHistory, rel=1e-12)
     steps, values = _history(client, run.info.run_id, "validationAccuracy")
-    assert values == pytest.approx(summary.validationAccuracy, rel=1e-12) and values
-    assert client.get_run(run.info.run_id).data.params == {}  # params are autologging's
-
-
-def test_a_multilabel_fit_logs_its_curve_and_held_out_f1_as_the_other_families(
-    mlflow, client, spark
-):
-    from pyspark.sql import functions as F
-
-    from tests.support.data import tagged_frame
-
-    frame, _ = tagged_frame(spark, rows=300)
-    held_out = frame.withColumn("held_out", F.rand(seed=2) < 0.25)
-    estimator = SVBLogisticRegression(
-        numWorkers=2, maxIter=4, seed=0, validationIndicatorCol="held_out", validationTol=0.0
-    )
-    with mlflow.start_run() as run:
-        model = estimator.fit(held_out)
-
-    summary = model.summary
-    assert model.getFamily() == "multilabel"
-    _assert_fit_logged(client, run.info.run_id, summary)
-    # The held-out rows' mean F1, the accuracy a multi-label fit stops on.
-    steps, values = _history(client, run.info.run_id, "validationAccuracy")
     assert steps == list(range(len(summary.validationAccuracy))) and steps
     assert values == pytest.approx(summary.validationAccuracy, rel=1e-12)
+    assert client.get_run(run.info.run_id).data.params == {}  # params are autologging's
 
 
 def test_a_fit_without_an_active_run_logs_nothing(mlflow, client, tracking_store, digits_frames):
