@@ -54,9 +54,9 @@ def svb(train, test) -> dict:
     scored = model.transform(test).select("label", "prediction", "topK").collect()
     ranking = RankingEvaluator(predictionCol="topK", metricName="precisionAtK", k=5)
     precision = ranking.evaluate(model.transform(test))  # pyspark's, on the column as it is
-    s = model.summary
-    return {"fit": "SVB default", "seconds": seconds, "epochs": s.totalIterations,
-            "solver": s.solver, "exchange": s.exchange, "stop": s.stopReason,
+    summary = model.summary
+    return {"fit": "SVB default", "seconds": seconds, "epochs": summary.totalIterations,
+            "solver": summary.solver, "exchange": summary.exchange, "stop": summary.stopReason,
             "micro_f1": micro_f1([r.prediction for r in scored], [r.label for r in scored]),
             "ranking_evaluator_precision_at_5": precision,
             **ranking_metrics(np.array([r.topK for r in scored]), [r.label for r in scored]),
