@@ -1,7 +1,8 @@
 """``svb-spark``: the command line, usable directly and under ``spark-submit``.
 
 Subcommands: ``train`` (fit and save a model), ``predict`` (write predictions as Parquet),
-``evaluate`` (accuracy, weighted F1 and log loss) and ``demo``. Settings for ``train`` come from,
+``evaluate`` (accuracy, weighted F1 and log loss; for a multi-label model the metrics of
+``MultilabelClassificationEvaluator``) and ``demo``. Settings for ``train`` come from,
 in increasing precedence: the library defaults, a TOML file (``--config``) and the flags; they
 are read by :mod:`svb_spark.cli_settings`.
 """
@@ -171,6 +172,11 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# What evaluate prints for a multi-label model: its summary's metrics of the same names as
+# MultilabelClassificationEvaluator's.
+MULTILABEL_METRICS = ("subsetAccuracy", "accuracy", "hammingLoss", "f1Measure", "microF1Measure")
+
+
 def log_loss(predictions, probability_col: str, label_col: str, weight_col: str = "") -> dict:
     """Weighted mean of ``-log p_label`` over ``predictions``, computed by one aggregation.
 
@@ -223,18 +229,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     df = read_input(spark, args.input, args.format, args.num_features or model.numFeatures)
     summary = model.evaluate(df)
-    loss = log_loss(
-        summary.predictions, summary.probabilityCol, summary.labelCol, summary.weightCol
-    )
-    metrics = {"accuracy": summary.accuracy, "weightedFMeasure": summary.weightedFMeasure(), **loss}
+    if model.getFamily() == "multilabel":
+        # MultilabelClassificationEvaluator's metrics, by its names: label sets have no log loss.
+        metrics = {name: getattr(summary, name) for name in MULTILABEL_METRICS}
+        metrics["rows"] = summary.predictions.count()
+        names = {name: name for name in MULTILABEL_METRICS}
+    else:
+        loss = log_loss(
+            summary.predictions, summary.probabilityCol, summary.labelCol, summary.weightCol
+        )
+        metrics = {"accuracy": summary.accuracy, "weightedFMeasure": summary.weightedFMeasure(),
+                   **loss}  # fmt: skip
+        names = {"accuracy": "accuracy", "weightedFMeasure": "weighted F1", "logLoss": "log loss"}
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(f"{'metric':<14}  value")
-        print(f"{'accuracy':<14}  {metrics['accuracy']:.4f}")
-        print(f"{'weighted F1':<14}  {metrics['weightedFMeasure']:.4f}")
-        print(f"{'log loss':<14}  {metrics['logLoss']:.4f}")
-        print(f"{'rows':<14}  {metrics['rows']}")
+        width = max(map(len, names.values()))
+        print(f"{'metric':<{width}}  value")
+        for key, name in names.items():
+            print(f"{name:<{width}}  {metrics[key]:.4f}")
+        print(f"{'rows':<{width}}  {metrics['rows']}")
     return 0
 
 
@@ -369,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_predict)
 
     evaluate = commands.add_parser(
-        "evaluate", help="print accuracy, weighted F1 and log loss of a model on labelled data"
+        "evaluate",
+        help="print accuracy, weighted F1 and log loss of a model on labelled data (multi-label: "
+        "subset accuracy, accuracy, Hamming loss, F1 and micro F1)",
     )
     evaluate.add_argument("--model", required=True, metavar="MODEL_DIR")
     _add_input(evaluate, "parquet")

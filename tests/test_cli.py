@@ -196,6 +196,38 @@ def test_train_predict_evaluate_on_libsvm(spark, libsvm_file, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_train_and_evaluate_a_multilabel_model_on_parquet(spark, tmp_path, capsys):
+    from pyspark.ml.evaluation import MultilabelClassificationEvaluator
+
+    from svb_spark import SVBLogisticRegressionModel
+    from tests.support.data import tagged_frame
+
+    data, model_dir = tmp_path / "tagged.parquet", tmp_path / "model"
+    tagged_frame(spark, rows=300)[0].write.parquet(str(data))
+    train = ["train", "--input", str(data), "--output", str(model_dir), "--param", "numWorkers=2"]
+    assert cli.main(train) == 0
+    assert "training accuracy" in capsys.readouterr().out
+    model = SVBLogisticRegressionModel.load(str(model_dir))
+    assert model.getFamily() == "multilabel"
+
+    # Rows that carry labels: MLlib's metrics are NaN on a row whose label and predicted sets
+    # are both empty, where the summary counts it as right.
+    labeled = tmp_path / "labeled.parquet"
+    spark.read.parquet(str(data)).where("size(label) > 0").write.parquet(str(labeled))
+    rows = spark.read.parquet(str(labeled)).count()
+    evaluate = ["evaluate", "--model", str(model_dir), "--input", str(labeled)]
+    assert cli.main(evaluate) == 0
+    assert "microF1Measure" in capsys.readouterr().out
+    assert cli.main([*evaluate, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 < rows < 300 and metrics["rows"] == rows
+    # The same numbers as pyspark's own evaluator on the model's predictions.
+    predictions = model.transform(spark.read.parquet(str(labeled)))
+    for name in cli.MULTILABEL_METRICS:
+        expected = MultilabelClassificationEvaluator(metricName=name).evaluate(predictions)
+        assert metrics[name] == pytest.approx(expected, rel=1e-9, abs=1e-12), name
+
+
 def test_config_file_is_overridden_by_flags(spark, libsvm_file, tmp_path, capsys):
     from svb_spark import SVBLogisticRegressionModel
 
