@@ -171,14 +171,23 @@ def label_cuts(thresholds, threshold, logits: bool) -> np.ndarray:
 def label_sets(labels: list, num_classes: int, dtype=np.float32):
     """Rows' label sets (a list of label lists) as a rows x ``num_classes`` CSR matrix of
     ones, the ``y`` of :class:`MultiLabel`; a label a row repeats counts once."""
+    offsets = np.cumsum([0] + [len(row) for row in labels])
+    flat = np.fromiter((int(k) for row in labels for k in row), dtype=np.int32, count=offsets[-1])
+    return label_sets_of_parts(offsets, flat, num_classes, dtype)
+
+
+def label_sets_of_parts(offsets: np.ndarray, labels: np.ndarray, num_classes: int, dtype):
+    """:func:`label_sets` of rows whose labels are ``labels[offsets[i]:offsets[i + 1]]``
+    (integer-valued, any dtype): sorted within each row, a repeated label counted once."""
     from scipy import sparse
 
-    indices = [sorted(set(int(k) for k in row)) for row in labels]
-    indptr = np.cumsum([0] + [len(row) for row in indices])
-    flat = np.fromiter((k for row in indices for k in row), dtype=np.int32, count=indptr[-1])
-    return sparse.csr_matrix(
-        (np.ones(len(flat), dtype=dtype), flat, indptr), shape=(len(labels), num_classes)
+    y = sparse.csr_matrix(
+        (np.ones(len(labels), dtype=dtype), np.asarray(labels).astype(np.int32), offsets),
+        shape=(len(offsets) - 1, num_classes),
     )
+    y.sum_duplicates()  # sorts each row's labels and adds up repeats
+    y.data[:] = 1
+    return y
 
 
 def label_positions(y) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from svb_spark.core.multilabel import label_sets_of_parts
+
 SPARSE_VECTOR, DENSE_VECTOR = 0, 1
 # Spark ML's VectorUDT as Arrow sees it (its sqlType).
 VECTOR_STRUCT = pa.struct(
@@ -173,17 +175,7 @@ def label_set_parts(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.
 def label_sets_column(column: pa.Array | pa.ChunkedArray, num_labels: int, dtype):
     """A label-sets column as :func:`svb_spark.core.multilabel.label_sets` makes them: a rows x
     ``num_labels`` CSR matrix of ones; a label a row repeats counts once."""
-    from scipy import sparse
-
-    offsets, labels = label_set_parts(column)
-    rows = len(offsets) - 1
-    y = sparse.csr_matrix(
-        (np.ones(len(labels), dtype=dtype), labels.astype(np.int32), offsets),
-        shape=(rows, num_labels),
-    )
-    y.sum_duplicates()
-    y.data[:] = 1
-    return y
+    return label_sets_of_parts(*label_set_parts(column), num_labels, dtype)
 
 
 def table_to_arrays(

@@ -115,10 +115,9 @@ class _PartitionStats:
             if self.bad_weight is None:
                 self.bad_weight = float(w[bad_w][0])
             w = np.where(bad_w, 0.0, w)
-        if self.label_sets:  # a row's weight counts once for each of its labels
-            self._count_classes(y, np.repeat(w, counts), labels_arrow.null_count or bad.any())
-        else:
-            self._count_classes(y, w, labels_arrow.null_count or bad.any())
+        # With label sets a row's weight counts once for each of its labels.
+        label_weights = np.repeat(w, counts) if self.label_sets else w
+        self._count_classes(y, label_weights, labels_arrow.null_count or bad.any())
 
         sizes = vector_sizes(batch.column(features))
         self.null_features += int((sizes < 0).sum())
