@@ -9,6 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
+from svb_spark.core.multilabel import label_positions, label_sets_of_parts
 from svb_spark.summary import SVBLogisticRegressionSummary, SVBLogisticRegressionTrainingSummary
 
 # The ranked labels the metrics frame holds, best first, for precisionAtK.
@@ -154,7 +155,7 @@ def _label_set_counts(batches):
     for batch in batches:
         n = batch.num_rows
         (rows, labels), (guess_rows, guesses) = (
-            _set_entries(batch.column(name), n) for name in ("label", "prediction")
+            _set_entries(batch.column(name)) for name in ("label", "prediction")
         )
         width = max(labels.max(initial=-1), guesses.max(initial=-1)) + 1
         # A (row, label) pair as one key: the labels both sets hold are the common keys.
@@ -197,12 +198,10 @@ def _ranked_hits(column, rows: np.ndarray, labels: np.ndarray, n: int) -> np.nda
     return np.bincount(rank[carried], minlength=RANKED_LABELS).astype(np.float64)
 
 
-def _set_entries(column, rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _set_entries(column) -> tuple[np.ndarray, np.ndarray]:
     """The (row, label) of every label of a label-sets column, each pair once."""
     from svb_spark.spark.data import label_set_parts
 
     offsets, labels = label_set_parts(column)
-    pairs = np.repeat(np.arange(rows), np.diff(offsets)), labels.astype(np.int64)
-    width = int(pairs[1].max(initial=-1)) + 1
-    keys = np.unique(pairs[0] * max(width, 1) + pairs[1])
-    return keys // max(width, 1), keys % max(width, 1)
+    width = int(labels.max(initial=-1)) + 1
+    return label_positions(label_sets_of_parts(offsets, labels, width, np.float32))
