@@ -12,6 +12,7 @@ import numpy as np
 
 from benchmarks.session import markdown_table
 from benchmarks.workloads import power_of_two
+from svb_spark.core import sparse
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -164,15 +165,11 @@ def sparse_step_calls(
     num_classes: int, num_features: int, batch_size: int, workers: int = 2, batches: int = 10
 ) -> tuple[dict, dict, dict]:
     """The sparse step of a feature-major replica two ways: the library's compiled loops
-    (:mod:`svb_spark.core.sparse`: one axpy of K floats per non-zero, in place) and the
-    formulation they replaced, which renumbers the batch's C distinct columns, multiplies with
-    scipy's ``@`` and gathers, updates and scatters the C x K rows of ``W.T``.
-
+    (:mod:`svb_spark.core.sparse`, in place) and the formulation they replaced (renumber the
+    batch's C distinct columns, scipy's ``@``, gather, update and scatter C x K rows of ``W.T``).
     Text-like rows (:func:`text_rows`), a fresh batch every call. Returns ``calls`` (part ->
-    way -> a call: ``apply``, the update by P B rows; ``forward``, the class scores of B rows,
-    which the call returns), ``replicas`` (way -> the K x D replica its apply updates) and the
-    shape, with the mean non-zeros and distinct columns of a step's P B rows.
-    """
+    way -> a call: ``apply``, the update by P B rows; ``forward``, the class scores of B rows),
+    ``replicas`` (way -> the replica its apply updates) and the step's shape."""
     from svb_spark.core import numerics
     from svb_spark.core.sparse import batch_columns  # the renumbering the alternative did
 
@@ -235,15 +232,12 @@ def sparse_step_rates(
 ) -> dict:
     """:func:`sparse_step_calls` timed on one thread, against BLAS's sgemm.
 
-    For ``apply`` and ``forward``: the median seconds of each way, ``speedup`` (alternative /
-    library) and each way's GFLOP/s (2 K nnz flops). ``gemm_gflops``: the rate of sgemm on
-    ``U^T`` (K x P B) times a dense P B x C block, C the distinct columns of a step (what the
-    update would cost were the rows dense on their columns); ``gemm_same_gflops``: on a P B x
-    (nnz / P B) block, the sparse step's own multiply-adds. ``*_ratio``: a GEMM rate over the
-    library's rate (1 = as fast as BLAS). ``apply.touch_s``: the floor of any update of the
-    step's rows, the library's apply of one non-zero per distinct column (each of the C rows
-    of ``W.T`` read and written once), and ``touch_gb_s`` the bytes it moves per second.
-    """
+    For ``apply`` and ``forward``: each way's median seconds and GFLOP/s (2 K nnz flops),
+    ``speedup`` (alternative / library). ``gemm_gflops``: sgemm's rate on ``U^T`` (K x P B)
+    times a dense P B x C block, C a step's distinct columns; ``gemm_same_gflops``: on a P B x
+    (nnz / P B) block, the step's own multiply-adds. ``*_ratio``: a GEMM rate over the
+    library's. ``apply.touch_s``: the floor of any update, the library's apply of one non-zero
+    per distinct column (each of C rows of ``W.T`` read and written once); ``touch_gb_s``."""
     from scipy.linalg import blas
 
     calls, _, shape = sparse_step_calls(num_classes, num_features, batch_size, workers)
@@ -339,6 +333,12 @@ def main() -> int:
     print()
     rates = [sparse_step_rates(1000, 1 << 14, 32), sparse_step_rates(1000, 1 << 18, 32)]
     print(sparse_step_table(rates))
+    # The products' two orders (svb_spark.core.sparse) on a class-sharded worker's block of
+    # 10,000 classes: row order forced, then the library's choice, feature order.
+    default = sparse.FEATURE_ORDER_ROW_BYTES
+    for name, row_bytes in (("row order", np.inf), ("feature order", default)):
+        sparse.FEATURE_ORDER_ROW_BYTES = row_bytes
+        print(f"\n{name}:\n" + sparse_step_table([sparse_step_rates(10_000, 1 << 16, 32)]))
     return 0
 
 

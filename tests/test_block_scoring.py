@@ -226,3 +226,45 @@ def test_block_bytes_must_be_positive(spark):
             thresholds=None,
             block_bytes=0,
         )
+
+
+class _CountedBlock:
+    """A class block that counts how often a task reads (unpickles) it."""
+
+    def __init__(self, value):
+        self._value, self.reads = value, 0
+
+    @property
+    def value(self):
+        self.reads += 1
+        return self._value
+
+
+def test_without_k_wide_columns_batches_are_scored_in_groups_reading_each_block_once(
+    monkeypatch,
+):
+    import pyarrow as pa
+
+    W, b, X = model_and_rows(n=30)
+
+    def dense_rows(rows):  # Spark ML DenseVectors in their Arrow form
+        vectors = [{"type": 1, "size": None, "indices": None, "values": list(x)} for x in rows]
+        return pa.RecordBatch.from_arrays([pa.array(vectors)], names=["features"])
+
+    batches = [dense_rows(X[start : start + 10]) for start in (0, 10, 20)]
+    margins = X @ W.T + b
+    for group_bytes, reads in ((scoring.GROUP_BYTES, 1), (batches[0].nbytes, 3)):
+        monkeypatch.setattr(scoring, "GROUP_BYTES", group_bytes)
+        starts = [0, 3, 6]
+        blocks = [_CountedBlock((W[s : s + 3], b[s : s + 3])) for s in starts]
+        score = scoring._block_scorer(
+            blocks, starts, W.shape, features="features", kinds=("prediction", "top_k"),
+            names=["prediction", "topK"], thresholds=None, threshold=None, top_k=3,
+        )  # fmt: skip
+        out = list(score(iter(batches)))
+        assert [block.reads for block in blocks] == [reads] * 3
+        assert [batch.num_rows for batch in out] == [10, 10, 10]
+        prediction = np.concatenate([batch.column("prediction").to_numpy() for batch in out])
+        top = np.concatenate([np.stack(batch.column("topK").to_pylist()) for batch in out])
+        np.testing.assert_array_equal(prediction, margins.argmax(axis=1))
+        np.testing.assert_array_equal(top, np.argsort(-margins, axis=1)[:, :3])

@@ -163,3 +163,26 @@ def test_without_scipys_private_loops_the_products_fall_back_to_its_public_ones(
     sparse.subtract_sparse_product(fallback.T, 0.5, U, V)
     np.testing.assert_allclose(fallback, compiled, rtol=1e-5, atol=1e-6)
     assert np.array_equal(sparse.sparse_product(V, compiled.T), margins)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_class_rows_are_read_in_feature_order_with_the_same_bits(dtype, monkeypatch):
+    wide = sparse.FEATURE_ORDER_ROW_BYTES // np.dtype(dtype).itemsize  # classes of a long row
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((D, wide)).astype(dtype)
+    V = _rows(12, seed=4, dtype=dtype)  # 40 columns: every batch repeats some
+    U = rng.standard_normal((12, wide)).astype(dtype)
+    assert sparse._feature_order(V, rows) and not sparse._feature_order(V, rows[:, :-1].copy())
+    tall = sp.vstack([V] * (sparse.FEATURE_ORDER_BATCH_BYTES // rows[0].nbytes // 12 + 1))
+    assert not sparse._feature_order(tall.tocsr(), rows)  # its rows would not stay in cache
+    margins, updated = sparse.sparse_product(V, rows), rows.copy()
+    sparse.subtract_sparse_product(updated, 0.25, U, V)
+
+    monkeypatch.setattr(sparse, "FEATURE_ORDER_ROW_BYTES", float("inf"))  # row order only
+    assert not sparse._feature_order(V, rows)
+    assert np.array_equal(sparse.sparse_product(V, rows), margins)
+    assert np.array_equal(margins, V @ rows)
+    row_order = rows.copy()
+    sparse.subtract_sparse_product(row_order, 0.25, U, V)
+    assert np.array_equal(updated, row_order)
+    assert not np.array_equal(updated, rows)

@@ -303,9 +303,20 @@ def test_the_tol_rule_fires_on_a_plateau_of_epochs_scaled_by_the_first():
     assert next(t for t in range(1, 81) if epochs_settled(falling[:t], 1e-6)) == fired
     looser = next(t for t in range(1, 81) if epochs_settled(falling[:t], 3e-2))
     assert looser < fired  # a tol above the noise is the bar
-    assert not epochs_settled([1.0] * 5, 1.0)  # fewer than two windows
+    assert not epochs_settled([1.0] * 5, 0.5)  # fewer than two windows
     assert epochs_settled([1.0] * 6, 1e-9)
     assert not epochs_settled([1.0] * 6, 0.0)  # tol 0: only maxIter stops
+
+
+def test_the_tol_rule_fires_once_the_objective_is_within_its_bar_of_zero():
+    # 20,000 classes of text at 10 rows a class: the model memorises its rows.
+    memorised = [2.85, 0.436, 0.0544, 0.00636, 0.000818, 0.000362, 0.000181]
+    assert not epochs_settled(memorised[:3], 1e-6)
+    assert epochs_settled(memorised[:4], 1e-6)  # 0.00636 <= 3e-3 x 2.85: nothing left
+    assert not epochs_settled(memorised[:4], 0.0)
+    # A penalized objective settles above zero: the windows judge it.
+    settling = [2.85, 1.2, 1.0, 0.95, 0.93, 0.925, 0.924]
+    assert not any(epochs_settled(settling[:t], 1e-6) for t in range(1, 6))
 
 
 def _overfitting_parts(held_out_fraction=0.5):
