@@ -240,9 +240,7 @@ class _CountedBlock:
         return self._value
 
 
-def test_without_k_wide_columns_batches_are_scored_in_groups_reading_each_block_once(
-    monkeypatch,
-):
+def test_without_k_wide_columns_batches_are_scored_in_groups_reading_each_block_once():
     import pyarrow as pa
 
     W, b, X = model_and_rows(n=30)
@@ -253,13 +251,13 @@ def test_without_k_wide_columns_batches_are_scored_in_groups_reading_each_block_
 
     batches = [dense_rows(X[start : start + 10]) for start in (0, 10, 20)]
     margins = X @ W.T + b
-    for group_bytes, reads in ((scoring.GROUP_BYTES, 1), (batches[0].nbytes, 3)):
-        monkeypatch.setattr(scoring, "GROUP_BYTES", group_bytes)
+    for group_bytes, reads in ((3 * batches[0].nbytes, 1), (batches[0].nbytes, 3), (0, 3)):
         starts = [0, 3, 6]
         blocks = [_CountedBlock((W[s : s + 3], b[s : s + 3])) for s in starts]
         score = scoring._block_scorer(
             blocks, starts, W.shape, features="features", kinds=("prediction", "top_k"),
             names=["prediction", "topK"], thresholds=None, threshold=None, top_k=3,
+            group_bytes=group_bytes,
         )  # fmt: skip
         out = list(score(iter(batches)))
         assert [block.reads for block in blocks] == [reads] * 3

@@ -9,8 +9,9 @@ task unpickles all of it. One larger than :data:`SCORE_IN_BLOCKS_ABOVE` (or than
 :data:`CLASS_BLOCK_BYTES`, and a task scores each batch block by block, keeping per row only a
 running max, sum of exponentials and best class
 (:class:`svb_spark.core.loss.RunningSoftmax`), so its Python worker holds one block of the
-model at a time. Without K-wide output columns, it scores consecutive batches together
-(:data:`GROUP_BYTES` of them), so that each block is read once per group, not once per batch.
+model at a time. Without K-wide output columns, it scores consecutive batches together (as
+many input bytes as a block holds), so that it reads each block once per group of batches, not
+once per batch.
 """
 
 from __future__ import annotations
@@ -48,11 +49,6 @@ BLOCK_SHARE_OF_PYTHON_MEMORY = 1 / 8
 # A model scored in broadcast class blocks reads every block once per chunk, so chunks are
 # not made smaller than they need to be.
 WIDE_CHUNK_BYTES = 256 << 20
-# The most bytes of input batches scored together against each broadcast class block when no
-# K-wide column is wanted: a task reads (unpickles) every block once per group. Read once per
-# 10,000-row batch, loading the blocks took 47% of a 4,000-class top-k scoring at 2^16
-# features; a group holds only its rows and, per row, a running top-k.
-GROUP_BYTES = 256 << 20
 
 
 def wide_chunk_rows(num_classes: int) -> int:
@@ -67,11 +63,17 @@ def _row_chunks(batches, rows: int):
             yield batch.slice(offset, rows)
 
 
-def _batch_groups(batches):
-    """Consecutive ``batches`` in groups of at most :data:`GROUP_BYTES` (at least one batch)."""
+def _batch_groups(batches, limit: int):
+    """Consecutive ``batches`` in groups of at most ``limit`` bytes (at least one batch each).
+
+    Without K-wide columns a task scores a group against each broadcast class block in turn,
+    so it reads (unpickles) every block once per group. Read once per 10,000-row batch, loading
+    the blocks took 47% of a 4,000-class top-k scoring at 2^16 features. A group holds its rows
+    and, per row, a running top-k; its input is bounded by a block's bytes, which the memory
+    rules of :func:`scoring_block_bytes` already bound."""
     group, size = [], 0
     for batch in batches:
-        if group and size + batch.nbytes > GROUP_BYTES:
+        if group and size + batch.nbytes > limit:
             yield group
             group, size = [], 0
         group.append(batch)
@@ -340,7 +342,7 @@ def _closure_scorer(
 
 def _block_scorer(
     blocks, starts, shape, *, features, kinds, names, thresholds, threshold, top_k=0, labels=None,
-    model_loss=None,
+    model_loss=None, group_bytes=0,
 ):  # fmt: skip
     num_classes, num_features = shape
     model_loss = model_loss or loss.of_model(num_classes)
@@ -351,7 +353,10 @@ def _block_scorer(
     chunk = wide_chunk_rows(num_classes) if wide else None  # (the driver's, in the closure)
 
     def score(batches):
-        groups = ([c] for c in _row_chunks(batches, chunk)) if wide else _batch_groups(batches)
+        if wide:
+            groups = ([piece] for piece in _row_chunks(batches, chunk))
+        else:
+            groups = _batch_groups(batches, group_bytes)
         for group in groups:
             yield from score_group(group)
 
@@ -562,6 +567,7 @@ def add_prediction_columns(
             top_k=top_k,
             labels=labels,
             model_loss=model_loss,
+            group_bytes=block_bytes,
         )
 
     # mapInArrow looks every column of its frame up by a parsed name, which a name with a dot
